@@ -1,0 +1,1 @@
+"""The ``ternary`` command-line app: thin click commands over the functional core."""

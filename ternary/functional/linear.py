@@ -1,0 +1,45 @@
+"""``linear(state, x)``: the ternary linear layer as a pure function."""
+
+from __future__ import annotations
+
+import torch
+
+from ternary.functional.hooks import current_tape
+from ternary.kernels.linear.bridge import LinearStatic, TernaryLinearFunction
+from ternary.kernels.registry import resolve
+from ternary.state.linear_state import LinearState
+
+
+def static_of(state: LinearState) -> LinearStatic:
+    return LinearStatic(state.in_features, state.group_size, state.bias_frac_bits)
+
+
+def check_input(state: LinearState, x: torch.Tensor, name: str = "x") -> None:
+    if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
+        raise TypeError(f"linear: {name} must be a float tensor, got {getattr(x, 'dtype', type(x).__name__)}")
+    if x.dim() == 0 or x.shape[-1] != state.in_features:
+        raise ValueError(
+            f"linear: {name} has shape {list(x.shape)}; its last dimension must be in_features={state.in_features}"
+        )
+    if x.device != state.device:
+        raise ValueError(f"linear: {name} is on {x.device} but the layer state is on {state.device}")
+
+
+def linear(state: LinearState, x: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
+    """``y [..., N] = x [..., K] @ W.T + bias`` with ``W = T * 2^E``; differentiable in ``x``.
+
+    Computed in ``x.dtype`` (bf16 or fp32) with the scale applied exactly. Inside
+    :func:`ternary.value_and_hooks` the call also records the layer's hooks.
+    """
+    check_input(state, x)
+    x2d = x.reshape(-1, state.in_features)
+    if not x2d.is_contiguous():
+        x2d = x2d.contiguous()
+    tape = current_tape()
+    probe = tape.probe(state, x.device) if tape is not None else None
+    taking_grad = torch.is_grad_enabled() and (x.requires_grad or probe is not None)
+    name = resolve(backend, x.device, grad_enabled=taking_grad)
+    y2d = TernaryLinearFunction.apply(x2d, probe, state.T_packed, state.E, state.bias, static_of(state), name)
+    if tape is not None:
+        tape.record(state, x2d, y2d)
+    return y2d.reshape(*x.shape[:-1], state.out_features)

@@ -1,0 +1,107 @@
+"""Update rules shaped like optax: a frozen rule record and a pure ``update``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+import torch.utils._pytree as pytree
+
+from ternary.functional.hooks import LinearHooks, NonFiniteError, check_finite_loss, is_layer, leaf_path_map
+from ternary.kernels.registry import implementation, resolve
+from ternary.state.linear_state import LinearState
+
+
+def _in_range(low: int, high: int) -> Any:
+    def check(record: Any, attribute: attrs.Attribute, value: int) -> None:
+        if not isinstance(value, int) or not low <= value <= high:
+            raise ValueError(f"UpdateRule.{attribute.name} must be an int in [{low}, {high}], got {value!r}")
+
+    return check
+
+
+@attrs.frozen
+class UpdateRule:
+    """Knobs of the vote update (see ``ternary/kernels/update/reference.py`` for the rule).
+
+    - ``theta_t``: votes a trit must bank before it steps (1..127).
+    - ``theta_e``: net group votes before a group exponent E steps (1..127).
+    - ``e_min``, ``e_max``: the range E is kept in (inclusive, within int8).
+    - ``bias_step``: bias change per update in fixed-point units (``2^-B`` each).
+    """
+
+    theta_t: int = attrs.field(default=4, validator=_in_range(1, 127))
+    theta_e: int = attrs.field(default=16, validator=_in_range(1, 127))
+    e_min: int = attrs.field(default=-24, validator=_in_range(-128, 127))
+    e_max: int = attrs.field(default=8, validator=_in_range(-128, 127))
+    bias_step: int = attrs.field(default=64, validator=_in_range(0, 2**30))
+
+    def __attrs_post_init__(self) -> None:
+        if self.e_min > self.e_max:
+            raise ValueError(f"UpdateRule: e_min={self.e_min} is above e_max={self.e_max}")
+
+    def kernel_args(self) -> dict[str, int]:
+        return attrs.asdict(self)
+
+
+def _check_hooks(path: str, layer: LinearState, hooks: LinearHooks) -> None:
+    x, gy = hooks.x, hooks.grad_y
+    if x.dim() != 2 or gy.dim() != 2 or x.shape[0] != gy.shape[0]:
+        raise ValueError(f"hooks for {path}: expected x [M, K] and grad_y [M, N], got {list(x.shape)} and {list(gy.shape)}")
+    if x.shape[1] != layer.in_features or gy.shape[1] != layer.out_features:
+        raise ValueError(
+            f"hooks for {path}: x {list(x.shape)} / grad_y {list(gy.shape)} do not match the layer "
+            f"(in_features={layer.in_features}, out_features={layer.out_features})"
+        )
+    for name, tensor in (("x", x), ("grad_y", gy)):
+        if not bool(torch.isfinite(tensor).all()):
+            raise NonFiniteError(f"hooks for {path}: {name} has NaN or Inf values; state left unchanged")
+
+
+def update_layer(
+    layer: LinearState, hooks: LinearHooks, rule: UpdateRule, *, backend: str | None = None
+) -> LinearState:
+    """New layer state after one vote update from ``hooks`` (hooks are assumed checked)."""
+    name = resolve(backend, layer.device, grad_enabled=False)
+    new = implementation("update", name).update(
+        layer.T_packed, layer.E, layer.E_accum, layer.T_accum, layer.bias,
+        hooks.x.contiguous(), hooks.grad_y.contiguous(),
+        in_features=layer.in_features, group_size=layer.group_size, **rule.kernel_args(),
+    )
+    return attrs.evolve(layer, **new._asdict())
+
+
+def update(
+    state: Any,
+    hooks: Any,
+    rule: UpdateRule | None = None,
+    *,
+    loss: torch.Tensor | None = None,
+    backend: str | None = None,
+) -> Any:
+    """Pure vote update of every layer in ``state`` that has hooks; returns a new tree.
+
+    Refuses (raises :class:`NonFiniteError`, nothing computed) if ``loss`` or any
+    hook is NaN/Inf. Layers with ``None`` hooks come back unchanged.
+    """
+    rule = rule or UpdateRule()
+    if loss is not None:
+        check_finite_loss(loss)
+    paths = leaf_path_map(state)
+    layers, spec = pytree.tree_flatten(state, is_leaf=is_layer)
+    try:
+        layer_hooks = spec.flatten_up_to(hooks)
+    except (ValueError, TypeError) as error:
+        raise ValueError(f"update: hooks tree does not match the state tree: {error}") from error
+    for layer, h in zip(layers, layer_hooks):
+        if h is None:
+            continue
+        if not is_layer(layer) or not isinstance(h, LinearHooks):
+            raise TypeError(f"update: hooks at {paths.get(id(layer), '?')} must be LinearHooks for a LinearState")
+        _check_hooks(paths[id(layer)], layer, h)
+    new_layers = [
+        update_layer(layer, h, rule, backend=backend) if h is not None else layer
+        for layer, h in zip(layers, layer_hooks)
+    ]
+    return pytree.tree_unflatten(new_layers, spec)

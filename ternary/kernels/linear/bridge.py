@@ -1,0 +1,74 @@
+"""The one autograd bridge of the ternary linear op, for every backend.
+
+Forward calls the backend's ``forward``; backward returns ``grad_x`` from the
+backend's ``grad_x`` and **no weight gradient**: the integer state takes no float
+gradient. An optional zero-valued ``probe`` input makes the output part of the
+autograd graph even when ``x`` needs no gradient, so the caller can take
+``d loss / d y`` (the layer's ``grad_y`` hook) with ``torch.autograd.grad``.
+"""
+
+from __future__ import annotations
+
+from typing import Any, NamedTuple
+
+import torch
+
+from ternary.kernels.registry import implementation
+
+
+class LinearStatic(NamedTuple):
+    """Static fields the kernels need."""
+
+    in_features: int
+    group_size: int
+    bias_frac_bits: int
+
+
+def run_forward(backend: str, x2d: torch.Tensor, T_packed, E, bias, static: LinearStatic) -> torch.Tensor:
+    return implementation("linear", backend).forward(
+        x2d, T_packed, E, bias, in_features=static.in_features, group_size=static.group_size,
+        bias_frac_bits=static.bias_frac_bits,
+    )
+
+
+def run_grad_x(backend: str, grad_y: torch.Tensor, T_packed, E, static: LinearStatic) -> torch.Tensor:
+    return implementation("linear", backend).grad_x(
+        grad_y, T_packed, E, in_features=static.in_features, group_size=static.group_size
+    )
+
+
+class TernaryLinearFunction(torch.autograd.Function):
+    """``y [M, N] = linear(x [M, K])``; differentiable in ``x`` only."""
+
+    @staticmethod
+    def forward(x2d, probe, T_packed, E, bias, static: LinearStatic, backend: str):  # type: ignore[override]
+        return run_forward(backend, x2d, T_packed, E, bias, static)
+
+    @staticmethod
+    def setup_context(ctx: Any, inputs: tuple, output: torch.Tensor) -> None:
+        _, _, T_packed, E, _, static, backend = inputs
+        ctx.save_for_backward(T_packed, E)
+        ctx.static, ctx.backend = static, backend
+
+    @staticmethod
+    def backward(ctx: Any, grad_y: torch.Tensor):  # type: ignore[override]
+        T_packed, E = ctx.saved_tensors
+        grad_x = None
+        if ctx.needs_input_grad[0]:
+            grad_x = run_grad_x(ctx.backend, grad_y.contiguous(), T_packed, E, ctx.static)
+        return grad_x, None, None, None, None, None, None
+
+    @staticmethod
+    def vmap(info: Any, in_dims: tuple, x2d, probe, T_packed, E, bias, static, backend):
+        """Batching rule for ``torch.func.vmap``: one call per batch element, then stack."""
+        tensors = (x2d, probe, T_packed, E, bias)
+        dims = in_dims[:5]
+
+        def pick(tensor, dim, index):
+            return tensor if tensor is None or dim is None else tensor.select(dim, index)
+
+        outputs = [
+            TernaryLinearFunction.apply(*(pick(t, d, i) for t, d in zip(tensors, dims)), static, backend)
+            for i in range(info.batch_size)
+        ]
+        return torch.stack(outputs), 0

@@ -1,0 +1,139 @@
+"""Backend selection: which implementation of each op runs a call.
+
+``TERNARY_BACKEND`` (alias ``ARB_TERNARY_BACKEND``) or a ``backend=`` keyword picks
+``auto``, ``tilelang``, ``triton`` or ``torch``. ``auto`` takes TileLang when it is
+installed, the device is CUDA and no gradient is being taken (unless
+``TERNARY_TILELANG_TRAINING=1``), else Triton on CUDA, else the torch reference. An
+explicit choice never falls back: if it cannot run, the call raises.
+"""
+
+from __future__ import annotations
+
+import functools
+import importlib
+import importlib.util
+import os
+from types import ModuleType
+
+import torch
+
+BACKENDS = ("torch", "triton", "tilelang")
+CHOICES = ("auto",) + BACKENDS
+
+ENV_BACKEND = ("TERNARY_BACKEND", "ARB_TERNARY_BACKEND")
+ENV_TILELANG_TRAINING = ("TERNARY_TILELANG_TRAINING", "ARB_TILELANG_TRAINING")
+ENV_TILELANG_CHECK_FINITE = ("TERNARY_TILELANG_CHECK_FINITE", "ARB_TILELANG_CHECK_FINITE")
+
+_OP_MODULES = {
+    "linear": "ternary.kernels.linear",
+    "update": "ternary.kernels.update",
+}
+# The direct update has no TileLang kernel: TileLang rows run the Triton update
+# (the update is a reduction with an integer epilogue, where Triton already reaches
+# the bandwidth roofline; see ternary/kernels/update/triton.py).
+_IMPLEMENTATION = {
+    ("update", "tilelang"): "triton",
+}
+
+
+class BackendError(RuntimeError):
+    """A backend was asked for that is unknown, not installed or cannot run here."""
+
+
+def env_value(names: tuple[str, ...], default: str) -> str:
+    """First set variable among ``names`` (the TERNARY_ name wins over its ARB_ alias)."""
+    for name in names:
+        value = os.environ.get(name)
+        if value is not None and value.strip() != "":
+            return value.strip()
+    return default
+
+
+def env_flag(names: tuple[str, ...], default: bool) -> bool:
+    value = env_value(names, "1" if default else "0").lower()
+    if value in ("1", "true", "yes", "on"):
+        return True
+    if value in ("0", "false", "no", "off"):
+        return False
+    raise BackendError(f"{names[0]}={value!r}: expected 0 or 1")
+
+
+def requested_backend(backend: str | None = None) -> str:
+    """The backend asked for by keyword, else by environment, validated."""
+    source = "backend=" if backend is not None else f"{ENV_BACKEND[0]}="
+    name = backend if backend is not None else env_value(ENV_BACKEND, "auto")
+    name = name.strip().lower()
+    if name not in CHOICES:
+        raise BackendError(f"unknown backend {source}{name!r}; valid choices: {', '.join(CHOICES)}")
+    return name
+
+
+@functools.cache
+def installed(module: str) -> bool:
+    return importlib.util.find_spec(module) is not None
+
+
+def triton_interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def unavailable_reason(name: str, device: torch.device) -> str | None:
+    """Why backend ``name`` cannot run on ``device``, or None if it can."""
+    if name == "torch":
+        return None
+    if not installed(name):
+        return f"the {name!r} package is not installed (pip install 'true-ternary[{name}]')"
+    if name == "triton" and device.type != "cuda" and not triton_interpreted():
+        return f"triton needs a CUDA device (got {device}) or TRITON_INTERPRET=1"
+    if name == "tilelang" and device.type != "cuda":
+        return f"tilelang needs a CUDA device (got {device})"
+    if name == "tilelang" and tilelang_disabled():
+        return "tilelang was disabled in this process after a non-finite output"
+    return None
+
+
+_TILELANG_DISABLED = False
+
+
+def tilelang_disabled() -> bool:
+    return _TILELANG_DISABLED
+
+
+def disable_tilelang() -> None:
+    """Stop ``auto`` from choosing TileLang for the rest of the process."""
+    global _TILELANG_DISABLED
+    _TILELANG_DISABLED = True
+
+
+def resolve(backend: str | None, device: torch.device, *, grad_enabled: bool) -> str:
+    """Concrete backend for one call on ``device``; raises :class:`BackendError`."""
+    name = requested_backend(backend)
+    if name != "auto":
+        reason = unavailable_reason(name, device)
+        if reason is not None:
+            raise BackendError(f"backend {name!r} was requested but {reason}; valid choices: {', '.join(CHOICES)}")
+        if name == "tilelang" and grad_enabled and not env_flag(ENV_TILELANG_TRAINING, False):
+            raise BackendError(
+                "backend 'tilelang' was requested while gradients are being taken; "
+                f"set {ENV_TILELANG_TRAINING[0]}=1 to allow TileLang in training"
+            )
+        return name
+    if device.type == "cuda":
+        tilelang_ok = not grad_enabled or env_flag(ENV_TILELANG_TRAINING, False)
+        if tilelang_ok and unavailable_reason("tilelang", device) is None:
+            return "tilelang"
+        if unavailable_reason("triton", device) is None:
+            return "triton"
+    return "torch"
+
+
+def implementation(op: str, backend: str) -> ModuleType:
+    """The module implementing ``op`` for ``backend`` (imported lazily)."""
+    if op not in _OP_MODULES:
+        raise KeyError(f"unknown op {op!r}; known: {sorted(_OP_MODULES)}")
+    source = _IMPLEMENTATION.get((op, backend), backend)
+    module = "reference" if source == "torch" else source
+    try:
+        return importlib.import_module(f"{_OP_MODULES[op]}.{module}")
+    except ImportError as error:
+        raise BackendError(f"backend {backend!r} for op {op!r} failed to import: {error}") from error
