@@ -16,6 +16,7 @@ from ternary.functional import (
     update,
     value_and_hooks,
 )
+from ternary.io import SnapshotError, load, save
 from ternary.kernels.registry import BackendError
 from ternary.state import Audit, CorruptStateError, LinearState, audit, pack, unpack
 
@@ -28,12 +29,15 @@ __all__ = [
     "LinearHooks",
     "LinearState",
     "NonFiniteError",
+    "SnapshotError",
     "UpdateRule",
     "audit",
     "combine_hooks",
     "embedding",
     "linear",
+    "load",
     "pack",
+    "save",
     "unpack",
     "update",
     "value_and_hooks",
