@@ -1,0 +1,268 @@
+"""The training loop: vote updates from hooks, held-out bits per byte, snapshots, exact resume.
+
+Each step takes ``accum`` micro-batches; their hooks are concatenated with
+:func:`ternary.combine_hooks` into ONE update (the gradient of the combined batch),
+then the integer bookkeeping (VQ usage, graph edges) of every micro-batch is applied.
+Batches are a pure function of ``(seed, step, micro)`` and the state is all integers,
+so a run resumed from a snapshot ends bit for bit where an uninterrupted run ends.
+"""
+
+from __future__ import annotations
+
+import time
+import zlib
+from pathlib import Path
+from typing import Any
+
+import attrs
+import torch
+import torch.utils._pytree as pytree
+
+from ternary.functional import LinearHooks, NonFiniteError, UpdateRule, combine_hooks, update, value_and_hooks
+from ternary.model import ModelConfig, ModelState, init_model, loss, observe
+from ternary.state.linear_state import LinearState
+from ternary.training.data import Corpus, evaluation_windows, load_corpus, split_corpus, training_windows
+from ternary.training.evaluation import evaluate_bits_per_byte
+
+META_KIND = "true-ternary-train"
+DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+# options that decide what the run computes; a resumed run takes them from the snapshot
+RUN_DEFINING = ("data", "ctx", "batch", "accum", "seed", "dtype", "max_bytes")
+
+
+class TrainingStopped(RuntimeError):
+    """Training stopped before finishing (a non-finite loss); the message says where and why."""
+
+
+def _positive(record: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, int) or value < 1:
+        raise ValueError(f"--{attribute.name.replace('_', '-')} must be a positive integer, got {value!r}")
+
+
+def _non_negative(record: Any, attribute: attrs.Attribute, value: Any) -> None:
+    if not isinstance(value, int) or value < 0:
+        raise ValueError(f"--{attribute.name.replace('_', '-')} must be >= 0, got {value!r}")
+
+
+@attrs.frozen(kw_only=True)
+class TrainOptions:
+    """Everything one run needs. ``ctx`` None means ``config.context``; ``save_every`` 0 saves only at the end."""
+
+    config: ModelConfig
+    data: str | None = None
+    ctx: int | None = None
+    batch: int = attrs.field(default=8, validator=_positive)
+    accum: int = attrs.field(default=1, validator=_positive)
+    steps: int = attrs.field(default=200, validator=_non_negative)
+    eval_every: int = attrs.field(default=50, validator=_positive)
+    eval_batches: int = attrs.field(default=4, validator=_positive)
+    save_every: int = attrs.field(default=0, validator=_non_negative)
+    keep: int = attrs.field(default=3, validator=_positive)
+    out: str | None = None
+    device: str = "cpu"
+    backend: str | None = None
+    seed: int = attrs.field(default=0, validator=_non_negative)
+    resume: str | None = None
+    rule: UpdateRule = UpdateRule()
+    dtype: str = attrs.field(default="float32", validator=attrs.validators.in_(tuple(DTYPES)))
+    max_bytes: int | None = None
+    progress: bool = True
+
+    @property
+    def context(self) -> int:
+        return self.ctx if self.ctx is not None else self.config.context
+
+    def flags(self) -> dict[str, Any]:
+        """The options as plain values (for snapshot metadata)."""
+        values = attrs.asdict(self, recurse=False)
+        values.update(config=self.config.to_dict(), rule=attrs.asdict(self.rule), ctx=self.context)
+        return values
+
+
+@attrs.frozen(eq=False)
+class TrainSummary:
+    """Outcome of :func:`train`: final ``state``, steps, losses, validation history, speed, snapshots."""
+
+    state: ModelState
+    start_step: int
+    step: int
+    last_loss: float | None
+    validation: tuple[tuple[int, float], ...]
+    tokens_per_second: float
+    snapshots: tuple[str, ...]
+    corpus: str
+
+
+def corpus_fingerprint(corpus: Corpus) -> dict[str, Any]:
+    return {"bytes": int(corpus.data.numel()), "crc32": zlib.crc32(corpus.data.numpy().tobytes())}
+
+
+def snapshot_meta(options: TrainOptions, step: int, corpus: Corpus) -> dict[str, Any]:
+    """Everything a resume needs: step, data position, RNG state, rule, config, flags."""
+    return {
+        "kind": META_KIND,
+        "step": step,
+        "data_position": {"next_step": step, "scheme": "training_windows(seed, step, micro)"},
+        "corpus": corpus_fingerprint(corpus),
+        "torch_rng_state": torch.get_rng_state(),
+        "rule": attrs.asdict(options.rule),
+        "config": options.config.to_dict(),
+        "options": {k: v for k, v in options.flags().items() if k not in ("config", "rule")},
+    }
+
+
+def resumed_options(options: TrainOptions, meta: dict[str, Any], source: Path) -> TrainOptions:
+    """``options`` with the model, rule and run-defining flags of the snapshot's metadata."""
+    if meta.get("kind") != META_KIND:
+        raise ValueError(f"--resume {source}: not a training snapshot (meta kind {meta.get('kind')!r})")
+    saved = meta["options"]
+    return attrs.evolve(
+        options,
+        config=ModelConfig.from_dict(meta["config"]),
+        rule=UpdateRule(**meta["rule"]),
+        **{name: saved[name] for name in RUN_DEFINING},
+    )
+
+
+@attrs.frozen(eq=False)
+class Resumed:
+    """Where a resumed run starts: ``state`` after ``step`` updates, trained on data ``corpus``."""
+
+    state: ModelState
+    step: int
+    corpus: dict[str, Any]
+
+
+def load_resume(options: TrainOptions) -> tuple[TrainOptions, Resumed | None]:
+    """Read ``options.resume`` (a snapshot file or a folder of them); restores the torch RNG state."""
+    if options.resume is None:
+        return options, None
+    from ternary.io import resume_from
+
+    source, state, meta = resume_from(options.resume)
+    options = resumed_options(options, meta, source)
+    torch.set_rng_state(meta["torch_rng_state"])
+    return options, Resumed(state=state, step=int(meta["step"]), corpus=meta["corpus"])
+
+
+def _is_hooks_leaf(node: Any) -> bool:
+    return node is None or isinstance(node, LinearHooks)
+
+
+def accumulate_hooks(state: ModelState, hook_trees: list[Any]) -> Any:
+    """:func:`ternary.combine_hooks` over micro-batches that may have used different layers.
+
+    A layer unused in one micro-batch (an expert no token chose) has None hooks, which
+    a record stores as an absent child, so the trees differ in shape. Each tree is
+    first completed from ``state`` with zero-row hooks; layers unused by every
+    micro-batch go back to None after combining.
+    """
+    if len(hook_trees) == 1:
+        return hook_trees[0]
+
+    def complete(hooks: Any) -> Any:
+        given = {pytree.keystr(p): h for p, h in pytree.tree_flatten_with_path(hooks, is_leaf=_is_hooks_leaf)[0]}
+
+        def fill(path: Any, node: Any) -> Any:
+            if not isinstance(node, LinearState):
+                return None
+            found = given.get(pytree.keystr(path))
+            if found is not None:
+                return found
+            empty = node.T_packed.new_zeros((0,), dtype=torch.float32)
+            return LinearHooks(empty.view(0, node.in_features), empty.view(0, node.out_features))
+
+        return pytree.tree_map_with_path(fill, state, is_leaf=lambda n: isinstance(n, LinearState))
+
+    combined = combine_hooks([complete(h) for h in hook_trees])
+    return pytree.tree_map(
+        lambda h: h if h is not None and h.rows else None, combined, is_leaf=_is_hooks_leaf
+    )
+
+
+def train_step(
+    state: ModelState, options: TrainOptions, train_data: torch.Tensor, step: int, device: torch.device
+) -> tuple[ModelState, float]:
+    """One update from ``accum`` micro-batches; returns the new state and the mean cross-entropy (nats)."""
+    step_fn = value_and_hooks(loss, has_aux=True)
+    dtype = DTYPES[options.dtype]
+    hooks, auxes = [], []
+    for micro in range(options.accum):
+        window = training_windows(
+            train_data, options.batch, options.context, seed=options.seed, step=step, micro=micro
+        ).to(device)
+        try:
+            (_, aux), micro_hooks = step_fn(state, window, options.config, backend=options.backend, dtype=dtype)
+        except NonFiniteError as error:
+            raise TrainingStopped(
+                f"step {step + 1}: the loss is not finite; stopped before backward and applied no update ({error})"
+            ) from None
+        hooks.append(micro_hooks)
+        auxes.append(aux)
+    new = update(state, accumulate_hooks(state, hooks), options.rule, backend=options.backend)
+    for aux in auxes:
+        new = observe(new, aux.model, options.config)
+    return new, float(torch.stack([a.cross_entropy for a in auxes]).mean())
+
+
+def train(options: TrainOptions) -> TrainSummary:
+    """Train as ``options`` says; raises :class:`TrainingStopped` on a non-finite loss."""
+    from tqdm.auto import tqdm
+
+    options, resumed = load_resume(options)
+    device = torch.device(options.device)
+    corpus = load_corpus(options.data, max_bytes=options.max_bytes)
+    if resumed is not None and corpus_fingerprint(corpus) != resumed.corpus:
+        raise ValueError(f"--resume {options.resume}: the training data differs from the data the snapshot was trained on")
+    train_data, held_out = split_corpus(corpus.data, options.context)
+    eval_batches = evaluation_windows(held_out, options.batch, options.context, options.eval_batches)
+    if resumed is None:
+        state, start = init_model(options.config, seed=options.seed, device=device), 0
+    else:
+        state, start = pytree.tree_map(lambda t: t.to(device), resumed.state), resumed.step
+
+    def validate() -> float:
+        return evaluate_bits_per_byte(
+            state, options.config, eval_batches, backend=options.backend, dtype=DTYPES[options.dtype]
+        )
+
+    validation, snapshots = [], []
+    last_loss, busy, tokens = None, 0.0, 0
+    bar = tqdm(total=options.steps, initial=min(start, options.steps), disable=not options.progress, unit="step")
+    with bar:
+        for step in range(start, options.steps):
+            began = time.perf_counter()
+            state, last_loss = train_step(state, options, train_data, step, device)
+            if device.type == "cuda":
+                torch.cuda.synchronize(device)
+            busy += time.perf_counter() - began
+            tokens += options.batch * options.context * options.accum
+            done = step + 1
+            postfix = {"loss": f"{last_loss:.3f}", "tok/s": f"{tokens / busy:.0f}"}
+            if done % options.eval_every == 0 or done == options.steps:
+                validation.append((done, validate()))
+                bar.write(f"step {done}: validation {validation[-1][1]:.4f} bits/byte")
+                postfix["val_bpb"] = f"{validation[-1][1]:.3f}"
+            bar.set_postfix(postfix)
+            bar.update(1)
+            if options.out is not None and (
+                (options.save_every and done % options.save_every == 0) or done == options.steps
+            ):
+                snapshots.append(str(save_snapshot(options, state, done, corpus)))
+    return TrainSummary(
+        state=state,
+        start_step=start,
+        step=max(start, options.steps),
+        last_loss=last_loss,
+        validation=tuple(validation),
+        tokens_per_second=tokens / busy if busy else 0.0,
+        snapshots=tuple(snapshots),
+        corpus=corpus.source,
+    )
+
+
+def save_snapshot(options: TrainOptions, state: ModelState, step: int, corpus: Corpus) -> Path:
+    """``options.out/step-<step>.safetensors`` with resume metadata; keeps the newest ``options.keep``."""
+    from ternary.io import save_numbered
+
+    return save_numbered(options.out, state, step=step, meta=snapshot_meta(options, step, corpus), keep=options.keep)
