@@ -31,7 +31,7 @@ class UpdateRule:
     - ``bias_step``: bias change per update in fixed-point units (``2^-B`` each).
     """
 
-    theta_t: int = attrs.field(default=4, validator=_in_range(1, 127))
+    theta_t: int = attrs.field(default=8, validator=_in_range(1, 127))
     theta_e: int = attrs.field(default=16, validator=_in_range(1, 127))
     e_min: int = attrs.field(default=-24, validator=_in_range(-128, 127))
     e_max: int = attrs.field(default=8, validator=_in_range(-128, 127))
@@ -72,6 +72,23 @@ def update_layer(
     return attrs.evolve(layer, **new._asdict())
 
 
+def _hooks_in_state_order(state: Any, hooks: Any) -> list[Any]:
+    """Hooks (or None) for each leaf of ``state`` flattened with ``is_leaf=is_layer``, matched by path.
+
+    Matching by path, not by tree shape, lets a state hold integer tensors outside
+    layer records (counts, edges): ``value_and_hooks`` gives those None, which a
+    record stores as an absent child, so the two trees need not have equal arity.
+    """
+    state_flat, _ = pytree.tree_flatten_with_path(state, is_leaf=is_layer)
+    hook_flat, _ = pytree.tree_flatten_with_path(hooks, is_leaf=lambda node: node is None or isinstance(node, LinearHooks))
+    by_path = {pytree.keystr(path): h for path, h in hook_flat if h is not None}
+    state_paths = {pytree.keystr(path) for path, _ in state_flat}
+    stray = sorted(set(by_path) - state_paths)
+    if stray:
+        raise ValueError(f"update: hooks tree does not match the state tree: no state at {stray[0].lstrip('.')}")
+    return [by_path.get(pytree.keystr(path)) for path, _ in state_flat]
+
+
 def update(
     state: Any,
     hooks: Any,
@@ -90,10 +107,7 @@ def update(
         check_finite_loss(loss)
     paths = leaf_path_map(state)
     layers, spec = pytree.tree_flatten(state, is_leaf=is_layer)
-    try:
-        layer_hooks = spec.flatten_up_to(hooks)
-    except (ValueError, TypeError) as error:
-        raise ValueError(f"update: hooks tree does not match the state tree: {error}") from error
+    layer_hooks = _hooks_in_state_order(state, hooks)
     for layer, h in zip(layers, layer_hooks):
         if h is None:
             continue
