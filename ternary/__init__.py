@@ -16,7 +16,7 @@ from ternary.functional import (
     update,
     value_and_hooks,
 )
-from ternary.io import SnapshotError, load, save
+from ternary.io import SnapshotError, diff, load, save
 from ternary.kernels.registry import BackendError
 from ternary.state import Audit, CorruptStateError, LinearState, audit, pack, unpack
 
@@ -33,6 +33,7 @@ __all__ = [
     "UpdateRule",
     "audit",
     "combine_hooks",
+    "diff",
     "embedding",
     "linear",
     "load",
