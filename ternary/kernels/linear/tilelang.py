@@ -1,0 +1,189 @@
+"""TileLang backend of the ternary linear op: ``forward`` and ``grad_x``.
+
+Same launchers as ``reference.py``. The kernels (``tilelang_programs.py``) read
+``T_packed`` / ``E`` directly, build each weight ``T * 2^E`` as exact bf16 bits
+(every int8 E, no clamping, never fp16), multiply on the tensor cores with float32
+accumulation and cast the result to the activation dtype. fp32 and fp16 activations
+are split into exact bf16 pieces inside the kernel, so they keep their precision.
+
+Programs are compiled on first use, one per :class:`KernelSpec` (op, layer shape,
+dtype, bias, M bucket, GPU arch; M itself is dynamic), kept for the process and
+cached on disk by TileLang (``TILELANG_CACHE_DIR``); ``ternary prewarm`` compiles
+them ahead of time.
+
+The vote **update** has no TileLang kernel: under the ``tilelang`` backend the registry
+runs the Triton update. The update is a reduction over M of sign votes with an integer
+epilogue (saturating accumulators, trit and exponent steps, repacking); it is bound by
+reading the hooks, not by tensor-core math, so TileLang's tile/GEMM machinery buys
+nothing there, while one kernel that is tested bit for bit against the reference is
+simpler to keep right than two.
+
+TileLang is imported only when a program has to be built, so this module imports
+without it. Bytes of ``T_packed`` are not validated here (a corrupt byte > 242 would be
+decoded as some trit pattern); state is validated when it is built or loaded.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import NamedTuple
+
+import torch
+
+DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
+SMALL_M = 64
+M_BUCKETS = ("small", "large")
+OPS = ("forward", "grad_x")
+TMA_ALIGNMENT = 16
+
+
+class KernelSpec(NamedTuple):
+    """Everything that selects one compiled program (M is dynamic inside a bucket)."""
+
+    op: str
+    out_features: int
+    in_features: int
+    group_size: int
+    dtype: str
+    has_bias: bool
+    bias_frac_bits: int
+    bucket: str
+    arch: str
+
+    def describe(self) -> str:
+        bias = "+bias" if self.has_bias else ""
+        return (
+            f"{self.op}{bias} N={self.out_features} K={self.in_features} G={self.group_size} "
+            f"{self.dtype} M-{self.bucket} {self.arch}"
+        )
+
+
+def m_bucket(rows: int) -> str:
+    """``small`` for ``rows <= SMALL_M`` (decode-sized batches), else ``large``."""
+    return "small" if rows <= SMALL_M else "large"
+
+
+def tile_for(spec: KernelSpec):
+    """Block shape of ``spec``: 64-row tiles for small M or split activations, else 128."""
+    from ternary.kernels.linear.tilelang_programs import Tile
+
+    wide = spec.bucket == "large" and spec.dtype == "bfloat16"
+    if spec.op == "forward":
+        return Tile(128, 128, 80, 3, 256) if wide else Tile(64, 128, 80, 2, 128)
+    return Tile(128, 64, 80, 3, 256) if wide else Tile(64, 64, 80, 2, 128)
+
+
+def program_for(spec: KernelSpec):
+    """The TileLang PrimFunc of ``spec`` (not compiled)."""
+    from ternary.kernels.linear import tilelang_programs as programs
+
+    tile = tile_for(spec)
+    n, k, g = spec.out_features, spec.in_features, spec.group_size
+    if spec.op == "forward":
+        return programs.forward_program(n, k, g, spec.dtype, spec.has_bias, spec.bias_frac_bits, tile)
+    if spec.op == "grad_x":
+        return programs.grad_x_program(n, k, g, spec.dtype, tile)
+    raise ValueError(f"tilelang: unknown op {spec.op!r}; known: {OPS}")
+
+
+@functools.cache
+def compiled(spec: KernelSpec):
+    """Compiled kernel of ``spec`` (built once per process; TileLang's disk cache makes rebuilds cheap)."""
+    from ternary.kernels.linear import tilelang_programs as programs
+
+    return programs.compile_program(program_for(spec), spec.arch)
+
+
+@functools.cache
+def device_arch(index: int) -> str:
+    """CUDA arch of device ``index`` as nvcc names it (``sm_90a`` on Hopper, for wgmma/TMA)."""
+    major, minor = torch.cuda.get_device_capability(index)
+    return f"sm_{major}{minor}{'a' if major >= 9 else ''}"
+
+
+@functools.cache
+def _no_bias(device: torch.device) -> torch.Tensor:
+    return torch.zeros(1, dtype=torch.int32, device=device)
+
+
+def _dtype_name(tensor: torch.Tensor, name: str) -> str:
+    if tensor.dtype not in DTYPE_NAMES:
+        raise TypeError(f"tilelang linear: {name} has dtype {tensor.dtype}; supported: bfloat16, float16, float32")
+    return DTYPE_NAMES[tensor.dtype]
+
+
+def _aligned(tensor: torch.Tensor) -> torch.Tensor:
+    """Contiguous, with a 16-byte aligned base address (TMA descriptors need it)."""
+    tensor = tensor.contiguous()
+    return tensor if tensor.data_ptr() % TMA_ALIGNMENT == 0 else tensor.clone()
+
+
+def _check_state(rows: torch.Tensor, T_packed, E, in_features: int, group_size: int, out_features: int) -> None:
+    if rows.device.type != "cuda":
+        raise ValueError(f"tilelang linear: tensors must be on a CUDA device, got {rows.device}")
+    expected = {
+        "T_packed": (T_packed, torch.uint8, (out_features, -(-in_features // 5))),
+        "E": (E, torch.int8, (out_features, -(-in_features // group_size))),
+    }
+    for name, (tensor, dtype, shape) in expected.items():
+        if tensor.dtype != dtype or tuple(tensor.shape) != shape or tensor.device != rows.device:
+            raise ValueError(
+                f"tilelang linear: {name} is {tensor.dtype} {list(tensor.shape)} on {tensor.device}; "
+                f"expected {dtype} {list(shape)} on {rows.device}"
+            )
+
+
+def forward(
+    x: torch.Tensor,
+    T_packed: torch.Tensor,
+    E: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    in_features: int,
+    group_size: int,
+    bias_frac_bits: int,
+) -> torch.Tensor:
+    """``y [M, N] = x [M, K] @ W.T + bias * 2^-B`` in ``x.dtype``."""
+    n = T_packed.shape[0]
+    if x.dim() != 2 or x.shape[1] != in_features:
+        raise ValueError(f"tilelang linear: x has shape {list(x.shape)}; expected [M, {in_features}]")
+    _check_state(x, T_packed, E, in_features, group_size, n)
+    if bias is not None and (bias.dtype != torch.int32 or tuple(bias.shape) != (n,)):
+        raise ValueError(f"tilelang linear: bias is {bias.dtype} {list(bias.shape)}; expected torch.int32 [{n}]")
+    rows = x.shape[0]
+    y = torch.empty((rows, n), dtype=x.dtype, device=x.device)
+    if rows == 0:
+        return y
+    spec = KernelSpec(
+        "forward", n, in_features, group_size, _dtype_name(x, "x"), bias is not None,
+        bias_frac_bits if bias is not None else 0,
+        m_bucket(rows), device_arch(x.device.index or 0),
+    )
+    bias_arg = _no_bias(x.device) if bias is None else _aligned(bias)
+    compiled(spec)(_aligned(x), _aligned(T_packed), _aligned(E), bias_arg, y)
+    return y
+
+
+def grad_x(
+    grad_y: torch.Tensor,
+    T_packed: torch.Tensor,
+    E: torch.Tensor,
+    *,
+    in_features: int,
+    group_size: int,
+) -> torch.Tensor:
+    """``grad_x [M, K] = grad_y [M, N] @ W`` in ``grad_y.dtype``."""
+    n = T_packed.shape[0]
+    if grad_y.dim() != 2 or grad_y.shape[1] != n:
+        raise ValueError(f"tilelang linear: grad_y has shape {list(grad_y.shape)}; expected [M, {n}]")
+    _check_state(grad_y, T_packed, E, in_features, group_size, n)
+    rows = grad_y.shape[0]
+    dx = torch.empty((rows, in_features), dtype=grad_y.dtype, device=grad_y.device)
+    if rows == 0:
+        return dx
+    spec = KernelSpec(
+        "grad_x", n, in_features, group_size, _dtype_name(grad_y, "grad_y"), False, 0,
+        m_bucket(rows), device_arch(grad_y.device.index or 0),
+    )
+    compiled(spec)(_aligned(grad_y), _aligned(T_packed), _aligned(E), dx)
+    return dx

@@ -1,0 +1,46 @@
+"""Integer-only decode of one packed trit into the bit pattern of a bf16 weight.
+
+The TileLang kernels build each dequantised weight ``T * 2^E`` directly as bf16 bits
+(sign bit, biased exponent, subnormal mantissa for E = -127 and -128). No float
+operation is involved, so nothing can round, overflow or be flushed to zero: every
+int8 E (-128..127) gives exactly ``2^E``, which bf16 represents because its exponent
+range equals float32's. (The earlier system built fp16 scales and clamped E to
+[-14, 15]; that is where its NaNs and wrong weights came from.)
+
+The functions take a ``select(cond, a, b)`` callable so the same formula runs on TIR
+expressions inside a kernel (``T.if_then_else``) and on torch tensors in CPU tests
+(``torch.where``): the kernel and its test cannot drift apart.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Callable
+
+Select = Callable[[Any, Any, Any], Any]
+
+BF16_SIGN = 0x8000
+BF16_MANTISSA_BITS = 7
+BF16_EXPONENT_BIAS = 127
+MIN_NORMAL_EXPONENT = -126
+# Subnormal bf16 magnitudes: 2^-127 = 0x40 * 2^-133 and 2^-128 = 0x20 * 2^-133.
+SUBNORMAL_BITS = {-127: 0x40, -128: 0x20}
+ZERO_TRIT_DIGIT = 1
+
+
+def scale_bits(exponent: Any, select: Select) -> Any:
+    """bf16 bit pattern (as int) of ``2^exponent`` for an int8 exponent in [-128, 127]."""
+    normal = (exponent + BF16_EXPONENT_BIAS) << BF16_MANTISSA_BITS
+    subnormal = select(exponent == -127, SUBNORMAL_BITS[-127], SUBNORMAL_BITS[-128])
+    return select(exponent >= MIN_NORMAL_EXPONENT, normal, subnormal)
+
+
+def trit_digit(byte: Any, position: Any, select: Select) -> Any:
+    """Digit ``d = T + 1`` in {0, 1, 2} at ``position`` (0..4) of a base-3 byte."""
+    power = select(position == 0, 1, select(position == 1, 3, select(position == 2, 9, select(position == 3, 27, 81))))
+    return (byte // power) % 3
+
+
+def weight_bits(digit: Any, magnitude_bits: Any, select: Select) -> Any:
+    """bf16 bits of ``(digit - 1) * 2^E`` given ``magnitude_bits = scale_bits(E)``."""
+    signed = magnitude_bits + select(digit == 0, BF16_SIGN, 0)
+    return select(digit == ZERO_TRIT_DIGIT, 0, signed)
