@@ -1,0 +1,40 @@
+"""``ternary generate``: sample bytes from a trained snapshot."""
+
+from __future__ import annotations
+
+import click
+
+from apps.commands.model_options import prepare_runtime, runtime_options
+
+
+@click.command("generate")
+@click.option("--snapshot", type=click.Path(exists=True, dir_okay=True, path_type=str), required=True,
+              help="Snapshot file written by `ternary train` (or its folder: the newest one).")
+@click.option("--prompt", default="", help="Text to continue (UTF-8).")
+@click.option("--tokens", type=click.IntRange(min=0), default=200, show_default=True, help="Bytes to generate.")
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.8, show_default=True,
+              help="Sampling temperature (0: most likely byte).")
+@runtime_options
+def generate(**values) -> None:
+    """Write ``--tokens`` sampled bytes continuing ``--prompt`` to standard output."""
+    import torch.utils._pytree as pytree
+
+    from ternary.io import SnapshotError, resume_from
+    from ternary.model import ModelConfig
+    from ternary.training import sample_bytes
+    from ternary.training.loop import DTYPES
+
+    prepare_runtime(values, grad_enabled=False)
+    try:
+        _, state, meta = resume_from(values["snapshot"])
+        config = ModelConfig.from_dict(meta["config"])
+    except (SnapshotError, KeyError, TypeError, ValueError) as error:
+        raise click.ClickException(f"--snapshot {values['snapshot']}: cannot use it ({error})") from None
+    state = pytree.tree_map(lambda t: t.to(values["device"]), state)
+    produced = sample_bytes(
+        state, config, values["prompt"].encode("utf-8"), values["tokens"], temperature=values["temperature"],
+        seed=values["seed"], backend=values["backend"], dtype=DTYPES[values["dtype"]],
+    )
+    stream = click.get_binary_stream("stdout")
+    stream.write(produced)
+    stream.flush()

@@ -1,0 +1,67 @@
+"""``ternary train``: train the byte-level model on text."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from apps.commands.model_options import build_config, model_shape_options, prepare_runtime, runtime_options
+
+_EXISTING = click.Path(exists=True, path_type=str)
+
+
+@click.command("train")
+@click.option("--data", type=_EXISTING, default=None,
+              help="Text file or folder of text files (default: the Python standard library's sources).")
+@model_shape_options
+@runtime_options
+@click.option("--ctx", type=click.IntRange(min=1), default=None, help="Context length (default: the preset's).")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
+@click.option("--accum", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Micro-batches whose hooks make ONE update.")
+@click.option("--steps", type=click.IntRange(min=0), default=200, show_default=True, help="Total updates.")
+@click.option("--eval-every", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--eval-batches", type=click.IntRange(min=1), default=4, show_default=True)
+@click.option("--save-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="Snapshot every N steps (0: only at the end); needs --out.")
+@click.option("--keep", type=click.IntRange(min=1), default=3, show_default=True, help="Snapshots kept in --out.")
+@click.option("--out", type=click.Path(file_okay=False, path_type=str), default=None, help="Snapshot folder.")
+@click.option("--resume", type=_EXISTING, default=None,
+              help="Snapshot file or folder to continue from (model, data, seed and batch come from it).")
+@click.option("--max-bytes", type=click.IntRange(min=1), default=None, help="Cut the corpus at this many bytes.")
+@click.option("--no-progress", is_flag=True, help="No progress bar.")
+def train(**values) -> None:
+    """Train on text with held-out bits per byte, snapshots and exact resume."""
+    from ternary.io import SnapshotError
+    from ternary.training import DataError, TrainingStopped, TrainOptions
+    from ternary.training import train as run_training
+
+    config = build_config(values)
+    prepare_runtime(values, grad_enabled=True)
+    out = values["out"]
+    if out is None and values["resume"] is not None:
+        resume = Path(values["resume"])
+        out = str(resume if resume.is_dir() else resume.parent)
+    if values["save_every"] and out is None:
+        raise click.UsageError("--save-every needs --out DIR")
+    try:
+        options = TrainOptions(
+            config=config, data=values["data"], ctx=values["ctx"], batch=values["batch"], accum=values["accum"],
+            steps=values["steps"], eval_every=values["eval_every"], eval_batches=values["eval_batches"],
+            save_every=values["save_every"], keep=values["keep"], out=out, device=values["device"],
+            backend=values["backend"], seed=values["seed"], resume=values["resume"], dtype=values["dtype"],
+            max_bytes=values["max_bytes"], progress=not values["no_progress"],
+        )
+        summary = run_training(options)
+    except (DataError, SnapshotError, TrainingStopped, ValueError) as error:
+        raise click.ClickException(str(error)) from None
+    last = f"{summary.last_loss:.4f} nats/byte" if summary.last_loss is not None else "n/a (no steps run)"
+    click.echo(f"corpus: {summary.corpus}")
+    click.echo(f"steps {summary.start_step}..{summary.step}: last training loss {last}, "
+               f"{summary.tokens_per_second:.0f} tokens/s")
+    if summary.validation:
+        step, bpb = summary.validation[-1]
+        click.echo(f"validation at step {step}: {bpb:.4f} bits/byte")
+    if summary.snapshots:
+        click.echo(f"snapshot: {summary.snapshots[-1]}")
