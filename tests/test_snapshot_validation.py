@@ -215,3 +215,39 @@ def test_renamed_torch_save_archive_is_rejected(tmp_path, good, state):
 def test_not_a_file(tmp_path, good, state):
     assert_rejected(tmp_path / "nope.safetensors", good, state, "no such snapshot file")
     assert_rejected(tmp_path, good, state, "folder")
+
+
+LAYER = "ternary.state.linear_state.LinearState"
+
+
+@pytest.mark.parametrize(
+    "tree,fragment",
+    [
+        ({"kind": "record", "type": LAYER, "children": [], "static": {}}, "malformed tree"),
+        ({"kind": "dict", "keys": ["blocks"], "items": []}, "1 keys but 0 items"),
+        ({"kind": "list"}, "malformed tree"),
+        ({"kind": "teleport"}, "unknown tree node kind 'teleport'"),
+        ([1, 2], "<root>: malformed tree node"),
+        ({"kind": "tensor", "name": ["not", "a", "name"]}, "malformed tree"),
+    ],
+)
+def test_malformed_tree_json(tmp_path, good, state, tree, fragment):
+    bad = edit(good, tmp_path / "tree.safetensors", change_metadata=lambda m: m.update(tree=json.dumps(tree)))
+    assert_rejected(bad, good, state, fragment)
+
+
+def test_deeply_nested_header_json(tmp_path, good, state):
+    deep = '{"kind": "list", "items": [' * 100_000 + "]}" * 100_000
+    bad = edit(good, tmp_path / "deep.safetensors", change_metadata=lambda m: m.update(tree=deep))
+    assert_rejected(bad, good, state, "'tree'")
+
+
+def test_tree_naming_tensors_in_the_wrong_places(tmp_path, good, state):
+    def swap(metadata):
+        metadata["tree"] = metadata["tree"].replace("['edges']", "['swap']").replace(
+            "['blocks'][0].T_accum", "['edges']"
+        ).replace("['swap']", "['blocks'][0].T_accum")
+
+    bad = edit(good, tmp_path / "swap.safetensors", change_metadata=swap)
+    with pytest.raises(SnapshotError, match="swap.safetensors"):
+        load(bad)

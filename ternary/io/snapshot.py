@@ -170,8 +170,8 @@ def _metadata(path: Path, header: dict[str, Any]) -> dict[str, str]:
 def _parse_json(path: Path, metadata: dict[str, str], key: str) -> Any:
     try:
         return json.loads(metadata[key])
-    except json.JSONDecodeError as error:
-        raise _fail(path, f"header entry {key!r} is not valid JSON ({error})") from None
+    except (json.JSONDecodeError, RecursionError) as error:
+        raise _fail(path, f"header entry {key!r} is not valid JSON ({type(error).__name__}: {error})") from None
 
 
 def _load_tensors(path: Path, data: bytes, checksums: dict[str, int]) -> dict[str, torch.Tensor]:
@@ -202,8 +202,10 @@ def _rebuild(path: Path, tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
 
     try:
         state = decode_tree(tree, tensor)
-    except (TypeError, ValueError, KeyError) as error:
+    except ValueError as error:
         raise _fail(path, str(error)) from None
+    except (TypeError, KeyError, AttributeError, IndexError, RecursionError) as error:
+        raise _fail(path, f"malformed tree in the header ({type(error).__name__}: {error})") from None
     unexpected = sorted(set(tensors) - set(used))
     if unexpected:
         raise _fail(path, f"unexpected tensors not in the tree: {unexpected}")
@@ -259,7 +261,7 @@ def load(path: str | os.PathLike[str], *, device: torch.device | str | None = No
         raise _fail(file, problem)
     try:
         meta = decode_value(meta_json, "meta")
-    except ValueError as error:
+    except (ValueError, RecursionError) as error:
         raise _fail(file, str(error)) from None
     if device is not None:
         state = pytree.tree_map(lambda t: t.to(device), state)
