@@ -61,7 +61,7 @@ def train(**values) -> None:
     click.echo(f"steps {summary.start_step}..{summary.step}: last training loss {last}, "
                f"{summary.tokens_per_second:.0f} tokens/s")
     if summary.validation:
-        step, bpb = summary.validation[-1]
-        click.echo(f"validation at step {step}: {bpb:.4f} bits/byte")
+        (first_step, first), (last_step, last_bpb) = summary.validation[0], summary.validation[-1]
+        click.echo(f"validation: {first:.4f} bits/byte at step {first_step} -> {last_bpb:.4f} at step {last_step}")
     if summary.snapshots:
         click.echo(f"snapshot: {summary.snapshots[-1]}")

@@ -230,6 +230,9 @@ def train(options: TrainOptions) -> TrainSummary:
     last_loss, busy, tokens = None, 0.0, 0
     bar = tqdm(total=options.steps, initial=min(start, options.steps), disable=not options.progress, unit="step")
     with bar:
+        if start == 0 and options.steps > 0:
+            validation.append((0, validate()))
+            bar.write(f"step 0: validation {validation[-1][1]:.4f} bits/byte")
         for step in range(start, options.steps):
             began = time.perf_counter()
             state, last_loss = train_step(state, options, train_data, step, device)
