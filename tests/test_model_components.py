@@ -19,6 +19,15 @@ from ternary.model.rotary import rotate
 from ternary.model.vq import VqState, code_vectors, nearest_codes, quantize, record_usage
 from ternary.state.audit import leaf_paths
 
+@pytest.fixture(autouse=True)
+def one_thread():
+    """Tiny models gain nothing from threads, and on a loaded 2-core machine OpenMP waits dominate."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 # float budgets: reference paths compute the same sums in another order (float32)
 ATOL = 1e-4
 
