@@ -5,6 +5,7 @@ run with the same seed and flags ends."""
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -87,26 +88,43 @@ def steps_saved(folder: Path) -> list[int]:
     return [step for step, _ in list_snapshots(folder)]
 
 
-@pytest.fixture
-def corpus(tmp_path) -> Path:
-    path = tmp_path / "corpus.txt"
-    text = (Path(__file__).read_text() * 20)[:30_000]
-    path.write_text(text)
-    return path
+@pytest.fixture(scope="module")
+def workspace(tmp_path_factory) -> Path:
+    """Corpus, kill hook, and the uninterrupted run every interrupted run is compared with."""
+    root = tmp_path_factory.mktemp("resume")
+    (root / "corpus.txt").write_text((Path(__file__).read_text() * 20)[:30_000])
+    (root / "kill_hook.py").write_text(KILL_HOOK)
+    run_to_end(train_args(root / "corpus.txt", root / "straight"), child_env(root), fresh=True)
+    return root
+
+
+def child_env(root: Path) -> dict[str, str]:
+    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+
+
+def assert_same_final_snapshots(straight: Path, resumed: Path) -> None:
+    assert steps_saved(straight) == steps_saved(resumed) == [STEPS - 1, STEPS]
+    for step in (STEPS - 1, STEPS):
+        name = f"step-{step:09d}.safetensors"
+        expected, expected_meta = load(straight / name)
+        actual, actual_meta = load(resumed / name)
+        for (path, a), (_, b) in zip(leaf_paths(expected), leaf_paths(actual), strict=True):
+            assert a.dtype == b.dtype and torch.equal(a, b), f"{name}: {path} differs after resume"
+        assert diff(expected, actual).unchanged
+        assert actual_meta["step"] == expected_meta["step"] == step
+        assert torch.equal(actual_meta["torch_rng_state"], expected_meta["torch_rng_state"])
 
 
 @pytest.mark.slow
-def test_sigkill_during_and_between_snapshot_writes_then_resume_is_exact(tmp_path, corpus):
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")]))
-    (tmp_path / "kill_hook.py").write_text(KILL_HOOK)
-    straight, broken = tmp_path / "straight", tmp_path / "broken"
-    run_to_end(train_args(corpus, straight), env, fresh=True)
+def test_sigkill_during_and_between_snapshot_writes_then_resume_is_exact(tmp_path, workspace):
+    env, corpus = child_env(workspace), workspace / "corpus.txt"
+    straight, broken = workspace / "straight", tmp_path / "broken"
 
     # 1. killed while writing the snapshot of step 2: half a temp file, step 1 intact
     marker = tmp_path / "writing"
     first = subprocess.Popen(
-        command(train_args(corpus, broken), hook=True, fresh=True), env=dict(env, KILL_AT_WRITE="2", KILL_MARKER=str(marker)),
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+        command(train_args(corpus, broken), hook=True, fresh=True),
+        env=dict(env, KILL_AT_WRITE="2", KILL_MARKER=str(marker)), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
     )
     kill_when(first, marker.exists)
     assert steps_saved(broken) == [1]
@@ -114,10 +132,7 @@ def test_sigkill_during_and_between_snapshot_writes_then_resume_is_exact(tmp_pat
     assert load(broken / "step-000000001.safetensors")[1]["step"] == 1
 
     # 2. resumed from the folder, killed between writes right after step 3 is on disk
-    second = subprocess.Popen(
-        command(resume_args(broken)),
-        env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )
+    second = subprocess.Popen(command(resume_args(broken)), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     kill_when(second, lambda: 3 in steps_saved(broken))
     assert not list(broken.glob(".*.tmp")), "the resumed run's first save removes the stale temp file"
     assert max(steps_saved(broken)) in (3, 4)
@@ -126,15 +141,44 @@ def test_sigkill_during_and_between_snapshot_writes_then_resume_is_exact(tmp_pat
     resume_file = broken / f"step-{max(steps_saved(broken)):09d}.safetensors"
     run_to_end(resume_args(resume_file), env)
 
-    assert steps_saved(straight) == steps_saved(broken) == [STEPS - 1, STEPS]
-    for step in (STEPS - 1, STEPS):
-        name = f"step-{step:09d}.safetensors"
-        expected, expected_meta = load(straight / name)
-        actual, actual_meta = load(broken / name)
-        for (path, a), (_, b) in zip(leaf_paths(expected), leaf_paths(actual), strict=True):
-            assert a.dtype == b.dtype and torch.equal(a, b), f"{name}: {path} differs after resume"
-        assert diff(expected, actual).unchanged
-        assert actual_meta["step"] == expected_meta["step"] == step
-        assert torch.equal(actual_meta["torch_rng_state"], expected_meta["torch_rng_state"])
+    assert_same_final_snapshots(straight, broken)
     last_step = diff(broken / f"step-{STEPS - 1:09d}.safetensors", broken / f"step-{STEPS:09d}.safetensors")
     assert not last_step.unchanged and last_step.total.t_accum[0] != last_step.total.t_accum[1], "training moved nothing"
+
+
+def wait_for_random_moment(process: subprocess.Popen, folder: Path, chooser: random.Random) -> None:
+    """Return while a snapshot temp file exists (half of the time, when one is caught), or a random
+    delay after the next snapshot lands; or when the process has ended."""
+    catch_write, delay = chooser.random() < 0.5, chooser.uniform(0.0, 0.5)
+    newest = max(steps_saved(folder), default=0)
+    while process.poll() is None:
+        if catch_write and any(folder.glob(".step-*.tmp")):
+            return
+        landed = max(steps_saved(folder), default=0) - newest
+        if landed >= (2 if catch_write else 1):
+            time.sleep(0.0 if catch_write else delay)
+            return
+        time.sleep(0.002)
+
+
+@pytest.mark.slow
+def test_sigkill_at_random_moments_then_resume_is_exact(tmp_path, workspace):
+    """Kill at random moments until a run finishes on its own; each restart resumes from the folder
+    (or starts afresh if nothing was saved yet)."""
+    env, folder, chooser = child_env(workspace), tmp_path / "run", random.Random(2026)
+    kills = 0
+    for _ in range(3):
+        saved = steps_saved(folder)
+        args = resume_args(folder) if saved else train_args(workspace / "corpus.txt", folder)
+        process = subprocess.Popen(
+            command(args, fresh=not saved), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        wait_for_random_moment(process, folder, chooser)
+        if process.poll() is not None:
+            break
+        process.send_signal(signal.SIGKILL)
+        process.wait(timeout=60)
+        kills += 1
+    assert kills >= 1
+    run_to_end(resume_args(folder), env)
+    assert_same_final_snapshots(workspace / "straight", folder)
