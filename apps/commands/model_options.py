@@ -29,6 +29,7 @@ model_shape_options = _stack([
     click.option("--preset", type=click.Choice(PRESET_NAMES), default="tiny", show_default=True, help="Size preset."),
     click.option("--dim", type=_POSITIVE, default=None, help="Override the model width."),
     click.option("--layers", type=_POSITIVE, default=None, help="Override the number of blocks."),
+    click.option("--heads", type=_POSITIVE, default=None, help="Override the number of attention heads."),
     click.option("--experts", type=_POSITIVE, default=None, help="Override the number of MoE experts."),
     click.option("--top-k", "top_k", type=_POSITIVE, default=None, help="Override experts per token."),
     click.option("--codebook", type=click.IntRange(min=2), default=None, help="Override the number of VQ codes."),
@@ -53,7 +54,7 @@ def build_config(values: dict[str, Any]) -> Any:
     """:class:`ternary.model.ModelConfig` from the parsed shape options (bad combinations -> UsageError)."""
     from ternary.model import preset
 
-    overrides = {name: values[name] for name in ("dim", "layers", "experts", "top_k", "codebook", "max_moe_iters")}
+    overrides = {name: values[name] for name in ("dim", "layers", "heads", "experts", "top_k", "codebook", "max_moe_iters")}
     overrides.update(
         moe=False if values["no_moe"] else None,
         vq=False if values["no_vq"] else None,

@@ -1,0 +1,118 @@
+"""The real click app: ``ternary smoke``, ``train`` and ``generate`` on the tiny preset (CPU)."""
+
+from __future__ import annotations
+
+import json
+import math
+
+import pytest
+import torch
+from click.testing import CliRunner
+
+from apps.cli import main
+
+SMALL = ["--dim", "24", "--layers", "1", "--experts", "3", "--codebook", "8", "--threads", "1"]
+TEXT = "to be or not to be, that is the question. " * 60
+
+
+@pytest.fixture(autouse=True)
+def restore_threads():
+    """``--threads`` sets torch's thread count for the process; put it back after each test."""
+    before = torch.get_num_threads()
+    yield
+    torch.set_num_threads(before)
+
+
+def invoke(*args: str):
+    return CliRunner().invoke(main, list(args), catch_exceptions=False)
+
+
+def smoke_json(*flags: str) -> dict:
+    result = invoke("smoke", "--json", "--ctx", "8", "--batch", "2", *SMALL, *flags)
+    assert result.exit_code == 0, result.output
+    return json.loads(result.output)
+
+
+def test_smoke_json_has_every_field_and_a_zero_audit():
+    report = smoke_json("--backward")
+    assert set(report) >= {"loss", "forward_s", "backward_update_s", "peak_memory_bytes", "peak_memory_kind", "audit", "run"}
+    for timing in (report["forward_s"], report["backward_update_s"]):
+        assert set(timing) == {"cold", "cached"} and all(v > 0 for v in timing.values())
+    audit = report["audit"]
+    assert audit["trainable_float_parameters"] == 0 and audit["float_buffers"] == 0
+    assert audit["hooks_left_after_update"] == 0 and audit["ok"] is True
+    assert math.isfinite(report["loss"]) and report["peak_memory_bytes"] > 0
+    assert report["run"]["backend"] == "torch" and report["run"]["ctx"] == 8
+
+
+def test_smoke_text_output_names_each_figure():
+    result = invoke("smoke", "--ctx", "4", "--batch", "1", *SMALL)
+    assert result.exit_code == 0
+    for word in ("loss:", "forward: cold", "peak memory:", "trainable float parameters 0", "float buffers 0"):
+        assert word in result.output
+
+
+@pytest.mark.parametrize(
+    "flags",
+    [["--no-moe"], ["--no-vq"], ["--no-graph"], ["--max-moe-iters", "1"], ["--max-moe-iters", "2"],
+     ["--max-moe-iters", "3"], ["--no-moe", "--no-vq"]],
+    ids=lambda f: " ".join(f),
+)
+def test_each_flag_combination_runs_forward_and_backward(flags):
+    report = smoke_json("--backward", *flags)
+    config = report["run"]["config"]
+    assert math.isfinite(report["loss"]) and report["audit"]["ok"]
+    assert config["moe"] == ("--no-moe" not in flags)
+    assert config["vq"] == ("--no-vq" not in flags)
+    assert config["graph"] == ("--no-vq" not in flags and "--no-graph" not in flags)
+    if "--max-moe-iters" in flags:
+        assert config["max_moe_iters"] == int(flags[1])
+
+
+def test_train_lowers_validation_loss_and_generate_samples_from_its_snapshot(tmp_path):
+    data = tmp_path / "text.txt"
+    data.write_text(TEXT)
+    out = tmp_path / "run"
+    result = invoke("train", "--data", str(data), "--ctx", "24", "--batch", "8", "--steps", "30", "--eval-every", "15",
+                    "--save-every", "15", "--out", str(out), "--no-progress", *SMALL)
+    assert result.exit_code == 0, result.output
+    values = [float(line.split()[3]) for line in result.output.splitlines() if line.startswith("step ")]
+    assert len(values) == 3 and values[-1] < values[0] - 0.5, result.output
+    snapshots = sorted(p.name for p in out.iterdir())
+    assert snapshots == ["step-000000015.safetensors", "step-000000030.safetensors"]
+    generated = CliRunner().invoke(main, ["generate", "--snapshot", str(out / snapshots[-1]), "--prompt", "to be",
+                                          "--tokens", "17", "--threads", "1"])
+    assert generated.exit_code == 0, generated.output
+    assert len(generated.stdout_bytes) == 17
+    from_folder = CliRunner().invoke(main, ["generate", "--snapshot", str(out), "--tokens", "5", "--temperature", "0"])
+    assert from_folder.exit_code == 0 and len(from_folder.stdout_bytes) == 5
+
+
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["smoke", "--ctx", "-3"], "Invalid value for '--ctx'"),
+        (["smoke", "--backend", "nope"], "Invalid value for '--backend'"),
+        (["train", "--backend", "nope"], "Invalid value for '--backend'"),
+        (["smoke", "--backend", "tilelang"], "'--backend'"),
+        (["train", "--ctx", "0"], "Invalid value for '--ctx'"),
+        (["train", "--data", "/no/such/corpus.txt"], "'/no/such/corpus.txt' does not exist"),
+        (["train", "--save-every", "5"], "--save-every needs --out"),
+        (["smoke", "--dim", "30"], "dim=30"),
+        (["generate", "--snapshot", "/no/such.safetensors"], "does not exist"),
+        (["generate"], "Missing option '--snapshot'"),
+    ],
+)
+def test_bad_flags_end_with_one_clear_error_line(args, message):
+    result = CliRunner().invoke(main, args)
+    assert result.exit_code != 0
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1 and message in errors[0], result.output
+
+
+def test_generate_rejects_a_file_that_is_not_a_snapshot(tmp_path):
+    bogus = tmp_path / "bogus.safetensors"
+    bogus.write_bytes(b"not a snapshot")
+    result = CliRunner().invoke(main, ["generate", "--snapshot", str(bogus)])
+    assert result.exit_code == 1
+    assert result.output.count("\n") == 1 and result.output.startswith("Error: --snapshot")
