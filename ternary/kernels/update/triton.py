@@ -1,0 +1,275 @@
+"""Triton direct update: the gradient tile is formed on chip and the whole rule runs in its epilogue.
+
+One program owns a tile of ``BLOCK_N`` output rows by ``BLOCK_B`` packed bytes (``5 BLOCK_B``
+input columns). It accumulates the five digit-position sub-tiles
+``g_d [BLOCK_N, BLOCK_B] = grad_y[:, rows].T @ x[:, 5 j + d]`` over all M rows of the hooks
+(tensor cores, fp32 accumulation), then, without writing any gradient:
+
+- votes ``-sign(g)`` step ``T_accum`` and the trits (``reference.step_trits``) and the
+  new trits are repacked into the tile's bytes of ``T_packed``;
+- ``sign(g) * T_old`` is summed per group. When a group lies inside one tile (``BLOCK_B``
+  a multiple of ``G / 5``; true for G = 5, 10, 20, 40, 80, 160) the tile steps ``E`` and
+  ``E_accum`` itself; otherwise the integer scores go through ``atomic_add`` into a small
+  int32 ``[N, ceil(K/G)]`` buffer and a second kernel steps the exponents;
+- the programs of the first byte block also sum ``grad_y`` over M and step the bias.
+
+Extra memory: the outputs, plus the int32 score buffer only for straddling groups. The
+result equals ``reference.update`` bit for bit whenever the float sums are exact (e.g.
+small-integer hooks); otherwise a sign may differ only where ``|g|`` is at rounding level.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ternary.kernels.linear.triton_base3 import base3_quotients, load_bytes, trit_of
+from ternary.kernels.registry import triton_interpreted
+from ternary.kernels.update import UpdatedTensors
+from ternary.state.packing import check_packed
+
+_FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
+
+
+def _new_like(tensor: torch.Tensor) -> torch.Tensor:
+    """Uninitialised output like ``tensor`` (tests replace this to poison every output)."""
+    return torch.empty_like(tensor)
+
+
+@triton.jit
+def _grad_digit(acc, g_t, x_ptr, rm, jb, DIGIT: tl.constexpr, M, K, stride_xm, stride_xk,
+                DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
+    """``acc [BN, BB] += grad_y_t [BN, BM] @ x[rm, 5 jb + DIGIT]``."""
+    col = jb * 5 + DIGIT
+    mask = (rm < M)[:, None] & (col < K)[None, :]
+    x = tl.load(x_ptr + rm[:, None] * stride_xm + col[None, :] * stride_xk, mask=mask, other=0.0)
+    return tl.dot(g_t, x.to(DOT_DTYPE), acc, input_precision=PRECISION)
+
+
+@triton.jit
+def _step_trit(t, acc, vote, theta_t):
+    """``reference.step_trits`` on int32 tensors: returns ``(trit, T_accum)``."""
+    acc = tl.minimum(tl.maximum(acc + vote, -128), 127)
+    up = acc >= theta_t
+    down = acc <= -theta_t
+    step_up = up & (t < 1)
+    step_down = down & (t > -1)
+    t = t + step_up.to(tl.int32) - step_down.to(tl.int32)
+    acc = tl.where(step_up | step_down, 0, acc)
+    acc = tl.where(up & ~step_up, theta_t - 1, acc)
+    acc = tl.where(down & ~step_down, 1 - theta_t, acc)
+    return t, acc
+
+
+@triton.jit
+def step_exponent(e, acc, score, theta_e, e_min, e_max):
+    """``reference.step_exponents`` on int32 tensors: returns ``(E, E_accum)``."""
+    sign = (score > 0).to(tl.int32) - (score < 0).to(tl.int32)
+    acc = tl.minimum(tl.maximum(acc - sign, -128), 127)
+    up = acc >= theta_e
+    down = acc <= -theta_e
+    step_up = up & (e < e_max)
+    step_down = down & (e > e_min)
+    e = e + step_up.to(tl.int32) - step_down.to(tl.int32)
+    acc = tl.where(step_up, acc - theta_e, acc)
+    acc = tl.where(step_down, acc + theta_e, acc)
+    acc = tl.where(up & ~step_up, theta_e - 1, acc)
+    acc = tl.where(down & ~step_down, 1 - theta_e, acc)
+    return e, acc
+
+
+@triton.jit
+def _vote_digit(g, t_old, ta_ptr, new_ta_ptr, rn, n_mask, jb, DIGIT: tl.constexpr, K, stride_tn, theta_t):
+    """Vote one digit position of the tile; returns ``(new digit d = T + 1, sign(g) * T_old)``."""
+    col = jb * 5 + DIGIT
+    valid = n_mask[:, None] & (col < K)[None, :]
+    offsets = rn[:, None] * stride_tn + col[None, :]
+    sign = (g > 0).to(tl.int32) - (g < 0).to(tl.int32)
+    t_accum = tl.load(ta_ptr + offsets, mask=valid, other=0).to(tl.int32)
+    t_new, t_accum = _step_trit(t_old, t_accum, -sign, theta_t)
+    tl.store(new_ta_ptr + offsets, t_accum.to(tl.int8), mask=valid)
+    digit = tl.where((col < K)[None, :], t_new + 1, 1)
+    return digit, sign * t_old
+
+
+@triton.jit
+def _vote_kernel(
+    x_ptr, g_ptr, p_ptr, ta_ptr, e_ptr, ea_ptr, bias_ptr,
+    new_p_ptr, new_ta_ptr, new_e_ptr, new_ea_ptr, new_bias_ptr, score_ptr,
+    M, N, K, KB, NG,
+    stride_xm, stride_xk, stride_gm, stride_gn, stride_pn, stride_tn, stride_en,
+    theta_t, theta_e, e_min, e_max, bias_step,
+    BYTES_PER_GROUP: tl.constexpr, GROUPS_IN_TILE: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+):
+    pid_n = tl.program_id(0)
+    pid_b = tl.program_id(1)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    jb = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    n_mask = rn < N
+    b_mask = jb < KB
+    acc0 = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
+    acc1 = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
+    acc3 = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
+    acc4 = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
+    col_sum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    for step in range(0, (M + BLOCK_M - 1) // BLOCK_M):
+        rm = step * BLOCK_M + tl.arange(0, BLOCK_M)
+        g_t = tl.load(g_ptr + rn[:, None] * stride_gn + rm[None, :] * stride_gm,
+                      mask=n_mask[:, None] & (rm < M)[None, :], other=0.0)
+        if HAS_BIAS:
+            if pid_b == 0:
+                col_sum += tl.sum(g_t.to(tl.float32), axis=1)
+        g_t = g_t.to(DOT_DTYPE)
+        acc0 = _grad_digit(acc0, g_t, x_ptr, rm, jb, 0, M, K, stride_xm, stride_xk, DOT_DTYPE, PRECISION)
+        acc1 = _grad_digit(acc1, g_t, x_ptr, rm, jb, 1, M, K, stride_xm, stride_xk, DOT_DTYPE, PRECISION)
+        acc2 = _grad_digit(acc2, g_t, x_ptr, rm, jb, 2, M, K, stride_xm, stride_xk, DOT_DTYPE, PRECISION)
+        acc3 = _grad_digit(acc3, g_t, x_ptr, rm, jb, 3, M, K, stride_xm, stride_xk, DOT_DTYPE, PRECISION)
+        acc4 = _grad_digit(acc4, g_t, x_ptr, rm, jb, 4, M, K, stride_xm, stride_xk, DOT_DTYPE, PRECISION)
+
+    # Epilogue: trits, votes and the repacked bytes of this tile.
+    byte = load_bytes(p_ptr, rn, jb, n_mask, b_mask, stride_pn)
+    q0, q1, q2, q3, q4 = base3_quotients(byte)
+    d0, s0 = _vote_digit(acc0, trit_of(q0, q1).to(tl.int32), ta_ptr, new_ta_ptr, rn, n_mask, jb, 0, K, stride_tn, theta_t)
+    d1, s1 = _vote_digit(acc1, trit_of(q1, q2).to(tl.int32), ta_ptr, new_ta_ptr, rn, n_mask, jb, 1, K, stride_tn, theta_t)
+    d2, s2 = _vote_digit(acc2, trit_of(q2, q3).to(tl.int32), ta_ptr, new_ta_ptr, rn, n_mask, jb, 2, K, stride_tn, theta_t)
+    d3, s3 = _vote_digit(acc3, trit_of(q3, q4).to(tl.int32), ta_ptr, new_ta_ptr, rn, n_mask, jb, 3, K, stride_tn, theta_t)
+    d4, s4 = _vote_digit(acc4, trit_of(q4, 0.0).to(tl.int32), ta_ptr, new_ta_ptr, rn, n_mask, jb, 4, K, stride_tn, theta_t)
+    new_byte = d0 + 3 * d1 + 9 * d2 + 27 * d3 + 81 * d4
+    tile_mask = n_mask[:, None] & b_mask[None, :]
+    tl.store(new_p_ptr + rn[:, None] * stride_pn + jb[None, :], new_byte.to(tl.uint8), mask=tile_mask)
+
+    # Group scores: steps E here when groups lie inside the tile, else hands them on.
+    score = s0 + s1 + s2 + s3 + s4
+    if GROUPS_IN_TILE:
+        GROUPS: tl.constexpr = BLOCK_B // BYTES_PER_GROUP
+        group_score = tl.sum(tl.reshape(score, (BLOCK_N, GROUPS, BYTES_PER_GROUP)), axis=2)
+        groups = pid_b * GROUPS + tl.arange(0, GROUPS)
+        g_mask = n_mask[:, None] & (groups < NG)[None, :]
+        offsets = rn[:, None] * stride_en + groups[None, :]
+        e = tl.load(e_ptr + offsets, mask=g_mask, other=0).to(tl.int32)
+        e_acc = tl.load(ea_ptr + offsets, mask=g_mask, other=0).to(tl.int32)
+        e, e_acc = step_exponent(e, e_acc, group_score, theta_e, e_min, e_max)
+        tl.store(new_e_ptr + offsets, e.to(tl.int8), mask=g_mask)
+        tl.store(new_ea_ptr + offsets, e_acc.to(tl.int8), mask=g_mask)
+    else:
+        groups = jb // BYTES_PER_GROUP
+        tl.atomic_add(score_ptr + rn[:, None] * NG + groups[None, :], score, mask=tile_mask)
+
+    if HAS_BIAS:
+        if pid_b == 0:
+            bias = tl.load(bias_ptr + rn, mask=n_mask, other=0).to(tl.int64)
+            direction = (col_sum > 0).to(tl.int64) - (col_sum < 0).to(tl.int64)
+            bias = bias - bias_step.to(tl.int64) * direction
+            bias = tl.minimum(tl.maximum(bias, -2147483648), 2147483647)
+            tl.store(new_bias_ptr + rn, bias.to(tl.int32), mask=n_mask)
+
+
+@triton.jit
+def _exponent_kernel(score_ptr, e_ptr, ea_ptr, new_e_ptr, new_ea_ptr, total, theta_e, e_min, e_max,
+                     BLOCK: tl.constexpr):
+    """Step ``E`` / ``E_accum`` from the reduced int32 group scores (contiguous ``[N, G]``)."""
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = i < total
+    score = tl.load(score_ptr + i, mask=mask, other=0)
+    e = tl.load(e_ptr + i, mask=mask, other=0).to(tl.int32)
+    e_acc = tl.load(ea_ptr + i, mask=mask, other=0).to(tl.int32)
+    e, e_acc = step_exponent(e, e_acc, score, theta_e, e_min, e_max)
+    tl.store(new_e_ptr + i, e.to(tl.int8), mask=mask)
+    tl.store(new_ea_ptr + i, e_acc.to(tl.int8), mask=mask)
+
+
+def _check(T_packed, E, E_accum, T_accum, bias, x, grad_y, in_features, group_size) -> None:
+    """One-line errors naming the tensor at fault."""
+    if group_size <= 0 or group_size % 5:
+        raise ValueError(f"triton update: group_size={group_size} must be a positive multiple of 5")
+    n, k = T_packed.shape[0], in_features
+    groups = -(-k // group_size)
+    expected = {
+        "T_packed": (T_packed, torch.uint8, [n, -(-k // 5)]),
+        "E": (E, torch.int8, [n, groups]),
+        "E_accum": (E_accum, torch.int8, [n, groups]),
+        "T_accum": (T_accum, torch.int8, [n, k]),
+    }
+    if bias is not None:
+        expected["bias"] = (bias, torch.int32, [n])
+    for name, (tensor, dtype, shape) in expected.items():
+        if tensor.dtype != dtype or list(tensor.shape) != shape:
+            raise ValueError(f"triton update: {name} must be {dtype} {shape}, got {tensor.dtype} {list(tensor.shape)}")
+        if not tensor.is_contiguous():
+            raise ValueError(f"triton update: {name} must be contiguous")
+    for name, tensor, width in (("x", x, k), ("grad_y", grad_y, n)):
+        if tensor.dim() != 2 or tensor.shape[1] != width or tensor.dtype not in _FLOAT_DTYPES:
+            raise ValueError(f"triton update: hook {name} must be a float [M, {width}] tensor, "
+                             f"got {tensor.dtype} {list(tensor.shape)}")
+    if x.shape[0] != grad_y.shape[0]:
+        raise ValueError(f"triton update: hooks x and grad_y have {x.shape[0]} and {grad_y.shape[0]} rows")
+    devices = {t.device for t in (T_packed, E, E_accum, T_accum, x, grad_y)}
+    if len(devices) != 1:
+        raise ValueError(f"triton update: tensors on different devices {sorted(map(str, devices))}")
+
+
+def _tiles(m: int, group_size: int) -> tuple[int, int, int, int]:
+    """``(BLOCK_M, BLOCK_N, BLOCK_B, num_warps)``."""
+    if triton_interpreted():
+        return 16, 16, 16, 4
+    if m <= 256:
+        return 32, 64, 32, 4
+    return 64, 128, 32, 8
+
+
+def update(
+    T_packed: torch.Tensor,
+    E: torch.Tensor,
+    E_accum: torch.Tensor,
+    T_accum: torch.Tensor,
+    bias: torch.Tensor | None,
+    x: torch.Tensor,
+    grad_y: torch.Tensor,
+    *,
+    in_features: int,
+    group_size: int,
+    theta_t: int,
+    theta_e: int,
+    e_min: int,
+    e_max: int,
+    bias_step: int,
+) -> UpdatedTensors:
+    """One vote update from hooks ``x [M, K]`` and ``grad_y [M, N]``; inputs are not written."""
+    _check(T_packed, E, E_accum, T_accum, bias, x, grad_y, in_features, group_size)
+    check_packed(T_packed)
+    n, kb = T_packed.shape
+    groups = E.shape[1]
+    m = x.shape[0]
+    new = UpdatedTensors(
+        _new_like(T_packed), _new_like(E), _new_like(E_accum), _new_like(T_accum),
+        None if bias is None else _new_like(bias),
+    )
+    if n == 0:
+        return new
+    block_m, block_n, block_b, warps = _tiles(m, group_size)
+    bytes_per_group = group_size // 5
+    groups_in_tile = block_b % bytes_per_group == 0
+    score = E if groups_in_tile else torch.zeros((n, groups), dtype=torch.int32, device=E.device)
+    use_fp32 = torch.float32 in (x.dtype, grad_y.dtype) or triton_interpreted() or x.dtype != grad_y.dtype
+    dot_dtype = tl.float32 if use_fp32 else (tl.bfloat16 if x.dtype == torch.bfloat16 else tl.float16)
+    grid = (triton.cdiv(n, block_n), triton.cdiv(kb, block_b))
+    _vote_kernel[grid](
+        x, grad_y, T_packed, T_accum, E, E_accum, bias if bias is not None else E,
+        new.T_packed, new.T_accum, new.E, new.E_accum, new.bias if bias is not None else E, score,
+        m, n, in_features, kb, groups,
+        x.stride(0), x.stride(1), grad_y.stride(0), grad_y.stride(1), T_packed.stride(0), T_accum.stride(0),
+        E.stride(0), theta_t, theta_e, e_min, e_max, bias_step,
+        BYTES_PER_GROUP=bytes_per_group, GROUPS_IN_TILE=groups_in_tile, HAS_BIAS=bias is not None,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b, DOT_DTYPE=dot_dtype, PRECISION="tf32x3",
+        num_warps=warps, num_stages=3,
+    )
+    if not groups_in_tile:
+        block = 32 if triton_interpreted() else 1024
+        _exponent_kernel[(triton.cdiv(n * groups, block),)](
+            score, E, E_accum, new.E, new.E_accum, n * groups, theta_e, e_min, e_max, BLOCK=block,
+        )
+    return new

@@ -1,0 +1,159 @@
+"""Triton linear kernels (forward, grad-x) against the torch reference.
+
+On CPU they run under ``TRITON_INTERPRET=1`` (set before the kernels are defined); on a
+GPU the same tests run compiled. Float outputs are compared by relative RMS error:
+
+- fp32 activations: ``FP32_BUDGET`` (the fused paths use fp32 accumulation and, on GPU,
+  3-pass TF32 products; the M = 1 GEMV rewrites each byte's dot product as
+  ``sum_i q_i z_i - sum_i x_i`` over quotients up to 242, so it is looser);
+- bf16 activations: ``BF16_BUDGET`` (one bf16 rounding of the output, ~2^-9 relative).
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+pytest.importorskip("triton")
+if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1", allow_module_level=True)
+
+from ternary.kernels.linear import reference  # noqa: E402
+from ternary.kernels.linear import triton as kernels  # noqa: E402
+from ternary.state.packing import random_packed  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+FP32_BUDGET = 1e-5
+GEMV_FP32_BUDGET = 5e-5
+BF16_BUDGET = 1e-2
+FRAC_BITS = 16
+
+# (M, N, K, G): K not a multiple of 5 or of G, N = 1, M = 1, G = 15 (groups straddle tiles).
+SHAPES = [(1, 5, 7, 5), (3, 33, 83, 40), (17, 1, 127, 40), (2, 5, 40, 15), (1, 33, 83, 15)]
+
+
+def relative_rms(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    actual, expected = actual.double().cpu(), expected.double().cpu()
+    return float((actual - expected).norm() / expected.norm().clamp_min(1e-300))
+
+
+def layer(n: int, k: int, g: int, seed: int, *, e_low: int = -6, e_high: int = 4, bias: bool = True):
+    gen = torch.Generator().manual_seed(seed)
+    packed = random_packed(n, k, generator=gen)
+    exponents = torch.randint(e_low, e_high, (n, -(-k // g)), generator=gen).to(torch.int8)
+    bias_t = torch.randint(-(2**20), 2**20, (n,), generator=gen, dtype=torch.int32) if bias else None
+    return [t if t is None else t.to(DEVICE) for t in (packed, exponents, bias_t)], gen
+
+
+def forward_paths(m: int):
+    paths = [("dispatch", kernels.forward), ("fused", kernels.forward_fused), ("two_step", kernels.forward_two_step)]
+    return paths + ([("gemv", kernels.forward_gemv)] if m == 1 else [])
+
+
+@pytest.mark.parametrize("m,n,k,g", SHAPES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_forward_fp32_matches_reference(m, n, k, g, with_bias):
+    (packed, exponents, bias), gen = layer(n, k, g, seed=m * 7919 + n * 31 + k, bias=with_bias)
+    x = torch.randn(m, k, generator=gen).to(DEVICE)
+    kw = dict(in_features=k, group_size=g, bias_frac_bits=FRAC_BITS)
+    expected = reference.forward(x, packed, exponents, bias, **kw)
+    for name, path in forward_paths(m):
+        y = path(x, packed, exponents, bias, **kw)
+        assert y.dtype == torch.float32 and y.shape == (m, n), name
+        budget = GEMV_FP32_BUDGET if name == "gemv" or (name == "dispatch" and m == 1) else FP32_BUDGET
+        assert relative_rms(y, expected) <= budget, (name, relative_rms(y, expected))
+
+
+@pytest.mark.parametrize("m,n,k,g", [(1, 33, 83, 40), (17, 5, 127, 15)])
+def test_forward_bf16_matches_reference(m, n, k, g):
+    (packed, exponents, bias), gen = layer(n, k, g, seed=11 + m)
+    x = torch.randn(m, k, generator=gen).to(DEVICE, torch.bfloat16)
+    kw = dict(in_features=k, group_size=g, bias_frac_bits=FRAC_BITS)
+    expected = reference.forward(x, packed, exponents, bias, **kw)
+    for name, path in forward_paths(m):
+        y = path(x, packed, exponents, bias, **kw)
+        assert y.dtype == torch.bfloat16, name
+        assert relative_rms(y, expected) <= BF16_BUDGET, (name, relative_rms(y, expected))
+
+
+@pytest.mark.parametrize("m,n,k,g", SHAPES)
+def test_grad_x_matches_reference(m, n, k, g):
+    (packed, exponents, _), gen = layer(n, k, g, seed=5 + m * 3 + k)
+    grad_y = torch.randn(m, n, generator=gen).to(DEVICE)
+    kw = dict(in_features=k, group_size=g)
+    expected = reference.grad_x(grad_y, packed, exponents, **kw)
+    for name, path in (("dispatch", kernels.grad_x), ("fused", kernels.grad_x_fused),
+                       ("two_step", kernels.grad_x_two_step)):
+        out = path(grad_y, packed, exponents, **kw)
+        assert out.shape == (m, k) and out.dtype == torch.float32, name
+        assert relative_rms(out, expected) <= FP32_BUDGET, (name, relative_rms(out, expected))
+    bf16 = kernels.grad_x(grad_y.to(torch.bfloat16), packed, exponents, **kw)
+    assert bf16.dtype == torch.bfloat16
+    assert relative_rms(bf16, reference.grad_x(grad_y.to(torch.bfloat16), packed, exponents, **kw)) <= BF16_BUDGET
+
+
+@pytest.mark.parametrize("m", [1, 3])
+def test_forward_is_exact_for_integer_inputs_and_extreme_exponents(m):
+    """Small-integer activations and one exponent per row from the whole int8 range
+    (subnormal 2^-128 included): every path must reproduce the reference exactly."""
+    n, k, g = 9, 83, 40
+    (packed, _, _), gen = layer(n, k, g, seed=99)
+    row_e = torch.tensor([-128, -127, -126, -100, -1, 0, 7, 64, 110], dtype=torch.int8)
+    exponents = row_e[:, None].expand(n, -(-k // g)).contiguous().to(DEVICE)
+    x = torch.randint(-3, 4, (m, k), generator=gen).to(DEVICE, torch.float32)
+    kw = dict(in_features=k, group_size=g, bias_frac_bits=FRAC_BITS)
+    expected = reference.forward(x, packed, exponents, None, **kw)
+    for name, path in forward_paths(m):
+        assert torch.equal(path(x, packed, exponents, None, **kw), expected), name
+    grad_y = torch.randint(-3, 4, (m, n), generator=gen).to(DEVICE, torch.float32)
+    expected_grad = reference.grad_x(grad_y, packed, exponents, in_features=k, group_size=g)
+    for name, path in (("fused", kernels.grad_x_fused), ("two_step", kernels.grad_x_two_step)):
+        assert torch.equal(path(grad_y, packed, exponents, in_features=k, group_size=g), expected_grad), name
+
+
+def test_forward_scales_exactly_with_powers_of_two():
+    """Property: forward(2 x) == 2 forward(x) bit for bit (bias off), on every path."""
+    (packed, exponents, _), gen = layer(33, 127, 40, seed=3, bias=False)
+    x = torch.randn(3, 127, generator=gen).to(DEVICE)
+    kw = dict(in_features=127, group_size=40, bias_frac_bits=FRAC_BITS)
+    for name, path in forward_paths(3) + [("gemv", kernels.forward_gemv)]:
+        rows = x[:1] if name == "gemv" else x
+        assert torch.equal(path(2 * rows, packed, exponents, None, **kw), 2 * path(rows, packed, exponents, None, **kw)), name
+
+
+def test_corrupt_bytes_poison_outputs_instead_of_decoding():
+    n, k, g = 5, 83, 40
+    (packed, exponents, bias), gen = layer(n, k, g, seed=17)
+    packed = packed.clone()
+    packed[2, 4] = 250
+    kw = dict(in_features=k, group_size=g, bias_frac_bits=FRAC_BITS)
+    for m in (1, 3):
+        x = torch.randn(m, k, generator=gen).to(DEVICE)
+        for name, path in forward_paths(m):
+            y = path(x, packed, exponents, bias, **kw)
+            assert torch.isnan(y[:, 2]).all(), name
+            assert torch.isfinite(y[:, [0, 1, 3, 4]]).all(), name
+    grad = kernels.grad_x(torch.randn(3, n, generator=gen).to(DEVICE), packed, exponents, in_features=k, group_size=g)
+    assert torch.isnan(grad[:, 20:25]).all()
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        (lambda a: {**a, "T_packed": a["T_packed"].to(torch.int16)}, "T_packed"),
+        (lambda a: {**a, "E": a["E"][:, :1].contiguous()}, "E must be int8"),
+        (lambda a: {**a, "x": a["x"][:, :-1]}, "in_features"),
+        (lambda a: {**a, "bias": a["bias"].to(torch.int64)}, "bias"),
+    ],
+)
+def test_bad_inputs_raise_naming_the_tensor(change, message):
+    (packed, exponents, bias), gen = layer(5, 83, 40, seed=1)
+    args = change({"x": torch.randn(2, 83, generator=gen).to(DEVICE), "T_packed": packed, "E": exponents, "bias": bias})
+    with pytest.raises(ValueError, match=message):
+        kernels.forward(args["x"], args["T_packed"], args["E"], args["bias"], in_features=83, group_size=40,
+                        bias_frac_bits=FRAC_BITS)

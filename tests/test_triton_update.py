@@ -1,0 +1,151 @@
+"""Triton direct update against the torch reference, bit for bit on integer state.
+
+Hooks are small integers (fp32 or bf16), so every gradient sum is exact in any order and
+the reference's signs are the only right answer. On CPU the kernels run under
+``TRITON_INTERPRET=1``; on a GPU compiled.
+"""
+
+from __future__ import annotations
+
+import os
+
+import pytest
+import torch
+
+if not torch.cuda.is_available():
+    os.environ.setdefault("TRITON_INTERPRET", "1")
+
+pytest.importorskip("triton")
+if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
+    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1", allow_module_level=True)
+
+from ternary.kernels.update import reference  # noqa: E402
+from ternary.kernels.update import triton as kernels  # noqa: E402
+from ternary.state.packing import CorruptStateError, random_packed, unpack  # noqa: E402
+
+DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
+FIELDS = ("T_packed", "E", "E_accum", "T_accum", "bias")
+
+
+def layer_state(n: int, k: int, g: int, gen: torch.Generator, *, bias: bool = True, wide: bool = False):
+    """Random state; ``wide`` draws accumulators and exponents over their whole ranges."""
+    groups = -(-k // g)
+    acc_range = (-128, 128) if wide else (-4, 5)
+    state = {
+        "T_packed": random_packed(n, k, generator=gen),
+        "E": torch.randint(-128 if wide else -3, 128 if wide else 4, (n, groups), generator=gen).to(torch.int8),
+        "E_accum": torch.randint(*acc_range, (n, groups), generator=gen).to(torch.int8),
+        "T_accum": torch.randint(*acc_range, (n, k), generator=gen).to(torch.int8),
+        "bias": torch.randint(-(2**31), 2**31 - 1, (n,), generator=gen, dtype=torch.int32) if bias else None,
+    }
+    return {name: None if t is None else t.to(DEVICE) for name, t in state.items()}
+
+
+def hooks(m: int, n: int, k: int, gen: torch.Generator, dtype=torch.float32):
+    x = torch.randint(-2, 3, (m, k), generator=gen).to(DEVICE, dtype)
+    grad_y = torch.randint(-2, 3, (m, n), generator=gen).to(DEVICE, dtype)
+    return x, grad_y
+
+
+def rule(k: int, g: int, **overrides) -> dict:
+    static = dict(in_features=k, group_size=g, theta_t=2, theta_e=2, e_min=-3, e_max=3, bias_step=64)
+    return {**static, **overrides}
+
+
+def run_both(state: dict, x: torch.Tensor, grad_y: torch.Tensor, static: dict):
+    args = [state[name] for name in FIELDS] + [x, grad_y]
+    return reference.update(*args, **static), kernels.update(*args, **static)
+
+
+def assert_bitwise(expected, actual) -> None:
+    for name in FIELDS:
+        want, got = getattr(expected, name), getattr(actual, name)
+        if want is None:
+            assert got is None, name
+            continue
+        assert got.dtype == want.dtype and got.shape == want.shape, name
+        assert torch.equal(got.cpu(), want.cpu()), f"{name}: {(got.cpu() != want.cpu()).sum()} entries differ"
+
+
+@pytest.fixture(autouse=True)
+def poisoned_outputs(monkeypatch):
+    """Fill every output buffer with garbage first, so an unwritten entry cannot pass."""
+
+    def poisoned(tensor: torch.Tensor) -> torch.Tensor:
+        return torch.full_like(tensor, 77 if tensor.dtype == torch.uint8 else -77)
+
+    monkeypatch.setattr(kernels, "_new_like", poisoned)
+
+
+# (M, N, K, G): odd K, N = 1, M = 1, groups inside one tile (G = 5, 10, 40) and
+# straddling tiles (G = 15, 30: the atomic score path).
+SHAPES = [(1, 5, 7, 5), (3, 33, 83, 40), (17, 1, 127, 40), (17, 33, 83, 15), (5, 20, 50, 10), (40, 7, 127, 30)]
+
+
+@pytest.mark.parametrize("m,n,k,g", SHAPES)
+@pytest.mark.parametrize("with_bias", [True, False])
+def test_update_matches_reference_bit_for_bit(m, n, k, g, with_bias):
+    gen = torch.Generator().manual_seed(m * 1009 + n * 17 + k + g)
+    state = layer_state(n, k, g, gen, bias=with_bias)
+    x, grad_y = hooks(m, n, k, gen)
+    expected, actual = run_both(state, x, grad_y, rule(k, g))
+    assert_bitwise(expected, actual)
+    assert not torch.equal(expected.T_packed.cpu(), state["T_packed"].cpu()), "test drew no trit step"
+
+
+@pytest.mark.parametrize("g", [40, 15])
+def test_update_saturation_and_limits_over_whole_ranges(g):
+    """Accumulators at int8 limits, E at and beyond e_min / e_max, bias near int32 limits."""
+    gen = torch.Generator().manual_seed(7 + g)
+    n, k = 33, 83
+    state = layer_state(n, k, g, gen, wide=True)
+    x, grad_y = hooks(9, n, k, gen)
+    for static in (rule(k, g, theta_t=127, theta_e=127, e_min=-128, e_max=127, bias_step=2**30),
+                   rule(k, g, theta_t=1, theta_e=1, e_min=-2, e_max=1)):
+        expected, actual = run_both(state, x, grad_y, static)
+        assert_bitwise(expected, actual)
+
+
+def test_update_bf16_hooks_and_empty_hooks():
+    gen = torch.Generator().manual_seed(5)
+    n, k, g = 20, 83, 40
+    state = layer_state(n, k, g, gen)
+    x, grad_y = hooks(17, n, k, gen, dtype=torch.bfloat16)
+    assert_bitwise(*run_both(state, x, grad_y, rule(k, g)))
+    x0, gy0 = hooks(0, n, k, gen)
+    assert_bitwise(*run_both(state, x0, gy0, rule(k, g)))
+
+
+def test_update_descends_and_leaves_inputs_untouched():
+    """Sign convention: a positive gradient moves a trit toward -1; inputs are not written."""
+    gen = torch.Generator().manual_seed(3)
+    n, k, g = 4, 10, 5
+    state = layer_state(n, k, g, gen, bias=True)
+    state["T_packed"] = random_packed(n, k, generator=gen).to(DEVICE).fill_(121)  # all trits 0
+    state["T_accum"] = torch.zeros(n, k, dtype=torch.int8, device=DEVICE)
+    before = {name: t.clone() for name, t in state.items()}
+    x = torch.ones(1, k, device=DEVICE)
+    grad_y = torch.tensor([[1.0, -1.0, 0.0, 2.0]], device=DEVICE)
+    new = kernels.update(*[state[f] for f in FIELDS], x, grad_y, **rule(k, g, theta_t=1))
+    trits = unpack(new.T_packed, k).cpu()
+    assert (trits[0] == -1).all() and (trits[1] == 1).all() and (trits[2] == 0).all() and (trits[3] == -1).all()
+    assert new.bias[0] == before["bias"][0] - 64 and new.bias[1] == before["bias"][1] + 64
+    for name, tensor in state.items():
+        assert torch.equal(tensor, before[name]), name
+
+
+def test_update_refuses_corrupt_state():
+    gen = torch.Generator().manual_seed(1)
+    state = layer_state(5, 83, 40, gen)
+    state["T_packed"][3, 2] = 243
+    x, grad_y = hooks(3, 5, 83, gen)
+    with pytest.raises(CorruptStateError, match="T_packed"):
+        kernels.update(*[state[f] for f in FIELDS], x, grad_y, **rule(83, 40))
+
+
+def test_update_bad_hook_shape_names_the_hook():
+    gen = torch.Generator().manual_seed(2)
+    state = layer_state(5, 83, 40, gen)
+    x, grad_y = hooks(3, 5, 83, gen)
+    with pytest.raises(ValueError, match="grad_y"):
+        kernels.update(*[state[f] for f in FIELDS], x, grad_y[:, :4], **rule(83, 40))
