@@ -157,8 +157,3 @@ def combine_hooks(hook_trees: Sequence[Any]) -> Any:
         )
     return pytree.tree_unflatten(combined, spec)
 
-
-def leaf_path_map(state: Any) -> dict[int, str]:
-    """``id(layer) -> path`` for every layer record of ``state`` (for error messages)."""
-    flat, _ = pytree.tree_flatten_with_path(state, is_leaf=is_layer)
-    return {id(node): pytree.keystr(path).lstrip(".") or "<root>" for path, node in flat if is_layer(node)}

@@ -8,7 +8,7 @@ import attrs
 import torch
 import torch.utils._pytree as pytree
 
-from ternary.functional.hooks import LinearHooks, NonFiniteError, check_finite_loss, is_layer, leaf_path_map
+from ternary.functional.hooks import LinearHooks, NonFiniteError, check_finite_loss, is_layer
 from ternary.kernels.registry import implementation, resolve
 from ternary.state.linear_state import LinearState
 
@@ -89,6 +89,26 @@ def _hooks_in_state_order(state: Any, hooks: Any) -> list[Any]:
     return [by_path.get(pytree.keystr(path)) for path, _ in state_flat]
 
 
+def paired_layers(state: Any, hooks: Any) -> tuple[list[Any], Any, list[LinearHooks | None], list[str]]:
+    """Flatten ``state`` to layers and match each with its (checked) hooks.
+
+    Returns ``(leaves, spec, hooks_per_leaf, paths)``; ``leaves`` are layer records or
+    other state leaves, ``hooks_per_leaf`` holds None where there are no hooks.
+    Raises on mismatched shapes or NaN/Inf hooks before anything is computed.
+    """
+    flat, spec = pytree.tree_flatten_with_path(state, is_leaf=is_layer)
+    leaves = [leaf for _, leaf in flat]
+    paths = [pytree.keystr(path).lstrip(".") or "<root>" for path, _ in flat]
+    layer_hooks = _hooks_in_state_order(state, hooks)
+    for path, layer, h in zip(paths, leaves, layer_hooks):
+        if h is None:
+            continue
+        if not is_layer(layer) or not isinstance(h, LinearHooks):
+            raise TypeError(f"update: hooks at {path} must be LinearHooks for a LinearState")
+        _check_hooks(path, layer, h)
+    return leaves, spec, layer_hooks, paths
+
+
 def update(
     state: Any,
     hooks: Any,
@@ -105,17 +125,9 @@ def update(
     rule = rule or UpdateRule()
     if loss is not None:
         check_finite_loss(loss)
-    paths = leaf_path_map(state)
-    layers, spec = pytree.tree_flatten(state, is_leaf=is_layer)
-    layer_hooks = _hooks_in_state_order(state, hooks)
-    for layer, h in zip(layers, layer_hooks):
-        if h is None:
-            continue
-        if not is_layer(layer) or not isinstance(h, LinearHooks):
-            raise TypeError(f"update: hooks at {paths.get(id(layer), '?')} must be LinearHooks for a LinearState")
-        _check_hooks(paths[id(layer)], layer, h)
-    new_layers = [
-        update_layer(layer, h, rule, backend=backend) if h is not None else layer
-        for layer, h in zip(layers, layer_hooks)
+    leaves, spec, layer_hooks, _ = paired_layers(state, hooks)
+    new_leaves = [
+        update_layer(leaf, h, rule, backend=backend) if h is not None else leaf
+        for leaf, h in zip(leaves, layer_hooks)
     ]
-    return pytree.tree_unflatten(new_layers, spec)
+    return pytree.tree_unflatten(new_leaves, spec)

@@ -65,14 +65,22 @@ def group_sum(values: torch.Tensor, group_size: int) -> torch.Tensor:
     return padded.view(n, groups, group_size).sum(-1)
 
 
-def update(
+def votes(x: torch.Tensor, grad_y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Votes from hooks: ``-sign(grad_y.T @ x)`` int8 ``[N, K]`` and ``-sign(sum_m grad_y)`` int8 ``[N]``."""
+    g = grad_y.to(torch.float32).T @ x.to(torch.float32)
+    weight_votes = (-torch.sign(g)).to(torch.int8)
+    bias_votes = (-torch.sign(grad_y.to(torch.float32).sum(0))).to(torch.int8)
+    return weight_votes, bias_votes
+
+
+def apply_votes(
     T_packed: torch.Tensor,
     E: torch.Tensor,
     E_accum: torch.Tensor,
     T_accum: torch.Tensor,
     bias: torch.Tensor | None,
-    x: torch.Tensor,
-    grad_y: torch.Tensor,
+    weight_votes: torch.Tensor,
+    bias_votes: torch.Tensor,
     *,
     in_features: int,
     group_size: int,
@@ -82,15 +90,29 @@ def update(
     e_max: int,
     bias_step: int,
 ) -> UpdatedTensors:
-    """One vote update from hooks ``x [M, K]`` and ``grad_y [M, N]``."""
-    g = grad_y.to(torch.float32).T @ x.to(torch.float32)
-    sign_g = torch.sign(g).to(torch.int32)
+    """Steps 2-4 of the rule from votes in {-1, 0, +1}: ``weight_votes [N, K]``, ``bias_votes [N]``."""
+    v = weight_votes.to(torch.int32)
     trits = unpack(T_packed, in_features)
-    new_trits, new_T_accum = step_trits(trits, T_accum, -sign_g, theta_t)
-    score = group_sum(sign_g * trits.to(torch.int32), group_size)
+    new_trits, new_T_accum = step_trits(trits, T_accum, v, theta_t)
+    score = group_sum(-v * trits.to(torch.int32), group_size)
     new_E, new_E_accum = step_exponents(E, E_accum, score, theta_e, e_min, e_max)
     new_bias = None
     if bias is not None:
-        direction = torch.sign(grad_y.to(torch.float32).sum(0)).to(torch.int64)
-        new_bias = (bias.to(torch.int64) - bias_step * direction).clamp(INT32_MIN, INT32_MAX).to(torch.int32)
+        step = bias_step * bias_votes.to(torch.int64)
+        new_bias = (bias.to(torch.int64) + step).clamp(INT32_MIN, INT32_MAX).to(torch.int32)
     return UpdatedTensors(pack(new_trits), new_E, new_E_accum, new_T_accum, new_bias)
+
+
+def update(
+    T_packed: torch.Tensor,
+    E: torch.Tensor,
+    E_accum: torch.Tensor,
+    T_accum: torch.Tensor,
+    bias: torch.Tensor | None,
+    x: torch.Tensor,
+    grad_y: torch.Tensor,
+    **static: int,
+) -> UpdatedTensors:
+    """One vote update from hooks ``x [M, K]`` and ``grad_y [M, N]`` (static: see :func:`apply_votes`)."""
+    weight_votes, bias_votes = votes(x, grad_y)
+    return apply_votes(T_packed, E, E_accum, T_accum, bias, weight_votes, bias_votes, **static)

@@ -1,0 +1,96 @@
+"""Data-parallel updates: ranks combine integer votes, never float gradients.
+
+Each rank turns its hooks into votes, ``-sign(g_r)`` (int8 ``[N, K]`` per layer) and
+``-sign(sum_m grad_y_r)`` (int8 ``[N]``), packs every layer's votes into one flat
+integer buffer and all-reduces it with SUM. The combined vote of a weight is the
+sign of that sum, a majority vote over ranks (a tie gives no vote). Every rank then
+applies the identical combined votes to identical state, so states stay bit-identical.
+
+Relation to one big batch: the single-process update uses ``-sign(sum_r g_r)``. The two
+agree wherever the ranks' signs agree (all ranks vote the same way, or abstain), and in
+general wherever the majority of rank signs equals the sign of the summed gradient.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import attrs
+import torch
+import torch.distributed as dist
+import torch.utils._pytree as pytree
+
+from ternary.functional.hooks import NonFiniteError, check_finite_loss, is_layer
+from ternary.functional.update import UpdateRule, paired_layers
+from ternary.kernels.registry import implementation
+
+
+def vote_dtype(world_size: int) -> torch.dtype:
+    """Smallest integer dtype that holds a sum of ``world_size`` votes in {-1, 0, +1}."""
+    return torch.int8 if world_size <= 127 else torch.int16 if world_size <= 32767 else torch.int32
+
+
+def _agree_hooks_are_finite(local_ok: bool, group: Any, device: torch.device) -> None:
+    flag = torch.tensor([0 if local_ok else 1], dtype=torch.int32, device=device)
+    dist.all_reduce(flag, group=group)
+    if int(flag) > 0:
+        raise NonFiniteError(f"{int(flag)} rank(s) had NaN/Inf loss or hooks; no rank applies this update")
+
+
+def vote_update(
+    state: Any,
+    hooks: Any,
+    rule: UpdateRule | None = None,
+    *,
+    loss: torch.Tensor | None = None,
+    group: Any = None,
+) -> tuple[Any, int]:
+    """Majority-vote update across the ranks of ``group``; returns ``(new_state, bytes_reduced)``.
+
+    Every rank must call it with the same state structure. A layer without hooks on
+    one rank contributes no votes from that rank. If any rank's loss or hooks are not
+    finite, every rank raises :class:`NonFiniteError` and no state changes.
+    """
+    rule = rule or UpdateRule()
+    leaves, spec = pytree.tree_flatten(state, is_leaf=is_layer)
+    device = next((leaf.device for leaf in leaves if is_layer(leaf)), torch.device("cpu"))
+    try:
+        if loss is not None:
+            check_finite_loss(loss)
+        _, _, layer_hooks, _ = paired_layers(state, hooks)
+        local_ok = True
+    except NonFiniteError:
+        local_ok = False
+    _agree_hooks_are_finite(local_ok, group, device)
+
+    reference = implementation("update", "torch")
+    dtype = vote_dtype(dist.get_world_size(group))
+    pieces: list[torch.Tensor] = []
+    layers = [(i, leaf) for i, leaf in enumerate(leaves) if is_layer(leaf)]
+    for i, layer in layers:
+        h = layer_hooks[i]
+        if h is None:
+            pieces.append(torch.zeros(layer.out_features * (layer.in_features + 1), dtype=dtype, device=device))
+            continue
+        weight_votes, bias_votes = reference.votes(h.x, h.grad_y)
+        pieces.append(torch.cat([weight_votes.reshape(-1), bias_votes]).to(dtype))
+    if not pieces:
+        return state, 0
+    flat = torch.cat(pieces)
+    dist.all_reduce(flat, group=group)
+    combined = torch.sign(flat).to(torch.int8)
+    new_leaves = list(leaves)
+    offset = 0
+    for i, layer in layers:
+        n, k = layer.out_features, layer.in_features
+        block = combined[offset : offset + n * (k + 1)]
+        offset += n * (k + 1)
+        if not bool(block.any()):
+            continue
+        new = reference.apply_votes(
+            layer.T_packed, layer.E, layer.E_accum, layer.T_accum, layer.bias,
+            block[: n * k].view(n, k), block[n * k :],
+            in_features=k, group_size=layer.group_size, **rule.kernel_args(),
+        )
+        new_leaves[i] = attrs.evolve(layer, **new._asdict())
+    return pytree.tree_unflatten(new_leaves, spec), flat.numel() * flat.element_size()
