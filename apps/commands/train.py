@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import click
@@ -31,6 +32,7 @@ _EXISTING = click.Path(exists=True, path_type=str)
               help="Snapshot file or folder to continue from (model, data, seed and batch come from it).")
 @click.option("--max-bytes", type=click.IntRange(min=1), default=None, help="Cut the corpus at this many bytes.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
+@click.option("--json", "as_json", is_flag=True, help="End with one JSON object summarising the run.")
 def train(**values) -> None:
     """Train on text with held-out bits per byte, snapshots and exact resume."""
     from ternary.io import SnapshotError
@@ -56,12 +58,37 @@ def train(**values) -> None:
         summary = run_training(options)
     except (DataError, SnapshotError, TrainingStopped, ValueError) as error:
         raise click.ClickException(str(error)) from None
+    if values["as_json"]:
+        click.echo(json.dumps(summary_dict(summary, options)))
+        return
     last = f"{summary.last_loss:.4f} nats/byte" if summary.last_loss is not None else "n/a (no steps run)"
     click.echo(f"corpus: {summary.corpus}")
+    steady = f", {summary.steady_tokens_per_second:.0f} after the first step" if summary.steady_tokens_per_second else ""
     click.echo(f"steps {summary.start_step}..{summary.step}: last training loss {last}, "
-               f"{summary.tokens_per_second:.0f} tokens/s")
+               f"{summary.tokens_per_second:.0f} tokens/s{steady}")
     if summary.validation:
         (first_step, first), (last_step, last_bpb) = summary.validation[0], summary.validation[-1]
         click.echo(f"validation: {first:.4f} bits/byte at step {first_step} -> {last_bpb:.4f} at step {last_step}")
     if summary.snapshots:
         click.echo(f"snapshot: {summary.snapshots[-1]}")
+
+
+def summary_dict(summary, options) -> dict:
+    """The run's outcome as plain values (no state)."""
+    import torch
+
+    device = torch.device(options.device)
+    return {
+        "corpus": summary.corpus,
+        "start_step": summary.start_step,
+        "step": summary.step,
+        "last_loss_nats": summary.last_loss,
+        "validation_bits_per_byte": [list(v) for v in summary.validation],
+        "tokens_per_second": summary.tokens_per_second,
+        "steady_tokens_per_second": summary.steady_tokens_per_second,
+        "snapshots": list(summary.snapshots),
+        "device": str(device),
+        "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
+        "threads": torch.get_num_threads(),
+        "options": {k: v for k, v in options.flags().items() if k != "rule"},
+    }

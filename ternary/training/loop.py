@@ -9,6 +9,7 @@ so a run resumed from a snapshot ends bit for bit where an uninterrupted run end
 
 from __future__ import annotations
 
+import sys
 import time
 import zlib
 from pathlib import Path
@@ -81,7 +82,12 @@ class TrainOptions:
 
 @attrs.frozen(eq=False)
 class TrainSummary:
-    """Outcome of :func:`train`: final ``state``, steps, losses, validation history, speed, snapshots."""
+    """Outcome of :func:`train`: final ``state``, steps, losses, validation history, speed, snapshots.
+
+    ``tokens_per_second`` counts every training step (not evaluation or saving);
+    ``steady_tokens_per_second`` leaves out the run's first step (kernel compilation,
+    allocator warm-up), None when the run had fewer than two steps.
+    """
 
     state: ModelState
     start_step: int
@@ -89,6 +95,7 @@ class TrainSummary:
     last_loss: float | None
     validation: tuple[tuple[int, float], ...]
     tokens_per_second: float
+    steady_tokens_per_second: float | None
     snapshots: tuple[str, ...]
     corpus: str
 
@@ -227,24 +234,25 @@ def train(options: TrainOptions) -> TrainSummary:
         )
 
     validation, snapshots = [], []
-    last_loss, busy, tokens = None, 0.0, 0
+    last_loss, busy, tokens, first_step_seconds = None, 0.0, 0, None
     bar = tqdm(total=options.steps, initial=min(start, options.steps), disable=not options.progress, unit="step")
     with bar:
         if start == 0 and options.steps > 0:
             validation.append((0, validate()))
-            bar.write(f"step 0: validation {validation[-1][1]:.4f} bits/byte")
+            bar.write(f"step 0: validation {validation[-1][1]:.4f} bits/byte", file=sys.stderr)
         for step in range(start, options.steps):
             began = time.perf_counter()
             state, last_loss = train_step(state, options, train_data, step, device)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             busy += time.perf_counter() - began
+            first_step_seconds = busy if first_step_seconds is None else first_step_seconds
             tokens += options.batch * options.context * options.accum
             done = step + 1
             postfix = {"loss": f"{last_loss:.3f}", "tok/s": f"{tokens / busy:.0f}"}
             if done % options.eval_every == 0 or done == options.steps:
                 validation.append((done, validate()))
-                bar.write(f"step {done}: validation {validation[-1][1]:.4f} bits/byte")
+                bar.write(f"step {done}: validation {validation[-1][1]:.4f} bits/byte", file=sys.stderr)
                 postfix["val_bpb"] = f"{validation[-1][1]:.3f}"
             bar.set_postfix(postfix)
             bar.update(1)
@@ -259,9 +267,17 @@ def train(options: TrainOptions) -> TrainSummary:
         last_loss=last_loss,
         validation=tuple(validation),
         tokens_per_second=tokens / busy if busy else 0.0,
+        steady_tokens_per_second=_steady_rate(tokens, busy, first_step_seconds, options),
         snapshots=tuple(snapshots),
         corpus=corpus.source,
     )
+
+
+def _steady_rate(tokens: int, busy: float, first: float | None, options: TrainOptions) -> float | None:
+    per_step = options.batch * options.context * options.accum
+    if first is None or tokens <= per_step or busy <= first:
+        return None
+    return (tokens - per_step) / (busy - first)
 
 
 def save_snapshot(options: TrainOptions, state: ModelState, step: int, corpus: Corpus) -> Path:
