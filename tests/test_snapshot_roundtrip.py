@@ -2,13 +2,18 @@
 
 from __future__ import annotations
 
+import json
+
 import attrs
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import torch.utils._pytree as pytree
 
 import ternary
 from ternary.io import load, save
+from ternary.io.encoding import decode_value, encode_value
 from ternary.state import leaf_paths
 
 SHAPES = [(1, 1), (7, 3), (13, 1), (41, 5), (83, 9), (5, 2)]
@@ -71,6 +76,16 @@ def test_nested_tree_round_trip(tmp_path, gen):
     assert_same_tree(state, loaded)
     assert isinstance(loaded["blocks"][0]["attn"], tuple) and isinstance(loaded["blocks"][0]["mlp"], list)
     assert list(loaded) == list(state)
+
+
+def test_shared_and_strided_leaves_round_trip(tmp_path, gen):
+    base = torch.randint(-9, 9, (6, 8), generator=gen, dtype=torch.int16)
+    layer = trained_layer(7, 3, bias=True, group_size=5, gen=gen)
+    state = {"tied": [layer, layer], "same": (base, base), "view": base[2:4], "strided": base.t(), "row": base[1]}
+    before = {path: leaf.clone() for path, leaf in leaf_paths(state)}
+    loaded, _ = load(save(tmp_path / "shared.safetensors", state))
+    assert_same_tree(state, loaded)
+    assert all(torch.equal(before[path], leaf) for path, leaf in leaf_paths(state))
 
 
 def test_loaded_records_are_ordinary_validated_records(tmp_path, gen):
@@ -139,3 +154,22 @@ def test_save_refuses_unsupported_meta(tmp_path, gen):
     with pytest.raises(TypeError, match=r"meta.gen: cannot store a Generator"):
         save(tmp_path / "x.safetensors", state, meta={"gen": gen})
     assert list(tmp_path.iterdir()) == []
+
+
+json_like = st.recursive(
+    st.none() | st.booleans() | st.integers(-(2**80), 2**80) | st.floats(allow_nan=False) | st.text() | st.binary(),
+    lambda children: (
+        st.lists(children, max_size=4)
+        | st.lists(children, max_size=4).map(tuple)
+        | st.dictionaries(st.text(max_size=6) | st.integers(-5, 5), children, max_size=4)
+    ),
+    max_leaves=20,
+)
+
+
+@settings(max_examples=100, deadline=None)
+@given(value=json_like)
+def test_metadata_values_round_trip_through_json(value):
+    encoded = json.loads(json.dumps(encode_value({"v": value}, "meta")))
+    decoded = decode_value(encoded, "meta")["v"]
+    assert decoded == value and type(decoded) is type(value)

@@ -65,10 +65,23 @@ def _is_float(tensor: torch.Tensor) -> bool:
     return tensor.dtype.is_floating_point or tensor.is_complex()
 
 
+def _standalone(tensor: torch.Tensor, seen: set[int]) -> torch.Tensor:
+    """CPU, contiguous, owning its whole storage and sharing it with no other leaf (safetensors
+    refuses shared memory); copies only where needed."""
+    cpu = tensor.detach().to("cpu").contiguous()
+    storage = cpu.untyped_storage()
+    whole = cpu.storage_offset() == 0 and storage.nbytes() == cpu.numel() * cpu.element_size()
+    if not whole or (cpu.numel() and storage.data_ptr() in seen):
+        cpu = cpu.clone()
+    seen.add(cpu.untyped_storage().data_ptr())
+    return cpu
+
+
 def to_bytes(state: Any, *, meta: dict[str, Any] | None = None) -> bytes:
     """Serialise ``state`` (integer tensors in records / dicts / lists / tuples) and ``meta``."""
     named = [(_leaf_name(p), leaf) for p, leaf in leaf_paths(state)]
     tensors: dict[str, torch.Tensor] = {}
+    seen: set[int] = set()
     for name, leaf in named:
         if leaf is None:
             continue
@@ -76,7 +89,7 @@ def to_bytes(state: Any, *, meta: dict[str, Any] | None = None) -> bytes:
             raise TypeError(f"save: leaf {name} is a {type(leaf).__name__}, not a tensor")
         if _is_float(leaf):
             raise TypeError(f"save: leaf {name} has dtype {leaf.dtype}; snapshots hold integer state only")
-        tensors[name] = leaf.detach().to("cpu", copy=True).contiguous()
+        tensors[name] = _standalone(leaf, seen)
     problem = first_layer_problem(state)
     if problem:
         raise ValueError(f"save: refusing to write corrupt state: {problem}")
