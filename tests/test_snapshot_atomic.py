@@ -105,6 +105,14 @@ def test_latest_skips_a_damaged_newest_snapshot(tmp_path, gen):
     assert path.name == "step-000000001.safetensors" and meta == {"step": 1} and same_state(state, good)
 
 
+def test_resume_from_folder_falls_back_past_a_damaged_snapshot(tmp_path, gen):
+    folder = tmp_path / "run"
+    save_numbered(folder, layer(gen), step=1, meta={"step": 1})
+    save_numbered(folder, layer(gen), step=2, meta={"step": 2}).write_bytes(b"")
+    with pytest.warns(UserWarning, match="step-000000002.safetensors: truncated"):
+        assert resume_from(folder)[2] == {"step": 1}
+
+
 def test_resume_from_file_or_folder(tmp_path, gen):
     folder = tmp_path / "run"
     first = save_numbered(folder, layer(gen), step=3, meta={"step": 3})
@@ -116,6 +124,9 @@ def test_resume_from_file_or_folder(tmp_path, gen):
         resume_from(tmp_path / "empty")
     with pytest.raises(SnapshotError, match="no such snapshot file"):
         resume_from(tmp_path / "missing.safetensors")
+    (tmp_path / "empty" / "step-000000004.safetensors").write_bytes(b"\x80\x04junk")
+    with pytest.raises(SnapshotError, match=r"no loadable.*; newest: .*step-000000004.safetensors: is a Python pickle"):
+        resume_from(tmp_path / "empty")
 
 
 def test_keep_must_be_positive(tmp_path, gen):

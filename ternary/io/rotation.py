@@ -63,31 +63,44 @@ def save_numbered(
     return path
 
 
-def latest_snapshot(folder: str | os.PathLike[str]) -> tuple[Path, Any, dict[str, Any]] | None:
-    """Newest snapshot in ``folder`` that loads cleanly, as ``(path, state, meta)``; None if there is none.
-
-    A snapshot that fails validation is skipped with a warning naming it and why.
-    """
+def _newest_loadable(folder: str | os.PathLike[str]) -> tuple[tuple[Path, Any, dict[str, Any]] | None, list[str]]:
+    """The newest snapshot that loads, and the errors of the newer ones that did not."""
+    skipped = []
     for _, path in reversed(list_snapshots(folder)):
         try:
             state, meta = load(path)
         except SnapshotError as error:
-            warnings.warn(f"skipping unreadable snapshot: {error}", stacklevel=2)
+            skipped.append(str(error))
             continue
-        return path, state, meta
-    return None
+        return (path, state, meta), skipped
+    return None, skipped
+
+
+def latest_snapshot(folder: str | os.PathLike[str]) -> tuple[Path, Any, dict[str, Any]] | None:
+    """Newest snapshot in ``folder`` that loads cleanly, as ``(path, state, meta)``; None if there is none.
+
+    Newer snapshots that fail validation are skipped with a warning naming each and why.
+    """
+    found, skipped = _newest_loadable(folder)
+    for reason in skipped:
+        warnings.warn(f"skipping unreadable snapshot: {reason}", stacklevel=2)
+    return found
 
 
 def resume_from(path: str | os.PathLike[str]) -> tuple[Path, Any, dict[str, Any]]:
     """Resolve ``--resume DIR|FILE``: a file is loaded as is; a folder gives its latest good snapshot.
 
-    Raises :class:`SnapshotError` if the file is bad or the folder holds no loadable snapshot.
+    Raises :class:`SnapshotError` if the file is bad or the folder holds no loadable snapshot
+    (the message then carries the newest snapshot's error).
     """
     target = Path(path)
-    if target.is_dir():
-        found = latest_snapshot(target)
-        if found is None:
-            raise SnapshotError(f"{target}: no loadable step-*.safetensors snapshot in this folder")
-        return found
-    state, meta = load(target)
-    return target, state, meta
+    if not target.is_dir():
+        state, meta = load(target)
+        return target, state, meta
+    found, skipped = _newest_loadable(target)
+    if found is None:
+        reason = f"; newest: {skipped[0]}" if skipped else ""
+        raise SnapshotError(f"{target}: no loadable step-*.safetensors snapshot in this folder{reason}")
+    for reason in skipped:
+        warnings.warn(f"skipping unreadable snapshot: {reason}", stacklevel=2)
+    return found
