@@ -41,7 +41,9 @@ def test_table_lists_every_layer_with_its_counts(snapshots):
         assert row[1] == str(layer.weights)
         assert row[3:7] == [str(layer.trits[k]) for k in ("-1->0", "0->+1", "+1->0", "0->-1")]
         assert row[8:10] == [str(layer.e_up), str(layer.e_down)]
-    assert f"{expected.total.trits_changed} trits changed" in result.output
+    total = expected.total
+    assert f"total: {total.trits_changed} trits changed ({total.sign_flips} sign flips)" in result.output
+    assert f"E {total.e_up} up / {total.e_down} down, {total.bias_changed} biases changed" in result.output
 
 
 def test_json_equals_the_functional_diff(snapshots):

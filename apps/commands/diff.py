@@ -45,7 +45,13 @@ def render(result) -> str:
         parts.append(format_table(_LAYER_COLUMNS, rows))
     if result.tensors:
         parts.append(format_table(_TENSOR_COLUMNS, [_tensor_row(t) for t in result.tensors]))
-    parts.append("no changes" if result.unchanged else f"{result.total.trits_changed} trits changed in total")
+    total = result.total
+    parts.append(
+        "no changes" if result.unchanged else
+        f"total: {total.trits_changed} trits changed ({total.sign_flips} sign flips), E {total.e_up} up / "
+        f"{total.e_down} down, {total.bias_changed} biases changed, "
+        f"{sum(t.changed for t in result.tensors)} other elements changed"
+    )
     return "\n\n".join(parts)
 
 
