@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import torch
 
 from ternary.functional.hooks import current_tape
@@ -9,12 +12,20 @@ from ternary.kernels.linear.reference import dequantize
 from ternary.state.linear_state import LinearState
 
 
-def embedding(state: LinearState, tokens: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+@functools.singledispatch
+def embedding(state: Any, tokens: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
     """Rows ``W[tokens]`` of a table stored as a layer with ``out_features = vocab``.
 
     ``tokens`` is an integer tensor of any shape; returns ``[*tokens.shape, in_features]``.
     Inside :func:`ternary.value_and_hooks` the hooks give votes only to rows that occurred.
+    Dispatches on the record type like :func:`ternary.linear`.
     """
+    raise TypeError(f"embedding: no implementation for state of type {type(state).__name__}")
+
+
+@embedding.register
+def ternary_embedding(state: LinearState, tokens: torch.Tensor, *, dtype: torch.dtype = torch.float32) -> torch.Tensor:
+    """:func:`embedding` for a :class:`LinearState` table."""
     if tokens.dtype.is_floating_point or tokens.dtype == torch.bool:
         raise TypeError(f"embedding: tokens must be integers, got {tokens.dtype}")
     flat = tokens.reshape(-1).long()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import functools
+from typing import Any
+
 import torch
 
 from ternary.functional.hooks import current_tape
@@ -25,12 +28,22 @@ def check_input(state: LinearState, x: torch.Tensor, name: str = "x") -> None:
         raise ValueError(f"linear: {name} is on {x.device} but the layer state is on {state.device}")
 
 
-def linear(state: LinearState, x: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
+@functools.singledispatch
+def linear(state: Any, x: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
     """``y [..., N] = x [..., K] @ W.T + bias`` with ``W = T * 2^E``; differentiable in ``x``.
 
     Computed in ``x.dtype`` (bf16 or fp32) with the scale applied exactly. Inside
     :func:`ternary.value_and_hooks` the call also records the layer's hooks.
+    Dispatches on the record type: other parameter records (for example the float
+    baselines of ``benchmarks/train_compare``) register their own ``linear`` with
+    ``linear.register(RecordType)``, so one model definition serves every variant.
     """
+    raise TypeError(f"linear: no implementation for state of type {type(state).__name__}")
+
+
+@linear.register
+def ternary_linear(state: LinearState, x: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
+    """:func:`linear` for a :class:`LinearState`."""
     check_input(state, x)
     x2d = x.reshape(-1, state.in_features)
     if not x2d.is_contiguous():
