@@ -99,7 +99,8 @@ def workspace(tmp_path_factory) -> Path:
 
 
 def child_env(root: Path) -> dict[str, str]:
-    return dict(os.environ, PYTHONPATH=os.pathsep.join([str(root), os.environ.get("PYTHONPATH", "")]))
+    paths = [str(root), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    return dict(os.environ, PYTHONPATH=os.pathsep.join(paths))
 
 
 def assert_same_final_snapshots(straight: Path, resumed: Path) -> None:
