@@ -109,8 +109,12 @@ def assert_same_final_snapshots(straight: Path, resumed: Path) -> None:
         name = f"step-{step:09d}.safetensors"
         expected, expected_meta = load(straight / name)
         actual, actual_meta = load(resumed / name)
-        for (path, a), (_, b) in zip(leaf_paths(expected), leaf_paths(actual), strict=True):
-            assert a.dtype == b.dtype and torch.equal(a, b), f"{name}: {path} differs after resume"
+        differing = [
+            path
+            for (path, a), (_, b) in zip(leaf_paths(expected), leaf_paths(actual), strict=True)
+            if a.dtype != b.dtype or not torch.equal(a, b)
+        ]
+        assert not differing, f"{name}: {differing} differ after resume"
         assert diff(expected, actual).unchanged
         assert actual_meta["step"] == expected_meta["step"] == step
         assert torch.equal(actual_meta["torch_rng_state"], expected_meta["torch_rng_state"])
