@@ -1,4 +1,12 @@
-"""Snapshots of integer state (safetensors, atomic writes) and what changed between two."""
+"""Snapshots of integer state and what changed between two.
+
+- :func:`save` / :func:`load`: one safetensors file per state tree (never pickle), written
+  atomically and validated in full on load (see :mod:`ternary.io.snapshot` for the format).
+- :func:`save_numbered`, :func:`latest_snapshot`, :func:`resume_from`: a folder of
+  ``step-<n>.safetensors`` files keeping the newest K, as ``train --save-every/--resume`` use.
+- :func:`diff`: per-layer trit transitions, exponent steps, accumulator histograms and bias
+  changes between two trees or snapshot files (``ternary diff A B``).
+"""
 
 from ternary.io.diff import StateDiff, StructureMismatchError, diff
 from ternary.io.errors import SnapshotError, SnapshotWriteError
