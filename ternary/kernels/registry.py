@@ -5,6 +5,13 @@
 installed, the device is CUDA and no gradient is being taken (unless
 ``TERNARY_TILELANG_TRAINING=1``), else Triton on CUDA, else the torch reference. An
 explicit choice never falls back: if it cannot run, the call raises.
+
+``TERNARY_TILELANG_CHECK_FINITE`` (alias ``ARB_TILELANG_CHECK_FINITE``, default 1): the
+linear bridge checks every TileLang forward output. When ``auto`` chose TileLang and
+the output is NaN/Inf while the next backend's is finite, TileLang is disabled for the
+process (one :class:`TileLangFallbackWarning`) and the call is recomputed there; when
+``tilelang`` was forced, the call raises. :func:`resolve` returns a
+:class:`ResolvedBackend` so the bridge can tell the two cases apart.
 """
 
 from __future__ import annotations
@@ -13,6 +20,7 @@ import functools
 import importlib
 import importlib.util
 import os
+import warnings
 from types import ModuleType
 
 import torch
@@ -38,6 +46,22 @@ _IMPLEMENTATION = {
 
 class BackendError(RuntimeError):
     """A backend was asked for that is unknown, not installed or cannot run here."""
+
+
+class TileLangFallbackWarning(RuntimeWarning):
+    """``auto`` stopped using TileLang in this process after a non-finite output."""
+
+
+class ResolvedBackend(str):
+    """A concrete backend name (compares equal to the plain name) that also records
+    whether ``auto`` chose it (``automatic``) or the caller forced it."""
+
+    automatic: bool
+
+    def __new__(cls, name: str, *, automatic: bool) -> ResolvedBackend:
+        resolved = super().__new__(cls, name)
+        resolved.automatic = automatic
+        return resolved
 
 
 def env_value(names: tuple[str, ...], default: str) -> str:
@@ -87,8 +111,6 @@ def unavailable_reason(name: str, device: torch.device) -> str | None:
         return f"triton needs a CUDA device (got {device}) or TRITON_INTERPRET=1"
     if name == "tilelang" and device.type != "cuda":
         return f"tilelang needs a CUDA device (got {device})"
-    if name == "tilelang" and tilelang_disabled():
-        return "tilelang was disabled in this process after a non-finite output"
     return None
 
 
@@ -99,13 +121,26 @@ def tilelang_disabled() -> bool:
     return _TILELANG_DISABLED
 
 
-def disable_tilelang() -> None:
-    """Stop ``auto`` from choosing TileLang for the rest of the process."""
+def disable_tilelang(reason: str) -> None:
+    """Stop ``auto`` from choosing TileLang for the rest of the process (warns once)."""
     global _TILELANG_DISABLED
-    _TILELANG_DISABLED = True
+    if not _TILELANG_DISABLED:
+        _TILELANG_DISABLED = True
+        warnings.warn(f"TileLang disabled for this process: {reason}", TileLangFallbackWarning, stacklevel=3)
 
 
-def resolve(backend: str | None, device: torch.device, *, grad_enabled: bool) -> str:
+def check_finite_enabled() -> bool:
+    return env_flag(ENV_TILELANG_CHECK_FINITE, True)
+
+
+def backend_after_tilelang(device: torch.device) -> str:
+    """Where ``auto`` goes when TileLang is not taken: Triton on CUDA, else torch."""
+    if device.type == "cuda" and unavailable_reason("triton", device) is None:
+        return "triton"
+    return "torch"
+
+
+def resolve(backend: str | None, device: torch.device, *, grad_enabled: bool) -> ResolvedBackend:
     """Concrete backend for one call on ``device``; raises :class:`BackendError`."""
     name = requested_backend(backend)
     if name != "auto":
@@ -117,14 +152,12 @@ def resolve(backend: str | None, device: torch.device, *, grad_enabled: bool) ->
                 "backend 'tilelang' was requested while gradients are being taken; "
                 f"set {ENV_TILELANG_TRAINING[0]}=1 to allow TileLang in training"
             )
-        return name
-    if device.type == "cuda":
-        tilelang_ok = not grad_enabled or env_flag(ENV_TILELANG_TRAINING, False)
-        if tilelang_ok and unavailable_reason("tilelang", device) is None:
-            return "tilelang"
-        if unavailable_reason("triton", device) is None:
-            return "triton"
-    return "torch"
+        return ResolvedBackend(name, automatic=False)
+    tilelang_ok = not grad_enabled or env_flag(ENV_TILELANG_TRAINING, False)
+    tilelang_ok = tilelang_ok and not tilelang_disabled()
+    if device.type == "cuda" and tilelang_ok and unavailable_reason("tilelang", device) is None:
+        return ResolvedBackend("tilelang", automatic=True)
+    return ResolvedBackend(backend_after_tilelang(device), automatic=True)
 
 
 def implementation(op: str, backend: str) -> ModuleType:

@@ -19,14 +19,19 @@ nothing there, while one kernel that is tested bit for bit against the reference
 simpler to keep right than two.
 
 TileLang is imported only when a program has to be built, so this module imports
-without it. Bytes of ``T_packed`` are not validated here (a corrupt byte > 242 would be
-decoded as some trit pattern); state is validated when it is built or loaded.
+without it. Bytes of ``T_packed`` are not validated on the host (that would cost a
+reduction and a sync per call): a corrupt byte (> 242) decodes to NaN weights, so
+every output it feeds is NaN and the non-finite checks report it.
 """
 
 from __future__ import annotations
 
+import concurrent.futures
 import functools
-from typing import NamedTuple
+import os
+import threading
+import time
+from typing import Any, NamedTuple
 
 import torch
 
@@ -86,12 +91,46 @@ def program_for(spec: KernelSpec):
     raise ValueError(f"tilelang: unknown op {spec.op!r}; known: {OPS}")
 
 
-@functools.cache
+_KERNELS: dict[KernelSpec, Any] = {}
+_KERNELS_LOCK = threading.Lock()
+
+
 def compiled(spec: KernelSpec):
     """Compiled kernel of ``spec`` (built once per process; TileLang's disk cache makes rebuilds cheap)."""
+    kernel = _KERNELS.get(spec)
+    if kernel is None:
+        compile_specs([spec], workers=1)
+        kernel = _KERNELS[spec]
+    return kernel
+
+
+def compile_specs(specs: list[KernelSpec], workers: int | None = None) -> dict[KernelSpec, float]:
+    """Compile every spec not yet loaded, ``workers`` at a time (nvcc runs outside the GIL).
+
+    Programs are traced one by one in this thread, then lowered and compiled in a
+    thread pool. Returns the seconds each spec took (0.0 if it was already loaded).
+    """
     from ternary.kernels.linear import tilelang_programs as programs
 
-    return programs.compile_program(program_for(spec), spec.arch)
+    todo = [spec for spec in dict.fromkeys(specs) if spec not in _KERNELS]
+    traced = {}
+    for spec in todo:
+        start = time.perf_counter()
+        traced[spec] = (program_for(spec), time.perf_counter() - start)
+
+    def build(spec: KernelSpec) -> float:
+        program, trace_seconds = traced[spec]
+        start = time.perf_counter()
+        kernel = programs.compile_program(program, spec.arch)
+        with _KERNELS_LOCK:
+            _KERNELS.setdefault(spec, kernel)
+        return trace_seconds + time.perf_counter() - start
+
+    seconds = {spec: 0.0 for spec in specs}
+    if todo:
+        with concurrent.futures.ThreadPoolExecutor(max(1, min(workers or os.cpu_count() or 1, len(todo)))) as pool:
+            seconds.update(zip(todo, pool.map(build, todo)))
+    return seconds
 
 
 @functools.cache

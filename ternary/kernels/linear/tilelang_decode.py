@@ -25,6 +25,9 @@ MIN_NORMAL_EXPONENT = -126
 # Subnormal bf16 magnitudes: 2^-127 = 0x40 * 2^-133 and 2^-128 = 0x20 * 2^-133.
 SUBNORMAL_BITS = {-127: 0x40, -128: 0x20}
 ZERO_TRIT_DIGIT = 1
+MAX_VALID_BYTE = 242
+BF16_QUIET_NAN = 0x7FC0
+ALL_NONZERO_DIGITS_BYTE = 0  # five digits 0: no position decodes to a zero weight
 
 
 def scale_bits(exponent: Any, select: Select) -> Any:
@@ -32,6 +35,16 @@ def scale_bits(exponent: Any, select: Select) -> Any:
     normal = (exponent + BF16_EXPONENT_BIAS) << BF16_MANTISSA_BITS
     subnormal = select(exponent == -127, SUBNORMAL_BITS[-127], SUBNORMAL_BITS[-128])
     return select(exponent >= MIN_NORMAL_EXPONENT, normal, subnormal)
+
+
+def poison_corrupt(byte: Any, magnitude_bits: Any, select: Select) -> tuple[Any, Any]:
+    """``(byte, magnitude_bits)`` with a corrupt byte (> 242) turned into five NaN weights.
+
+    A corrupt byte is never decoded silently: every output it feeds becomes NaN (even
+    for zero activations), which the non-finite checks then report.
+    """
+    corrupt = byte > MAX_VALID_BYTE
+    return select(corrupt, ALL_NONZERO_DIGITS_BYTE, byte), select(corrupt, BF16_QUIET_NAN, magnitude_bits)
 
 
 def trit_digit(byte: Any, position: Any, select: Select) -> Any:

@@ -26,7 +26,13 @@ from typing import NamedTuple
 import tilelang
 import tilelang.language as T
 
-from ternary.kernels.linear.tilelang_decode import ZERO_TRIT_DIGIT, scale_bits, trit_digit, weight_bits
+from ternary.kernels.linear.tilelang_decode import (
+    ZERO_TRIT_DIGIT,
+    poison_corrupt,
+    scale_bits,
+    trit_digit,
+    weight_bits,
+)
 
 TARGET_ARCH_DEFAULT = "sm_90a"
 BF16 = "bfloat16"
@@ -51,14 +57,16 @@ def _select(cond, a, b):
 
 
 @T.macro
-def dequantize_tile(P, E, W_shared, row0, byte0, rows: int, byte_cols: int, N: int, KB: int, G: int, transposed: bool):
+def dequantize_tile(
+    P, E, W_shared, row0, byte0, rows: int, byte_cols: int, N: int, KB: int, G: int, transposed: bool
+):
     """``W_shared[i, 5b + t] = T[row0 + i, 5(byte0 + b) + t] * 2^E`` as bf16 (``[5b + t, i]`` when
-    ``transposed``); zero outside the matrix."""
+    ``transposed``); zero outside the matrix, NaN for a corrupt byte."""
     for i, b in T.Parallel(rows, byte_cols):
         inside = (row0 + i < N) and (byte0 + b < KB)
         byte = T.if_then_else(inside, T.cast(P[row0 + i, byte0 + b], "int32"), ZERO_BYTE)
         exponent = T.if_then_else(inside, T.cast(E[row0 + i, ((byte0 + b) * TRITS_PER_BYTE) // G], "int32"), 0)
-        magnitude = scale_bits(exponent, _select)
+        byte, magnitude = poison_corrupt(byte, scale_bits(exponent, _select), _select)
         for t in T.unroll(TRITS_PER_BYTE):
             weight = T.reinterpret(T.cast(weight_bits(trit_digit(byte, t, _select), magnitude, _select), "uint16"), BF16)
             if transposed:
