@@ -174,3 +174,23 @@ def test_resume_refuses_changed_data(text_file, tmp_path):
     text_file.write_bytes(TEXT[::-1])
     with pytest.raises(ValueError, match="data differs"):
         train(attrs.evolve(base, steps=2, resume=str(tmp_path / "o")))
+
+
+def test_smoke_hook_count_sees_hooks_that_are_still_referenced(gen):
+    """The smoke audit counts hook tensors alive after the update; a kept reference must show up."""
+    import gc
+    import weakref
+
+    from ternary.training.smoke import hook_tensors
+
+    config = tiny()
+    state = init_model(config)
+    _, hooks = ternary.value_and_hooks(loss, has_aux=True)(state, torch.randint(0, 256, (2, 7), generator=gen), config)
+    refs = [weakref.ref(t) for t in hook_tensors(hooks)]
+    assert refs and len(refs) % 2 == 0
+    ternary.update(state, hooks)
+    gc.collect()
+    assert sum(r() is not None for r in refs) == len(refs)
+    del hooks
+    gc.collect()
+    assert sum(r() is not None for r in refs) == 0

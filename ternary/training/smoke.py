@@ -66,7 +66,7 @@ def float_counts(state: ModelState) -> dict[str, int]:
     }
 
 
-def _hook_tensors(hooks: Any) -> list[torch.Tensor]:
+def hook_tensors(hooks: Any) -> list[torch.Tensor]:
     leaves = pytree.tree_leaves(hooks, is_leaf=lambda n: n is None or isinstance(n, LinearHooks))
     return [t for h in leaves if isinstance(h, LinearHooks) for t in (h.x, h.grad_y)]
 
@@ -106,7 +106,7 @@ def run_smoke(options: SmokeOptions) -> dict[str, Any]:
         for _ in range(2):
             def backward_and_update() -> tuple[ModelState, list[weakref.ref], float]:
                 (total, aux), hooks = step(state, window, config, backend=backend, dtype=dtype)
-                refs = [weakref.ref(t) for t in _hook_tensors(hooks)]
+                refs = [weakref.ref(t) for t in hook_tensors(hooks)]
                 new = observe(update(state, hooks, backend=backend), aux.model, config)
                 return new, refs, float(total)
 
