@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import attrs
@@ -61,7 +60,6 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory: pytest.TempPathFactory) -> list[dict]:
     tmp = tmp_path_factory.mktemp("ddp")
-    os.environ.pop("TRITON_INTERPRET", None)
     mp.spawn(worker, args=(2, str(tmp / "init"), str(tmp)), nprocs=2, join=True)
     return [torch.load(tmp / f"rank{r}.pt") for r in range(2)]
 
