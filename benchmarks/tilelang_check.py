@@ -34,7 +34,7 @@ BUDGET = {torch.bfloat16: 8e-3, torch.float16: 2e-3, torch.float32: 2e-5}
 WIDE_BANDS = [(lo, lo + 15) for lo in range(-128, 128, 16)]
 FP16_BANDS = [(-20, -5), (-5, 5), (5, 20)]
 SHAPES = [(1, 1, 7, 5), (3, 19, 37, 40), (65, 130, 333, 40), (128, 256, 512, 40), (200, 96, 1000, 80)]
-BENCH = [(4096, 4096), (4096, 14336), (14336, 4096)]
+BENCH = [(4096, 4096), (4096, 14336)]
 BENCH_M = [1, 16, 128, 2048, 8192]
 
 
@@ -53,11 +53,11 @@ def row_errors(got: torch.Tensor, truth: torch.Tensor) -> tuple[float, bool]:
     return float((diff.norm(dim=1) / scale).max()), same_mask
 
 
-def check_correctness(gen: torch.Generator) -> list[dict]:
+def check_correctness(gen: torch.Generator, dtypes: tuple[torch.dtype, ...]) -> list[dict]:
     from ternary.kernels.linear import tilelang as tl_backend
 
     rows = []
-    for dtype in (torch.bfloat16, torch.float32, torch.float16):
+    for dtype in dtypes:
         bands = FP16_BANDS if dtype == torch.float16 else WIDE_BANDS
         for band in bands:
             centre = (band[0] + band[1]) // 2
@@ -105,78 +105,106 @@ def corrupt_byte_check(gen: torch.Generator) -> bool:
 
 
 def training_run(steps: int, dtype: str) -> dict:
+    """Tiny model, ``steps`` updates with the linear layers on ``tilelang`` (forward and grad_x,
+    ``TERNARY_TILELANG_TRAINING=1``) vs ``torch``; the vote update itself runs on the torch
+    reference in both runs, so only the linear backend differs."""
+    from ternary.functional import UpdateRule, update, value_and_hooks
+    from ternary.model import init_model, loss, observe
     from ternary.model.config import preset
-    from ternary.training.loop import TrainOptions, train_step
-    from ternary.model.network import init_model
-    from ternary.training.data import load_corpus, split_corpus
+    from ternary.training.data import load_corpus, split_corpus, training_windows
 
     os.environ["TERNARY_TILELANG_TRAINING"] = "1"
+    config = preset("tiny")
+    corpus = load_corpus(None, max_bytes=200_000)
+    train_data, _ = split_corpus(corpus.data, config.context)
+    step_fn = value_and_hooks(loss, has_aux=True)
     results = {}
-    for backend in ("tilelang", "triton"):
-        config = preset("tiny")
-        options = TrainOptions(config=config, steps=steps, device="cuda", backend=backend, dtype=dtype, batch=8)
-        corpus = load_corpus(None, max_bytes=200_000)
-        train_data, _ = split_corpus(corpus.data, options.context)
+    for backend in ("tilelang", "torch"):
         state = init_model(config, seed=0, device="cuda")
         losses = []
         start = time.perf_counter()
         for step in range(steps):
-            state, loss = train_step(state, options, train_data, step, torch.device("cuda"))
-            losses.append(loss)
+            window = training_windows(train_data, 8, config.context, seed=0, step=step).cuda()
+            (_, aux), hooks = step_fn(state, window, config, backend=backend, dtype=getattr(torch, dtype))
+            state = observe(update(state, hooks, UpdateRule(), backend="torch"), aux.model, config)
+            losses.append(float(aux.cross_entropy))
         torch.cuda.synchronize()
         results[backend] = dict(losses=losses, seconds=time.perf_counter() - start,
                                 finite=all(math.isfinite(v) for v in losses))
     return results
 
 
-def timed(fn, graph: bool) -> float:
-    """Median microseconds of ``fn`` (inside a CUDA graph when possible)."""
+def timed(fn, graph: bool) -> tuple[float, str]:
+    """Median microseconds of ``fn`` and how it was timed (CUDA graph when possible, else events)."""
     import triton.testing
 
     if graph:
         try:
-            return 1e3 * triton.testing.do_bench_cudagraph(fn, rep=60)
+            return 1e3 * triton.testing.do_bench_cudagraph(fn, rep=60), "graph"
         except Exception:  # noqa: BLE001 - a kernel that cannot be captured is timed with events
-            pass
-    return 1e3 * triton.testing.do_bench(fn, warmup=20, rep=80)
+            torch.cuda.synchronize()
+    return 1e3 * triton.testing.do_bench(fn, warmup=20, rep=80), "events"
 
 
-def benchmark(gen: torch.Generator) -> list[dict]:
+SMALL_TILES = {"n16": (64, 16, 80, 3, 128), "n32": (64, 32, 80, 4, 128), "n64k160": (64, 64, 160, 3, 128)}
+LARGE_TILES = {"n256": (128, 256, 80, 3, 256), "k160": (128, 128, 160, 3, 256)}
+
+
+def tile_variants(n: int, k: int) -> dict:
+    """Compiled bf16 forward programs with other tiles (no bias), keyed by (bucket, name)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ternary.kernels.linear import tilelang_programs as programs
+
+    wanted = [("small", name, t) for name, t in SMALL_TILES.items()] + [("large", name, t) for name, t in LARGE_TILES.items()]
+    traced = [(b, name, programs.forward_program(n, k, 40, "bfloat16", False, 0, programs.Tile(*t))) for b, name, t in wanted]
+    with ThreadPoolExecutor(len(traced)) as pool:
+        kernels = list(pool.map(lambda item: programs.compile_program(item[2], "sm_90a"), traced))
+    return {(b, name): kernel for (b, name, _), kernel in zip(traced, kernels)}
+
+
+def benchmark(gen: torch.Generator, backends: tuple[str, ...]) -> list[dict]:
     from ternary.kernels.linear import tilelang as tl_backend
-    from ternary.kernels.linear import triton as tr_backend
+    from ternary.kernels.registry import implementation
 
     rows = []
     copies = 4
     for n, k in BENCH:
         layers = [layer_with_band(n, k, 40, (-8, 0), gen) for _ in range(copies)]
         dense = [torch.randn(n, k, device="cuda", dtype=torch.bfloat16) for _ in range(copies)]
+        variants = tile_variants(n, k) if "tilelang" in backends else {}
+        no_bias = torch.zeros(1, dtype=torch.int32, device="cuda")
         for m in BENCH_M:
             x = torch.randn(m, k, device="cuda", dtype=torch.bfloat16)
             dy = torch.randn(m, n, device="cuda", dtype=torch.bfloat16)
+            y = torch.empty(m, n, device="cuda", dtype=torch.bfloat16)
             counter = [0]
 
             def rotate():
                 counter[0] = (counter[0] + 1) % copies
                 return counter[0]
 
-            def run(fn):
-                return lambda: fn(rotate())
-
             kw = dict(in_features=k, group_size=40)
-            cases = {
-                "cublas_fwd": lambda i: torch.nn.functional.linear(x, dense[i]),
-                "tilelang_fwd": lambda i: tl_backend.forward(x, layers[i].T_packed, layers[i].E, None, bias_frac_bits=16, **kw),
-                "triton_fwd": lambda i: tr_backend.forward(x, layers[i].T_packed, layers[i].E, None, bias_frac_bits=16, **kw),
-                "cublas_gx": lambda i: dy @ dense[i],
-                "tilelang_gx": lambda i: tl_backend.grad_x(dy, layers[i].T_packed, layers[i].E, **kw),
-                "triton_gx": lambda i: tr_backend.grad_x(dy, layers[i].T_packed, layers[i].E, **kw),
-            }
+            cases = {}
+            if "cublas" in backends:
+                cases["cublas_fwd"] = lambda i: torch.nn.functional.linear(x, dense[i])
+                cases["cublas_gx"] = lambda i: dy @ dense[i]
+            for name in ("tilelang", "triton"):
+                if name in backends:
+                    impl = tl_backend if name == "tilelang" else implementation("linear", "triton")
+                    cases[f"{name}_fwd"] = lambda i, impl=impl: impl.forward(
+                        x, layers[i].T_packed, layers[i].E, None, bias_frac_bits=16, **kw)
+                    cases[f"{name}_gx"] = lambda i, impl=impl: impl.grad_x(dy, layers[i].T_packed, layers[i].E, **kw)
+            for (bucket, tile), kernel in variants.items():
+                if bucket == tl_backend.m_bucket(m):
+                    cases[f"tl_{tile}_fwd"] = lambda i, kernel=kernel: kernel(
+                        x, layers[i].T_packed, layers[i].E, no_bias, y)
             row = dict(n=n, k=k, m=m)
             for name, fn in cases.items():
                 try:
                     fn(0)
                     torch.cuda.synchronize()
-                    row[name] = timed(run(fn), graph=m <= 128)
+                    row[name], row[name + "_timing"] = timed(lambda fn=fn: fn(rotate()), graph=m <= 128)
                 except Exception as error:  # noqa: BLE001 - report and go on
                     row[name] = f"error: {type(error).__name__}: {str(error)[:200]}"
             rows.append(row)
@@ -189,6 +217,9 @@ def main() -> None:
     parser.add_argument("--out", default=os.environ.get("OUT", "."))
     parser.add_argument("--parts", default="correct,train,bench")
     parser.add_argument("--steps", type=int, default=20)
+    parser.add_argument("--backends", default="cublas,tilelang", help="bench: cublas, tilelang, triton")
+    parser.add_argument("--dtypes", default="bfloat16,float32,float16", help="correctness: activation dtypes")
+    parser.add_argument("--tag", default="", help="suffix of the JSON file name")
     args = parser.parse_args()
     parts = set(args.parts.split(","))
     gen = torch.Generator().manual_seed(0)
@@ -202,10 +233,10 @@ def main() -> None:
     except ImportError:
         report["tilelang"] = None
     steps = {
-        "correctness": lambda: check_correctness(gen),
+        "correctness": lambda: check_correctness(gen, tuple(getattr(torch, d) for d in args.dtypes.split(","))),
         "corrupt_byte_poisons": lambda: corrupt_byte_check(gen),
         "training": lambda: training_run(args.steps, "bfloat16"),
-        "bench": lambda: benchmark(gen),
+        "bench": lambda: benchmark(gen, tuple(args.backends.split(","))),
     }
     wanted = {"correctness": "correct", "corrupt_byte_poisons": "correct", "training": "train", "bench": "bench"}
     for key, step in steps.items():
@@ -218,7 +249,7 @@ def main() -> None:
                 print(key, "failed:", report[key + "_error"], flush=True)
             report[key + "_seconds"] = time.perf_counter() - start
     Path(args.out).mkdir(parents=True, exist_ok=True)
-    (Path(args.out) / "tilelang_check.json").write_text(json.dumps(report, indent=1))
+    (Path(args.out) / f"tilelang_check{args.tag}.json").write_text(json.dumps(report, indent=1))
     print_summary(report)
 
 
@@ -244,11 +275,10 @@ def print_summary(report: dict) -> None:
             print(f"train {backend:8s} finite={result['finite']} loss {losses[0]:.3f} -> {losses[-1]:.3f} "
                   f"({result['seconds']:.1f}s for {len(losses)} steps)")
     if "bench" in report:
-        names = ["cublas_fwd", "tilelang_fwd", "triton_fwd", "cublas_gx", "tilelang_gx", "triton_gx"]
-        print(f"{'N x K':>13s} {'M':>5s} " + " ".join(f"{n:>12s}" for n in names) + "   (us, median)")
         for row in report["bench"]:
-            cells = [f"{row[n]:12.1f}" if isinstance(row[n], float) else f"{'ERR':>12s}" for n in names]
-            print(f"{row['n']:>6d}x{row['k']:<6d} {row['m']:>5d} " + " ".join(cells))
+            cells = [f"{name}={value:.1f}" if isinstance(value, float) else f"{name}=ERR"
+                     for name, value in row.items() if name not in ("n", "k", "m") and not name.endswith("_timing")]
+            print(f"{row['n']}x{row['k']} M={row['m']}: " + " ".join(cells))
 
 
 if __name__ == "__main__":

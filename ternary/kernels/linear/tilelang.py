@@ -121,7 +121,8 @@ def compile_specs(specs: list[KernelSpec], workers: int | None = None) -> dict[K
     def build(spec: KernelSpec) -> float:
         program, trace_seconds = traced[spec]
         start = time.perf_counter()
-        kernel = programs.compile_program(program, spec.arch)
+        split = programs.SPLIT_PIECES[spec.dtype] > 1
+        kernel = programs.compile_program(program, spec.arch, split_activations=split)
         with _KERNELS_LOCK:
             _KERNELS.setdefault(spec, kernel)
         return trace_seconds + time.perf_counter() - start

@@ -184,6 +184,15 @@ def grad_x_program(N: int, K: int, G: int, dtype: str, tile: Tile) -> tilelang.t
     return ternary_linear_grad_x
 
 
-def compile_program(program, arch: str = TARGET_ARCH_DEFAULT):
+# TileLang 0.1.15's automatic warp specialisation releases a pipeline stage as soon as the
+# consumer warps have split the activation tile, before their GEMMs have read the weight
+# tile of that stage, so the producer overwrites it mid-GEMM (wrong fp32/fp16 results on
+# an H200 whenever the TMA path was taken). Programs that split their activations use the
+# plain cp.async pipeline instead, which was verified correct on the same GPU.
+NO_WARP_SPECIALIZATION = {"tl.disable_tma_lower": True, "tl.disable_warp_specialized": True}
+
+
+def compile_program(program, arch: str = TARGET_ARCH_DEFAULT, *, split_activations: bool = False):
     """Lower and compile ``program`` for CUDA ``arch`` (nvcc; cached on disk by TileLang)."""
-    return tilelang.compile(program, target={"kind": "cuda", "arch": arch})
+    configs = NO_WARP_SPECIALIZATION if split_activations else None
+    return tilelang.compile(program, target={"kind": "cuda", "arch": arch}, pass_configs=configs)
