@@ -109,11 +109,12 @@ def test_forward_is_exact_for_integer_inputs_and_extreme_exponents(m):
     kw = dict(in_features=k, group_size=g, bias_frac_bits=FRAC_BITS)
     expected = reference.forward(x, packed, exponents, None, **kw)
     for name, path in forward_paths(m):
-        assert torch.equal(path(x, packed, exponents, None, **kw), expected), name
+        torch.testing.assert_close(path(x, packed, exponents, None, **kw), expected, rtol=0, atol=0, msg=lambda text, name=name: f"{name}: {text}")
     grad_y = torch.randint(-3, 4, (m, n), generator=gen).to(DEVICE, torch.float32)
     expected_grad = reference.grad_x(grad_y, packed, exponents, in_features=k, group_size=g)
     for name, path in (("fused", kernels.grad_x_fused), ("two_step", kernels.grad_x_two_step)):
-        assert torch.equal(path(grad_y, packed, exponents, in_features=k, group_size=g), expected_grad), name
+        actual = path(grad_y, packed, exponents, in_features=k, group_size=g)
+        torch.testing.assert_close(actual, expected_grad, rtol=0, atol=0, msg=lambda text, name=name: f"{name}: {text}")
 
 
 def test_forward_scales_exactly_with_powers_of_two():

@@ -7,7 +7,9 @@ division, no int->float conversion instruction), and digit ``i`` is then
 scaled weight, against ~40 mixed integer operations for trit-by-trit ``% 3`` / ``// 3``.
 
 Shared by the linear kernels (``ternary/kernels/linear/triton.py``) and the direct
-update (``ternary/kernels/update/triton.py``); it holds no kernel of its own.
+update (``ternary/kernels/update/triton.py``): decoding, exponent scales, the digit-tile
+shuffles (``concat_digits`` / ``split_digits`` / ``interleave_digits``) and the digit
+planes the kernels read activations from.
 """
 
 from __future__ import annotations
@@ -93,17 +95,113 @@ def exact_exp2(e):
 
 
 @triton.jit
-def group_scales(e_ptr, rows, byte_cols, row_mask, byte_mask, stride_en, BYTES_PER_GROUP: tl.constexpr):
-    """Scale ``2^E`` of every byte of a ``[rows, byte_cols]`` tile (fp32, one load per byte)."""
-    groups = byte_cols // BYTES_PER_GROUP
-    mask = row_mask[:, None] & byte_mask[None, :]
-    e = tl.load(e_ptr + rows[:, None] * stride_en + groups[None, :], mask=mask, other=0)
-    return exact_exp2(e)
+def block_scales(e_rows, jb, block, NG, BYTES_PER_GROUP: tl.constexpr, BLOCK_B: tl.constexpr):
+    """``2^E`` of every byte ``jb`` (byte block ``block``) of the rows ``e_rows [R, 1]``: ``[R, BLOCK_B]`` fp32.
+
+    When the groups tile the block (``BLOCK_B % (G/5) == 0``) one exponent is loaded per
+    group and repeated over its bytes; otherwise one per byte. Loads are masked, not
+    clamped, so the column axis keeps its contiguity (lanes run along the bytes).
+    """
+    if BLOCK_B % BYTES_PER_GROUP == 0:
+        GROUPS: tl.constexpr = BLOCK_B // BYTES_PER_GROUP
+        groups = block * GROUPS + tl.arange(0, GROUPS)
+        scale = exact_exp2(tl.load(e_rows + groups[None, :], mask=(groups < NG)[None, :], other=0))
+        wide = tl.broadcast_to(scale[:, :, None], (scale.shape[0], GROUPS, BYTES_PER_GROUP))
+        return tl.reshape(wide, (scale.shape[0], BLOCK_B))
+    else:
+        groups = jb // BYTES_PER_GROUP
+        return exact_exp2(tl.load(e_rows + groups[None, :], mask=(groups < NG)[None, :], other=0))
 
 
 @triton.jit
-def load_bytes(p_ptr, rows, byte_cols, row_mask, byte_mask, stride_pn):
-    """Packed bytes of a ``[rows, byte_cols]`` tile as int32; padding reads as all-zero trits."""
-    mask = row_mask[:, None] & byte_mask[None, :]
-    byte = tl.load(p_ptr + rows[:, None] * stride_pn + byte_cols[None, :], mask=mask, other=121)
-    return byte.to(tl.int32)
+def concat_digits(w0, w1, w2, w3):
+    """Four ``[R, BB]`` digit tiles side by side: ``[R, 4 BB]`` with column ``d BB + j``."""
+    pairs = tl.join(tl.join(w0, w2), tl.join(w1, w3))  # [R, BB, p, q] holds digit 2p + q
+    return tl.reshape(tl.permute(pairs, (0, 2, 3, 1)), (w0.shape[0], 4 * w0.shape[1]))
+
+
+@triton.jit
+def split_digits(wide, BLOCK_B: tl.constexpr):
+    """Inverse of :func:`concat_digits`: ``[R, 4 BB]`` -> four ``[R, BB]`` tiles."""
+    pairs = tl.permute(tl.reshape(wide, (wide.shape[0], 2, 2, BLOCK_B)), (0, 3, 1, 2))
+    even, odd = tl.split(pairs)  # q = 0 / 1, each [R, BB, p]
+    d0, d2 = tl.split(even)
+    d1, d3 = tl.split(odd)
+    return d0, d1, d2, d3
+
+
+@triton.jit
+def interleave_digits(d0, d1, d2, d3, d4):
+    """Five ``[R, BB]`` digit tiles as ``[R, BB, 8]`` in memory order (entries 5..7 are padding)."""
+    zero = tl.zeros_like(d0)
+    wide = tl.join(tl.join(tl.join(d0, d4), tl.join(d2, zero)), tl.join(tl.join(d1, zero), tl.join(d3, zero)))
+    return tl.reshape(wide, (d0.shape[0], d0.shape[1], 8))
+
+
+@triton.jit
+def deinterleave_digits(wide):
+    """Inverse of :func:`interleave_digits`: ``[R, BB, 8]`` -> five ``[R, BB]`` tiles."""
+    parts = tl.reshape(wide, (wide.shape[0], wide.shape[1], 2, 2, 2))  # entry 4a + 2b + c
+    c0, c1 = tl.split(parts)
+    c0b0, c0b1 = tl.split(c0)
+    c1b0, c1b1 = tl.split(c1)
+    d0, d4 = tl.split(c0b0)
+    d2, _ = tl.split(c0b1)
+    d1, _ = tl.split(c1b0)
+    d3, _ = tl.split(c1b1)
+    return d0, d1, d2, d3, d4
+
+
+@triton.jit
+def _digit_planes_kernel(x_ptr, out_ptr, M, K, stride_xm, stride_xk, stride_om, stride_ob,
+                         Z_FORM: tl.constexpr, BLOCK_B: tl.constexpr):
+    """One ``[PLANES, BLOCK_B]`` block of row ``m`` of the digit planes (see :func:`digit_planes`)."""
+    m = tl.program_id(1)
+    block = tl.program_id(0)
+    jb = block * BLOCK_B + tl.arange(0, BLOCK_B)
+    row = x_ptr + m * stride_xm
+    ok = m < M
+    x0 = tl.load(row + (jb * 5) * stride_xk, mask=ok & (jb * 5 < K), other=0.0)
+    x1 = tl.load(row + (jb * 5 + 1) * stride_xk, mask=ok & (jb * 5 + 1 < K), other=0.0)
+    x2 = tl.load(row + (jb * 5 + 2) * stride_xk, mask=ok & (jb * 5 + 2 < K), other=0.0)
+    x3 = tl.load(row + (jb * 5 + 3) * stride_xk, mask=ok & (jb * 5 + 3 < K), other=0.0)
+    x4 = tl.load(row + (jb * 5 + 4) * stride_xk, mask=ok & (jb * 5 + 4 < K), other=0.0)
+    out = out_ptr + m * stride_om + block * stride_ob + tl.arange(0, BLOCK_B)
+    dtype = out_ptr.dtype.element_ty
+    if Z_FORM:
+        x0 = x0.to(tl.float32)
+        x1 = x1.to(tl.float32)
+        x2 = x2.to(tl.float32)
+        x3 = x3.to(tl.float32)
+        x4 = x4.to(tl.float32)
+        tl.store(out, x0)
+        tl.store(out + BLOCK_B, x1 - 3.0 * x0)
+        tl.store(out + 2 * BLOCK_B, x2 - 3.0 * x1)
+        tl.store(out + 3 * BLOCK_B, x3 - 3.0 * x2)
+        tl.store(out + 4 * BLOCK_B, x4 - 3.0 * x3)
+        tl.store(out + 5 * BLOCK_B, -((x0 + x1) + (x2 + x3) + x4))
+    else:
+        tl.store(out, x0.to(dtype))
+        tl.store(out + BLOCK_B, x1.to(dtype))
+        tl.store(out + 2 * BLOCK_B, x2.to(dtype))
+        tl.store(out + 3 * BLOCK_B, x3.to(dtype))
+        tl.store(out + 4 * BLOCK_B, x4.to(dtype))
+
+
+def digit_planes(x, rows: int, kb_padded: int, block_b: int, *, z_form: bool, dtype):
+    """Activations ``x [M, K]`` regrouped by packed byte and digit position, zero-padded.
+
+    Returns ``[rows, kb_padded / block_b, planes, block_b]``: for byte ``j = b*block_b + i``,
+    plane ``d`` holds ``x[m, 5 j + d]`` (5 planes), or with ``z_form`` the fp32 planes
+    ``z_0 = x_0``, ``z_d = x_d - 3 x_{d-1}`` and ``z_5 = -sum_d x_d`` (6 planes). A tile of
+    digits 0..3 of one byte block is then one contiguous ``4 * block_b`` run per row.
+    """
+    import torch
+
+    planes = 6 if z_form else 5
+    out = torch.empty((rows, kb_padded // block_b, planes, block_b), dtype=dtype, device=x.device)
+    _digit_planes_kernel[(kb_padded // block_b, rows)](
+        x, out, x.shape[0], x.shape[1], x.stride(0), x.stride(1), out.stride(0), out.stride(1),
+        Z_FORM=z_form, BLOCK_B=block_b,
+    )
+    return out

@@ -3,7 +3,9 @@
 One program owns a tile of ``BLOCK_N`` output rows by ``BLOCK_B`` packed bytes (``5 BLOCK_B``
 input columns). It accumulates the five digit-position sub-tiles
 ``g_d [BLOCK_N, BLOCK_B] = grad_y[:, rows].T @ x[:, 5 j + d]`` over all M rows of the hooks
-(tensor cores, fp32 accumulation), then, without writing any gradient:
+(tensor cores, fp32 accumulation; ``x`` is first regrouped into digit planes, a transient
+copy of the hook's size, so that digits 0..3 form one ``K = 4 BLOCK_B`` operand), then,
+without writing any gradient:
 
 - votes ``-sign(g)`` step ``T_accum`` and the trits (``reference.step_trits``) and the
   new trits are repacked into the tile's bytes of ``T_packed``;
@@ -24,7 +26,14 @@ import torch
 import triton
 import triton.language as tl
 
-from ternary.kernels.linear.triton_base3 import base3_quotients, load_bytes, trit_of
+from ternary.kernels.linear.triton_base3 import (
+    base3_quotients,
+    deinterleave_digits,
+    digit_planes,
+    interleave_digits,
+    split_digits,
+    trit_of,
+)
 from ternary.kernels.registry import triton_interpreted
 from ternary.kernels.update import UpdatedTensors
 from ternary.state.packing import check_packed
@@ -35,16 +44,6 @@ _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 def _new_like(tensor: torch.Tensor) -> torch.Tensor:
     """Uninitialised output like ``tensor`` (tests replace this to poison every output)."""
     return torch.empty_like(tensor)
-
-
-@triton.jit
-def _grad_digit(acc, g_t, x_ptr, rm, jb, DIGIT: tl.constexpr, M, K, stride_xm, stride_xk,
-                DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
-    """``acc [BN, BB] += grad_y_t [BN, BM] @ x[rm, 5 jb + DIGIT]``."""
-    col = jb * 5 + DIGIT
-    mask = (rm < M)[:, None] & (col < K)[None, :]
-    x = tl.load(x_ptr + rm[:, None] * stride_xm + col[None, :] * stride_xk, mask=mask, other=0.0)
-    return tl.dot(g_t, x.to(DOT_DTYPE), acc, input_precision=PRECISION)
 
 
 @triton.jit
@@ -80,17 +79,12 @@ def step_exponent(e, acc, score, theta_e, e_min, e_max):
 
 
 @triton.jit
-def _vote_digit(g, t_old, ta_ptr, new_ta_ptr, rn, n_mask, jb, DIGIT: tl.constexpr, K, stride_tn, theta_t):
-    """Vote one digit position of the tile; returns ``(new digit d = T + 1, sign(g) * T_old)``."""
-    col = jb * 5 + DIGIT
-    valid = n_mask[:, None] & (col < K)[None, :]
-    offsets = rn[:, None] * stride_tn + col[None, :]
+def _vote_digit(g, t_old, t_accum, col, K, theta_t):
+    """Vote one digit position of the tile: ``(new digit T + 1, new T_accum, sign(g) * T_old)``."""
     sign = (g > 0).to(tl.int32) - (g < 0).to(tl.int32)
-    t_accum = tl.load(ta_ptr + offsets, mask=valid, other=0).to(tl.int32)
-    t_new, t_accum = _step_trit(t_old, t_accum, -sign, theta_t)
-    tl.store(new_ta_ptr + offsets, t_accum.to(tl.int8), mask=valid)
+    t_new, t_accum = _step_trit(t_old, t_accum.to(tl.int32), -sign, theta_t)
     digit = tl.where((col < K)[None, :], t_new + 1, 1)
-    return digit, sign * t_old
+    return digit, t_accum.to(tl.int8), sign * t_old
 
 
 @triton.jit
@@ -98,48 +92,57 @@ def _vote_kernel(
     x_ptr, g_ptr, p_ptr, ta_ptr, e_ptr, ea_ptr, bias_ptr,
     new_p_ptr, new_ta_ptr, new_e_ptr, new_ea_ptr, new_bias_ptr, score_ptr,
     M, N, K, KB, NG,
-    stride_xm, stride_xk, stride_gm, stride_gn, stride_pn, stride_tn, stride_en,
+    stride_xm, stride_xb, stride_gm, stride_gn, stride_pn, stride_tn, stride_en,
     theta_t, theta_e, e_min, e_max, bias_step,
     BYTES_PER_GROUP: tl.constexpr, GROUPS_IN_TILE: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, EVEN: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
+    """One ``[BLOCK_N rows, BLOCK_B bytes]`` tile: gradient on chip, then the whole rule.
+
+    ``x_ptr`` holds the digit planes of ``x`` (``[Mp, blocks, 5, BLOCK_B]``, zero-padded), so
+    digits 0..3 of the block are one contiguous ``4 BLOCK_B`` operand and digit 4 another.
+    ``EVEN``: M and N are multiples of the tile, so the ``grad_y`` loads need no mask.
+    """
     pid_n = tl.program_id(0)
     pid_b = tl.program_id(1)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     jb = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     n_mask = rn < N
     b_mask = jb < KB
-    acc0 = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
-    acc1 = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
-    acc2 = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
-    acc3 = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
-    acc4 = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
-    col_sum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+    acc_low = tl.zeros((BLOCK_N, 4 * BLOCK_B), dtype=tl.float32)
+    acc_high = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
+    x_block = x_ptr + pid_b * stride_xb
     for step in range(0, (M + BLOCK_M - 1) // BLOCK_M):
         rm = step * BLOCK_M + tl.arange(0, BLOCK_M)
-        g_t = tl.load(g_ptr + rn[:, None] * stride_gn + rm[None, :] * stride_gm,
-                      mask=n_mask[:, None] & (rm < M)[None, :], other=0.0)
-        if HAS_BIAS:
-            if pid_b == 0:
-                col_sum += tl.sum(g_t.to(tl.float32), axis=1)
-        g_t = g_t.to(DOT_DTYPE)
-        acc0 = _grad_digit(acc0, g_t, x_ptr, rm, jb, 0, M, K, stride_xm, stride_xk, DOT_DTYPE, PRECISION)
-        acc1 = _grad_digit(acc1, g_t, x_ptr, rm, jb, 1, M, K, stride_xm, stride_xk, DOT_DTYPE, PRECISION)
-        acc2 = _grad_digit(acc2, g_t, x_ptr, rm, jb, 2, M, K, stride_xm, stride_xk, DOT_DTYPE, PRECISION)
-        acc3 = _grad_digit(acc3, g_t, x_ptr, rm, jb, 3, M, K, stride_xm, stride_xk, DOT_DTYPE, PRECISION)
-        acc4 = _grad_digit(acc4, g_t, x_ptr, rm, jb, 4, M, K, stride_xm, stride_xk, DOT_DTYPE, PRECISION)
+        g_rows = g_ptr + rn[:, None] * stride_gn + rm[None, :] * stride_gm
+        if EVEN:
+            g_t = tl.load(g_rows).to(DOT_DTYPE)
+        else:
+            g_t = tl.load(g_rows, mask=n_mask[:, None] & (rm < M)[None, :], other=0.0).to(DOT_DTYPE)
+        x_rows = x_block + rm[:, None] * stride_xm
+        x_low = tl.load(x_rows + tl.arange(0, 4 * BLOCK_B)[None, :])
+        x_high = tl.load(x_rows + 4 * BLOCK_B + tl.arange(0, BLOCK_B)[None, :])
+        acc_low = tl.dot(g_t, x_low, acc_low, input_precision=PRECISION)
+        acc_high = tl.dot(g_t, x_high, acc_high, input_precision=PRECISION)
+    g0, g1, g2, g3 = split_digits(acc_low, BLOCK_B)
 
-    # Epilogue: trits, votes and the repacked bytes of this tile.
-    byte = load_bytes(p_ptr, rn, jb, n_mask, b_mask, stride_pn)
-    q0, q1, q2, q3, q4 = base3_quotients(byte)
-    d0, s0 = _vote_digit(acc0, trit_of(q0, q1).to(tl.int32), ta_ptr, new_ta_ptr, rn, n_mask, jb, 0, K, stride_tn, theta_t)
-    d1, s1 = _vote_digit(acc1, trit_of(q1, q2).to(tl.int32), ta_ptr, new_ta_ptr, rn, n_mask, jb, 1, K, stride_tn, theta_t)
-    d2, s2 = _vote_digit(acc2, trit_of(q2, q3).to(tl.int32), ta_ptr, new_ta_ptr, rn, n_mask, jb, 2, K, stride_tn, theta_t)
-    d3, s3 = _vote_digit(acc3, trit_of(q3, q4).to(tl.int32), ta_ptr, new_ta_ptr, rn, n_mask, jb, 3, K, stride_tn, theta_t)
-    d4, s4 = _vote_digit(acc4, trit_of(q4, 0.0).to(tl.int32), ta_ptr, new_ta_ptr, rn, n_mask, jb, 4, K, stride_tn, theta_t)
-    new_byte = d0 + 3 * d1 + 9 * d2 + 27 * d3 + 81 * d4
+    # Epilogue: old trits, votes, T_accum (read and written as contiguous 5-column runs), new bytes.
     tile_mask = n_mask[:, None] & b_mask[None, :]
+    byte = tl.load(p_ptr + rn[:, None] * stride_pn + jb[None, :], mask=tile_mask, other=121).to(tl.int32)
+    q0, q1, q2, q3, q4 = base3_quotients(byte)
+    lane = tl.arange(0, 8)
+    cols = 5 * jb[None, :, None] + lane[None, None, :]
+    run_mask = n_mask[:, None, None] & (lane < 5)[None, None, :] & (cols < K)
+    runs = rn[:, None, None] * stride_tn + cols
+    a0, a1, a2, a3, a4 = deinterleave_digits(tl.load(ta_ptr + runs, mask=run_mask, other=0))
+    d0, a0, s0 = _vote_digit(g0, trit_of(q0, q1).to(tl.int32), a0, 5 * jb, K, theta_t)
+    d1, a1, s1 = _vote_digit(g1, trit_of(q1, q2).to(tl.int32), a1, 5 * jb + 1, K, theta_t)
+    d2, a2, s2 = _vote_digit(g2, trit_of(q2, q3).to(tl.int32), a2, 5 * jb + 2, K, theta_t)
+    d3, a3, s3 = _vote_digit(g3, trit_of(q3, q4).to(tl.int32), a3, 5 * jb + 3, K, theta_t)
+    d4, a4, s4 = _vote_digit(acc_high, trit_of(q4, 0.0).to(tl.int32), a4, 5 * jb + 4, K, theta_t)
+    tl.store(new_ta_ptr + runs, interleave_digits(a0, a1, a2, a3, a4), mask=run_mask)
+    new_byte = d0 + 3 * d1 + 9 * d2 + 27 * d3 + 81 * d4
     tl.store(new_p_ptr + rn[:, None] * stride_pn + jb[None, :], new_byte.to(tl.uint8), mask=tile_mask)
 
     # Group scores: steps E here when groups lie inside the tile, else hands them on.
@@ -161,9 +164,15 @@ def _vote_kernel(
 
     if HAS_BIAS:
         if pid_b == 0:
+            col_sum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+            for step in range(0, (M + BLOCK_M - 1) // BLOCK_M):
+                rm = step * BLOCK_M + tl.arange(0, BLOCK_M)
+                g_t = tl.load(g_ptr + rn[:, None] * stride_gn + rm[None, :] * stride_gm,
+                              mask=n_mask[:, None] & (rm < M)[None, :], other=0.0)
+                col_sum += tl.sum(g_t.to(tl.float32), axis=1)
             bias = tl.load(bias_ptr + rn, mask=n_mask, other=0).to(tl.int64)
             direction = (col_sum > 0).to(tl.int64) - (col_sum < 0).to(tl.int64)
-            bias = bias - bias_step.to(tl.int64) * direction
+            bias = bias - bias_step * direction
             bias = tl.minimum(tl.maximum(bias, -2147483648), 2147483647)
             tl.store(new_bias_ptr + rn, bias.to(tl.int32), mask=n_mask)
 
@@ -218,7 +227,7 @@ def _tiles(m: int, group_size: int) -> tuple[int, int, int, int]:
         return 16, 16, 16, 4
     if m <= 256:
         return 32, 64, 32, 4
-    return 64, 128, 32, 8
+    return 64, 64, 32, 8
 
 
 def update(
@@ -256,15 +265,18 @@ def update(
     score = E if groups_in_tile else torch.zeros((n, groups), dtype=torch.int32, device=E.device)
     use_fp32 = torch.float32 in (x.dtype, grad_y.dtype) or triton_interpreted() or x.dtype != grad_y.dtype
     dot_dtype = tl.float32 if use_fp32 else (tl.bfloat16 if x.dtype == torch.bfloat16 else tl.float16)
-    grid = (triton.cdiv(n, block_n), triton.cdiv(kb, block_b))
-    _vote_kernel[grid](
-        x, grad_y, T_packed, T_accum, E, E_accum, bias if bias is not None else E,
+    blocks = triton.cdiv(kb, block_b)
+    planes = digit_planes(x, max(block_m, -(-m // block_m) * block_m), blocks * block_b, block_b, z_form=False,
+                          dtype=torch.float32 if use_fp32 else x.dtype)
+    _vote_kernel[(triton.cdiv(n, block_n), blocks)](
+        planes, grad_y, T_packed, T_accum, E, E_accum, bias if bias is not None else E,
         new.T_packed, new.T_accum, new.E, new.E_accum, new.bias if bias is not None else E, score,
         m, n, in_features, kb, groups,
-        x.stride(0), x.stride(1), grad_y.stride(0), grad_y.stride(1), T_packed.stride(0), T_accum.stride(0),
+        planes.stride(0), planes.stride(1), grad_y.stride(0), grad_y.stride(1), T_packed.stride(0), T_accum.stride(0),
         E.stride(0), theta_t, theta_e, e_min, e_max, bias_step,
         BYTES_PER_GROUP=bytes_per_group, GROUPS_IN_TILE=groups_in_tile, HAS_BIAS=bias is not None,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b, DOT_DTYPE=dot_dtype, PRECISION="tf32x3",
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b, EVEN=m % block_m == 0 and n % block_n == 0,
+        DOT_DTYPE=dot_dtype, PRECISION="tf32x3",
         num_warps=warps, num_stages=3,
     )
     if not groups_in_tile:

@@ -1,0 +1,331 @@
+"""Kernel benchmark: ternary linear forward, grad-x and update against bf16 cuBLAS on one card.
+
+Everything is timed in one process on one card, with the baseline in the same run:
+
+- small ops run inside CUDA graphs (launch latency on these machines is tens of
+  microseconds), replayed ``REPEATS`` times; the figure is the median per call;
+- weights rotate over enough copies that the set is at least three times the L2 cache,
+  so no call is served from L2;
+- the update (which syncs once to validate ``T_packed``) is timed with CUDA events.
+
+Columns per (op, N x K, M): bf16 ``F.linear`` / ``grad_y @ W`` (cuBLAS), our forward per
+backend the registry can import (``triton``, ``tilelang``), a naive PyTorch path
+(lookup-table unpack + dequantise + cuBLAS), gemlite's ternary kernel where it imports,
+and for the update the STE trainer's per-step cost (bf16 weight-gradient GEMM, and GEMM +
+fused AdamW on an fp32 master). Results go to ``kernels.csv`` / ``kernels.json`` under
+the output folder; ``format_table`` gives the printed summary.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import math
+import platform
+import statistics
+import time
+import traceback
+from pathlib import Path
+from typing import Callable
+
+import attrs
+import torch
+import torch.nn.functional as F
+
+SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (16384, 16384))
+ROWS = (1, 16, 128, 2048, 8192)
+QUICK_SHAPES = ((4096, 4096), (16384, 16384))
+QUICK_ROWS = (1, 16, 2048)
+UPDATE_ROWS = (2048, 8192)
+GEMLITE_ROWS = (1, 16)
+GROUP_SIZE = 40
+REPEATS = 15
+GRAPH_MIN_MS = 3.0
+
+
+@attrs.frozen
+class BenchConfig:
+    """What to run. ``shapes`` are ``(N, K)`` pairs; ``rows`` the activation rows M."""
+
+    shapes: tuple[tuple[int, int], ...] = SHAPES
+    rows: tuple[int, ...] = ROWS
+    update_rows: tuple[int, ...] = UPDATE_ROWS
+    gemlite: bool = True
+    gemlite_shapes: tuple[tuple[int, int], ...] = ((16384, 16384),)
+    backends: tuple[str, ...] = ("triton", "tilelang")
+
+    @classmethod
+    def quick(cls) -> BenchConfig:
+        return cls(shapes=QUICK_SHAPES, rows=QUICK_ROWS, update_rows=(8192,), gemlite=False)
+
+
+# ----------------------------------------------------------------------------- timing
+
+
+def _event_ms(fn: Callable[[], object]) -> float:
+    start, stop = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+    start.record()
+    fn()
+    stop.record()
+    stop.synchronize()
+    return start.elapsed_time(stop)
+
+
+def time_in_graph(calls: list[Callable[[], object]]) -> float:
+    """Median microseconds per call of ``calls`` (cycled) replayed inside one CUDA graph."""
+    for call in calls:
+        call()
+    torch.cuda.synchronize()
+    estimate = _event_ms(lambda: [call() for call in calls]) / len(calls)
+    count = len(calls) * max(1, math.ceil(GRAPH_MIN_MS / max(estimate, 1e-3) / len(calls)))
+    graph = torch.cuda.CUDAGraph()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        for call in calls:  # warm the graph pool's allocations on the side stream
+            call()
+    torch.cuda.current_stream().wait_stream(stream)
+    with torch.cuda.graph(graph):
+        for index in range(count):
+            calls[index % len(calls)]()
+    graph.replay()
+    torch.cuda.synchronize()
+    per_call = [_event_ms(graph.replay) * 1000.0 / count for _ in range(REPEATS)]
+    del graph
+    return statistics.median(per_call)
+
+
+def time_with_events(fn: Callable[[], object], repeats: int = 5) -> float:
+    """Median microseconds of ``fn`` timed one call at a time with CUDA events (after a warm-up)."""
+    fn()
+    torch.cuda.synchronize()
+    return statistics.median(_event_ms(fn) * 1000.0 for _ in range(repeats))
+
+
+def copies_for(bytes_per_copy: int, device: torch.device, cap: int = 32) -> int:
+    """How many rotating copies make a working set of at least 3x the L2 cache."""
+    l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 * 2**20)
+    return max(2, min(cap, math.ceil(3 * l2 / max(bytes_per_copy, 1))))
+
+
+# ----------------------------------------------------------------------------- competitors
+
+
+def naive_forward(x: torch.Tensor, table: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, k: int,
+                  g: int) -> torch.Tensor:
+    """Reference-style path: lookup-table unpack, dequantise to ``x.dtype``, cuBLAS."""
+    trits = table[T_packed.long()].reshape(T_packed.shape[0], -1)[:, :k]
+    scale = torch.exp2(E.to(torch.float32)).repeat_interleave(g, dim=1)[:, :k]
+    return F.linear(x, trits.to(x.dtype) * scale.to(x.dtype))
+
+
+def gemlite_layer(trits: torch.Tensor, dtype: torch.dtype):
+    """gemlite's 2-bit ternary layer (A16W158 recipe, with the scales placed on the GPU)."""
+    from gemlite.core import TORCH_TO_DTYPE, GemLiteLinearTriton
+
+    n, k = trits.shape
+    layer = GemLiteLinearTriton(2, group_size=k, in_features=k, out_features=n, input_dtype=TORCH_TO_DTYPE[dtype],
+                                output_dtype=TORCH_TO_DTYPE[dtype], scaled_activations=False)
+    scales = torch.ones((n, 1), dtype=torch.float32, device=trits.device)
+    layer.pack((trits + 1).to(torch.uint8), scales=scales, zeros=1, bias=None)
+    layer.W_group_mode = 1
+    layer.channel_scale_mode = 1
+    return layer
+
+
+def available_backends(names: tuple[str, ...]) -> dict[str, object]:
+    """Linear modules the registry can import, by backend name."""
+    from ternary.kernels.registry import BackendError, implementation, unavailable_reason
+
+    found = {}
+    for name in names:
+        if unavailable_reason(name, torch.device("cuda")) is not None:
+            continue
+        try:
+            found[name] = implementation("linear", name)
+        except (BackendError, ImportError):
+            continue
+    return found
+
+
+# ----------------------------------------------------------------------------- the run
+
+
+@attrs.define
+class Results:
+    rows: list[dict] = attrs.field(factory=list)
+
+    def add(self, op: str, n: int, k: int, m: int, impl: str, us: float, **extra: object) -> None:
+        self.rows.append({"op": op, "N": n, "K": k, "M": m, "impl": impl, "us": round(us, 2), **extra})
+        print(f"  {op:8s} {n}x{k} M={m:<5d} {impl:14s} {us:10.1f} us", flush=True)
+
+    def measure(self, op: str, n: int, k: int, m: int, impl: str,
+                fn: Callable[[], tuple[float, dict]]) -> float | None:
+        """Record ``fn() -> (us, extra)``; a failure becomes an error row, not a failed run."""
+        try:
+            us, extra = fn()
+        except Exception as error:
+            traceback.print_exc()
+            self.rows.append({"op": op, "N": n, "K": k, "M": m, "impl": impl, "error": repr(error)[:300]})
+            return None
+        self.add(op, n, k, m, impl, us, **extra)
+        return us
+
+
+def relative_rms(actual: torch.Tensor, expected: torch.Tensor) -> float:
+    actual, expected = actual.double(), expected.double()
+    return float((actual - expected).norm() / expected.norm().clamp_min(1e-30))
+
+
+def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: torch.device) -> None:
+    from ternary.kernels.linear import triton as triton_linear
+    from ternary.state.packing import byte_to_trits_table, random_packed, unpack
+
+    gen = torch.Generator().manual_seed(n * 7 + k)
+    groups = -(-k // GROUP_SIZE)
+    packed_bytes = n * -(-k // 5) + n * groups
+    count = copies_for(packed_bytes, device)
+    states = [(random_packed(n, k, generator=gen).to(device),
+               torch.randint(-4, 2, (n, groups), generator=gen).to(torch.int8).to(device)) for _ in range(count)]
+    dense_count = copies_for(n * k * 2, device)
+    dense = [unpack(p, k).to(torch.bfloat16) * torch.exp2(e.float()).repeat_interleave(GROUP_SIZE, 1)[:, :k].bfloat16()
+             for p, e in states[:dense_count]]
+    table = byte_to_trits_table(device)
+    backends = available_backends(config.backends)
+    static = dict(in_features=k, group_size=GROUP_SIZE)
+    gem = None
+    if config.gemlite and (n, k) in config.gemlite_shapes:
+        try:
+            gem = [gemlite_layer(unpack(p, k), torch.bfloat16) for p, _ in states[: min(count, 4)]]
+        except Exception as error:  # gemlite missing or failing is a skipped column, not a failed run
+            print(f"  gemlite unavailable: {type(error).__name__}: {error}")
+    for m in config.rows:
+        x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+        grad_y = torch.randn(m, n, device=device, dtype=torch.bfloat16)
+        flops = 2 * m * n * k
+        base = time_in_graph([lambda w=w: F.linear(x, w) for w in dense])
+        results.add("forward", n, k, m, "bf16_cublas", base, tflops=flops / base / 1e6)
+        reference_y = naive_forward(x, table, *states[0], k, GROUP_SIZE)
+        for name, module in backends.items():
+            def ours(fwd=module.forward):
+                err = relative_rms(fwd(x, *states[0], None, bias_frac_bits=16, **static), reference_y)
+                us = time_in_graph([lambda s=s: fwd(x, s[0], s[1], None, bias_frac_bits=16, **static) for s in states])
+                return us, dict(speedup=base / us, packed_tbps=packed_bytes / us / 1e6, rel_err_vs_naive=err)
+            results.measure("forward", n, k, m, name, ours)
+
+        def naive():
+            us = time_in_graph([lambda s=s: naive_forward(x, table, s[0], s[1], k, GROUP_SIZE) for s in states[:4]])
+            return us, dict(speedup=base / us)
+        results.measure("forward", n, k, m, "naive_torch", naive)
+        if gem is not None and m in GEMLITE_ROWS:
+            def gemlite():
+                start = time.time()
+                gem[0](x)
+                tune_s = time.time() - start
+                us = time_in_graph([lambda layer=layer: layer(x) for layer in gem])
+                return us, dict(speedup=base / us, first_call_s=round(tune_s, 1))
+            results.measure("forward", n, k, m, "gemlite_2bit", gemlite)
+        if m >= triton_linear.TWO_STEP_MIN_ROWS:
+            def decode():
+                calls = [lambda s=s: triton_linear.dequantize(s[0], s[1], **static) for s in states[:4]]
+                return time_in_graph(calls), dict(buffer_mb=n * k * 2 / 1e6)
+            results.measure("decode", n, k, m, "triton_two_step", decode)
+        base_gx = time_in_graph([lambda w=w: grad_y @ w for w in dense])
+        results.add("grad_x", n, k, m, "bf16_cublas", base_gx, tflops=flops / base_gx / 1e6)
+        if "triton" in backends:
+            def grad_x(gx=backends["triton"].grad_x):
+                us = time_in_graph([lambda s=s: gx(grad_y, s[0], s[1], **static) for s in states])
+                return us, dict(speedup=base_gx / us)
+            results.measure("grad_x", n, k, m, "triton", grad_x)
+    del states, dense, gem
+    torch.cuda.empty_cache()
+
+
+def bench_update(results: Results, n: int, k: int, m: int, device: torch.device) -> None:
+    from ternary.kernels.update import triton as triton_update
+    from ternary.state.packing import random_packed
+
+    gen = torch.Generator().manual_seed(n + k + m)
+    groups = -(-k // GROUP_SIZE)
+    packed = random_packed(n, k, generator=gen).to(device)
+    E = torch.zeros(n, groups, dtype=torch.int8, device=device)
+    E_accum = torch.zeros_like(E)
+    T_accum = torch.zeros(n, k, dtype=torch.int8, device=device)
+    bias = torch.zeros(n, dtype=torch.int32, device=device)
+    x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+    grad_y = torch.randn(m, n, device=device, dtype=torch.bfloat16)
+    gemm = time_with_events(lambda: grad_y.T @ x)
+    results.add("update", n, k, m, "bf16_wgrad_gemm", gemm, tflops=2 * m * n * k / gemm / 1e6)
+    master = torch.nn.Parameter(torch.zeros(n, k, device=device))
+    optimizer = torch.optim.AdamW([master], lr=1e-3, fused=True)
+
+    def ste_step() -> None:
+        master.grad = (grad_y.T @ x).to(torch.float32)
+        optimizer.step()
+
+    ste = time_with_events(ste_step)
+    results.add("update", n, k, m, "ste_gemm_adamw", ste, vs_gemm=ste / gemm)
+    del master, optimizer
+    torch.cuda.empty_cache()
+    rule = dict(in_features=k, group_size=GROUP_SIZE, theta_t=4, theta_e=16, e_min=-24, e_max=8, bias_step=64)
+
+    def ours():
+        us = time_with_events(lambda: triton_update.update(packed, E, E_accum, T_accum, bias, x, grad_y, **rule))
+        return us, dict(vs_gemm=us / gemm, vs_ste=us / ste)
+    results.measure("update", n, k, m, "triton", ours)
+
+
+def environment(device: torch.device) -> dict:
+    import triton
+
+    props = torch.cuda.get_device_properties(device)
+    return {
+        "device": props.name, "sms": props.multi_processor_count,
+        "l2_mb": getattr(props, "L2_cache_size", 0) / 2**20, "memory_gb": props.total_memory / 2**30,
+        "torch": torch.__version__, "triton": triton.__version__, "cuda": torch.version.cuda,
+        "python": platform.python_version(), "date": time.strftime("%Y-%m-%d %H:%M:%S"),
+    }
+
+
+def run(config: BenchConfig, out: Path) -> dict:
+    """Run the benchmark on the current CUDA device, write ``kernels.csv`` / ``kernels.json``."""
+    if not torch.cuda.is_available():
+        raise RuntimeError("ternary bench kernels needs a CUDA device")
+    device = torch.device("cuda")
+    results = Results()
+    for n, k in config.shapes:
+        print(f"{n}x{k}", flush=True)
+        bench_linear(results, n, k, config, device)
+        for m in config.update_rows:
+            bench_update(results, n, k, m, device)
+    report = {"environment": environment(device), "config": attrs.asdict(config), "rows": results.rows}
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kernels.json").write_text(json.dumps(report, indent=1))
+    fields = sorted({key for row in results.rows for key in row}, key=lambda f: (f not in ("op", "N", "K", "M", "impl", "us"), f))
+    with open(out / "kernels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(results.rows)
+    return report
+
+
+def format_table(report: dict) -> str:
+    """One line per (op, shape, M): microseconds per implementation and speedup over bf16."""
+    env = report["environment"]
+    lines = [f"{env['device']} | torch {env['torch']} | triton {env['triton']} | times in us (x = bf16 time / ours)"]
+    groups: dict[tuple, dict[str, dict]] = {}
+    for row in report["rows"]:
+        groups.setdefault((row["op"], row["N"], row["K"], row["M"]), {})[row["impl"]] = row
+    for (op, n, k, m), impls in groups.items():
+        base = impls.get("bf16_cublas") or impls.get("bf16_wgrad_gemm")
+        cells = []
+        for impl, row in impls.items():
+            if "us" not in row:
+                cells.append(f"{impl}=ERROR")
+                continue
+            cell = f"{impl}={row['us']:.1f}"
+            if base is not None and row is not base and op != "decode":
+                cell += f" ({base['us'] / row['us']:.2f}x)"
+            cells.append(cell)
+        lines.append(f"{op:8s} {n:>5d}x{k:<5d} M={m:<5d} " + "  ".join(cells))
+    return "\n".join(lines)
