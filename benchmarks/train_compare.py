@@ -45,6 +45,7 @@ class CompareOptions:
     eval_batches: int = 4
     device: str = "cpu"
     out: Path = DEFAULT_OUT
+    keep_going: bool = False
 
 
 @attrs.frozen(kw_only=True)
@@ -132,17 +133,20 @@ def run_arm(name: str, options: CompareOptions, steps: int, train_data: Any, eva
     )
 
 
-def steps_for_budget(options: CompareOptions, train_data: Any, eval_batches: list[Any]) -> int:
-    """Most steps (a multiple of ``eval_every``, at least one) whose whole run fits ``budget_s``.
+def probe(name: str, options: CompareOptions, train_data: Any, eval_batches: list[Any]) -> tuple[float, float]:
+    """``(seconds per step, seconds per validation)`` of arm ``name`` from a short run (which also compiles kernels)."""
+    result = run_arm(name, attrs.evolve(options, eval_every=10**9), PROBE_STEPS, train_data, eval_batches)
+    tokens_per_step = options.settings.batch * options.settings.context * options.settings.accum
+    return tokens_per_step / result.steady_tokens_per_second, result.validation_seconds / len(result.curve)
 
-    Each arm is first run for a few steps: its steady seconds per step and seconds per
-    validation decide the count (this also compiles the kernels before the timed runs).
+
+def steps_for_budget(options: CompareOptions, rates: list[tuple[float, float]]) -> int:
+    """Most steps (a multiple of ``eval_every``, at least ``eval_every``) whose runs of all arms fit ``budget_s``.
+
+    ``rates``: :func:`probe` of each arm. The probes themselves are not counted in the budget.
     """
-    per_step = per_eval = 0.0
-    for name in options.arms:
-        probe = run_arm(name, attrs.evolve(options, eval_every=10**9), PROBE_STEPS, train_data, eval_batches)
-        per_step += options.settings.batch * options.settings.context * options.settings.accum / probe.steady_tokens_per_second
-        per_eval += probe.validation_seconds / len(probe.curve)
+    per_step = sum(step for step, _ in rates)
+    per_eval = sum(evaluation for _, evaluation in rates)
     fit = (options.budget_s - per_eval) / (per_step + per_eval / options.eval_every)
     return max(options.eval_every, int(fit) // options.eval_every * options.eval_every)
 
@@ -163,7 +167,10 @@ def environment(device: str) -> dict[str, Any]:
 
 
 def compare(options: CompareOptions) -> dict[str, Any]:
-    """Run every arm and write CSV, JSON and PNG under ``options.out``; returns the summary."""
+    """Run every arm; write CSV, JSON and PNG under ``options.out`` after each arm; return the summary.
+
+    With ``keep_going`` an arm that raises is recorded under ``failed`` and the others still run.
+    """
     from benchmarks.train_compare_report import write_outputs
     from ternary.training.data import evaluation_windows, load_corpus, split_corpus
 
@@ -171,20 +178,46 @@ def compare(options: CompareOptions) -> dict[str, Any]:
     corpus = load_corpus(options.data, max_bytes=options.max_bytes)
     train_data, held_out = split_corpus(corpus.data, s.context)
     eval_batches = evaluation_windows(held_out, s.batch, s.context, options.eval_batches)
-    steps = options.steps if options.budget_s is None else steps_for_budget(options, train_data, eval_batches)
-    results = [run_arm(name, options, steps, train_data, eval_batches) for name in options.arms]
-    summary = {
-        "corpus": corpus.source,
-        "steps": steps,
-        "tokens_per_step": s.batch * s.context * s.accum,
-        "config": s.config.to_dict(),
-        "rule": attrs.asdict(s.rule),
-        "adamw": {"lr": s.lr, "betas": list(s.betas), "weight_decay": s.weight_decay, "warmup": s.warmup},
-        "ste_scale_group": s.ste_scale_group,
-        "dtype": s.dtype,
-        "environment": environment(options.device),
-        "arms": {r.arm: arm_summary(r) for r in results},
-    }
+    failed: dict[str, str] = {}
+
+    def attempt(name: str, work: Any) -> Any:
+        try:
+            return work()
+        except Exception as error:
+            if not options.keep_going:
+                raise
+            failed[name] = f"{type(error).__name__}: {error}"
+            return None
+
+    arms, steps = list(options.arms), options.steps
+    if options.budget_s is not None:
+        rates = {name: attempt(name, lambda: probe(name, options, train_data, eval_batches)) for name in arms}
+        arms = [name for name in arms if rates[name] is not None]
+        if not arms:
+            raise RuntimeError(f"every arm failed its timing probe: {failed}")
+        steps = steps_for_budget(options, [rates[name] for name in arms])
+    results: list[ArmResult] = []
+
+    def summarise() -> dict[str, Any]:
+        return {
+            "corpus": corpus.source,
+            "steps": steps,
+            "tokens_per_step": s.batch * s.context * s.accum,
+            "config": s.config.to_dict(),
+            "rule": attrs.asdict(s.rule),
+            "adamw": {"lr": s.lr, "betas": list(s.betas), "weight_decay": s.weight_decay, "warmup": s.warmup},
+            "ste_scale_group": s.ste_scale_group,
+            "dtype": s.dtype,
+            "environment": environment(options.device),
+            "arms": {r.arm: arm_summary(r) for r in results},
+            "failed": dict(failed),
+        }
+
+    for name in arms:
+        result = attempt(name, lambda: run_arm(name, options, steps, train_data, eval_batches))
+        results += [result] if result is not None else []
+        write_outputs(options.out, results, summarise())
+    summary = summarise()
     write_outputs(options.out, results, summary)
     return summary
 
@@ -230,11 +263,12 @@ def arm_summary(result: ArmResult) -> dict[str, Any]:
 @click.option("--ste-scale", type=click.Choice(["tensor", "group"]), default="tensor", show_default=True,
               help="STE absmean scale per tensor (BitNet b1.58) or per group of the ternary group size.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=Path), default=DEFAULT_OUT, show_default=True)
+@click.option("--keep-going", is_flag=True, help="Record an arm that fails and run the others.")
 def command(preset_name: str, data: str | None, max_bytes: int | None, arms: str, steps: int, budget_s: float | None,
             batch: int, ctx: int | None, accum: int, eval_every: int, eval_batches: int, seed: int, device: str,
             dtype: str, backend: str | None, threads: int | None, no_moe: bool, theta_t: int | None,
             theta_e: int | None, bias_step: int | None, lr: float, weight_decay: float, warmup: int, ste_scale: str,
-            out: Path) -> None:
+            out: Path, keep_going: bool) -> None:
     """Train true-ternary, STE + AdamW and full precision side by side; CSV, JSON, PNG and a table."""
     import torch
 
@@ -261,6 +295,7 @@ def command(preset_name: str, data: str | None, max_bytes: int | None, arms: str
     options = CompareOptions(
         settings=settings, arms=chosen, data=data, max_bytes=max_bytes, steps=None if budget_s else steps,
         budget_s=budget_s, eval_every=eval_every, eval_batches=eval_batches, device=device, out=out,
+        keep_going=keep_going,
     )
     try:
         summary = compare(options)

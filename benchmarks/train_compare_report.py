@@ -71,4 +71,5 @@ def format_table(summary: dict[str, Any]) -> str:
             f"{_number(v['steady_tokens_per_second'], '9.0f')} {_number(peak, '9.1f')} "
             f"{v['state_bytes_per_weight']:9.3f} {_number(state_ratio, '6.3f')}"
         )
+    lines += [f"{arm:8} FAILED: {message}" for arm, message in summary.get("failed", {}).items()]
     return "\n".join(lines)

@@ -59,3 +59,15 @@ def kernels(out: Path, quick: bool, shapes: str | None, rows: str | None, update
         raise click.ClickException(str(error)) from None
     click.echo(format_table(report))
     click.echo(f"wrote {out / 'kernels.csv'} and {out / 'kernels.json'}")
+
+
+@bench.command("train", context_settings={"ignore_unknown_options": True, "allow_extra_args": True,
+                                           "help_option_names": []})
+@click.pass_context
+def train(ctx: click.Context) -> None:
+    """True-ternary vs STE + AdamW vs full precision (options: ternary bench train --help)."""
+    try:
+        from benchmarks.train_compare import command
+    except ImportError as error:
+        raise click.ClickException(f"benchmarks package not importable (run from the repository root): {error}")
+    command.main(args=ctx.args, prog_name="ternary bench train")
