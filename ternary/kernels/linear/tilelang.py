@@ -110,8 +110,13 @@ def compile_specs(specs: list[KernelSpec], workers: int | None = None) -> dict[K
     Programs are traced one by one in this thread, then lowered and compiled in a
     thread pool. Returns the seconds each spec took (0.0 if it was already loaded).
     """
+    import tilelang
+
     from ternary.kernels.linear import tilelang_programs as programs
 
+    # TileLang logs every compile at INFO level on stdout, which would corrupt the JSON
+    # that commands such as `ternary smoke --json` print; prewarm reports compiles itself.
+    tilelang.set_log_level("WARNING")
     todo = [spec for spec in dict.fromkeys(specs) if spec not in _KERNELS]
     traced = {}
     for spec in todo:
