@@ -149,6 +149,15 @@ def test_prewarm_bad_arguments_name_the_flag(args, message) -> None:
     assert result.exit_code != 0 and message in result.output
 
 
+def test_prewarm_without_tilelang_says_so(monkeypatch) -> None:
+    from apps.cli import main
+    from ternary.kernels import registry
+
+    monkeypatch.setattr(registry, "installed", lambda name: name != "tilelang")
+    result = CliRunner().invoke(main, ["prewarm", "--shape", "1,8,45,5"])
+    assert result.exit_code != 0 and "tilelang is not installed" in result.output
+
+
 def test_preset_specs_cover_every_layer_for_forward_and_training() -> None:
     import torch.utils._pytree as pytree
 

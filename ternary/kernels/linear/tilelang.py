@@ -11,6 +11,13 @@ dtype, bias, M bucket, GPU arch; M itself is dynamic), kept for the process and
 cached on disk by TileLang (``TILELANG_CACHE_DIR``); ``ternary prewarm`` compiles
 them ahead of time.
 
+Measured (``benchmarks/tilelang_check.py``, bf16, N x K = 4096 x 4096 and 4096 x 14336):
+correct over the whole int8 E range, but 4-7x slower than bf16 cuBLAS at every M from 1
+to 8192 and slower than the Triton backend, so ``auto`` tries Triton first (see
+``registry.AUTO_CUDA_ORDER``). The weight decode runs on the producer warps and is the
+bottleneck; at small M the grid (N / block_n CTAs) is also too small to fill the GPU
+(block_n = 32 halved the M = 1 time in a sweep, not yet validated for correctness).
+
 The vote **update** has no TileLang kernel: under the ``tilelang`` backend the registry
 runs the Triton update. The update is a reduction over M of sign votes with an integer
 epilogue (saturating accumulators, trit and exponent steps, repacking); it is bound by
