@@ -301,7 +301,8 @@ def run(config: BenchConfig, out: Path) -> dict:
     report = {"environment": environment(device), "config": attrs.asdict(config), "rows": results.rows}
     out.mkdir(parents=True, exist_ok=True)
     (out / "kernels.json").write_text(json.dumps(report, indent=1))
-    fields = sorted({key for row in results.rows for key in row}, key=lambda f: (f not in ("op", "N", "K", "M", "impl", "us"), f))
+    leading = ["op", "N", "K", "M", "impl", "us"]
+    fields = leading + sorted({key for row in results.rows for key in row} - set(leading))
     with open(out / "kernels.csv", "w", newline="") as handle:
         writer = csv.DictWriter(handle, fieldnames=fields)
         writer.writeheader()

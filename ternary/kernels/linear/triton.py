@@ -13,8 +13,12 @@ Three paths, picked by the number of activation rows ``M``:
   (``triton_base3.digit_planes``) so every operand load is contiguous.
   Split-K (forward) / split-N (grad-x) keeps all SMs busy at small M; the partial sums
   go to an fp32 workspace ``[splits, M, C]`` that one finishing kernel reduces.
-- ``M >= TWO_STEP_MIN_ROWS``: decode the layer into a transient dense buffer in the
-  activation dtype (``N*K*2`` bytes for bf16, freed after the call), then cuBLAS.
+- ``M >= TWO_STEP_MIN_ROWS`` (forward) / ``M > GRAD_X_FUSED_MAX_ROWS`` (grad-x): decode the
+  layer into a transient dense buffer in the activation dtype (``N*K*2`` bytes for bf16,
+  freed after the call), then cuBLAS. On H100 the fused forward took 64 us at
+  4096 x 4096, M = 128 (bf16: 15 us; the decode alone is ~11 MB/us), hence the switch at
+  64 rows; the fused grad-x kernel with 64-row (wgmma) tiles hit an illegal address there,
+  so grad-x keeps the fused kernel for M <= 16 only.
 
 A corrupt byte (> 242) is never decoded silently: it turns the outputs it feeds into
 NaN, which the non-finite guards of the training loop report.
@@ -38,7 +42,8 @@ from ternary.kernels.linear.triton_base3 import (
 from ternary.kernels.registry import triton_interpreted
 
 GEMV_MAX_ROWS = 1
-TWO_STEP_MIN_ROWS = 512
+TWO_STEP_MIN_ROWS = 64
+GRAD_X_FUSED_MAX_ROWS = 16
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
@@ -379,7 +384,7 @@ def grad_x_fused(grad_y, T_packed, E, *, in_features, group_size):
     if triton_interpreted():
         block_m, block_n, block_b, warps = 16, 16, 16, 4
     else:
-        block_m = 16 if m <= 16 else (32 if m <= 32 else 64)
+        block_m = 16 if m <= 16 else 32  # BLOCK_M = 64 (wgmma) failed on H100: illegal address
         block_n, block_b, warps = 64, 32, 4
     rows, blocks = _round_up(m, block_m), triton.cdiv(kb, block_b)
     tiles = blocks * (rows // block_m)
@@ -413,6 +418,6 @@ def grad_x(
     m = grad_y.shape[0]
     if m == 0 or T_packed.shape[0] == 0:
         return torch.zeros((m, in_features), dtype=grad_y.dtype, device=grad_y.device)
-    if m >= TWO_STEP_MIN_ROWS:
+    if m > GRAD_X_FUSED_MAX_ROWS:
         return grad_x_two_step(grad_y, T_packed, E, in_features=in_features, group_size=group_size)
     return grad_x_fused(grad_y, T_packed, E, in_features=in_features, group_size=group_size)

@@ -164,12 +164,12 @@ def _vote_kernel(
 
     if HAS_BIAS:
         if pid_b == 0:
-            col_sum = tl.zeros((BLOCK_N,), dtype=tl.float32)
+            partial = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
             for step in range(0, (M + BLOCK_M - 1) // BLOCK_M):
                 rm = step * BLOCK_M + tl.arange(0, BLOCK_M)
-                g_t = tl.load(g_ptr + rn[:, None] * stride_gn + rm[None, :] * stride_gm,
-                              mask=n_mask[:, None] & (rm < M)[None, :], other=0.0)
-                col_sum += tl.sum(g_t.to(tl.float32), axis=1)
+                partial += tl.load(g_ptr + rn[:, None] * stride_gn + rm[None, :] * stride_gm,
+                                   mask=n_mask[:, None] & (rm < M)[None, :], other=0.0).to(tl.float32)
+            col_sum = tl.sum(partial, axis=1)  # reduced once, outside the loop
             bias = tl.load(bias_ptr + rn, mask=n_mask, other=0).to(tl.int64)
             direction = (col_sum > 0).to(tl.int64) - (col_sum < 0).to(tl.int64)
             bias = bias - bias_step * direction
