@@ -41,6 +41,9 @@ class ModelConfig:
     - ``graph``, ``max_edges``: graph over VQ codes (needs ``vq``) and its bound on active edges.
     - ``group_size``: scale group of every ternary layer (a multiple of 5).
     - ``balance_weight``, ``vq_weight``: weights of the load-balance and codebook terms in the loss.
+    - ``logit_rms``: the logits are centred and scaled to this root-mean-square (0: raw head
+      output). Measured on the default corpus, tiny preset, 300 steps, held-out bits/byte:
+      raw 4.62 (with a spike to 6.87), RMS 1.5: 3.42, 2.5: 3.52 / 3.82 (two seeds), 4: 3.69, 6: 3.82.
     - ``context``: default context length (bytes) for training and sampling.
     """
 
@@ -60,6 +63,7 @@ class ModelConfig:
     group_size: int = attrs.field(default=40, validator=_at_least(5))
     balance_weight: float = attrs.field(default=0.01, validator=_non_negative)
     vq_weight: float = attrs.field(default=0.1, validator=_non_negative)
+    logit_rms: float = attrs.field(default=1.5, validator=_non_negative)
     context: int = attrs.field(default=64, validator=_at_least(1))
 
     def __attrs_post_init__(self) -> None:

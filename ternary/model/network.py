@@ -1,7 +1,8 @@
 """The byte-level model: state tree, initialisation and the pure ``forward``.
 
 ``embed -> blocks of (x + attention(norm x), x + feed_forward(norm x)) ->
-z = norm x -> [z + q (VQ code) + graph message] -> head(norm z) -> logits``.
+z = norm x -> [z + q (VQ code) + graph message] -> head(norm z) -> logits`` (centred,
+scaled to a fixed RMS ``config.logit_rms``).
 """
 
 from __future__ import annotations
@@ -126,11 +127,24 @@ def forward(
         z = z + q
         if state.graph is not None:
             z = z + message(state.graph, code_rows, picked, dtype, backend=backend)
-    logits = linear(state.head, rms_norm(z), backend=backend).float().view(batch, length, VOCAB)
+    logits = scale_logits(linear(state.head, rms_norm(z), backend=backend).float(), config.logit_rms)
     aux = ModelAux(
         balance=torch.stack(balances).mean() if balances else zero,
         codebook=codebook,
         codes=codes,
         iterations=torch.stack(iterations) if iterations else None,
     )
-    return logits, aux
+    return logits.view(batch, length, VOCAB), aux
+
+
+def scale_logits(logits: torch.Tensor, logit_rms: float) -> torch.Tensor:
+    """Centre ``logits [..., 256]`` and scale them to root-mean-square ``logit_rms`` (0: unchanged).
+
+    The vote rule moves a layer's exponents toward larger magnitudes while that
+    sharpens predictions on the training batch; on the head that ran away
+    (exponents +5 in 300 steps) into over-confident logits and held-out spikes.
+    With fixed-RMS logits the head's scale no longer sets the confidence.
+    """
+    if logit_rms == 0:
+        return logits
+    return rms_norm(logits - logits.mean(-1, keepdim=True)) * logit_rms
