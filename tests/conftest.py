@@ -21,3 +21,12 @@ def gen() -> torch.Generator:
 def random_trits(n: int, k: int, generator: torch.Generator) -> torch.Tensor:
     """Trits ``[N, K]`` int8, uniform in {-1, 0, +1}."""
     return torch.randint(-1, 2, (n, k), generator=generator, dtype=torch.int8)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread: tiny models gain nothing from threads, and on a loaded 2-core machine OpenMP waits dominate."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

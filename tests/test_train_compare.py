@@ -27,13 +27,7 @@ from ternary.model import forward, init_model, preset
 # fp32 products of the same numbers in a different order: relative RMS error budget
 FP32_BUDGET = 1e-5
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 def relative_rms(a: torch.Tensor, b: torch.Tensor) -> float:
