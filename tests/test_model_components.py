@@ -19,13 +19,7 @@ from ternary.model.rotary import rotate
 from ternary.model.vq import VqState, code_vectors, nearest_codes, quantize, record_usage
 from ternary.state.audit import leaf_paths
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a loaded 2-core machine OpenMP waits dominate."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 
 
 # float budgets: reference paths compute the same sums in another order (float32)

@@ -29,13 +29,7 @@ from ternary.training.loop import accumulate_hooks
 TEXT = b"the quick brown fox jumps over the lazy dog; " * 40
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models gain nothing from threads, and on a loaded 2-core machine OpenMP waits dominate."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest: one torch thread
 
 
 @pytest.fixture
