@@ -12,7 +12,9 @@ Columns per (op, N x K, M): bf16 ``F.linear`` / ``grad_y @ W`` (cuBLAS), our for
 backend the registry can import (``triton``, ``tilelang``), a naive PyTorch path
 (lookup-table unpack + dequantise + cuBLAS), gemlite's ternary kernel where it imports,
 and for the update the STE trainer's per-step cost (bf16 weight-gradient GEMM, and GEMM +
-fused AdamW on an fp32 master). Results go to ``kernels.csv`` / ``kernels.json`` under
+fused AdamW on an fp32 master). Every timed kernel is also checked: forward against the
+naive path, grad-x against cuBLAS on the same dense weights, the update against the
+reference (share of equal entries); a failed check marks the row ``WRONG?``. Results go to ``kernels.csv`` / ``kernels.json`` under
 the output folder; ``format_table`` gives the printed summary.
 """
 
@@ -234,8 +236,9 @@ def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: 
         results.add("grad_x", n, k, m, "bf16_cublas", base_gx, tflops=flops / base_gx / 1e6)
         if "triton" in backends:
             def grad_x(gx=backends["triton"].grad_x):
+                err = relative_rms(gx(grad_y, *states[0], **static), grad_y @ dense[0])
                 us = time_in_graph([lambda s=s: gx(grad_y, s[0], s[1], **static) for s in states])
-                return us, dict(speedup=base_gx / us)
+                return us, dict(speedup=base_gx / us, rel_err_vs_bf16=err)
             results.measure("grad_x", n, k, m, "triton", grad_x)
     del states, dense, gem
     torch.cuda.empty_cache()
@@ -271,8 +274,27 @@ def bench_update(results: Results, n: int, k: int, m: int, device: torch.device)
 
     def ours():
         us = time_with_events(lambda: triton_update.update(packed, E, E_accum, T_accum, bias, x, grad_y, **rule))
-        return us, dict(vs_gemm=us / gemm, vs_ste=us / ste)
+        return us, dict(vs_gemm=us / gemm, vs_ste=us / ste, **update_agreement(packed, E, E_accum, T_accum, bias,
+                                                                                x, grad_y, rule))
     results.measure("update", n, k, m, "triton", ours)
+
+
+def update_agreement(packed, E, E_accum, T_accum, bias, x, grad_y, rule) -> dict:
+    """Share of entries where the Triton update equals the reference on these (bf16) hooks.
+
+    bf16 hooks make the float sums inexact, so a sign may differ where |g| is at rounding
+    level; the shares should be within about 1e-4 of 1 (exact equality is tested elsewhere
+    with small-integer hooks).
+    """
+    from ternary.kernels.update import reference, triton as triton_update
+
+    ours = triton_update.update(packed, E, E_accum, T_accum, bias, x, grad_y, **rule)
+    expected = reference.update(packed, E, E_accum, T_accum, bias, x, grad_y, **rule)
+    shares = {f"agree_{name}": float((getattr(ours, name) == getattr(expected, name)).float().mean())
+              for name in ("T_packed", "T_accum", "E_accum", "bias")}
+    del ours, expected
+    torch.cuda.empty_cache()
+    return shares
 
 
 def environment(device: torch.device) -> dict:
@@ -310,6 +332,13 @@ def run(config: BenchConfig, out: Path) -> dict:
     return report
 
 
+def suspicious(row: dict) -> bool:
+    """A result row whose correctness check failed (a speedup counts only while it is right)."""
+    errors = [row.get(key) for key in ("rel_err_vs_naive", "rel_err_vs_bf16")]
+    shares = [value for key, value in row.items() if key.startswith("agree_")]
+    return any(e is not None and not e <= 0.05 for e in errors) or any(not v >= 0.999 for v in shares)
+
+
 def format_table(report: dict) -> str:
     """One line per (op, shape, M): microseconds per implementation and speedup over bf16."""
     env = report["environment"]
@@ -327,6 +356,8 @@ def format_table(report: dict) -> str:
             cell = f"{impl}={row['us']:.1f}"
             if base is not None and row is not base and op != "decode":
                 cell += f" ({base['us'] / row['us']:.2f}x)"
+            if suspicious(row):
+                cell += " WRONG?"
             cells.append(cell)
         lines.append(f"{op:8s} {n:>5d}x{k:<5d} M={m:<5d} " + "  ".join(cells))
     return "\n".join(lines)

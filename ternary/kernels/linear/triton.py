@@ -1,6 +1,6 @@
 """Triton backend of the ternary linear op: reads ``T_packed`` and ``E`` directly.
 
-Three paths, picked by the number of activation rows ``M``:
+Forward takes one of three paths, picked by the number of activation rows ``M``:
 
 - ``M == 1`` (forward only): a CUDA-core GEMV that never forms a weight.
   With quotients ``q_i = floor(b / 3^i)`` of a byte ``b``, the byte's dot product is
@@ -9,16 +9,20 @@ Three paths, picked by the number of activation rows ``M``:
   quotients plus one FMA per digit and row.
 - ``M < TWO_STEP_MIN_ROWS``: a fused tensor-core kernel. Each ``[BLOCK_N, BLOCK_B]`` tile
   of packed bytes is decoded once into five scaled weight tiles, one per digit position
-  (columns ``5j + d``); the activations are first regrouped into digit planes
-  (``triton_base3.digit_planes``) so every operand load is contiguous.
-  Split-K (forward) / split-N (grad-x) keeps all SMs busy at small M; the partial sums
-  go to an fp32 workspace ``[splits, M, C]`` that one finishing kernel reduces.
-- ``M >= TWO_STEP_MIN_ROWS`` (forward) / ``M > GRAD_X_FUSED_MAX_ROWS`` (grad-x): decode the
-  layer into a transient dense buffer in the activation dtype (``N*K*2`` bytes for bf16,
-  freed after the call), then cuBLAS. On H100 the fused forward took 64 us at
-  4096 x 4096, M = 128 (bf16: 15 us; the decode alone is ~11 MB/us), hence the switch at
-  64 rows; the fused grad-x kernel with 64-row (wgmma) tiles hit an illegal address there,
-  so grad-x keeps the fused kernel for M <= 16 only.
+  (columns ``5j + d``); the activations are first regrouped into plane-major digit planes
+  (``triton_base3.digit_planes``) so every operand load is contiguous. Split-K keeps all
+  SMs busy at small M; the partial sums go to an fp32 workspace ``[splits, M, N]`` that
+  one finishing kernel reduces (and adds the bias to).
+- ``M >= TWO_STEP_MIN_ROWS``: decode the layer into a transient dense buffer in the
+  activation dtype (``N*K*2`` bytes for bf16, freed after the call), then cuBLAS. On
+  H100 the fused kernel took 64 us at 4096 x 4096, M = 128, against 15 us for bf16.
+
+``grad_x`` always takes the two-step path (decode, then ``grad_y @ W`` in cuBLAS): a fused
+grad-x kernel was written, but at 64-row tiles it hit an illegal address on H100 and its
+large-shape results were never checked on a GPU, so it is not shipped.
+
+See ``benchmarks/NOTES.md`` for the measured history (a faster v2 of the small-M kernels
+gave wrong results on the GPU at large shapes and was reverted).
 
 A corrupt byte (> 242) is never decoded silently: it turns the outputs it feeds into
 NaN, which the non-finite guards of the training loop report.
@@ -32,9 +36,7 @@ import triton.language as tl
 
 from ternary.kernels.linear.triton_base3 import (
     base3_quotients,
-    block_scales,
     byte_as_float,
-    concat_digits,
     digit_planes,
     exact_exp2,
     trit_of,
@@ -43,7 +45,6 @@ from ternary.kernels.registry import triton_interpreted
 
 GEMV_MAX_ROWS = 1
 TWO_STEP_MIN_ROWS = 64
-GRAD_X_FUSED_MAX_ROWS = 16
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
@@ -51,20 +52,44 @@ _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
 @triton.jit
-def _split_range(blocks, SPLITS):
-    """First block and block count of this program's share (``program_id(2)``) of ``blocks``."""
+def _split_range(KBp, BLOCK_B: tl.constexpr, SPLITS):
+    """First block and block count of this program's share (``program_id(2)``) of ``KBp / BLOCK_B`` blocks."""
+    blocks = KBp // BLOCK_B
     per_split = (blocks + SPLITS - 1) // SPLITS
     first = tl.program_id(2) * per_split
     return first, tl.maximum(tl.minimum(per_split, blocks - first), 0)
 
 
 @triton.jit
-def _load_block(rows_p, rows_e, block, KB, NG, BYTES_PER_GROUP: tl.constexpr, BLOCK_B: tl.constexpr):
-    """Bytes (float quotients) and scales of byte block ``block``; NaN scales mark corrupt bytes."""
-    jb = block * BLOCK_B + tl.arange(0, BLOCK_B)
-    byte = tl.load(rows_p + jb[None, :], mask=(jb < KB)[None, :], other=121).to(tl.int32)
-    scale = block_scales(rows_e, jb, block, NG, BYTES_PER_GROUP, BLOCK_B)
-    return byte, tl.where(byte > 242, float("nan"), scale)
+def _tile_scales(e_rows, block, NG, GROUPS: tl.constexpr):
+    """``2^E`` of the ``GROUPS`` whole groups of byte block ``block``: ``[R, GROUPS]`` fp32."""
+    groups = tl.minimum(block * GROUPS + tl.arange(0, GROUPS), NG - 1)
+    return exact_exp2(tl.load(e_rows + groups[None, :]))
+
+
+@triton.jit
+def _byte_scales(e_rows, jb, NG, BYTES_PER_GROUP: tl.constexpr):
+    """``2^E`` of every byte of a tile (groups not aligned to the block): ``[R, BLOCK_B]``."""
+    groups = tl.minimum(jb // BYTES_PER_GROUP, NG - 1)
+    return exact_exp2(tl.load(e_rows + groups[None, :]))
+
+
+@triton.jit
+def _expand_groups(scale, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr, BYTES_PER_GROUP: tl.constexpr):
+    """``[BLOCK_N, GROUPS]`` group scales repeated over the bytes of each group."""
+    wide = tl.broadcast_to(scale[:, :, None], (BLOCK_N, GROUPS, BYTES_PER_GROUP))
+    return tl.reshape(wide, (BLOCK_N, GROUPS * BYTES_PER_GROUP))
+
+
+@triton.jit
+def _block_scales(e_rows, jb, block, NG, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+                  BYTES_PER_GROUP: tl.constexpr):
+    """``2^E`` of every byte of byte block ``block``: one load per group when groups tile the block."""
+    if BLOCK_B % BYTES_PER_GROUP == 0:
+        GROUPS: tl.constexpr = BLOCK_B // BYTES_PER_GROUP
+        return _expand_groups(_tile_scales(e_rows, block, NG, GROUPS), BLOCK_N, GROUPS, BYTES_PER_GROUP)
+    else:
+        return _byte_scales(e_rows, jb, NG, BYTES_PER_GROUP)
 
 
 @triton.jit
@@ -78,123 +103,84 @@ def _scaled_digits(byte, scale):
 @triton.jit
 def _gemv_kernel(
     z_ptr, p_ptr, e_ptr, out_ptr,
-    N, KB, NG, blocks,
-    stride_zb, stride_pn, stride_en, stride_os,
+    N, KB, KBp, NG,
+    stride_zi, stride_pn, stride_en, stride_os,
     BYTES_PER_GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, SPLIT_K,
 ):
-    """Partial ``out[s, n] = sum_k x[k] W[n, k]`` over split ``s`` of the byte blocks (one activation row).
+    """Partial ``out[s, n] = sum_k x[k] W[n, k]`` over split ``s`` of the bytes (one activation row).
 
-    Rows past the end are clamped (their results are not stored); bytes past the end
-    read as zero trits and meet zero activation planes. The next block's bytes are
-    loaded before the current block is used, and sums stay per lane until the end.
+    Rows past the end are clamped (their results are not stored); bytes past the end are
+    masked to all-zero trits, and the padded activation planes are zero there anyway.
+    Sums stay per lane in a ``[BLOCK_N, BLOCK_B]`` accumulator until the end.
     """
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rows_p = p_ptr + tl.minimum(rn, N - 1)[:, None] * stride_pn
     rows_e = e_ptr + tl.minimum(rn, N - 1)[:, None] * stride_en
-    first, count = _split_range(blocks, SPLIT_K)
+    first, count = _split_range(KBp, BLOCK_B, SPLIT_K)
     acc = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
-    byte_next, scale_next = _load_block(rows_p, rows_e, first, KB, NG, BYTES_PER_GROUP, BLOCK_B)
+    worst = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.int32)
     for step in range(0, count):
-        byte, scale = byte_next, scale_next
-        byte_next, scale_next = _load_block(rows_p, rows_e, first + step + 1, KB, NG, BYTES_PER_GROUP, BLOCK_B)
+        jb = (first + step) * BLOCK_B + tl.arange(0, BLOCK_B)
+        byte = tl.load(rows_p + jb[None, :], mask=(jb < KB)[None, :], other=121).to(tl.int32)
+        worst = tl.maximum(worst, byte)
+        scale = _block_scales(rows_e, jb, first + step, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
         q0, q1, q2, q3, q4 = base3_quotients(byte)
-        z = z_ptr + (first + step) * stride_zb + tl.arange(0, BLOCK_B)
-        part = q0 * tl.load(z)[None, :] + tl.load(z + 5 * BLOCK_B)[None, :]
-        part += q1 * tl.load(z + BLOCK_B)[None, :]
-        part += q2 * tl.load(z + 2 * BLOCK_B)[None, :]
-        part += q3 * tl.load(z + 3 * BLOCK_B)[None, :]
-        part += q4 * tl.load(z + 4 * BLOCK_B)[None, :]
+        z = z_ptr + jb
+        part = q0 * tl.load(z)[None, :] + tl.load(z + 5 * stride_zi)[None, :]
+        part += q1 * tl.load(z + stride_zi)[None, :]
+        part += q2 * tl.load(z + 2 * stride_zi)[None, :]
+        part += q3 * tl.load(z + 3 * stride_zi)[None, :]
+        part += q4 * tl.load(z + 4 * stride_zi)[None, :]
         acc += part * scale
-    tl.store(out_ptr + tl.program_id(2) * stride_os + rn, tl.sum(acc, axis=1), mask=rn < N)
+    total = tl.where(tl.max(worst, axis=1) > 242, float("nan"), tl.sum(acc, axis=1))
+    tl.store(out_ptr + tl.program_id(2) * stride_os + rn, total, mask=rn < N)
 
 
 @triton.jit
 def _forward_kernel(
     x_ptr, p_ptr, e_ptr, out_ptr,
-    M, N, KB, NG, blocks,
-    stride_xm, stride_xb, stride_pn, stride_en, stride_os, stride_om,
+    M, N, KB, KBp, NG,
+    stride_xd, stride_xm, stride_pn, stride_en, stride_os, stride_om,
     BYTES_PER_GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
     SPLIT_K, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """Partial ``out[s, m, n] = sum_k x[m, k] W[n, k]`` from the digit planes of ``x``.
-
-    Per byte block: one product over digits 0..3 (``K = 4 BLOCK_B``, the decoded tiles side
-    by side) and one over digit 4.
-    """
+    """Partial ``out[s, m, n] = sum_k x[m, k] W[n, k]`` from plane-major padded activation planes."""
     rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rows_p = p_ptr + tl.minimum(rn, N - 1)[:, None] * stride_pn
     rows_e = e_ptr + tl.minimum(rn, N - 1)[:, None] * stride_en
     x_rows = x_ptr + rm[:, None] * stride_xm
-    first, count = _split_range(blocks, SPLIT_K)
+    first, count = _split_range(KBp, BLOCK_B, SPLIT_K)
     acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
-    byte_next, scale_next = _load_block(rows_p, rows_e, first, KB, NG, BYTES_PER_GROUP, BLOCK_B)
+    worst = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.int32)
     for step in range(0, count):
-        byte, scale = byte_next, scale_next
-        byte_next, scale_next = _load_block(rows_p, rows_e, first + step + 1, KB, NG, BYTES_PER_GROUP, BLOCK_B)
+        block = first + step
+        jb = block * BLOCK_B + tl.arange(0, BLOCK_B)
+        byte = tl.load(rows_p + tl.minimum(jb, KB - 1)[None, :]).to(tl.int32)
+        worst = tl.maximum(worst, byte)
+        scale = _block_scales(rows_e, jb, block, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
         w0, w1, w2, w3, w4 = _scaled_digits(byte, scale)
-        x_block = x_rows + (first + step) * stride_xb
-        x_low = tl.load(x_block + tl.arange(0, 4 * BLOCK_B)[None, :])
-        x_high = tl.load(x_block + 4 * BLOCK_B + tl.arange(0, BLOCK_B)[None, :])
-        w_low = concat_digits(w0, w1, w2, w3).to(DOT_DTYPE)
-        acc = tl.dot(x_low, tl.trans(w_low), acc, input_precision=PRECISION)
-        acc = tl.dot(x_high, tl.trans(w4.to(DOT_DTYPE)), acc, input_precision=PRECISION)
+        x_cols = x_rows + jb[None, :]
+        acc = tl.dot(tl.load(x_cols), tl.trans(w0.to(DOT_DTYPE)), acc, input_precision=PRECISION)
+        acc = tl.dot(tl.load(x_cols + stride_xd), tl.trans(w1.to(DOT_DTYPE)), acc, input_precision=PRECISION)
+        acc = tl.dot(tl.load(x_cols + 2 * stride_xd), tl.trans(w2.to(DOT_DTYPE)), acc, input_precision=PRECISION)
+        acc = tl.dot(tl.load(x_cols + 3 * stride_xd), tl.trans(w3.to(DOT_DTYPE)), acc, input_precision=PRECISION)
+        acc = tl.dot(tl.load(x_cols + 4 * stride_xd), tl.trans(w4.to(DOT_DTYPE)), acc, input_precision=PRECISION)
+    acc = tl.where((tl.max(worst, axis=1) > 242)[None, :], float("nan"), acc)
     out = out_ptr + tl.program_id(2) * stride_os + rm[:, None] * stride_om + rn[None, :]
     tl.store(out, acc, mask=(rm < M)[:, None] & (rn < N)[None, :])
 
 
 @triton.jit
-def _grad_x_kernel(
-    g_ptr, p_ptr, e_ptr, out_ptr,
-    M, N, KB, NG, blocks,
-    stride_gm, stride_gn, stride_pn, stride_en, stride_os, stride_om, stride_ob,
-    BYTES_PER_GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
-    SPLIT_N, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
-):
-    """Partial ``grad_x`` of one byte block over split ``s`` of the rows of W, as digit planes.
-
-    Writes ``out[s, m, block, d, i] = sum_n grad_y[m, n] W[n, 5 (block BB + i) + d]``; the
-    finishing kernel gathers the planes back to ``[M, K]``.
-    """
-    rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
-    block = tl.program_id(0)
-    first, count = _split_range(blocks, SPLIT_N)
-    acc_low = tl.zeros((BLOCK_M, 4 * BLOCK_B), dtype=tl.float32)
-    acc_high = tl.zeros((BLOCK_M, BLOCK_B), dtype=tl.float32)
-    for step in range(0, count):
-        rn = (first + step) * BLOCK_N + tl.arange(0, BLOCK_N)
-        g = tl.load(g_ptr + rm[:, None] * stride_gm + rn[None, :] * stride_gn,
-                    mask=(rm < M)[:, None] & (rn < N)[None, :], other=0.0).to(DOT_DTYPE)
-        rows = tl.minimum(rn, N - 1)[:, None]
-        byte, scale = _load_block(p_ptr + rows * stride_pn, e_ptr + rows * stride_en, block, KB, NG,
-                                  BYTES_PER_GROUP, BLOCK_B)
-        w0, w1, w2, w3, w4 = _scaled_digits(byte, scale)
-        acc_low = tl.dot(g, concat_digits(w0, w1, w2, w3).to(DOT_DTYPE), acc_low, input_precision=PRECISION)
-        acc_high = tl.dot(g, w4.to(DOT_DTYPE), acc_high, input_precision=PRECISION)
-    out = out_ptr + tl.program_id(2) * stride_os + rm[:, None] * stride_om + block * stride_ob
-    tl.store(out + tl.arange(0, 4 * BLOCK_B)[None, :], acc_low)
-    tl.store(out + 4 * BLOCK_B + tl.arange(0, BLOCK_B)[None, :], acc_high)
-
-
-@triton.jit
-def _finish_kernel(ws_ptr, bias_ptr, out_ptr, M, C, stride_ws, stride_wm, stride_wb, stride_om, bias_scale,
-                   SPLITS, PLANAR: tl.constexpr, BLOCK_B: tl.constexpr, HAS_BIAS: tl.constexpr,
-                   BLOCK: tl.constexpr):
-    """``out[m, c] = sum_s ws[s, m, ...] (+ bias[c] * bias_scale)`` rounded to the output dtype.
-
-    ``ws`` is ``[S, M, C]``, or with ``PLANAR`` digit planes ``[S, Mp, blocks, 5, BLOCK_B]``.
-    """
+def _finish_kernel(ws_ptr, bias_ptr, out_ptr, M, C, stride_ws, stride_wm, stride_om, bias_scale, SPLITS,
+                   HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+    """``out[m, c] = sum_s ws[s, m, c] (+ bias[c] * bias_scale)`` rounded to the output dtype."""
     m = tl.program_id(1)
     c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = c < C
-    if PLANAR:
-        j = c // 5
-        source = ws_ptr + m * stride_wm + (j // BLOCK_B) * stride_wb + (c % 5) * BLOCK_B + j % BLOCK_B
-    else:
-        source = ws_ptr + m * stride_wm + c
     total = tl.zeros((BLOCK,), dtype=tl.float32)
     for s in range(0, SPLITS):
-        total += tl.load(source + s * stride_ws, mask=mask, other=0.0)
+        total += tl.load(ws_ptr + s * stride_ws + m * stride_wm + c, mask=mask, other=0.0)
     if HAS_BIAS:
         total += tl.load(bias_ptr + c, mask=mask, other=0).to(tl.float32) * bias_scale
     tl.store(out_ptr + m * stride_om + c, total.to(out_ptr.dtype.element_ty), mask=mask)
@@ -258,11 +244,11 @@ def _dot_config(dtype: torch.dtype) -> tuple[tl.dtype, torch.dtype, str]:
 
 
 def _splits(tiles: int, blocks: int, device: torch.device) -> int:
-    """How many reduction splits fill the card: about four programs per SM, at least 4 blocks each."""
+    """How many reduction splits fill the card: about two programs per SM, at least 4 blocks each."""
     if triton_interpreted():
         return min(2, blocks)
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    wanted = max(1, (4 * sms) // max(tiles, 1))
+    wanted = max(1, (2 * sms) // max(tiles, 1))
     return max(1, min(wanted, blocks // 4, 16))
 
 
@@ -270,16 +256,14 @@ def _round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 
 
-def _finish(ws: torch.Tensor, m: int, c: int, bias: torch.Tensor | None, bias_frac_bits: int,
-            dtype: torch.dtype) -> torch.Tensor:
-    """Reduce the split workspace (``[S, M, C]``, or 5-D digit planes) to ``[m, c]`` in ``dtype``."""
+def _finish(ws: torch.Tensor, bias: torch.Tensor | None, bias_frac_bits: int, dtype: torch.dtype) -> torch.Tensor:
+    """Reduce the split workspace ``[S, M, C]`` to ``[M, C]`` in ``dtype`` (adding the bias)."""
+    splits, m, c = ws.shape
     out = torch.empty((m, c), dtype=dtype, device=ws.device)
     block = 256 if not triton_interpreted() else 32
-    planar = ws.dim() == 5
     _finish_kernel[(triton.cdiv(c, block), m)](
-        ws, bias if bias is not None else ws, out, m, c, ws.stride(0), ws.stride(1), ws.stride(2) if planar else 0,
-        out.stride(0), 2.0**-bias_frac_bits, ws.shape[0], PLANAR=planar, BLOCK_B=ws.shape[-1] if planar else 1,
-        HAS_BIAS=bias is not None, BLOCK=block,
+        ws, bias if bias is not None else ws, out, m, c, ws.stride(0), ws.stride(1), out.stride(0),
+        2.0**-bias_frac_bits, splits, HAS_BIAS=bias is not None, BLOCK=block,
     )
     return out
 
@@ -307,17 +291,17 @@ def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bit
         raise ValueError(f"triton forward_gemv: takes one activation row, got {x.shape[0]}")
     n, kb = T_packed.shape
     block_n, block_b, warps = (16, 16, 4) if triton_interpreted() else (64, 32, 4)
-    blocks = triton.cdiv(kb, block_b)
-    z = digit_planes(x, 1, blocks * block_b, block_b, z_form=True, dtype=torch.float32)
+    kb_padded = _round_up(kb, block_b)
+    z = digit_planes(x, 1, kb_padded, block_b, z_form=True, dtype=torch.float32, blocked=False)
     tiles = triton.cdiv(n, block_n)
-    splits = _splits(tiles, blocks, x.device)
+    splits = _splits(tiles, kb_padded // block_b, x.device)
     ws = torch.empty((splits, 1, n), dtype=torch.float32, device=x.device)
     _gemv_kernel[(tiles, 1, splits)](
-        z, T_packed, E, ws, n, kb, E.shape[1], blocks, z.stride(1), T_packed.stride(0), E.stride(0),
+        z, T_packed, E, ws, n, kb, kb_padded, E.shape[1], z.stride(0), T_packed.stride(0), E.stride(0),
         ws.stride(0), BYTES_PER_GROUP=group_size // 5, BLOCK_N=block_n, BLOCK_B=block_b,
         SPLIT_K=splits, num_warps=warps,
     )
-    return _finish(ws, 1, n, bias, bias_frac_bits, x.dtype)
+    return _finish(ws, bias, bias_frac_bits, x.dtype)
 
 
 def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits):
@@ -329,18 +313,18 @@ def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bi
     else:
         block_m = 16 if m <= 16 else (32 if m <= 32 else 64)
         block_n, block_b, warps = (64, 32, 4) if m <= 64 else (128, 32, 8)
-    rows, blocks = _round_up(m, block_m), triton.cdiv(kb, block_b)
-    planes = digit_planes(x, rows, blocks * block_b, block_b, z_form=False, dtype=plane_dtype)
+    rows, kb_padded = _round_up(m, block_m), _round_up(kb, block_b)
+    planes = digit_planes(x, rows, kb_padded, block_b, z_form=False, dtype=plane_dtype, blocked=False)
     tiles = triton.cdiv(n, block_n) * (rows // block_m)
-    splits = _splits(tiles, blocks, x.device)
+    splits = _splits(tiles, kb_padded // block_b, x.device)
     ws = torch.empty((splits, m, n), dtype=torch.float32, device=x.device)
     _forward_kernel[(triton.cdiv(n, block_n), rows // block_m, splits)](
-        planes, T_packed, E, ws, m, n, kb, E.shape[1], blocks,
+        planes, T_packed, E, ws, m, n, kb, kb_padded, E.shape[1],
         planes.stride(0), planes.stride(1), T_packed.stride(0), E.stride(0), ws.stride(0), ws.stride(1),
         BYTES_PER_GROUP=group_size // 5, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b,
         SPLIT_K=splits, DOT_DTYPE=dot_dtype, PRECISION=precision, num_warps=warps, num_stages=3,
     )
-    return _finish(ws, m, n, bias, bias_frac_bits, x.dtype)
+    return _finish(ws, bias, bias_frac_bits, x.dtype)
 
 
 def forward_two_step(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits):
@@ -377,28 +361,6 @@ def forward(
     return forward_fused(x, T_packed, E, bias, **kwargs)
 
 
-def grad_x_fused(grad_y, T_packed, E, *, in_features, group_size):
-    """Tensor-core path: ``grad_x`` digit planes of one byte block per program, split over N."""
-    m, n, kb = grad_y.shape[0], T_packed.shape[0], T_packed.shape[1]
-    dot_dtype, _, precision = _dot_config(grad_y.dtype)
-    if triton_interpreted():
-        block_m, block_n, block_b, warps = 16, 16, 16, 4
-    else:
-        block_m = 16 if m <= 16 else 32  # BLOCK_M = 64 (wgmma) failed on H100: illegal address
-        block_n, block_b, warps = 64, 32, 4
-    rows, blocks = _round_up(m, block_m), triton.cdiv(kb, block_b)
-    tiles = blocks * (rows // block_m)
-    splits = _splits(tiles, triton.cdiv(n, block_n), grad_y.device)
-    ws = torch.empty((splits, rows, blocks, 5, block_b), dtype=torch.float32, device=grad_y.device)
-    _grad_x_kernel[(blocks, rows // block_m, splits)](
-        grad_y, T_packed, E, ws, m, n, kb, E.shape[1], triton.cdiv(n, block_n),
-        grad_y.stride(0), grad_y.stride(1), T_packed.stride(0), E.stride(0), ws.stride(0), ws.stride(1),
-        ws.stride(2), BYTES_PER_GROUP=group_size // 5, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b,
-        SPLIT_N=splits, DOT_DTYPE=dot_dtype, PRECISION=precision, num_warps=warps, num_stages=3,
-    )
-    return _finish(ws, m, in_features, None, 0, grad_y.dtype)
-
-
 def grad_x_two_step(grad_y, T_packed, E, *, in_features, group_size):
     """Dense decode into a transient buffer in ``grad_y.dtype``, then cuBLAS."""
     w = dequantize(T_packed, E, in_features=in_features, group_size=group_size, dtype=grad_y.dtype)
@@ -418,6 +380,4 @@ def grad_x(
     m = grad_y.shape[0]
     if m == 0 or T_packed.shape[0] == 0:
         return torch.zeros((m, in_features), dtype=grad_y.dtype, device=grad_y.device)
-    if m > GRAD_X_FUSED_MAX_ROWS:
-        return grad_x_two_step(grad_y, T_packed, E, in_features=in_features, group_size=group_size)
-    return grad_x_fused(grad_y, T_packed, E, in_features=in_features, group_size=group_size)
+    return grad_x_two_step(grad_y, T_packed, E, in_features=in_features, group_size=group_size)

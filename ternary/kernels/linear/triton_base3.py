@@ -7,8 +7,8 @@ division, no int->float conversion instruction), and digit ``i`` is then
 scaled weight, against ~40 mixed integer operations for trit-by-trit ``% 3`` / ``// 3``.
 
 Shared by the linear kernels (``ternary/kernels/linear/triton.py``) and the direct
-update (``ternary/kernels/update/triton.py``): decoding, exponent scales, the digit-tile
-shuffles (``concat_digits`` / ``split_digits`` / ``interleave_digits``) and the digit
+update (``ternary/kernels/update/triton.py``): decoding, exact exponent scales, the
+digit-tile shuffles of the update (``split_digits`` / ``interleave_digits``) and the digit
 planes the kernels read activations from.
 """
 
@@ -95,32 +95,6 @@ def exact_exp2(e):
 
 
 @triton.jit
-def block_scales(e_rows, jb, block, NG, BYTES_PER_GROUP: tl.constexpr, BLOCK_B: tl.constexpr):
-    """``2^E`` of every byte ``jb`` (byte block ``block``) of the rows ``e_rows [R, 1]``: ``[R, BLOCK_B]`` fp32.
-
-    When the groups tile the block (``BLOCK_B % (G/5) == 0``) one exponent is loaded per
-    group and repeated over its bytes; otherwise one per byte. Loads are masked, not
-    clamped, so the column axis keeps its contiguity (lanes run along the bytes).
-    """
-    if BLOCK_B % BYTES_PER_GROUP == 0:
-        GROUPS: tl.constexpr = BLOCK_B // BYTES_PER_GROUP
-        groups = block * GROUPS + tl.arange(0, GROUPS)
-        scale = exact_exp2(tl.load(e_rows + groups[None, :], mask=(groups < NG)[None, :], other=0))
-        wide = tl.broadcast_to(scale[:, :, None], (scale.shape[0], GROUPS, BYTES_PER_GROUP))
-        return tl.reshape(wide, (scale.shape[0], BLOCK_B))
-    else:
-        groups = jb // BYTES_PER_GROUP
-        return exact_exp2(tl.load(e_rows + groups[None, :], mask=(groups < NG)[None, :], other=0))
-
-
-@triton.jit
-def concat_digits(w0, w1, w2, w3):
-    """Four ``[R, BB]`` digit tiles side by side: ``[R, 4 BB]`` with column ``d BB + j``."""
-    pairs = tl.join(tl.join(w0, w2), tl.join(w1, w3))  # [R, BB, p, q] holds digit 2p + q
-    return tl.reshape(tl.permute(pairs, (0, 2, 3, 1)), (w0.shape[0], 4 * w0.shape[1]))
-
-
-@triton.jit
 def split_digits(wide, BLOCK_B: tl.constexpr):
     """Inverse of :func:`concat_digits`: ``[R, 4 BB]`` -> four ``[R, BB]`` tiles."""
     pairs = tl.permute(tl.reshape(wide, (wide.shape[0], 2, 2, BLOCK_B)), (0, 3, 1, 2))
@@ -153,9 +127,9 @@ def deinterleave_digits(wide):
 
 
 @triton.jit
-def _digit_planes_kernel(x_ptr, out_ptr, M, K, stride_xm, stride_xk, stride_om, stride_ob,
+def _digit_planes_kernel(x_ptr, out_ptr, M, K, stride_xm, stride_xk, stride_om, stride_ob, stride_op,
                          Z_FORM: tl.constexpr, BLOCK_B: tl.constexpr):
-    """One ``[PLANES, BLOCK_B]`` block of row ``m`` of the digit planes (see :func:`digit_planes`)."""
+    """One block of ``BLOCK_B`` bytes of row ``m`` of the digit planes (see :func:`digit_planes`)."""
     m = tl.program_id(1)
     block = tl.program_id(0)
     jb = block * BLOCK_B + tl.arange(0, BLOCK_B)
@@ -175,33 +149,38 @@ def _digit_planes_kernel(x_ptr, out_ptr, M, K, stride_xm, stride_xk, stride_om, 
         x3 = x3.to(tl.float32)
         x4 = x4.to(tl.float32)
         tl.store(out, x0)
-        tl.store(out + BLOCK_B, x1 - 3.0 * x0)
-        tl.store(out + 2 * BLOCK_B, x2 - 3.0 * x1)
-        tl.store(out + 3 * BLOCK_B, x3 - 3.0 * x2)
-        tl.store(out + 4 * BLOCK_B, x4 - 3.0 * x3)
-        tl.store(out + 5 * BLOCK_B, -((x0 + x1) + (x2 + x3) + x4))
+        tl.store(out + stride_op, x1 - 3.0 * x0)
+        tl.store(out + 2 * stride_op, x2 - 3.0 * x1)
+        tl.store(out + 3 * stride_op, x3 - 3.0 * x2)
+        tl.store(out + 4 * stride_op, x4 - 3.0 * x3)
+        tl.store(out + 5 * stride_op, -((x0 + x1) + (x2 + x3) + x4))
     else:
         tl.store(out, x0.to(dtype))
-        tl.store(out + BLOCK_B, x1.to(dtype))
-        tl.store(out + 2 * BLOCK_B, x2.to(dtype))
-        tl.store(out + 3 * BLOCK_B, x3.to(dtype))
-        tl.store(out + 4 * BLOCK_B, x4.to(dtype))
+        tl.store(out + stride_op, x1.to(dtype))
+        tl.store(out + 2 * stride_op, x2.to(dtype))
+        tl.store(out + 3 * stride_op, x3.to(dtype))
+        tl.store(out + 4 * stride_op, x4.to(dtype))
 
 
-def digit_planes(x, rows: int, kb_padded: int, block_b: int, *, z_form: bool, dtype):
+def digit_planes(x, rows: int, kb_padded: int, block_b: int, *, z_form: bool, dtype, blocked: bool):
     """Activations ``x [M, K]`` regrouped by packed byte and digit position, zero-padded.
 
-    Returns ``[rows, kb_padded / block_b, planes, block_b]``: for byte ``j = b*block_b + i``,
-    plane ``d`` holds ``x[m, 5 j + d]`` (5 planes), or with ``z_form`` the fp32 planes
-    ``z_0 = x_0``, ``z_d = x_d - 3 x_{d-1}`` and ``z_5 = -sum_d x_d`` (6 planes). A tile of
-    digits 0..3 of one byte block is then one contiguous ``4 * block_b`` run per row.
+    Plane ``d`` holds ``x[m, 5 j + d]`` (5 planes), or with ``z_form`` the fp32 planes
+    ``z_0 = x_0``, ``z_d = x_d - 3 x_{d-1}`` and ``z_5 = -sum_d x_d`` (6 planes). Layout:
+    ``[planes, rows, kb_padded]`` (plane-major), or with ``blocked``
+    ``[rows, kb_padded / block_b, planes, block_b]``, where digits 0..3 of one byte block are
+    a single contiguous ``4 * block_b`` run per row.
     """
     import torch
 
-    planes = 6 if z_form else 5
-    out = torch.empty((rows, kb_padded // block_b, planes, block_b), dtype=dtype, device=x.device)
-    _digit_planes_kernel[(kb_padded // block_b, rows)](
-        x, out, x.shape[0], x.shape[1], x.stride(0), x.stride(1), out.stride(0), out.stride(1),
-        Z_FORM=z_form, BLOCK_B=block_b,
+    planes, blocks = (6 if z_form else 5), kb_padded // block_b
+    shape = (rows, blocks, planes, block_b) if blocked else (planes, rows, kb_padded)
+    out = torch.empty(shape, dtype=dtype, device=x.device)
+    if blocked:
+        strides = (out.stride(0), out.stride(1), out.stride(2))
+    else:
+        strides = (out.stride(1), block_b, out.stride(0))
+    _digit_planes_kernel[(blocks, rows)](
+        x, out, x.shape[0], x.shape[1], x.stride(0), x.stride(1), *strides, Z_FORM=z_form, BLOCK_B=block_b,
     )
     return out

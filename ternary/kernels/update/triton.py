@@ -267,7 +267,7 @@ def update(
     dot_dtype = tl.float32 if use_fp32 else (tl.bfloat16 if x.dtype == torch.bfloat16 else tl.float16)
     blocks = triton.cdiv(kb, block_b)
     planes = digit_planes(x, max(block_m, -(-m // block_m) * block_m), blocks * block_b, block_b, z_form=False,
-                          dtype=torch.float32 if use_fp32 else x.dtype)
+                          dtype=torch.float32 if use_fp32 else x.dtype, blocked=True)
     _vote_kernel[(triton.cdiv(n, block_n), blocks)](
         planes, grad_y, T_packed, T_accum, E, E_accum, bias if bias is not None else E,
         new.T_packed, new.T_accum, new.E, new.E_accum, new.bias if bias is not None else E, score,
