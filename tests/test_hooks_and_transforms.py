@@ -39,7 +39,7 @@ def test_hooks_are_inputs_and_output_gradients(gen: torch.Generator) -> None:
     assert torch.allclose(hooks["l1"].grad_y, g_pre, rtol=1e-5, atol=1e-6)
 
 
-def test_unused_layer_gets_none_and_repeated_layer_concatenates(gen: torch.Generator) -> None:
+def test_unused_layer_gets_empty_hooks_and_repeated_layer_concatenates(gen: torch.Generator) -> None:
     layer = LinearState.random(4, 4, generator=gen)
     state = {"used": layer, "unused": LinearState.random(4, 2, generator=gen)}
 
@@ -47,8 +47,9 @@ def test_unused_layer_gets_none_and_repeated_layer_concatenates(gen: torch.Gener
         return linear(s["used"], linear(s["used"], x)).sum()
 
     _, hooks = value_and_hooks(twice)(state, torch.randn(3, 4, generator=gen))
-    assert hooks["unused"] is None
+    assert hooks["unused"].rows == 0 and hooks["unused"].grad_y.shape == (0, 2)
     assert hooks["used"].rows == 6
+    assert update(state, hooks, UpdateRule(theta_t=1))["unused"] is state["unused"]
 
 
 def test_non_finite_loss_raises_before_backward(gen: torch.Generator) -> None:

@@ -259,9 +259,9 @@ def test_init_is_deterministic_and_config_is_validated():
         forward(init_model(config), torch.zeros(3, dtype=torch.long), config)
 
 
-def test_hooks_tree_has_linear_hooks_for_used_layers_only(gen):
+def test_hooks_tree_has_rows_for_used_layers_only(gen):
     config = small_config(max_moe_iters=1)
     state = init_model(config, seed=4)
     _, hooks = ternary.value_and_hooks(loss, has_aux=True)(state, torch.randint(0, 256, (1, 6), generator=gen), config)
     assert isinstance(hooks.head, LinearHooks) and hooks.head.rows == 5
-    assert hooks.blocks[0].ffn.halt is None  # one iteration: the halting head is not consulted
+    assert hooks.blocks[0].ffn.halt.rows == 0  # one iteration: the halting head is not consulted

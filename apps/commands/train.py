@@ -31,13 +31,17 @@ _EXISTING = click.Path(exists=True, path_type=str)
 @click.option("--resume", type=_EXISTING, default=None,
               help="Snapshot file or folder to continue from (model, data, seed and batch come from it).")
 @click.option("--max-bytes", type=click.IntRange(min=1), default=None, help="Cut the corpus at this many bytes.")
+@click.option("--check-every", type=click.IntRange(min=1), default=50, show_default=True,
+              help="Under torchrun: check every N steps that all ranks hold identical state.")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON object summarising the run.")
 def train(**values) -> None:
     """Train on text with held-out bits per byte, snapshots and exact resume."""
+    from ternary.distributed import StateDivergedError
     from ternary.io import SnapshotError
     from ternary.training import DataError, TrainingStopped, TrainOptions
     from ternary.training import train as run_training
+    from ternary.training.parallel import start, stop
 
     config = build_config(values)
     prepare_runtime(values, grad_enabled=True)
@@ -47,17 +51,22 @@ def train(**values) -> None:
         out = str(resume if resume.is_dir() else resume.parent)
     if values["save_every"] and out is None:
         raise click.UsageError("--save-every needs --out DIR")
+    parallel, device = start(values["device"])
     try:
         options = TrainOptions(
             config=config, data=values["data"], ctx=values["ctx"], batch=values["batch"], accum=values["accum"],
             steps=values["steps"], eval_every=values["eval_every"], eval_batches=values["eval_batches"],
-            save_every=values["save_every"], keep=values["keep"], out=out, device=values["device"],
+            save_every=values["save_every"], keep=values["keep"], out=out, device=device,
             backend=values["backend"], seed=values["seed"], resume=values["resume"], dtype=values["dtype"],
-            max_bytes=values["max_bytes"], progress=not values["no_progress"],
+            max_bytes=values["max_bytes"], progress=not values["no_progress"], check_every=values["check_every"],
         )
-        summary = run_training(options)
-    except (DataError, SnapshotError, TrainingStopped, ValueError) as error:
+        summary = run_training(options, parallel)
+    except (DataError, SnapshotError, TrainingStopped, StateDivergedError, ValueError) as error:
         raise click.ClickException(str(error)) from None
+    finally:
+        stop(parallel)
+    if parallel is not None and not parallel.is_main:
+        return
     if values["as_json"]:
         click.echo(json.dumps(summary_dict(summary, options)))
         return

@@ -3,8 +3,8 @@
 ``value_and_hooks(fn)`` runs ``fn(state, ...)`` while a short-lived tape notes, for
 each layer record of ``state``, the inputs it saw and its outputs; it then takes
 ``d loss / d outputs`` with ``torch.autograd.grad`` and returns a tree matching
-``state`` with one :class:`LinearHooks` per layer (None for layers ``fn`` did not
-use). The tape lives only inside the call: nothing is stored on any object.
+``state`` with one :class:`LinearHooks` per layer (zero rows for layers ``fn`` did
+not use, so the hooks of any two calls have the same structure and combine). The tape lives only inside the call: nothing is stored on any object.
 """
 
 from __future__ import annotations
@@ -94,6 +94,12 @@ def check_finite_loss(loss: torch.Tensor) -> None:
         raise NonFiniteError(f"loss is not finite ({loss.item()}); refusing to take hooks or update")
 
 
+def empty_hooks(layer: LinearState) -> LinearHooks:
+    """Zero-row hooks of a layer no call used: every hooks tree of one state has one shape."""
+    empty = torch.empty((0,), dtype=torch.float32, device=layer.device)
+    return LinearHooks(empty.view(0, layer.in_features), empty.view(0, layer.out_features))
+
+
 def _call_hooks(kind: str, x: torch.Tensor, grad_out: torch.Tensor) -> LinearHooks:
     """Hooks of one call. An embedding row lookup ``y = W[tokens]`` is ``onehot(tokens) @ W``,
     so its gradient ``g = onehot.T @ grad_out`` has the linear form with ``x = grad_out``
@@ -130,7 +136,7 @@ def value_and_hooks(fn: Callable[..., Any], *, has_aux: bool = False) -> Callabl
                 parts.append(_call_hooks(kind, x, torch.zeros_like(y) if gy is None else gy.detach()))
             by_layer[key] = LinearHooks(torch.cat([p.x for p in parts]), torch.cat([p.grad_y for p in parts]))
         hooks = pytree.tree_map(
-            lambda node: by_layer.get(id(node)) if is_layer(node) else None, state, is_leaf=is_layer
+            lambda node: (by_layer.get(id(node)) or empty_hooks(node)) if is_layer(node) else None, state, is_leaf=is_layer
         )
         value = loss.detach()
         return ((value, aux) if has_aux else value), hooks

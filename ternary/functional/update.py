@@ -100,6 +100,7 @@ def paired_layers(state: Any, hooks: Any) -> tuple[list[Any], Any, list[LinearHo
     leaves = [leaf for _, leaf in flat]
     paths = [pytree.keystr(path).lstrip(".") or "<root>" for path, _ in flat]
     layer_hooks = _hooks_in_state_order(state, hooks)
+    layer_hooks = [h if h is None or h.rows else None for h in layer_hooks]
     for path, layer, h in zip(paths, leaves, layer_hooks):
         if h is None:
             continue
@@ -120,7 +121,7 @@ def update(
     """Pure vote update of every layer in ``state`` that has hooks; returns a new tree.
 
     Refuses (raises :class:`NonFiniteError`, nothing computed) if ``loss`` or any
-    hook is NaN/Inf. Layers with ``None`` hooks come back unchanged.
+    hook is NaN/Inf. Layers with ``None`` or zero-row hooks come back unchanged.
     """
     rule = rule or UpdateRule()
     if loss is not None:

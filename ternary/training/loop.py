@@ -19,11 +19,11 @@ import attrs
 import torch
 import torch.utils._pytree as pytree
 
-from ternary.functional import LinearHooks, NonFiniteError, UpdateRule, combine_hooks, update, value_and_hooks
+from ternary.functional import NonFiniteError, UpdateRule, combine_hooks, update, value_and_hooks
 from ternary.model import ModelConfig, ModelState, init_model, loss, observe
-from ternary.state.linear_state import LinearState
 from ternary.training.data import Corpus, evaluation_windows, load_corpus, split_corpus, training_windows
 from ternary.training.evaluation import evaluate_bits_per_byte
+from ternary.training.parallel import DataParallel
 
 META_KIND = "true-ternary-train"
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
@@ -64,6 +64,7 @@ class TrainOptions:
     backend: str | None = None
     seed: int = attrs.field(default=0, validator=_non_negative)
     resume: str | None = None
+    check_every: int = attrs.field(default=50, validator=_positive)
     rule: UpdateRule = UpdateRule()
     dtype: str = attrs.field(default="float32", validator=attrs.validators.in_(tuple(DTYPES)))
     max_bytes: int | None = None
@@ -152,51 +153,22 @@ def load_resume(options: TrainOptions) -> tuple[TrainOptions, Resumed | None]:
     return options, Resumed(state=state, step=int(meta["step"]), corpus=meta["corpus"])
 
 
-def _is_hooks_leaf(node: Any) -> bool:
-    return node is None or isinstance(node, LinearHooks)
-
-
-def accumulate_hooks(state: ModelState, hook_trees: list[Any]) -> Any:
-    """:func:`ternary.combine_hooks` over micro-batches that may have used different layers.
-
-    A layer unused in one micro-batch (an expert no token chose) has None hooks, which
-    a record stores as an absent child, so the trees differ in shape. Each tree is
-    first completed from ``state`` with zero-row hooks; layers unused by every
-    micro-batch go back to None after combining.
-    """
-    if len(hook_trees) == 1:
-        return hook_trees[0]
-
-    def complete(hooks: Any) -> Any:
-        given = {pytree.keystr(p): h for p, h in pytree.tree_flatten_with_path(hooks, is_leaf=_is_hooks_leaf)[0]}
-
-        def fill(path: Any, node: Any) -> Any:
-            if not isinstance(node, LinearState):
-                return None
-            found = given.get(pytree.keystr(path))
-            if found is not None:
-                return found
-            empty = node.T_packed.new_zeros((0,), dtype=torch.float32)
-            return LinearHooks(empty.view(0, node.in_features), empty.view(0, node.out_features))
-
-        return pytree.tree_map_with_path(fill, state, is_leaf=lambda n: isinstance(n, LinearState))
-
-    combined = combine_hooks([complete(h) for h in hook_trees])
-    return pytree.tree_map(
-        lambda h: h if h is not None and h.rows else None, combined, is_leaf=_is_hooks_leaf
-    )
-
-
 def train_step(
-    state: ModelState, options: TrainOptions, train_data: torch.Tensor, step: int, device: torch.device
+    state: ModelState,
+    options: TrainOptions,
+    train_data: torch.Tensor,
+    step: int,
+    device: torch.device,
+    parallel: DataParallel | None = None,
 ) -> tuple[ModelState, float]:
-    """One update from ``accum`` micro-batches; returns the new state and the mean cross-entropy (nats)."""
+    """One update from ``accum`` micro-batches (per rank); returns the new state and the mean cross-entropy (nats)."""
     step_fn = value_and_hooks(loss, has_aux=True)
     dtype = DTYPES[options.dtype]
     hooks, auxes = [], []
     for micro in range(options.accum):
+        index = parallel.micro_index(micro, options.accum) if parallel is not None else micro
         window = training_windows(
-            train_data, options.batch, options.context, seed=options.seed, step=step, micro=micro
+            train_data, options.batch, options.context, seed=options.seed, step=step, micro=index
         ).to(device)
         try:
             (_, aux), micro_hooks = step_fn(state, window, options.config, backend=options.backend, dtype=dtype)
@@ -206,16 +178,35 @@ def train_step(
             ) from None
         hooks.append(micro_hooks)
         auxes.append(aux)
-    new = update(state, accumulate_hooks(state, hooks), options.rule, backend=options.backend)
-    for aux in auxes:
-        new = observe(new, aux.model, options.config)
+    combined = combine_hooks(hooks)
+    observed = [aux.model for aux in auxes]
+    if parallel is None:
+        new = update(state, combined, options.rule, backend=options.backend)
+    else:
+        new, _ = parallel.update(state, combined, options.rule)
+        observed = [
+            attrs.evolve(model, codes=codes)
+            for model in observed
+            if model.codes is not None
+            for codes in parallel.gather_codes(model.codes)
+        ]
+    for model_aux in observed:
+        new = observe(new, model_aux, options.config)
     return new, float(torch.stack([a.cross_entropy for a in auxes]).mean())
 
 
-def train(options: TrainOptions) -> TrainSummary:
-    """Train as ``options`` says; raises :class:`TrainingStopped` on a non-finite loss."""
+def train(options: TrainOptions, parallel: DataParallel | None = None) -> TrainSummary:
+    """Train as ``options`` says; raises :class:`TrainingStopped` on a non-finite loss.
+
+    With ``parallel`` (a ``torchrun`` rank), each rank trains on its share of every
+    step, votes are combined across ranks, state equality is checked every
+    ``check_every`` steps and at the end, and only rank 0 logs and writes snapshots.
+    Token counts and rates are for all ranks together.
+    """
     from tqdm.auto import tqdm
 
+    main = parallel is None or parallel.is_main
+    per_step = options.batch * options.context * options.accum * (1 if parallel is None else parallel.world)
     options, resumed = load_resume(options)
     device = torch.device(options.device)
     corpus = load_corpus(options.data, max_bytes=options.max_bytes)
@@ -224,6 +215,7 @@ def train(options: TrainOptions) -> TrainSummary:
     train_data, held_out = split_corpus(corpus.data, options.context)
     eval_batches = evaluation_windows(held_out, options.batch, options.context, options.eval_batches)
     if resumed is None:
+        torch.manual_seed(options.seed)
         state, start = init_model(options.config, seed=options.seed, device=device), 0
     else:
         state, start = pytree.tree_map(lambda t: t.to(device), resumed.state), resumed.step
@@ -235,28 +227,34 @@ def train(options: TrainOptions) -> TrainSummary:
 
     validation, snapshots = [], []
     last_loss, busy, tokens, first_step_seconds = None, 0.0, 0, None
-    bar = tqdm(total=options.steps, initial=min(start, options.steps), disable=not options.progress, unit="step")
+    bar = tqdm(
+        total=options.steps, initial=min(start, options.steps), disable=not (options.progress and main), unit="step"
+    )
     with bar:
         if start == 0 and options.steps > 0:
             validation.append((0, validate()))
-            bar.write(f"step 0: validation {validation[-1][1]:.4f} bits/byte", file=sys.stderr)
+            if main:
+                bar.write(f"step 0: validation {validation[-1][1]:.4f} bits/byte", file=sys.stderr)
         for step in range(start, options.steps):
             began = time.perf_counter()
-            state, last_loss = train_step(state, options, train_data, step, device)
+            state, last_loss = train_step(state, options, train_data, step, device, parallel)
             if device.type == "cuda":
                 torch.cuda.synchronize(device)
             busy += time.perf_counter() - began
             first_step_seconds = busy if first_step_seconds is None else first_step_seconds
-            tokens += options.batch * options.context * options.accum
+            tokens += per_step
             done = step + 1
+            if parallel is not None and (done % options.check_every == 0 or done == options.steps):
+                parallel.check(state, device)
             postfix = {"loss": f"{last_loss:.3f}", "tok/s": f"{tokens / busy:.0f}"}
             if done % options.eval_every == 0 or done == options.steps:
                 validation.append((done, validate()))
-                bar.write(f"step {done}: validation {validation[-1][1]:.4f} bits/byte", file=sys.stderr)
+                if main:
+                    bar.write(f"step {done}: validation {validation[-1][1]:.4f} bits/byte", file=sys.stderr)
                 postfix["val_bpb"] = f"{validation[-1][1]:.3f}"
             bar.set_postfix(postfix)
             bar.update(1)
-            if options.out is not None and (
+            if main and options.out is not None and (
                 (options.save_every and done % options.save_every == 0) or done == options.steps
             ):
                 snapshots.append(str(save_snapshot(options, state, done, corpus)))
@@ -267,14 +265,13 @@ def train(options: TrainOptions) -> TrainSummary:
         last_loss=last_loss,
         validation=tuple(validation),
         tokens_per_second=tokens / busy if busy else 0.0,
-        steady_tokens_per_second=_steady_rate(tokens, busy, first_step_seconds, options),
+        steady_tokens_per_second=_steady_rate(tokens, busy, first_step_seconds, per_step),
         snapshots=tuple(snapshots),
         corpus=corpus.source,
     )
 
 
-def _steady_rate(tokens: int, busy: float, first: float | None, options: TrainOptions) -> float | None:
-    per_step = options.batch * options.context * options.accum
+def _steady_rate(tokens: int, busy: float, first: float | None, per_step: int) -> float | None:
     if first is None or tokens <= per_step or busy <= first:
         return None
     return (tokens - per_step) / (busy - first)
