@@ -99,3 +99,13 @@ def test_divergence_check_fires_on_every_rank(ranks: list[dict]) -> None:
     for rank in ranks:
         verdict = rank["perturbed"]["verdict"]
         assert "differs across ranks" in verdict and "['a'].T_accum" in verdict
+
+
+def test_blocked_votes_equal_dense_votes(monkeypatch: pytest.MonkeyPatch, gen: torch.Generator) -> None:
+    """Forming the gradient a few rows at a time gives exactly the dense votes."""
+    from ternary.distributed import votes as module
+
+    monkeypatch.setattr(module, "VOTE_BLOCK_ELEMENTS", 3 * 13)
+    x, grad_y = torch.randint(-2, 3, (7, 13), generator=gen).float(), torch.randint(-2, 3, (7, 8), generator=gen).float()
+    weight, bias = reference.votes(x, grad_y)
+    assert torch.equal(module.blocked_votes(x, grad_y, reference), torch.cat([weight.reshape(-1), bias]))

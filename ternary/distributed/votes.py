@@ -25,6 +25,25 @@ from ternary.functional.update import UpdateRule, paired_layers
 from ternary.kernels.registry import implementation
 
 
+VOTE_BLOCK_ELEMENTS = 1 << 24  # at most 64 MiB of fp32 gradient rows alive at once
+
+
+def blocked_votes(x: torch.Tensor, grad_y: torch.Tensor, reference: Any) -> torch.Tensor:
+    """Votes of one layer as a flat int8 ``[N * K + N]`` (weights row-major, then biases).
+
+    The gradient is formed a block of output rows at a time, so no dense ``[N, K]``
+    float buffer ever exists; only the int8 votes are kept.
+    """
+    n, k = grad_y.shape[1], x.shape[1]
+    rows = max(1, VOTE_BLOCK_ELEMENTS // max(1, k))
+    weight_votes = torch.empty((n, k), dtype=torch.int8, device=x.device)
+    bias_votes = torch.empty((n,), dtype=torch.int8, device=x.device)
+    for start in range(0, n, rows):
+        block = slice(start, min(n, start + rows))
+        weight_votes[block], bias_votes[block] = reference.votes(x, grad_y[:, block])
+    return torch.cat([weight_votes.reshape(-1), bias_votes])
+
+
 def vote_dtype(world_size: int) -> torch.dtype:
     """Smallest integer dtype that holds a sum of ``world_size`` votes in {-1, 0, +1}."""
     return torch.int8 if world_size <= 127 else torch.int16 if world_size <= 32767 else torch.int32
@@ -72,8 +91,7 @@ def vote_update(
         if h is None:
             pieces.append(torch.zeros(layer.out_features * (layer.in_features + 1), dtype=dtype, device=device))
             continue
-        weight_votes, bias_votes = reference.votes(h.x, h.grad_y)
-        pieces.append(torch.cat([weight_votes.reshape(-1), bias_votes]).to(dtype))
+        pieces.append(blocked_votes(h.x, h.grad_y, reference).to(dtype))
     if not pieces:
         return state, 0
     flat = torch.cat(pieces)
