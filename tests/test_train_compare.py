@@ -7,6 +7,7 @@ import importlib.util
 import json
 import math
 
+import attrs
 import pytest
 import torch
 from click.testing import CliRunner
@@ -182,3 +183,31 @@ def test_ternary_arm_state_stays_integer(text_file):
 def test_cli_rejects_unknown_arm(text_file):
     result = CliRunner().invoke(command, ["--arms", "ternary,adam", "--data", str(text_file)])
     assert result.exit_code != 0 and "--arms" in result.output and "adam" in result.output
+
+
+def test_sweep_grid_changes_one_knob_at_a_time():
+    from benchmarks.sweep_rule import ONE_AT_A_TIME, one_at_a_time
+
+    base = attrs.asdict(ternary.UpdateRule())
+    points = one_at_a_time(base)
+    assert points[0] == base and len(points) == len({json.dumps(p, sort_keys=True) for p in points})
+    for point in points[1:]:
+        changed = {k for k in base if point[k] != base[k]}
+        assert changed and (len(changed) == 1 or changed <= {"e_min", "e_max"})
+        ternary.UpdateRule(**point)
+    assert len(points) <= 1 + sum(len(v) for v in ONE_AT_A_TIME.values())
+
+
+def test_sweep_points_parse_and_reject_unknown_knobs():
+    import click
+
+    from benchmarks.sweep_rule import parse_points
+
+    base = attrs.asdict(ternary.UpdateRule())
+    assert parse_points("theta_t=3,theta_e=9; bias_step=0", base) == [
+        base | {"theta_t": 3, "theta_e": 9}, base | {"bias_step": 0}
+    ]
+    with pytest.raises(click.BadParameter, match="theta_x"):
+        parse_points("theta_x=3", base)
+    with pytest.raises(click.BadParameter, match="knob=int"):
+        parse_points("theta_t=three", base)
