@@ -23,8 +23,8 @@ import click
 
 DEFAULT_RESULTS = Path("benchmarks/results/sweep_rule.jsonl")
 ONE_AT_A_TIME = {
-    "theta_t": (2, 4, 8, 16, 32),
-    "theta_e": (4, 8, 16, 32, 64),
+    "theta_t": (4, 8, 16, 24, 32),
+    "theta_e": (8, 16, 32, 64, 127),
     "bias_step": (0, 16, 64, 256, 1024),
     "e_range": ((-24, 8), (-12, 0), (-8, -2)),
 }
@@ -36,9 +36,9 @@ class SweepSetup:
 
     preset: str = "tiny"
     data: str | None = None
-    steps: int = 150
+    steps: int = 450
     batch: int = 8
-    eval_every: int = 50
+    eval_every: int = 150
     eval_batches: int = 8
 
 
@@ -142,9 +142,9 @@ def markdown_table(results: Path) -> str:
 @click.command("sweep-rule")
 @click.option("--data", default=None, help="Text file or folder (default: the Python standard library's sources).")
 @click.option("--preset", "preset_name", type=click.Choice(["tiny", "small"]), default="tiny", show_default=True)
-@click.option("--steps", type=click.IntRange(min=1), default=150, show_default=True)
+@click.option("--steps", type=click.IntRange(min=1), default=450, show_default=True)
 @click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True)
-@click.option("--eval-every", type=click.IntRange(min=1), default=50, show_default=True)
+@click.option("--eval-every", type=click.IntRange(min=1), default=150, show_default=True)
 @click.option("--eval-batches", type=click.IntRange(min=1), default=8, show_default=True)
 @click.option("--seeds", default="0", show_default=True, help="Comma list of seeds (model init and batches).")
 @click.option("--only", default=None, help="Instead of the one-at-a-time grid: ';'-separated knob=int lists.")

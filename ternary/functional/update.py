@@ -31,8 +31,8 @@ class UpdateRule:
     - ``bias_step``: bias change per update in fixed-point units (``2^-B`` each).
     """
 
-    theta_t: int = attrs.field(default=8, validator=_in_range(1, 127))
-    theta_e: int = attrs.field(default=16, validator=_in_range(1, 127))
+    theta_t: int = attrs.field(default=16, validator=_in_range(1, 127))
+    theta_e: int = attrs.field(default=64, validator=_in_range(1, 127))
     e_min: int = attrs.field(default=-24, validator=_in_range(-128, 127))
     e_max: int = attrs.field(default=8, validator=_in_range(-128, 127))
     bias_step: int = attrs.field(default=64, validator=_in_range(0, 2**30))
