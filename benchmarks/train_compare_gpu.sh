@@ -18,13 +18,14 @@ BATCH="${BATCH:-16}"
 CTX="${CTX:-256}"
 DTYPE="${DTYPE:-bfloat16}"
 EVAL_EVERY="${EVAL_EVERY:-50}"
+LR="${LR:-0.003}"             # AdamW of the ste and float arms (tiny on CPU preferred 1e-2 at 150 steps; small is wider)
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 if [ ! -f "$DATA" ]; then echo "train_compare_gpu.sh: $DATA is missing (copy tinyshakespeare.txt into .data/ and carry .data)" >&2; exit 2; fi
 { nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv 2>/dev/null || echo "no nvidia-smi"; } > "$OUT/gpu.txt"
 # a hard stop below the machine's 10-minute limit: arms that finished are already written
 timeout 540 python -m benchmarks.train_compare --preset "$PRESET" --device "$DEVICE" --dtype "$DTYPE" --data "$DATA" \
-  --budget-s "$BUDGET_S" --batch "$BATCH" --ctx "$CTX" --eval-every "$EVAL_EVERY" --eval-batches 8 \
+  --budget-s "$BUDGET_S" --batch "$BATCH" --ctx "$CTX" --eval-every "$EVAL_EVERY" --eval-batches 8 --lr "$LR" \
   --keep-going --out "$OUT" > "$OUT/train_compare.log" 2>&1 || { tail -30 "$OUT/train_compare.log"; exit 1; }
 cat "$OUT/gpu.txt"
 tail -8 "$OUT/train_compare.log"
