@@ -211,3 +211,33 @@ def test_sweep_points_parse_and_reject_unknown_knobs():
         parse_points("theta_x=3", base)
     with pytest.raises(click.BadParameter, match="knob=int"):
         parse_points("theta_t=three", base)
+
+
+def test_budget_counts_steps_and_validations_of_every_arm():
+    from benchmarks.train_compare import steps_for_budget
+
+    options = CompareOptions(settings=None, budget_s=100.0, eval_every=10)
+    # 0.3 s per step of all arms, 2 s per validation round; (100 - 2) / (0.3 + 2 / 10) = 196 -> 190
+    assert steps_for_budget(options, [(0.1, 1.0), (0.2, 1.0)]) == 190
+    assert steps_for_budget(options, [(50.0, 1.0)]) == 10
+
+
+def test_keep_going_records_a_failing_arm(tmp_path, text_file, monkeypatch):
+    import benchmarks.train_compare_arms as arms_module
+
+    real = arms_module.make_arm
+
+    def failing(name, settings, device):
+        if name == "ste":
+            raise RuntimeError("injected failure")
+        return real(name, settings, device)
+
+    monkeypatch.setattr(arms_module, "make_arm", failing)
+    settings = ArmSettings(config=tiny_config(context=8), batch=2, context=8)
+    options = CompareOptions(settings=settings, data=str(text_file), steps=1, eval_every=1, eval_batches=1,
+                             out=tmp_path, keep_going=True)
+    summary = compare(options)
+    assert set(summary["arms"]) == {"ternary", "float"}
+    assert summary["failed"] == {"ste": "RuntimeError: injected failure"}
+    with pytest.raises(RuntimeError, match="injected"):
+        compare(attrs.evolve(options, keep_going=False))
