@@ -8,9 +8,9 @@
    (the PyTorch reference on the same card is the baseline), float32 and bfloat16.
 2. ``ternary train`` on the small preset with the default corpus: tokens/s over all
    steps and after the first step, for the same backends.
-3. MoE dispatch micro-benchmark: the sparse dispatch used by the model (gather each
-   expert's rows, run it on those only, put back) against dense dispatch (every
-   expert on every row, weighted), forward + backward, median of timed repeats.
+3. MoE dispatch micro-benchmark (``benchmarks/moe_dispatch.py``, quick token counts,
+   small-preset expert sizes): fused grouped launch, per-expert calls and dense
+   dispatch, forward and forward + backward medians.
 
 Every row goes to ``results.json`` and ``results.csv``; a short table is printed last.
 A row that fails keeps its error message instead of figures.
@@ -21,11 +21,13 @@ from __future__ import annotations
 import csv
 import json
 import os
-import statistics
 import subprocess
 import sys
 import time
 from pathlib import Path
+
+from benchmarks.moe_dispatch import QUICK_TOKENS, dispatch_rows
+from benchmarks.moe_dispatch import print_table as print_dispatch_table
 
 ROOT = Path(__file__).resolve().parents[1]
 OUT = Path(os.environ.get("OUT") or ROOT / "benchmarks" / "out")
@@ -52,50 +54,6 @@ def run_cli(name: str, args: list[str], timeout: int) -> dict:
     return result
 
 
-def dispatch_rows(device_name: str = "cuda", token_counts: tuple[int, ...] = (2048, 16384)) -> list[dict]:
-    """Sparse vs dense MoE dispatch, forward + backward, small-preset expert sizes."""
-    import torch
-
-    import ternary
-    from ternary.model.mlp import mlp
-    from ternary.model.moe import MoeState, dispatch, route
-
-    device = torch.device(device_name)
-
-    def sync() -> None:
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-
-    generator = torch.Generator().manual_seed(0)
-    state = MoeState.random(512, 1024, 8, group_size=40, generator=generator, device=device)
-
-    def dense(x: torch.Tensor, top_k: int) -> torch.Tensor:
-        routing = route(state.router, x, top_k)
-        weights = torch.zeros(x.shape[0], len(state.experts), device=device, dtype=x.dtype)
-        weights = weights.scatter(1, routing.experts, routing.weights)
-        return sum(weights[:, e : e + 1] * mlp(expert, x) for e, expert in enumerate(state.experts))
-
-    def sparse(x: torch.Tensor, top_k: int) -> torch.Tensor:
-        return dispatch(state.experts, x, route(state.router, x, top_k))[0]
-
-    rows = []
-    for tokens in token_counts:
-        x = torch.randn(tokens, 512, generator=generator).to(device)
-        for name, fn in (("sparse", sparse), ("dense", dense)):
-            step = ternary.value_and_hooks(lambda s, inputs: fn(inputs, 2).float().pow(2).mean())
-            times = []
-            for repeat in range(7):
-                sync()
-                began = time.perf_counter()
-                step(state, x)
-                sync()
-                if repeat >= 2:
-                    times.append(time.perf_counter() - began)
-            rows.append({"dispatch": name, "tokens": tokens, "experts": 8, "top_k": 2,
-                         "median_s": statistics.median(times)})
-    return rows
-
-
 def main() -> None:
     OUT.mkdir(parents=True, exist_ok=True)
     import torch
@@ -118,7 +76,7 @@ def main() -> None:
         results["train"].append({"backend": backend, "dtype": dtype, **train})
         (OUT / "results.json").write_text(json.dumps(results, indent=1))
     try:
-        results["dispatch"] = dispatch_rows()
+        results["dispatch"] = dispatch_rows(tokens=QUICK_TOKENS, sizes=("small",), dtypes=("float32",))
     except Exception as error:  # a failing micro-benchmark must not lose the rows above
         results["dispatch"] = [{"error": f"{type(error).__name__}: {error}"}]
     (OUT / "results.json").write_text(json.dumps(results, indent=1))
@@ -139,8 +97,8 @@ def write_csv(results: dict) -> None:
                              train.get("tokens_per_second"), train.get("steady_tokens_per_second"),
                              smoke.get("error") or train.get("error")])
         for row in results["dispatch"]:
-            writer.writerow(["dispatch", row.get("dispatch"), row.get("tokens"), row.get("median_s"), "", "", "", "",
-                             "", "", row.get("error")])
+            writer.writerow(["dispatch", row.get("dispatch"), row.get("tokens"), row.get("forward_s"), "",
+                             row.get("forward_backward_s"), "", "", "", "", row.get("error")])
 
 
 def _fmt(value, spec: str) -> str:
@@ -164,12 +122,8 @@ def print_table(results: dict) -> None:
         for error in {smoke.get("error"), train.get("error")} - {None}:
             print(f"    error: {error}")
     print("(times in s; tok/s* leaves out the first training step; b+u = backward + update)")
-    print("\nMoE dispatch, forward+backward (8 experts 512->1024->512, top-2), median s:")
-    for row in results["dispatch"]:
-        if "error" in row:
-            print(f"    error: {row['error']}")
-        else:
-            print(f"  {row['dispatch']:7} tokens {row['tokens']:6}: {row['median_s']:.4f}")
+    print("\nMoE dispatch (8 experts 512->1024->512, top-2, fp32):")
+    print_dispatch_table(results["dispatch"])
 
 
 if __name__ == "__main__":

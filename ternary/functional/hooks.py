@@ -56,7 +56,7 @@ class _Tape:
     def __init__(self, state: Any) -> None:
         layers = pytree.tree_leaves(state, is_leaf=is_layer)
         self.tracked = {id(layer) for layer in layers if is_layer(layer)}
-        self.calls: dict[int, list[tuple[str, torch.Tensor, torch.Tensor]]] = {}
+        self.calls: dict[int, list[tuple[str, torch.Tensor, torch.Tensor, slice]]] = {}
         self._probes: dict[torch.device, torch.Tensor] = {}
 
     def probe(self, layer: LinearState, device: torch.device) -> torch.Tensor | None:
@@ -66,10 +66,16 @@ class _Tape:
             self._probes[device] = torch.zeros((), device=device, requires_grad=True)
         return self._probes[device]
 
-    def record(self, layer: LinearState, x: torch.Tensor, y: torch.Tensor, kind: str = "linear") -> None:
-        """Note one call: ``kind`` is ``linear`` (x = input rows) or ``embedding`` (x = one-hot rows)."""
+    def record(
+        self, layer: LinearState, x: torch.Tensor, y: torch.Tensor, kind: str = "linear", rows: slice | None = None
+    ) -> None:
+        """Note one call: ``kind`` is ``linear`` (x = input rows) or ``embedding`` (x = one-hot rows).
+
+        ``rows`` names the layer's rows of an output ``y`` that several layers share (a
+        grouped call writes every expert into one tensor); ``x`` holds those rows only.
+        """
         if id(layer) in self.tracked and x.shape[0] > 0:
-            self.calls.setdefault(id(layer), []).append((kind, x.detach(), y))
+            self.calls.setdefault(id(layer), []).append((kind, x.detach(), y, rows or slice(None)))
 
 
 _TAPE: contextvars.ContextVar[_Tape | None] = contextvars.ContextVar("ternary_hook_tape", default=None)
@@ -124,16 +130,16 @@ def value_and_hooks(fn: Callable[..., Any], *, has_aux: bool = False) -> Callabl
         if not isinstance(loss, torch.Tensor) or loss.numel() != 1:
             raise TypeError("value_and_hooks: fn must return a scalar loss tensor")
         check_finite_loss(loss)
-        ids = list(tape.calls)
-        outputs = [y for key in ids for _, _, y in tape.calls[key]]
+        outputs = list({id(y): y for calls in tape.calls.values() for _, _, y, _ in calls}.values())
         grads = torch.autograd.grad(loss, outputs, allow_unused=True) if outputs and loss.requires_grad else []
-        grads_iter = iter(grads)
+        grad_of = {id(y): gy for y, gy in zip(outputs, grads)}
         by_layer: dict[int, LinearHooks] = {}
-        for key in ids:
+        for key, calls in tape.calls.items():
             parts = []
-            for kind, x, y in tape.calls[key]:
-                gy = next(grads_iter, None)
-                parts.append(_call_hooks(kind, x, torch.zeros_like(y) if gy is None else gy.detach()))
+            for kind, x, y, rows in calls:
+                gy = grad_of.get(id(y))
+                gy = torch.zeros_like(y) if gy is None else gy.detach()
+                parts.append(_call_hooks(kind, x, gy[rows]))
             by_layer[key] = LinearHooks(torch.cat([p.x for p in parts]), torch.cat([p.grad_y for p in parts]))
         hooks = pytree.tree_map(
             lambda node: (by_layer.get(id(node)) or empty_hooks(node)) if is_layer(node) else None, state, is_leaf=is_layer

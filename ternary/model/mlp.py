@@ -26,6 +26,11 @@ class MlpState:
         )
 
 
+def activation(h: torch.Tensor) -> torch.Tensor:
+    """The MLP nonlinearity between ``up`` and ``down`` (shared with the MoE dispatch)."""
+    return torch.nn.functional.gelu(h)
+
+
 def mlp(state: MlpState, x: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
     """``[..., dim] -> [..., dim]``."""
-    return linear(state.down, torch.nn.functional.gelu(linear(state.up, x, backend=backend)), backend=backend)
+    return linear(state.down, activation(linear(state.up, x, backend=backend)), backend=backend)

@@ -2,8 +2,8 @@
 
 One MoE step: a ternary router scores the experts for each token, the top-k are
 kept (weights renormalised over the kept ones), each expert runs only on the rows
-routed to it (gather, run, scatter-add), so the hooks of an expert hold only its
-rows. The step is re-applied to a token at most ``max_iters`` times; after each
+routed to it (gather, run as one grouped call, put back), so the hooks of an expert
+hold only its rows. The step is re-applied to a token at most ``max_iters`` times; after each
 step a ternary halting head gives ``p = sigmoid(halt(norm(h)))`` and the token
 stops once its cumulative ``p`` reaches the threshold (or at the last iteration),
 as in adaptive computation time: the output is ``sum_i w_i (h_i - x)`` with
@@ -16,7 +16,8 @@ import attrs
 import torch
 
 from ternary.functional import linear
-from ternary.model.mlp import MlpState, mlp
+from ternary.functional.grouped import grouped_linear
+from ternary.model.mlp import MlpState, activation
 from ternary.model.norm import rms_norm
 from ternary.state.linear_state import LinearState
 from ternary.state.pytree import pytree_record
@@ -83,24 +84,26 @@ def route(router: LinearState, x: torch.Tensor, top_k: int, *, backend: str | No
     return Routing(experts=top.indices, weights=weights.to(x.dtype), balance=balance)
 
 
-def dispatch(experts: tuple[MlpState, ...], x: torch.Tensor, routing: Routing, *, backend: str | None = None):
+def dispatch(
+    experts: tuple[MlpState, ...], x: torch.Tensor, routing: Routing, *, backend: str | None = None,
+    fused: bool | None = None,
+):
     """Sparse dispatch: ``sum_j weights[m, j] * expert_{experts[m, j]}(x[m])`` for ``x [M, D]``.
 
-    The ``M * k`` slots are sorted by expert once and their rows gathered; each
-    expert runs on its own contiguous run of rows only; the results are put back in
-    slot order and summed over the k slots of each token. Returns ``(out [M, D], rows [E])``.
+    The ``M * k`` slots are sorted by expert once and their rows gathered; each expert
+    runs on its own contiguous run of rows only (:func:`grouped_linear`: one fused
+    launch per layer on Triton, ``fused`` as there); the results are put back in slot
+    order and summed over the k slots of each token. Returns ``(out [M, D], rows [E])``.
     """
     count, top_k = routing.experts.shape
     flat_expert = routing.experts.reshape(-1)
     order = torch.argsort(flat_expert, stable=True)
     rows_per_expert = torch.bincount(flat_expert, minlength=len(experts))
     sorted_rows = x[torch.div(order, top_k, rounding_mode="floor")]
-    outputs, start = [], 0
-    for expert, rows in zip(experts, rows_per_expert.tolist()):
-        if rows:
-            outputs.append(mlp(expert, sorted_rows[start : start + rows], backend=backend))
-        start += rows
-    slots = torch.cat(outputs)[torch.argsort(order)].view(count, top_k, x.shape[1])
+    options = dict(backend=backend, fused=fused)
+    hidden = activation(grouped_linear([e.up for e in experts], sorted_rows, rows_per_expert, **options))
+    out = grouped_linear([e.down for e in experts], hidden, rows_per_expert, **options)
+    slots = out[torch.argsort(order)].view(count, top_k, x.shape[1])
     return (slots * routing.weights[..., None]).sum(1), rows_per_expert
 
 

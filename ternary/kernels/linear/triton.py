@@ -36,7 +36,7 @@ import triton.language as tl
 
 from ternary.kernels.linear.triton_base3 import (
     base3_quotients,
-    byte_as_float,
+    decode_weights,
     digit_planes,
     exact_exp2,
     trit_of,
@@ -189,27 +189,12 @@ def _finish_kernel(ws_ptr, bias_ptr, out_ptr, M, C, stride_ws, stride_wm, stride
 @triton.jit
 def _dequantize_kernel(p_ptr, e_ptr, w_ptr, N, K, stride_pn, stride_en, stride_wn,
                        GROUP_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Dense ``w [N, K] = T * 2^E`` in ``w``'s dtype, written in contiguous column runs.
-
-    Column ``c`` reads byte ``c // 5`` and decodes only its digit ``d = c % 5``:
-    ``floor(b / 3^d) - 3 floor(b / 3^(d+1)) - 1``, each floor as one rounding of
-    ``b / 3^d - (3^d - 1) / (2 3^d)``. Corrupt bytes give NaN.
-    """
+    """Dense ``w [N, K] = T * 2^E`` in ``w``'s dtype, written in contiguous column runs."""
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     rows = tl.minimum(rn, N - 1)[:, None]
     c_ok = (cols < K)[None, :]
-    byte = tl.load(p_ptr + rows * stride_pn + (cols // 5)[None, :], mask=c_ok, other=121).to(tl.int32)
-    e = tl.load(e_ptr + rows * stride_en + (cols // GROUP_SIZE)[None, :], mask=c_ok, other=0)
-    digit = cols % 5
-    power = tl.where(digit == 0, 1.0, tl.where(digit == 1, 3.0, tl.where(digit == 2, 9.0,
-                     tl.where(digit == 3, 27.0, 81.0))))[None, :]
-    b = byte_as_float(byte)
-    low = b * (1.0 / power) - (power - 1.0) / (2.0 * power)
-    high = b * (1.0 / (3.0 * power)) - (3.0 * power - 1.0) / (6.0 * power)
-    low = (low + 12582912.0) - 12582912.0
-    high = (high + 12582912.0) - 12582912.0
-    w = tl.where(byte > 242, float("nan"), trit_of(low, high) * exact_exp2(e))
+    w = decode_weights(p_ptr, e_ptr, rows, cols[None, :], c_ok, stride_pn, stride_en, GROUP_SIZE)
     tl.store(w_ptr + rn[:, None] * stride_wn + cols[None, :], w.to(w_ptr.dtype.element_ty),
              mask=(rn < N)[:, None] & c_ok)
 

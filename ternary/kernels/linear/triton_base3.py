@@ -95,6 +95,28 @@ def exact_exp2(e):
 
 
 @triton.jit
+def decode_weights(p_ptr, e_ptr, rows, cols, ok, stride_pn, stride_en, GROUP_SIZE: tl.constexpr):
+    """Weights ``T[rows, cols] * 2^E[rows, cols // G]`` as fp32, for broadcastable index tiles.
+
+    Column ``c`` reads byte ``c // 5`` and decodes only its digit ``d = c % 5``:
+    ``floor(b / 3^d) - 3 floor(b / 3^(d+1)) - 1``, each floor as one rounding of
+    ``b / 3^d - (3^d - 1) / (2 3^d)``. Masked-off entries (``ok`` false) are 0; corrupt
+    bytes (> 242) give NaN.
+    """
+    byte = tl.load(p_ptr + rows * stride_pn + cols // 5, mask=ok, other=121).to(tl.int32)
+    e = tl.load(e_ptr + rows * stride_en + cols // GROUP_SIZE, mask=ok, other=0)
+    digit = cols % 5
+    power = tl.where(digit == 0, 1.0, tl.where(digit == 1, 3.0, tl.where(digit == 2, 9.0,
+                     tl.where(digit == 3, 27.0, 81.0))))
+    b = byte_as_float(byte)
+    low = b * (1.0 / power) - (power - 1.0) / (2.0 * power)
+    high = b * (1.0 / (3.0 * power)) - (3.0 * power - 1.0) / (6.0 * power)
+    low = (low + 12582912.0) - 12582912.0
+    high = (high + 12582912.0) - 12582912.0
+    return tl.where(byte > 242, float("nan"), trit_of(low, high) * exact_exp2(e))
+
+
+@triton.jit
 def split_digits(wide, BLOCK_B: tl.constexpr):
     """Inverse of :func:`concat_digits`: ``[R, 4 BB]`` -> four ``[R, BB]`` tiles."""
     pairs = tl.permute(tl.reshape(wide, (wide.shape[0], 2, 2, BLOCK_B)), (0, 3, 1, 2))
