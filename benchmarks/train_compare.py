@@ -86,8 +86,14 @@ def _fresh_memory(device: Any) -> None:
         torch.cuda.reset_peak_memory_stats(device)
 
 
-def run_arm(name: str, options: CompareOptions, steps: int, train_data: Any, eval_batches: list[Any]) -> ArmResult:
-    """Train arm ``name`` for ``steps`` updates, validating at step 0, every ``eval_every`` and at the end."""
+def run_arm(
+    name: str, options: CompareOptions, steps: int, train_data: Any, eval_batches: list[Any], *, stop_at: float | None = None
+) -> ArmResult:
+    """Train arm ``name`` for ``steps`` updates, validating at step 0, every ``eval_every`` and at the end.
+
+    ``stop_at``: a wall-clock time (``time.time()``); no step starts after it, and the run ends
+    with a validation at the step reached (``curve[-1][0]`` then tells how many steps were done).
+    """
     import torch
 
     from benchmarks.train_compare_arms import make_arm
@@ -112,6 +118,10 @@ def run_arm(name: str, options: CompareOptions, steps: int, train_data: Any, eva
 
     curve, losses, busy_after_first = [(0, 0, validate())], [], 0.0
     for step in range(steps):
+        if stop_at is not None and time.time() >= stop_at:
+            if curve[-1][0] != step:
+                curve.append((step, step * tokens_per_step, validate()))
+            break
         _sync(device)
         began = time.perf_counter()
         losses.append(arm.step(train_data, step))
@@ -125,7 +135,7 @@ def run_arm(name: str, options: CompareOptions, steps: int, train_data: Any, eva
         arm=name,
         curve=tuple(curve),
         train_losses=tuple(losses),
-        steady_tokens_per_second=(steps - 1) * tokens_per_step / busy_after_first if busy_after_first else None,
+        steady_tokens_per_second=(len(losses) - 1) * tokens_per_step / busy_after_first if busy_after_first else None,
         peak_memory_bytes=torch.cuda.max_memory_allocated(device) if device.type == "cuda" else None,
         state_bytes=arm.state_bytes(),
         logical_weights=arm.weights(),

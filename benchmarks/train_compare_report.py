@@ -1,4 +1,7 @@
-"""Outputs of ``train_compare``: CSV of the validation curves, JSON summary, PNG plot, table."""
+"""Outputs of ``train_compare``: CSV of the validation curves, JSON summary, PNG plot, table.
+
+    python -m benchmarks.train_compare_report runs/train-compare/train_compare.json   # the table again
+"""
 
 from __future__ import annotations
 
@@ -53,6 +56,20 @@ def _number(value: float | None, fmt: str) -> str:
     return "-" if value is None else format(value, fmt)
 
 
+def _knobs(summary: dict[str, Any]) -> list[str]:
+    """One line: the ternary rule and the AdamW settings of the run (older summaries may lack them)."""
+    rule, adamw = summary.get("rule"), summary.get("adamw")
+    parts = []
+    if rule:
+        parts.append(f"ternary rule theta_t {rule['theta_t']}, theta_e {rule['theta_e']}, "
+                     f"E in [{rule['e_min']}, {rule['e_max']}], bias_step {rule['bias_step']}")
+    if adamw:
+        parts.append(f"AdamW lr {adamw['lr']:g}, warm-up {adamw['warmup']}")
+    if summary.get("dtype"):
+        parts.append(f"{summary['dtype']} activations")
+    return ["; ".join(parts)] if parts else []
+
+
 def format_table(summary: dict[str, Any]) -> str:
     """Short table: final validation bpb (and ratio to STE), tokens/s, peak memory, state bytes per weight."""
     arms = summary["arms"]
@@ -60,6 +77,7 @@ def format_table(summary: dict[str, Any]) -> str:
     lines = [
         f"corpus {summary['corpus']}; {summary['steps']} steps x {summary['tokens_per_step']} tokens; "
         f"{summary['environment'].get('device_name', summary['environment']['device'])}",
+        *_knobs(summary),
         f"{'arm':8} {'val bpb':>8} {'/ste':>6} {'tok/s':>9} {'peak MiB':>9} {'state B/w':>9} {'/ste':>6}",
     ]
     for arm, v in arms.items():
@@ -73,3 +91,11 @@ def format_table(summary: dict[str, Any]) -> str:
         )
     lines += [f"{arm:8} FAILED: {message}" for arm, message in summary.get("failed", {}).items()]
     return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    import sys
+
+    if len(sys.argv) != 2:
+        sys.exit("usage: python -m benchmarks.train_compare_report PATH/train_compare.json")
+    print(format_table(json.loads(Path(sys.argv[1]).read_text())))

@@ -241,3 +241,66 @@ def test_keep_going_records_a_failing_arm(tmp_path, text_file, monkeypatch):
     assert summary["failed"] == {"ste": "RuntimeError: injected failure"}
     with pytest.raises(RuntimeError, match="injected"):
         compare(attrs.evolve(options, keep_going=False))
+
+
+def test_sweep_budget_sizes_one_step_count_for_every_wave():
+    from benchmarks.sweep_rule import BUDGET_EVALS, SAFETY, SETUP_S, steps_for_budget
+
+    assert (SAFETY, SETUP_S, BUDGET_EVALS) == (0.85, 10.0, 3)
+    # 0.85 * 100 - 10 - 4 validations * 2 s = 67 s at 0.5 s/step: 134 steps -> 132 (multiple of 3)
+    assert steps_for_budget(100.0, 0.5, 2.0, waves=1) == 132
+    # two waves share the time: 42.5 - 10 - 8 = 24.5 s -> 49 -> 48
+    assert steps_for_budget(100.0, 0.5, 2.0, waves=2) == 48
+    assert steps_for_budget(10.0, 0.5, 2.0, waves=1) == 0
+
+
+def test_sweep_points_accept_base():
+    from benchmarks.sweep_rule import parse_points
+
+    base = attrs.asdict(ternary.UpdateRule())
+    assert parse_points("base; theta_t=8", base) == [base, base | {"theta_t": 8}]
+
+
+def test_sweep_point_stops_at_the_deadline_and_is_marked_cut(tmp_path, text_file, monkeypatch):
+    """No step starts after ``stop_at``: the row says how far it got, and the table marks it."""
+    import time
+
+    import benchmarks.sweep_rule as sweep
+
+    clock = iter([0.0, 0.0] + [10.0] * 100)  # the deadline (1.0) passes before the third step
+    monkeypatch.setattr(time, "time", lambda: next(clock))
+    setup = sweep.SweepSetup(data=str(text_file), steps=5, batch=2, eval_every=10, eval_batches=1)
+    base = attrs.asdict(ternary.UpdateRule())
+    row = sweep.train_point(setup, base | {"theta_t": 8}, 0, base, stop_at=1.0, extra={"concurrent": 2})
+    monkeypatch.undo()
+    assert (row["steps"], row["steps_done"], row["complete"], row["concurrent"]) == (5, 2, False, 2)
+    assert [point[0] for point in row["curve"]] == [0, 2] and row["tokens"] == 2 * 2 * 64
+    full = sweep.train_point(setup, base, 0, base)
+    assert full["complete"] and [point[0] for point in full["curve"]] == [0, 5]
+    results = tmp_path / "rows.jsonl"
+    old = {k: full[k] for k in ("rule", "base", "seed", "preset", "corpus", "steps", "tokens", "curve",
+                                "final_val_bits_per_byte")}  # a row from before --device
+    results.write_text("\n".join(json.dumps(r) for r in (row, full, old)) + "\n")
+    table = sweep.markdown_table(results).splitlines()
+    assert table[0] == "preset tiny; text.txt; 5 steps of 128 / 2 x 64 bytes; float32 on cpu; 2 points at once"
+    cut = [line for line in table if line.startswith("| **8** |")]
+    assert len(cut) == 1 and "0: " in cut[0] and "(cut at step 2)" in cut[0]
+    assert sum("cut at" in line for line in table) == 1
+
+
+def _fake_train_point(setup, rule_values, seed, base, stop_at=None, extra=None):
+    if rule_values["theta_t"] == 8:
+        raise RuntimeError("injected failure")
+    return {"rule": rule_values, "base": base, "seed": seed, "final_val_bits_per_byte": 1.0, "seconds": 0.0}
+
+
+def test_sweep_keeps_going_past_a_failing_point(tmp_path, monkeypatch):
+    import benchmarks.sweep_rule as sweep
+
+    monkeypatch.setattr(sweep, "train_point", _fake_train_point)
+    base = attrs.asdict(ternary.UpdateRule())
+    lines = []
+    results = tmp_path / "rows.jsonl"
+    failed = sweep.run_sweep(sweep.SweepSetup(), [base, base | {"theta_t": 8}], [0], results, 1, base, log=lines.append)
+    assert failed == 1 and any("FAILED" in line and "injected failure" in line for line in lines)
+    assert [json.loads(line)["rule"] for line in results.read_text().splitlines()] == [base]
