@@ -36,15 +36,16 @@ import triton.language as tl
 
 from ternary.kernels.linear.triton_base3 import (
     base3_quotients,
-    decode_weights,
     digit_planes,
     exact_exp2,
+    interleave_digits,
     trit_of,
 )
 from ternary.kernels.registry import triton_interpreted
 
 GEMV_MAX_ROWS = 1
 TWO_STEP_MIN_ROWS = 64
+DECODE_BLOCK_N, DECODE_BLOCK_B = 16, 64
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
@@ -187,16 +188,29 @@ def _finish_kernel(ws_ptr, bias_ptr, out_ptr, M, C, stride_ws, stride_wm, stride
 
 
 @triton.jit
-def _dequantize_kernel(p_ptr, e_ptr, w_ptr, N, K, stride_pn, stride_en, stride_wn,
-                       GROUP_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Dense ``w [N, K] = T * 2^E`` in ``w``'s dtype, written in contiguous column runs."""
+def _dequantize_kernel(p_ptr, e_ptr, w_ptr, N, K, KB, stride_pn, stride_en, stride_wn,
+                       BYTES_PER_GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr):
+    """Dense ``w [N, K] = T * 2^E`` in ``w``'s dtype, one packed byte at a time.
+
+    A ``[BLOCK_N, BLOCK_B]`` tile of bytes is loaded contiguously, each byte gives its five
+    quotients once (:func:`base3_quotients`) and all five trits, and the digits are
+    interleaved back into column order so each row's ``5 * BLOCK_B`` columns are written as
+    one run. Corrupt bytes (> 242) give NaN in all five columns.
+    """
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
+    jb = tl.program_id(1) * BLOCK_B + tl.arange(0, BLOCK_B)
     rows = tl.minimum(rn, N - 1)[:, None]
-    c_ok = (cols < K)[None, :]
-    w = decode_weights(p_ptr, e_ptr, rows, cols[None, :], c_ok, stride_pn, stride_en, GROUP_SIZE)
-    tl.store(w_ptr + rn[:, None] * stride_wn + cols[None, :], w.to(w_ptr.dtype.element_ty),
-             mask=(rn < N)[:, None] & c_ok)
+    b_ok = (jb < KB)[None, :]
+    byte = tl.load(p_ptr + rows * stride_pn + jb[None, :], mask=b_ok, other=121).to(tl.int32)
+    scale = exact_exp2(tl.load(e_ptr + rows * stride_en + (jb // BYTES_PER_GROUP)[None, :], mask=b_ok, other=0))
+    scale = tl.where(byte > 242, float("nan"), scale)
+    q0, q1, q2, q3, q4 = base3_quotients(byte)
+    wide = interleave_digits(trit_of(q0, q1) * scale, trit_of(q1, q2) * scale, trit_of(q2, q3) * scale,
+                             trit_of(q3, q4) * scale, trit_of(q4, 0.0) * scale)
+    slot = tl.arange(0, 8)[None, None, :]
+    cols = jb[None, :, None] * 5 + slot
+    mask = (rn < N)[:, None, None] & (slot < 5) & (cols < K)
+    tl.store(w_ptr + rn[:, None, None] * stride_wn + cols, wide.to(w_ptr.dtype.element_ty), mask=mask)
 
 
 # --------------------------------------------------------------------------- launchers
@@ -256,12 +270,12 @@ def _finish(ws: torch.Tensor, bias: torch.Tensor | None, bias_frac_bits: int, dt
 def dequantize(T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int, group_size: int,
                dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
     """Dense ``W [N, K] = T * 2^E`` in ``dtype`` (the transient buffer of the two-step path)."""
-    n = T_packed.shape[0]
+    n, kb = T_packed.shape
     w = torch.empty((n, in_features), dtype=dtype, device=T_packed.device)
-    block_n, block_c = (16, 32) if triton_interpreted() else (16, 256)
-    _dequantize_kernel[(triton.cdiv(n, block_n), triton.cdiv(in_features, block_c))](
-        T_packed, E, w, n, in_features, T_packed.stride(0), E.stride(0), w.stride(0),
-        GROUP_SIZE=group_size, BLOCK_N=block_n, BLOCK_C=block_c,
+    block_n, block_b, warps = (16, 16, 4) if triton_interpreted() else (DECODE_BLOCK_N, DECODE_BLOCK_B, 4)
+    _dequantize_kernel[(triton.cdiv(n, block_n), triton.cdiv(kb, block_b))](
+        T_packed, E, w, n, in_features, kb, T_packed.stride(0), E.stride(0), w.stride(0),
+        BYTES_PER_GROUP=group_size // 5, BLOCK_N=block_n, BLOCK_B=block_b, num_warps=warps,
     )
     return w
 
