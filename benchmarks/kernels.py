@@ -8,23 +8,40 @@ Everything is timed in one process on one card, with the baseline in the same ru
   so no call is served from L2;
 - the update (which syncs once to validate ``T_packed``) is timed with CUDA events.
 
-Columns per (op, N x K, M): bf16 ``F.linear`` / ``grad_y @ W`` (cuBLAS), our forward per
-backend the registry can import (``triton``, ``tilelang``), a naive PyTorch path
+Columns per (op, N x K, M): bf16 ``F.linear`` / ``grad_y @ W`` (cuBLAS); ``auto``, i.e.
+``ternary.functional.linear(..., backend="auto")`` under ``torch.no_grad()`` (what the
+registry picks for inference; the row records which backend that was); our forward and
+grad-x per backend the registry can import (``triton``, ``tilelang``); a naive PyTorch path
 (lookup-table unpack + dequantise + cuBLAS), gemlite's ternary kernel where it imports,
 and for the update the STE trainer's per-step cost (bf16 weight-gradient GEMM, and GEMM +
 fused AdamW on an fp32 master). Every timed kernel is also checked: forward against the
 naive path, grad-x against cuBLAS on the same dense weights, the update against the
-reference (share of equal entries); a failed check marks the row ``WRONG?``. Results go to ``kernels.csv`` / ``kernels.json`` under
-the output folder; ``format_table`` gives the printed summary.
+reference (share of equal entries); a failed check marks the row ``WRONG?``.
+
+When ``tilelang`` is among the backends, the TileLang kernels the run needs are first
+compiled by ``ternary prewarm`` in two fresh processes sharing an empty cache folder:
+the first compiles (cold), the second only loads (cached); per-kernel seconds and the
+process wall times go to ``compile_times`` in the report, and the benchmark then runs
+on that cache.
+
+Results go to ``kernels.csv`` / ``kernels.json`` under the output folder (rewritten after
+every shape, so a run cut short keeps what it measured); ``format_table`` gives the printed
+summary. ``python -m benchmarks.kernels --help`` has the options of ``ternary bench
+kernels`` plus ``--backends``, ``--update-rows none`` and ``--no-compile-times``.
 """
 
 from __future__ import annotations
 
+import argparse
 import csv
 import json
 import math
+import os
 import platform
 import statistics
+import subprocess
+import sys
+import tempfile
 import time
 import traceback
 from pathlib import Path
@@ -54,7 +71,8 @@ class BenchConfig:
     update_rows: tuple[int, ...] = UPDATE_ROWS
     gemlite: bool = True
     gemlite_shapes: tuple[tuple[int, int], ...] = ((16384, 16384),)
-    backends: tuple[str, ...] = ("triton", "tilelang")
+    backends: tuple[str, ...] = ("auto", "triton", "tilelang")
+    compile_times: bool = True
 
     @classmethod
     def quick(cls) -> BenchConfig:
@@ -104,6 +122,17 @@ def time_with_events(fn: Callable[[], object], repeats: int = 5) -> float:
     return statistics.median(_event_ms(fn) * 1000.0 for _ in range(repeats))
 
 
+def time_graph_or_events(calls: list[Callable[[], object]]) -> tuple[float, str]:
+    """:func:`time_in_graph`, or CUDA events per call where a call cannot be captured (one
+    that syncs, e.g. the bridge's finite check when ``auto`` picks TileLang)."""
+    try:
+        return time_in_graph(calls), "graph"
+    except Exception:  # noqa: BLE001 - capture failed: time the same calls without a graph
+        torch.cuda.synchronize()
+        per_call = [time_with_events(call, repeats=3) for call in calls[: max(4, min(len(calls), 8))]]
+        return statistics.median(per_call), "events"
+
+
 def copies_for(bytes_per_copy: int, device: torch.device, cap: int = 32) -> int:
     """How many rotating copies make a working set of at least 3x the L2 cache."""
     l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 * 2**20)
@@ -141,7 +170,7 @@ def available_backends(names: tuple[str, ...]) -> dict[str, object]:
 
     found = {}
     for name in names:
-        if unavailable_reason(name, torch.device("cuda")) is not None:
+        if name == "auto" or unavailable_reason(name, torch.device("cuda")) is not None:
             continue
         try:
             found[name] = implementation("linear", name)
@@ -179,8 +208,21 @@ def relative_rms(actual: torch.Tensor, expected: torch.Tensor) -> float:
     return float((actual - expected).norm() / expected.norm().clamp_min(1e-30))
 
 
+def layer_of(T_packed: torch.Tensor, E: torch.Tensor, k: int):
+    """A :class:`LinearState` around ``T_packed`` / ``E`` for the ``auto`` rows (the vote
+    accumulators, which inference never reads, are expanded zeros: no memory)."""
+    from ternary.state.linear_state import LinearState
+
+    n = T_packed.shape[0]
+    zero = torch.zeros((), dtype=torch.int8, device=T_packed.device)
+    return LinearState(T_packed=T_packed, E=E, E_accum=zero.expand(E.shape), T_accum=zero.expand(n, k),
+                       in_features=k, out_features=n, group_size=GROUP_SIZE)
+
+
 def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: torch.device) -> None:
+    from ternary.functional import linear
     from ternary.kernels.linear import triton as triton_linear
+    from ternary.kernels.registry import resolve
     from ternary.state.packing import byte_to_trits_table, random_packed, unpack
 
     gen = torch.Generator().manual_seed(n * 7 + k)
@@ -194,6 +236,7 @@ def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: 
              for p, e in states[:dense_count]]
     table = byte_to_trits_table(device)
     backends = available_backends(config.backends)
+    layers = [layer_of(p, e, k) for p, e in states] if "auto" in config.backends else []
     static = dict(in_features=k, group_size=GROUP_SIZE)
     gem = None
     if config.gemlite and (n, k) in config.gemlite_shapes:
@@ -208,6 +251,15 @@ def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: 
         base = time_in_graph([lambda w=w: F.linear(x, w) for w in dense])
         results.add("forward", n, k, m, "bf16_cublas", base, tflops=flops / base / 1e6)
         reference_y = naive_forward(x, table, *states[0], k, GROUP_SIZE)
+        if "auto" in config.backends:
+            def auto():
+                with torch.no_grad():
+                    err = relative_rms(linear(layers[0], x, backend="auto"), reference_y)
+                    us, timing = time_graph_or_events(
+                        [lambda layer=layer: linear(layer, x, backend="auto") for layer in layers])
+                return us, dict(speedup=base / us, packed_tbps=packed_bytes / us / 1e6, rel_err_vs_naive=err,
+                                picks=str(resolve("auto", device, grad_enabled=False)), timing=timing)
+            results.measure("forward", n, k, m, "auto", auto)
         for name, module in backends.items():
             def ours(fwd=module.forward):
                 err = relative_rms(fwd(x, *states[0], None, bias_frac_bits=16, **static), reference_y)
@@ -234,13 +286,13 @@ def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: 
             results.measure("decode", n, k, m, "triton_two_step", decode)
         base_gx = time_in_graph([lambda w=w: grad_y @ w for w in dense])
         results.add("grad_x", n, k, m, "bf16_cublas", base_gx, tflops=flops / base_gx / 1e6)
-        if "triton" in backends:
-            def grad_x(gx=backends["triton"].grad_x):
+        for name, module in backends.items():
+            def grad_x(gx=module.grad_x):
                 err = relative_rms(gx(grad_y, *states[0], **static), grad_y @ dense[0])
                 us = time_in_graph([lambda s=s: gx(grad_y, s[0], s[1], **static) for s in states])
                 return us, dict(speedup=base_gx / us, rel_err_vs_bf16=err)
-            results.measure("grad_x", n, k, m, "triton", grad_x)
-    del states, dense, gem
+            results.measure("grad_x", n, k, m, name, grad_x)
+    del states, dense, gem, layers
     torch.cuda.empty_cache()
 
 
@@ -309,26 +361,112 @@ def environment(device: torch.device) -> dict:
     }
 
 
+ROOT = Path(__file__).resolve().parents[1]
+PREWARM_TIMEOUT_S = 300
+
+
+def prewarm_shapes(config: BenchConfig) -> list[str]:
+    """``--shape M,N,K,G`` arguments of ``ternary prewarm`` for the TileLang kernels this run uses
+    (one M per M bucket that ``config.rows`` touches)."""
+    from ternary.kernels.linear.tilelang import m_bucket
+
+    per_bucket: dict[str, int] = {}
+    for m in config.rows:
+        per_bucket.setdefault(m_bucket(m), m)
+    return [f"{m},{n},{k},{GROUP_SIZE}" for n, k in config.shapes for m in per_bucket.values()]
+
+
+def _json_object(text: str) -> dict:
+    """The JSON object a command printed (TileLang may log lines around it)."""
+    decoder = json.JSONDecoder()
+    for index in [0] + [i + 1 for i, char in enumerate(text) if char == "\n"]:
+        if text.startswith("{", index):
+            try:
+                return decoder.raw_decode(text, index)[0]
+            except json.JSONDecodeError:
+                continue
+    raise ValueError(f"no JSON object in the output: {text[-500:]!r}")
+
+
+def prewarm_process(shapes: list[str], cache_dir: Path, arch: str | None = None) -> dict:
+    """Run ``ternary prewarm`` (bf16 forward and grad_x, no bias) in a fresh Python process;
+    its JSON report plus ``process_wall_seconds`` (imports included)."""
+    args = [sys.executable, "-m", "apps.cli", "prewarm", "--no-bias", "--training", "--dtype", "bfloat16",
+            "--cache-dir", str(cache_dir), "--json"]
+    if arch:
+        args += ["--arch", arch]
+    for shape in shapes:
+        args += ["--shape", shape]
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (str(ROOT), os.environ.get("PYTHONPATH")) if p))
+    start = time.perf_counter()
+    done = subprocess.run(args, capture_output=True, text=True, env=env, cwd=ROOT, timeout=PREWARM_TIMEOUT_S)
+    wall = time.perf_counter() - start
+    if done.returncode != 0:
+        raise RuntimeError(f"ternary prewarm exited {done.returncode}: {(done.stderr or done.stdout)[-1500:]}")
+    report = _json_object(done.stdout)
+    report["process_wall_seconds"] = round(wall, 3)
+    return report
+
+
+def compile_times(config: BenchConfig, cache_dir: Path | None = None, arch: str | None = None) -> dict:
+    """Cold vs cached compile of the run's TileLang kernels: ``ternary prewarm`` twice, each in a
+    new process, on one cache folder that starts empty. Also points this process at that cache."""
+    cache_dir = Path(cache_dir or tempfile.mkdtemp(prefix="ternary-tilelang-cold-"))
+    if cache_dir.exists() and any(cache_dir.iterdir()):
+        raise ValueError(f"compile_times: cache folder {cache_dir} is not empty (a cold compile needs an empty one)")
+    shapes = prewarm_shapes(config)
+    cold = prewarm_process(shapes, cache_dir, arch)
+    cached = prewarm_process(shapes, cache_dir, arch)
+    os.environ["TILELANG_CACHE_DIR"] = str(cache_dir.resolve())  # the benchmark below loads from it
+    loaded = {row["kernel"]: row["seconds"] for row in cached["kernels"]}
+    summary = {}
+    for name, report in (("cold", cold), ("cached", cached)):
+        summary[name] = {key: report[key] for key in ("total_kernel_seconds", "wall_seconds", "process_wall_seconds")}
+    return {
+        "cache_dir": str(cache_dir), "shapes": shapes,
+        "kernels": [dict(kernel=row["kernel"], cold_s=row["seconds"], cached_s=loaded.get(row["kernel"]))
+                    for row in cold["kernels"]],
+        **summary,
+    }
+
+
+def write_report(report: dict, out: Path) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "kernels.json").write_text(json.dumps(report, indent=1))
+    rows = report["rows"]
+    leading = ["op", "N", "K", "M", "impl", "us"]
+    fields = leading + sorted({key for row in rows for key in row} - set(leading))
+    with open(out / "kernels.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
 def run(config: BenchConfig, out: Path) -> dict:
-    """Run the benchmark on the current CUDA device, write ``kernels.csv`` / ``kernels.json``."""
+    """Run the benchmark on the current CUDA device, write ``kernels.csv`` / ``kernels.json``
+    (after every shape)."""
     if not torch.cuda.is_available():
         raise RuntimeError("ternary bench kernels needs a CUDA device")
+    from ternary.kernels.registry import installed
+
     device = torch.device("cuda")
     results = Results()
+    report = {"environment": environment(device), "config": attrs.asdict(config), "rows": results.rows}
+    if config.compile_times and "tilelang" in config.backends and installed("tilelang"):
+        print("TileLang compile times (ternary prewarm, cold then cached, fresh processes)", flush=True)
+        try:
+            report["compile_times"] = compile_times(config)
+        except Exception as error:  # the timings are a column, not a reason to lose the run
+            traceback.print_exc()
+            report["compile_times_error"] = repr(error)[:2000]
+        write_report(report, out)
     for n, k in config.shapes:
         print(f"{n}x{k}", flush=True)
         bench_linear(results, n, k, config, device)
         for m in config.update_rows:
             bench_update(results, n, k, m, device)
-    report = {"environment": environment(device), "config": attrs.asdict(config), "rows": results.rows}
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "kernels.json").write_text(json.dumps(report, indent=1))
-    leading = ["op", "N", "K", "M", "impl", "us"]
-    fields = leading + sorted({key for row in results.rows for key in row} - set(leading))
-    with open(out / "kernels.csv", "w", newline="") as handle:
-        writer = csv.DictWriter(handle, fieldnames=fields)
-        writer.writeheader()
-        writer.writerows(results.rows)
+        write_report(report, out)
+    write_report(report, out)
     return report
 
 
@@ -340,7 +478,8 @@ def suspicious(row: dict) -> bool:
 
 
 def format_table(report: dict) -> str:
-    """One line per (op, shape, M): microseconds per implementation and speedup over bf16."""
+    """One line per (op, shape, M): microseconds per implementation and speedup over bf16
+    (``auto[triton]``: the auto row and the backend it picked); then the TileLang compile times."""
     env = report["environment"]
     lines = [f"{env['device']} | torch {env['torch']} | triton {env['triton']} | times in us (x = bf16 time / ours)"]
     groups: dict[tuple, dict[str, dict]] = {}
@@ -350,14 +489,84 @@ def format_table(report: dict) -> str:
         base = impls.get("bf16_cublas") or impls.get("bf16_wgrad_gemm")
         cells = []
         for impl, row in impls.items():
+            label = f"{impl}[{row['picks']}]" if "picks" in row else impl
             if "us" not in row:
-                cells.append(f"{impl}=ERROR")
+                cells.append(f"{label}=ERROR")
                 continue
-            cell = f"{impl}={row['us']:.1f}"
+            cell = f"{label}={row['us']:.1f}"
             if base is not None and row is not base and op != "decode":
                 cell += f" ({base['us'] / row['us']:.2f}x)"
             if suspicious(row):
                 cell += " WRONG?"
             cells.append(cell)
         lines.append(f"{op:8s} {n:>5d}x{k:<5d} M={m:<5d} " + "  ".join(cells))
+    lines += format_compile_times(report)
     return "\n".join(lines)
+
+
+def format_compile_times(report: dict) -> list[str]:
+    """The cold vs cached TileLang compile table of a report (empty if it was not measured)."""
+    if "compile_times_error" in report:
+        return [f"TileLang compile times: failed: {report['compile_times_error'][:300]}"]
+    times = report.get("compile_times")
+    if not times:
+        return []
+    cold, cached = times["cold"], times["cached"]
+    width = max(len(row["kernel"]) for row in times["kernels"])
+    lines = [
+        f"TileLang compile, {len(times['kernels'])} kernels (ternary prewarm in a fresh process, empty cache "
+        f"then the same cache): cold {cold['wall_seconds']:.1f} s wall ({cold['total_kernel_seconds']:.1f} s "
+        f"summed over kernels, process {cold['process_wall_seconds']:.1f} s); cached {cached['wall_seconds']:.1f} s "
+        f"wall (process {cached['process_wall_seconds']:.1f} s)",
+        f"  {'kernel':<{width}}  cold s  cached s",
+    ]
+    for row in times["kernels"]:
+        cached_s = "-" if row["cached_s"] is None else f"{row['cached_s']:.2f}"
+        lines.append(f"  {row['kernel']:<{width}}  {row['cold_s']:6.2f}  {cached_s:>8s}")
+    return lines
+
+
+def _pairs(text: str) -> tuple[tuple[int, int], ...]:
+    return tuple(tuple(int(v) for v in item.lower().split("x")) for item in text.split(","))  # type: ignore[misc]
+
+
+def _ints(text: str) -> tuple[int, ...]:
+    return () if text.strip().lower() in ("", "none") else tuple(int(v) for v in text.split(","))
+
+
+def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, Path]:
+    """``python -m benchmarks.kernels`` options -> ``(BenchConfig, output folder)``."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks.kernels", description=__doc__.splitlines()[0])
+    parser.add_argument("--out", type=Path, default=Path(os.environ.get("OUT", "runs/bench-kernels")))
+    parser.add_argument("--quick", action="store_true",
+                        help="4096x4096 and 16384x16384, M in 1,16,2048, update at 8192")
+    parser.add_argument("--shapes", type=_pairs, help="comma list of NxK")
+    parser.add_argument("--rows", type=_ints, help="comma list of activation rows M")
+    parser.add_argument("--update-rows", type=_ints, help="comma list of hook rows M for the update, or none")
+    parser.add_argument("--backends", type=lambda t: tuple(t.split(",")),
+                        help="comma list among auto, triton, tilelang (default: all three)")
+    parser.add_argument("--gemlite", action=argparse.BooleanOptionalAction, default=None,
+                        help="gemlite's ternary kernel at M=1,16 on 16384x16384 where it imports")
+    parser.add_argument("--compile-times", action=argparse.BooleanOptionalAction, default=None,
+                        help="cold vs cached TileLang compile via ternary prewarm (default: on)")
+    args = parser.parse_args(argv)
+    config = BenchConfig.quick() if args.quick else BenchConfig()
+    changes = {name: value for name, value in (
+        ("shapes", args.shapes), ("rows", args.rows), ("update_rows", args.update_rows), ("backends", args.backends),
+        ("gemlite", args.gemlite), ("compile_times", args.compile_times),
+    ) if value is not None}
+    unknown = set(changes.get("backends", ())) - {"auto", "triton", "tilelang"}
+    if unknown:
+        parser.error(f"--backends: unknown {sorted(unknown)}; choose among auto, triton, tilelang")
+    return attrs.evolve(config, **changes), args.out
+
+
+def main(argv: list[str] | None = None) -> None:
+    config, out = parse_args(argv)
+    report = run(config, out)
+    print(format_table(report))
+    print(f"wrote {out / 'kernels.csv'} and {out / 'kernels.json'}")
+
+
+if __name__ == "__main__":
+    main()

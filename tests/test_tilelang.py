@@ -14,7 +14,17 @@ import torch
 from click.testing import CliRunner
 
 from ternary.kernels.linear import tilelang as backend
-from ternary.kernels.linear.tilelang_decode import poison_corrupt, scale_bits, trit_digit, weight_bits
+from ternary.kernels.linear.tilelang_decode import (
+    FP32_EXPONENT_BIAS,
+    SPLIT_EXACT_MIN_EXPONENT,
+    SPLIT_PEAK_EXPONENT,
+    float32_power_bits,
+    poison_corrupt,
+    scale_bits,
+    split_row_shift,
+    trit_digit,
+    weight_bits,
+)
 from ternary.kernels.registry import installed
 from ternary.state.packing import MAX_VALID_BYTE, byte_to_trits_table
 
@@ -51,6 +61,72 @@ def test_corrupt_bytes_decode_to_nan_at_every_position() -> None:
     corrupt = torch.arange(MAX_VALID_BYTE + 1, 256, dtype=torch.int32).view(-1, 1, 1)
     got = decode(corrupt, torch.arange(5, dtype=torch.int32).view(1, -1, 1), torch.tensor([[[-128, 0, 127]]]))
     assert got.isnan().all()
+
+
+def split_fp32(x: torch.Tensor, shift: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    """The fp32 programs' split on torch: ``(x * 2^shift, [hi, mid, lo])`` (no FTZ on either side)."""
+    value = x * float32_power_bits(shift).view(torch.float32)[:, None]
+    hi = value.to(torch.bfloat16)
+    rest = value - hi.float()
+    mid = rest.to(torch.bfloat16)
+    lo = (rest - mid.float()).to(torch.bfloat16)
+    return value, [hi, mid, lo]
+
+
+def test_split_row_shift_puts_small_rows_at_the_target_and_leaves_the_rest() -> None:
+    peaks = torch.tensor([0.0, 1.0, 3e38, 2.0**127, 2.0**-40, 2.0**-41, 2.0**-119, 2.0**-149, 2.0**-126,
+                          float("inf"), float("nan")])
+    shift = backend.row_shifts(peaks.view(-1, 1))
+    assert shift.dtype == torch.int32
+    assert shift.tolist() == [0, 0, -1, -1, 0, 1, 79, 109, 86, 0, 0]
+    scaled = peaks[:-2] * float32_power_bits(shift[:-2]).view(torch.float32)
+    small = (peaks[:-2] < 2.0**SPLIT_PEAK_EXPONENT) & (peaks[:-2] > 0)
+    assert ((scaled[small] >= 2.0**SPLIT_PEAK_EXPONENT) & (scaled[small] < 2.0**(SPLIT_PEAK_EXPONENT + 1))).all()
+    exponents = torch.arange(-300, 300)
+    assert torch.equal(split_row_shift(exponents, torch.where).clamp(-1, 109), split_row_shift(exponents, torch.where))
+    assert (split_row_shift(exponents, torch.where)[exponents > FP32_EXPONENT_BIAS] == -1).all()
+
+
+def test_fp32_split_is_exact_after_the_row_shift_at_every_magnitude(gen) -> None:
+    """Rows at every fp32 magnitude (2^-149 .. 2^127, subnormal inputs included): after the row
+    shift the three bf16 pieces add up to the scaled row exactly, for every element within 2^70
+    of its row's peak. Without the shift, rows near 2^-120 lose bits (the GPU check's fp32
+    failure in the E band 112..127)."""
+    magnitudes = torch.arange(-149, 127, 3, dtype=torch.float64)
+    x = torch.randn(len(magnitudes), 333, generator=gen, dtype=torch.float64) * torch.exp2(magnitudes)[:, None]
+    x = x.float()
+    x[-1, 0] = torch.finfo(torch.float32).max  # bf16 rounding alone would make this Inf
+    shift = backend.row_shifts(x)
+    value, pieces = split_fp32(x, shift)
+    assert torch.equal(value.double(), x.double() * torch.exp2(shift.double())[:, None])  # the scaling is exact
+    total = sum(piece.double() for piece in pieces)
+    assert all(piece.isfinite().all() for piece in pieces)
+    peak = x.abs().amax(dim=1, keepdim=True)
+    in_domain = x.abs() >= peak * 2.0**-70
+    assert torch.equal(total[in_domain], value.double()[in_domain])
+    assert (value.abs()[in_domain & (x != 0)] >= 2.0**SPLIT_EXACT_MIN_EXPONENT).all()
+    _, unshifted = split_fp32(x, torch.zeros_like(shift))
+    lost = sum(piece.double() for piece in unshifted) != x.double()
+    assert lost[(magnitudes < -115) & (magnitudes > -140)].any(dim=1).all()
+
+
+def test_fp32_split_gemm_meets_the_budget_in_the_band_that_failed(gen) -> None:
+    """Emulates the GPU check's failing case (fp32, E in 112..127, x near 2^-119): exact products
+    of the pieces summed in float64, rounded to fp32 once, against the float64 truth."""
+    m, n, k = 65, 130, 333
+    x = (torch.randn(m, k, generator=gen) * 2.0**-119).float()
+    exponents = torch.randint(112, 128, (n, k), generator=gen).double()
+    w = torch.randint(-1, 2, (n, k), generator=gen).double() * torch.exp2(exponents)
+    truth = (x.double() @ w.T).float().double()
+
+    def worst(shift: torch.Tensor) -> float:
+        _, pieces = split_fp32(x, shift)
+        acc = (sum(piece.double() for piece in pieces) @ w.T).float()
+        y = (acc * float32_power_bits(-shift).view(torch.float32)[:, None]).double()
+        return float(((y - truth).norm(dim=1) / truth.norm(dim=1)).max())
+
+    assert worst(torch.zeros(m, dtype=torch.int32)) > 2e-5  # what the GPU measured (2.3-2.5e-5)
+    assert worst(backend.row_shifts(x)) <= 1e-7
 
 
 def test_buckets_and_tiles() -> None:
@@ -111,6 +187,9 @@ def test_fp32_grad_x_splits_into_three_bf16_gemms(cache_dir) -> None:
     operands = wgmma_operands(source)
     assert len(operands) >= 3 and set(operands) == {("kBFloat16", "kBFloat16")}  # hi, mid, lo: no tf32
     assert "tma_load" not in source  # split programs use the cp.async pipeline (see tilelang_programs)
+    # rows are scaled by 2^Shift before the split and by 2^-Shift after, powers of two built from bits
+    assert "const int* __restrict__ Shift" in source
+    assert re.search(r"\(\w+ \+ 127\) << 23", source) and re.search(r"\(127 - \w+\[.*\]\) << 23", source)
 
 
 @needs_tilelang
@@ -179,3 +258,93 @@ def test_preset_specs_cover_every_layer_for_forward_and_training() -> None:
     shapes = {(s.out_features, s.in_features, s.bucket) for s in inference}
     assert {(s.out_features, s.in_features, s.bucket) for s in training if s.op == "grad_x"} == shapes
     assert warm.model_layers("tiny", rows=16)[0][1] == ("small",)
+
+
+# ----------------------------------------------------------------------------- the GPU run's pieces on CPU
+
+
+def test_bench_kernels_options() -> None:
+    from benchmarks.kernels import BenchConfig, parse_args
+
+    config, out = parse_args(["--out", "x", "--shapes", "4096x4096,16384x16384", "--rows", "1,16,128,2048,8192",
+                              "--update-rows", "none", "--backends", "auto,tilelang,triton", "--no-gemlite"])
+    assert out == Path("x") and config.update_rows == () and not config.gemlite and config.compile_times
+    assert config.shapes == ((4096, 4096), (16384, 16384)) and config.rows == (1, 16, 128, 2048, 8192)
+    assert config.backends == ("auto", "tilelang", "triton")
+    assert BenchConfig().backends == ("auto", "triton", "tilelang")  # `ternary bench kernels` gets all three rows
+    with pytest.raises(SystemExit):
+        parse_args(["--backends", "auto,cuda"])
+
+
+def fake_kernels_report(compile_times: dict | None = None) -> dict:
+    rows = []
+    for m in (1, 2048):
+        rows += [
+            dict(op="forward", N=64, K=80, M=m, impl="bf16_cublas", us=10.0),
+            dict(op="forward", N=64, K=80, M=m, impl="auto", us=11.0, picks="triton", rel_err_vs_naive=0.0),
+            dict(op="forward", N=64, K=80, M=m, impl="triton", us=11.0, rel_err_vs_naive=0.0),
+            dict(op="forward", N=64, K=80, M=m, impl="tilelang", us=40.0, rel_err_vs_naive=0.5),
+            dict(op="grad_x", N=64, K=80, M=m, impl="bf16_cublas", us=10.0),
+            dict(op="grad_x", N=64, K=80, M=m, impl="tilelang", error="RuntimeError('boom')"),
+        ]
+    report = dict(environment=dict(device="fake GPU", torch="2", triton="3"), rows=rows)
+    if compile_times:
+        report["compile_times"] = compile_times
+    return report
+
+
+def test_gpu_run_summary_from_json_files(tmp_path) -> None:
+    """What benchmarks/tilelang_gpu.sh prints last, from the files the GPU run writes."""
+    from benchmarks.kernels import format_table
+    from benchmarks.tilelang_check import summarize
+
+    times = dict(kernels=[dict(kernel="forward N=64 K=80 G=40 bfloat16 M-small sm_90a", cold_s=9.5, cached_s=0.05)],
+                 cold=dict(total_kernel_seconds=9.5, wall_seconds=10.0, process_wall_seconds=14.0),
+                 cached=dict(total_kernel_seconds=0.05, wall_seconds=1.0, process_wall_seconds=4.0))
+    report = fake_kernels_report(times)
+    table = format_table(report)
+    assert "auto[triton]=11.0 (0.91x)" in table and "tilelang=40.0 (0.25x) WRONG?" in table
+    assert "tilelang=ERROR" in table and "cold 10.0 s wall" in table
+    (tmp_path / "kernels.json").write_text(json.dumps(report))
+    case = dict(dtype="float32", band=[112, 127], shape=[65, 130, 333, 40], forward_err=1e-7, reference_err=1e-7,
+                grad_x_err=2e-7, finite_pattern_ok=True, ok=True)
+    check = dict(device="fake GPU", torch="2", tilelang="0.1.15", precompile=12.0, correctness=[case],
+                 corrupt_byte_poisons=True,
+                 fp32_domain=[dict(case="small rows", **case),
+                              dict(case="mixed row, outside the domain (not budgeted)",
+                                   **{**case, "forward_err": 2e-5})])
+    (tmp_path / "tilelang_check.json").write_text(json.dumps(check))
+    text = summarize(tmp_path)
+    assert "float32   cases   1" in text and "correctness: 1 ok, 0 failing" in text
+    assert "fp32 domain, small rows" in text and "recorded" in text
+    lines = text.splitlines()
+    auto_line = next(line for line in lines if line.startswith("forward") and " 2048 " in line)
+    assert "[triton] 11.0 (0.91x)" in auto_line and "40.0 (0.25x)!" in auto_line
+    assert any(line.startswith("grad_x") and "ERROR" in line for line in lines)
+    assert lines[-1].strip().startswith("forward N=64 K=80") and "9.50" in lines[-1]
+
+
+@needs_tilelang
+def test_bench_compile_times_cold_then_cached(tmp_path) -> None:
+    """The benchmark's compile table: ternary prewarm twice in fresh processes on one empty cache."""
+    import os
+
+    from benchmarks.kernels import BenchConfig, compile_times
+
+    config = BenchConfig(shapes=((8, 45),), rows=(1,), update_rows=(), backends=("tilelang",))
+    before = os.environ.get("TILELANG_CACHE_DIR")
+    try:
+        times = compile_times(config, tmp_path / "cold", arch=ARCH)
+        assert os.environ["TILELANG_CACHE_DIR"] == str((tmp_path / "cold").resolve())
+    finally:
+        if before is None:
+            os.environ.pop("TILELANG_CACHE_DIR", None)
+        else:
+            os.environ["TILELANG_CACHE_DIR"] = before
+    assert times["shapes"] == ["1,8,45,40"]
+    assert [k["kernel"] for k in times["kernels"]] == [f"{op} N=8 K=45 G=40 bfloat16 M-small {ARCH}"
+                                                        for op in ("forward", "grad_x")]
+    assert all(k["cached_s"] is not None and k["cached_s"] < k["cold_s"] for k in times["kernels"])
+    assert times["cached"]["wall_seconds"] < times["cold"]["wall_seconds"]
+    with pytest.raises(ValueError, match="not empty"):
+        compile_times(config, tmp_path / "cold", arch=ARCH)

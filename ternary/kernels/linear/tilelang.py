@@ -6,6 +6,22 @@ Same launchers as ``reference.py``. The kernels (``tilelang_programs.py``) read
 accumulation and cast the result to the activation dtype. fp32 and fp16 activations
 are split into exact bf16 pieces inside the kernel, so they keep their precision.
 
+fp32 domain: the three-piece split of a value is exact for |v| >= 2^-110. Before the
+split, each fp32 row is multiplied by a power of two 2^s that puts its largest |x|
+into [2^-40, 2^-39) when it is smaller (``row_shifts``: one reduction and a few
+elementwise ops on the device, no host sync, CUDA-graph safe; the kernel multiplies the
+output row by 2^-s, exact unless the output is subnormal, where it is the one rounding
+the fp32 result needs anyway). So every element within a factor 2^70 of its row's
+largest |x| is split exactly, whatever the row's magnitude (fp32 subnormals included)
+and whatever E (the weights are not scaled; a scaled product stays below 2^89, so
+sums of up to 2^39 terms cannot overflow). Only elements more than 2^70 below their
+row's peak (and below 2^-110) can lose low bits; that needs E to differ by about 2^70
+between groups of one row to matter. Rows whose peak is >= 2^127 are halved first
+(bf16 rounding would otherwise overflow them to Inf). Before the shift, fp32 inputs
+near 2^-120 (E band 112..127) missed the 2e-5 budget on the GPU (2.3-2.5e-5); a torch
+emulation of the kernel's numerics in ``tests/test_tilelang.py`` reproduces that and
+shows the shift removes it.
+
 Programs are compiled on first use, one per :class:`KernelSpec` (op, layer shape,
 dtype, bias, M bucket, GPU arch; M itself is dynamic), kept for the process and
 cached on disk by TileLang (``TILELANG_CACHE_DIR``); ``ternary prewarm`` compiles
@@ -158,6 +174,20 @@ def _no_bias(device: torch.device) -> torch.Tensor:
     return torch.zeros(1, dtype=torch.int32, device=device)
 
 
+def row_shifts(rows: torch.Tensor) -> torch.Tensor:
+    """int32 ``[M]``: the power of two each fp32 row is scaled by before the bf16 split
+    (``tilelang_decode.split_row_shift`` of the row's largest |x|); computed on the device."""
+    from ternary.kernels.linear.tilelang_decode import split_row_shift
+
+    peak = torch.linalg.vector_norm(rows, float("inf"), dim=1)
+    return split_row_shift(torch.frexp(peak).exponent, torch.where).to(torch.int32)
+
+
+def _shift_arg(rows: torch.Tensor) -> torch.Tensor:
+    """The ``Shift`` input of a program: row shifts for fp32, else the 1-element placeholder."""
+    return row_shifts(rows) if rows.dtype == torch.float32 else _no_bias(rows.device)
+
+
 def _dtype_name(tensor: torch.Tensor, name: str) -> str:
     if tensor.dtype not in DTYPE_NAMES:
         raise TypeError(f"tilelang linear: {name} has dtype {tensor.dtype}; supported: bfloat16, float16, float32")
@@ -212,7 +242,8 @@ def forward(
         m_bucket(rows), device_arch(x.device.index or 0),
     )
     bias_arg = _no_bias(x.device) if bias is None else _aligned(bias)
-    compiled(spec)(_aligned(x), _aligned(T_packed), _aligned(E), bias_arg, y)
+    x = _aligned(x)
+    compiled(spec)(x, _aligned(T_packed), _aligned(E), bias_arg, _shift_arg(x), y)
     return y
 
 
@@ -237,5 +268,6 @@ def grad_x(
         "grad_x", n, in_features, group_size, _dtype_name(grad_y, "grad_y"), False, 0,
         m_bucket(rows), device_arch(grad_y.device.index or 0),
     )
-    compiled(spec)(_aligned(grad_y), _aligned(T_packed), _aligned(E), dx)
+    grad_y = _aligned(grad_y)
+    compiled(spec)(grad_y, _aligned(T_packed), _aligned(E), _shift_arg(grad_y), dx)
     return dx
