@@ -24,6 +24,7 @@ THREADS="${THREADS:-1}"          # CPU threads per point: leave the host's cores
 EVAL_BATCHES="${EVAL_BATCHES:-8}"
 # the defaults, then one knob at a time (e_min/e_max together)
 POINTS="${POINTS:-base;theta_t=8;theta_t=32;theta_e=16;theta_e=127;bias_step=16;bias_step=256;e_min=-8,e_max=-2}"
+SEEDS="${SEEDS:-0}"              # comma list; every point runs once per seed
 mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 export OMP_NUM_THREADS="$THREADS"
@@ -32,7 +33,7 @@ RESULTS="$OUT/sweep_rule_$PRESET.jsonl"
 LOG="$OUT/sweep_rule_$PRESET.log"
 rc=0
 timeout "$HARD_STOP_S" python -m benchmarks.sweep_rule --preset "$PRESET" --device "$DEVICE" --dtype "$DTYPE" \
-  --data "$DATA" --batch "$BATCH" --eval-batches "$EVAL_BATCHES" --threads "$THREADS" --only "$POINTS" --workers 0 \
+  --data "$DATA" --batch "$BATCH" --eval-batches "$EVAL_BATCHES" --threads "$THREADS" --only "$POINTS" --seeds "$SEEDS" --workers 0 \
   --budget-s "$BUDGET_S" --results "$RESULTS" > "$LOG" 2>&1 || rc=$?
 if [ "$rc" != 0 ]; then echo "sweep_rule_gpu.sh: the sweep exited with $rc (124: hard stop); the rows written so far are kept"; tail -20 "$LOG"; fi
 if [ -s "$RESULTS" ]; then python -m benchmarks.sweep_rule --table --results "$RESULTS"; else echo "sweep_rule_gpu.sh: no point finished"; fi

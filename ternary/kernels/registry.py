@@ -2,7 +2,8 @@
 
 ``TERNARY_BACKEND`` (alias ``ARB_TERNARY_BACKEND``) or a ``backend=`` keyword picks
 ``auto``, ``tilelang``, ``triton`` or ``torch``. On CUDA, ``auto`` takes the first
-available backend of :data:`AUTO_CUDA_ORDER` (the measured winner first), where
+available backend of :data:`AUTO_CUDA_ORDER` (the measured winner first; TileLang first
+for the forward shapes it wins, :func:`auto_cuda_order`), where
 TileLang counts only while no gradient is being taken (unless
 ``TERNARY_TILELANG_TRAINING=1``) and until a non-finite output disabled it; else the
 torch reference. An explicit choice never falls back: if it cannot run, the call raises.
@@ -34,11 +35,15 @@ ENV_TILELANG_TRAINING = ("TERNARY_TILELANG_TRAINING", "ARB_TILELANG_TRAINING")
 ENV_TILELANG_CHECK_FINITE = ("TERNARY_TILELANG_CHECK_FINITE", "ARB_TILELANG_CHECK_FINITE")
 
 # Order in which `auto` tries the fast backends on CUDA: the faster one for inference first.
-# Measured with benchmarks/tilelang_check.py (bf16, N=4096, K=4096 and 14336, M=1..8192;
-# H100 and H200): the TileLang kernels are correct but 4-7x slower than bf16 cuBLAS at
-# every M and slower than the Triton backend where both ran (e.g. 4096^2 forward at M=1:
-# TileLang 92 us, Triton 14 us, cuBLAS 13 us on an H200), so Triton comes first.
+# Measured in one `ternary bench kernels` run (benchmarks/results/h100/kernels_auto_tilelang_triton.json,
+# bf16, H100): Triton wins the forward at M = 1 and 16 and at M >= 2048 on every shape, and at
+# every M on 4096 x 4096; TileLang wins only mid-size M on large layers (16384 x 16384, M = 128:
+# TileLang 402 us, Triton 873 us, whose two-step path pays a full-layer decode there).
 AUTO_CUDA_ORDER = ("triton", "tilelang")
+# The forward shapes for which `auto` tries TileLang first when it may use it (inference):
+# rows M in this range on layers of at least this many weights (N * K).
+TILELANG_FIRST_ROWS = range(64, 2048)
+TILELANG_FIRST_MIN_WEIGHTS = 2**27
 
 _OP_MODULES = {
     "linear": "ternary.kernels.linear",
@@ -148,8 +153,22 @@ def backend_after_tilelang(device: torch.device) -> str:
     return "torch"
 
 
-def resolve(backend: str | None, device: torch.device, *, grad_enabled: bool) -> ResolvedBackend:
-    """Concrete backend for one call on ``device``; raises :class:`BackendError`."""
+def auto_cuda_order(rows: int | None = None, weights: int | None = None) -> tuple[str, ...]:
+    """:data:`AUTO_CUDA_ORDER`, with TileLang first for the forward shapes it measured faster on."""
+    if rows is not None and weights is not None and rows in TILELANG_FIRST_ROWS and weights >= TILELANG_FIRST_MIN_WEIGHTS:
+        return ("tilelang",) + tuple(name for name in AUTO_CUDA_ORDER if name != "tilelang")
+    return AUTO_CUDA_ORDER
+
+
+def resolve(
+    backend: str | None, device: torch.device, *, grad_enabled: bool, rows: int | None = None,
+    weights: int | None = None,
+) -> ResolvedBackend:
+    """Concrete backend for one call on ``device``; raises :class:`BackendError`.
+
+    ``rows`` (M) and ``weights`` (N * K) describe a linear forward, so ``auto`` can take the
+    backend measured faster for that shape (:func:`auto_cuda_order`).
+    """
     name = requested_backend(backend)
     if name != "auto":
         reason = unavailable_reason(name, device)
@@ -164,7 +183,7 @@ def resolve(backend: str | None, device: torch.device, *, grad_enabled: bool) ->
     tilelang_ok = not grad_enabled or env_flag(ENV_TILELANG_TRAINING, False)
     tilelang_ok = tilelang_ok and not tilelang_disabled()
     if device.type == "cuda":
-        for candidate in AUTO_CUDA_ORDER:
+        for candidate in auto_cuda_order(rows, weights):
             if (candidate != "tilelang" or tilelang_ok) and unavailable_reason(candidate, device) is None:
                 return ResolvedBackend(candidate, automatic=True)
     return ResolvedBackend("torch", automatic=True)
