@@ -149,12 +149,12 @@ def deinterleave_digits(wide):
 
 
 @triton.jit
-def _digit_planes_kernel(x_ptr, out_ptr, M, K, stride_xm, stride_xk, stride_om, stride_ob, stride_op,
-                         Z_FORM: tl.constexpr, BLOCK_B: tl.constexpr):
-    """One block of ``BLOCK_B`` bytes of row ``m`` of the digit planes (see :func:`digit_planes`)."""
-    m = tl.program_id(1)
+def _digit_planes_kernel(x_ptr, out_ptr, M, ROWS, K, stride_xm, stride_xk, stride_om, stride_ob, stride_op,
+                         Z_FORM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_B: tl.constexpr):
+    """One ``[BLOCK_M, BLOCK_B]`` tile of rows and bytes of the digit planes (see :func:`digit_planes`)."""
+    m = (tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M))[:, None]
     block = tl.program_id(0)
-    jb = block * BLOCK_B + tl.arange(0, BLOCK_B)
+    jb = (block * BLOCK_B + tl.arange(0, BLOCK_B))[None, :]
     row = x_ptr + m * stride_xm
     ok = m < M
     x0 = tl.load(row + (jb * 5) * stride_xk, mask=ok & (jb * 5 < K), other=0.0)
@@ -162,7 +162,8 @@ def _digit_planes_kernel(x_ptr, out_ptr, M, K, stride_xm, stride_xk, stride_om, 
     x2 = tl.load(row + (jb * 5 + 2) * stride_xk, mask=ok & (jb * 5 + 2 < K), other=0.0)
     x3 = tl.load(row + (jb * 5 + 3) * stride_xk, mask=ok & (jb * 5 + 3 < K), other=0.0)
     x4 = tl.load(row + (jb * 5 + 4) * stride_xk, mask=ok & (jb * 5 + 4 < K), other=0.0)
-    out = out_ptr + m * stride_om + block * stride_ob + tl.arange(0, BLOCK_B)
+    out = out_ptr + m * stride_om + block * stride_ob + tl.arange(0, BLOCK_B)[None, :]
+    keep = m < ROWS
     dtype = out_ptr.dtype.element_ty
     if Z_FORM:
         x0 = x0.to(tl.float32)
@@ -170,18 +171,18 @@ def _digit_planes_kernel(x_ptr, out_ptr, M, K, stride_xm, stride_xk, stride_om, 
         x2 = x2.to(tl.float32)
         x3 = x3.to(tl.float32)
         x4 = x4.to(tl.float32)
-        tl.store(out, x0)
-        tl.store(out + stride_op, x1 - 3.0 * x0)
-        tl.store(out + 2 * stride_op, x2 - 3.0 * x1)
-        tl.store(out + 3 * stride_op, x3 - 3.0 * x2)
-        tl.store(out + 4 * stride_op, x4 - 3.0 * x3)
-        tl.store(out + 5 * stride_op, -((x0 + x1) + (x2 + x3) + x4))
+        tl.store(out, x0, mask=keep)
+        tl.store(out + stride_op, x1 - 3.0 * x0, mask=keep)
+        tl.store(out + 2 * stride_op, x2 - 3.0 * x1, mask=keep)
+        tl.store(out + 3 * stride_op, x3 - 3.0 * x2, mask=keep)
+        tl.store(out + 4 * stride_op, x4 - 3.0 * x3, mask=keep)
+        tl.store(out + 5 * stride_op, -((x0 + x1) + (x2 + x3) + x4), mask=keep)
     else:
-        tl.store(out, x0.to(dtype))
-        tl.store(out + stride_op, x1.to(dtype))
-        tl.store(out + 2 * stride_op, x2.to(dtype))
-        tl.store(out + 3 * stride_op, x3.to(dtype))
-        tl.store(out + 4 * stride_op, x4.to(dtype))
+        tl.store(out, x0.to(dtype), mask=keep)
+        tl.store(out + stride_op, x1.to(dtype), mask=keep)
+        tl.store(out + 2 * stride_op, x2.to(dtype), mask=keep)
+        tl.store(out + 3 * stride_op, x3.to(dtype), mask=keep)
+        tl.store(out + 4 * stride_op, x4.to(dtype), mask=keep)
 
 
 def digit_planes(x, rows: int, kb_padded: int, block_b: int, *, z_form: bool, dtype, blocked: bool):
@@ -202,7 +203,9 @@ def digit_planes(x, rows: int, kb_padded: int, block_b: int, *, z_form: bool, dt
         strides = (out.stride(0), out.stride(1), out.stride(2))
     else:
         strides = (out.stride(1), block_b, out.stride(0))
-    _digit_planes_kernel[(blocks, rows)](
-        x, out, x.shape[0], x.shape[1], x.stride(0), x.stride(1), *strides, Z_FORM=z_form, BLOCK_B=block_b,
+    block_m = 1 if rows < 64 else 16
+    _digit_planes_kernel[(blocks, -(-rows // block_m))](
+        x, out, x.shape[0], rows, x.shape[1], x.stride(0), x.stride(1), *strides, Z_FORM=z_form,
+        BLOCK_M=block_m, BLOCK_B=block_b,
     )
     return out
