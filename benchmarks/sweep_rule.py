@@ -365,9 +365,9 @@ def command(data: str | None, preset_name: str, steps: int, budget_s: float | No
             eval_batches: int, seeds: str, only: str | None, workers: int, device: str, dtype: str, threads: int,
             results: Path, table: bool) -> None:
     """Train the ternary arm for each rule point and record held-out bits per byte."""
-    from ternary.functional import UpdateRule
+    from ternary.model import preset_rule
 
-    base = attrs.asdict(UpdateRule())
+    base = attrs.asdict(preset_rule(preset_name))
     if table:
         click.echo(markdown_table(results))
         return

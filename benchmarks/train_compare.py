@@ -284,8 +284,7 @@ def command(preset_name: str, data: str | None, max_bytes: int | None, arms: str
 
     from benchmarks.train_compare_arms import ARMS, ArmSettings
     from benchmarks.train_compare_report import format_table
-    from ternary.functional import UpdateRule
-    from ternary.model import preset
+    from ternary.model import preset, preset_rule
 
     chosen = tuple(a.strip() for a in arms.split(",") if a.strip())
     unknown = [a for a in chosen if a not in ARMS]
@@ -296,10 +295,10 @@ def command(preset_name: str, data: str | None, max_bytes: int | None, arms: str
     if threads:
         torch.set_num_threads(threads)
     config = preset(preset_name, vq=False, moe=False if no_moe else None)
-    rule_changes = {k: v for k, v in {"theta_t": theta_t, "theta_e": theta_e, "bias_step": bias_step}.items() if v is not None}
     settings = ArmSettings(
         config=config, batch=batch, context=ctx or config.context, accum=accum, seed=seed, dtype=dtype,
-        backend=None if backend == "auto" else backend, rule=UpdateRule(**rule_changes), lr=lr,
+        backend=None if backend == "auto" else backend,
+        rule=preset_rule(preset_name, theta_t=theta_t, theta_e=theta_e, bias_step=bias_step), lr=lr,
         weight_decay=weight_decay, warmup=warmup, ste_scale_group=config.group_size if ste_scale == "group" else None,
     )
     options = CompareOptions(

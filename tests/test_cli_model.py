@@ -98,6 +98,8 @@ def test_train_lowers_validation_loss_and_generate_samples_from_its_snapshot(tmp
         (["train", "--ctx", "0"], "Invalid value for '--ctx'"),
         (["train", "--data", "/no/such/corpus.txt"], "'/no/such/corpus.txt' does not exist"),
         (["train", "--save-every", "5"], "--save-every needs --out"),
+        (["train", "--theta-t", "0"], "Invalid value for '--theta-t'"),
+        (["train", "--resume", ".", "--theta-e", "8"], "cannot change a resumed run"),
         (["smoke", "--dim", "30"], "dim=30"),
         (["generate", "--snapshot", "/no/such.safetensors"], "does not exist"),
         (["generate"], "Missing option '--snapshot'"),
@@ -116,3 +118,29 @@ def test_generate_rejects_a_file_that_is_not_a_snapshot(tmp_path):
     result = CliRunner().invoke(main, ["generate", "--snapshot", str(bogus)])
     assert result.exit_code == 1
     assert result.output.count("\n") == 1 and result.output.startswith("Error: --snapshot")
+
+
+def test_train_takes_the_preset_rule_and_rule_flags(tmp_path):
+    from ternary.model import PRESET_RULES
+
+    data = tmp_path / "text.txt"
+    data.write_text(TEXT)
+    common = ["train", "--data", str(data), "--ctx", "8", "--batch", "2", "--steps", "1", "--eval-every", "5",
+              "--eval-batches", "1", "--no-progress", "--json", *SMALL]
+    def summary(*flags: str) -> dict:
+        return json.loads(next(line for line in invoke(*common, *flags).output.splitlines() if line.startswith("{")))
+
+    default = summary()
+    assert {k: default["rule"][k] for k in PRESET_RULES["tiny"]} == PRESET_RULES["tiny"]
+    chosen = summary("--theta-t", "5", "--bias-step", "7")
+    assert (chosen["rule"]["theta_t"], chosen["rule"]["bias_step"]) == (5, 7)
+    assert chosen["rule"]["theta_e"] == default["rule"]["theta_e"]
+
+
+def test_preset_rules_are_the_swept_choices():
+    from ternary.model import preset_rule
+
+    assert (preset_rule("tiny").theta_t, preset_rule("small").theta_t) == (16, 32)
+    assert preset_rule("small", theta_t=None, theta_e=8).theta_e == 8 and preset_rule("small", theta_e=8).theta_t == 32
+    with pytest.raises(ValueError, match="unknown preset"):
+        preset_rule("huge")

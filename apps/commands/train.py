@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import attrs
 import click
 
 from apps.commands.model_options import build_config, model_shape_options, prepare_runtime, runtime_options
@@ -33,6 +34,12 @@ _EXISTING = click.Path(exists=True, path_type=str)
 @click.option("--max-bytes", type=click.IntRange(min=1), default=None, help="Cut the corpus at this many bytes.")
 @click.option("--check-every", type=click.IntRange(min=1), default=50, show_default=True,
               help="Under torchrun: check every N steps that all ranks hold identical state.")
+@click.option("--theta-t", type=click.IntRange(1, 127), default=None,
+              help="Votes a trit banks before it steps (default: the preset's rule).")
+@click.option("--theta-e", type=click.IntRange(1, 127), default=None,
+              help="Net group votes before an exponent steps (default: the preset's rule).")
+@click.option("--bias-step", type=click.IntRange(min=0), default=None,
+              help="Bias change per update in fixed-point units (default: the preset's rule).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON object summarising the run.")
 def train(**values) -> None:
@@ -43,7 +50,13 @@ def train(**values) -> None:
     from ternary.training import train as run_training
     from ternary.training.parallel import start, stop
 
+    from ternary.model import preset_rule
+
     config = build_config(values)
+    rule_flags = {key: values[key] for key in ("theta_t", "theta_e", "bias_step")}
+    if values["resume"] is not None and any(v is not None for v in rule_flags.values()):
+        raise click.UsageError("--theta-t/--theta-e/--bias-step cannot change a resumed run (its rule comes from the snapshot)")
+    rule = preset_rule(values["preset"], **rule_flags)
     prepare_runtime(values, grad_enabled=True)
     out = values["out"]
     if out is None and values["resume"] is not None:
@@ -59,6 +72,7 @@ def train(**values) -> None:
             save_every=values["save_every"], keep=values["keep"], out=out, device=device,
             backend=values["backend"], seed=values["seed"], resume=values["resume"], dtype=values["dtype"],
             max_bytes=values["max_bytes"], progress=not values["no_progress"], check_every=values["check_every"],
+            rule=rule,
         )
         summary = run_training(options, parallel)
     except (DataError, SnapshotError, TrainingStopped, StateDivergedError, ValueError) as error:
@@ -100,4 +114,5 @@ def summary_dict(summary, options) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "options": {k: v for k, v in options.flags().items() if k != "rule"},
+        "rule": attrs.asdict(options.rule),
     }

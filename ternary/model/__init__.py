@@ -6,12 +6,13 @@ training objective for :func:`ternary.value_and_hooks`, and ``observe`` applies 
 integer bookkeeping (VQ usage, graph edges) that follows a step.
 """
 
-from ternary.model.config import PRESETS, VOCAB, ModelConfig, preset
+from ternary.model.config import PRESET_RULES, PRESETS, VOCAB, ModelConfig, preset, preset_rule
 from ternary.model.network import BlockState, ModelAux, ModelState, forward, init_model
 from ternary.model.objective import StepAux, bits_per_byte, loss, observe
 
 __all__ = [
     "PRESETS",
+    "PRESET_RULES",
     "VOCAB",
     "BlockState",
     "ModelAux",
@@ -24,4 +25,5 @@ __all__ = [
     "loss",
     "observe",
     "preset",
+    "preset_rule",
 ]

@@ -109,6 +109,28 @@ PRESETS: dict[str, ModelConfig] = {
 }
 
 
+# The update rule each preset trains with by default, from the rule sweeps (README, "How the
+# rule defaults were chosen"): tiny prefers theta_t 16 (CPU, 450 updates, three seeds), small
+# prefers 32 (H100, three seeds, 213 and 399 updates). base has not been swept; it takes
+# small's rule, the nearer size.
+PRESET_RULES: dict[str, dict[str, int]] = {
+    "tiny": {"theta_t": 16, "theta_e": 64},
+    "small": {"theta_t": 32, "theta_e": 64},
+    "base": {"theta_t": 32, "theta_e": 64},
+}
+
+
+def preset_rule(name: str, **overrides: int | None):
+    """The :class:`~ternary.functional.UpdateRule` preset ``name`` trains with, with ``overrides``
+    (``None`` values are ignored)."""
+    from ternary.functional import UpdateRule
+
+    if name not in PRESET_RULES:
+        raise ValueError(f"unknown preset {name!r}; choices: {', '.join(PRESET_RULES)}")
+    given = {key: value for key, value in overrides.items() if value is not None}
+    return UpdateRule(**(PRESET_RULES[name] | given))
+
+
 def preset(name: str, **overrides: Any) -> ModelConfig:
     """Preset ``name`` with ``overrides`` (keys of :class:`ModelConfig`; ``None`` values are ignored).
 
