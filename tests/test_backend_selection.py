@@ -53,41 +53,6 @@ def test_auto_follows_the_measured_order(monkeypatch) -> None:
     assert registry.resolve("auto", CUDA, grad_enabled=False) == second
 
 
-def test_auto_takes_tilelang_first_only_for_the_forward_shapes_it_wins(monkeypatch) -> None:
-    packages(monkeypatch, "tilelang", "triton")
-    big = registry.TILELANG_FIRST_MIN_WEIGHTS
-    low, high = registry.TILELANG_FIRST_ROWS.start, registry.TILELANG_FIRST_ROWS.stop
-    assert registry.resolve("auto", CUDA, grad_enabled=False, rows=low, weights=big) == "tilelang"
-    assert registry.resolve("auto", CUDA, grad_enabled=False, rows=high - 1, weights=big) == "tilelang"
-    assert registry.resolve("auto", CUDA, grad_enabled=False, rows=low - 1, weights=big) == "triton"
-    assert registry.resolve("auto", CUDA, grad_enabled=False, rows=high, weights=big) == "triton"
-    assert registry.resolve("auto", CUDA, grad_enabled=False, rows=low, weights=big - 1) == "triton"
-    assert registry.resolve("auto", CUDA, grad_enabled=False) == "triton"
-    # training keeps TileLang out unless allowed; a forced choice ignores the shape
-    assert registry.resolve("auto", CUDA, grad_enabled=True, rows=low, weights=big) == "triton"
-    assert registry.resolve("triton", CUDA, grad_enabled=False, rows=low, weights=big) == "triton"
-    packages(monkeypatch, "triton")
-    assert registry.resolve("auto", CUDA, grad_enabled=False, rows=low, weights=big) == "triton"
-
-
-def test_linear_tells_resolve_its_shape(monkeypatch) -> None:
-    seen = {}
-
-    def spy(backend, device, *, grad_enabled, rows=None, weights=None):
-        seen.update(rows=rows, weights=weights)
-        return ResolvedBackend("torch", automatic=True)
-
-    import sys
-
-    from ternary.functional import linear
-
-    monkeypatch.setattr(sys.modules["ternary.functional.linear"], "resolve", spy)
-
-    layer = LinearState.random(23, 7, group_size=5, generator=torch.Generator().manual_seed(0))
-    linear(layer, torch.randn(3, 4, 23))
-    assert seen == {"rows": 12, "weights": 23 * 7}
-
-
 def test_auto_without_fast_backends_or_on_cpu_is_torch(monkeypatch) -> None:
     packages(monkeypatch, "tilelang")
     assert registry.resolve("auto", CUDA, grad_enabled=True) == "torch"

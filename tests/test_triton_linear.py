@@ -54,8 +54,19 @@ def layer(n: int, k: int, g: int, seed: int, *, e_low: int = -6, e_high: int = 4
     return [t if t is None else t.to(DEVICE) for t in (packed, exponents, bias_t)], gen
 
 
+def two_step_in_column_order(*args, **kwargs):
+    """The two-step forward's large-M branch (column-order decode, no regrouping of x) at any M."""
+    saved = kernels.PLANES_MAX_ROWS
+    kernels.PLANES_MAX_ROWS = 0
+    try:
+        return kernels.forward_two_step(*args, **kwargs)
+    finally:
+        kernels.PLANES_MAX_ROWS = saved
+
+
 def forward_paths(m: int):
-    paths = [("dispatch", kernels.forward), ("fused", kernels.forward_fused), ("two_step", kernels.forward_two_step)]
+    paths = [("dispatch", kernels.forward), ("fused", kernels.forward_fused), ("two_step", kernels.forward_two_step),
+             ("two_step_columns", two_step_in_column_order)]
     return paths + ([("gemv", kernels.forward_gemv)] if m == 1 else [])
 
 

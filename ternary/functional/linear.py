@@ -51,8 +51,7 @@ def ternary_linear(state: LinearState, x: torch.Tensor, *, backend: str | None =
     tape = current_tape()
     probe = tape.probe(state, x.device) if tape is not None else None
     taking_grad = torch.is_grad_enabled() and (x.requires_grad or probe is not None)
-    name = resolve(backend, x.device, grad_enabled=taking_grad, rows=x2d.shape[0],
-                   weights=state.in_features * state.out_features)
+    name = resolve(backend, x.device, grad_enabled=taking_grad)
     y2d = TernaryLinearFunction.apply(x2d, probe, state.T_packed, state.E, state.bias, static_of(state), name)
     if tape is not None:
         tape.record(state, x2d, y2d)

@@ -2,8 +2,7 @@
 
 ``TERNARY_BACKEND`` (alias ``ARB_TERNARY_BACKEND``) or a ``backend=`` keyword picks
 ``auto``, ``tilelang``, ``triton`` or ``torch``. On CUDA, ``auto`` takes the first
-available backend of :data:`AUTO_CUDA_ORDER` (the measured winner first; TileLang first
-for the forward shapes it wins, :func:`auto_cuda_order`), where
+available backend of :data:`AUTO_CUDA_ORDER` (the measured winner first), where
 TileLang counts only while no gradient is being taken (unless
 ``TERNARY_TILELANG_TRAINING=1``) and until a non-finite output disabled it; else the
 torch reference. An explicit choice never falls back: if it cannot run, the call raises.
@@ -35,15 +34,14 @@ ENV_TILELANG_TRAINING = ("TERNARY_TILELANG_TRAINING", "ARB_TILELANG_TRAINING")
 ENV_TILELANG_CHECK_FINITE = ("TERNARY_TILELANG_CHECK_FINITE", "ARB_TILELANG_CHECK_FINITE")
 
 # Order in which `auto` tries the fast backends on CUDA: the faster one for inference first.
-# Measured in one `ternary bench kernels` run (benchmarks/results/h100/kernels_auto_tilelang_triton.json,
-# bf16, H100): Triton wins the forward at M = 1 and 16 and at M >= 2048 on every shape, and at
-# every M on 4096 x 4096; TileLang wins only mid-size M on large layers (16384 x 16384, M = 128:
-# TileLang 402 us, Triton 873 us, whose two-step path pays a full-layer decode there).
+# Measured in `ternary bench kernels` runs with auto, tilelang and triton rows on the same card
+# (benchmarks/results/h100/kernels_*.json, bf16, H100): Triton's forward is faster at every
+# M on 4096 x 4096, 4096 x 14336 and 8192 x 8192, and at M = 1, 16, 512, 2048, 8192 on every
+# shape. The TileLang kernel alone is faster only at M = 64-128 on 14336 x 4096 (97 vs 119 us)
+# and 16384 x 16384 (389-417 vs 485 us); there, an `auto` call that took TileLang measured
+# slower than Triton (16384^2, M = 64: 647 us), because the finite check on TileLang outputs
+# costs a reduction and a host sync. So Triton comes first everywhere.
 AUTO_CUDA_ORDER = ("triton", "tilelang")
-# The forward shapes for which `auto` tries TileLang first when it may use it (inference):
-# rows M in this range on layers of at least this many weights (N * K).
-TILELANG_FIRST_ROWS = range(64, 2048)
-TILELANG_FIRST_MIN_WEIGHTS = 2**27
 
 _OP_MODULES = {
     "linear": "ternary.kernels.linear",
@@ -153,22 +151,8 @@ def backend_after_tilelang(device: torch.device) -> str:
     return "torch"
 
 
-def auto_cuda_order(rows: int | None = None, weights: int | None = None) -> tuple[str, ...]:
-    """:data:`AUTO_CUDA_ORDER`, with TileLang first for the forward shapes it measured faster on."""
-    if rows is not None and weights is not None and rows in TILELANG_FIRST_ROWS and weights >= TILELANG_FIRST_MIN_WEIGHTS:
-        return ("tilelang",) + tuple(name for name in AUTO_CUDA_ORDER if name != "tilelang")
-    return AUTO_CUDA_ORDER
-
-
-def resolve(
-    backend: str | None, device: torch.device, *, grad_enabled: bool, rows: int | None = None,
-    weights: int | None = None,
-) -> ResolvedBackend:
-    """Concrete backend for one call on ``device``; raises :class:`BackendError`.
-
-    ``rows`` (M) and ``weights`` (N * K) describe a linear forward, so ``auto`` can take the
-    backend measured faster for that shape (:func:`auto_cuda_order`).
-    """
+def resolve(backend: str | None, device: torch.device, *, grad_enabled: bool) -> ResolvedBackend:
+    """Concrete backend for one call on ``device``; raises :class:`BackendError`."""
     name = requested_backend(backend)
     if name != "auto":
         reason = unavailable_reason(name, device)
@@ -183,7 +167,7 @@ def resolve(
     tilelang_ok = not grad_enabled or env_flag(ENV_TILELANG_TRAINING, False)
     tilelang_ok = tilelang_ok and not tilelang_disabled()
     if device.type == "cuda":
-        for candidate in auto_cuda_order(rows, weights):
+        for candidate in AUTO_CUDA_ORDER:
             if (candidate != "tilelang" or tilelang_ok) and unavailable_reason(candidate, device) is None:
                 return ResolvedBackend(candidate, automatic=True)
     return ResolvedBackend("torch", automatic=True)

@@ -14,9 +14,9 @@ Forward takes one of three paths, picked by the number of activation rows ``M``:
   SMs busy at small M; the partial sums go to an fp32 workspace ``[splits, M, N]`` that
   one finishing kernel reduces (and adds the bias to).
 - ``M >= TWO_STEP_MIN_ROWS``: decode the layer into a transient dense buffer in the
-  activation dtype (about ``N*K*2`` bytes for bf16, freed after the call) in digit-plane
-  column order, regroup the activations into the same order (one transient copy of
-  ``x``), then cuBLAS. On H100 the fused kernel took 64 us at 4096 x 4096, M = 128,
+  activation dtype (about ``N*K*2`` bytes for bf16, freed after the call), then cuBLAS;
+  below ``PLANES_MAX_ROWS`` in digit-plane column order with the activations regrouped
+  to match (one transient copy of ``x``). On H100 the fused kernel took 64 us at 4096 x 4096, M = 128,
   against 15 us for bf16.
 
 ``grad_x`` always takes the two-step path (decode in column order, then ``grad_y @ W`` in
@@ -49,6 +49,10 @@ from ternary.kernels.registry import triton_interpreted
 GEMV_MAX_ROWS = 1
 TWO_STEP_MIN_ROWS = 64
 PLANE_BLOCK_B = 128
+# Two-step forwards below this many rows decode in digit-plane order and regroup x; at and
+# above it, regrouping x costs more than the faster decode saves (H100, 4096^2 M = 8192:
+# 497 us against 418 us in column order), so they decode in column order like grad-x.
+PLANES_MAX_ROWS = 4096
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
@@ -368,14 +372,18 @@ def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bi
 def forward_two_step(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits):
     """Dense decode into a transient buffer in ``x.dtype``, then cuBLAS.
 
-    The buffer is in digit-plane order (each digit of a byte block is one contiguous run, so
-    the decode stores whole runs: 2.5x faster than column order on an H100), and the
-    activations are regrouped into the same order; the product is the same sum.
+    Below :data:`PLANES_MAX_ROWS` rows the buffer is in digit-plane order (each digit of a
+    byte block is one contiguous run, so the decode stores whole runs: 2.5x faster than
+    column order on an H100) and the activations are regrouped into the same order; the
+    product is the same sum. From there on, column order (no regrouping of ``x``).
     """
-    w = dequantize_planes(T_packed, E, group_size=group_size, dtype=x.dtype)
-    kb_padded = w.shape[1] // 5
-    x = digit_planes(x, x.shape[0], kb_padded, plane_block(), z_form=False, dtype=x.dtype, blocked=True)
-    x = x.view(x.shape[0], -1)
+    if x.shape[0] < PLANES_MAX_ROWS:
+        w = dequantize_planes(T_packed, E, group_size=group_size, dtype=x.dtype)
+        kb_padded = w.shape[1] // 5
+        x = digit_planes(x, x.shape[0], kb_padded, plane_block(), z_form=False, dtype=x.dtype, blocked=True)
+        x = x.view(x.shape[0], -1)
+    else:
+        w = dequantize(T_packed, E, in_features=in_features, group_size=group_size, dtype=x.dtype)
     if bias is None:
         return torch.nn.functional.linear(x, w)
     y = torch.nn.functional.linear(x, w).to(torch.float32) if x.dtype != torch.float32 else x @ w.T
