@@ -54,19 +54,23 @@ def layer(n: int, k: int, g: int, seed: int, *, e_low: int = -6, e_high: int = 4
     return [t if t is None else t.to(DEVICE) for t in (packed, exponents, bias_t)], gen
 
 
-def two_step_in_column_order(*args, **kwargs):
-    """The two-step forward's large-M branch (column-order decode, no regrouping of x) at any M."""
-    saved = kernels.PLANES_MAX_ROWS
-    kernels.PLANES_MAX_ROWS = 0
-    try:
-        return kernels.forward_two_step(*args, **kwargs)
-    finally:
-        kernels.PLANES_MAX_ROWS = saved
+def two_step_forced(rows_per_output: int):
+    """The two-step forward with its branch forced: column order (huge ratio) or digit planes (0)."""
+
+    def run(*args, **kwargs):
+        saved = kernels.PLANES_ROWS_PER_OUTPUT
+        kernels.PLANES_ROWS_PER_OUTPUT = rows_per_output
+        try:
+            return kernels.forward_two_step(*args, **kwargs)
+        finally:
+            kernels.PLANES_ROWS_PER_OUTPUT = saved
+
+    return run
 
 
 def forward_paths(m: int):
     paths = [("dispatch", kernels.forward), ("fused", kernels.forward_fused), ("two_step", kernels.forward_two_step),
-             ("two_step_columns", two_step_in_column_order)]
+             ("two_step_columns", two_step_forced(2**40)), ("two_step_planes", two_step_forced(0))]
     return paths + ([("gemv", kernels.forward_gemv)] if m == 1 else [])
 
 

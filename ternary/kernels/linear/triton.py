@@ -15,8 +15,8 @@ Forward takes one of three paths, picked by the number of activation rows ``M``:
   one finishing kernel reduces (and adds the bias to).
 - ``M >= TWO_STEP_MIN_ROWS``: decode the layer into a transient dense buffer in the
   activation dtype (about ``N*K*2`` bytes for bf16, freed after the call), then cuBLAS;
-  below ``PLANES_MAX_ROWS`` in digit-plane column order with the activations regrouped
-  to match (one transient copy of ``x``). On H100 the fused kernel took 64 us at 4096 x 4096, M = 128,
+  for ``M < N / PLANES_ROWS_PER_OUTPUT`` in digit-plane column order with the activations
+  regrouped to match (one transient copy of ``x``). On H100 the fused kernel took 64 us at 4096 x 4096, M = 128,
   against 15 us for bf16.
 
 ``grad_x`` always takes the two-step path (decode in column order, then ``grad_y @ W`` in
@@ -49,10 +49,12 @@ from ternary.kernels.registry import triton_interpreted
 GEMV_MAX_ROWS = 1
 TWO_STEP_MIN_ROWS = 64
 PLANE_BLOCK_B = 128
-# Two-step forwards below this many rows decode in digit-plane order and regroup x; at and
-# above it, regrouping x costs more than the faster decode saves (H100, 4096^2 M = 8192:
-# 497 us against 418 us in column order), so they decode in column order like grad-x.
-PLANES_MAX_ROWS = 4096
+# Two-step forwards with M * PLANES_ROWS_PER_OUTPUT < N decode in digit-plane order and regroup
+# x; the decode saves time in proportion to N * K, the regrouping costs it in proportion to
+# M * K. Measured on an H100 (bf16): planes win at 16384^2 M = 2048 (1785 vs 2000 us) and
+# 8192^2 M = 2048 (448 vs 518), lose at 4096^2 M = 2048 (147 vs 131) and at M = 8192
+# on every shape (4096^2: 497 vs 418); the others decode in column order like grad-x.
+PLANES_ROWS_PER_OUTPUT = 3
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
@@ -372,12 +374,12 @@ def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bi
 def forward_two_step(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits):
     """Dense decode into a transient buffer in ``x.dtype``, then cuBLAS.
 
-    Below :data:`PLANES_MAX_ROWS` rows the buffer is in digit-plane order (each digit of a
+    While ``M * PLANES_ROWS_PER_OUTPUT < N`` the buffer is in digit-plane order (each digit of a
     byte block is one contiguous run, so the decode stores whole runs: 2.5x faster than
     column order on an H100) and the activations are regrouped into the same order; the
     product is the same sum. From there on, column order (no regrouping of ``x``).
     """
-    if x.shape[0] < PLANES_MAX_ROWS:
+    if x.shape[0] * PLANES_ROWS_PER_OUTPUT < T_packed.shape[0]:
         w = dequantize_planes(T_packed, E, group_size=group_size, dtype=x.dtype)
         kb_padded = w.shape[1] // 5
         x = digit_planes(x, x.shape[0], kb_padded, plane_block(), z_form=False, dtype=x.dtype, blocked=True)
