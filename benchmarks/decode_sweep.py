@@ -2,13 +2,14 @@
 
     python -m benchmarks.decode_sweep        # prints a table; GPU only
 
-For each ``(N, K)``: the shipped decode (``triton.dequantize``) over tile shapes, and three
-experimental layouts of the same work, to see what bounds it:
+For each ``(N, K)``, three layouts of the same work (see ``benchmarks/NOTES.md``):
 
-- ``strided``: one packed byte at a time, the five digits stored with stride 5;
-- ``columns``: one output column at a time (``decode_weights``, contiguous stores);
-- ``planes``: one packed byte at a time into a digit-plane order ``[N, blocks, 5, BB]``
-  (contiguous runs per digit; a GEMM on it needs the activations in the same order).
+- ``columns``: the shipped column-order decode (``triton.dequantize``, one output column per
+  lane, contiguous stores), used by grad-x and large-M forwards;
+- ``planes``: the shipped digit-plane decode (``triton.dequantize_planes``, one packed byte
+  per lane, five contiguous runs per byte tile), over run lengths;
+- ``strided``: one packed byte per lane with the five digits stored at stride 5 (kept to
+  show what scattered 2-byte stores cost).
 
 Median of ``triton.testing.do_bench`` (L2 flushed), output bytes per second, and a
 bit-for-bit check against the PyTorch reference decode (after undoing the plane order).
@@ -20,10 +21,10 @@ import torch
 import triton
 import triton.language as tl
 
-from ternary.kernels.linear.triton_base3 import base3_quotients, decode_weights, exact_exp2, trit_of
+from ternary.kernels.linear.triton_base3 import base3_quotients, exact_exp2, trit_of
 
 SHAPES = ((4096, 4096), (4096, 14336), (16384, 16384))
-TILES = ((8, 64), (16, 64), (16, 128), (32, 64))
+PLANE_RUNS = (64, 128, 256)
 
 
 @triton.jit
@@ -46,38 +47,6 @@ def _bytes_strided_kernel(p_ptr, e_ptr, w_ptr, N, K, KB, stride_pn, stride_en, s
     tl.store(base + 4, (trit_of(q4, 0.0) * scale).to(dtype), mask=ok & (jb * 5 + 4 < K)[None, :])
 
 
-@triton.jit
-def _columns_kernel(p_ptr, e_ptr, w_ptr, N, K, stride_pn, stride_en, stride_wn,
-                    GROUP_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = (cols < K)[None, :]
-    w = decode_weights(p_ptr, e_ptr, tl.minimum(rn, N - 1)[:, None], cols[None, :], c_ok, stride_pn, stride_en,
-                       GROUP_SIZE)
-    tl.store(w_ptr + rn[:, None] * stride_wn + cols[None, :], w.to(w_ptr.dtype.element_ty), mask=(rn < N)[:, None] & c_ok)
-
-
-@triton.jit
-def _planes_kernel(p_ptr, e_ptr, w_ptr, N, KB, stride_pn, stride_en, stride_wn,
-                   BYTES_PER_GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr):
-    rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-    block = tl.program_id(1)
-    jb = block * BLOCK_B + tl.arange(0, BLOCK_B)
-    rows = tl.minimum(rn, N - 1)[:, None]
-    b_ok = (jb < KB)[None, :]
-    byte = tl.load(p_ptr + rows * stride_pn + jb[None, :], mask=b_ok, other=121).to(tl.int32)
-    scale = exact_exp2(tl.load(e_ptr + rows * stride_en + (jb // BYTES_PER_GROUP)[None, :], mask=b_ok, other=0))
-    q0, q1, q2, q3, q4 = base3_quotients(byte)
-    base = w_ptr + rn[:, None] * stride_wn + block * 5 * BLOCK_B + tl.arange(0, BLOCK_B)[None, :]
-    ok = (rn < N)[:, None]
-    dtype = w_ptr.dtype.element_ty
-    tl.store(base, (trit_of(q0, q1) * scale).to(dtype), mask=ok)
-    tl.store(base + BLOCK_B, (trit_of(q1, q2) * scale).to(dtype), mask=ok)
-    tl.store(base + 2 * BLOCK_B, (trit_of(q2, q3) * scale).to(dtype), mask=ok)
-    tl.store(base + 3 * BLOCK_B, (trit_of(q3, q4) * scale).to(dtype), mask=ok)
-    tl.store(base + 4 * BLOCK_B, (trit_of(q4, 0.0) * scale).to(dtype), mask=ok)
-
-
 def strided(packed, exponents, k, block_n=16, block_b=64):
     n, kb = packed.shape
     w = torch.empty((n, k), dtype=torch.bfloat16, device=packed.device)
@@ -87,26 +56,8 @@ def strided(packed, exponents, k, block_n=16, block_b=64):
     return w
 
 
-def columns(packed, exponents, k, block_n=16, block_c=256):
-    n = packed.shape[0]
-    w = torch.empty((n, k), dtype=torch.bfloat16, device=packed.device)
-    _columns_kernel[(triton.cdiv(n, block_n), triton.cdiv(k, block_c))](
-        packed, exponents, w, n, k, packed.stride(0), exponents.stride(0), w.stride(0),
-        GROUP_SIZE=40, BLOCK_N=block_n, BLOCK_C=block_c)
-    return w
-
-
-def planes(packed, exponents, k, block_n=16, block_b=64):
-    n, kb = packed.shape
-    blocks = triton.cdiv(kb, block_b)
-    w = torch.empty((n, blocks * 5 * block_b), dtype=torch.bfloat16, device=packed.device)
-    _planes_kernel[(triton.cdiv(n, block_n), blocks)](
-        packed, exponents, w, n, kb, packed.stride(0), exponents.stride(0), w.stride(0),
-        BYTES_PER_GROUP=8, BLOCK_N=block_n, BLOCK_B=block_b)
-    return w
-
-
-def planes_to_columns(w, k, block_b=64):
+def planes_to_columns(w, k, block_b):
+    """Undo the digit-plane order: ``[N, blocks * 5 * BB]`` -> ``[N, K]``."""
     n = w.shape[0]
     return w.view(n, -1, 5, block_b).transpose(2, 3).reshape(n, -1)[:, :k]
 
@@ -125,19 +76,16 @@ def main() -> None:
         packed = random_packed(n, k, generator=generator).cuda()
         exponents = torch.randint(-20, 5, (n, -(-k // 40)), generator=generator).to(torch.int8).cuda()
         want = reference.dequantize(packed, exponents, in_features=k, group_size=40).to(torch.bfloat16)
-        runs = []
-        for block_n, block_b in TILES:
-            def shipped(bn=block_n, bb=block_b):
-                kernels.DECODE_BLOCK_N, kernels.DECODE_BLOCK_B = bn, bb
-                return kernels.dequantize(packed, exponents, in_features=k, group_size=40)
-            runs.append(("shipped", f"{block_n}x{block_b}", shipped, lambda w: w))
+        runs = [("columns", "16x256", lambda: kernels.dequantize(packed, exponents, in_features=k, group_size=40),
+                 lambda w: w)]
+        for block_b in PLANE_RUNS:
+            def planes(bb=block_b):
+                kernels.PLANE_BLOCK_B = bb
+                return kernels.dequantize_planes(packed, exponents, group_size=40, dtype=torch.bfloat16)
+            runs.append(("planes", f"8x{block_b}", planes, lambda w, bb=block_b: planes_to_columns(w, k, bb)))
         runs += [
             ("strided", "16x64", lambda: strided(packed, exponents, k), lambda w: w),
             ("strided", "8x128", lambda: strided(packed, exponents, k, 8, 128), lambda w: w),
-            ("columns", "16x256", lambda: columns(packed, exponents, k), lambda w: w),
-            ("columns", "32x256", lambda: columns(packed, exponents, k, 32, 256), lambda w: w),
-            ("planes", "16x64", lambda: planes(packed, exponents, k), lambda w: planes_to_columns(w, k)),
-            ("planes", "8x128", lambda: planes(packed, exponents, k, 8, 128), lambda w: planes_to_columns(w, k, 128)),
         ]
         for name, tile, run, undo in runs:
             try:

@@ -9,17 +9,10 @@ multiple of 5 nor of the group size 10), N = 37, layers with 0 and 1 rows.
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-pytest.importorskip("triton")
-if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1", allow_module_level=True)
+from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on CPU)
 
 import ternary  # noqa: E402
 from ternary.functional.grouped import grouped_linear  # noqa: E402
@@ -29,7 +22,6 @@ from ternary.model.moe import MoeState, dispatch, route  # noqa: E402
 from ternary.state.linear_state import LinearState  # noqa: E402
 from ternary.state.packing import random_packed  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FP32_BUDGET = 1e-5
 BF16_BUDGET = 1e-2
 FIELDS = ("T_packed", "E", "E_accum", "T_accum", "bias")

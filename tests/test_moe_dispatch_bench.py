@@ -3,14 +3,7 @@ runs, agrees with the per-expert path and reports positive times."""
 
 from __future__ import annotations
 
-import os
-
-import pytest
-import torch
-
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-pytest.importorskip("triton")
+from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on CPU)
 
 from benchmarks.moe_dispatch import dispatch_rows  # noqa: E402
 
@@ -18,8 +11,7 @@ from benchmarks.moe_dispatch import dispatch_rows  # noqa: E402
 def test_dispatch_rows_tiny(one_thread, monkeypatch):
     monkeypatch.setattr("benchmarks.moe_dispatch.REPEATS", 1)
     monkeypatch.setattr("benchmarks.moe_dispatch.WARMUP", 0)
-    device = "cuda" if torch.cuda.is_available() else "cpu"
-    rows = dispatch_rows(device, tokens=(9,), sizes=("tiny",), dtypes=("float32",))
+    rows = dispatch_rows(DEVICE, tokens=(9,), sizes=("tiny",), dtypes=("float32",))
     assert [row["dispatch"] for row in rows] == ["fused", "per-expert", "dense"]
     for row in rows:
         assert "error" not in row, row

@@ -14,23 +14,15 @@ GPU the same tests run compiled. Float outputs are compared by relative RMS erro
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-pytest.importorskip("triton")
-if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1", allow_module_level=True)
+from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on CPU)
 
 from ternary.kernels.linear import reference  # noqa: E402
 from ternary.kernels.linear import triton as kernels  # noqa: E402
 from ternary.state.packing import random_packed  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FP32_BUDGET = 1e-5
 GEMV_FP32_BUDGET = 5e-5
 BF16_BUDGET = 1e-2

@@ -7,23 +7,15 @@ the reference's signs are the only right answer. On CPU the kernels run under
 
 from __future__ import annotations
 
-import os
-
 import pytest
 import torch
 
-if not torch.cuda.is_available():
-    os.environ.setdefault("TRITON_INTERPRET", "1")
-
-pytest.importorskip("triton")
-if not torch.cuda.is_available() and os.environ.get("TRITON_INTERPRET") != "1":
-    pytest.skip("Triton kernels need CUDA or TRITON_INTERPRET=1", allow_module_level=True)
+from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on CPU)
 
 from ternary.kernels.update import reference  # noqa: E402
 from ternary.kernels.update import triton as kernels  # noqa: E402
 from ternary.state.packing import CorruptStateError, random_packed, unpack  # noqa: E402
 
-DEVICE = "cuda" if torch.cuda.is_available() else "cpu"
 FIELDS = ("T_packed", "E", "E_accum", "T_accum", "bias")
 
 
