@@ -99,6 +99,7 @@ def test_train_lowers_validation_loss_and_generate_samples_from_its_snapshot(tmp
         (["train", "--data", "/no/such/corpus.txt"], "'/no/such/corpus.txt' does not exist"),
         (["train", "--save-every", "5"], "--save-every needs --out"),
         (["train", "--theta-t", "0"], "Invalid value for '--theta-t'"),
+        (["train", "--bias-step", str(2**31)], "Invalid value for '--bias-step'"),
         (["train", "--resume", ".", "--theta-e", "8"], "cannot change a resumed run"),
         (["smoke", "--dim", "30"], "dim=30"),
         (["generate", "--snapshot", "/no/such.safetensors"], "does not exist"),
@@ -135,6 +136,12 @@ def test_train_takes_the_preset_rule_and_rule_flags(tmp_path):
     chosen = summary("--theta-t", "5", "--bias-step", "7")
     assert (chosen["rule"]["theta_t"], chosen["rule"]["bias_step"]) == (5, 7)
     assert chosen["rule"]["theta_e"] == default["rule"]["theta_e"]
+    out = tmp_path / "run"
+    invoke(*common, "--theta-t", "5", "--out", str(out))
+    resumed = json.loads(next(line for line in invoke(*common[:5], "--steps", "2", "--resume", str(out), "--eval-every",
+                                                      "5", "--eval-batches", "1", "--no-progress", "--json",
+                                                      *SMALL).output.splitlines() if line.startswith("{")))
+    assert resumed["step"] == 2 and resumed["rule"]["theta_t"] == 5
 
 
 def test_preset_rules_are_the_swept_choices():

@@ -155,3 +155,16 @@ def test_bad_groups_are_refused(gen):
         grouped_linear([layer(23, 37, 10, gen)] * 2, x, counts[:1], backend="triton")
     with pytest.raises(BackendError, match="fused=True"):
         grouped_linear([layer(23, 37, 10, gen)] * 2, x, counts, backend="torch", fused=True)
+    with pytest.raises(ValueError, match="counts must be an integer tensor"):
+        grouped_linear([layer(23, 37, 10, gen)] * 2, x, counts.float(), backend="triton")
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA the check is a device-side assert (it ends the process)")
+@pytest.mark.parametrize("counts", [[2, 1], [2, 3], [5, -1]])
+@pytest.mark.parametrize("fused", [True, False])
+def test_counts_that_do_not_cover_the_rows_are_refused(gen, counts, fused):
+    """Too few rows would leave rows unwritten, too many would read and write past x."""
+    x = torch.randn(4, 23, generator=gen).to(DEVICE)
+    layers = [layer(23, 37, 10, gen) for _ in counts]
+    with pytest.raises(RuntimeError, match="sum to the rows of x"):
+        grouped_linear(layers, x, torch.tensor(counts, device=DEVICE), backend="triton", fused=fused)

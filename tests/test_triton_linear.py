@@ -144,6 +144,39 @@ def test_forward_scales_exactly_with_powers_of_two():
         assert torch.equal(path(2 * rows, packed, exponents, None, **kw), 2 * path(rows, packed, exponents, None, **kw)), name
 
 
+@pytest.mark.parametrize("n", [256, 64])
+def test_fp16_two_step_keeps_large_exponents(n):
+    """fp16 cannot hold 2^E for E >= 16: the two-step paths (plane order at N = 256, column
+    order at N = 64, both reached through ``forward`` at M = 70) must compute in fp32."""
+    m, k, g = 70, 23, 5
+    gen = torch.Generator().manual_seed(n)
+    packed = random_packed(n, k, generator=gen).to(DEVICE)
+    exponents = torch.randint(16, 21, (n, -(-k // g)), generator=gen).to(torch.int8).to(DEVICE)
+    x = (torch.randn(m, k, generator=gen) * 2.0**-18).to(DEVICE).half()
+    kw = dict(in_features=k, group_size=g, bias_frac_bits=FRAC_BITS)
+    y = kernels.forward(x, packed, exponents, None, **kw)
+    expected = reference.forward(x.double(), packed, exponents, None, **kw)
+    assert y.dtype == torch.float16 and torch.isfinite(y).all()
+    assert relative_rms(y, expected) <= BF16_BUDGET
+    grad = kernels.grad_x(torch.randn(m, n, generator=gen).to(DEVICE).half() * 2.0**-18, packed, exponents,
+                          in_features=k, group_size=g)
+    assert grad.dtype == torch.float16 and torch.isfinite(grad).all()
+
+
+def test_digit_planes_tiled_over_rows_match_a_torch_regrouping():
+    """Row tiles of 16 (from 64 rows up): rows past M are zero, rows past ROWS are not written."""
+    from ternary.kernels.linear.triton_base3 import digit_planes
+
+    m, rows, k, block_b = 70, 80, 23, 16
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(5)).to(DEVICE)
+    kb_padded = block_b
+    got = digit_planes(x, rows, kb_padded, block_b, z_form=False, dtype=torch.float32, blocked=True)
+    padded = torch.zeros(rows, kb_padded * 5, device=DEVICE)
+    padded[:m, :k] = x
+    want = padded.view(rows, 1, block_b, 5).transpose(2, 3)
+    assert got.shape == (rows, 1, 5, block_b) and torch.equal(got, want)
+
+
 def test_corrupt_bytes_poison_outputs_instead_of_decoding():
     n, k, g = 5, 83, 40
     (packed, exponents, bias), gen = layer(n, k, g, seed=17)

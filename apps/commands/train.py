@@ -38,7 +38,7 @@ _EXISTING = click.Path(exists=True, path_type=str)
               help="Votes a trit banks before it steps (default: the preset's rule).")
 @click.option("--theta-e", type=click.IntRange(1, 127), default=None,
               help="Net group votes before an exponent steps (default: the preset's rule).")
-@click.option("--bias-step", type=click.IntRange(min=0), default=None,
+@click.option("--bias-step", type=click.IntRange(0, 2**30), default=None,
               help="Bias change per update in fixed-point units (default: the preset's rule).")
 @click.option("--no-progress", is_flag=True, help="No progress bar.")
 @click.option("--json", "as_json", is_flag=True, help="End with one JSON object summarising the run.")
@@ -114,5 +114,5 @@ def summary_dict(summary, options) -> dict:
         "device_name": torch.cuda.get_device_name(device) if device.type == "cuda" else "cpu",
         "threads": torch.get_num_threads(),
         "options": {k: v for k, v in options.flags().items() if k != "rule"},
-        "rule": attrs.asdict(options.rule),
+        "rule": attrs.asdict(summary.rule),
     }

@@ -4,7 +4,9 @@ The mixture-of-experts feed-forward sorts its routed rows by expert; layer ``g``
 owns rows ``sum(counts[:g]) : sum(counts[:g + 1])`` of ``x``. On the Triton backend one
 fused launch computes every layer (weights decoded on chip, no host sync when no hooks
 are taken); elsewhere each layer runs :func:`linear` on its own rows. Both record the
-same hooks: layer ``g`` sees exactly its rows.
+same hooks: layer ``g`` sees exactly its rows. ``counts`` must be non-negative and sum to
+``S``; this is checked on the device (``torch._assert_async``: a RuntimeError on CPU, a
+device-side assert on CUDA), so the check adds no host sync.
 """
 
 from __future__ import annotations
@@ -82,6 +84,11 @@ def grouped_linear(
         raise ValueError(f"grouped_linear: counts must be [{len(layers)}] (one per layer), got {list(counts.shape)}")
     if x.dim() != 2:
         raise ValueError(f"grouped_linear: x must be [S, K], got {list(x.shape)}")
+    if counts.device != x.device or counts.dtype.is_floating_point:
+        raise ValueError(f"grouped_linear: counts must be an integer tensor on {x.device}, "
+                         f"got {counts.dtype} on {counts.device}")
+    torch._assert_async((counts >= 0).all() & (counts.sum() == x.shape[0]),
+                        "grouped_linear: counts must be >= 0 and sum to the rows of x")
     ternary = all(isinstance(layer, LinearState) for layer in layers)
     if fused is not False and ternary:
         check_input(layers[0], x)

@@ -99,6 +99,7 @@ class TrainSummary:
     steady_tokens_per_second: float | None
     snapshots: tuple[str, ...]
     corpus: str
+    rule: UpdateRule
 
 
 def corpus_fingerprint(corpus: Corpus) -> dict[str, Any]:
@@ -268,6 +269,7 @@ def train(options: TrainOptions, parallel: DataParallel | None = None) -> TrainS
         steady_tokens_per_second=_steady_rate(tokens, busy, first_step_seconds, per_step),
         snapshots=tuple(snapshots),
         corpus=corpus.source,
+        rule=options.rule,
     )
 
 

@@ -371,25 +371,33 @@ def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bi
     return _finish(ws, bias, bias_frac_bits, x.dtype)
 
 
+def _buffer_dtype(dtype: torch.dtype) -> torch.dtype:
+    """Dtype of the two-step buffer: the activations', except fp16, whose range cannot hold
+    ``2^E`` for E >= 16 (fp16 inputs are computed in fp32 and the result cast back)."""
+    return torch.float32 if dtype == torch.float16 else dtype
+
+
 def forward_two_step(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits):
-    """Dense decode into a transient buffer in ``x.dtype``, then cuBLAS.
+    """Dense decode into a transient buffer in ``x.dtype`` (fp32 for fp16), then cuBLAS.
 
     While ``M * PLANES_ROWS_PER_OUTPUT < N`` the buffer is in digit-plane order (each digit of a
     byte block is one contiguous run, so the decode stores whole runs: 2.5x faster than
     column order on an H100) and the activations are regrouped into the same order; the
     product is the same sum. From there on, column order (no regrouping of ``x``).
     """
+    out_dtype, dtype = x.dtype, _buffer_dtype(x.dtype)
     if x.shape[0] * PLANES_ROWS_PER_OUTPUT < T_packed.shape[0]:
-        w = dequantize_planes(T_packed, E, group_size=group_size, dtype=x.dtype)
+        w = dequantize_planes(T_packed, E, group_size=group_size, dtype=dtype)
         kb_padded = w.shape[1] // 5
-        x = digit_planes(x, x.shape[0], kb_padded, plane_block(), z_form=False, dtype=x.dtype, blocked=True)
+        x = digit_planes(x, x.shape[0], kb_padded, plane_block(), z_form=False, dtype=dtype, blocked=True)
         x = x.view(x.shape[0], -1)
     else:
-        w = dequantize(T_packed, E, in_features=in_features, group_size=group_size, dtype=x.dtype)
+        w = dequantize(T_packed, E, in_features=in_features, group_size=group_size, dtype=dtype)
+        x = x.to(dtype)
     if bias is None:
-        return torch.nn.functional.linear(x, w)
-    y = torch.nn.functional.linear(x, w).to(torch.float32) if x.dtype != torch.float32 else x @ w.T
-    return (y + _bias_value(bias, bias_frac_bits)).to(x.dtype)
+        return torch.nn.functional.linear(x, w).to(out_dtype)
+    y = torch.nn.functional.linear(x, w).to(torch.float32) if dtype != torch.float32 else x @ w.T
+    return (y + _bias_value(bias, bias_frac_bits)).to(out_dtype)
 
 
 def forward(
@@ -418,9 +426,10 @@ def forward(
 
 
 def grad_x_two_step(grad_y, T_packed, E, *, in_features, group_size):
-    """Dense decode into a transient buffer in ``grad_y.dtype``, then cuBLAS."""
-    w = dequantize(T_packed, E, in_features=in_features, group_size=group_size, dtype=grad_y.dtype)
-    return grad_y @ w
+    """Dense decode into a transient buffer in ``grad_y.dtype`` (fp32 for fp16), then cuBLAS."""
+    dtype = _buffer_dtype(grad_y.dtype)
+    w = dequantize(T_packed, E, in_features=in_features, group_size=group_size, dtype=dtype)
+    return (grad_y.to(dtype) @ w).to(grad_y.dtype)
 
 
 def grad_x(
