@@ -168,3 +168,42 @@ def test_counts_that_do_not_cover_the_rows_are_refused(gen, counts, fused):
     layers = [layer(23, 37, 10, gen) for _ in counts]
     with pytest.raises(RuntimeError, match="sum to the rows of x"):
         grouped_linear(layers, x, torch.tensor(counts, device=DEVICE), backend="triton", fused=fused)
+
+
+def test_moe_hooks_fused_match_per_layer(gen):
+    """The whole adaptive MoE under value_and_hooks: every layer's hooks agree between the paths
+    (the same rows, in the same order; floats within the fp32 budget)."""
+    import torch.utils._pytree as pytree
+
+    from ternary.model.moe import moe
+
+    state = MoeState.random(20, 35, 4, group_size=10, generator=gen, device=DEVICE)
+    x = torch.randn(13, 20, generator=gen).to(DEVICE)
+
+    def loss(s, inputs, backend):
+        out, aux = moe(s, inputs, 2, 2, 0.99, backend=backend)
+        return out.pow(2).mean() + aux.balance
+
+    _, fused = ternary.value_and_hooks(loss)(state, x, "triton")
+    _, plain = ternary.value_and_hooks(loss)(state, x, "torch")
+    leaves = lambda tree: pytree.tree_leaves(tree, is_leaf=lambda n: isinstance(n, ternary.LinearHooks))  # noqa: E731
+    pairs = list(zip(leaves(fused), leaves(plain)))
+    assert len(pairs) == 1 + 4 * 2 + 1 and sum(got.rows for got, _ in pairs) > 0
+    for got, want in pairs:
+        assert got.rows == want.rows
+        if got.rows:
+            assert relative_error(got.x, want.x.double().cpu()) <= FP32_BUDGET
+            assert relative_error(got.grad_y, want.grad_y.double().cpu()) <= FP32_BUDGET
+
+
+def test_one_layer_twice_in_a_group_gets_both_runs_of_rows(gen):
+    shared = layer(23, 37, 10, gen)
+    x = torch.randint(-2, 3, (7, 23), generator=gen).float().to(DEVICE)
+    weights = torch.randint(-3, 4, (7, 37), generator=gen).float().to(DEVICE)
+    counts = torch.tensor([3, 4], device=DEVICE)
+
+    def loss(state, inputs):
+        return (grouped_linear([state, state], inputs, counts, backend="triton", fused=True) * weights).sum()
+
+    _, hooks = ternary.value_and_hooks(loss)(shared, x)
+    assert hooks.rows == 7 and torch.equal(hooks.x, x) and torch.equal(hooks.grad_y, weights)
