@@ -58,6 +58,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from ternary.kernels.layer_checks import check_layer_tensors
+
 DTYPE_NAMES = {torch.bfloat16: "bfloat16", torch.float16: "float16", torch.float32: "float32"}
 SMALL_M = 64
 M_BUCKETS = ("small", "large")
@@ -200,19 +202,11 @@ def _aligned(tensor: torch.Tensor) -> torch.Tensor:
     return tensor if tensor.data_ptr() % TMA_ALIGNMENT == 0 else tensor.clone()
 
 
-def _check_state(rows: torch.Tensor, T_packed, E, in_features: int, group_size: int, out_features: int) -> None:
+def _check_state(rows: torch.Tensor, T_packed, E, in_features: int, group_size: int, bias=None) -> None:
     if rows.device.type != "cuda":
         raise ValueError(f"tilelang linear: tensors must be on a CUDA device, got {rows.device}")
-    expected = {
-        "T_packed": (T_packed, torch.uint8, (out_features, -(-in_features // 5))),
-        "E": (E, torch.int8, (out_features, -(-in_features // group_size))),
-    }
-    for name, (tensor, dtype, shape) in expected.items():
-        if tensor.dtype != dtype or tuple(tensor.shape) != shape or tensor.device != rows.device:
-            raise ValueError(
-                f"tilelang linear: {name} is {tensor.dtype} {list(tensor.shape)} on {tensor.device}; "
-                f"expected {dtype} {list(shape)} on {rows.device}"
-            )
+    check_layer_tensors("tilelang linear", in_features=in_features, group_size=group_size, device=rows.device,
+                        T_packed=T_packed, E=E, bias=bias)
 
 
 def forward(
@@ -229,9 +223,7 @@ def forward(
     n = T_packed.shape[0]
     if x.dim() != 2 or x.shape[1] != in_features:
         raise ValueError(f"tilelang linear: x has shape {list(x.shape)}; expected [M, {in_features}]")
-    _check_state(x, T_packed, E, in_features, group_size, n)
-    if bias is not None and (bias.dtype != torch.int32 or tuple(bias.shape) != (n,)):
-        raise ValueError(f"tilelang linear: bias is {bias.dtype} {list(bias.shape)}; expected torch.int32 [{n}]")
+    _check_state(x, T_packed, E, in_features, group_size, bias)
     rows = x.shape[0]
     y = torch.empty((rows, n), dtype=x.dtype, device=x.device)
     if rows == 0:
@@ -259,7 +251,7 @@ def grad_x(
     n = T_packed.shape[0]
     if grad_y.dim() != 2 or grad_y.shape[1] != n:
         raise ValueError(f"tilelang linear: grad_y has shape {list(grad_y.shape)}; expected [M, {n}]")
-    _check_state(grad_y, T_packed, E, in_features, group_size, n)
+    _check_state(grad_y, T_packed, E, in_features, group_size)
     rows = grad_y.shape[0]
     dx = torch.empty((rows, in_features), dtype=grad_y.dtype, device=grad_y.device)
     if rows == 0:

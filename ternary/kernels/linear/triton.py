@@ -44,6 +44,7 @@ from ternary.kernels.linear.triton_base3 import (
     exact_exp2,
     trit_of,
 )
+from ternary.kernels.layer_checks import check_layer_tensors
 from ternary.kernels.registry import triton_interpreted
 
 GEMV_MAX_ROWS = 1
@@ -242,22 +243,14 @@ def _dequantize_planes_kernel(p_ptr, e_ptr, w_ptr, N, KB, stride_pn, stride_en, 
 
 
 def _check(name: str, a: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, in_features: int,
-           group_size: int, width: int, width_name: str) -> None:
+           group_size: int, width: int, width_name: str, bias: torch.Tensor | None = None) -> None:
     """Raise a one-line error naming the tensor at fault."""
-    if group_size <= 0 or group_size % 5:
-        raise ValueError(f"triton {name}: group_size={group_size} must be a positive multiple of 5")
+    check_layer_tensors(f"triton {name}", in_features=in_features, group_size=group_size, device=a.device,
+                        T_packed=T_packed, E=E, bias=bias)
     if a.dim() != 2 or a.dtype not in _FLOAT_DTYPES:
         raise ValueError(f"triton {name}: activations must be a 2-D float tensor, got {a.dtype} {list(a.shape)}")
     if a.shape[1] != width:
         raise ValueError(f"triton {name}: activations have {a.shape[1]} columns, expected {width_name}={width}")
-    if T_packed.dtype != torch.uint8 or T_packed.dim() != 2 or T_packed.shape[1] != -(-in_features // 5):
-        raise ValueError(f"triton {name}: T_packed must be uint8 [N, {-(-in_features // 5)}], got "
-                         f"{T_packed.dtype} {list(T_packed.shape)}")
-    groups = -(-in_features // group_size)
-    if E.dtype != torch.int8 or list(E.shape) != [T_packed.shape[0], groups]:
-        raise ValueError(f"triton {name}: E must be int8 [{T_packed.shape[0]}, {groups}], got {E.dtype} {list(E.shape)}")
-    if not (a.device == T_packed.device == E.device):
-        raise ValueError(f"triton {name}: tensors on different devices ({a.device}, {T_packed.device}, {E.device})")
 
 
 def _dot_config(dtype: torch.dtype) -> tuple[tl.dtype, torch.dtype, str]:
@@ -411,9 +404,7 @@ def forward(
     bias_frac_bits: int,
 ) -> torch.Tensor:
     """``y [M, N] = x [M, K] @ W.T + bias * 2^-B`` in ``x.dtype``."""
-    _check("forward", x, T_packed, E, in_features, group_size, in_features, "in_features")
-    if bias is not None and (bias.dtype != torch.int32 or list(bias.shape) != [T_packed.shape[0]]):
-        raise ValueError(f"triton forward: bias must be int32 [{T_packed.shape[0]}], got {bias.dtype} {list(bias.shape)}")
+    _check("forward", x, T_packed, E, in_features, group_size, in_features, "in_features", bias)
     kwargs = dict(in_features=in_features, group_size=group_size, bias_frac_bits=bias_frac_bits)
     m = x.shape[0]
     if m == 0 or T_packed.shape[0] == 0:

@@ -34,6 +34,7 @@ from ternary.kernels.linear.triton_base3 import (
     split_digits,
     trit_of,
 )
+from ternary.kernels.layer_checks import check_layer_tensors
 from ternary.kernels.registry import triton_interpreted
 from ternary.kernels.update import UpdatedTensors
 from ternary.state.packing import check_packed
@@ -193,23 +194,9 @@ def _exponent_kernel(score_ptr, e_ptr, ea_ptr, new_e_ptr, new_ea_ptr, total, the
 
 def _check(T_packed, E, E_accum, T_accum, bias, x, grad_y, in_features, group_size) -> None:
     """One-line errors naming the tensor at fault."""
-    if group_size <= 0 or group_size % 5:
-        raise ValueError(f"triton update: group_size={group_size} must be a positive multiple of 5")
+    check_layer_tensors("triton update", in_features=in_features, group_size=group_size, contiguous=True,
+                        T_packed=T_packed, E=E, E_accum=E_accum, T_accum=T_accum, bias=bias)
     n, k = T_packed.shape[0], in_features
-    groups = -(-k // group_size)
-    expected = {
-        "T_packed": (T_packed, torch.uint8, [n, -(-k // 5)]),
-        "E": (E, torch.int8, [n, groups]),
-        "E_accum": (E_accum, torch.int8, [n, groups]),
-        "T_accum": (T_accum, torch.int8, [n, k]),
-    }
-    if bias is not None:
-        expected["bias"] = (bias, torch.int32, [n])
-    for name, (tensor, dtype, shape) in expected.items():
-        if tensor.dtype != dtype or list(tensor.shape) != shape:
-            raise ValueError(f"triton update: {name} must be {dtype} {shape}, got {tensor.dtype} {list(tensor.shape)}")
-        if not tensor.is_contiguous():
-            raise ValueError(f"triton update: {name} must be contiguous")
     for name, tensor, width in (("x", x, k), ("grad_y", grad_y, n)):
         if tensor.dim() != 2 or tensor.shape[1] != width or tensor.dtype not in _FLOAT_DTYPES:
             raise ValueError(f"triton update: hook {name} must be a float [M, {width}] tensor, "
