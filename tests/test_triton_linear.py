@@ -62,7 +62,8 @@ def two_step_forced(rows_per_output: int):
 
 def forward_paths(m: int):
     paths = [("dispatch", kernels.forward), ("fused", kernels.forward_fused), ("two_step", kernels.forward_two_step),
-             ("two_step_columns", two_step_forced(2**40)), ("two_step_planes", two_step_forced(0))]
+             ("two_step_columns", two_step_forced(2**40)), ("two_step_planes", two_step_forced(0)),
+             ("table", kernels.forward_table)]
     return paths + ([("gemv", kernels.forward_gemv)] if m == 1 else [])
 
 

@@ -39,11 +39,13 @@ import triton.language as tl
 
 from ternary.kernels.linear.triton_base3 import (
     base3_quotients,
+    block_scales,
     decode_weights,
     digit_planes,
     exact_exp2,
     trit_of,
 )
+from ternary.kernels.linear.triton_table import table_forward_partials
 from ternary.kernels.layer_checks import check_layer_tensors
 from ternary.kernels.registry import triton_interpreted
 
@@ -69,38 +71,6 @@ def _split_range(KBp, BLOCK_B: tl.constexpr, SPLITS):
     per_split = (blocks + SPLITS - 1) // SPLITS
     first = tl.program_id(2) * per_split
     return first, tl.maximum(tl.minimum(per_split, blocks - first), 0)
-
-
-@triton.jit
-def _tile_scales(e_rows, block, NG, GROUPS: tl.constexpr):
-    """``2^E`` of the ``GROUPS`` whole groups of byte block ``block``: ``[R, GROUPS]`` fp32."""
-    groups = tl.minimum(block * GROUPS + tl.arange(0, GROUPS), NG - 1)
-    return exact_exp2(tl.load(e_rows + groups[None, :]))
-
-
-@triton.jit
-def _byte_scales(e_rows, jb, NG, BYTES_PER_GROUP: tl.constexpr):
-    """``2^E`` of every byte of a tile (groups not aligned to the block): ``[R, BLOCK_B]``."""
-    groups = tl.minimum(jb // BYTES_PER_GROUP, NG - 1)
-    return exact_exp2(tl.load(e_rows + groups[None, :]))
-
-
-@triton.jit
-def _expand_groups(scale, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr, BYTES_PER_GROUP: tl.constexpr):
-    """``[BLOCK_N, GROUPS]`` group scales repeated over the bytes of each group."""
-    wide = tl.broadcast_to(scale[:, :, None], (BLOCK_N, GROUPS, BYTES_PER_GROUP))
-    return tl.reshape(wide, (BLOCK_N, GROUPS * BYTES_PER_GROUP))
-
-
-@triton.jit
-def _block_scales(e_rows, jb, block, NG, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
-                  BYTES_PER_GROUP: tl.constexpr):
-    """``2^E`` of every byte of byte block ``block``: one load per group when groups tile the block."""
-    if BLOCK_B % BYTES_PER_GROUP == 0:
-        GROUPS: tl.constexpr = BLOCK_B // BYTES_PER_GROUP
-        return _expand_groups(_tile_scales(e_rows, block, NG, GROUPS), BLOCK_N, GROUPS, BYTES_PER_GROUP)
-    else:
-        return _byte_scales(e_rows, jb, NG, BYTES_PER_GROUP)
 
 
 @triton.jit
@@ -134,7 +104,7 @@ def _gemv_kernel(
         jb = (first + step) * BLOCK_B + tl.arange(0, BLOCK_B)
         byte = tl.load(rows_p + jb[None, :], mask=(jb < KB)[None, :], other=121).to(tl.int32)
         worst = tl.maximum(worst, byte)
-        scale = _block_scales(rows_e, jb, first + step, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
+        scale = block_scales(rows_e, jb, first + step, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
         q0, q1, q2, q3, q4 = base3_quotients(byte)
         z = z_ptr + jb
         part = q0 * tl.load(z)[None, :] + tl.load(z + 5 * stride_zi)[None, :]
@@ -169,7 +139,7 @@ def _forward_kernel(
         jb = block * BLOCK_B + tl.arange(0, BLOCK_B)
         byte = tl.load(rows_p + tl.minimum(jb, KB - 1)[None, :]).to(tl.int32)
         worst = tl.maximum(worst, byte)
-        scale = _block_scales(rows_e, jb, block, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
+        scale = block_scales(rows_e, jb, block, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
         w0, w1, w2, w3, w4 = _scaled_digits(byte, scale)
         x_cols = x_rows + jb[None, :]
         acc = tl.dot(tl.load(x_cols), tl.trans(w0.to(DOT_DTYPE)), acc, input_precision=PRECISION)
@@ -322,22 +292,33 @@ def _bias_value(bias: torch.Tensor, bias_frac_bits: int) -> torch.Tensor:
     return bias.to(torch.float64).mul(2.0**-bias_frac_bits).to(torch.float32)
 
 
-def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits):
-    """CUDA-core path for one activation row (see the module docstring)."""
+def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None):
+    """CUDA-core path for one activation row (see the module docstring).
+
+    ``tile = (BLOCK_N, BLOCK_B, warps, splits)`` overrides the launch (benchmark sweeps).
+    """
     if x.shape[0] != 1:
         raise ValueError(f"triton forward_gemv: takes one activation row, got {x.shape[0]}")
     n, kb = T_packed.shape
     block_n, block_b, warps = (16, 16, 4) if triton_interpreted() else (64, 32, 4)
+    if tile is not None:
+        block_n, block_b, warps = tile[:3]
     kb_padded = _round_up(kb, block_b)
     z = digit_planes(x, 1, kb_padded, block_b, z_form=True, dtype=torch.float32, blocked=False)
     tiles = triton.cdiv(n, block_n)
-    splits = _splits(tiles, kb_padded // block_b, x.device)
+    splits = min(tile[3], kb_padded // block_b) if tile is not None else _splits(tiles, kb_padded // block_b, x.device)
     ws = torch.empty((splits, 1, n), dtype=torch.float32, device=x.device)
     _gemv_kernel[(tiles, 1, splits)](
         z, T_packed, E, ws, n, kb, kb_padded, E.shape[1], z.stride(0), T_packed.stride(0), E.stride(0),
         ws.stride(0), BYTES_PER_GROUP=group_size // 5, BLOCK_N=block_n, BLOCK_B=block_b,
         SPLIT_K=splits, num_warps=warps,
     )
+    return _finish(ws, bias, bias_frac_bits, x.dtype)
+
+
+def forward_table(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits):
+    """Lookup-table path for a few activation rows (``triton_table``): one table lookup per byte and row."""
+    ws = table_forward_partials(x, T_packed, E, in_features=in_features, group_size=group_size)
     return _finish(ws, bias, bias_frac_bits, x.dtype)
 
 
