@@ -39,13 +39,11 @@ import triton.language as tl
 
 from ternary.kernels.linear.triton_base3 import (
     base3_quotients,
-    block_scales,
     decode_weights,
     digit_planes,
     exact_exp2,
     trit_of,
 )
-from ternary.kernels.linear.triton_table import table_forward_partials
 from ternary.kernels.layer_checks import check_layer_tensors
 from ternary.kernels.registry import triton_interpreted
 
@@ -58,6 +56,12 @@ PLANE_BLOCK_B = 128
 # 8192^2 M = 2048 (448 vs 518), lose at 4096^2 M = 2048 (147 vs 131) and at M = 8192
 # on every shape (4096^2: 497 vs 418); the others decode in column order like grad-x.
 PLANES_ROWS_PER_OUTPUT = 3
+# Split-K programs per SM. Both small-M kernels are latency-bound (one byte load per byte,
+# few bytes in flight per program), so more programs per SM hide more latency. H100,
+# 16384^2: GEMV 110 us with ~2 programs per SM, 89-91 us with 4-8; fused at M = 16
+# 252 us with 2, 185 us with 8 (0.74x -> 1.01x of bf16). benchmarks/gemv_sweep.py.
+GEMV_PROGRAMS_PER_SM = 8
+FUSED_PROGRAMS_PER_SM = 8
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
@@ -71,6 +75,38 @@ def _split_range(KBp, BLOCK_B: tl.constexpr, SPLITS):
     per_split = (blocks + SPLITS - 1) // SPLITS
     first = tl.program_id(2) * per_split
     return first, tl.maximum(tl.minimum(per_split, blocks - first), 0)
+
+
+@triton.jit
+def _tile_scales(e_rows, block, NG, GROUPS: tl.constexpr):
+    """``2^E`` of the ``GROUPS`` whole groups of byte block ``block``: ``[R, GROUPS]`` fp32."""
+    groups = tl.minimum(block * GROUPS + tl.arange(0, GROUPS), NG - 1)
+    return exact_exp2(tl.load(e_rows + groups[None, :]))
+
+
+@triton.jit
+def _byte_scales(e_rows, jb, NG, BYTES_PER_GROUP: tl.constexpr):
+    """``2^E`` of every byte of a tile (groups not aligned to the block): ``[R, BLOCK_B]``."""
+    groups = tl.minimum(jb // BYTES_PER_GROUP, NG - 1)
+    return exact_exp2(tl.load(e_rows + groups[None, :]))
+
+
+@triton.jit
+def _expand_groups(scale, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr, BYTES_PER_GROUP: tl.constexpr):
+    """``[BLOCK_N, GROUPS]`` group scales repeated over the bytes of each group."""
+    wide = tl.broadcast_to(scale[:, :, None], (BLOCK_N, GROUPS, BYTES_PER_GROUP))
+    return tl.reshape(wide, (BLOCK_N, GROUPS * BYTES_PER_GROUP))
+
+
+@triton.jit
+def _block_scales(e_rows, jb, block, NG, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+                  BYTES_PER_GROUP: tl.constexpr):
+    """``2^E`` of every byte of byte block ``block``: one load per group when groups tile the block."""
+    if BLOCK_B % BYTES_PER_GROUP == 0:
+        GROUPS: tl.constexpr = BLOCK_B // BYTES_PER_GROUP
+        return _expand_groups(_tile_scales(e_rows, block, NG, GROUPS), BLOCK_N, GROUPS, BYTES_PER_GROUP)
+    else:
+        return _byte_scales(e_rows, jb, NG, BYTES_PER_GROUP)
 
 
 @triton.jit
@@ -104,7 +140,7 @@ def _gemv_kernel(
         jb = (first + step) * BLOCK_B + tl.arange(0, BLOCK_B)
         byte = tl.load(rows_p + jb[None, :], mask=(jb < KB)[None, :], other=121).to(tl.int32)
         worst = tl.maximum(worst, byte)
-        scale = block_scales(rows_e, jb, first + step, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
+        scale = _block_scales(rows_e, jb, first + step, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
         q0, q1, q2, q3, q4 = base3_quotients(byte)
         z = z_ptr + jb
         part = q0 * tl.load(z)[None, :] + tl.load(z + 5 * stride_zi)[None, :]
@@ -139,7 +175,7 @@ def _forward_kernel(
         jb = block * BLOCK_B + tl.arange(0, BLOCK_B)
         byte = tl.load(rows_p + tl.minimum(jb, KB - 1)[None, :]).to(tl.int32)
         worst = tl.maximum(worst, byte)
-        scale = block_scales(rows_e, jb, block, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
+        scale = _block_scales(rows_e, jb, block, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
         w0, w1, w2, w3, w4 = _scaled_digits(byte, scale)
         x_cols = x_rows + jb[None, :]
         acc = tl.dot(tl.load(x_cols), tl.trans(w0.to(DOT_DTYPE)), acc, input_precision=PRECISION)
@@ -230,12 +266,12 @@ def _dot_config(dtype: torch.dtype) -> tuple[tl.dtype, torch.dtype, str]:
     return tl.float32, torch.float32, "tf32x3"
 
 
-def _splits(tiles: int, blocks: int, device: torch.device) -> int:
-    """How many reduction splits fill the card: about two programs per SM, at least 4 blocks each."""
+def _splits(tiles: int, blocks: int, device: torch.device, per_sm: int) -> int:
+    """How many reduction splits fill the card: about ``per_sm`` programs per SM, at least 4 blocks each."""
     if triton_interpreted():
         return min(2, blocks)
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    wanted = max(1, (2 * sms) // max(tiles, 1))
+    wanted = max(1, (per_sm * sms) // max(tiles, 1))
     return max(1, min(wanted, blocks // 4, 16))
 
 
@@ -306,19 +342,14 @@ def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bit
     kb_padded = _round_up(kb, block_b)
     z = digit_planes(x, 1, kb_padded, block_b, z_form=True, dtype=torch.float32, blocked=False)
     tiles = triton.cdiv(n, block_n)
-    splits = min(tile[3], kb_padded // block_b) if tile is not None else _splits(tiles, kb_padded // block_b, x.device)
+    splits = (min(tile[3], kb_padded // block_b) if tile is not None
+              else _splits(tiles, kb_padded // block_b, x.device, GEMV_PROGRAMS_PER_SM))
     ws = torch.empty((splits, 1, n), dtype=torch.float32, device=x.device)
     _gemv_kernel[(tiles, 1, splits)](
         z, T_packed, E, ws, n, kb, kb_padded, E.shape[1], z.stride(0), T_packed.stride(0), E.stride(0),
         ws.stride(0), BYTES_PER_GROUP=group_size // 5, BLOCK_N=block_n, BLOCK_B=block_b,
         SPLIT_K=splits, num_warps=warps,
     )
-    return _finish(ws, bias, bias_frac_bits, x.dtype)
-
-
-def forward_table(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits):
-    """Lookup-table path for a few activation rows (``triton_table``): one table lookup per byte and row."""
-    ws = table_forward_partials(x, T_packed, E, in_features=in_features, group_size=group_size)
     return _finish(ws, bias, bias_frac_bits, x.dtype)
 
 
@@ -334,7 +365,7 @@ def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bi
     rows, kb_padded = _round_up(m, block_m), _round_up(kb, block_b)
     planes = digit_planes(x, rows, kb_padded, block_b, z_form=False, dtype=plane_dtype, blocked=False)
     tiles = triton.cdiv(n, block_n) * (rows // block_m)
-    splits = _splits(tiles, kb_padded // block_b, x.device)
+    splits = _splits(tiles, kb_padded // block_b, x.device, FUSED_PROGRAMS_PER_SM)
     ws = torch.empty((splits, m, n), dtype=torch.float32, device=x.device)
     _forward_kernel[(triton.cdiv(n, block_n), rows // block_m, splits)](
         planes, T_packed, E, ws, m, n, kb, kb_padded, E.shape[1],

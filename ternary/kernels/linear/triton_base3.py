@@ -46,7 +46,7 @@ if os.environ.get("TRITON_INTERPRET", "0") == "1":
     _fix_interpreter_loop_bounds()
 
 # Byte whose five digits are all 1 (trit 0): the neutral value for masked loads.
-ZERO_TRITS_BYTE = tl.constexpr(121)
+ZERO_TRITS_BYTE = 121
 
 
 @triton.jit
@@ -92,38 +92,6 @@ def exact_exp2(e):
     subnormal = tl.full(e.shape, 1, tl.int32) << tl.maximum(e + 149, 0)
     bits = tl.where(e >= -126, normal, subnormal)
     return bits.to(tl.float32, bitcast=True)
-
-
-@triton.jit
-def _tile_scales(e_rows, block, NG, GROUPS: tl.constexpr):
-    """``2^E`` of the ``GROUPS`` whole groups of byte block ``block``: ``[R, GROUPS]`` fp32."""
-    groups = tl.minimum(block * GROUPS + tl.arange(0, GROUPS), NG - 1)
-    return exact_exp2(tl.load(e_rows + groups[None, :]))
-
-
-@triton.jit
-def _byte_scales(e_rows, jb, NG, BYTES_PER_GROUP: tl.constexpr):
-    """``2^E`` of every byte of a tile (groups not aligned to the block): ``[R, BLOCK_B]``."""
-    groups = tl.minimum(jb // BYTES_PER_GROUP, NG - 1)
-    return exact_exp2(tl.load(e_rows + groups[None, :]))
-
-
-@triton.jit
-def _expand_groups(scale, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr, BYTES_PER_GROUP: tl.constexpr):
-    """``[BLOCK_N, GROUPS]`` group scales repeated over the bytes of each group."""
-    wide = tl.broadcast_to(scale[:, :, None], (BLOCK_N, GROUPS, BYTES_PER_GROUP))
-    return tl.reshape(wide, (BLOCK_N, GROUPS * BYTES_PER_GROUP))
-
-
-@triton.jit
-def block_scales(e_rows, jb, block, NG, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
-                  BYTES_PER_GROUP: tl.constexpr):
-    """``2^E`` of every byte of byte block ``block``: one load per group when groups tile the block."""
-    if BLOCK_B % BYTES_PER_GROUP == 0:
-        GROUPS: tl.constexpr = BLOCK_B // BYTES_PER_GROUP
-        return _expand_groups(_tile_scales(e_rows, block, NG, GROUPS), BLOCK_N, GROUPS, BYTES_PER_GROUP)
-    else:
-        return _byte_scales(e_rows, jb, NG, BYTES_PER_GROUP)
 
 
 @triton.jit

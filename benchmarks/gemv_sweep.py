@@ -1,0 +1,88 @@
+"""Small-M forward launch sweep: the digit GEMV's tiles and split counts, the fused kernel's
+programs per SM, against bf16 cuBLAS, one card.
+
+    python -m benchmarks.gemv_sweep [--rows 1,16] [--quick]     # prints a table; GPU only
+
+For each ``(N, K)`` and ``M``: bf16 ``F.linear`` (cuBLAS), the forward ``ternary`` ships
+(``triton.forward``), then at ``M = 1`` the GEMV over ``(BLOCK_N, BLOCK_B, warps, splits)``
+and at ``M > 1`` the fused kernel with ``FUSED_PROGRAMS_PER_SM`` forced. Weights rotate over
+>= 3x the L2 size, calls replayed inside CUDA graphs (``benchmarks.kernels.time_in_graph``),
+group size 40, bf16 activations; every row is checked against the naive unpack + dequantise
++ cuBLAS path (relative RMS error). Results: ``benchmarks/NOTES.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+
+import torch
+import torch.nn.functional as F
+
+from benchmarks.kernels import GROUP_SIZE, copies_for, naive_forward, relative_rms, time_in_graph
+
+SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (16384, 16384))
+ROWS = (1, 16)
+# (BLOCK_N, BLOCK_B, warps, splits) of the GEMV; longer byte runs per row measured slower.
+GEMV_TILES = ((64, 32, 4, 2), (64, 32, 4, 4), (64, 32, 4, 8), (64, 32, 4, 16), (16, 128, 4, 8), (4, 512, 4, 8))
+FUSED_PER_SM = (2, 4, 8)
+
+
+def _fused_with(kernels, per_sm: int, call):
+    """``call()`` with the fused kernel's programs per SM forced to ``per_sm``."""
+    saved = kernels.FUSED_PROGRAMS_PER_SM
+    kernels.FUSED_PROGRAMS_PER_SM = per_sm
+    try:
+        return call()
+    finally:
+        kernels.FUSED_PROGRAMS_PER_SM = saved
+
+
+def main(argv: list[str] | None = None) -> None:
+    from ternary.kernels.linear import triton as kernels
+    from ternary.state.packing import byte_to_trits_table, random_packed, unpack
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="16384x16384 only")
+    parser.add_argument("--rows", default=",".join(map(str, ROWS)), help="comma list of activation rows M")
+    args = parser.parse_args(argv)
+    rows = tuple(int(r) for r in args.rows.split(","))
+    shapes = ((16384, 16384),) if args.quick else SHAPES
+    device = torch.device("cuda")
+    print(f"device: {torch.cuda.get_device_name(0)}  torch {torch.__version__}")
+    print(f"{'N x K':>12} {'M':>3} {'impl':>24} {'us':>9} {'x bf16':>7} {'rel err':>9}")
+    gen = torch.Generator().manual_seed(0)
+    table = byte_to_trits_table(device)
+    for n, k in shapes:
+        groups = -(-k // GROUP_SIZE)
+        count = copies_for(n * -(-k // 5) + n * groups, device)
+        states = [(random_packed(n, k, generator=gen).to(device),
+                   torch.randint(-4, 2, (n, groups), generator=gen).to(torch.int8).to(device)) for _ in range(count)]
+        dense = [unpack(p, k).to(torch.bfloat16) * torch.exp2(e.float()).repeat_interleave(GROUP_SIZE, 1)[:, :k]
+                 .bfloat16() for p, e in states[:copies_for(n * k * 2, device)]]
+        static = dict(in_features=k, group_size=GROUP_SIZE, bias_frac_bits=16)
+        for m in rows:
+            x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
+            want = naive_forward(x, table, *states[0], k, GROUP_SIZE)
+            base = time_in_graph([lambda w=w: F.linear(x, w) for w in dense])
+            print(f"{n:>5}x{k:<6} {m:>3} {'bf16_cublas':>24} {base:9.1f} {1.0:7.2f}")
+
+            def row(name, fn):
+                err = relative_rms(fn(*states[0]), want)
+                us = time_in_graph([lambda s=s: fn(*s) for s in states])
+                print(f"{n:>5}x{k:<6} {m:>3} {name:>24} {us:9.1f} {base / us:7.2f} {err:9.2e}", flush=True)
+
+            row("shipped", lambda p, e: kernels.forward(x, p, e, None, **static))
+            if m == 1:
+                for tile in GEMV_TILES:
+                    row("gemv {}x{} w{} s{}".format(*tile),
+                        lambda p, e, tile=tile: kernels.forward_gemv(x, p, e, None, tile=tile, **static))
+            else:
+                for per_sm in FUSED_PER_SM:
+                    row(f"fused {per_sm}/SM", lambda p, e, per_sm=per_sm: _fused_with(
+                        kernels, per_sm, lambda: kernels.forward_fused(x, p, e, None, **static)))
+        del states, dense
+        torch.cuda.empty_cache()
+
+
+if __name__ == "__main__":
+    main()
