@@ -5,7 +5,7 @@
 For each ``(N, K)``, three layouts of the same work (see ``benchmarks/NOTES.md``):
 
 - ``columns``: the shipped column-order decode (``triton.dequantize``, one output column per
-  lane, contiguous stores), used by grad-x and large-M forwards;
+  lane, contiguous stores), used by grad-x and large-M forwards, over ``COLUMN_TILES``;
 - ``planes``: the shipped digit-plane decode (``triton.dequantize_planes``, one packed byte
   per lane, five contiguous runs per byte tile), over run lengths;
 - ``strided``: one packed byte per lane with the five digits stored at stride 5 (kept to
@@ -25,6 +25,9 @@ from ternary.kernels.linear.triton_base3 import base3_quotients, exact_exp2, tri
 
 SHAPES = ((4096, 4096), (4096, 14336), (16384, 16384))
 PLANE_RUNS = (64, 128, 256)
+# (BLOCK_N, BLOCK_C, warps) of the column-order decode; the first is the shipped one.
+COLUMN_TILES = ((16, 256, 4), (8, 512, 4), (32, 128, 4), (32, 256, 8), (64, 128, 8), (16, 512, 8), (4, 1024, 4),
+                (8, 256, 4), (16, 128, 4), (64, 256, 8))
 
 
 @triton.jit
@@ -76,8 +79,8 @@ def main() -> None:
         packed = random_packed(n, k, generator=generator).cuda()
         exponents = torch.randint(-20, 5, (n, -(-k // 40)), generator=generator).to(torch.int8).cuda()
         want = reference.dequantize(packed, exponents, in_features=k, group_size=40).to(torch.bfloat16)
-        runs = [("columns", "16x256", lambda: kernels.dequantize(packed, exponents, in_features=k, group_size=40),
-                 lambda w: w)]
+        runs = [("columns", "{}x{}w{}".format(*tile), lambda tile=tile: kernels.dequantize(
+                     packed, exponents, in_features=k, group_size=40, tile=tile), lambda w: w) for tile in COLUMN_TILES]
         for block_b in PLANE_RUNS:
             def planes(bb=block_b):
                 kernels.PLANE_BLOCK_B = bb
@@ -91,9 +94,9 @@ def main() -> None:
             try:
                 exact = torch.equal(undo(run()), want)
                 ms = triton.testing.do_bench(run, warmup=5, rep=50)
-                print(f"{n:>5} x {k:<5} {name:>10} {tile:>7} {ms * 1e3:8.1f} {n * k * 2 / ms / 1e9:9.2f} {exact}")
+                print(f"{n:>5} x {k:<5} {name:>10} {tile:>9} {ms * 1e3:8.1f} {n * k * 2 / ms / 1e9:9.2f} {exact}")
             except Exception as error:  # one failing variant must not hide the others
-                print(f"{n:>5} x {k:<5} {name:>10} {tile:>7} error {type(error).__name__}: {error}")
+                print(f"{n:>5} x {k:<5} {name:>10} {tile:>9} error {type(error).__name__}: {error}")
 
 
 if __name__ == "__main__":

@@ -292,14 +292,19 @@ def _finish(ws: torch.Tensor, bias: torch.Tensor | None, bias_frac_bits: int, dt
 
 
 def dequantize(T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int, group_size: int,
-               dtype: torch.dtype = torch.bfloat16) -> torch.Tensor:
-    """Dense ``W [N, K] = T * 2^E`` in ``dtype`` (the transient buffer of the two-step path)."""
+               dtype: torch.dtype = torch.bfloat16, tile: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """Dense ``W [N, K] = T * 2^E`` in ``dtype`` (the transient buffer of the two-step path).
+
+    ``tile = (BLOCK_N, BLOCK_C, warps)`` overrides the launch (benchmark sweeps).
+    """
     n = T_packed.shape[0]
     w = torch.empty((n, in_features), dtype=dtype, device=T_packed.device)
-    block_n, block_c = (16, 32) if triton_interpreted() else (16, 256)
+    block_n, block_c, warps = (16, 32, 4) if triton_interpreted() else (16, 256, 4)
+    if tile is not None:
+        block_n, block_c, warps = tile
     _dequantize_kernel[(triton.cdiv(n, block_n), triton.cdiv(in_features, block_c))](
         T_packed, E, w, n, in_features, T_packed.stride(0), E.stride(0), w.stride(0),
-        GROUP_SIZE=group_size, BLOCK_N=block_n, BLOCK_C=block_c,
+        GROUP_SIZE=group_size, BLOCK_N=block_n, BLOCK_C=block_c, num_warps=warps,
     )
     return w
 
