@@ -45,9 +45,6 @@ def _fix_interpreter_loop_bounds() -> None:
 if os.environ.get("TRITON_INTERPRET", "0") == "1":
     _fix_interpreter_loop_bounds()
 
-# Byte whose five digits are all 1 (trit 0): the neutral value for masked loads.
-ZERO_TRITS_BYTE = 121
-
 
 @triton.jit
 def byte_as_float(byte):
