@@ -5,7 +5,7 @@ programs per SM, against bf16 cuBLAS, one card.
 
 For each ``(N, K)`` and ``M``: bf16 ``F.linear`` (cuBLAS), the forward ``ternary`` ships
 (``triton.forward``), then at ``M = 1`` the GEMV over ``(BLOCK_N, BLOCK_B, warps, splits)``
-and at ``M > 1`` the fused kernel with ``FUSED_PROGRAMS_PER_SM`` forced. Weights rotate over
+and at ``M > 1`` the fused kernel with ``PROGRAMS_PER_SM`` forced. Weights rotate over
 >= 3x the L2 size, calls replayed inside CUDA graphs (``benchmarks.kernels.time_in_graph``),
 group size 40, bf16 activations; every row is checked against the naive unpack + dequantise
 + cuBLAS path (relative RMS error). Results: ``benchmarks/NOTES.md``.
@@ -29,12 +29,12 @@ FUSED_PER_SM = (2, 4, 8)
 
 def _fused_with(kernels, per_sm: int, call):
     """``call()`` with the fused kernel's programs per SM forced to ``per_sm``."""
-    saved = kernels.FUSED_PROGRAMS_PER_SM
-    kernels.FUSED_PROGRAMS_PER_SM = per_sm
+    saved = kernels.PROGRAMS_PER_SM
+    kernels.PROGRAMS_PER_SM = per_sm
     try:
         return call()
     finally:
-        kernels.FUSED_PROGRAMS_PER_SM = saved
+        kernels.PROGRAMS_PER_SM = saved
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -28,20 +28,22 @@ from ternary.kernels.registry import implementation
 VOTE_BLOCK_ELEMENTS = 1 << 24  # at most 64 MiB of fp32 gradient rows alive at once
 
 
-def blocked_votes(x: torch.Tensor, grad_y: torch.Tensor, reference: Any) -> torch.Tensor:
-    """Votes of one layer as a flat int8 ``[N * K + N]`` (weights row-major, then biases).
+def blocked_votes(x: torch.Tensor, grad_y: torch.Tensor, reference: Any, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Votes of one layer as a flat ``[N * K + N]`` (weights row-major, then biases), written
+    into ``out`` (any integer dtype, e.g. a slice of the all-reduce buffer) or a new int8 tensor.
 
     The gradient is formed a block of output rows at a time, so no dense ``[N, K]``
-    float buffer ever exists; only the int8 votes are kept.
+    float buffer ever exists; only the integer votes are kept.
     """
     n, k = grad_y.shape[1], x.shape[1]
+    if out is None:
+        out = torch.empty((n * k + n,), dtype=torch.int8, device=x.device)
+    weight_votes, bias_votes = out[: n * k].view(n, k), out[n * k :]
     rows = max(1, VOTE_BLOCK_ELEMENTS // max(1, k))
-    weight_votes = torch.empty((n, k), dtype=torch.int8, device=x.device)
-    bias_votes = torch.empty((n,), dtype=torch.int8, device=x.device)
     for start in range(0, n, rows):
         block = slice(start, min(n, start + rows))
         weight_votes[block], bias_votes[block] = reference.votes(x, grad_y[:, block])
-    return torch.cat([weight_votes.reshape(-1), bias_votes])
+    return out
 
 
 def vote_dtype(world_size: int) -> torch.dtype:
@@ -84,17 +86,17 @@ def vote_update(
 
     reference = implementation("update", "torch")
     dtype = vote_dtype(dist.get_world_size(group))
-    pieces: list[torch.Tensor] = []
     layers = [(i, leaf) for i, leaf in enumerate(leaves) if is_layer(leaf)]
-    for i, layer in layers:
-        h = layer_hooks[i]
-        if h is None:
-            pieces.append(torch.zeros(layer.out_features * (layer.in_features + 1), dtype=dtype, device=device))
-            continue
-        pieces.append(blocked_votes(h.x, h.grad_y, reference).to(dtype))
-    if not pieces:
+    if not layers:
         return state, 0
-    flat = torch.cat(pieces)
+    flat = torch.zeros(sum(layer.out_features * (layer.in_features + 1) for _, layer in layers), dtype=dtype,
+                       device=device)
+    offset = 0
+    for i, layer in layers:
+        size = layer.out_features * (layer.in_features + 1)
+        if layer_hooks[i] is not None:
+            blocked_votes(layer_hooks[i].x, layer_hooks[i].grad_y, reference, out=flat[offset : offset + size])
+        offset += size
     dist.all_reduce(flat, group=group)
     combined = torch.sign(flat).to(torch.int8)
     new_leaves = list(leaves)
