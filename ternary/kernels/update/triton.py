@@ -208,13 +208,19 @@ def _check(T_packed, E, E_accum, T_accum, bias, x, grad_y, in_features, group_si
         raise ValueError(f"triton update: tensors on different devices {sorted(map(str, devices))}")
 
 
-def _tiles(m: int, group_size: int) -> tuple[int, int, int, int]:
-    """``(BLOCK_M, BLOCK_N, BLOCK_B, num_warps)``."""
+def _tiles(m: int, group_size: int) -> tuple[int, int, int, int, int]:
+    """``(BLOCK_M, BLOCK_N, BLOCK_B, num_warps, num_stages)``.
+
+    Hook rows per step matter most at training M (H100, bf16 hooks, 16384^2): BLOCK_M 64 ->
+    128 took M = 8192 from 21.4 to 17.3 ms and M = 2048 from 7.0 to 5.7 ms; a fourth stage
+    15.4 ms at M = 8192. Wider tiles (BLOCK_N 128, BLOCK_B 64) and 4 warps were slower
+    (register spills in the rule's epilogue; ``benchmarks/NOTES.md``).
+    """
     if triton_interpreted():
-        return 16, 16, 16, 4
+        return 16, 16, 16, 4, 3
     if m <= 256:
-        return 32, 64, 32, 4
-    return 64, 64, 32, 8
+        return 32, 64, 32, 4, 3
+    return 128, 64, 32, 8, 4
 
 
 def update(
@@ -246,7 +252,7 @@ def update(
     )
     if n == 0:
         return new
-    block_m, block_n, block_b, warps = _tiles(m, group_size)
+    block_m, block_n, block_b, warps, stages = _tiles(m, group_size)
     bytes_per_group = group_size // 5
     groups_in_tile = block_b % bytes_per_group == 0
     score = E if groups_in_tile else torch.zeros((n, groups), dtype=torch.int32, device=E.device)
@@ -264,7 +270,7 @@ def update(
         BYTES_PER_GROUP=bytes_per_group, GROUPS_IN_TILE=groups_in_tile, HAS_BIAS=bias is not None,
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b, EVEN=m % block_m == 0 and n % block_n == 0,
         DOT_DTYPE=dot_dtype, PRECISION="tf32x3",
-        num_warps=warps, num_stages=3,
+        num_warps=warps, num_stages=stages,
     )
     if not groups_in_tile:
         block = 32 if triton_interpreted() else 1024
