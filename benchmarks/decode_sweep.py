@@ -6,8 +6,9 @@ For each ``(N, K)``, three layouts of the same work (see ``benchmarks/NOTES.md``
 
 - ``columns``: the shipped column-order decode (``triton.dequantize``, one output column per
   lane, contiguous stores), used by grad-x and large-M forwards, over ``COLUMN_TILES``;
-- ``planes``: the shipped digit-plane decode (``triton.dequantize_planes``, one packed byte
-  per lane, five contiguous runs per byte tile), over run lengths;
+- ``planes``: the shipped digit-plane decode (``triton.dequantize_planes``, two packed bytes
+  per register through the PTX pair decode, five contiguous runs per byte tile), over tiles;
+  ``planes-f32q`` the same kernel with the fp32 quotient decode;
 - ``strided``: one packed byte per lane with the five digits stored at stride 5 (kept to
   show what scattered 2-byte stores cost).
 
@@ -24,7 +25,9 @@ import triton.language as tl
 from ternary.kernels.linear.triton_base3 import base3_quotients, exact_exp2, trit_of
 
 SHAPES = ((4096, 4096), (4096, 14336), (16384, 16384))
-PLANE_RUNS = (64, 128, 256)
+# (BLOCK_N, run length, PTX pair decode) of the digit-plane decode; the first is the shipped one.
+PLANE_TILES = ((8, 128, True), (8, 128, False), (8, 64, True), (8, 256, True), (16, 128, True), (32, 128, True),
+               (4, 256, True))
 # (BLOCK_N, BLOCK_C, warps) of the column-order decode; the first is the shipped one.
 COLUMN_TILES = ((16, 256, 4), (8, 512, 4), (32, 128, 4), (32, 256, 8), (64, 128, 8), (16, 512, 8), (4, 1024, 4),
                 (8, 256, 4), (16, 128, 4), (64, 256, 8))
@@ -81,11 +84,13 @@ def main() -> None:
         want = reference.dequantize(packed, exponents, in_features=k, group_size=40).to(torch.bfloat16)
         runs = [("columns", "{}x{}w{}".format(*tile), lambda tile=tile: kernels.dequantize(
                      packed, exponents, in_features=k, group_size=40, tile=tile), lambda w: w) for tile in COLUMN_TILES]
-        for block_b in PLANE_RUNS:
-            def planes(bb=block_b):
-                kernels.PLANE_BLOCK_B = bb
-                return kernels.dequantize_planes(packed, exponents, group_size=40, dtype=torch.bfloat16)
-            runs.append(("planes", f"8x{block_b}", planes, lambda w, bb=block_b: planes_to_columns(w, k, bb)))
+        for block_n, block_b, pairs in PLANE_TILES:
+            def planes(bn=block_n, bb=block_b, pairs=pairs):
+                kernels.PLANE_BLOCK_N, kernels.PLANE_BLOCK_B = bn, bb
+                return kernels.dequantize_planes(packed, exponents, group_size=40, dtype=torch.bfloat16,
+                                                 bf16_pairs=pairs)
+            runs.append(("planes" if pairs else "planes-f32q", f"{block_n}x{block_b}", planes,
+                         lambda w, bb=block_b: planes_to_columns(w, k, bb)))
         runs += [
             ("strided", "16x64", lambda: strided(packed, exponents, k), lambda w: w),
             ("strided", "8x128", lambda: strided(packed, exponents, k, 8, 128), lambda w: w),

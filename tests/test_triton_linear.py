@@ -186,6 +186,45 @@ def test_column_decode_is_bit_exact_for_any_tile(tile):
     assert torch.equal(got.cpu(), want.to(torch.float32).cpu())
 
 
+def _planes_as_columns(w: torch.Tensor) -> torch.Tensor:
+    """Undo the digit-plane order of :func:`kernels.dequantize_planes`: ``[N, blocks * 5 * BB]``
+    -> ``[N, blocks * BB * 5]`` in column order (padding columns past K included)."""
+    block_b = kernels.plane_block()
+    n = w.shape[0]
+    return w.view(n, -1, 5, block_b).transpose(2, 3).reshape(n, -1)
+
+
+@pytest.mark.parametrize("n,k,g", [(11, 83, 15), (37, 1500, 40), (3, 7, 5)])
+def test_bf16_plane_decode_is_bit_exact_with_extreme_exponents(n, k, g):
+    """The bf16 digit-plane buffer equals the reference decode bit for bit for every exponent
+    (E = -128 and -127 are bf16 subnormals, E = 127 the top); a corrupt byte gives NaN in its
+    byte's five weights only (all five from the fp32 quotients, digit 4 from the pair decode:
+    one is enough to poison every output that byte feeds). On a GPU this is the PTX pair
+    decode, on the CPU the fp32 quotients, whose interpreter cast to bf16 flushes subnormals
+    to zero, so there E stops at -126."""
+    (packed, exponents, _), gen = layer(n, k, g, seed=41)
+    lowest = -128 if DEVICE == "cuda" else -126
+    exponents = torch.randint(lowest, 128, exponents.shape, generator=gen).to(torch.int8).to(DEVICE)
+    exponents[0, 0], exponents[-1, -1] = lowest, 127
+    got = _planes_as_columns(kernels.dequantize_planes(packed, exponents, group_size=g, dtype=torch.bfloat16))
+    want = reference.dequantize(packed, exponents, in_features=k, group_size=g).to(torch.bfloat16)
+    assert torch.equal(got[:, :k].cpu(), want.cpu()) and not got[:, k:].any()
+    packed = packed.clone()
+    packed[n // 2, 1] = 243
+    got = _planes_as_columns(kernels.dequantize_planes(packed, exponents, group_size=g, dtype=torch.bfloat16))
+    nan = torch.isnan(got.float().cpu())
+    assert nan[n // 2, 9] and nan.sum() == nan[n // 2, 5:10].sum()
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="the PTX pair decode runs only compiled on a GPU")
+def test_bf16_pair_decode_matches_fp32_quotients():
+    """Both decodes of the plane kernel give the same bf16 buffer, bit for bit."""
+    (packed, exponents, _), gen = layer(300, 4099, 40, seed=43, e_low=-128, e_high=128)
+    pairs = kernels.dequantize_planes(packed, exponents, group_size=40, dtype=torch.bfloat16, bf16_pairs=True)
+    quotients = kernels.dequantize_planes(packed, exponents, group_size=40, dtype=torch.bfloat16, bf16_pairs=False)
+    assert torch.equal(pairs, quotients)
+
+
 def test_digit_planes_tiled_over_rows_match_a_torch_regrouping():
     """Row tiles of 16 (from 64 rows up): rows past M are zero, rows past ROWS are not written."""
     from ternary.kernels.linear.triton_base3 import digit_planes

@@ -39,10 +39,12 @@ import triton.language as tl
 
 from ternary.kernels.linear.triton_base3 import (
     base3_quotients,
+    bf16_exp2_bits,
     decode_weights,
     digit_planes,
     exact_exp2,
     trit_of,
+    weight_tiles_bf16,
 )
 from ternary.kernels.layer_checks import check_layer_tensors
 from ternary.kernels.registry import triton_interpreted
@@ -50,6 +52,7 @@ from ternary.kernels.registry import triton_interpreted
 GEMV_MAX_ROWS = 1
 TWO_STEP_MIN_ROWS = 64
 PLANE_BLOCK_B = 128
+PLANE_BLOCK_N = 8
 # Two-step forwards with M * PLANES_ROWS_PER_OUTPUT < N decode in digit-plane order and regroup
 # x; the decode saves time in proportion to N * K, the regrouping costs it in proportion to
 # M * K. Measured on an H100 (bf16): planes win at 16384^2 M = 2048 (1785 vs 2000 us) and
@@ -77,17 +80,18 @@ def _split_range(KBp, BLOCK_B: tl.constexpr, SPLITS):
 
 
 @triton.jit
-def _tile_scales(e_rows, block, NG, GROUPS: tl.constexpr):
-    """``2^E`` of the ``GROUPS`` whole groups of byte block ``block``: ``[R, GROUPS]`` fp32."""
+def _tile_scales(e_rows, block, NG, GROUPS: tl.constexpr, CONVERT: tl.constexpr):
+    """``CONVERT(E)`` (``2^E`` as fp32 or as bf16 bits) of the ``GROUPS`` whole groups of byte
+    block ``block``: ``[R, GROUPS]``."""
     groups = tl.minimum(block * GROUPS + tl.arange(0, GROUPS), NG - 1)
-    return exact_exp2(tl.load(e_rows + groups[None, :]))
+    return CONVERT(tl.load(e_rows + groups[None, :]))
 
 
 @triton.jit
-def _byte_scales(e_rows, jb, NG, BYTES_PER_GROUP: tl.constexpr):
-    """``2^E`` of every byte of a tile (groups not aligned to the block): ``[R, BLOCK_B]``."""
+def _byte_scales(e_rows, jb, NG, BYTES_PER_GROUP: tl.constexpr, CONVERT: tl.constexpr):
+    """``CONVERT(E)`` of every byte of a tile (groups not aligned to the block): ``[R, BLOCK_B]``."""
     groups = tl.minimum(jb // BYTES_PER_GROUP, NG - 1)
-    return exact_exp2(tl.load(e_rows + groups[None, :]))
+    return CONVERT(tl.load(e_rows + groups[None, :]))
 
 
 @triton.jit
@@ -99,13 +103,14 @@ def _expand_groups(scale, BLOCK_N: tl.constexpr, GROUPS: tl.constexpr, BYTES_PER
 
 @triton.jit
 def _block_scales(e_rows, jb, block, NG, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
-                  BYTES_PER_GROUP: tl.constexpr):
-    """``2^E`` of every byte of byte block ``block``: one load per group when groups tile the block."""
+                  BYTES_PER_GROUP: tl.constexpr, CONVERT: tl.constexpr = exact_exp2):
+    """``CONVERT(E)`` of every byte of byte block ``block`` (default fp32 ``2^E``): one load and
+    conversion per group when groups tile the block."""
     if BLOCK_B % BYTES_PER_GROUP == 0:
         GROUPS: tl.constexpr = BLOCK_B // BYTES_PER_GROUP
-        return _expand_groups(_tile_scales(e_rows, block, NG, GROUPS), BLOCK_N, GROUPS, BYTES_PER_GROUP)
+        return _expand_groups(_tile_scales(e_rows, block, NG, GROUPS, CONVERT), BLOCK_N, GROUPS, BYTES_PER_GROUP)
     else:
-        return _byte_scales(e_rows, jb, NG, BYTES_PER_GROUP)
+        return _byte_scales(e_rows, jb, NG, BYTES_PER_GROUP, CONVERT)
 
 
 @triton.jit
@@ -216,34 +221,47 @@ def _dequantize_kernel(p_ptr, e_ptr, w_ptr, N, K, stride_pn, stride_en, stride_w
 
 
 @triton.jit
-def _dequantize_planes_kernel(p_ptr, e_ptr, w_ptr, N, KB, stride_pn, stride_en, stride_wn,
-                              BYTES_PER_GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr):
+def _dequantize_planes_kernel(p_ptr, e_ptr, w_ptr, N, KB, NG, stride_pn, stride_en, stride_wn,
+                              BYTES_PER_GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+                              BF16_PAIRS: tl.constexpr):
     """Dense weights in digit-plane order ``[N, blocks, 5, BLOCK_B]``: entry ``(n, b, d, i)`` is
     ``W[n, 5 (b BLOCK_B + i) + d]`` (zero past ``K``).
 
-    Each packed byte is loaded once and gives all five trits from one set of quotients; each
-    digit of a ``[BLOCK_N, BLOCK_B]`` byte tile is stored as one contiguous run. Corrupt bytes
-    (> 242) give NaN.
+    Each packed byte is loaded once and gives all five weights; each digit of a
+    ``[BLOCK_N, BLOCK_B]`` byte tile is stored as one contiguous run. Corrupt bytes (> 242)
+    give NaN. ``BF16_PAIRS`` (bf16 output, compiled): two bytes per register through
+    :func:`weight_tiles_bf16`; otherwise fp32 quotients.
     """
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     block = tl.program_id(1)
     jb = block * BLOCK_B + tl.arange(0, BLOCK_B)
     rows = tl.minimum(rn, N - 1)[:, None]
     b_ok = (jb < KB)[None, :]
-    byte = tl.load(p_ptr + rows * stride_pn + jb[None, :], mask=b_ok, other=121).to(tl.int32)
-    scale = exact_exp2(tl.load(e_ptr + rows * stride_en + (jb // BYTES_PER_GROUP)[None, :], mask=b_ok, other=0))
-    scale = tl.where(byte > 242, float("nan"), scale)
-    # Written out rather than through ``_scaled_digits``: with the helper the stores compiled to
-    # predicated code that measured 10% slower on an H100 (16384^2: 310 vs 280 us, same run).
-    q0, q1, q2, q3, q4 = base3_quotients(byte)
     run = w_ptr + rn[:, None] * stride_wn + block * 5 * BLOCK_B + tl.arange(0, BLOCK_B)[None, :]
     keep = (rn < N)[:, None]
     dtype = w_ptr.dtype.element_ty
-    tl.store(run, (trit_of(q0, q1) * scale).to(dtype), mask=keep)
-    tl.store(run + BLOCK_B, (trit_of(q1, q2) * scale).to(dtype), mask=keep)
-    tl.store(run + 2 * BLOCK_B, (trit_of(q2, q3) * scale).to(dtype), mask=keep)
-    tl.store(run + 3 * BLOCK_B, (trit_of(q3, q4) * scale).to(dtype), mask=keep)
-    tl.store(run + 4 * BLOCK_B, (trit_of(q4, 0.0) * scale).to(dtype), mask=keep)
+    if BF16_PAIRS:
+        byte = tl.load(p_ptr + rows * stride_pn + jb[None, :], mask=b_ok, other=121)
+        bits = _block_scales(e_ptr + rows * stride_en, jb, block, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP,
+                             bf16_exp2_bits)
+        w0, w1, w2, w3, w4 = weight_tiles_bf16(byte, bits)
+        tl.store(run, w0, mask=keep)
+        tl.store(run + BLOCK_B, w1, mask=keep)
+        tl.store(run + 2 * BLOCK_B, w2, mask=keep)
+        tl.store(run + 3 * BLOCK_B, w3, mask=keep)
+        tl.store(run + 4 * BLOCK_B, w4, mask=keep)
+    else:
+        byte = tl.load(p_ptr + rows * stride_pn + jb[None, :], mask=b_ok, other=121).to(tl.int32)
+        scale = exact_exp2(tl.load(e_ptr + rows * stride_en + (jb // BYTES_PER_GROUP)[None, :], mask=b_ok, other=0))
+        scale = tl.where(byte > 242, float("nan"), scale)
+        # Written out rather than through ``_scaled_digits``: with the helper the stores compiled to
+        # predicated code that measured 10% slower on an H100 (16384^2: 310 vs 280 us, same run).
+        q0, q1, q2, q3, q4 = base3_quotients(byte)
+        tl.store(run, (trit_of(q0, q1) * scale).to(dtype), mask=keep)
+        tl.store(run + BLOCK_B, (trit_of(q1, q2) * scale).to(dtype), mask=keep)
+        tl.store(run + 2 * BLOCK_B, (trit_of(q2, q3) * scale).to(dtype), mask=keep)
+        tl.store(run + 3 * BLOCK_B, (trit_of(q3, q4) * scale).to(dtype), mask=keep)
+        tl.store(run + 4 * BLOCK_B, (trit_of(q4, 0.0) * scale).to(dtype), mask=keep)
 
 
 # --------------------------------------------------------------------------- launchers
@@ -316,17 +334,23 @@ def plane_block() -> int:
     return 16 if triton_interpreted() else PLANE_BLOCK_B
 
 
-def dequantize_planes(T_packed: torch.Tensor, E: torch.Tensor, *, group_size: int, dtype: torch.dtype) -> torch.Tensor:
+def dequantize_planes(T_packed: torch.Tensor, E: torch.Tensor, *, group_size: int, dtype: torch.dtype,
+                      bf16_pairs: bool | None = None) -> torch.Tensor:
     """Dense weights ``[N, blocks * 5 * BB]`` in digit-plane order (``BB = plane_block()``), the
-    column order :func:`digit_planes` gives the activations with ``blocked=True``."""
+    column order :func:`digit_planes` gives the activations with ``blocked=True``.
+
+    ``bf16_pairs`` (default: bf16 output on the GPU) picks the PTX pair decode; ``False``
+    forces the fp32 quotients (benchmarks compare the two)."""
     n, kb = T_packed.shape
     block_b = plane_block()
     blocks = triton.cdiv(kb, block_b)
     w = torch.empty((n, blocks * 5 * block_b), dtype=dtype, device=T_packed.device)
-    block_n = 16 if triton_interpreted() else 8
+    block_n = 16 if triton_interpreted() else PLANE_BLOCK_N
+    if bf16_pairs is None:
+        bf16_pairs = dtype == torch.bfloat16 and not triton_interpreted()
     _dequantize_planes_kernel[(triton.cdiv(n, block_n), blocks)](
-        T_packed, E, w, n, kb, T_packed.stride(0), E.stride(0), w.stride(0),
-        BYTES_PER_GROUP=group_size // 5, BLOCK_N=block_n, BLOCK_B=block_b,
+        T_packed, E, w, n, kb, E.shape[1], T_packed.stride(0), E.stride(0), w.stride(0),
+        BYTES_PER_GROUP=group_size // 5, BLOCK_N=block_n, BLOCK_B=block_b, BF16_PAIRS=bf16_pairs,
     )
     return w
 

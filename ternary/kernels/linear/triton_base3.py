@@ -113,16 +113,18 @@ def decode_weights(p_ptr, e_ptr, rows, cols, ok, stride_pn, stride_en, GROUP_SIZ
     return tl.where(byte > 242, float("nan"), trit_of(low, high) * exact_exp2(e))
 
 
-# Five trit tiles of a tile of packed bytes, two bytes per 32-bit register (PTX, sm_80+).
+# The five weight tiles of a tile of packed bytes, two bytes per 32-bit register (PTX; GPU only).
 # Each byte b becomes the fixed-point fraction q = b + ((55 b + 1003) >> 10) ~ b * 256 / 243
-# (checked exhaustively: the five steps below give the digits of every b <= 242); then, top
-# digit first, x = 3 q puts the next digit in bits 8..9 of each 16-bit lane, one ``prmt``
-# turns that byte into the bf16 value 128 + d, and one bf16 FMA gives d - 129 + 128 = T.
-# A corrupt byte (> 242) has q >= 256: bit 8 of its lane, moved to a byte's sign bit and
-# replicated by ``prmt``, turns its digit-4 trit into NaN (0xFFFF).
-_TRIT_PAIRS_ASM = tl.constexpr("""
+# (tests/test_base3_asm.py checks every byte pair against a model of these instructions).
+# Then, top digit first: x = 3 q puts the next digit d in bits 8..9 of each 16-bit lane, one
+# ``prmt`` makes that byte the bf16 value 128 + d, one bf16 FMA gives T = d - 1 (exact) and
+# one more T * 2^E (exact: T is -1, 0 or 1). A corrupt byte (> 242) has q >= 256: bit 8 of
+# its lane, moved to a byte's sign bit and replicated by ``prmt``, makes its digit-4 weight
+# NaN (0xFFFF). About 16 instructions per byte instead of ~35 for the fp32 quotients.
+_WEIGHT_PAIRS_ASM = tl.constexpr("""
 {
-.reg .b32 p, y, c, q, x, v, k, g, o, m;
+.reg .b32 p, y, c, q, x, v, k, g, o, m, s, z;
+mov.b32 s, $6;
 prmt.b32 p, $5, 0, 0x4140;
 mad.lo.u32 y, p, 55, 0x03EB03EB;
 shr.u32 c, y, 10;
@@ -132,55 +134,54 @@ shl.b32 m, q, 7;
 prmt.b32 m, m, 0, 0xBB99;
 mov.b32 k, 0xC301C301;
 mov.b32 o, 0x3F803F80;
+mov.b32 z, 0x80008000;
 mov.b32 g, 0x43434343;
 mul.lo.u32 x, q, 3;
 prmt.b32 v, g, x, 0x0705;
 and.b32 q, x, 0x00FF00FF;
 fma.rn.bf16x2 v, v, o, k;
+fma.rn.bf16x2 v, v, s, z;
 or.b32 $4, v, m;
 mul.lo.u32 x, q, 3;
 prmt.b32 v, g, x, 0x0705;
 and.b32 q, x, 0x00FF00FF;
-fma.rn.bf16x2 $3, v, o, k;
+fma.rn.bf16x2 v, v, o, k;
+fma.rn.bf16x2 $3, v, s, z;
 mul.lo.u32 x, q, 3;
 prmt.b32 v, g, x, 0x0705;
 and.b32 q, x, 0x00FF00FF;
-fma.rn.bf16x2 $2, v, o, k;
+fma.rn.bf16x2 v, v, o, k;
+fma.rn.bf16x2 $2, v, s, z;
 mul.lo.u32 x, q, 3;
 prmt.b32 v, g, x, 0x0705;
 and.b32 q, x, 0x00FF00FF;
-fma.rn.bf16x2 $1, v, o, k;
+fma.rn.bf16x2 v, v, o, k;
+fma.rn.bf16x2 $1, v, s, z;
 mul.lo.u32 x, q, 3;
 prmt.b32 v, g, x, 0x0705;
-fma.rn.bf16x2 $0, v, o, k;
+fma.rn.bf16x2 v, v, o, k;
+fma.rn.bf16x2 $0, v, s, z;
 }
 """)
 
 
 @triton.jit
-def trit_tiles(byte, USE_ASM: tl.constexpr):
-    """The five unscaled trit tiles (digit positions 0..4) of a uint8 tile; NaN in the
-    digit-4 tile where a byte is corrupt (> 242).
+def bf16_exp2_bits(e):
+    """The bf16 bit pattern (int16) of ``2^e`` for an integer tensor ``e`` in [-133, 127]
+    (subnormals included)."""
+    e = e.to(tl.int32)
+    normal = (e + 127) << 7
+    subnormal = tl.full(e.shape, 1, tl.int32) << tl.maximum(e + 133, 0)
+    return tl.where(e >= -126, normal, subnormal).to(tl.int16)
 
-    With ``USE_ASM`` (compiled for the GPU) the tiles are bf16 from :data:`_TRIT_PAIRS_ASM`;
-    without it (the interpreter) the same fixed-point steps run on int32 and give fp32.
-    """
-    if USE_ASM:
-        return tl.inline_asm_elementwise(_TRIT_PAIRS_ASM, "=r,=r,=r,=r,=r,r", [byte],
-                                         dtype=(tl.bfloat16,) * 5, is_pure=True, pack=2)
-    else:
-        b = byte.to(tl.int32)
-        q = b + ((b * 55 + 1003) >> 10)
-        x = q * 3
-        d4 = tl.where(b > 242, float("nan"), ((x >> 8) - 1).to(tl.float32))
-        x = (x & 255) * 3
-        d3 = x >> 8
-        x = (x & 255) * 3
-        d2 = x >> 8
-        x = (x & 255) * 3
-        d1 = x >> 8
-        d0 = ((x & 255) * 3) >> 8
-        return (d0 - 1).to(tl.float32), (d1 - 1).to(tl.float32), (d2 - 1).to(tl.float32), (d3 - 1).to(tl.float32), d4
+
+@triton.jit
+def weight_tiles_bf16(byte, scale_bits):
+    """The five bf16 weight tiles ``T * 2^E`` (digit positions 0..4) of a uint8 tile, given
+    the int16 bf16 bits of ``2^E`` per byte (:func:`bf16_exp2_bits`); NaN in the digit-4 tile
+    where a byte is corrupt. Compiled code only: the interpreter cannot run inline PTX."""
+    return tl.inline_asm_elementwise(_WEIGHT_PAIRS_ASM, "=r,=r,=r,=r,=r,r,r", [byte, scale_bits],
+                                     dtype=(tl.bfloat16,) * 5, is_pure=True, pack=2)
 
 
 @triton.jit

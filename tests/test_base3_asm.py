@@ -1,0 +1,143 @@
+"""The PTX pair decode of ``triton_base3`` (``_WEIGHT_PAIRS_ASM``), run on the CPU.
+
+The inline assembly only runs on a GPU, so CI executes its text with a small interpreter of
+the instructions it uses (32-bit integer ops, ``prmt``, ``bf16x2`` FMA) over NumPy arrays:
+every pair of byte values (corrupt ones included) and a spread of scale exponents must give
+exactly the weights of the lookup-table unpack, and NaN in digit 4 for a corrupt byte. The
+real instructions are compared bit for bit with the fp32 decode on the GPU
+(``test_triton_linear.py::test_bf16_pair_decode_matches_fp32_quotients``).
+"""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+import torch
+
+from ternary.kernels.linear import triton_base3
+from ternary.state.packing import byte_to_trits_table
+
+MASK = np.uint64(0xFFFFFFFF)
+
+
+def _bf16_to_float(bits: np.ndarray) -> np.ndarray:
+    return (bits.astype(np.uint32) << np.uint32(16)).view(np.float32).astype(np.float64)
+
+
+def _float_to_bf16(values: np.ndarray) -> np.ndarray:
+    """Round-to-nearest-even fp64 -> bf16 bits (inputs here are exact in fp32)."""
+    with np.errstate(over="ignore"):  # garbage lanes of corrupt bytes may overflow; they are not compared
+        bits = values.astype(np.float32).view(np.uint32).astype(np.uint64)
+    rounded = (bits + np.uint64(0x7FFF) + ((bits >> np.uint64(16)) & np.uint64(1))) >> np.uint64(16)
+    nan = np.isnan(values)
+    return np.where(nan, np.uint64(0x7FC0), rounded).astype(np.uint64)
+
+
+def _prmt(a: np.ndarray, b: np.ndarray, selector: int) -> np.ndarray:
+    """PTX ``prmt.b32`` (default mode): byte ``i`` of the result is byte ``sel_i`` of ``{b, a}``,
+    sign-replicated when bit 3 of the selector nibble is set."""
+    pool = (b.astype(np.uint64) << np.uint64(32)) | a.astype(np.uint64)
+    out = np.zeros_like(pool)
+    for i in range(4):
+        nibble = (selector >> (4 * i)) & 0xF
+        byte = (pool >> np.uint64(8 * (nibble & 7))) & np.uint64(0xFF)
+        if nibble & 8:
+            byte = np.where(byte & np.uint64(0x80), np.uint64(0xFF), np.uint64(0))
+        out |= byte << np.uint64(8 * i)
+    return out
+
+
+def _fma_bf16x2(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
+    lanes = []
+    for shift in (np.uint64(0), np.uint64(16)):
+        lane = [_bf16_to_float((v >> shift) & np.uint64(0xFFFF)) for v in (a, b, c)]
+        lanes.append(_float_to_bf16(lane[0] * lane[1] + lane[2]) << shift)
+    return lanes[0] | lanes[1]
+
+
+def run_asm(text: str, operands: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Execute the instructions of ``text`` on uint64 arrays holding 32-bit values."""
+    regs = dict(operands)
+
+    def value(token: str) -> np.ndarray:
+        token = token.strip()
+        if token in regs:
+            return regs[token]
+        return np.full_like(next(iter(operands.values())), int(token, 0))
+
+    for line in text.splitlines():
+        line = line.strip().rstrip(";")
+        if not line or line in "{}" or line.startswith(".reg"):
+            continue
+        op, args = line.split(None, 1)
+        dst, *src = [a.strip() for a in args.split(",")]
+        v = [value(s) for s in src[:2]] if not op.startswith("prmt") else None
+        if op == "mov.b32":
+            result = value(src[0])
+        elif op == "prmt.b32":
+            result = _prmt(value(src[0]), value(src[1]), int(src[2], 0))
+        elif op == "mad.lo.u32":
+            result = v[0] * v[1] + value(src[2])
+        elif op == "mul.lo.u32":
+            result = v[0] * v[1]
+        elif op == "add.u32":
+            result = v[0] + v[1]
+        elif op == "shr.u32":
+            result = v[0] >> v[1]
+        elif op == "shl.b32":
+            result = v[0] << v[1]
+        elif op == "and.b32":
+            result = v[0] & v[1]
+        elif op == "or.b32":
+            result = v[0] | v[1]
+        elif op == "fma.rn.bf16x2":
+            result = _fma_bf16x2(v[0], v[1], value(src[2]))
+        else:
+            raise AssertionError(f"instruction {op!r} has no model here; add one")
+        regs[dst] = result & MASK
+    return regs
+
+
+def _asm_text() -> str:
+    text = triton_base3._WEIGHT_PAIRS_ASM
+    return getattr(text, "value", text)
+
+
+def test_every_instruction_of_the_asm_is_modelled():
+    ops = {line.split()[0] for line in _asm_text().splitlines()
+           if line.strip() and line.strip() not in "{}" and not line.strip().startswith(".reg")}
+    assert ops <= {"mov.b32", "prmt.b32", "mad.lo.u32", "mul.lo.u32", "add.u32", "shr.u32", "shl.b32",
+                   "and.b32", "or.b32", "fma.rn.bf16x2"}
+
+
+@pytest.mark.parametrize("exponents", [(0, 0), (-128, 127), (-127, 5), (120, -126), (-3, -133 + 7)])
+def test_pair_decode_gives_every_byte_pairs_weights(exponents):
+    low, high = np.meshgrid(np.arange(256, dtype=np.uint64), np.arange(256, dtype=np.uint64), indexing="ij")
+    low, high = low.ravel(), high.ravel()
+    e_low, e_high = exponents
+    bits = torch.tensor([e_low, e_high]).to(torch.int32)
+    scale_bits = [int(b) & 0xFFFF for b in torch.where(
+        bits >= -126, (bits + 127) << 7, torch.ones_like(bits) << torch.clamp(bits + 133, min=0))]
+    packed_scale = np.full_like(low, scale_bits[0] | (scale_bits[1] << 16))
+    out = run_asm(_asm_text(), {"$5": low | (high << np.uint64(8)) | np.uint64(0xABCD0000), "$6": packed_scale})
+
+    table = byte_to_trits_table().numpy().astype(np.float64)
+    for half, (byte, e) in enumerate(((low, e_low), (high, e_high))):
+        for digit in range(5):
+            got = _bf16_to_float((out[f"${digit}"] >> np.uint64(16 * half)) & np.uint64(0xFFFF))
+            want = table[byte.astype(np.int64), digit] * 2.0**e
+            corrupt = byte > 242
+            if digit == 4:
+                assert np.isnan(got[corrupt]).all()
+            assert np.array_equal(got[~corrupt], want[~corrupt]), (digit, half)
+
+
+def test_bf16_exponent_bits_are_exact():
+    from ternary.kernels.linear.triton_base3 import bf16_exp2_bits  # noqa: F401 - the jit function exists
+
+    for e in range(-133, 128):
+        normal = (e + 127) << 7 if e >= -126 else 1 << (e + 133)
+        value = _bf16_to_float(np.array([normal], dtype=np.uint64))[0]
+        assert value == 2.0**e
