@@ -245,12 +245,12 @@ def test_corrupt_bytes_poison_outputs_instead_of_decoding():
     packed = packed.clone()
     packed[2, 4] = 250
     kw = dict(in_features=k, group_size=g, bias_frac_bits=FRAC_BITS)
-    for m in (1, 3):
-        x = torch.randn(m, k, generator=gen).to(DEVICE)
+    for m, dtype in ((1, torch.float32), (3, torch.float32), (1, torch.bfloat16), (3, torch.bfloat16)):
+        x = torch.randn(m, k, generator=gen).to(DEVICE, dtype)
         for name, path in forward_paths(m):
             y = path(x, packed, exponents, bias, **kw)
-            assert torch.isnan(y[:, 2]).all(), name
-            assert torch.isfinite(y[:, [0, 1, 3, 4]]).all(), name
+            assert torch.isnan(y[:, 2]).all(), (name, dtype)
+            assert torch.isfinite(y[:, [0, 1, 3, 4]]).all(), (name, dtype)
     grad = kernels.grad_x(torch.randn(3, n, generator=gen).to(DEVICE), packed, exponents, in_features=k, group_size=g)
     assert torch.isnan(grad[:, 20:25]).all()
 

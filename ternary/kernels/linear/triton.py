@@ -163,9 +163,13 @@ def _forward_kernel(
     M, N, KB, KBp, NG,
     stride_xd, stride_xm, stride_pn, stride_en, stride_os, stride_om,
     BYTES_PER_GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
-    SPLIT_K, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr,
+    SPLIT_K, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, PAIRS: tl.constexpr,
 ):
-    """Partial ``out[s, m, n] = sum_k x[m, k] W[n, k]`` from plane-major padded activation planes."""
+    """Partial ``out[s, m, n] = sum_k x[m, k] W[n, k]`` from plane-major padded activation planes.
+
+    ``PAIRS`` (bf16, compiled): the weight tiles come from the PTX pair decode
+    (:func:`weight_tiles_bf16`, NaN for a corrupt byte); otherwise from fp32 quotients, with a
+    running maximum for the corrupt-byte check."""
     rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rows_p = p_ptr + tl.minimum(rn, N - 1)[:, None] * stride_pn
@@ -177,10 +181,15 @@ def _forward_kernel(
     for step in range(0, count):
         block = first + step
         jb = block * BLOCK_B + tl.arange(0, BLOCK_B)
-        byte = tl.load(rows_p + tl.minimum(jb, KB - 1)[None, :]).to(tl.int32)
-        worst = tl.maximum(worst, byte)
-        scale = _block_scales(rows_e, jb, block, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
-        w0, w1, w2, w3, w4 = _scaled_digits(byte, scale)
+        byte = tl.load(rows_p + tl.minimum(jb, KB - 1)[None, :])
+        if PAIRS:
+            bits = _block_scales(rows_e, jb, block, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP, bf16_exp2_bits)
+            w0, w1, w2, w3, w4 = weight_tiles_bf16(byte, bits)
+        else:
+            byte = byte.to(tl.int32)
+            worst = tl.maximum(worst, byte)
+            scale = _block_scales(rows_e, jb, block, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
+            w0, w1, w2, w3, w4 = _scaled_digits(byte, scale)
         x_cols = x_rows + jb[None, :]
         acc = tl.dot(tl.load(x_cols), tl.trans(w0.to(DOT_DTYPE)), acc, input_precision=PRECISION)
         acc = tl.dot(tl.load(x_cols + stride_xd), tl.trans(w1.to(DOT_DTYPE)), acc, input_precision=PRECISION)
@@ -384,8 +393,9 @@ def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bit
     return _finish(ws, bias, bias_frac_bits, x.dtype)
 
 
-def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits):
-    """Tensor-core path: weights decoded tile by tile on chip."""
+def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, pairs=None):
+    """Tensor-core path: weights decoded tile by tile on chip; ``pairs`` (default: bf16
+    activations, compiled) picks the PTX pair decode over the fp32 quotients."""
     m, n, kb = x.shape[0], T_packed.shape[0], T_packed.shape[1]
     dot_dtype, plane_dtype, precision = _dot_config(x.dtype)
     if triton_interpreted():
@@ -398,11 +408,13 @@ def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bi
     tiles = triton.cdiv(n, block_n) * (rows // block_m)
     splits = _splits(tiles, kb_padded // block_b, x.device)
     ws = torch.empty((splits, m, n), dtype=torch.float32, device=x.device)
+    if pairs is None:
+        pairs = dot_dtype == tl.bfloat16
     _forward_kernel[(triton.cdiv(n, block_n), rows // block_m, splits)](
         planes, T_packed, E, ws, m, n, kb, kb_padded, E.shape[1],
         planes.stride(0), planes.stride(1), T_packed.stride(0), E.stride(0), ws.stride(0), ws.stride(1),
         BYTES_PER_GROUP=group_size // 5, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b,
-        SPLIT_K=splits, DOT_DTYPE=dot_dtype, PRECISION=precision, num_warps=warps, num_stages=3,
+        SPLIT_K=splits, DOT_DTYPE=dot_dtype, PRECISION=precision, PAIRS=pairs, num_warps=warps, num_stages=3,
     )
     return _finish(ws, bias, bias_frac_bits, x.dtype)
 
