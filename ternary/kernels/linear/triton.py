@@ -472,8 +472,22 @@ def forward(
 
 
 def grad_x_two_step(grad_y, T_packed, E, *, in_features, group_size):
-    """Dense decode into a transient buffer in ``grad_y.dtype`` (fp32 for fp16), then cuBLAS."""
+    """Dense decode into a transient buffer in ``grad_y.dtype`` (fp32 for fp16), then cuBLAS.
+
+    While ``M * PLANES_ROWS_PER_OUTPUT < N`` the buffer is in digit-plane order (the fast
+    decode) and the product's columns are put back in order by one strided copy of the
+    ``[M, K]`` output (the slice past ``K`` makes the result a strided view unless ``K`` fills
+    the last plane block); from there on, column order.
+    """
     dtype = _buffer_dtype(grad_y.dtype)
+    m = grad_y.shape[0]
+    if m * PLANES_ROWS_PER_OUTPUT < T_packed.shape[0]:
+        w = dequantize_planes(T_packed, E, group_size=group_size, dtype=dtype)
+        block_b = plane_block()
+        planes = (grad_y.to(dtype) @ w).view(m, -1, 5, block_b)
+        columns = torch.empty((m, w.shape[1]), dtype=dtype, device=grad_y.device)
+        columns.view(m, -1, block_b, 5).copy_(planes.transpose(2, 3))
+        return columns[:, :in_features].to(grad_y.dtype)
     w = dequantize(T_packed, E, in_features=in_features, group_size=group_size, dtype=dtype)
     return (grad_y.to(dtype) @ w).to(grad_y.dtype)
 

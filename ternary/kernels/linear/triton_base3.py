@@ -119,8 +119,8 @@ def decode_weights(p_ptr, e_ptr, rows, cols, ok, stride_pn, stride_en, GROUP_SIZ
 # Then, top digit first: x = 3 q puts the next digit d in bits 8..9 of each 16-bit lane, one
 # ``prmt`` makes that byte the bf16 value 128 + d, one bf16 FMA gives T = d - 1 (exact) and
 # one more T * 2^E (exact: T is -1, 0 or 1). A corrupt byte (> 242) has q >= 256: bit 8 of
-# its lane, moved to a byte's sign bit and replicated by ``prmt``, makes its digit-4 weight
-# NaN (0xFFFF). About 16 instructions per byte instead of ~35 for the fp32 quotients.
+# its lane, moved to a byte's sign bit and replicated by ``prmt``, makes its five weights NaN
+# (0xFFFF). About 18 instructions per byte instead of ~35 for the fp32 quotients.
 _WEIGHT_PAIRS_ASM = tl.constexpr("""
 {
 .reg .b32 p, y, c, q, x, v, k, g, o, m, s, z;
@@ -146,21 +146,25 @@ mul.lo.u32 x, q, 3;
 prmt.b32 v, g, x, 0x0705;
 and.b32 q, x, 0x00FF00FF;
 fma.rn.bf16x2 v, v, o, k;
-fma.rn.bf16x2 $3, v, s, z;
+fma.rn.bf16x2 v, v, s, z;
+or.b32 $3, v, m;
 mul.lo.u32 x, q, 3;
 prmt.b32 v, g, x, 0x0705;
 and.b32 q, x, 0x00FF00FF;
 fma.rn.bf16x2 v, v, o, k;
-fma.rn.bf16x2 $2, v, s, z;
+fma.rn.bf16x2 v, v, s, z;
+or.b32 $2, v, m;
 mul.lo.u32 x, q, 3;
 prmt.b32 v, g, x, 0x0705;
 and.b32 q, x, 0x00FF00FF;
 fma.rn.bf16x2 v, v, o, k;
-fma.rn.bf16x2 $1, v, s, z;
+fma.rn.bf16x2 v, v, s, z;
+or.b32 $1, v, m;
 mul.lo.u32 x, q, 3;
 prmt.b32 v, g, x, 0x0705;
 fma.rn.bf16x2 v, v, o, k;
-fma.rn.bf16x2 $0, v, s, z;
+fma.rn.bf16x2 v, v, s, z;
+or.b32 $0, v, m;
 }
 """)
 
@@ -178,8 +182,8 @@ def bf16_exp2_bits(e):
 @triton.jit
 def weight_tiles_bf16(byte, scale_bits):
     """The five bf16 weight tiles ``T * 2^E`` (digit positions 0..4) of a uint8 tile, given
-    the int16 bf16 bits of ``2^E`` per byte (:func:`bf16_exp2_bits`); NaN in the digit-4 tile
-    where a byte is corrupt. Compiled code only: the interpreter cannot run inline PTX."""
+    the int16 bf16 bits of ``2^E`` per byte (:func:`bf16_exp2_bits`); NaN in all five where a
+    byte is corrupt. Compiled code only: the interpreter cannot run inline PTX."""
     return tl.inline_asm_elementwise(_WEIGHT_PAIRS_ASM, "=r,=r,=r,=r,=r,r,r", [byte, scale_bits],
                                      dtype=(tl.bfloat16,) * 5, is_pure=True, pack=2)
 
