@@ -9,20 +9,22 @@ Forward takes one of three paths, picked by the number of activation rows ``M``:
   quotients plus one FMA per digit and row.
 - ``M < TWO_STEP_MIN_ROWS``: a fused tensor-core kernel. Each ``[BLOCK_N, BLOCK_B]`` tile
   of packed bytes is decoded once into five scaled weight tiles, one per digit position
-  (columns ``5j + d``); the activations are first regrouped into plane-major digit planes
+  (columns ``5j + d``; for bf16 activations by the PTX pair decode,
+  ``triton_base3.weight_tiles_bf16``); the activations are first regrouped into plane-major digit planes
   (``triton_base3.digit_planes``) so every operand load is contiguous. Split-K keeps all
   SMs busy at small M; the partial sums go to an fp32 workspace ``[splits, M, N]`` that
   one finishing kernel reduces (and adds the bias to).
 - ``M >= TWO_STEP_MIN_ROWS``: decode the layer into a transient dense buffer in the
   activation dtype (about ``N*K*2`` bytes for bf16, freed after the call), then cuBLAS;
-  for ``M < N / PLANES_ROWS_PER_OUTPUT`` in digit-plane column order with the activations
-  regrouped to match (one transient copy of ``x``). On H100 the fused kernel took 64 us at 4096 x 4096, M = 128,
-  against 15 us for bf16.
+  for ``M < N / PLANES_ROWS_PER_OUTPUT`` in digit-plane column order (bf16: the pair decode)
+  with the activations regrouped to match (one transient copy of ``x``). On H100 the fused
+  kernel took 64 us at 4096 x 4096, M = 128, against 15 us for bf16.
 
-``grad_x`` always takes the two-step path (decode in column order, then ``grad_y @ W`` in
-cuBLAS, so the output needs no regrouping): a fused
-grad-x kernel was written, but at 64-row tiles it hit an illegal address on H100 and its
-large-shape results were never checked on a GPU, so it is not shipped.
+``grad_x`` always takes the two-step path: ``grad_y @ W`` in cuBLAS, with ``W`` in
+digit-plane order and the output's columns put back by one strided copy while
+``M < N / PLANES_ROWS_PER_OUTPUT``, else in column order. A fused grad-x kernel was
+written, but at 64-row tiles it hit an illegal address on H100 and its large-shape results
+were never checked on a GPU, so it is not shipped.
 
 See ``benchmarks/NOTES.md`` for the measured history (a faster v2 of the small-M kernels
 gave wrong results on the GPU at large shapes and was reverted).
