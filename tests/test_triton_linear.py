@@ -51,12 +51,12 @@ def forced_branch(two_step, rows_per_output: int):
     or digit planes (0)."""
 
     def run(*args, **kwargs):
-        saved = kernels.PLANES_ROWS_PER_OUTPUT
-        kernels.PLANES_ROWS_PER_OUTPUT = rows_per_output
+        saved = kernels.PLANES_ROWS_PER_OUTPUT, kernels.PLANES_MIN_BLOCKS
+        kernels.PLANES_ROWS_PER_OUTPUT, kernels.PLANES_MIN_BLOCKS = rows_per_output, 0
         try:
             return two_step(*args, **kwargs)
         finally:
-            kernels.PLANES_ROWS_PER_OUTPUT = saved
+            kernels.PLANES_ROWS_PER_OUTPUT, kernels.PLANES_MIN_BLOCKS = saved
 
     return run
 
@@ -228,6 +228,17 @@ def test_bf16_pair_decode_matches_fp32_quotients():
     assert torch.equal(pairs, quotients)
 
 
+def test_pair_decode_refuses_what_it_cannot_do():
+    """The PTX pair decode only writes bf16 and only runs compiled: asking for it otherwise
+    is a clear error, not a crash inside the kernel."""
+    (packed, exponents, _), _ = layer(4, 83, 40, seed=3)
+    with pytest.raises(ValueError, match="pair decode"):
+        kernels.dequantize_planes(packed, exponents, group_size=40, dtype=torch.float32, bf16_pairs=True)
+    if DEVICE == "cpu":
+        with pytest.raises(ValueError, match="pair decode"):
+            kernels.dequantize_planes(packed, exponents, group_size=40, dtype=torch.bfloat16, bf16_pairs=True)
+
+
 def test_digit_planes_tiled_over_rows_match_a_torch_regrouping():
     """Row tiles of 16 (from 64 rows up): rows past M are zero, rows past ROWS are not written."""
     from ternary.kernels.linear.triton_base3 import digit_planes
@@ -254,8 +265,13 @@ def test_corrupt_bytes_poison_outputs_instead_of_decoding():
             y = path(x, packed, exponents, bias, **kw)
             assert torch.isnan(y[:, 2]).all(), (name, dtype)
             assert torch.isfinite(y[:, [0, 1, 3, 4]]).all(), (name, dtype)
-    grad = kernels.grad_x(torch.randn(3, n, generator=gen).to(DEVICE), packed, exponents, in_features=k, group_size=g)
-    assert torch.isnan(grad[:, 20:25]).all()
+    for dtype in (torch.float32, torch.bfloat16):
+        grad_y = torch.randn(3, n, generator=gen).to(DEVICE, dtype)
+        for rows_per_output in (0, 2**40):  # digit planes, column order
+            grad = forced_branch(kernels.grad_x_two_step, rows_per_output)(grad_y, packed, exponents, in_features=k,
+                                                                            group_size=g)
+            assert torch.isnan(grad[:, 20:25]).all(), (dtype, rows_per_output)
+            assert torch.isfinite(grad[:, :20]).all() and torch.isfinite(grad[:, 25:]).all(), (dtype, rows_per_output)
 
 
 @pytest.mark.parametrize(

@@ -85,6 +85,20 @@ def test_update_matches_reference_bit_for_bit(m, n, k, g, with_bias):
     assert not torch.equal(expected.T_packed.cpu(), state["T_packed"].cpu()), "test drew no trit step"
 
 
+@pytest.mark.parametrize("dtypes", [(torch.float32, torch.float32), (torch.bfloat16, torch.float32),
+                                    (torch.bfloat16, torch.bfloat16)])
+def test_update_at_training_rows_for_every_hook_dtype(dtypes):
+    """M above the small-M tile (256) picks the training tile, whose shared memory depends on
+    the operand width: fp32, mixed and bf16 hooks must all launch and match bit for bit."""
+    n, k, g = 70, 300, 40
+    m = 300 if DEVICE == "cpu" else 1000
+    gen = torch.Generator().manual_seed(23)
+    state = layer_state(n, k, g, gen)
+    x, grad_y = hooks(m, n, k, gen)
+    expected, actual = run_both(state, x.to(dtypes[0]), grad_y.to(dtypes[1]), rule(k, g))
+    assert_bitwise(expected, actual)
+
+
 @pytest.mark.parametrize("g", [40, 15])
 def test_update_saturation_and_limits_over_whole_ranges(g):
     """Accumulators at int8 limits, E at and beyond e_min / e_max, bias near int32 limits."""

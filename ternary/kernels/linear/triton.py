@@ -55,12 +55,15 @@ GEMV_MAX_ROWS = 1
 TWO_STEP_MIN_ROWS = 64
 PLANE_BLOCK_B = 128
 PLANE_BLOCK_N = 8
-# Two-step forwards with M * PLANES_ROWS_PER_OUTPUT < N decode in digit-plane order and regroup
-# x; the decode saves time in proportion to N * K, the regrouping costs it in proportion to
-# M * K. Measured on an H100 (bf16): planes win at 16384^2 M = 2048 (1785 vs 2000 us) and
-# 8192^2 M = 2048 (448 vs 518), lose at 4096^2 M = 2048 (147 vs 131) and at M = 8192
-# on every shape (4096^2: 497 vs 418); the others decode in column order like grad-x.
+# Two-step forwards and grad-x with M * PLANES_ROWS_PER_OUTPUT < N decode in digit-plane order
+# (regrouping x, or the grad-x output, to match); the decode saves time in proportion to N * K,
+# the regrouping costs it in proportion to M * K. Rechecked with the pair decode on an H100
+# (benchmarks/results/h100/pair_decode/planes_threshold.log): the rule picks the faster branch
+# or one within 3% at M = 2048 and 8192 on the four benchmark shapes.
 PLANES_ROWS_PER_OUTPUT = 3
+# ... and only with at least this many plane blocks per row: the plane layout pads K to whole
+# blocks of 5 * PLANE_BLOCK_B columns, so a narrow layer would multiply the GEMM's work.
+PLANES_MIN_BLOCKS = 4
 # Split-K programs per SM. Both small-M kernels are latency-bound (one byte load per byte,
 # few bytes in flight per program), so more programs per SM hide more latency. H100,
 # 16384^2: GEMV 110 us with ~2 programs per SM, 89-91 us with 4-8; fused at M = 16
@@ -198,7 +201,8 @@ def _forward_kernel(
         acc = tl.dot(tl.load(x_cols + 2 * stride_xd), tl.trans(w2.to(DOT_DTYPE)), acc, input_precision=PRECISION)
         acc = tl.dot(tl.load(x_cols + 3 * stride_xd), tl.trans(w3.to(DOT_DTYPE)), acc, input_precision=PRECISION)
         acc = tl.dot(tl.load(x_cols + 4 * stride_xd), tl.trans(w4.to(DOT_DTYPE)), acc, input_precision=PRECISION)
-    acc = tl.where((tl.max(worst, axis=1) > 242)[None, :], float("nan"), acc)
+    if not PAIRS:
+        acc = tl.where((tl.max(worst, axis=1) > 242)[None, :], float("nan"), acc)
     out = out_ptr + tl.program_id(2) * stride_os + rm[:, None] * stride_om + rn[None, :]
     tl.store(out, acc, mask=(rm < M)[:, None] & (rn < N)[None, :])
 
@@ -296,6 +300,13 @@ def _dot_config(dtype: torch.dtype) -> tuple[tl.dtype, torch.dtype, str]:
     return tl.float32, torch.float32, "tf32x3"
 
 
+def _check_pairs(name: str, pairs: bool, dtype: torch.dtype) -> None:
+    """The PTX pair decode runs only compiled and only writes bf16."""
+    if pairs and (triton_interpreted() or dtype != torch.bfloat16):
+        raise ValueError(f"triton {name}: the PTX pair decode needs a GPU and bf16 (pairs=True with {dtype}, "
+                         f"TRITON_INTERPRET={int(triton_interpreted())})")
+
+
 def _splits(tiles: int, blocks: int, device: torch.device) -> int:
     """How many reduction splits fill the card: about ``PROGRAMS_PER_SM`` programs per SM, at least 4
     blocks each."""
@@ -341,8 +352,14 @@ def dequantize(T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int, gro
 
 
 def plane_block() -> int:
-    """Bytes per digit run of the digit-plane layout of the two-step forward."""
+    """Bytes per digit run of the digit-plane layout of the two-step forward and grad-x."""
     return 16 if triton_interpreted() else PLANE_BLOCK_B
+
+
+def _plane_order(rows: int, T_packed: torch.Tensor) -> bool:
+    """Whether a two-step call with ``rows`` activation rows decodes in digit-plane order."""
+    n, kb = T_packed.shape
+    return rows * PLANES_ROWS_PER_OUTPUT < n and kb >= PLANES_MIN_BLOCKS * plane_block()
 
 
 def dequantize_planes(T_packed: torch.Tensor, E: torch.Tensor, *, group_size: int, dtype: torch.dtype,
@@ -359,6 +376,7 @@ def dequantize_planes(T_packed: torch.Tensor, E: torch.Tensor, *, group_size: in
     block_n = 16 if triton_interpreted() else PLANE_BLOCK_N
     if bf16_pairs is None:
         bf16_pairs = dtype == torch.bfloat16 and not triton_interpreted()
+    _check_pairs("dequantize_planes", bf16_pairs, dtype)
     _dequantize_planes_kernel[(triton.cdiv(n, block_n), blocks)](
         T_packed, E, w, n, kb, E.shape[1], T_packed.stride(0), E.stride(0), w.stride(0),
         BYTES_PER_GROUP=group_size // 5, BLOCK_N=block_n, BLOCK_B=block_b, BF16_PAIRS=bf16_pairs,
@@ -412,6 +430,7 @@ def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bi
     ws = torch.empty((splits, m, n), dtype=torch.float32, device=x.device)
     if pairs is None:
         pairs = dot_dtype == tl.bfloat16
+    _check_pairs("forward_fused", pairs, plane_dtype)
     _forward_kernel[(triton.cdiv(n, block_n), rows // block_m, splits)](
         planes, T_packed, E, ws, m, n, kb, kb_padded, E.shape[1],
         planes.stride(0), planes.stride(1), T_packed.stride(0), E.stride(0), ws.stride(0), ws.stride(1),
@@ -430,13 +449,14 @@ def _buffer_dtype(dtype: torch.dtype) -> torch.dtype:
 def forward_two_step(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits):
     """Dense decode into a transient buffer in ``x.dtype`` (fp32 for fp16), then cuBLAS.
 
-    While ``M * PLANES_ROWS_PER_OUTPUT < N`` the buffer is in digit-plane order (each digit of a
-    byte block is one contiguous run, so the decode stores whole runs: 2.5x faster than
-    column order on an H100) and the activations are regrouped into the same order; the
-    product is the same sum. From there on, column order (no regrouping of ``x``).
+    While ``M * PLANES_ROWS_PER_OUTPUT < N`` (and the layer is at least ``PLANES_MIN_BLOCKS``
+    plane blocks wide) the buffer is in digit-plane order (each digit of a byte block is one
+    contiguous run, so the decode stores whole runs: 2.5x faster than column order on an
+    H100) and the activations are regrouped into the same order; the product is the same
+    sum. Otherwise column order (no regrouping of ``x``).
     """
     out_dtype, dtype = x.dtype, _buffer_dtype(x.dtype)
-    if x.shape[0] * PLANES_ROWS_PER_OUTPUT < T_packed.shape[0]:
+    if _plane_order(x.shape[0], T_packed):
         w = dequantize_planes(T_packed, E, group_size=group_size, dtype=dtype)
         kb_padded = w.shape[1] // 5
         x = digit_planes(x, x.shape[0], kb_padded, plane_block(), z_form=False, dtype=dtype, blocked=True)
@@ -476,14 +496,15 @@ def forward(
 def grad_x_two_step(grad_y, T_packed, E, *, in_features, group_size):
     """Dense decode into a transient buffer in ``grad_y.dtype`` (fp32 for fp16), then cuBLAS.
 
-    While ``M * PLANES_ROWS_PER_OUTPUT < N`` the buffer is in digit-plane order (the fast
-    decode) and the product's columns are put back in order by one strided copy of the
-    ``[M, K]`` output (the slice past ``K`` makes the result a strided view unless ``K`` fills
-    the last plane block); from there on, column order.
+    Under the forward's rule (:func:`forward_two_step`) the buffer is in digit-plane order (the
+    fast decode) and the product's columns are put back in order by one strided copy of the
+    ``[M, K]`` output (the slice past ``K`` makes the result a strided view ``[M, K]`` with row
+    stride ``5 * plane_block() * blocks``, at most ``1 / PLANES_MIN_BLOCKS`` wider than ``K``);
+    otherwise column order.
     """
     dtype = _buffer_dtype(grad_y.dtype)
     m = grad_y.shape[0]
-    if m * PLANES_ROWS_PER_OUTPUT < T_packed.shape[0]:
+    if _plane_order(m, T_packed):
         w = dequantize_planes(T_packed, E, group_size=group_size, dtype=dtype)
         block_b = plane_block()
         planes = (grad_y.to(dtype) @ w).view(m, -1, 5, block_b)

@@ -6,6 +6,10 @@ division, no int->float conversion instruction), and digit ``i`` is then
 ``d_i = q_i - 3 q_{i+1}``. Cost: about 14 fp32 operations for the quotients plus 3 per
 scaled weight, against ~40 mixed integer operations for trit-by-trit ``% 3`` / ``// 3``.
 
+Compiled kernels writing bf16 use a second decode in inline PTX (:func:`weight_tiles_bf16`,
+``_pair_decode_asm``): two bytes per 32-bit register, ~18 instructions per byte for all five
+scaled weights, bit-identical to the fp32 decode.
+
 Shared by the linear kernels (``ternary/kernels/linear/triton.py``) and the direct
 update (``ternary/kernels/update/triton.py``): decoding, exact exponent scales, the
 digit-tile shuffles of the update (``split_digits`` / ``interleave_digits``) and the digit
@@ -175,15 +179,17 @@ def bf16_exp2_bits(e):
     (subnormals included)."""
     e = e.to(tl.int32)
     normal = (e + 127) << 7
-    subnormal = tl.full(e.shape, 1, tl.int32) << tl.maximum(e + 133, 0)
+    subnormal = tl.full(e.shape, 1, tl.int32) << tl.minimum(tl.maximum(e + 133, 0), 6)
     return tl.where(e >= -126, normal, subnormal).to(tl.int16)
 
 
 @triton.jit
 def weight_tiles_bf16(byte, scale_bits):
-    """The five bf16 weight tiles ``T * 2^E`` (digit positions 0..4) of a uint8 tile, given
-    the int16 bf16 bits of ``2^E`` per byte (:func:`bf16_exp2_bits`); NaN in all five where a
-    byte is corrupt. Compiled code only: the interpreter cannot run inline PTX."""
+    """Five bf16 weight tiles ``[R, C]`` ``T * 2^E`` (digit positions 0..4) of a uint8 tile
+    ``byte [R, C]``, given the int16 bf16 bits of ``2^E`` per byte ``scale_bits [R, C]``
+    (:func:`bf16_exp2_bits`); NaN in all five where a byte is corrupt. Compiled code only:
+    the interpreter cannot run inline PTX. Triton hands the asm two elements per register;
+    which two depends on the layout, and the result is elementwise either way."""
     return tl.inline_asm_elementwise(_WEIGHT_PAIRS_ASM, "=r,=r,=r,=r,=r,r,r", [byte, scale_bits],
                                      dtype=(tl.bfloat16,) * 5, is_pure=True, pack=2)
 

@@ -208,18 +208,20 @@ def _check(T_packed, E, E_accum, T_accum, bias, x, grad_y, in_features, group_si
         raise ValueError(f"triton update: tensors on different devices {sorted(map(str, devices))}")
 
 
-def _tiles(m: int, group_size: int) -> tuple[int, int, int, int, int]:
+def _tiles(m: int, group_size: int, fp32_operands: bool) -> tuple[int, int, int, int, int]:
     """``(BLOCK_M, BLOCK_N, BLOCK_B, num_warps, num_stages)``.
 
     Hook rows per step matter most at training M (H100, bf16 hooks, 16384^2): BLOCK_M 64 ->
     128 took M = 8192 from 21.4 to 17.3 ms and M = 2048 from 7.0 to 5.7 ms; a fourth stage
-    15.4 ms at M = 8192. Wider tiles (BLOCK_N 128, BLOCK_B 64) and 4 warps were slower
-    (register spills in the rule's epilogue; ``benchmarks/NOTES.md``).
+    15.4 ms at M = 8192 (``benchmarks/NOTES.md``). fp32 operands are twice as wide: 128 rows
+    do not fit shared memory even with 2 stages, so they keep 64 rows and 3 stages.
     """
     if triton_interpreted():
         return 16, 16, 16, 4, 3
     if m <= 256:
         return 32, 64, 32, 4, 3
+    if fp32_operands:
+        return 64, 64, 32, 8, 3
     return 128, 64, 32, 8, 4
 
 
@@ -252,11 +254,11 @@ def update(
     )
     if n == 0:
         return new
-    block_m, block_n, block_b, warps, stages = _tiles(m, group_size)
+    use_fp32 = torch.float32 in (x.dtype, grad_y.dtype) or triton_interpreted() or x.dtype != grad_y.dtype
+    block_m, block_n, block_b, warps, stages = _tiles(m, group_size, use_fp32)
     bytes_per_group = group_size // 5
     groups_in_tile = block_b % bytes_per_group == 0
     score = E if groups_in_tile else torch.zeros((n, groups), dtype=torch.int32, device=E.device)
-    use_fp32 = torch.float32 in (x.dtype, grad_y.dtype) or triton_interpreted() or x.dtype != grad_y.dtype
     dot_dtype = tl.float32 if use_fp32 else (tl.bfloat16 if x.dtype == torch.bfloat16 else tl.float16)
     blocks = triton.cdiv(kb, block_b)
     planes = digit_planes(x, max(block_m, -(-m // block_m) * block_m), blocks * block_b, block_b, z_form=False,
