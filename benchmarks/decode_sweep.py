@@ -5,7 +5,7 @@
 For each ``(N, K)``, three layouts of the same work (see ``benchmarks/NOTES.md``):
 
 - ``columns``: the shipped column-order decode (``triton.dequantize``, one output column per
-  lane, contiguous stores), used by grad-x and large-M forwards, over ``COLUMN_TILES``;
+  lane, contiguous stores), used by grad-x and forwards with M >= N / 3, over ``COLUMN_TILES``;
 - ``planes``: the shipped digit-plane decode (``triton.dequantize_planes``, two packed bytes
   per register through the PTX pair decode, five contiguous runs per byte tile), over tiles;
   ``planes-f32q`` the same kernel with the fp32 quotient decode;

@@ -212,8 +212,8 @@ def _tiles(m: int, group_size: int, fp32_operands: bool) -> tuple[int, int, int,
     """``(BLOCK_M, BLOCK_N, BLOCK_B, num_warps, num_stages)``.
 
     Hook rows per step matter most at training M (H100, bf16 hooks, 16384^2): BLOCK_M 64 ->
-    128 took M = 8192 from 21.4 to 17.3 ms and M = 2048 from 7.0 to 5.7 ms; a fourth stage
-    15.4 ms at M = 8192 (``benchmarks/NOTES.md``). fp32 operands are twice as wide: 128 rows
+    128 took M = 8192 from 21.4 to 16.6 ms and M = 2048 from 7.0 to 5.6 ms; a fourth stage
+    17.3 -> 15.4 ms at M = 8192 (``benchmarks/NOTES.md``). fp32 operands are twice as wide: 128 rows
     do not fit shared memory even with 2 stages, so they keep 64 rows and 3 stages.
     """
     if triton_interpreted():
