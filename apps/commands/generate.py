@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import sys
+
 import click
 
 from apps.commands.model_options import prepare_runtime, runtime_options
@@ -35,6 +37,6 @@ def generate(**values) -> None:
         state, config, values["prompt"].encode("utf-8"), values["tokens"], temperature=values["temperature"],
         seed=values["seed"], backend=values["backend"], dtype=DTYPES[values["dtype"]],
     )
-    stream = click.get_binary_stream("stdout")
-    stream.write(produced)
-    stream.flush()
+    sys.stdout.flush()
+    sys.stdout.buffer.write(produced)
+    sys.stdout.buffer.flush()
