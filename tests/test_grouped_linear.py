@@ -159,6 +159,26 @@ def test_bad_groups_are_refused(gen):
         grouped_linear([layer(23, 37, 10, gen)] * 2, x, counts.float(), backend="triton")
 
 
+@pytest.mark.parametrize("change,message", [
+    (lambda b: b.to(torch.int64), "bias must be int32"),
+    (lambda b: b[:1], r"bias must be stacked per expert \[2, 37\]"),
+    (lambda b: b[:, :-1], "bias must be int32 \\[37\\]"),
+    (lambda b: b.to("meta"), "bias is on meta"),
+])
+def test_grouped_kernel_names_a_bad_bias(gen, change, message):
+    """The grouped forward checks the stacked bias like every other layer tensor: dtype,
+    shape per expert and device, in one error naming it."""
+    from ternary.kernels.linear import triton_grouped
+
+    layers = [layer(23, 37, 10, gen) for _ in range(2)]
+    stack = {name: torch.stack([getattr(s, name) for s in layers]) for name in ("T_packed", "E", "bias")}
+    x = torch.randn(4, 23, generator=gen).to(DEVICE)
+    offsets = torch.tensor([0, 2, 4], dtype=torch.int32, device=DEVICE)
+    with pytest.raises(ValueError, match=message):
+        triton_grouped.forward(x, stack["T_packed"], stack["E"], change(stack["bias"]), offsets, in_features=23,
+                               group_size=10, bias_frac_bits=16)
+
+
 @pytest.mark.skipif(torch.cuda.is_available(), reason="on CUDA the check is a device-side assert (it ends the process)")
 @pytest.mark.parametrize("counts", [[2, 1], [2, 3], [5, -1]])
 @pytest.mark.parametrize("fused", [True, False])

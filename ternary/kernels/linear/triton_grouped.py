@@ -113,12 +113,18 @@ def _launch(a: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias: torc
 
 
 def _check_group(name: str, a: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, offsets: torch.Tensor,
-                 in_features: int, group_size: int, width: int, width_name: str) -> None:
-    """Validate stacked weights ``[G, N, *]`` and ``offsets [G + 1]`` (per-expert checks reuse ``_check``)."""
+                 in_features: int, group_size: int, width: int, width_name: str,
+                 bias: torch.Tensor | None = None) -> None:
+    """Validate stacked weights ``[G, N, *]``, ``bias [G, N]`` and ``offsets [G + 1]`` (per-expert
+    checks, device included, reuse ``_check``)."""
     if T_packed.dim() != 3 or E.dim() != 3 or T_packed.shape[:2] != E.shape[:2]:
         raise ValueError(f"triton grouped {name}: T_packed [G, N, B] and E [G, N, groups] must be stacked per "
                          f"expert, got {list(T_packed.shape)} and {list(E.shape)}")
-    _check(f"grouped {name}", a, T_packed[0], E[0], in_features, group_size, width, width_name)
+    if bias is not None and (bias.dim() != 2 or bias.shape[0] != T_packed.shape[0]):
+        raise ValueError(f"triton grouped {name}: bias must be stacked per expert {list(T_packed.shape[:2])}, "
+                         f"got {list(bias.shape)}")
+    _check(f"grouped {name}", a, T_packed[0], E[0], in_features, group_size, width, width_name,
+           None if bias is None else bias[0])
     if offsets.dtype != torch.int32 or list(offsets.shape) != [T_packed.shape[0] + 1] or offsets.device != a.device:
         raise ValueError(f"triton grouped {name}: offsets must be int32 [{T_packed.shape[0] + 1}] on {a.device}, "
                          f"got {offsets.dtype} {list(offsets.shape)} on {offsets.device}")
@@ -130,10 +136,7 @@ def _check_group(name: str, a: torch.Tensor, T_packed: torch.Tensor, E: torch.Te
 def forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias: torch.Tensor | None,
             offsets: torch.Tensor, *, in_features: int, group_size: int, bias_frac_bits: int) -> torch.Tensor:
     """``y [S, N]``: rows ``offsets[e]:offsets[e+1]`` of ``x [S, K]`` through expert ``e`` (``W_e.T`` + bias)."""
-    _check_group("forward", x, T_packed, E, offsets, in_features, group_size, in_features, "in_features")
-    if bias is not None and (bias.dtype != torch.int32 or list(bias.shape) != list(T_packed.shape[:2])):
-        raise ValueError(f"triton grouped forward: bias must be int32 {list(T_packed.shape[:2])}, "
-                         f"got {bias.dtype} {list(bias.shape)}")
+    _check_group("forward", x, T_packed, E, offsets, in_features, group_size, in_features, "in_features", bias)
     return _launch(x, T_packed, E, bias, offsets, out_cols=T_packed.shape[1], red_cols=in_features,
                    transposed=False, group_size=group_size, bias_frac_bits=bias_frac_bits)
 
