@@ -117,15 +117,19 @@ def decode_weights(p_ptr, e_ptr, rows, cols, ok, stride_pn, stride_en, GROUP_SIZ
     return tl.where(byte > 242, float("nan"), trit_of(low, high) * exact_exp2(e))
 
 
-# The five weight tiles of a tile of packed bytes, two bytes per 32-bit register (PTX; GPU only).
-# Each byte b becomes the fixed-point fraction q = b + ((55 b + 1003) >> 10) ~ b * 256 / 243
-# (tests/test_base3_asm.py checks every byte pair against a model of these instructions).
-# Then, top digit first: x = 3 q puts the next digit d in bits 8..9 of each 16-bit lane, one
-# ``prmt`` makes that byte the bf16 value 128 + d, one bf16 FMA gives T = d - 1 (exact) and
-# one more T * 2^E (exact: T is -1, 0 or 1). A corrupt byte (> 242) has q >= 256: bit 8 of
-# its lane, moved to a byte's sign bit and replicated by ``prmt``, makes its five weights NaN
-# (0xFFFF). About 18 instructions per byte instead of ~35 for the fp32 quotients.
-_WEIGHT_PAIRS_ASM = tl.constexpr("""
+def _pair_decode_asm() -> str:
+    """PTX turning two packed bytes (``$5``, one 32-bit register) and the bf16 bits of their
+    ``2^E`` (``$6``) into five bf16 weight pairs ``$0..$4`` (digit positions 0..4).
+
+    Each byte b becomes the fixed-point fraction q = b + ((55 b + 1003) >> 10) ~ b * 256 / 243
+    (tests/test_base3_asm.py runs this text on every byte pair). Then, top digit first: x = 3 q
+    puts the next digit d in bits 8..9 of each 16-bit lane, one ``prmt`` makes that byte the
+    bf16 value 128 + d, one bf16 FMA gives T = d - 1 (exact) and one more T * 2^E (exact: T is
+    -1, 0 or 1). A corrupt byte (> 242) has q >= 256: bit 8 of its lane, moved to a byte's sign
+    bit and replicated by ``prmt``, makes its five weights NaN (0xFFFF). About 18 instructions
+    per byte instead of ~35 for the fp32 quotients.
+    """
+    setup = """
 {
 .reg .b32 p, y, c, q, x, v, k, g, o, m, s, z;
 mov.b32 s, $6;
@@ -140,37 +144,17 @@ mov.b32 k, 0xC301C301;
 mov.b32 o, 0x3F803F80;
 mov.b32 z, 0x80008000;
 mov.b32 g, 0x43434343;
-mul.lo.u32 x, q, 3;
-prmt.b32 v, g, x, 0x0705;
-and.b32 q, x, 0x00FF00FF;
-fma.rn.bf16x2 v, v, o, k;
-fma.rn.bf16x2 v, v, s, z;
-or.b32 $4, v, m;
-mul.lo.u32 x, q, 3;
-prmt.b32 v, g, x, 0x0705;
-and.b32 q, x, 0x00FF00FF;
-fma.rn.bf16x2 v, v, o, k;
-fma.rn.bf16x2 v, v, s, z;
-or.b32 $3, v, m;
-mul.lo.u32 x, q, 3;
-prmt.b32 v, g, x, 0x0705;
-and.b32 q, x, 0x00FF00FF;
-fma.rn.bf16x2 v, v, o, k;
-fma.rn.bf16x2 v, v, s, z;
-or.b32 $2, v, m;
-mul.lo.u32 x, q, 3;
-prmt.b32 v, g, x, 0x0705;
-and.b32 q, x, 0x00FF00FF;
-fma.rn.bf16x2 v, v, o, k;
-fma.rn.bf16x2 v, v, s, z;
-or.b32 $1, v, m;
-mul.lo.u32 x, q, 3;
-prmt.b32 v, g, x, 0x0705;
-fma.rn.bf16x2 v, v, o, k;
-fma.rn.bf16x2 v, v, s, z;
-or.b32 $0, v, m;
-}
-""")
+"""
+    steps = []
+    for digit in (4, 3, 2, 1, 0):
+        steps += ["mul.lo.u32 x, q, 3;", "prmt.b32 v, g, x, 0x0705;"]
+        if digit:
+            steps.append("and.b32 q, x, 0x00FF00FF;")
+        steps += ["fma.rn.bf16x2 v, v, o, k;", "fma.rn.bf16x2 v, v, s, z;", f"or.b32 ${digit}, v, m;"]
+    return setup + "\n".join(steps) + "\n}\n"
+
+
+_WEIGHT_PAIRS_ASM = tl.constexpr(_pair_decode_asm())
 
 
 @triton.jit
