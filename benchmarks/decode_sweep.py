@@ -22,7 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
-from ternary.kernels.linear.triton_base3 import base3_quotients, exact_exp2, trit_of
+from ternary.kernels.linear.triton_base3 import exact_exp2, shifted_quotients, trit_of
 
 SHAPES = ((4096, 4096), (4096, 14336), (16384, 16384))
 # (BLOCK_N, run length, PTX pair decode) of the digit-plane decode; the first is the shipped one.
@@ -42,15 +42,15 @@ def _bytes_strided_kernel(p_ptr, e_ptr, w_ptr, N, K, KB, stride_pn, stride_en, s
     b_ok = (jb < KB)[None, :]
     byte = tl.load(p_ptr + rows * stride_pn + jb[None, :], mask=b_ok, other=121).to(tl.int32)
     scale = exact_exp2(tl.load(e_ptr + rows * stride_en + (jb // BYTES_PER_GROUP)[None, :], mask=b_ok, other=0))
-    q0, q1, q2, q3, q4 = base3_quotients(byte)
+    r0, r1, r2, r3, r4 = shifted_quotients(byte)
     base = w_ptr + rn[:, None] * stride_wn + jb[None, :] * 5
     ok = (rn < N)[:, None]
     dtype = w_ptr.dtype.element_ty
-    tl.store(base, (trit_of(q0, q1) * scale).to(dtype), mask=ok & (jb * 5 < K)[None, :])
-    tl.store(base + 1, (trit_of(q1, q2) * scale).to(dtype), mask=ok & (jb * 5 + 1 < K)[None, :])
-    tl.store(base + 2, (trit_of(q2, q3) * scale).to(dtype), mask=ok & (jb * 5 + 2 < K)[None, :])
-    tl.store(base + 3, (trit_of(q3, q4) * scale).to(dtype), mask=ok & (jb * 5 + 3 < K)[None, :])
-    tl.store(base + 4, (trit_of(q4, 0.0) * scale).to(dtype), mask=ok & (jb * 5 + 4 < K)[None, :])
+    tl.store(base, (trit_of(r0, r1) * scale).to(dtype), mask=ok & (jb * 5 < K)[None, :])
+    tl.store(base + 1, (trit_of(r1, r2) * scale).to(dtype), mask=ok & (jb * 5 + 1 < K)[None, :])
+    tl.store(base + 2, (trit_of(r2, r3) * scale).to(dtype), mask=ok & (jb * 5 + 2 < K)[None, :])
+    tl.store(base + 3, (trit_of(r3, r4) * scale).to(dtype), mask=ok & (jb * 5 + 3 < K)[None, :])
+    tl.store(base + 4, (r4 * scale).to(dtype), mask=ok & (jb * 5 + 4 < K)[None, :])
 
 
 def strided(packed, exponents, k, block_n=16, block_b=64):

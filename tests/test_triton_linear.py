@@ -8,7 +8,7 @@ GPU the same tests run compiled. Float outputs are compared by relative RMS erro
 
 - fp32 activations: ``FP32_BUDGET`` (the fused paths use fp32 accumulation and, on GPU,
   3-pass TF32 products; the M = 1 GEMV rewrites each byte's dot product as
-  ``sum_i q_i z_i - sum_i x_i`` over quotients up to 242, so it is looser);
+  ``sum_i r_i z_i + z_5`` over shifted quotients up to 241, so it is looser);
 - bf16 activations: ``BF16_BUDGET`` (one bf16 rounding of the output, ~2^-9 relative).
 """
 

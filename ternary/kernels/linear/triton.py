@@ -3,10 +3,11 @@
 Forward takes one of three paths, picked by the number of activation rows ``M``:
 
 - ``M == 1`` (forward only): a CUDA-core GEMV that never forms a weight.
-  With quotients ``q_i = floor(b / 3^i)`` of a byte ``b``, the byte's dot product is
-  ``sum_i d_i x_i - sum_i x_i = sum_i q_i z_i - sum_i x_i`` where ``z_0 = x_0`` and
-  ``z_i = x_i - 3 x_{i-1}``; ``z`` depends on the activations only, so each byte costs its
-  quotients plus one FMA per digit and row.
+  With shifted quotients ``r_i = floor(b / 3^i) - 1`` of a byte ``b``, the byte's dot
+  product is ``sum_i d_i x_i - sum_i x_i = sum_i r_i z_i + z_5`` where ``z_0 = x_0``,
+  ``z_i = x_i - 3 x_{i-1}`` and ``z_5 = sum_i z_i - sum_i x_i = -3 (x_0 + x_1 + x_2 + x_3)``;
+  ``z`` depends on the activations only, so each byte costs its quotients (10 fp32
+  operations) plus one FMA per digit and row.
 - ``M < TWO_STEP_MIN_ROWS``: a fused tensor-core kernel. Each ``[BLOCK_N, BLOCK_B]`` tile
   of packed bytes is decoded once into five scaled weight tiles, one per digit position
   (columns ``5j + d``; for bf16 activations by the PTX pair decode,
@@ -40,11 +41,11 @@ import triton
 import triton.language as tl
 
 from ternary.kernels.linear.triton_base3 import (
-    base3_quotients,
     bf16_exp2_bits,
     decode_weights,
     digit_planes,
     exact_exp2,
+    shifted_quotients,
     trit_of,
     weight_tiles_bf16,
 )
@@ -121,9 +122,30 @@ def _block_scales(e_rows, jb, block, NG, BLOCK_N: tl.constexpr, BLOCK_B: tl.cons
 @triton.jit
 def _scaled_digits(byte, scale):
     """The five weight tiles ``T * 2^E`` (digit positions 0..4) of a tile of bytes."""
-    q0, q1, q2, q3, q4 = base3_quotients(byte)
-    return (trit_of(q0, q1) * scale, trit_of(q1, q2) * scale, trit_of(q2, q3) * scale,
-            trit_of(q3, q4) * scale, trit_of(q4, 0.0) * scale)
+    r0, r1, r2, r3, r4 = shifted_quotients(byte)
+    return (trit_of(r0, r1) * scale, trit_of(r1, r2) * scale, trit_of(r2, r3) * scale,
+            trit_of(r3, r4) * scale, r4 * scale)
+
+
+@triton.jit
+def _gemv_step(acc, worst, z_ptr, rows_p, rows_e, block, KB, NG, stride_zi, BYTES_PER_GROUP: tl.constexpr,
+               BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, MASKED: tl.constexpr):
+    """``acc`` plus the scaled dot products of byte block ``block`` (``[BLOCK_N, BLOCK_B]``),
+    ``worst`` the running maximum byte; ``MASKED`` for the one block that runs past ``KB``."""
+    jb = block * BLOCK_B + tl.arange(0, BLOCK_B)
+    if MASKED:
+        byte = tl.load(rows_p + jb[None, :], mask=(jb < KB)[None, :], other=121).to(tl.int32)
+    else:
+        byte = tl.load(rows_p + jb[None, :]).to(tl.int32)
+    scale = _block_scales(rows_e, jb, block, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
+    r0, r1, r2, r3, r4 = shifted_quotients(byte)
+    z = z_ptr + jb
+    part = r0 * tl.load(z)[None, :] + tl.load(z + 5 * stride_zi)[None, :]
+    part += r1 * tl.load(z + stride_zi)[None, :]
+    part += r2 * tl.load(z + 2 * stride_zi)[None, :]
+    part += r3 * tl.load(z + 3 * stride_zi)[None, :]
+    part += r4 * tl.load(z + 4 * stride_zi)[None, :]
+    return acc + part * scale, tl.maximum(worst, byte)
 
 
 @triton.jit
@@ -135,29 +157,24 @@ def _gemv_kernel(
 ):
     """Partial ``out[s, n] = sum_k x[k] W[n, k]`` over split ``s`` of the bytes (one activation row).
 
-    Rows past the end are clamped (their results are not stored); bytes past the end are
-    masked to all-zero trits, and the padded activation planes are zero there anyway.
-    Sums stay per lane in a ``[BLOCK_N, BLOCK_B]`` accumulator until the end.
+    Rows past the end are clamped (their results are not stored). Whole byte blocks load
+    unmasked; in the last, partial one the bytes past the end are masked to all-zero trits
+    (the padded activation planes are zero there anyway). Sums stay per lane in a
+    ``[BLOCK_N, BLOCK_B]`` accumulator until the end.
     """
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     rows_p = p_ptr + tl.minimum(rn, N - 1)[:, None] * stride_pn
     rows_e = e_ptr + tl.minimum(rn, N - 1)[:, None] * stride_en
     first, count = _split_range(KBp, BLOCK_B, SPLIT_K)
+    whole = tl.minimum(count, tl.maximum(KB // BLOCK_B - first, 0))
     acc = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
     worst = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.int32)
-    for step in range(0, count):
-        jb = (first + step) * BLOCK_B + tl.arange(0, BLOCK_B)
-        byte = tl.load(rows_p + jb[None, :], mask=(jb < KB)[None, :], other=121).to(tl.int32)
-        worst = tl.maximum(worst, byte)
-        scale = _block_scales(rows_e, jb, first + step, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
-        q0, q1, q2, q3, q4 = base3_quotients(byte)
-        z = z_ptr + jb
-        part = q0 * tl.load(z)[None, :] + tl.load(z + 5 * stride_zi)[None, :]
-        part += q1 * tl.load(z + stride_zi)[None, :]
-        part += q2 * tl.load(z + 2 * stride_zi)[None, :]
-        part += q3 * tl.load(z + 3 * stride_zi)[None, :]
-        part += q4 * tl.load(z + 4 * stride_zi)[None, :]
-        acc += part * scale
+    for step in range(0, whole):
+        acc, worst = _gemv_step(acc, worst, z_ptr, rows_p, rows_e, first + step, KB, NG, stride_zi,
+                                BYTES_PER_GROUP, BLOCK_N, BLOCK_B, False)
+    for step in range(whole, count):
+        acc, worst = _gemv_step(acc, worst, z_ptr, rows_p, rows_e, first + step, KB, NG, stride_zi,
+                                BYTES_PER_GROUP, BLOCK_N, BLOCK_B, True)
     total = tl.where(tl.max(worst, axis=1) > 242, float("nan"), tl.sum(acc, axis=1))
     tl.store(out_ptr + tl.program_id(2) * stride_os + rn, total, mask=rn < N)
 
@@ -173,7 +190,7 @@ def _forward_kernel(
     """Partial ``out[s, m, n] = sum_k x[m, k] W[n, k]`` from plane-major padded activation planes.
 
     ``PAIRS`` (bf16, compiled): the weight tiles come from the PTX pair decode
-    (:func:`weight_tiles_bf16`, NaN for a corrupt byte); otherwise from fp32 quotients, with a
+    (:func:`weight_tiles_bf16`, NaN for a corrupt byte); otherwise from fp32 shifted quotients, with a
     running maximum for the corrupt-byte check."""
     rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -271,12 +288,12 @@ def _dequantize_planes_kernel(p_ptr, e_ptr, w_ptr, N, KB, NG, stride_pn, stride_
         scale = tl.where(byte > 242, float("nan"), scale)
         # Written out rather than through ``_scaled_digits``: with the helper the stores compiled to
         # predicated code that measured 10% slower on an H100 (16384^2: 310 vs 280 us, same run).
-        q0, q1, q2, q3, q4 = base3_quotients(byte)
-        tl.store(run, (trit_of(q0, q1) * scale).to(dtype), mask=keep)
-        tl.store(run + BLOCK_B, (trit_of(q1, q2) * scale).to(dtype), mask=keep)
-        tl.store(run + 2 * BLOCK_B, (trit_of(q2, q3) * scale).to(dtype), mask=keep)
-        tl.store(run + 3 * BLOCK_B, (trit_of(q3, q4) * scale).to(dtype), mask=keep)
-        tl.store(run + 4 * BLOCK_B, (trit_of(q4, 0.0) * scale).to(dtype), mask=keep)
+        r0, r1, r2, r3, r4 = shifted_quotients(byte)
+        tl.store(run, (trit_of(r0, r1) * scale).to(dtype), mask=keep)
+        tl.store(run + BLOCK_B, (trit_of(r1, r2) * scale).to(dtype), mask=keep)
+        tl.store(run + 2 * BLOCK_B, (trit_of(r2, r3) * scale).to(dtype), mask=keep)
+        tl.store(run + 3 * BLOCK_B, (trit_of(r3, r4) * scale).to(dtype), mask=keep)
+        tl.store(run + 4 * BLOCK_B, (r4 * scale).to(dtype), mask=keep)
 
 
 # --------------------------------------------------------------------------- launchers

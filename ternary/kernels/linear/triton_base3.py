@@ -1,10 +1,11 @@
 """Triton device helpers for base-3 packed trits: each packed byte is decoded as one unit.
 
 A byte ``b = d0 + 3 d1 + 9 d2 + 27 d3 + 81 d4`` (digits ``d = T + 1``) is turned into
-its five quotients ``q_i = floor(b / 3^i)`` with fp32 arithmetic only (no integer
-division, no int->float conversion instruction), and digit ``i`` is then
-``d_i = q_i - 3 q_{i+1}``. Cost: about 14 fp32 operations for the quotients plus 3 per
-scaled weight, against ~40 mixed integer operations for trit-by-trit ``% 3`` / ``// 3``.
+its five shifted quotients ``r_i = floor(b / 3^i) - 1`` with fp32 arithmetic only (no
+integer division, no int->float conversion instruction), two operations each; trit ``i``
+is then ``d_i - 1 = r_i - 3 r_{i+1} - 3`` (``r_4`` itself for the top digit). Cost: 10 fp32
+operations for the quotients plus 2-3 per scaled weight, against ~40 mixed integer
+operations for trit-by-trit ``% 3`` / ``// 3``.
 
 Compiled kernels writing bf16 use a second decode in inline PTX (:func:`weight_tiles_bf16`,
 ``_pair_decode_asm``): two bytes per 32-bit register, ~18 instructions per byte for all five
@@ -58,31 +59,33 @@ def byte_as_float(byte):
 
 
 @triton.jit
-def floor_third(q):
-    """``floor(q / 3)`` for integer-valued fp32 ``q`` in [0, 2^20).
+def next_shifted_quotient(r):
+    """``r' = floor(q / 3) - 1`` from ``r = q - 1`` (integer-valued fp32, ``q`` in [0, 2^20)).
 
-    ``(q - 1) / 3`` has fractional part -1/3, 0 or +1/3, so rounding it to the nearest
-    integer (adding and removing 1.5 * 2^23) gives the floor of ``q / 3``.
+    ``r / 3 = (q - 1) / 3`` has fractional part -1/3, 0 or +1/3 around ``floor(q / 3)``, so one
+    FMA that adds 1.5 * 2^23 (where the fp32 spacing is 1) rounds it to ``floor(q / 3)`` plus
+    that constant, and one subtraction removes the constant and the shift. Exact for every
+    byte whether or not the product is fused (checked in the tests for both).
     """
-    v = q * 0.3333333432674408 - 0.3333333432674408
-    return (v + 12582912.0) - 12582912.0
+    return tl.fma(r, 0.3333333432674408, 12582912.0) - 12582913.0
 
 
 @triton.jit
-def base3_quotients(byte):
-    """The five quotients ``floor(byte / 3^i)``, i = 0..4, as fp32 tensors."""
-    q0 = byte_as_float(byte)
-    q1 = floor_third(q0)
-    q2 = floor_third(q1)
-    q3 = floor_third(q2)
-    q4 = floor_third(q3)
-    return q0, q1, q2, q3, q4
+def shifted_quotients(byte):
+    """``r_i = floor(byte / 3^i) - 1``, i = 0..4, as fp32 tensors (byte in [0, 255])."""
+    r0 = (byte.to(tl.int32) | 0x4B000000).to(tl.float32, bitcast=True) - 8388609.0
+    r1 = next_shifted_quotient(r0)
+    r2 = next_shifted_quotient(r1)
+    r3 = next_shifted_quotient(r2)
+    r4 = next_shifted_quotient(r3)
+    return r0, r1, r2, r3, r4
 
 
 @triton.jit
-def trit_of(q_lo, q_hi):
-    """Trit ``d - 1`` of one digit position from two neighbouring quotients (fp32)."""
-    return (q_lo - 3.0 * q_hi) - 1.0
+def trit_of(r_lo, r_hi):
+    """Trit ``d - 1 = q_lo - 3 q_hi - 1`` of one digit position from two neighbouring shifted
+    quotients (fp32); the top digit's trit is ``r_4`` itself."""
+    return (r_lo - 3.0 * r_hi) - 3.0
 
 
 @triton.jit
@@ -101,8 +104,8 @@ def decode_weights(p_ptr, e_ptr, rows, cols, ok, stride_pn, stride_en, GROUP_SIZ
 
     Column ``c`` reads byte ``c // 5`` and decodes only its digit ``d = c % 5``:
     ``floor(b / 3^d) - 3 floor(b / 3^(d+1)) - 1``, each floor as one rounding of
-    ``b / 3^d - (3^d - 1) / (2 3^d)``. Masked-off entries (``ok`` false) are 0; corrupt
-    bytes (> 242) give NaN.
+    ``b / 3^d - (3^d - 1) / (2 3^d)`` (kept shifted by -1 for :func:`trit_of`). Masked-off
+    entries (``ok`` false) are 0; corrupt bytes (> 242) give NaN.
     """
     byte = tl.load(p_ptr + rows * stride_pn + cols // 5, mask=ok, other=121).to(tl.int32)
     e = tl.load(e_ptr + rows * stride_en + cols // GROUP_SIZE, mask=ok, other=0)
@@ -112,8 +115,8 @@ def decode_weights(p_ptr, e_ptr, rows, cols, ok, stride_pn, stride_en, GROUP_SIZ
     b = byte_as_float(byte)
     low = b * (1.0 / power) - (power - 1.0) / (2.0 * power)
     high = b * (1.0 / (3.0 * power)) - (3.0 * power - 1.0) / (6.0 * power)
-    low = (low + 12582912.0) - 12582912.0
-    high = (high + 12582912.0) - 12582912.0
+    low = (low + 12582912.0) - 12582913.0
+    high = (high + 12582912.0) - 12582913.0
     return tl.where(byte > 242, float("nan"), trit_of(low, high) * exact_exp2(e))
 
 
@@ -238,7 +241,7 @@ def _digit_planes_kernel(x_ptr, out_ptr, M, ROWS, K, stride_xm, stride_xk, strid
         tl.store(out + 2 * stride_op, x2 - 3.0 * x1, mask=keep)
         tl.store(out + 3 * stride_op, x3 - 3.0 * x2, mask=keep)
         tl.store(out + 4 * stride_op, x4 - 3.0 * x3, mask=keep)
-        tl.store(out + 5 * stride_op, -((x0 + x1) + (x2 + x3) + x4), mask=keep)
+        tl.store(out + 5 * stride_op, -3.0 * ((x0 + x1) + (x2 + x3)), mask=keep)
     else:
         tl.store(out, x0.to(dtype), mask=keep)
         tl.store(out + stride_op, x1.to(dtype), mask=keep)
@@ -251,7 +254,8 @@ def digit_planes(x, rows: int, kb_padded: int, block_b: int, *, z_form: bool, dt
     """Activations ``x [M, K]`` regrouped by packed byte and digit position, zero-padded.
 
     Plane ``d`` holds ``x[m, 5 j + d]`` (5 planes), or with ``z_form`` the fp32 planes
-    ``z_0 = x_0``, ``z_d = x_d - 3 x_{d-1}`` and ``z_5 = -sum_d x_d`` (6 planes). Layout:
+    ``z_0 = x_0``, ``z_d = x_d - 3 x_{d-1}`` and ``z_5 = -3 (x_0 + x_1 + x_2 + x_3)`` (6 planes;
+    the constant term of the GEMV's shifted-quotient dot product). Layout:
     ``[planes, rows, kb_padded]`` (plane-major), or with ``blocked``
     ``[rows, kb_padded / block_b, planes, block_b]``, where digits 0..3 of one byte block are
     a single contiguous ``4 * block_b`` run per row.

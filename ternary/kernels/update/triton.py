@@ -27,10 +27,10 @@ import triton
 import triton.language as tl
 
 from ternary.kernels.linear.triton_base3 import (
-    base3_quotients,
     deinterleave_digits,
     digit_planes,
     interleave_digits,
+    shifted_quotients,
     split_digits,
     trit_of,
 )
@@ -131,17 +131,17 @@ def _vote_kernel(
     # Epilogue: old trits, votes, T_accum (read and written as contiguous 5-column runs), new bytes.
     tile_mask = n_mask[:, None] & b_mask[None, :]
     byte = tl.load(p_ptr + rn[:, None] * stride_pn + jb[None, :], mask=tile_mask, other=121).to(tl.int32)
-    q0, q1, q2, q3, q4 = base3_quotients(byte)
+    r0, r1, r2, r3, r4 = shifted_quotients(byte)
     lane = tl.arange(0, 8)
     cols = 5 * jb[None, :, None] + lane[None, None, :]
     run_mask = n_mask[:, None, None] & (lane < 5)[None, None, :] & (cols < K)
     runs = rn[:, None, None] * stride_tn + cols
     a0, a1, a2, a3, a4 = deinterleave_digits(tl.load(ta_ptr + runs, mask=run_mask, other=0))
-    d0, a0, s0 = _vote_digit(g0, trit_of(q0, q1).to(tl.int32), a0, 5 * jb, K, theta_t)
-    d1, a1, s1 = _vote_digit(g1, trit_of(q1, q2).to(tl.int32), a1, 5 * jb + 1, K, theta_t)
-    d2, a2, s2 = _vote_digit(g2, trit_of(q2, q3).to(tl.int32), a2, 5 * jb + 2, K, theta_t)
-    d3, a3, s3 = _vote_digit(g3, trit_of(q3, q4).to(tl.int32), a3, 5 * jb + 3, K, theta_t)
-    d4, a4, s4 = _vote_digit(acc_high, trit_of(q4, 0.0).to(tl.int32), a4, 5 * jb + 4, K, theta_t)
+    d0, a0, s0 = _vote_digit(g0, trit_of(r0, r1).to(tl.int32), a0, 5 * jb, K, theta_t)
+    d1, a1, s1 = _vote_digit(g1, trit_of(r1, r2).to(tl.int32), a1, 5 * jb + 1, K, theta_t)
+    d2, a2, s2 = _vote_digit(g2, trit_of(r2, r3).to(tl.int32), a2, 5 * jb + 2, K, theta_t)
+    d3, a3, s3 = _vote_digit(g3, trit_of(r3, r4).to(tl.int32), a3, 5 * jb + 3, K, theta_t)
+    d4, a4, s4 = _vote_digit(acc_high, r4.to(tl.int32), a4, 5 * jb + 4, K, theta_t)
     tl.store(new_ta_ptr + runs, interleave_digits(a0, a1, a2, a3, a4), mask=run_mask)
     new_byte = d0 + 3 * d1 + 9 * d2 + 27 * d3 + 81 * d4
     tl.store(new_p_ptr + rn[:, None] * stride_pn + jb[None, :], new_byte.to(tl.uint8), mask=tile_mask)
