@@ -22,6 +22,7 @@ import torch
 import triton
 import triton.language as tl
 
+from benchmarks.kernels import with_constants
 from ternary.kernels.linear.triton_base3 import exact_exp2, shifted_quotients, trit_of
 
 SHAPES = ((4096, 4096), (4096, 14336), (16384, 16384))
@@ -86,9 +87,9 @@ def main() -> None:
                      packed, exponents, in_features=k, group_size=40, tile=tile), lambda w: w) for tile in COLUMN_TILES]
         for block_n, block_b, pairs in PLANE_TILES:
             def planes(bn=block_n, bb=block_b, pairs=pairs):
-                kernels.PLANE_BLOCK_N, kernels.PLANE_BLOCK_B = bn, bb
-                return kernels.dequantize_planes(packed, exponents, group_size=40, dtype=torch.bfloat16,
-                                                 bf16_pairs=pairs)
+                return with_constants(kernels, lambda: kernels.dequantize_planes(
+                    packed, exponents, group_size=40, dtype=torch.bfloat16, bf16_pairs=pairs),
+                    PLANE_BLOCK_N=bn, PLANE_BLOCK_B=bb)
             runs.append(("planes" if pairs else "planes-f32q", f"{block_n}x{block_b}", planes,
                          lambda w, bb=block_b: planes_to_columns(w, k, bb)))
         runs += [

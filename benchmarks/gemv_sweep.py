@@ -18,23 +18,13 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from benchmarks.kernels import GROUP_SIZE, copies_for, naive_forward, relative_rms, time_in_graph
+from benchmarks.kernels import GROUP_SIZE, copies_for, naive_forward, relative_rms, time_in_graph, with_constants
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (16384, 16384))
 ROWS = (1, 16)
 # (BLOCK_N, BLOCK_B, warps, splits) of the GEMV; longer byte runs per row measured slower.
 GEMV_TILES = ((64, 32, 4, 2), (64, 32, 4, 4), (64, 32, 4, 8), (64, 32, 4, 16), (16, 128, 4, 8), (4, 512, 4, 8))
 FUSED_PER_SM = (2, 4, 8)
-
-
-def _fused_with(kernels, per_sm: int, call):
-    """``call()`` with the fused kernel's programs per SM forced to ``per_sm``."""
-    saved = kernels.PROGRAMS_PER_SM
-    kernels.PROGRAMS_PER_SM = per_sm
-    try:
-        return call()
-    finally:
-        kernels.PROGRAMS_PER_SM = saved
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -78,8 +68,8 @@ def main(argv: list[str] | None = None) -> None:
                         lambda p, e, tile=tile: kernels.forward_gemv(x, p, e, None, tile=tile, **static))
             else:
                 for per_sm in FUSED_PER_SM:
-                    row(f"fused {per_sm}/SM", lambda p, e, per_sm=per_sm: _fused_with(
-                        kernels, per_sm, lambda: kernels.forward_fused(x, p, e, None, **static)))
+                    row(f"fused {per_sm}/SM", lambda p, e, per_sm=per_sm: with_constants(
+                        kernels, lambda: kernels.forward_fused(x, p, e, None, **static), PROGRAMS_PER_SM=per_sm))
         del states, dense
         torch.cuda.empty_cache()
 

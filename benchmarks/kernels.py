@@ -133,6 +133,19 @@ def time_graph_or_events(calls: list[Callable[[], object]]) -> tuple[float, str]
         return statistics.median(per_call), "events"
 
 
+def with_constants(module, call: Callable[[], object], **values):
+    """``call()`` with the module-level tuning constants ``values`` of ``module`` set (sweeps
+    force a branch or a launch this way), restored afterwards."""
+    saved = {name: getattr(module, name) for name in values}
+    for name, value in values.items():
+        setattr(module, name, value)
+    try:
+        return call()
+    finally:
+        for name, value in saved.items():
+            setattr(module, name, value)
+
+
 def copies_for(bytes_per_copy: int, device: torch.device, cap: int = 32) -> int:
     """How many rotating copies make a working set of at least 3x the L2 cache."""
     l2 = getattr(torch.cuda.get_device_properties(device), "L2_cache_size", 50 * 2**20)

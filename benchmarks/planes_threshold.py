@@ -12,7 +12,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from benchmarks.kernels import GROUP_SIZE, relative_rms, time_with_events
+from benchmarks.kernels import GROUP_SIZE, relative_rms, time_with_events, with_constants
 from ternary.state.packing import random_packed
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (16384, 16384))
@@ -20,12 +20,7 @@ ROWS = (2048, 8192)
 
 
 def _forced(kernels, ratio, call):
-    saved = kernels.PLANES_ROWS_PER_OUTPUT
-    kernels.PLANES_ROWS_PER_OUTPUT = ratio
-    try:
-        return call()
-    finally:
-        kernels.PLANES_ROWS_PER_OUTPUT = saved
+    return with_constants(kernels, call, PLANES_ROWS_PER_OUTPUT=ratio)
 
 
 def main() -> None:

@@ -175,9 +175,11 @@ def test_fp16_two_step_keeps_large_exponents(n):
     expected = reference.forward(x.double(), packed, exponents, None, **kw)
     assert y.dtype == torch.float16 and torch.isfinite(y).all()
     assert relative_rms(y, expected) <= BF16_BUDGET
-    grad = kernels.grad_x(torch.randn(m, n, generator=gen).to(DEVICE).half() * 2.0**-18, packed, exponents,
-                          in_features=k, group_size=g)
+    grad_y = torch.randn(m, n, generator=gen).to(DEVICE).half() * 2.0**-18
+    grad = kernels.grad_x(grad_y, packed, exponents, in_features=k, group_size=g)
+    expected = reference.grad_x(grad_y.double(), packed, exponents, in_features=k, group_size=g)
     assert grad.dtype == torch.float16 and torch.isfinite(grad).all()
+    assert relative_rms(grad, expected) <= BF16_BUDGET
 
 
 @pytest.mark.parametrize("tile", [None, (8, 64, 4), (4, 128, 8)])
@@ -226,6 +228,20 @@ def test_bf16_pair_decode_matches_fp32_quotients():
     pairs = kernels.dequantize_planes(packed, exponents, group_size=40, dtype=torch.bfloat16, bf16_pairs=True)
     quotients = kernels.dequantize_planes(packed, exponents, group_size=40, dtype=torch.bfloat16, bf16_pairs=False)
     assert torch.equal(pairs, quotients)
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="the PTX pair decode runs only compiled on a GPU")
+@pytest.mark.parametrize("m", [2, 16, 40])
+def test_fused_pair_decode_matches_fp32_quotients(m):
+    """The fused small-M forward gives the same bf16 output, bit for bit, whichever decode
+    builds its weight tiles (the weights are identical, the products the same); K = 4099 is
+    several byte blocks and split-K programs, the exponents span -60..39."""
+    (packed, exponents, bias), gen = layer(300, 4099, 40, seed=47, e_low=-60, e_high=40)
+    x = torch.randn(m, 4099, generator=gen).to(DEVICE, torch.bfloat16)
+    kw = dict(in_features=4099, group_size=40, bias_frac_bits=FRAC_BITS)
+    pairs = kernels.forward_fused(x, packed, exponents, bias, pairs=True, **kw)
+    quotients = kernels.forward_fused(x, packed, exponents, bias, pairs=False, **kw)
+    assert torch.isfinite(pairs).all() and torch.equal(pairs, quotients)
 
 
 def test_pair_decode_refuses_what_it_cannot_do():
