@@ -4,8 +4,9 @@ programs per SM, against bf16 cuBLAS, one card.
     python -m benchmarks.gemv_sweep [--rows 1,16] [--quick]     # prints a table; GPU only
 
 For each ``(N, K)`` and ``M``: bf16 ``F.linear`` (cuBLAS), the forward ``ternary`` ships
-(``triton.forward``), then at ``M = 1`` the GEMV over ``(BLOCK_N, BLOCK_B, warps, splits)``
-and at ``M > 1`` the fused kernel with ``PROGRAMS_PER_SM`` forced. Weights rotate over
+(``triton.forward``), then at ``M <= GEMV_MAX_ROWS`` the GEMV over ``(BLOCK_N, BLOCK_B, warps,
+splits)`` and at ``M > 1`` the fused kernel over ``(BLOCK_N, BLOCK_B, warps, stages)`` with
+``PROGRAMS_PER_SM`` forced. Weights rotate over
 >= 3x the L2 size, calls replayed inside CUDA graphs (``benchmarks.kernels.time_in_graph``),
 group size 40, bf16 activations; every row is checked against the naive unpack + dequantise
 + cuBLAS path (relative RMS error). Results: ``benchmarks/NOTES.md``.
@@ -23,8 +24,12 @@ from benchmarks.kernels import GROUP_SIZE, copies_for, naive_forward, relative_r
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (16384, 16384))
 ROWS = (1, 16)
 # (BLOCK_N, BLOCK_B, warps, splits) of the GEMV; longer byte runs per row measured slower.
-GEMV_TILES = ((64, 32, 4, 2), (64, 32, 4, 4), (64, 32, 4, 8), (64, 32, 4, 16), (16, 128, 4, 8), (4, 512, 4, 8))
-FUSED_PER_SM = (2, 4, 8)
+GEMV_TILES = ((64, 32, 4, 2), (64, 32, 4, 4), (64, 32, 4, 8), (64, 32, 4, 16), (32, 32, 4, 8), (32, 32, 4, 16),
+              (16, 128, 4, 8), (4, 512, 4, 8))
+FUSED_PER_SM = (4, 8, 16)
+# (BLOCK_N, BLOCK_B, warps, stages) of the fused kernel; the first is the shipped one at M <= 64.
+FUSED_TILES = ((64, 32, 4, 3), (64, 32, 4, 4), (64, 64, 4, 3), (64, 32, 8, 3), (128, 32, 8, 3), (128, 32, 4, 3),
+               (32, 32, 4, 3), (128, 64, 8, 3), (64, 16, 4, 3))
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -62,14 +67,17 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{n:>5}x{k:<6} {m:>3} {name:>24} {us:9.1f} {base / us:7.2f} {err:9.2e}", flush=True)
 
             row("shipped", lambda p, e: kernels.forward(x, p, e, None, **static))
-            if m == 1:
+            if m <= kernels.GEMV_MAX_ROWS:
                 for tile in GEMV_TILES:
                     row("gemv {}x{} w{} s{}".format(*tile),
                         lambda p, e, tile=tile: kernels.forward_gemv(x, p, e, None, tile=tile, **static))
-            else:
-                for per_sm in FUSED_PER_SM:
-                    row(f"fused {per_sm}/SM", lambda p, e, per_sm=per_sm: with_constants(
-                        kernels, lambda: kernels.forward_fused(x, p, e, None, **static), PROGRAMS_PER_SM=per_sm))
+            if m > 1:
+                for tile in FUSED_TILES:
+                    for per_sm in FUSED_PER_SM:
+                        row("fused {}x{} w{} st{}".format(*tile) + f" {per_sm}/SM",
+                            lambda p, e, tile=tile, per_sm=per_sm: with_constants(
+                                kernels, lambda: kernels.forward_fused(x, p, e, None, tile=tile, **static),
+                                PROGRAMS_PER_SM=per_sm))
         del states, dense
         torch.cuda.empty_cache()
 

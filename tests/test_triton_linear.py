@@ -65,7 +65,7 @@ def forward_paths(m: int):
     paths = [("dispatch", kernels.forward), ("fused", kernels.forward_fused), ("two_step", kernels.forward_two_step),
              ("two_step_columns", forced_branch(kernels.forward_two_step, 2**40)),
              ("two_step_planes", forced_branch(kernels.forward_two_step, 0))]
-    return paths + ([("gemv", kernels.forward_gemv)] if m == 1 else [])
+    return paths + ([("gemv", kernels.forward_gemv)] if m <= kernels.GEMV_MAX_ROWS else [])
 
 
 @pytest.mark.parametrize("m,n,k,g", SHAPES)
@@ -78,7 +78,7 @@ def test_forward_fp32_matches_reference(m, n, k, g, with_bias):
     for name, path in forward_paths(m):
         y = path(x, packed, exponents, bias, **kw)
         assert y.dtype == torch.float32 and y.shape == (m, n), name
-        budget = GEMV_FP32_BUDGET if name == "gemv" or (name == "dispatch" and m == 1) else FP32_BUDGET
+        budget = GEMV_FP32_BUDGET if name == "gemv" or (name == "dispatch" and m <= kernels.GEMV_MAX_ROWS) else FP32_BUDGET
         assert relative_rms(y, expected) <= budget, (name, relative_rms(y, expected))
 
 
@@ -113,18 +113,26 @@ def test_grad_x_matches_reference(m, n, k, g):
 
 
 @pytest.mark.parametrize("tile", [(8, 16, 4, 3), (4, 32, 4, 64)])
-def test_gemv_launch_overrides_match_reference(tile):
+@pytest.mark.parametrize("m", [1, 2])
+def test_gemv_launch_overrides_match_reference(tile, m):
     """The GEMV's tile / split overrides (benchmark sweeps) keep its result: splits above the
     byte-block count are capped, rows past N and bytes past K stay out of the sums."""
     n, k, g = 9, 1500, 40
     (packed, exponents, bias), gen = layer(n, k, g, seed=21)
-    x = torch.randn(1, k, generator=gen).to(DEVICE)
+    x = torch.randn(m, k, generator=gen).to(DEVICE)
     kw = dict(in_features=k, group_size=g, bias_frac_bits=FRAC_BITS)
     y = kernels.forward_gemv(x, packed, exponents, bias, tile=tile, **kw)
     assert relative_rms(y, reference.forward(x, packed, exponents, bias, **kw)) <= GEMV_FP32_BUDGET
 
 
-@pytest.mark.parametrize("m", [1, 3])
+def test_gemv_refuses_more_rows_than_it_takes():
+    (packed, exponents, _), gen = layer(5, 83, 40, seed=5)
+    x = torch.randn(kernels.GEMV_MAX_ROWS + 1, 83, generator=gen).to(DEVICE)
+    with pytest.raises(ValueError, match="forward_gemv: takes 1 to"):
+        kernels.forward_gemv(x, packed, exponents, None, in_features=83, group_size=40, bias_frac_bits=FRAC_BITS)
+
+
+@pytest.mark.parametrize("m", [1, 2, 3])
 def test_forward_is_exact_for_integer_inputs_and_extreme_exponents(m):
     """Small-integer activations and one exponent per row from the whole int8 range.
 
@@ -157,7 +165,7 @@ def test_forward_scales_exactly_with_powers_of_two():
     x = torch.randn(3, 127, generator=gen).to(DEVICE)
     kw = dict(in_features=127, group_size=40, bias_frac_bits=FRAC_BITS)
     for name, path in forward_paths(3) + [("gemv", kernels.forward_gemv)]:
-        rows = x[:1] if name == "gemv" else x
+        rows = x[:kernels.GEMV_MAX_ROWS] if name == "gemv" else x
         assert torch.equal(path(2 * rows, packed, exponents, None, **kw), 2 * path(rows, packed, exponents, None, **kw)), name
 
 

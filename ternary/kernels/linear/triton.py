@@ -2,12 +2,12 @@
 
 Forward takes one of three paths, picked by the number of activation rows ``M``:
 
-- ``M == 1`` (forward only): a CUDA-core GEMV that never forms a weight.
+- ``M <= GEMV_MAX_ROWS`` (forward only): a CUDA-core GEMV that never forms a weight.
   With shifted quotients ``r_i = floor(b / 3^i) - 1`` of a byte ``b``, the byte's dot
   product is ``sum_i d_i x_i - sum_i x_i = sum_i r_i z_i + z_5`` where ``z_0 = x_0``,
   ``z_i = x_i - 3 x_{i-1}`` and ``z_5 = sum_i z_i - sum_i x_i = -3 (x_0 + x_1 + x_2 + x_3)``;
   ``z`` depends on the activations only, so each byte costs its quotients (10 fp32
-  operations) plus one FMA per digit and row.
+  operations, shared by the rows) plus one FMA per digit and row.
 - ``M < TWO_STEP_MIN_ROWS``: a fused tensor-core kernel. Each ``[BLOCK_N, BLOCK_B]`` tile
   of packed bytes is decoded once into five scaled weight tiles, one per digit position
   (columns ``5j + d``; for bf16 activations by the PTX pair decode,
@@ -52,7 +52,10 @@ from ternary.kernels.linear.triton_base3 import (
 from ternary.kernels.layer_checks import check_layer_tensors
 from ternary.kernels.registry import triton_interpreted
 
-GEMV_MAX_ROWS = 1
+# Activation rows the GEMV takes (sharing each byte's decode). H100, 16384^2: M = 2 101.7 us
+# against the fused kernel's ~161 us; 4 rows (the next power of two, for M = 3 or 4) took
+# 252-395 us, slower than the fused kernel (benchmarks/results/h100/shifted_quotients/gemv_rows.log).
+GEMV_MAX_ROWS = 2
 TWO_STEP_MIN_ROWS = 64
 PLANE_BLOCK_B = 128
 PLANE_BLOCK_N = 8
@@ -128,10 +131,11 @@ def _scaled_digits(byte, scale):
 
 
 @triton.jit
-def _gemv_step(acc, worst, z_ptr, rows_p, rows_e, block, KB, NG, stride_zi, BYTES_PER_GROUP: tl.constexpr,
+def _gemv_step(acc, worst, z_rows, rows_p, rows_e, block, KB, NG, stride_zi, BYTES_PER_GROUP: tl.constexpr,
                BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, MASKED: tl.constexpr):
-    """``acc`` plus the scaled dot products of byte block ``block`` (``[BLOCK_N, BLOCK_B]``),
-    ``worst`` the running maximum byte; ``MASKED`` for the one block that runs past ``KB``."""
+    """``acc [ROWS, BLOCK_N, BLOCK_B]`` plus the scaled dot products of byte block ``block``, the
+    byte decode shared by the ``ROWS`` activation rows; ``worst`` the running maximum byte;
+    ``MASKED`` for the one block that runs past ``KB``."""
     jb = block * BLOCK_B + tl.arange(0, BLOCK_B)
     if MASKED:
         byte = tl.load(rows_p + jb[None, :], mask=(jb < KB)[None, :], other=121).to(tl.int32)
@@ -139,44 +143,48 @@ def _gemv_step(acc, worst, z_ptr, rows_p, rows_e, block, KB, NG, stride_zi, BYTE
         byte = tl.load(rows_p + jb[None, :]).to(tl.int32)
     scale = _block_scales(rows_e, jb, block, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
     r0, r1, r2, r3, r4 = shifted_quotients(byte)
-    z = z_ptr + jb
-    part = r0 * tl.load(z)[None, :] + tl.load(z + 5 * stride_zi)[None, :]
-    part += r1 * tl.load(z + stride_zi)[None, :]
-    part += r2 * tl.load(z + 2 * stride_zi)[None, :]
-    part += r3 * tl.load(z + 3 * stride_zi)[None, :]
-    part += r4 * tl.load(z + 4 * stride_zi)[None, :]
-    return acc + part * scale, tl.maximum(worst, byte)
+    z = z_rows + jb[None, :]
+    part = r0[None] * tl.load(z)[:, None, :] + tl.load(z + 5 * stride_zi)[:, None, :]
+    part += r1[None] * tl.load(z + stride_zi)[:, None, :]
+    part += r2[None] * tl.load(z + 2 * stride_zi)[:, None, :]
+    part += r3[None] * tl.load(z + 3 * stride_zi)[:, None, :]
+    part += r4[None] * tl.load(z + 4 * stride_zi)[:, None, :]
+    return acc + part * scale[None], tl.maximum(worst, byte)
 
 
 @triton.jit
 def _gemv_kernel(
     z_ptr, p_ptr, e_ptr, out_ptr,
-    N, KB, KBp, NG,
-    stride_zi, stride_pn, stride_en, stride_os,
-    BYTES_PER_GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, SPLIT_K,
+    M, N, KB, KBp, NG,
+    stride_zi, stride_zm, stride_pn, stride_en, stride_os, stride_om,
+    BYTES_PER_GROUP: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, SPLIT_K,
 ):
-    """Partial ``out[s, n] = sum_k x[k] W[n, k]`` over split ``s`` of the bytes (one activation row).
+    """Partial ``out[s, m, n] = sum_k x[m, k] W[n, k]`` over split ``s`` of the bytes, for the
+    ``M <= ROWS`` activation rows (z planes ``[6, ROWS, KBp]``, zero past ``M``).
 
-    Rows past the end are clamped (their results are not stored). Whole byte blocks load
-    unmasked; in the last, partial one the bytes past the end are masked to all-zero trits
-    (the padded activation planes are zero there anyway). Sums stay per lane in a
-    ``[BLOCK_N, BLOCK_B]`` accumulator until the end.
+    Rows of ``W`` past the end are clamped (their results are not stored). Whole byte blocks
+    load unmasked; in the last, partial one the bytes past the end are masked to all-zero
+    trits (the padded activation planes are zero there anyway). Sums stay per lane in a
+    ``[ROWS, BLOCK_N, BLOCK_B]`` accumulator until the end.
     """
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+    rm = tl.arange(0, ROWS)
     rows_p = p_ptr + tl.minimum(rn, N - 1)[:, None] * stride_pn
     rows_e = e_ptr + tl.minimum(rn, N - 1)[:, None] * stride_en
+    z_rows = z_ptr + rm[:, None] * stride_zm
     first, count = _split_range(KBp, BLOCK_B, SPLIT_K)
     whole = tl.minimum(count, tl.maximum(KB // BLOCK_B - first, 0))
-    acc = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
+    acc = tl.zeros((ROWS, BLOCK_N, BLOCK_B), dtype=tl.float32)
     worst = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.int32)
     for step in range(0, whole):
-        acc, worst = _gemv_step(acc, worst, z_ptr, rows_p, rows_e, first + step, KB, NG, stride_zi,
+        acc, worst = _gemv_step(acc, worst, z_rows, rows_p, rows_e, first + step, KB, NG, stride_zi,
                                 BYTES_PER_GROUP, BLOCK_N, BLOCK_B, False)
     for step in range(whole, count):
-        acc, worst = _gemv_step(acc, worst, z_ptr, rows_p, rows_e, first + step, KB, NG, stride_zi,
+        acc, worst = _gemv_step(acc, worst, z_rows, rows_p, rows_e, first + step, KB, NG, stride_zi,
                                 BYTES_PER_GROUP, BLOCK_N, BLOCK_B, True)
-    total = tl.where(tl.max(worst, axis=1) > 242, float("nan"), tl.sum(acc, axis=1))
-    tl.store(out_ptr + tl.program_id(2) * stride_os + rn, total, mask=rn < N)
+    total = tl.where((tl.max(worst, axis=1) > 242)[None, :], float("nan"), tl.sum(acc, axis=2))
+    out = out_ptr + tl.program_id(2) * stride_os + rm[:, None] * stride_om + rn[None, :]
+    tl.store(out, total, mask=(rm < M)[:, None] & (rn < N)[None, :])
 
 
 @triton.jit
@@ -406,40 +414,49 @@ def _bias_value(bias: torch.Tensor, bias_frac_bits: int) -> torch.Tensor:
 
 
 def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None):
-    """CUDA-core path for one activation row (see the module docstring).
+    """CUDA-core path for up to ``GEMV_MAX_ROWS`` activation rows, which share each byte's
+    decode (see the module docstring).
 
     ``tile = (BLOCK_N, BLOCK_B, warps, splits)`` overrides the launch (benchmark sweeps).
     """
-    if x.shape[0] != 1:
-        raise ValueError(f"triton forward_gemv: takes one activation row, got {x.shape[0]}")
+    m = x.shape[0]
+    if not 1 <= m <= GEMV_MAX_ROWS:
+        raise ValueError(f"triton forward_gemv: takes 1 to {GEMV_MAX_ROWS} activation rows, got {m}")
     n, kb = T_packed.shape
-    block_n, block_b, warps = (16, 16, 4) if triton_interpreted() else (64, 32, 4)
+    rows = triton.next_power_of_2(m)
+    block_n, block_b, warps = (16, 16, 4) if triton_interpreted() else (64 // rows, 32, 4)
     if tile is not None:
         block_n, block_b, warps = tile[:3]
     kb_padded = _round_up(kb, block_b)
-    z = digit_planes(x, 1, kb_padded, block_b, z_form=True, dtype=torch.float32, blocked=False)
+    z = digit_planes(x, rows, kb_padded, block_b, z_form=True, dtype=torch.float32, blocked=False)
     tiles = triton.cdiv(n, block_n)
     splits = (min(tile[3], kb_padded // block_b) if tile is not None
               else _splits(tiles, kb_padded // block_b, x.device))
-    ws = torch.empty((splits, 1, n), dtype=torch.float32, device=x.device)
+    ws = torch.empty((splits, m, n), dtype=torch.float32, device=x.device)
     _gemv_kernel[(tiles, 1, splits)](
-        z, T_packed, E, ws, n, kb, kb_padded, E.shape[1], z.stride(0), T_packed.stride(0), E.stride(0),
-        ws.stride(0), BYTES_PER_GROUP=group_size // 5, BLOCK_N=block_n, BLOCK_B=block_b,
-        SPLIT_K=splits, num_warps=warps,
+        z, T_packed, E, ws, m, n, kb, kb_padded, E.shape[1], z.stride(0), z.stride(1), T_packed.stride(0),
+        E.stride(0), ws.stride(0), ws.stride(1), BYTES_PER_GROUP=group_size // 5, ROWS=rows, BLOCK_N=block_n,
+        BLOCK_B=block_b, SPLIT_K=splits, num_warps=warps,
     )
     return _finish(ws, bias, bias_frac_bits, x.dtype)
 
 
-def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, pairs=None):
+def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, pairs=None, tile=None):
     """Tensor-core path: weights decoded tile by tile on chip; ``pairs`` (default: bf16
-    activations, compiled) picks the PTX pair decode over the fp32 quotients."""
+    activations, compiled) picks the PTX pair decode over the fp32 quotients.
+
+    ``tile = (BLOCK_N, BLOCK_B, warps, stages)`` overrides the launch (benchmark sweeps).
+    """
     m, n, kb = x.shape[0], T_packed.shape[0], T_packed.shape[1]
     dot_dtype, plane_dtype, precision = _dot_config(x.dtype)
+    stages = 3
     if triton_interpreted():
         block_m, block_n, block_b, warps = 16, 16, 16, 4
     else:
         block_m = 16 if m <= 16 else (32 if m <= 32 else 64)
         block_n, block_b, warps = (64, 32, 4) if m <= 64 else (128, 32, 8)
+    if tile is not None:
+        block_n, block_b, warps, stages = tile
     rows, kb_padded = _round_up(m, block_m), _round_up(kb, block_b)
     planes = digit_planes(x, rows, kb_padded, block_b, z_form=False, dtype=plane_dtype, blocked=False)
     tiles = triton.cdiv(n, block_n) * (rows // block_m)
@@ -452,7 +469,7 @@ def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bi
         planes, T_packed, E, ws, m, n, kb, kb_padded, E.shape[1],
         planes.stride(0), planes.stride(1), T_packed.stride(0), E.stride(0), ws.stride(0), ws.stride(1),
         BYTES_PER_GROUP=group_size // 5, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b,
-        SPLIT_K=splits, DOT_DTYPE=dot_dtype, PRECISION=precision, PAIRS=pairs, num_warps=warps, num_stages=3,
+        SPLIT_K=splits, DOT_DTYPE=dot_dtype, PRECISION=precision, PAIRS=pairs, num_warps=warps, num_stages=stages,
     )
     return _finish(ws, bias, bias_frac_bits, x.dtype)
 
