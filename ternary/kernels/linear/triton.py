@@ -54,8 +54,13 @@ from ternary.kernels.registry import triton_interpreted
 
 # Activation rows the GEMV takes (sharing each byte's decode). H100, 16384^2: M = 2 101.7 us
 # against the fused kernel's ~161 us; 4 rows (the next power of two, for M = 3 or 4) took
-# 252-395 us, slower than the fused kernel (benchmarks/results/h100/shifted_quotients/gemv_rows.log).
+# 252-395 us, slower than the fused kernel (benchmarks/results/h100/gemv_rows/).
 GEMV_MAX_ROWS = 2
+# Byte blocks per split-K program of the GEMV (32 rows x 32 bytes per block), and at least 4
+# programs per SM: H100, 16384^2 M = 1 78.0 us with 8 splits against 91.5 us with the fused
+# kernel's rule (2 splits); 14336x4096 best with 2, 4096x14336 with 8, 4096^2 with 6
+# (benchmarks/results/h100/gemv_rows/m1_splits.log; 2 splits there cost 13.7 against 11.2 us).
+GEMV_BLOCKS_PER_SPLIT = 12
 TWO_STEP_MIN_ROWS = 64
 PLANE_BLOCK_B = 128
 PLANE_BLOCK_N = 8
@@ -424,14 +429,19 @@ def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bit
         raise ValueError(f"triton forward_gemv: takes 1 to {GEMV_MAX_ROWS} activation rows, got {m}")
     n, kb = T_packed.shape
     rows = triton.next_power_of_2(m)
-    block_n, block_b, warps = (16, 16, 4) if triton_interpreted() else (64 // rows, 32, 4)
+    block_n, block_b, warps = (16, 16, 4) if triton_interpreted() else (32, 32, 4)
     if tile is not None:
         block_n, block_b, warps = tile[:3]
     kb_padded = _round_up(kb, block_b)
     z = digit_planes(x, rows, kb_padded, block_b, z_form=True, dtype=torch.float32, blocked=False)
-    tiles = triton.cdiv(n, block_n)
-    splits = (min(tile[3], kb_padded // block_b) if tile is not None
-              else _splits(tiles, kb_padded // block_b, x.device))
+    tiles, blocks = triton.cdiv(n, block_n), kb_padded // block_b
+    if tile is not None:
+        splits = min(tile[3], blocks)
+    elif triton_interpreted():
+        splits = min(2, blocks)
+    else:
+        sms = torch.cuda.get_device_properties(x.device).multi_processor_count
+        splits = max(1, min(16, blocks, max(blocks // GEMV_BLOCKS_PER_SPLIT, -(-4 * sms // tiles))))
     ws = torch.empty((splits, m, n), dtype=torch.float32, device=x.device)
     _gemv_kernel[(tiles, 1, splits)](
         z, T_packed, E, ws, m, n, kb, kb_padded, E.shape[1], z.stride(0), z.stride(1), T_packed.stride(0),
