@@ -1,7 +1,7 @@
 """Small-M forward launch sweep: the digit GEMV's tiles and split counts, the fused kernel's
 programs per SM, against bf16 cuBLAS, one card.
 
-    python -m benchmarks.gemv_sweep [--rows 1,16] [--quick]     # prints a table; GPU only
+    python -m benchmarks.gemv_sweep [--rows 1,2,16] [--quick]     # prints a table; GPU only
 
 For each ``(N, K)`` and ``M``: bf16 ``F.linear`` (cuBLAS), the forward ``ternary`` ships
 (``triton.forward``), then at ``M <= GEMV_MAX_ROWS`` the GEMV over ``(BLOCK_N, BLOCK_B, warps,
@@ -22,7 +22,7 @@ import torch.nn.functional as F
 from benchmarks.kernels import GROUP_SIZE, copies_for, naive_forward, relative_rms, time_in_graph, with_constants
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (16384, 16384))
-ROWS = (1, 16)
+ROWS = (1, 2, 16)
 # (BLOCK_N, BLOCK_B, warps, splits) of the GEMV; longer byte runs per row measured slower.
 GEMV_TILES = ((64, 32, 4, 2), (64, 32, 4, 4), (64, 32, 4, 8), (64, 32, 4, 16), (32, 32, 4, 8), (32, 32, 4, 16),
               (16, 128, 4, 8), (4, 512, 4, 8))

@@ -7,7 +7,7 @@ On CPU they run under ``TRITON_INTERPRET=1`` (set before the kernels are defined
 GPU the same tests run compiled. Float outputs are compared by relative RMS error:
 
 - fp32 activations: ``FP32_BUDGET`` (the fused paths use fp32 accumulation and, on GPU,
-  3-pass TF32 products; the M = 1 GEMV rewrites each byte's dot product as
+  3-pass TF32 products; the GEMV (M <= 2) rewrites each byte's dot product as
   ``sum_i r_i z_i + z_5`` over shifted quotients up to 241, so it is looser);
 - bf16 activations: ``BF16_BUDGET`` (one bf16 rounding of the output, ~2^-9 relative).
 """
@@ -28,9 +28,10 @@ GEMV_FP32_BUDGET = 5e-5
 BF16_BUDGET = 1e-2
 FRAC_BITS = 16
 
-# (M, N, K, G): K not a multiple of 5 or of G, N = 1, M = 1, G = 15 (groups straddle tiles).
+# (M, N, K, G): K not a multiple of 5 or of G, N = 1, M = 1, G = 15 (groups straddle tiles);
+# K = 800 is 160 bytes, whole byte blocks with no partial one on the CPU and GPU tiles.
 SHAPES = [(1, 5, 7, 5), (3, 33, 83, 40), (17, 1, 127, 40), (2, 5, 40, 15), (1, 33, 83, 15), (1, 9, 1500, 40),
-          (5, 9, 1500, 40)]
+          (5, 9, 1500, 40), (2, 9, 1500, 40), (2, 9, 800, 40)]
 
 
 def relative_rms(actual: torch.Tensor, expected: torch.Tensor) -> float:
@@ -112,17 +113,30 @@ def test_grad_x_matches_reference(m, n, k, g):
     assert relative_rms(bf16, reference.grad_x(grad_y.to(torch.bfloat16), packed, exponents, **kw)) <= BF16_BUDGET
 
 
-@pytest.mark.parametrize("tile", [(8, 16, 4, 3), (4, 32, 4, 64)])
-@pytest.mark.parametrize("m", [1, 2])
-def test_gemv_launch_overrides_match_reference(tile, m):
+@pytest.mark.parametrize("tile", [(8, 16, 4, 3), (4, 32, 4, 64), (8, 16, 4, 0)])
+@pytest.mark.parametrize("m", [1, 2, 3])
+def test_gemv_launch_overrides_match_reference(tile, m, monkeypatch):
     """The GEMV's tile / split overrides (benchmark sweeps) keep its result: splits above the
-    byte-block count are capped, rows past N and bytes past K stay out of the sums."""
+    byte-block count are capped, 0 splits means one, rows past N and bytes past K stay out of
+    the sums. M = 3 runs the 4-row kernel (GEMV_MAX_ROWS raised for it), whose fourth row is
+    padding that must stay out of the output."""
+    monkeypatch.setattr(kernels, "GEMV_MAX_ROWS", max(kernels.GEMV_MAX_ROWS, m))
     n, k, g = 9, 1500, 40
     (packed, exponents, bias), gen = layer(n, k, g, seed=21)
     x = torch.randn(m, k, generator=gen).to(DEVICE)
     kw = dict(in_features=k, group_size=g, bias_frac_bits=FRAC_BITS)
     y = kernels.forward_gemv(x, packed, exponents, bias, tile=tile, **kw)
     assert relative_rms(y, reference.forward(x, packed, exponents, bias, **kw)) <= GEMV_FP32_BUDGET
+
+
+def test_fused_launch_override_matches_reference():
+    """``forward_fused(tile=...)`` (benchmark sweeps) keeps the result of the default launch."""
+    m, n, k, g = 3, 33, 1500, 40
+    (packed, exponents, bias), gen = layer(n, k, g, seed=23)
+    x = torch.randn(m, k, generator=gen).to(DEVICE)
+    kw = dict(in_features=k, group_size=g, bias_frac_bits=FRAC_BITS)
+    y = kernels.forward_fused(x, packed, exponents, bias, tile=(32, 16, 4, 2), **kw)
+    assert relative_rms(y, reference.forward(x, packed, exponents, bias, **kw)) <= FP32_BUDGET
 
 
 def test_gemv_refuses_more_rows_than_it_takes():
@@ -281,21 +295,23 @@ def test_corrupt_bytes_poison_outputs_instead_of_decoding():
     n, k, g = 5, 83, 40
     (packed, exponents, bias), gen = layer(n, k, g, seed=17)
     packed = packed.clone()
-    packed[2, 4] = 250
+    packed[2, 4] = 250  # a whole byte block on the CPU interpreter's 16-byte tiles
+    packed[4, 16] = 243  # the last, partial block
     kw = dict(in_features=k, group_size=g, bias_frac_bits=FRAC_BITS)
-    for m, dtype in ((1, torch.float32), (3, torch.float32), (1, torch.bfloat16), (3, torch.bfloat16)):
+    for m, dtype in ((1, torch.float32), (2, torch.float32), (3, torch.float32), (1, torch.bfloat16),
+                     (2, torch.bfloat16), (3, torch.bfloat16)):
         x = torch.randn(m, k, generator=gen).to(DEVICE, dtype)
         for name, path in forward_paths(m):
             y = path(x, packed, exponents, bias, **kw)
-            assert torch.isnan(y[:, 2]).all(), (name, dtype)
-            assert torch.isfinite(y[:, [0, 1, 3, 4]]).all(), (name, dtype)
+            assert torch.isnan(y[:, [2, 4]]).all(), (name, dtype)
+            assert torch.isfinite(y[:, [0, 1, 3]]).all(), (name, dtype)
     for dtype in (torch.float32, torch.bfloat16):
         grad_y = torch.randn(3, n, generator=gen).to(DEVICE, dtype)
         for rows_per_output in (0, 2**40):  # digit planes, column order
             grad = forced_branch(kernels.grad_x_two_step, rows_per_output)(grad_y, packed, exponents, in_features=k,
                                                                             group_size=g)
-            assert torch.isnan(grad[:, 20:25]).all(), (dtype, rows_per_output)
-            assert torch.isfinite(grad[:, :20]).all() and torch.isfinite(grad[:, 25:]).all(), (dtype, rows_per_output)
+            assert torch.isnan(grad[:, 20:25]).all() and torch.isnan(grad[:, 80:]).all(), (dtype, rows_per_output)
+            assert torch.isfinite(grad[:, :20]).all() and torch.isfinite(grad[:, 25:80]).all(), (dtype, rows_per_output)
 
 
 @pytest.mark.parametrize(

@@ -54,13 +54,17 @@ from ternary.kernels.registry import triton_interpreted
 
 # Activation rows the GEMV takes (sharing each byte's decode). H100, 16384^2: M = 2 101.7 us
 # against the fused kernel's ~161 us; 4 rows (the next power of two, for M = 3 or 4) took
-# 252-395 us, slower than the fused kernel (benchmarks/results/h100/gemv_rows/).
+# 252-395 us, slower than the fused kernel (benchmarks/results/h100/gemv_rows/gemv_rows.log).
 GEMV_MAX_ROWS = 2
-# Byte blocks per split-K program of the GEMV (32 rows x 32 bytes per block), and at least 4
-# programs per SM: H100, 16384^2 M = 1 78.0 us with 8 splits against 91.5 us with the fused
-# kernel's rule (2 splits); 14336x4096 best with 2, 4096x14336 with 8, 4096^2 with 6
-# (benchmarks/results/h100/gemv_rows/m1_splits.log; 2 splits there cost 13.7 against 11.2 us).
+# GEMV split-K (blocks of 32 rows x 32 bytes): about GEMV_BLOCKS_PER_SPLIT byte blocks per
+# program, but at least GEMV_MIN_PROGRAMS_PER_SM programs per SM, at most MAX_SPLITS splits and
+# never more splits than blocks. H100 (benchmarks/results/h100/gemv_rows/m1_splits.log): 16384^2
+# M = 1 78.0 us with 8 splits against 91.5 us with the fused kernel's rule (2 splits);
+# 14336x4096 best with 2, 4096x14336 with 8, 4096^2 with 6, where the blocks rule alone (2
+# splits) took 13.7 against 11.2 us (bench_small_m_blocks_rule_only.log).
 GEMV_BLOCKS_PER_SPLIT = 12
+GEMV_MIN_PROGRAMS_PER_SM = 4
+MAX_SPLITS = 16
 TWO_STEP_MIN_ROWS = 64
 PLANE_BLOCK_B = 128
 PLANE_BLOCK_N = 8
@@ -73,10 +77,9 @@ PLANES_ROWS_PER_OUTPUT = 3
 # ... and only with at least this many plane blocks per row: the plane layout pads K to whole
 # blocks of 5 * PLANE_BLOCK_B columns, so a narrow layer would multiply the GEMM's work.
 PLANES_MIN_BLOCKS = 4
-# Split-K programs per SM. Both small-M kernels are latency-bound (one byte load per byte,
-# few bytes in flight per program), so more programs per SM hide more latency. H100,
-# 16384^2: GEMV 110 us with ~2 programs per SM, 89-91 us with 4-8; fused at M = 16
-# 252 us with 2, 185 us with 8 (0.74x -> 1.01x of bf16). benchmarks/gemv_sweep.py.
+# Split-K programs per SM of the fused small-M kernel. It is latency-bound (few bytes in
+# flight per program), so more programs per SM hide more latency. H100, 16384^2 at M = 16:
+# 252 us with 2, 185 us with 8 (0.74x -> 1.01x of bf16); benchmarks/gemv_sweep.py.
 PROGRAMS_PER_SM = 8
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
@@ -337,14 +340,30 @@ def _check_pairs(name: str, pairs: bool, dtype: torch.dtype) -> None:
                          f"TRITON_INTERPRET={int(triton_interpreted())})")
 
 
+def _even_splits(splits: int, blocks: int) -> int:
+    """``splits`` (>= 1) lowered until every split has work: ``_split_range`` gives each split
+    ``ceil(blocks / splits)`` blocks, so e.g. 16 splits of 20 blocks leave 6 idle."""
+    per_split = -(-blocks // splits)
+    return -(-blocks // per_split)
+
+
 def _splits(tiles: int, blocks: int, device: torch.device) -> int:
-    """How many reduction splits fill the card: about ``PROGRAMS_PER_SM`` programs per SM, at least 4
+    """Reduction splits of the fused kernel: about ``PROGRAMS_PER_SM`` programs per SM, at least 4
     blocks each."""
     if triton_interpreted():
         return min(2, blocks)
     sms = torch.cuda.get_device_properties(device).multi_processor_count
     wanted = max(1, (PROGRAMS_PER_SM * sms) // max(tiles, 1))
-    return max(1, min(wanted, blocks // 4, 16))
+    return _even_splits(max(1, min(wanted, blocks // 4, MAX_SPLITS)), blocks)
+
+
+def _gemv_splits(tiles: int, blocks: int, device: torch.device) -> int:
+    """Reduction splits of the GEMV (see ``GEMV_BLOCKS_PER_SPLIT``)."""
+    if triton_interpreted():
+        return min(2, blocks)
+    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    wanted = max(blocks // GEMV_BLOCKS_PER_SPLIT, -(-GEMV_MIN_PROGRAMS_PER_SM * sms // tiles))
+    return _even_splits(max(1, min(MAX_SPLITS, blocks, wanted)), blocks)
 
 
 def _round_up(value: int, multiple: int) -> int:
@@ -436,12 +455,9 @@ def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bit
     z = digit_planes(x, rows, kb_padded, block_b, z_form=True, dtype=torch.float32, blocked=False)
     tiles, blocks = triton.cdiv(n, block_n), kb_padded // block_b
     if tile is not None:
-        splits = min(tile[3], blocks)
-    elif triton_interpreted():
-        splits = min(2, blocks)
+        splits = _even_splits(max(1, min(tile[3], blocks)), blocks)
     else:
-        sms = torch.cuda.get_device_properties(x.device).multi_processor_count
-        splits = max(1, min(16, blocks, max(blocks // GEMV_BLOCKS_PER_SPLIT, -(-4 * sms // tiles))))
+        splits = _gemv_splits(tiles, blocks, x.device)
     ws = torch.empty((splits, m, n), dtype=torch.float32, device=x.device)
     _gemv_kernel[(tiles, 1, splits)](
         z, T_packed, E, ws, m, n, kb, kb_padded, E.shape[1], z.stride(0), z.stride(1), T_packed.stride(0),

@@ -73,7 +73,7 @@ def next_shifted_quotient(r):
 @triton.jit
 def shifted_quotients(byte):
     """``r_i = floor(byte / 3^i) - 1``, i = 0..4, as fp32 tensors (byte in [0, 255])."""
-    r0 = (byte.to(tl.int32) | 0x4B000000).to(tl.float32, bitcast=True) - 8388609.0
+    r0 = (byte.to(tl.int32) | 0x4B000000).to(tl.float32, bitcast=True) - 8388609.0  # byte_as_float(byte) - 1
     r1 = next_shifted_quotient(r0)
     r2 = next_shifted_quotient(r1)
     r3 = next_shifted_quotient(r2)
@@ -130,7 +130,8 @@ def _pair_decode_asm() -> str:
     bf16 value 128 + d, one bf16 FMA gives T = d - 1 (exact) and one more T * 2^E (exact: T is
     -1, 0 or 1). A corrupt byte (> 242) has q >= 256: bit 8 of its lane, moved to a byte's sign
     bit and replicated by ``prmt``, makes its five weights NaN (0xFFFF). About 18 instructions
-    per byte instead of ~35 for the fp32 quotients.
+    per byte; the fp32 decode of the same five weights takes 23 fp32 operations (10 for the
+    shifted quotients, 8 for the trits, 5 for the scales) before its bf16 conversions.
     """
     setup = """
 {
