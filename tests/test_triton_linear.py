@@ -129,6 +129,17 @@ def test_gemv_launch_overrides_match_reference(tile, m, monkeypatch):
     assert relative_rms(y, reference.forward(x, packed, exponents, bias, **kw)) <= GEMV_FP32_BUDGET
 
 
+def test_even_splits_leave_no_split_idle():
+    """Property of the split-count rule: never more splits than asked, every block covered,
+    every split (``ceil(blocks / splits)`` blocks each, as ``_split_range`` cuts them) non-empty."""
+    for blocks in range(1, 200):
+        for wanted in range(1, min(blocks, 40) + 1):
+            splits = kernels._even_splits(wanted, blocks)
+            per_split = -(-blocks // splits)
+            assert 1 <= splits <= wanted
+            assert (splits - 1) * per_split < blocks <= splits * per_split, (blocks, wanted, splits)
+
+
 def test_fused_launch_override_matches_reference():
     """``forward_fused(tile=...)`` (benchmark sweeps) keeps the result of the default launch."""
     m, n, k, g = 3, 33, 1500, 40
