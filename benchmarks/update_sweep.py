@@ -11,11 +11,12 @@ M = 2048 and 8192. Results: ``benchmarks/NOTES.md``.
 
 from __future__ import annotations
 
+import ast
 import sys
 
 import torch
 
-from benchmarks.kernels import GROUP_SIZE, time_with_events
+from benchmarks.kernels import GROUP_SIZE, time_with_events, with_constants
 from ternary.kernels.update import reference
 from ternary.kernels.update import triton as triton_update
 from ternary.state.packing import random_packed
@@ -25,12 +26,7 @@ FIELDS = ("T_packed", "E", "E_accum", "T_accum", "bias")
 
 
 def _with_tiles(tiles, call):
-    saved = triton_update._tiles
-    triton_update._tiles = lambda m, g, fp32: tiles
-    try:
-        return call()
-    finally:
-        triton_update._tiles = saved
+    return with_constants(triton_update, call, _tiles=lambda m, g, fp32: tiles)
 
 
 def _layer(n: int, k: int, gen: torch.Generator, device: torch.device):
@@ -43,7 +39,7 @@ def _layer(n: int, k: int, gen: torch.Generator, device: torch.device):
 
 
 def main(argv: list[str] | None = None) -> None:
-    tiles = [tuple(eval(arg)) for arg in (sys.argv[1:] if argv is None else argv)]  # noqa: S307 - tuples of ints
+    tiles = [tuple(ast.literal_eval(arg)) for arg in (sys.argv[1:] if argv is None else argv)]
     device = torch.device("cuda")
     print(f"device: {torch.cuda.get_device_name(0)}")
     gen = torch.Generator().manual_seed(0)

@@ -52,10 +52,11 @@ if os.environ.get("TRITON_INTERPRET", "0") == "1":
 
 
 @triton.jit
-def byte_as_float(byte):
-    """Exact fp32 value of integer tensor ``byte`` in [0, 2^23) via the 2^23 exponent trick."""
+def byte_as_float(byte, MINUS: tl.constexpr = 0.0):
+    """Exact fp32 value of integer tensor ``byte`` in [0, 2^23), less ``MINUS``, via the 2^23
+    exponent trick (``MINUS`` is folded into its one subtraction)."""
     bits = byte.to(tl.int32) | 0x4B000000
-    return bits.to(tl.float32, bitcast=True) - 8388608.0
+    return bits.to(tl.float32, bitcast=True) - (8388608.0 + MINUS)
 
 
 @triton.jit
@@ -73,7 +74,7 @@ def next_shifted_quotient(r):
 @triton.jit
 def shifted_quotients(byte):
     """``r_i = floor(byte / 3^i) - 1``, i = 0..4, as fp32 tensors (byte in [0, 255])."""
-    r0 = (byte.to(tl.int32) | 0x4B000000).to(tl.float32, bitcast=True) - 8388609.0  # byte_as_float(byte) - 1
+    r0 = byte_as_float(byte, 1.0)
     r1 = next_shifted_quotient(r0)
     r2 = next_shifted_quotient(r1)
     r3 = next_shifted_quotient(r2)
