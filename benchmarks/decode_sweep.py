@@ -4,8 +4,9 @@
 
 For each ``(N, K)``, three layouts of the same work (see ``benchmarks/NOTES.md``):
 
-- ``columns``: the shipped column-order decode (``triton.dequantize``, one output column per
-  lane, contiguous stores), used by grad-x and forwards with M >= N / 3, over ``COLUMN_TILES``;
+- ``columns``: the shipped column-order decode (``triton.dequantize``, a run of consecutive
+  columns per lane decoded one digit each, 16-byte stores), used by grad-x and forwards with
+  M >= N / 3, over ``COLUMN_TILES``;
 - ``planes``: the shipped digit-plane decode (``triton.dequantize_planes``, two packed bytes
   per register through the PTX pair decode, five contiguous runs per byte tile), over tiles;
   ``planes-f32q`` the same kernel with the fp32 quotient decode;
@@ -30,8 +31,8 @@ SHAPES = ((4096, 4096), (4096, 14336), (16384, 16384))
 PLANE_TILES = ((8, 128, True), (8, 128, False), (8, 64, True), (8, 256, True), (16, 128, True), (32, 128, True),
                (4, 256, True))
 # (BLOCK_N, BLOCK_C, warps) of the column-order decode; the first is the shipped one.
-COLUMN_TILES = ((16, 256, 4), (8, 512, 4), (32, 128, 4), (32, 256, 8), (64, 128, 8), (16, 512, 8), (4, 1024, 4),
-                (8, 256, 4), (16, 128, 4), (64, 256, 8))
+COLUMN_TILES = ((16, 256, 4), (64, 128, 4), (32, 128, 4), (128, 64, 4), (64, 64, 4), (64, 256, 8), (128, 128, 8),
+                (32, 256, 4), (256, 64, 8), (128, 128, 4))
 
 
 @triton.jit

@@ -16,7 +16,7 @@ from benchmarks.kernels import GROUP_SIZE, relative_rms, time_with_events, with_
 from ternary.state.packing import random_packed
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (16384, 16384))
-ROWS = (2048, 8192)
+ROWS = (512, 2048, 8192)
 
 
 def _forced(kernels, ratio, call):

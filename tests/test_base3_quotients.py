@@ -1,4 +1,5 @@
-"""The fp32 base-3 decode of ``triton_base3`` (``shifted_quotients``, ``trit_of``), every byte.
+"""The base-3 decodes of ``triton_base3``, every byte: the fp32 one (``shifted_quotients``,
+``trit_of``) and the integer one of a single digit per element (``digit_value``).
 
 Each quotient step is one FMA that rounds at the fp32 spacing of 1.5 * 2^23 and one
 subtraction. Compiled on a GPU the FMA is fused (one rounding); the interpreter computes it
@@ -19,7 +20,13 @@ from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on 
 import triton  # noqa: E402
 import triton.language as tl  # noqa: E402
 
-from ternary.kernels.linear.triton_base3 import shifted_quotients, trit_of  # noqa: E402
+from ternary.kernels.linear.triton_base3 import (  # noqa: E402
+    QUOTIENT_MULTIPLIERS,
+    QUOTIENT_SHIFT,
+    digit_value,
+    shifted_quotients,
+    trit_of,
+)
 
 THIRD = float(np.float32(1 / 3))
 MAGIC = 12582912.0
@@ -77,3 +84,32 @@ def test_quotient_step_is_exact_fused_and_unfused():
         product = r * third
         unfused = _fp32_round((_fp32_round(product) if product else product) + magic) - (magic + 1)
         assert fused == unfused == q // 3 - 1, q
+
+
+@triton.jit
+def _digit_of_every_byte(out_ptr):
+    """``out [256, 8]``: digit ``min(d, 4)`` of byte ``b`` at ``[b, d]``, one digit per element."""
+    byte = tl.arange(0, 256)[:, None]
+    digit = tl.minimum(tl.arange(0, 8), 4)[None, :]
+    tl.store(out_ptr + byte * 8 + tl.arange(0, 8)[None, :], digit_value(byte, digit))
+
+
+def test_integer_digit_decode_of_every_byte_and_position():
+    """``digit_value`` equals ``(b // 3^d) % 3`` for every byte and position (corrupt bytes
+    included; the kernels turn those into NaN separately)."""
+    out = torch.empty((256, 8), dtype=torch.int32, device=DEVICE)
+    _digit_of_every_byte[(1,)](out)
+    b = torch.arange(256)[:, None]
+    d = torch.arange(8).clamp(max=4)[None, :]
+    want = (b // 3**d) % 3
+    assert torch.equal(out.cpu().long(), want)
+
+
+def test_quotient_multipliers_divide_every_byte():
+    """``(q * M_d) >> 15 == q // 3^d`` for every q in [0, 255] and d = 1..5: the multipliers are
+    ``ceil(2^15 / 3^d)`` and their excess ``M_d 3^d - 2^15`` times 255 stays below ``2^15``.
+    ``M_1`` also gives the next quotient from a quotient (``digit_value``'s last step)."""
+    for d, multiplier in enumerate(QUOTIENT_MULTIPLIERS, start=1):
+        assert multiplier == -(-(2**QUOTIENT_SHIFT) // 3**d)
+        for q in range(256):
+            assert (q * multiplier) >> QUOTIENT_SHIFT == q // 3**d, (q, d)

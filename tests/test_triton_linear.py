@@ -226,6 +226,21 @@ def test_column_decode_is_bit_exact_for_any_tile(tile):
     assert torch.equal(got.cpu(), want.to(torch.float32).cpu())
 
 
+def test_column_decode_of_every_byte_value_in_every_position():
+    """Every valid byte in every digit position, with K = 1213 (not a multiple of 5, of G or of
+    the column tile): the decode equals the reference bit for bit, and the returned view skips
+    the buffer's padding columns (row stride a whole number of column tiles, at least K)."""
+    n, g = 5, 40
+    k = 5 * 243 - 2
+    packed = torch.stack([torch.roll(torch.arange(243), shift) for shift in range(n)]).to(torch.uint8).to(DEVICE)
+    gen = torch.Generator().manual_seed(3)
+    exponents = torch.randint(-20, 20, (n, -(-k // g)), generator=gen).to(torch.int8).to(DEVICE)
+    got = kernels.dequantize(packed, exponents, in_features=k, group_size=g, dtype=torch.float32)
+    want = reference.dequantize(packed, exponents, in_features=k, group_size=g)
+    assert got.shape == (n, k) and got.stride(0) >= k and got.stride(1) == 1
+    assert torch.equal(got.cpu(), want.to(torch.float32).cpu())
+
+
 def _planes_as_columns(w: torch.Tensor) -> torch.Tensor:
     """Undo the digit-plane order of :func:`kernels.dequantize_planes`: ``[N, blocks * 5 * BB]``
     -> ``[N, blocks * BB * 5]`` in column order (padding columns past K included)."""

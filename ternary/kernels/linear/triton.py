@@ -70,10 +70,12 @@ PLANE_BLOCK_B = 128
 PLANE_BLOCK_N = 8
 # Two-step forwards and grad-x with M * PLANES_ROWS_PER_OUTPUT < N decode in digit-plane order
 # (regrouping x, or the grad-x output, to match); the decode saves time in proportion to N * K,
-# the regrouping costs it in proportion to M * K. Rechecked with the pair decode on an H100
-# (benchmarks/results/h100/pair_decode/planes_threshold.log): the rule picks the faster branch
-# or one within 3% at M = 2048 and 8192 on the four benchmark shapes.
-PLANES_ROWS_PER_OUTPUT = 3
+# the regrouping costs it in proportion to M * K. With the integer column decode (1.4-1.6 TB/s
+# against the plane decode's 2.2) the break-even moved from 3 to about 8-11 (H100,
+# benchmarks/results/h100/column_decode/planes_threshold.log): columns now win at M = 512 on
+# 4096^2 and 4096x14336 and at M = 2048 on 14336x4096; planes keep 16384^2 at M = 512 and are
+# within 4% of columns at M = 2048 there.
+PLANES_ROWS_PER_OUTPUT = 8
 # ... and only with at least this many plane blocks per row: the plane layout pads K to whole
 # blocks of 5 * PLANE_BLOCK_B columns, so a narrow layer would multiply the GEMM's work.
 PLANES_MIN_BLOCKS = 4
@@ -81,6 +83,8 @@ PLANES_MIN_BLOCKS = 4
 # flight per program), so more programs per SM hide more latency. H100, 16384^2 at M = 16:
 # 252 us with 2, 185 us with 8 (0.74x -> 1.01x of bf16); benchmarks/gemv_sweep.py.
 PROGRAMS_PER_SM = 8
+# (BLOCK_N, BLOCK_C, warps) of the column-order decode (benchmarks/decode_sweep.py).
+COLUMN_DECODE_TILE = (16, 256, 4)
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 
@@ -258,14 +262,19 @@ def _finish_kernel(ws_ptr, bias_ptr, out_ptr, M, C, stride_ws, stride_wm, stride
 @triton.jit
 def _dequantize_kernel(p_ptr, e_ptr, w_ptr, N, K, stride_pn, stride_en, stride_wn,
                        GROUP_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
-    """Dense ``w [N, K] = T * 2^E`` in ``w``'s dtype, in column order (contiguous stores)."""
+    """Dense ``w [N, Kp] = T * 2^E`` in ``w``'s dtype, in column order, for a row stride
+    ``Kp`` that is a multiple of ``BLOCK_C`` (columns past ``K`` repeat column ``K - 1``).
+
+    The tile is held as ``[BLOCK_C, BLOCK_N]`` (columns first): each lane then owns a run of
+    consecutive columns of a few rows, so the per-column digit constants are shared by those
+    rows and the run is stored as whole 16-byte vectors (no column mask: the padding columns
+    take clamped, finite values instead)."""
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
-    c_ok = (cols < K)[None, :]
-    w = decode_weights(p_ptr, e_ptr, tl.minimum(rn, N - 1)[:, None], cols[None, :], c_ok, stride_pn, stride_en,
-                       GROUP_SIZE)
-    tl.store(w_ptr + rn[:, None] * stride_wn + cols[None, :], w.to(w_ptr.dtype.element_ty),
-             mask=(rn < N)[:, None] & c_ok)
+    w = decode_weights(p_ptr, e_ptr, tl.minimum(rn, N - 1)[None, :], tl.minimum(cols, K - 1)[:, None], True,
+                       stride_pn, stride_en, GROUP_SIZE)
+    tl.store(w_ptr + rn[None, :] * stride_wn + cols[:, None], w.to(w_ptr.dtype.element_ty),
+             mask=(rn < N)[None, :])
 
 
 @triton.jit
@@ -386,18 +395,20 @@ def dequantize(T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int, gro
                dtype: torch.dtype = torch.bfloat16, tile: tuple[int, int, int] | None = None) -> torch.Tensor:
     """Dense ``W [N, K] = T * 2^E`` in ``dtype`` (the transient buffer of the two-step path).
 
-    ``tile = (BLOCK_N, BLOCK_C, warps)`` overrides the launch (benchmark sweeps).
+    The result is a view of a buffer whose rows are padded to whole column tiles (row stride
+    ``Kp >= K``, at most ``BLOCK_C - 1`` columns more), which cuBLAS takes as its leading
+    dimension. ``tile = (BLOCK_N, BLOCK_C, warps)`` overrides the launch (benchmark sweeps).
     """
     n = T_packed.shape[0]
-    w = torch.empty((n, in_features), dtype=dtype, device=T_packed.device)
-    block_n, block_c, warps = (16, 32, 4) if triton_interpreted() else (16, 256, 4)
+    block_n, block_c, warps = (16, 32, 4) if triton_interpreted() else COLUMN_DECODE_TILE
     if tile is not None:
         block_n, block_c, warps = tile
-    _dequantize_kernel[(triton.cdiv(n, block_n), triton.cdiv(in_features, block_c))](
+    w = torch.empty((n, _round_up(in_features, block_c)), dtype=dtype, device=T_packed.device)
+    _dequantize_kernel[(triton.cdiv(n, block_n), w.shape[1] // block_c)](
         T_packed, E, w, n, in_features, T_packed.stride(0), E.stride(0), w.stride(0),
         GROUP_SIZE=group_size, BLOCK_N=block_n, BLOCK_C=block_c, num_warps=warps,
     )
-    return w
+    return w[:, :in_features]
 
 
 def plane_block() -> int:
@@ -511,7 +522,7 @@ def forward_two_step(x, T_packed, E, bias, *, in_features, group_size, bias_frac
 
     While ``M * PLANES_ROWS_PER_OUTPUT < N`` (and the layer is at least ``PLANES_MIN_BLOCKS``
     plane blocks wide) the buffer is in digit-plane order (each digit of a byte block is one
-    contiguous run, so the decode stores whole runs: 2.5x faster than column order on an
+    contiguous run, so the decode stores whole runs: 1.4x faster than column order on an
     H100) and the activations are regrouped into the same order; the product is the same
     sum. Otherwise column order (no regrouping of ``x``).
     """

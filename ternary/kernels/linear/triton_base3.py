@@ -99,26 +99,36 @@ def exact_exp2(e):
     return bits.to(tl.float32, bitcast=True)
 
 
+# floor(b / 3^d) = (b * QUOTIENT_MULTIPLIERS[d - 1]) >> QUOTIENT_SHIFT for every b in [0, 255] and d = 1..5
+# (the multipliers are ceil(2^15 / 3^d); tests/test_base3_quotients.py checks every byte).
+QUOTIENT_SHIFT = 15
+QUOTIENT_MULTIPLIERS = (10923, 3641, 1214, 405, 135)
+# The multipliers of d = 1..4 as four 16-bit fields of one constant, picked per element by a shift.
+_PACKED_MULTIPLIERS = tl.constexpr(sum(mult << (16 * i) for i, mult in enumerate(QUOTIENT_MULTIPLIERS[:4])))
+
+
+@triton.jit
+def digit_value(byte, digit):
+    """Digit ``floor(byte / 3^digit) mod 3`` (0..2) of an int32 tensor ``byte`` in [0, 255] at
+    per-element positions ``digit`` in [0, 4], by integer multiply-shifts (no division, no
+    per-position branch). A corrupt byte (> 242) gets a value too; callers mark it."""
+    shift = (16 * tl.maximum(digit - 1, 0)).to(tl.int64)
+    multiplier = ((tl.full(digit.shape, _PACKED_MULTIPLIERS, tl.int64) >> shift) & 0xFFFF).to(tl.int32)
+    low = tl.where(digit == 0, byte, (byte * multiplier) >> 15)
+    return low - 3 * ((low * 10923) >> 15)
+
+
 @triton.jit
 def decode_weights(p_ptr, e_ptr, rows, cols, ok, stride_pn, stride_en, GROUP_SIZE: tl.constexpr):
     """Weights ``T[rows, cols] * 2^E[rows, cols // G]`` as fp32, for broadcastable index tiles.
 
-    Column ``c`` reads byte ``c // 5`` and decodes only its digit ``d = c % 5``:
-    ``floor(b / 3^d) - 3 floor(b / 3^(d+1)) - 1``, each floor as one rounding of
-    ``b / 3^d - (3^d - 1) / (2 3^d)`` (kept shifted by -1 for :func:`trit_of`). Masked-off
-    entries (``ok`` false) are 0; corrupt bytes (> 242) give NaN.
+    Column ``c`` reads byte ``c // 5`` and decodes only its digit ``c % 5``
+    (:func:`digit_value`). Masked-off entries (``ok`` false) are 0; corrupt bytes (> 242) give NaN.
     """
     byte = tl.load(p_ptr + rows * stride_pn + cols // 5, mask=ok, other=121).to(tl.int32)
     e = tl.load(e_ptr + rows * stride_en + cols // GROUP_SIZE, mask=ok, other=0)
-    digit = cols % 5
-    power = tl.where(digit == 0, 1.0, tl.where(digit == 1, 3.0, tl.where(digit == 2, 9.0,
-                     tl.where(digit == 3, 27.0, 81.0))))
-    b = byte_as_float(byte)
-    low = b * (1.0 / power) - (power - 1.0) / (2.0 * power)
-    high = b * (1.0 / (3.0 * power)) - (3.0 * power - 1.0) / (6.0 * power)
-    low = (low + 12582912.0) - 12582913.0
-    high = (high + 12582912.0) - 12582913.0
-    return tl.where(byte > 242, float("nan"), trit_of(low, high) * exact_exp2(e))
+    trit = byte_as_float(digit_value(byte, cols % 5), 1.0)
+    return tl.where(byte > 242, float("nan"), trit * exact_exp2(e))
 
 
 def _pair_decode_asm() -> str:
