@@ -1,18 +1,20 @@
 """Tile sweep of the Triton direct update at training M, one card (bf16 hooks).
 
-    python -m benchmarks.update_sweep "(128,64,32,8,4)" "(64,64,32,8,3)" ...   # GPU only
+    python -m benchmarks.update_sweep "(128,64,32,8,4)" "(64,64,32,8,3)" ... [--group-n 4,16]   # GPU only
 
 Each argument is ``(BLOCK_M, BLOCK_N, BLOCK_B, warps, stages)`` (the return value of
-``ternary.kernels.update.triton._tiles``). Every tile is first checked bit for bit against
-the reference update on small-integer hooks (exact sums), then timed with CUDA events
-against the bare bf16 weight-gradient GEMM ``grad_y.T @ x`` on 4096^2 and 16384^2 at
-M = 2048 and 8192. Results: ``benchmarks/NOTES.md``.
+``ternary.kernels.update.triton._tiles``); ``--group-n`` lists program-order group sizes
+(``triton.GROUP_N``; 0 means one group of all row tiles, the order before grouping). Every
+tile and group size is first checked bit for bit against the reference update on
+small-integer hooks (exact sums), then timed with CUDA events against the bare bf16
+weight-gradient GEMM ``grad_y.T @ x`` on 4096^2 and 16384^2 at M = 2048 and 8192.
+Results: ``benchmarks/NOTES.md``.
 """
 
 from __future__ import annotations
 
+import argparse
 import ast
-import sys
 
 import torch
 
@@ -25,8 +27,8 @@ RULE = dict(group_size=GROUP_SIZE, theta_t=4, theta_e=16, e_min=-24, e_max=8, bi
 FIELDS = ("T_packed", "E", "E_accum", "T_accum", "bias")
 
 
-def _with_tiles(tiles, call):
-    return with_constants(triton_update, call, _tiles=lambda m, g, fp32: tiles)
+def _with_tiles(tiles, group_n, call):
+    return with_constants(triton_update, call, _tiles=lambda m, g, fp32: tiles, GROUP_N=group_n or 2**30)
 
 
 def _layer(n: int, k: int, gen: torch.Generator, device: torch.device):
@@ -39,7 +41,12 @@ def _layer(n: int, k: int, gen: torch.Generator, device: torch.device):
 
 
 def main(argv: list[str] | None = None) -> None:
-    tiles = [tuple(ast.literal_eval(arg)) for arg in (sys.argv[1:] if argv is None else argv)]
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("tiles", nargs="+", type=lambda text: tuple(ast.literal_eval(text)))
+    parser.add_argument("--group-n", type=lambda text: [int(v) for v in text.split(",")],
+                        default=[triton_update.GROUP_N])
+    args = parser.parse_args(argv)
+    runs = [(tile, group_n) for tile in args.tiles for group_n in args.group_n]
     device = torch.device("cuda")
     print(f"device: {torch.cuda.get_device_name(0)}")
     gen = torch.Generator().manual_seed(0)
@@ -48,13 +55,13 @@ def main(argv: list[str] | None = None) -> None:
     x = torch.randint(-2, 3, (m, k), generator=gen).to(device, torch.bfloat16)
     grad_y = torch.randint(-2, 3, (m, n), generator=gen).to(device, torch.bfloat16)
     want = reference.update(*state, x, grad_y, in_features=k, **RULE)
-    for tile in tiles:
+    for tile, group_n in runs:
         try:
-            got = _with_tiles(tile, lambda: triton_update.update(*state, x, grad_y, in_features=k, **RULE))
+            got = _with_tiles(tile, group_n, lambda: triton_update.update(*state, x, grad_y, in_features=k, **RULE))
             exact = all(torch.equal(getattr(got, f), getattr(want, f)) for f in FIELDS)
         except Exception as error:  # a tile that does not fit must not hide the others
             exact = f"{type(error).__name__}: {str(error)[:80]}"
-        print(f"exact {n}x{k} M={m} {tile}: {exact}", flush=True)
+        print(f"exact {n}x{k} M={m} {tile} group_n={group_n}: {exact}", flush=True)
     for n, k in ((4096, 4096), (16384, 16384)):
         for m in (2048, 8192):
             state = _layer(n, k, gen, device)
@@ -62,13 +69,14 @@ def main(argv: list[str] | None = None) -> None:
             grad_y = torch.randn(m, n, device=device, dtype=torch.bfloat16)
             gemm = time_with_events(lambda: grad_y.T @ x)
             print(f"{n:>5}x{k:<5} M={m:<5} bf16 wgrad GEMM {gemm:10.1f} us", flush=True)
-            for tile in tiles:
+            for tile, group_n in runs:
+                label = f"{tile} g{group_n}"
                 try:
-                    us = _with_tiles(tile, lambda: time_with_events(
+                    us = _with_tiles(tile, group_n, lambda: time_with_events(
                         lambda: triton_update.update(*state, x, grad_y, in_features=k, **RULE)))
-                    print(f"{n:>5}x{k:<5} M={m:<5} {str(tile):>22} {us:10.1f} us {us / gemm:6.2f}x GEMM", flush=True)
+                    print(f"{n:>5}x{k:<5} M={m:<5} {label:>26} {us:10.1f} us {us / gemm:6.2f}x GEMM", flush=True)
                 except Exception as error:  # noqa: BLE001
-                    print(f"{n:>5}x{k:<5} M={m:<5} {str(tile):>22} error {type(error).__name__}", flush=True)
+                    print(f"{n:>5}x{k:<5} M={m:<5} {label:>26} error {type(error).__name__}", flush=True)
             del state, x, grad_y
             torch.cuda.empty_cache()
 

@@ -12,6 +12,9 @@ import torch
 
 from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on CPU)
 
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
 from ternary.kernels.update import reference  # noqa: E402
 from ternary.kernels.update import triton as kernels  # noqa: E402
 from ternary.state.packing import CorruptStateError, random_packed, unpack  # noqa: E402
@@ -155,3 +158,33 @@ def test_update_bad_hook_shape_names_the_hook():
     x, grad_y = hooks(3, 5, 83, gen)
     with pytest.raises(ValueError, match="grad_y"):
         kernels.update(*[state[f] for f in FIELDS], x, grad_y[:, :4], **rule(83, 40))
+
+
+@triton.jit
+def _record_tiles(out_ptr, ROW_TILES: tl.constexpr, BYTE_BLOCKS: tl.constexpr, GROUP_N: tl.constexpr):
+    pid_n, pid_b = kernels._tile_of_program(ROW_TILES, BYTE_BLOCKS, GROUP_N)
+    tl.store(out_ptr + 2 * tl.program_id(0), pid_n)
+    tl.store(out_ptr + 2 * tl.program_id(0) + 1, pid_b)
+
+
+@pytest.mark.parametrize("row_tiles,byte_blocks,group_n", [(5, 4, 2), (7, 3, 16), (12, 5, 4), (1, 6, 3)])
+def test_program_order_visits_every_tile_once_in_groups(row_tiles, byte_blocks, group_n):
+    """The 1-D grid's program -> tile map is a bijection, and programs come in runs of
+    ``GROUP_N`` row tiles (the last group partial) that sweep all byte blocks."""
+    programs = row_tiles * byte_blocks
+    out = torch.empty(2 * programs, dtype=torch.int32, device=DEVICE)
+    _record_tiles[(programs,)](out, ROW_TILES=row_tiles, BYTE_BLOCKS=byte_blocks, GROUP_N=group_n)
+    tiles = [tuple(pair) for pair in out.view(-1, 2).cpu().tolist()]
+    assert sorted(tiles) == [(n, b) for n in range(row_tiles) for b in range(byte_blocks)]
+    for pid, (n, b) in enumerate(tiles):
+        assert n // group_n == pid // (group_n * byte_blocks)
+
+
+def test_grouped_program_order_matches_reference(monkeypatch):
+    """Several row-tile groups, the last one partial (GROUP_N = 2 over 5 row tiles)."""
+    monkeypatch.setattr(kernels, "GROUP_N", 2)
+    n, k, g = 70, 300, 40
+    gen = torch.Generator().manual_seed(29)
+    state = layer_state(n, k, g, gen)
+    x, grad_y = hooks(9, n, k, gen)
+    assert_bitwise(*run_both(state, x, grad_y, rule(k, g)))
