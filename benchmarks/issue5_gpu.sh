@@ -9,8 +9,8 @@ mkdir -p "$OUT"
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}" PYTHONUNBUFFERED=1
 { nvidia-smi --query-gpu=name,memory.total --format=csv,noheader -i "${CUDA_VISIBLE_DEVICES:-0}"
   python -c "import torch, triton; print('torch', torch.__version__, 'triton', triton.__version__)"; } | tee "$OUT/gpu.txt"
-timeout "${TEST_S:-180}" python -m pytest -q -p no:cacheprovider tests/test_triton_linear.py tests/test_triton_update.py \
-  tests/test_grouped_linear.py > "$OUT/triton_tests.log" 2>&1
+timeout "${TEST_S:-360}" python -m pytest -q -p no:cacheprovider tests/test_triton_linear.py tests/test_triton_update.py \
+  tests/test_grouped_linear.py tests/test_base3_quotients.py > "$OUT/triton_tests.log" 2>&1
 echo "triton tests exit $?: $(tail -1 "$OUT/triton_tests.log")" | tee -a "$OUT/gpu.txt"
 grep -E "^(FAILED|ERROR)" "$OUT/triton_tests.log" | head -10
 timeout "${SWEEP_S:-90}" python -m benchmarks.decode_sweep > "$OUT/decode_sweep.log" 2>&1
