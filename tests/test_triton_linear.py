@@ -101,13 +101,17 @@ def test_grad_x_matches_reference(m, n, k, g):
     grad_y = torch.randn(m, n, generator=gen).to(DEVICE)
     kw = dict(in_features=k, group_size=g)
     expected = reference.grad_x(grad_y, packed, exponents, **kw)
-    paths = (("dispatch", kernels.grad_x), ("two_step", kernels.grad_x_two_step),
+    paths = [("dispatch", kernels.grad_x), ("two_step", kernels.grad_x_two_step),
              ("two_step_columns", forced_branch(kernels.grad_x_two_step, 2**40)),
-             ("two_step_planes", forced_branch(kernels.grad_x_two_step, 0)))
+             ("two_step_planes", forced_branch(kernels.grad_x_two_step, 0))]
+    gemv = m <= kernels.GEMV_MAX_ROWS
+    if gemv:
+        paths.append(("gemv", kernels.grad_x_gemv))
     for name, path in paths:
         out = path(grad_y, packed, exponents, **kw)
         assert out.shape == (m, k) and out.dtype == torch.float32, name
-        assert relative_rms(out, expected) <= FP32_BUDGET, (name, relative_rms(out, expected))
+        budget = GEMV_FP32_BUDGET if gemv and name in ("dispatch", "gemv") else FP32_BUDGET
+        assert relative_rms(out, expected) <= budget, (name, relative_rms(out, expected))
     bf16 = kernels.grad_x(grad_y.to(torch.bfloat16), packed, exponents, **kw)
     assert bf16.dtype == torch.bfloat16
     assert relative_rms(bf16, reference.grad_x(grad_y.to(torch.bfloat16), packed, exponents, **kw)) <= BF16_BUDGET
@@ -127,6 +131,27 @@ def test_gemv_launch_overrides_match_reference(tile, m, monkeypatch):
     kw = dict(in_features=k, group_size=g, bias_frac_bits=FRAC_BITS)
     y = kernels.forward_gemv(x, packed, exponents, bias, tile=tile, **kw)
     assert relative_rms(y, reference.forward(x, packed, exponents, bias, **kw)) <= GEMV_FP32_BUDGET
+
+
+@pytest.mark.parametrize("tile", [(8, 16, 4, 3), (4, 32, 4, 64), (8, 16, 4, 0), (16, 16, 4, 2)])
+@pytest.mark.parametrize("m", [1, 2])
+def test_grad_x_gemv_launch_overrides_match_reference(tile, m):
+    """The grad-x GEMV's tile / split overrides keep its result: N = 37 is not a multiple of
+    the row tile (rows past N stay out), splits above the row-tile count are capped, 0 means
+    one; K = 1213 leaves a partial byte block."""
+    n, k, g = 37, 1213, 40
+    (packed, exponents, _), gen = layer(n, k, g, seed=27)
+    grad_y = torch.randn(m, n, generator=gen).to(DEVICE)
+    got = kernels.grad_x_gemv(grad_y, packed, exponents, in_features=k, group_size=g, tile=tile)
+    want = reference.grad_x(grad_y, packed, exponents, in_features=k, group_size=g)
+    assert got.shape == (m, k) and relative_rms(got, want) <= GEMV_FP32_BUDGET
+
+
+def test_grad_x_gemv_refuses_more_rows_than_it_takes():
+    (packed, exponents, _), gen = layer(5, 83, 40, seed=3)
+    grad_y = torch.randn(kernels.GEMV_MAX_ROWS + 1, 5, generator=gen).to(DEVICE)
+    with pytest.raises(ValueError, match="grad_x_gemv"):
+        kernels.grad_x_gemv(grad_y, packed, exponents, in_features=83, group_size=40)
 
 
 def test_even_splits_leave_no_split_idle():
@@ -197,7 +222,8 @@ def test_forward_scales_exactly_with_powers_of_two():
 @pytest.mark.parametrize("n", [256, 64])
 def test_fp16_two_step_keeps_large_exponents(n):
     """fp16 cannot hold 2^E for E >= 16: the two-step paths (plane order at N = 256, column
-    order at N = 64, both reached through ``forward`` at M = 70) must compute in fp32."""
+    order at N = 64, both reached through ``forward`` at M = 70) and the grad-x GEMV (M = 1)
+    must compute in fp32."""
     m, k, g = 70, 23, 5
     gen = torch.Generator().manual_seed(n)
     packed = random_packed(n, k, generator=gen).to(DEVICE)
@@ -213,6 +239,9 @@ def test_fp16_two_step_keeps_large_exponents(n):
     expected = reference.grad_x(grad_y.double(), packed, exponents, in_features=k, group_size=g)
     assert grad.dtype == torch.float16 and torch.isfinite(grad).all()
     assert relative_rms(grad, expected) <= BF16_BUDGET
+    grad = kernels.grad_x(grad_y[:1], packed, exponents, in_features=k, group_size=g)  # the GEMV
+    assert grad.dtype == torch.float16 and torch.isfinite(grad).all()
+    assert relative_rms(grad, expected[:1]) <= BF16_BUDGET
 
 
 @pytest.mark.parametrize("tile", [None, (8, 64, 4), (4, 128, 8)])
@@ -332,12 +361,14 @@ def test_corrupt_bytes_poison_outputs_instead_of_decoding():
             assert torch.isnan(y[:, [2, 4]]).all(), (name, dtype)
             assert torch.isfinite(y[:, [0, 1, 3]]).all(), (name, dtype)
     for dtype in (torch.float32, torch.bfloat16):
-        grad_y = torch.randn(3, n, generator=gen).to(DEVICE, dtype)
-        for rows_per_output in (0, 2**40):  # digit planes, column order
-            grad = forced_branch(kernels.grad_x_two_step, rows_per_output)(grad_y, packed, exponents, in_features=k,
-                                                                            group_size=g)
-            assert torch.isnan(grad[:, 20:25]).all() and torch.isnan(grad[:, 80:]).all(), (dtype, rows_per_output)
-            assert torch.isfinite(grad[:, :20]).all() and torch.isfinite(grad[:, 25:80]).all(), (dtype, rows_per_output)
+        paths = [(3, "planes", forced_branch(kernels.grad_x_two_step, 0)),
+                 (3, "columns", forced_branch(kernels.grad_x_two_step, 2**40)),
+                 (1, "gemv", kernels.grad_x_gemv), (2, "gemv", kernels.grad_x_gemv)]
+        for m, name, path in paths:
+            grad = path(torch.randn(m, n, generator=gen).to(DEVICE, dtype), packed, exponents, in_features=k,
+                        group_size=g)
+            assert torch.isnan(grad[:, 20:25]).all() and torch.isnan(grad[:, 80:]).all(), (dtype, name, m)
+            assert torch.isfinite(grad[:, :20]).all() and torch.isfinite(grad[:, 25:80]).all(), (dtype, name, m)
 
 
 @pytest.mark.parametrize(

@@ -83,6 +83,8 @@ PLANES_MIN_BLOCKS = 4
 # flight per program), so more programs per SM hide more latency. H100, 16384^2 at M = 16:
 # 252 us with 2, 185 us with 8 (0.74x -> 1.01x of bf16); benchmarks/gemv_sweep.py.
 PROGRAMS_PER_SM = 8
+# (BLOCK_N, BLOCK_B, warps) of the grad-x GEMV (M <= GEMV_MAX_ROWS).
+GRAD_X_GEMV_TILE = (32, 32, 4)
 # (BLOCK_N, BLOCK_C, warps) of the column-order decode (benchmarks/decode_sweep.py).
 COLUMN_DECODE_TILE = (16, 256, 4)
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -197,6 +199,62 @@ def _gemv_kernel(
     total = tl.where((tl.max(worst, axis=1) > 242)[None, :], float("nan"), tl.sum(acc, axis=2))
     out = out_ptr + tl.program_id(2) * stride_os + rm[:, None] * stride_om + rn[None, :]
     tl.store(out, total, mask=(rm < M)[:, None] & (rn < N)[None, :])
+
+
+@triton.jit
+def _grad_x_gemv_kernel(
+    g_ptr, p_ptr, e_ptr, out_ptr,
+    M, N, Np, KB, stride_gm, stride_pn, stride_en, stride_os, stride_om,
+    BYTES_PER_GROUP: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, SPLIT_N,
+):
+    """Partial ``out[s, m, 5 j + d] = sum_n grad_y[m, n] W[n, 5 j + d]`` for the byte block
+    ``program_id(0)`` over split ``s = program_id(2)`` of the weight rows (``Np`` = N padded to
+    ``BLOCK_N``), for the ``M <= ROWS`` rows of ``grad_y``.
+
+    Trit ``d`` of a byte is ``r_d - 3 r_{d+1} - 3`` in its shifted quotients (the top one
+    ``r_4``), so the loop only sums ``R_i = sum_n r_i g 2^E`` and ``S = sum_n g 2^E`` per lane and
+    the trits are formed once at the end: ``R_d - 3 R_{d+1} - 3 S`` and ``R_4``. A corrupt byte
+    turns its five output columns into NaN.
+    """
+    jb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    rm = tl.arange(0, ROWS)
+    b_ok = (jb < KB)[None, :]
+    groups = (jb // BYTES_PER_GROUP)[None, :]
+    first, count = _split_range(Np, BLOCK_N, SPLIT_N)
+    acc0 = tl.zeros((ROWS, BLOCK_N, BLOCK_B), dtype=tl.float32)
+    acc1 = tl.zeros((ROWS, BLOCK_N, BLOCK_B), dtype=tl.float32)
+    acc2 = tl.zeros((ROWS, BLOCK_N, BLOCK_B), dtype=tl.float32)
+    acc3 = tl.zeros((ROWS, BLOCK_N, BLOCK_B), dtype=tl.float32)
+    acc4 = tl.zeros((ROWS, BLOCK_N, BLOCK_B), dtype=tl.float32)
+    total = tl.zeros((ROWS, BLOCK_N, BLOCK_B), dtype=tl.float32)
+    worst = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.int32)
+    for step in range(0, count):
+        rn = (first + step) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rows = tl.minimum(rn, N - 1)[:, None]
+        byte = tl.load(p_ptr + rows * stride_pn + jb[None, :], mask=b_ok, other=121).to(tl.int32)
+        scale = exact_exp2(tl.load(e_ptr + rows * stride_en + groups, mask=b_ok, other=0))
+        g = tl.load(g_ptr + rm[:, None] * stride_gm + rn[None, :], mask=(rm < M)[:, None] & (rn < N)[None, :],
+                    other=0.0).to(tl.float32)
+        weighted = g[:, :, None] * scale[None]
+        r0, r1, r2, r3, r4 = shifted_quotients(byte)
+        acc0 += r0[None] * weighted
+        acc1 += r1[None] * weighted
+        acc2 += r2[None] * weighted
+        acc3 += r3[None] * weighted
+        acc4 += r4[None] * weighted
+        total += weighted
+        worst = tl.maximum(worst, byte)
+    bad = (tl.max(worst, axis=0) > 242)[None, :]
+    s = tl.sum(total, axis=1)
+    q0, q1, q2 = tl.sum(acc0, axis=1), tl.sum(acc1, axis=1), tl.sum(acc2, axis=1)
+    q3, q4 = tl.sum(acc3, axis=1), tl.sum(acc4, axis=1)
+    out = out_ptr + tl.program_id(2) * stride_os + rm[:, None] * stride_om + 5 * jb[None, :]
+    keep = (rm < M)[:, None] & b_ok
+    tl.store(out, tl.where(bad, float("nan"), trit_of(q0, q1) - 3.0 * s + 3.0), mask=keep)
+    tl.store(out + 1, tl.where(bad, float("nan"), trit_of(q1, q2) - 3.0 * s + 3.0), mask=keep)
+    tl.store(out + 2, tl.where(bad, float("nan"), trit_of(q2, q3) - 3.0 * s + 3.0), mask=keep)
+    tl.store(out + 3, tl.where(bad, float("nan"), trit_of(q3, q4) - 3.0 * s + 3.0), mask=keep)
+    tl.store(out + 4, tl.where(bad, float("nan"), q4), mask=keep)
 
 
 @triton.jit
@@ -564,6 +622,34 @@ def forward(
     return forward_fused(x, T_packed, E, bias, **kwargs)
 
 
+def grad_x_gemv(grad_y, T_packed, E, *, in_features, group_size, tile=None):
+    """CUDA-core grad-x for up to ``GEMV_MAX_ROWS`` rows of ``grad_y``: the weight bytes are
+    read once and never decoded into a buffer (see ``_grad_x_gemv_kernel``); splits over the
+    weight rows go to an fp32 workspace that the finishing kernel reduces.
+
+    ``tile = (BLOCK_N, BLOCK_B, warps, splits)`` overrides the launch (benchmark sweeps).
+    """
+    m = grad_y.shape[0]
+    if not 1 <= m <= GEMV_MAX_ROWS:
+        raise ValueError(f"triton grad_x_gemv: takes 1 to {GEMV_MAX_ROWS} rows of grad_y, got {m}")
+    n, kb = T_packed.shape
+    block_n, block_b, warps = (16, 16, 4) if triton_interpreted() else GRAD_X_GEMV_TILE
+    if tile is not None:
+        block_n, block_b, warps = tile[:3]
+    blocks, row_tiles = triton.cdiv(kb, block_b), triton.cdiv(n, block_n)
+    if tile is not None:
+        splits = _even_splits(max(1, min(tile[3], row_tiles)), row_tiles)
+    else:
+        splits = _gemv_splits(blocks, row_tiles, grad_y.device)
+    ws = torch.empty((splits, m, 5 * blocks * block_b), dtype=torch.float32, device=grad_y.device)
+    _grad_x_gemv_kernel[(blocks, 1, splits)](
+        grad_y, T_packed, E, ws, m, n, row_tiles * block_n, kb, grad_y.stride(0), T_packed.stride(0), E.stride(0),
+        ws.stride(0), ws.stride(1), BYTES_PER_GROUP=group_size // 5, ROWS=triton.next_power_of_2(m),
+        BLOCK_N=block_n, BLOCK_B=block_b, SPLIT_N=splits, num_warps=warps,
+    )
+    return _finish(ws[:, :, :in_features], None, 0, grad_y.dtype)
+
+
 def grad_x_two_step(grad_y, T_packed, E, *, in_features, group_size):
     """Dense decode into a transient buffer in ``grad_y.dtype`` (fp32 for fp16), then cuBLAS.
 
@@ -599,4 +685,6 @@ def grad_x(
     m = grad_y.shape[0]
     if m == 0 or T_packed.shape[0] == 0:
         return torch.zeros((m, in_features), dtype=grad_y.dtype, device=grad_y.device)
+    if m <= GEMV_MAX_ROWS:
+        return grad_x_gemv(grad_y, T_packed, E, in_features=in_features, group_size=group_size)
     return grad_x_two_step(grad_y, T_packed, E, in_features=in_features, group_size=group_size)
