@@ -21,9 +21,10 @@ Forward takes one of three paths, picked by the number of activation rows ``M``:
   with the activations regrouped to match (one transient copy of ``x``). On H100 the fused
   kernel took 64 us at 4096 x 4096, M = 128, against 15 us for bf16.
 
-``grad_x`` always takes the two-step path: ``grad_y @ W`` in cuBLAS, with ``W`` in
-digit-plane order and the output's columns put back by one strided copy while
-``M < N / PLANES_ROWS_PER_OUTPUT``, else in column order. A fused grad-x kernel was
+``grad_x`` for ``M <= GEMV_MAX_ROWS`` runs a CUDA-core GEMV over the weight rows (each byte
+read once, no buffer; ``_grad_x_gemv_kernel``); above that the two-step path: ``grad_y @ W`` in
+cuBLAS, with ``W`` in digit-plane order and the output's columns put back by one strided
+copy while ``M < N / PLANES_ROWS_PER_OUTPUT``, else in column order. A fused grad-x kernel was
 written, but at 64-row tiles it hit an illegal address on H100 and its large-shape results
 were never checked on a GPU, so it is not shipped.
 
@@ -83,7 +84,10 @@ PLANES_MIN_BLOCKS = 4
 # flight per program), so more programs per SM hide more latency. H100, 16384^2 at M = 16:
 # 252 us with 2, 185 us with 8 (0.74x -> 1.01x of bf16); benchmarks/gemv_sweep.py.
 PROGRAMS_PER_SM = 8
-# (BLOCK_N, BLOCK_B, warps) of the grad-x GEMV (M <= GEMV_MAX_ROWS).
+# (BLOCK_N, BLOCK_B, warps) of the grad-x GEMV (M <= GEMV_MAX_ROWS). H100, M = 1: 0.86-0.97x of
+# bf16 cuBLAS over the four benchmark shapes (two-step: 0.37-0.49x); 16 x 64 is faster on the
+# wide-K shapes (16384^2 1.21x) but slower on the others (benchmarks/grad_x_sweep.py,
+# benchmarks/results/h100/grad_x_gemv/grad_x_gemv.log).
 GRAD_X_GEMV_TILE = (32, 32, 4)
 # (BLOCK_N, BLOCK_C, warps) of the column-order decode (benchmarks/decode_sweep.py).
 COLUMN_DECODE_TILE = (16, 256, 4)

@@ -1,0 +1,55 @@
+"""grad-x at M = 1 and 2: the GEMV's tiles against the two-step path and bf16 cuBLAS, one card.
+
+    python -m benchmarks.grad_x_sweep        # prints a table; GPU only
+
+For each ``(N, K)`` and ``M``: ``grad_y @ W`` in bf16 cuBLAS, ``triton.grad_x_two_step``
+(decode into a buffer, then cuBLAS) and ``triton.grad_x_gemv`` with its default tile and
+``TILES`` (``(BLOCK_N, BLOCK_B, warps)``, splits from the shipped rule). Weights rotate over
+>= 3x the L2 size and calls replay inside CUDA graphs; every GEMV row is checked against the
+fp32 product (relative RMS error, dominated by the bf16 output rounding).
+"""
+
+from __future__ import annotations
+
+import torch
+
+from benchmarks.kernels import GROUP_SIZE, copies_for, relative_rms, time_in_graph
+
+SHAPES = ((16384, 16384), (4096, 14336), (14336, 4096), (4096, 4096))
+TILES = ((16, 64, 4), (64, 32, 4), (32, 64, 4))
+
+
+def main() -> None:
+    from ternary.kernels.linear import triton as kernels
+    from ternary.state.packing import random_packed, unpack
+
+    device = torch.device("cuda")
+    print(f"device: {torch.cuda.get_device_name(0)}  torch {torch.__version__}")
+    gen = torch.Generator().manual_seed(0)
+    for n, k in SHAPES:
+        groups = -(-k // GROUP_SIZE)
+        count = copies_for(n * -(-k // 5) + n * groups, device)
+        states = [(random_packed(n, k, generator=gen).to(device),
+                   torch.randint(-4, 2, (n, groups), generator=gen).to(torch.int8).to(device)) for _ in range(count)]
+        w = unpack(states[0][0], k).to(torch.bfloat16) * torch.exp2(states[0][1].float()).repeat_interleave(
+            GROUP_SIZE, 1)[:, :k].bfloat16()
+        dense = [w] + [torch.empty_like(w) for _ in range(copies_for(n * k * 2, device) - 1)]
+        static = dict(in_features=k, group_size=GROUP_SIZE)
+        for m in (1, 2):
+            grad_y = torch.randn(m, n, device=device, dtype=torch.bfloat16)
+            want = grad_y.float() @ w.float()
+            base = time_in_graph([lambda d=d: grad_y @ d for d in dense])
+            two = time_in_graph([lambda s=s: kernels.grad_x_two_step(grad_y, *s, **static) for s in states])
+            line = f"{n}x{k} M={m} cublas {base:7.1f} | two-step {two:7.1f} ({base / two:4.2f}x)"
+            for tile in (None,) + TILES:
+                if tile is not None:
+                    row_tiles, blocks = -(-n // tile[0]), -(-states[0][0].shape[1] // tile[1])
+                    tile = tile + (kernels._gemv_splits(blocks, row_tiles, device),)
+                err = relative_rms(kernels.grad_x_gemv(grad_y, *states[0], tile=tile, **static), want)
+                us = time_in_graph([lambda s=s: kernels.grad_x_gemv(grad_y, *s, tile=tile, **static) for s in states])
+                line += f" | gemv {tile or 'default'} {us:7.1f} ({base / us:4.2f}x, err {err:.0e})"
+            print(line, flush=True)
+
+
+if __name__ == "__main__":
+    main()
