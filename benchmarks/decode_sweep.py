@@ -5,8 +5,8 @@
 For each ``(N, K)``, three layouts of the same work (see ``benchmarks/NOTES.md``):
 
 - ``columns``: the shipped column-order decode (``triton.dequantize``, a run of consecutive
-  columns per lane decoded one digit each, 16-byte stores), used by grad-x and forwards with
-  M >= N / 3, over ``COLUMN_TILES``;
+  columns per lane decoded one digit each, 16-byte stores), used by grad-x (M > 2) and
+  forwards with ``M * PLANES_ROWS_PER_OUTPUT >= N``, over ``COLUMN_TILES``;
 - ``planes``: the shipped digit-plane decode (``triton.dequantize_planes``, two packed bytes
   per register through the PTX pair decode, five contiguous runs per byte tile), over tiles;
   ``planes-f32q`` the same kernel with the fp32 quotient decode;

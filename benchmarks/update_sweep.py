@@ -28,7 +28,8 @@ FIELDS = ("T_packed", "E", "E_accum", "T_accum", "bias")
 
 
 def _with_tiles(tiles, group_n, call):
-    return with_constants(triton_update, call, _tiles=lambda m, g, fp32: tiles, GROUP_N=group_n or 2**30)
+    # 0: one group wider than any layer's row tiles (2^16; GROUP_N * byte blocks must fit int32)
+    return with_constants(triton_update, call, _tiles=lambda m, g, fp32: tiles, GROUP_N=group_n or 2**16)
 
 
 def _layer(n: int, k: int, gen: torch.Generator, device: torch.device):

@@ -2,7 +2,7 @@
 
 Forward takes one of three paths, picked by the number of activation rows ``M``:
 
-- ``M <= GEMV_MAX_ROWS`` (forward only): a CUDA-core GEMV that never forms a weight.
+- ``M <= GEMV_MAX_ROWS``: a CUDA-core GEMV that never forms a weight (grad-x has its own, below).
   With shifted quotients ``r_i = floor(b / 3^i) - 1`` of a byte ``b``, the byte's dot
   product is ``sum_i d_i x_i - sum_i x_i = sum_i r_i z_i + z_5`` where ``z_0 = x_0``,
   ``z_i = x_i - 3 x_{i-1}`` and ``z_5 = sum_i z_i - sum_i x_i = -3 (x_0 + x_1 + x_2 + x_3)``;
@@ -62,8 +62,11 @@ GEMV_MAX_ROWS = 2
 # never more splits than blocks. H100 (benchmarks/results/h100/gemv_rows/m1_splits.log): 16384^2
 # M = 1 78.0 us with 8 splits against 91.5 us with the fused kernel's rule (2 splits);
 # 14336x4096 best with 2, 4096x14336 with 8, 4096^2 with 6, where the blocks rule alone (2
-# splits) took 13.7 against 11.2 us (bench_small_m_blocks_rule_only.log).
+# splits) took 13.7 against 11.2 us (bench_small_m_blocks_rule_only.log). The grad-x GEMV
+# splits its weight rows by the same rule, with row tiles in place of byte blocks.
 GEMV_BLOCKS_PER_SPLIT = 12
+# (BLOCK_N, BLOCK_B, warps) of the forward GEMV (benchmarks/gemv_sweep.py).
+GEMV_TILE = (32, 32, 4)
 GEMV_MIN_PROGRAMS_PER_SM = 4
 MAX_SPLITS = 16
 TWO_STEP_MIN_ROWS = 64
@@ -141,11 +144,17 @@ def _block_scales(e_rows, jb, block, NG, BLOCK_N: tl.constexpr, BLOCK_B: tl.cons
 
 
 @triton.jit
+def _trits(byte):
+    """The five trits ``T`` (fp32, digit positions 0..4) of a tile of bytes."""
+    r0, r1, r2, r3, r4 = shifted_quotients(byte)
+    return trit_of(r0, r1), trit_of(r1, r2), trit_of(r2, r3), trit_of(r3, r4), r4
+
+
+@triton.jit
 def _scaled_digits(byte, scale):
     """The five weight tiles ``T * 2^E`` (digit positions 0..4) of a tile of bytes."""
-    r0, r1, r2, r3, r4 = shifted_quotients(byte)
-    return (trit_of(r0, r1) * scale, trit_of(r1, r2) * scale, trit_of(r2, r3) * scale,
-            trit_of(r3, r4) * scale, r4 * scale)
+    t0, t1, t2, t3, t4 = _trits(byte)
+    return t0 * scale, t1 * scale, t2 * scale, t3 * scale, t4 * scale
 
 
 @triton.jit
@@ -208,17 +217,16 @@ def _gemv_kernel(
 @triton.jit
 def _grad_x_gemv_kernel(
     g_ptr, p_ptr, e_ptr, out_ptr,
-    M, N, Np, KB, stride_gm, stride_pn, stride_en, stride_os, stride_om,
+    M, N, Np, KB, stride_gm, stride_gn, stride_pn, stride_en, stride_os, stride_om,
     BYTES_PER_GROUP: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, SPLIT_N,
 ):
     """Partial ``out[s, m, 5 j + d] = sum_n grad_y[m, n] W[n, 5 j + d]`` for the byte block
     ``program_id(0)`` over split ``s = program_id(2)`` of the weight rows (``Np`` = N padded to
     ``BLOCK_N``), for the ``M <= ROWS`` rows of ``grad_y``.
 
-    Trit ``d`` of a byte is ``r_d - 3 r_{d+1} - 3`` in its shifted quotients (the top one
-    ``r_4``), so the loop only sums ``R_i = sum_n r_i g 2^E`` and ``S = sum_n g 2^E`` per lane and
-    the trits are formed once at the end: ``R_d - 3 R_{d+1} - 3 S`` and ``R_4``. A corrupt byte
-    turns its five output columns into NaN.
+    Each byte's five trits (from its shifted quotients, shared by the rows) multiply
+    ``grad_y[m, n] 2^E`` into five per-lane sums, reduced over the rows at the end; every term is
+    an exact product, as in the reference. A corrupt byte turns its five output columns into NaN.
     """
     jb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
     rm = tl.arange(0, ROWS)
@@ -230,35 +238,30 @@ def _grad_x_gemv_kernel(
     acc2 = tl.zeros((ROWS, BLOCK_N, BLOCK_B), dtype=tl.float32)
     acc3 = tl.zeros((ROWS, BLOCK_N, BLOCK_B), dtype=tl.float32)
     acc4 = tl.zeros((ROWS, BLOCK_N, BLOCK_B), dtype=tl.float32)
-    total = tl.zeros((ROWS, BLOCK_N, BLOCK_B), dtype=tl.float32)
     worst = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.int32)
     for step in range(0, count):
         rn = (first + step) * BLOCK_N + tl.arange(0, BLOCK_N)
         rows = tl.minimum(rn, N - 1)[:, None]
         byte = tl.load(p_ptr + rows * stride_pn + jb[None, :], mask=b_ok, other=121).to(tl.int32)
         scale = exact_exp2(tl.load(e_ptr + rows * stride_en + groups, mask=b_ok, other=0))
-        g = tl.load(g_ptr + rm[:, None] * stride_gm + rn[None, :], mask=(rm < M)[:, None] & (rn < N)[None, :],
-                    other=0.0).to(tl.float32)
+        g = tl.load(g_ptr + rm[:, None] * stride_gm + rn[None, :] * stride_gn,
+                    mask=(rm < M)[:, None] & (rn < N)[None, :], other=0.0).to(tl.float32)
         weighted = g[:, :, None] * scale[None]
-        r0, r1, r2, r3, r4 = shifted_quotients(byte)
-        acc0 += r0[None] * weighted
-        acc1 += r1[None] * weighted
-        acc2 += r2[None] * weighted
-        acc3 += r3[None] * weighted
-        acc4 += r4[None] * weighted
-        total += weighted
+        t0, t1, t2, t3, t4 = _trits(byte)
+        acc0 += t0[None] * weighted
+        acc1 += t1[None] * weighted
+        acc2 += t2[None] * weighted
+        acc3 += t3[None] * weighted
+        acc4 += t4[None] * weighted
         worst = tl.maximum(worst, byte)
     bad = (tl.max(worst, axis=0) > 242)[None, :]
-    s = tl.sum(total, axis=1)
-    q0, q1, q2 = tl.sum(acc0, axis=1), tl.sum(acc1, axis=1), tl.sum(acc2, axis=1)
-    q3, q4 = tl.sum(acc3, axis=1), tl.sum(acc4, axis=1)
     out = out_ptr + tl.program_id(2) * stride_os + rm[:, None] * stride_om + 5 * jb[None, :]
     keep = (rm < M)[:, None] & b_ok
-    tl.store(out, tl.where(bad, float("nan"), trit_of(q0, q1) - 3.0 * s + 3.0), mask=keep)
-    tl.store(out + 1, tl.where(bad, float("nan"), trit_of(q1, q2) - 3.0 * s + 3.0), mask=keep)
-    tl.store(out + 2, tl.where(bad, float("nan"), trit_of(q2, q3) - 3.0 * s + 3.0), mask=keep)
-    tl.store(out + 3, tl.where(bad, float("nan"), trit_of(q3, q4) - 3.0 * s + 3.0), mask=keep)
-    tl.store(out + 4, tl.where(bad, float("nan"), q4), mask=keep)
+    tl.store(out, tl.where(bad, float("nan"), tl.sum(acc0, axis=1)), mask=keep)
+    tl.store(out + 1, tl.where(bad, float("nan"), tl.sum(acc1, axis=1)), mask=keep)
+    tl.store(out + 2, tl.where(bad, float("nan"), tl.sum(acc2, axis=1)), mask=keep)
+    tl.store(out + 3, tl.where(bad, float("nan"), tl.sum(acc3, axis=1)), mask=keep)
+    tl.store(out + 4, tl.where(bad, float("nan"), tl.sum(acc4, axis=1)), mask=keep)
 
 
 @triton.jit
@@ -335,7 +338,7 @@ def _dequantize_kernel(p_ptr, e_ptr, w_ptr, N, K, stride_pn, stride_en, stride_w
     cols = tl.program_id(1) * BLOCK_C + tl.arange(0, BLOCK_C)
     w = decode_weights(p_ptr, e_ptr, tl.minimum(rn, N - 1)[None, :], tl.minimum(cols, K - 1)[:, None], True,
                        stride_pn, stride_en, GROUP_SIZE)
-    tl.store(w_ptr + rn[None, :] * stride_wn + cols[:, None], w.to(w_ptr.dtype.element_ty),
+    tl.store(w_ptr + rn.to(tl.int64)[None, :] * stride_wn + cols[:, None], w.to(w_ptr.dtype.element_ty),
              mask=(rn < N)[None, :])
 
 
@@ -458,13 +461,14 @@ def dequantize(T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int, gro
     """Dense ``W [N, K] = T * 2^E`` in ``dtype`` (the transient buffer of the two-step path).
 
     The result is a view of a buffer whose rows are padded to whole column tiles (row stride
-    ``Kp >= K``, at most ``BLOCK_C - 1`` columns more), which cuBLAS takes as its leading
-    dimension. ``tile = (BLOCK_N, BLOCK_C, warps)`` overrides the launch (benchmark sweeps).
+    ``Kp >= K``, fewer than ``min(BLOCK_C, next_power_of_2(K))`` columns more), which cuBLAS
+    takes as its leading dimension. ``tile = (BLOCK_N, BLOCK_C, warps)`` overrides the launch (benchmark sweeps).
     """
     n = T_packed.shape[0]
     block_n, block_c, warps = (16, 32, 4) if triton_interpreted() else COLUMN_DECODE_TILE
     if tile is not None:
         block_n, block_c, warps = tile
+    block_c = min(block_c, max(8, triton.next_power_of_2(in_features)))  # a narrow layer pads little
     w = torch.empty((n, _round_up(in_features, block_c)), dtype=dtype, device=T_packed.device)
     _dequantize_kernel[(triton.cdiv(n, block_n), w.shape[1] // block_c)](
         T_packed, E, w, n, in_features, T_packed.stride(0), E.stride(0), w.stride(0),
@@ -521,7 +525,7 @@ def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bit
         raise ValueError(f"triton forward_gemv: takes 1 to {GEMV_MAX_ROWS} activation rows, got {m}")
     n, kb = T_packed.shape
     rows = triton.next_power_of_2(m)
-    block_n, block_b, warps = (16, 16, 4) if triton_interpreted() else (32, 32, 4)
+    block_n, block_b, warps = (16, 16, 4) if triton_interpreted() else GEMV_TILE
     if tile is not None:
         block_n, block_b, warps = tile[:3]
     kb_padded = _round_up(kb, block_b)
@@ -647,7 +651,8 @@ def grad_x_gemv(grad_y, T_packed, E, *, in_features, group_size, tile=None):
         splits = _gemv_splits(blocks, row_tiles, grad_y.device)
     ws = torch.empty((splits, m, 5 * blocks * block_b), dtype=torch.float32, device=grad_y.device)
     _grad_x_gemv_kernel[(blocks, 1, splits)](
-        grad_y, T_packed, E, ws, m, n, row_tiles * block_n, kb, grad_y.stride(0), T_packed.stride(0), E.stride(0),
+        grad_y, T_packed, E, ws, m, n, row_tiles * block_n, kb, grad_y.stride(0), grad_y.stride(1),
+        T_packed.stride(0), E.stride(0),
         ws.stride(0), ws.stride(1), BYTES_PER_GROUP=group_size // 5, ROWS=triton.next_power_of_2(m),
         BLOCK_N=block_n, BLOCK_B=block_b, SPLIT_N=splits, num_warps=warps,
     )

@@ -11,6 +11,9 @@ Compiled kernels writing bf16 use a second decode in inline PTX (:func:`weight_t
 ``_pair_decode_asm``): two bytes per 32-bit register, ~18 instructions per byte for all five
 scaled weights, bit-identical to the fp32 decode.
 
+Where each weight is produced on its own (the column-order decode, :func:`decode_weights`),
+:func:`digit_value` extracts just that weight's digit with integer multiply-shifts.
+
 Shared by the linear kernels (``ternary/kernels/linear/triton.py``) and the direct
 update (``ternary/kernels/update/triton.py``): decoding, exact exponent scales, the
 digit-tile shuffles of the update (``split_digits`` / ``interleave_digits``) and the digit
@@ -105,6 +108,8 @@ QUOTIENT_SHIFT = 15
 QUOTIENT_MULTIPLIERS = (10923, 3641, 1214, 405, 135)
 # The multipliers of d = 1..4 as four 16-bit fields of one constant, picked per element by a shift.
 _PACKED_MULTIPLIERS = tl.constexpr(sum(mult << (16 * i) for i, mult in enumerate(QUOTIENT_MULTIPLIERS[:4])))
+_SHIFT = tl.constexpr(QUOTIENT_SHIFT)
+_THIRD = tl.constexpr(QUOTIENT_MULTIPLIERS[0])
 
 
 @triton.jit
@@ -114,8 +119,8 @@ def digit_value(byte, digit):
     per-position branch). A corrupt byte (> 242) gets a value too; callers mark it."""
     shift = (16 * tl.maximum(digit - 1, 0)).to(tl.int64)
     multiplier = ((tl.full(digit.shape, _PACKED_MULTIPLIERS, tl.int64) >> shift) & 0xFFFF).to(tl.int32)
-    low = tl.where(digit == 0, byte, (byte * multiplier) >> 15)
-    return low - 3 * ((low * 10923) >> 15)
+    low = tl.where(digit == 0, byte, (byte * multiplier) >> _SHIFT)
+    return low - 3 * ((low * _THIRD) >> _SHIFT)
 
 
 @triton.jit
