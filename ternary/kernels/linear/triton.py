@@ -514,6 +514,24 @@ def _bias_value(bias: torch.Tensor, bias_frac_bits: int) -> torch.Tensor:
     return bias.to(torch.float64).mul(2.0**-bias_frac_bits).to(torch.float32)
 
 
+def _gemv_tile(name: str, m: int, tile, default: tuple[int, int, int]) -> tuple[int, int, int]:
+    """``(BLOCK_N, BLOCK_B, warps)`` of a GEMV launch (``tile[:3]`` overrides), after checking
+    that it takes ``m`` rows."""
+    if not 1 <= m <= GEMV_MAX_ROWS:
+        raise ValueError(f"triton {name}: takes 1 to {GEMV_MAX_ROWS} rows, got {m}")
+    if tile is not None:
+        return tuple(tile[:3])
+    return (16, 16, 4) if triton_interpreted() else default
+
+
+def _gemv_split_count(tile, tiles: int, blocks: int, device: torch.device) -> int:
+    """Splits of a GEMV's ``blocks`` reduction blocks: ``tile[3]`` (capped, 0 meaning one) or
+    ``_gemv_splits``."""
+    if tile is not None:
+        return _even_splits(max(1, min(tile[3], blocks)), blocks)
+    return _gemv_splits(tiles, blocks, device)
+
+
 def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None):
     """CUDA-core path for up to ``GEMV_MAX_ROWS`` activation rows, which share each byte's
     decode (see the module docstring).
@@ -521,20 +539,13 @@ def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bit
     ``tile = (BLOCK_N, BLOCK_B, warps, splits)`` overrides the launch (benchmark sweeps).
     """
     m = x.shape[0]
-    if not 1 <= m <= GEMV_MAX_ROWS:
-        raise ValueError(f"triton forward_gemv: takes 1 to {GEMV_MAX_ROWS} activation rows, got {m}")
+    block_n, block_b, warps = _gemv_tile("forward_gemv", m, tile, GEMV_TILE)
     n, kb = T_packed.shape
     rows = triton.next_power_of_2(m)
-    block_n, block_b, warps = (16, 16, 4) if triton_interpreted() else GEMV_TILE
-    if tile is not None:
-        block_n, block_b, warps = tile[:3]
     kb_padded = _round_up(kb, block_b)
     z = digit_planes(x, rows, kb_padded, block_b, z_form=True, dtype=torch.float32, blocked=False)
     tiles, blocks = triton.cdiv(n, block_n), kb_padded // block_b
-    if tile is not None:
-        splits = _even_splits(max(1, min(tile[3], blocks)), blocks)
-    else:
-        splits = _gemv_splits(tiles, blocks, x.device)
+    splits = _gemv_split_count(tile, tiles, blocks, x.device)
     ws = torch.empty((splits, m, n), dtype=torch.float32, device=x.device)
     _gemv_kernel[(tiles, 1, splits)](
         z, T_packed, E, ws, m, n, kb, kb_padded, E.shape[1], z.stride(0), z.stride(1), T_packed.stride(0),
@@ -638,22 +649,15 @@ def grad_x_gemv(grad_y, T_packed, E, *, in_features, group_size, tile=None):
     ``tile = (BLOCK_N, BLOCK_B, warps, splits)`` overrides the launch (benchmark sweeps).
     """
     m = grad_y.shape[0]
-    if not 1 <= m <= GEMV_MAX_ROWS:
-        raise ValueError(f"triton grad_x_gemv: takes 1 to {GEMV_MAX_ROWS} rows of grad_y, got {m}")
+    block_n, block_b, warps = _gemv_tile("grad_x_gemv", m, tile, GRAD_X_GEMV_TILE)
     n, kb = T_packed.shape
-    block_n, block_b, warps = (16, 16, 4) if triton_interpreted() else GRAD_X_GEMV_TILE
-    if tile is not None:
-        block_n, block_b, warps = tile[:3]
     blocks, row_tiles = triton.cdiv(kb, block_b), triton.cdiv(n, block_n)
-    if tile is not None:
-        splits = _even_splits(max(1, min(tile[3], row_tiles)), row_tiles)
-    else:
-        splits = _gemv_splits(blocks, row_tiles, grad_y.device)
+    splits = _gemv_split_count(tile, blocks, row_tiles, grad_y.device)
     ws = torch.empty((splits, m, 5 * blocks * block_b), dtype=torch.float32, device=grad_y.device)
     _grad_x_gemv_kernel[(blocks, 1, splits)](
         grad_y, T_packed, E, ws, m, n, row_tiles * block_n, kb, grad_y.stride(0), grad_y.stride(1),
-        T_packed.stride(0), E.stride(0),
-        ws.stride(0), ws.stride(1), BYTES_PER_GROUP=group_size // 5, ROWS=triton.next_power_of_2(m),
+        T_packed.stride(0), E.stride(0), ws.stride(0), ws.stride(1), BYTES_PER_GROUP=group_size // 5,
+        ROWS=triton.next_power_of_2(m),
         BLOCK_N=block_n, BLOCK_B=block_b, SPLIT_N=splits, num_warps=warps,
     )
     return _finish(ws[:, :, :in_features], None, 0, grad_y.dtype)
