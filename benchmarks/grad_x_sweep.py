@@ -4,7 +4,7 @@
 
 For each ``(N, K)`` and ``M``: ``grad_y @ W`` in bf16 cuBLAS, ``triton.grad_x_two_step``
 (decode into a buffer, then cuBLAS) and ``triton.grad_x_gemv`` with its default tile and
-``TILES`` (``(BLOCK_N, BLOCK_B, warps)``, splits from the shipped rule). Weights rotate over
+``TILES`` (``GRAD_X_GEMV_TILE`` forced, splits from the shipped rule). Weights rotate over
 >= 3x the L2 size and calls replay inside CUDA graphs; every GEMV row is checked against the
 fp32 product (relative RMS error, dominated by the bf16 output rounding).
 """
@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import torch
 
-from benchmarks.kernels import GROUP_SIZE, copies_for, relative_rms, time_in_graph
+from benchmarks.kernels import GROUP_SIZE, copies_for, relative_rms, time_in_graph, with_constants
 
 SHAPES = ((16384, 16384), (4096, 14336), (14336, 4096), (4096, 4096))
 TILES = ((16, 64, 4), (64, 32, 4), (32, 64, 4))
@@ -41,13 +41,13 @@ def main() -> None:
             base = time_in_graph([lambda d=d: grad_y @ d for d in dense])
             two = time_in_graph([lambda s=s: kernels.grad_x_two_step(grad_y, *s, **static) for s in states])
             line = f"{n}x{k} M={m} cublas {base:7.1f} | two-step {two:7.1f} ({base / two:4.2f}x)"
-            for tile in (None,) + TILES:
-                if tile is not None:
-                    row_tiles, blocks = -(-n // tile[0]), -(-states[0][0].shape[1] // tile[1])
-                    tile = tile + (kernels._gemv_splits(blocks, row_tiles, device),)
-                err = relative_rms(kernels.grad_x_gemv(grad_y, *states[0], tile=tile, **static), want)
-                us = time_in_graph([lambda s=s: kernels.grad_x_gemv(grad_y, *s, tile=tile, **static) for s in states])
-                line += f" | gemv {tile or 'default'} {us:7.1f} ({base / us:4.2f}x, err {err:.0e})"
+            for tile in (kernels.GRAD_X_GEMV_TILE,) + TILES:
+                def run(s, tile=tile):
+                    return with_constants(kernels, lambda: kernels.grad_x_gemv(grad_y, *s, **static),
+                                          GRAD_X_GEMV_TILE=tile)
+                err = relative_rms(run(states[0]), want)
+                us = time_in_graph([lambda s=s: run(s) for s in states])
+                line += f" | gemv {tile} {us:7.1f} ({base / us:4.2f}x, err {err:.0e})"
             print(line, flush=True)
 
 

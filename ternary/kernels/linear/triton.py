@@ -65,10 +65,10 @@ GEMV_MAX_ROWS = 2
 # splits) took 13.7 against 11.2 us (bench_small_m_blocks_rule_only.log). The grad-x GEMV
 # splits its weight rows by the same rule, with row tiles in place of byte blocks.
 GEMV_BLOCKS_PER_SPLIT = 12
-# (BLOCK_N, BLOCK_B, warps) of the forward GEMV (benchmarks/gemv_sweep.py).
-GEMV_TILE = (32, 32, 4)
 GEMV_MIN_PROGRAMS_PER_SM = 4
 MAX_SPLITS = 16
+# (BLOCK_N, BLOCK_B, warps) of the forward GEMV (benchmarks/gemv_sweep.py).
+GEMV_TILE = (32, 32, 4)
 TWO_STEP_MIN_ROWS = 64
 PLANE_BLOCK_B = 128
 PLANE_BLOCK_N = 8
@@ -217,7 +217,7 @@ def _gemv_kernel(
 @triton.jit
 def _grad_x_gemv_kernel(
     g_ptr, p_ptr, e_ptr, out_ptr,
-    M, N, Np, KB, stride_gm, stride_gn, stride_pn, stride_en, stride_os, stride_om,
+    M, N, Np, KB, NG, stride_gm, stride_gn, stride_pn, stride_en, stride_os, stride_om,
     BYTES_PER_GROUP: tl.constexpr, ROWS: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, SPLIT_N,
 ):
     """Partial ``out[s, m, 5 j + d] = sum_n grad_y[m, n] W[n, 5 j + d]`` for the byte block
@@ -228,10 +228,10 @@ def _grad_x_gemv_kernel(
     ``grad_y[m, n] 2^E`` into five per-lane sums, reduced over the rows at the end; every term is
     an exact product, as in the reference. A corrupt byte turns its five output columns into NaN.
     """
-    jb = tl.program_id(0) * BLOCK_B + tl.arange(0, BLOCK_B)
+    block = tl.program_id(0)
+    jb = block * BLOCK_B + tl.arange(0, BLOCK_B)
     rm = tl.arange(0, ROWS)
     b_ok = (jb < KB)[None, :]
-    groups = (jb // BYTES_PER_GROUP)[None, :]
     first, count = _split_range(Np, BLOCK_N, SPLIT_N)
     acc0 = tl.zeros((ROWS, BLOCK_N, BLOCK_B), dtype=tl.float32)
     acc1 = tl.zeros((ROWS, BLOCK_N, BLOCK_B), dtype=tl.float32)
@@ -243,7 +243,7 @@ def _grad_x_gemv_kernel(
         rn = (first + step) * BLOCK_N + tl.arange(0, BLOCK_N)
         rows = tl.minimum(rn, N - 1)[:, None]
         byte = tl.load(p_ptr + rows * stride_pn + jb[None, :], mask=b_ok, other=121).to(tl.int32)
-        scale = exact_exp2(tl.load(e_ptr + rows * stride_en + groups, mask=b_ok, other=0))
+        scale = _block_scales(e_ptr + rows * stride_en, jb, block, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
         g = tl.load(g_ptr + rm[:, None] * stride_gm + rn[None, :] * stride_gn,
                     mask=(rm < M)[:, None] & (rn < N)[None, :], other=0.0).to(tl.float32)
         weighted = g[:, :, None] * scale[None]
@@ -655,10 +655,9 @@ def grad_x_gemv(grad_y, T_packed, E, *, in_features, group_size, tile=None):
     splits = _gemv_split_count(tile, blocks, row_tiles, grad_y.device)
     ws = torch.empty((splits, m, 5 * blocks * block_b), dtype=torch.float32, device=grad_y.device)
     _grad_x_gemv_kernel[(blocks, 1, splits)](
-        grad_y, T_packed, E, ws, m, n, row_tiles * block_n, kb, grad_y.stride(0), grad_y.stride(1),
+        grad_y, T_packed, E, ws, m, n, row_tiles * block_n, kb, E.shape[1], grad_y.stride(0), grad_y.stride(1),
         T_packed.stride(0), E.stride(0), ws.stride(0), ws.stride(1), BYTES_PER_GROUP=group_size // 5,
-        ROWS=triton.next_power_of_2(m),
-        BLOCK_N=block_n, BLOCK_B=block_b, SPLIT_N=splits, num_warps=warps,
+        ROWS=triton.next_power_of_2(m), BLOCK_N=block_n, BLOCK_B=block_b, SPLIT_N=splits, num_warps=warps,
     )
     return _finish(ws[:, :, :in_features], None, 0, grad_y.dtype)
 
