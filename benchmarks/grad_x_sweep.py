@@ -4,7 +4,7 @@
 
 For each ``(N, K)`` and ``M``: ``grad_y @ W`` in bf16 cuBLAS, ``triton.grad_x_two_step``
 (decode into a buffer, then cuBLAS) and ``triton.grad_x_gemv`` with its default tile and
-``TILES`` (``GRAD_X_GEMV_TILE`` forced, splits from the shipped rule). Weights rotate over
+``TILES`` (forced into ``GRAD_X_GEMV_TILES``, splits from the shipped rule). Weights rotate over
 >= 3x the L2 size and calls replay inside CUDA graphs; every GEMV row is checked against the
 fp32 product (relative RMS error, dominated by the bf16 output rounding).
 """
@@ -16,7 +16,7 @@ import torch
 from benchmarks.kernels import GROUP_SIZE, copies_for, relative_rms, time_in_graph, with_constants
 
 SHAPES = ((16384, 16384), (4096, 14336), (14336, 4096), (4096, 4096))
-TILES = ((16, 64, 4), (64, 32, 4), (32, 64, 4))
+TILES = ((32, 32, 4), (16, 64, 4), (64, 32, 4), (32, 64, 4))
 
 
 def main() -> None:
@@ -41,10 +41,10 @@ def main() -> None:
             base = time_in_graph([lambda d=d: grad_y @ d for d in dense])
             two = time_in_graph([lambda s=s: kernels.grad_x_two_step(grad_y, *s, **static) for s in states])
             line = f"{n}x{k} M={m} cublas {base:7.1f} | two-step {two:7.1f} ({base / two:4.2f}x)"
-            for tile in (kernels.GRAD_X_GEMV_TILE,) + TILES:
+            for tile in (kernels.GRAD_X_GEMV_TILES[0 if m <= 1 else 1],) + TILES:
                 def run(s, tile=tile):
                     return with_constants(kernels, lambda: kernels.grad_x_gemv(grad_y, *s, **static),
-                                          GRAD_X_GEMV_TILE=tile)
+                                          GRAD_X_GEMV_TILES=(tile,) * kernels.GEMV_MAX_ROWS)
                 err = relative_rms(run(states[0]), want)
                 us = time_in_graph([lambda s=s: run(s) for s in states])
                 line += f" | gemv {tile} {us:7.1f} ({base / us:4.2f}x, err {err:.0e})"

@@ -1,15 +1,14 @@
 """Tile sweep of the Triton direct update at training M, one card (bf16 hooks).
 
-    python -m benchmarks.update_sweep "(128,64,32,8,4,1)" ... [--group-n 4,16] [--epilogue-rows 16,64]
+    python -m benchmarks.update_sweep "(128,64,32,8,4)" "(64,64,32,8,3)" ... [--group-n 4,16]
         [--rows 128,2048]   # GPU only
 
-Each argument is ``(BLOCK_M, BLOCK_N, BLOCK_B, warps, stages, programs_per_SM)`` (the return
-value of ``ternary.kernels.update.triton._tiles``); ``--group-n`` lists program-order group
-sizes (``triton.GROUP_N``; 0 means one group of all row tiles, the order before grouping),
-``--epilogue-rows`` the rule's rows per pass (``triton.EPILOGUE_ROWS``). Every combination is
-first checked bit for bit against the reference update on small-integer hooks (exact sums),
-then timed with CUDA events against the bare bf16 weight-gradient GEMM ``grad_y.T @ x`` on
-4096^2 and 16384^2 at the hook rows ``--rows`` (default 2048 and 8192).
+Each argument is ``(BLOCK_M, BLOCK_N, BLOCK_B, warps, stages)`` (the return value of
+``ternary.kernels.update.triton._tiles``); ``--group-n`` lists program-order group sizes
+(``triton.GROUP_N``; 0 means one group of all row tiles, the order before grouping). Every
+combination is first checked bit for bit against the reference update on small-integer hooks
+(exact sums), then timed with CUDA events against the bare bf16 weight-gradient GEMM
+``grad_y.T @ x`` on 4096^2 and 16384^2 at the hook rows ``--rows`` (default 2048 and 8192).
 Results: ``benchmarks/NOTES.md``.
 """
 
@@ -29,10 +28,9 @@ RULE = dict(group_size=GROUP_SIZE, theta_t=4, theta_e=16, e_min=-24, e_max=8, bi
 FIELDS = ("T_packed", "E", "E_accum", "T_accum", "bias")
 
 
-def _with_tiles(tiles, group_n, epilogue_rows, call):
+def _with_tiles(tiles, group_n, call):
     # 0: one group wider than any layer's row tiles (2^16; GROUP_N * byte blocks must fit int32)
-    return with_constants(triton_update, call, _tiles=lambda m, g, fp32: tiles, GROUP_N=group_n or 2**16,
-                          EPILOGUE_ROWS=epilogue_rows)
+    return with_constants(triton_update, call, _tiles=lambda m, g, fp32: tiles, GROUP_N=group_n or 2**16)
 
 
 def _layer(n: int, k: int, gen: torch.Generator, device: torch.device):
@@ -51,12 +49,10 @@ def _int_list(text: str) -> list[int]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tiles", nargs="+", type=lambda text: tuple(ast.literal_eval(text)))
-    parser.add_argument("--group-n", type=_int_list,
-                        default=[triton_update.GROUP_N])
-    parser.add_argument("--epilogue-rows", type=_int_list, default=[triton_update.EPILOGUE_ROWS])
+    parser.add_argument("--group-n", type=_int_list, default=[triton_update.GROUP_N])
     parser.add_argument("--rows", type=_int_list, default=[2048, 8192])
     args = parser.parse_args(argv)
-    runs = [(tile, group_n, rows) for tile in args.tiles for group_n in args.group_n for rows in args.epilogue_rows]
+    runs = [(tile, group_n) for tile in args.tiles for group_n in args.group_n]
     device = torch.device("cuda")
     print(f"device: {torch.cuda.get_device_name(0)}")
     gen = torch.Generator().manual_seed(0)
@@ -65,13 +61,13 @@ def main(argv: list[str] | None = None) -> None:
     x = torch.randint(-2, 3, (m, k), generator=gen).to(device, torch.bfloat16)
     grad_y = torch.randint(-2, 3, (m, n), generator=gen).to(device, torch.bfloat16)
     want = reference.update(*state, x, grad_y, in_features=k, **RULE)
-    for tile, group_n, rows in runs:
+    for tile, group_n in runs:
         try:
-            got = _with_tiles(tile, group_n, rows, lambda: triton_update.update(*state, x, grad_y, in_features=k, **RULE))
+            got = _with_tiles(tile, group_n, lambda: triton_update.update(*state, x, grad_y, in_features=k, **RULE))
             exact = all(torch.equal(getattr(got, f), getattr(want, f)) for f in FIELDS)
         except Exception as error:  # a tile that does not fit must not hide the others
             exact = f"{type(error).__name__}: {str(error)[:80]}"
-        print(f"exact {n}x{k} M={m} {tile} group_n={group_n} epilogue_rows={rows}: {exact}", flush=True)
+        print(f"exact {n}x{k} M={m} {tile} group_n={group_n}: {exact}", flush=True)
     for n, k in ((4096, 4096), (16384, 16384)):
         for m in args.rows:
             state = _layer(n, k, gen, device)
@@ -79,14 +75,14 @@ def main(argv: list[str] | None = None) -> None:
             grad_y = torch.randn(m, n, device=device, dtype=torch.bfloat16)
             gemm = time_with_events(lambda: grad_y.T @ x)
             print(f"{n:>5}x{k:<5} M={m:<5} bf16 wgrad GEMM {gemm:10.1f} us", flush=True)
-            for tile, group_n, rows in runs:
-                label = f"{tile} g{group_n} e{rows}"
+            for tile, group_n in runs:
+                label = f"{tile} g{group_n}"
                 try:
-                    us = _with_tiles(tile, group_n, rows, lambda: time_with_events(
+                    us = _with_tiles(tile, group_n, lambda: time_with_events(
                         lambda: triton_update.update(*state, x, grad_y, in_features=k, **RULE)))
-                    print(f"{n:>5}x{k:<5} M={m:<5} {label:>34} {us:10.1f} us {us / gemm:6.2f}x GEMM", flush=True)
+                    print(f"{n:>5}x{k:<5} M={m:<5} {label:>26} {us:10.1f} us {us / gemm:6.2f}x GEMM", flush=True)
                 except Exception as error:  # noqa: BLE001
-                    print(f"{n:>5}x{k:<5} M={m:<5} {label:>34} error {type(error).__name__}", flush=True)
+                    print(f"{n:>5}x{k:<5} M={m:<5} {label:>26} error {type(error).__name__}", flush=True)
             del state, x, grad_y
             torch.cuda.empty_cache()
 

@@ -162,7 +162,7 @@ def test_update_bad_hook_shape_names_the_hook():
 
 @triton.jit
 def _record_tiles(out_ptr, ROW_TILES: tl.constexpr, BYTE_BLOCKS: tl.constexpr, GROUP_N: tl.constexpr):
-    pid_n, pid_b = kernels._tile_of(tl.program_id(0), ROW_TILES, BYTE_BLOCKS, GROUP_N)
+    pid_n, pid_b = kernels._tile_of_program(ROW_TILES, BYTE_BLOCKS, GROUP_N)
     tl.store(out_ptr + 2 * tl.program_id(0), pid_n)
     tl.store(out_ptr + 2 * tl.program_id(0) + 1, pid_b)
 
@@ -188,16 +188,3 @@ def test_grouped_program_order_matches_reference(monkeypatch):
     state = layer_state(n, k, g, gen)
     x, grad_y = hooks(9, n, k, gen)
     assert_bitwise(*run_both(state, x, grad_y, rule(k, g)))
-
-
-def test_rule_runs_over_staged_tiles_in_row_passes_and_slots_are_reused(monkeypatch):
-    """Each persistent program stages its tiles one after another into one slot (9 tiles over
-    2 programs here) and runs the rule ``EPILOGUE_ROWS`` rows at a time (4 passes per tile);
-    the last row tile is partial and the groups straddle byte blocks (G = 15)."""
-    monkeypatch.setattr(kernels, "EPILOGUE_ROWS", 4)
-    monkeypatch.setattr(kernels, "_program_count", lambda tiles, per_sm, device: 2)
-    gen = torch.Generator().manual_seed(31)
-    for n, k, g in ((45, 170, 10), (45, 170, 15)):
-        state = layer_state(n, k, g, gen)
-        x, grad_y = hooks(11, n, k, gen)
-        assert_bitwise(*run_both(state, x, grad_y, rule(k, g)))

@@ -87,11 +87,11 @@ PLANES_MIN_BLOCKS = 4
 # flight per program), so more programs per SM hide more latency. H100, 16384^2 at M = 16:
 # 252 us with 2, 185 us with 8 (0.74x -> 1.01x of bf16); benchmarks/gemv_sweep.py.
 PROGRAMS_PER_SM = 8
-# (BLOCK_N, BLOCK_B, warps) of the grad-x GEMV (M <= GEMV_MAX_ROWS). H100, M = 1: 0.86-0.97x of
-# bf16 cuBLAS over the four benchmark shapes (two-step: 0.37-0.49x); 16 x 64 is faster on the
-# wide-K shapes (16384^2 1.21x) but slower on the others (benchmarks/grad_x_sweep.py,
-# benchmarks/results/h100/grad_x_gemv/grad_x_gemv.log).
-GRAD_X_GEMV_TILE = (32, 32, 4)
+# (BLOCK_N, BLOCK_B, warps) of the grad-x GEMV for one row and for more rows. H100, same run
+# (benchmarks/grad_x_sweep.py, benchmarks/results/h100/grad_x_gemv/grad_x_sweep_final_form.log):
+# M = 1 32 x 32 gives 1.06-1.63x of bf16 cuBLAS over the four benchmark shapes (two-step:
+# 0.37-0.49x); M = 2 64 x 32 gives 0.82-1.09x where 32 x 32 gave 0.68-1.02x.
+GRAD_X_GEMV_TILES = ((32, 32, 4), (64, 32, 4))
 # (BLOCK_N, BLOCK_C, warps) of the column-order decode (benchmarks/decode_sweep.py).
 COLUMN_DECODE_TILE = (16, 256, 4)
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -649,7 +649,7 @@ def grad_x_gemv(grad_y, T_packed, E, *, in_features, group_size, tile=None):
     ``tile = (BLOCK_N, BLOCK_B, warps, splits)`` overrides the launch (benchmark sweeps).
     """
     m = grad_y.shape[0]
-    block_n, block_b, warps = _gemv_tile("grad_x_gemv", m, tile, GRAD_X_GEMV_TILE)
+    block_n, block_b, warps = _gemv_tile("grad_x_gemv", m, tile, GRAD_X_GEMV_TILES[0 if m <= 1 else 1])
     n, kb = T_packed.shape
     blocks, row_tiles = triton.cdiv(kb, block_b), triton.cdiv(n, block_n)
     splits = _gemv_split_count(tile, blocks, row_tiles, grad_y.device)

@@ -26,20 +26,25 @@ import torch
 import triton
 import triton.language as tl
 
-from ternary.kernels.linear.triton_base3 import digit_planes, shifted_quotients, trit_of
+from ternary.kernels.linear.triton_base3 import (
+    deinterleave_digits,
+    digit_planes,
+    interleave_digits,
+    shifted_quotients,
+    split_digits,
+    trit_of,
+)
 from ternary.kernels.layer_checks import check_layer_tensors
 from ternary.kernels.registry import triton_interpreted
 from ternary.kernels.update import UpdatedTensors
 from ternary.state.packing import check_packed
 
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-# Row tiles per group of the update's program order (see ``_tile_of``). H100, bf16 hooks
+# Row tiles per group of the update's program order (see ``_tile_of_program``). H100, bf16 hooks
 # (benchmarks/results/h100/update_epilogue/update_group_sweep.log): 16384^2 M = 8192 15.9 ms with
 # the old row-tiles-first order -> 14.3 ms with 8 (4: 14.8, 16: 14.4, 32: 14.8); M = 2048
 # 5.80 -> 5.32 ms; 4096^2 within 4%.
 GROUP_N = 8
-# Gradient rows per pass of the rule over a staged tile.
-EPILOGUE_ROWS = 32
 
 
 def _new_like(tensor: torch.Tensor) -> torch.Tensor:
@@ -81,7 +86,7 @@ def step_exponent(e, acc, score, theta_e, e_min, e_max):
 
 @triton.jit
 def _vote_digit(g, t_old, t_accum, col, K, theta_t):
-    """Vote one digit position of a row chunk: ``(new digit T + 1, new T_accum, sign(g) * T_old)``."""
+    """Vote one digit position of the tile: ``(new digit T + 1, new T_accum, sign(g) * T_old)``."""
     sign = (g > 0).to(tl.int32) - (g < 0).to(tl.int32)
     t_new, t_accum = _step_trit(t_old, t_accum.to(tl.int32), -sign, theta_t)
     digit = tl.where((col < K)[None, :], t_new + 1, 1)
@@ -89,101 +94,85 @@ def _vote_digit(g, t_old, t_accum, col, K, theta_t):
 
 
 @triton.jit
-def _tile_of(tile, row_tiles, byte_blocks, GROUP_N: tl.constexpr):
-    """``(pid_n, pid_b)`` of tile number ``tile``: tiles come in groups of ``GROUP_N`` row
-    tiles, byte blocks outer within a group, so the tiles in flight together share both the
-    ``grad_y`` columns of a few row tiles and the ``x`` planes of a few byte blocks (both
-    re-read from L2 instead of DRAM)."""
+def _tile_of_program(row_tiles, byte_blocks, GROUP_N: tl.constexpr):
+    """``(pid_n, pid_b)`` of this program on a 1-D grid: programs come in groups of ``GROUP_N``
+    row tiles, byte blocks outer within a group, so the programs in flight together share
+    both the ``grad_y`` columns of a few row tiles and the ``x`` planes of a few byte blocks
+    (both re-read from L2 instead of DRAM)."""
+    pid = tl.program_id(0)
     in_group = GROUP_N * byte_blocks
-    first_n = (tile // in_group) * GROUP_N
+    first_n = (pid // in_group) * GROUP_N
     size_n = tl.minimum(row_tiles - first_n, GROUP_N)
-    return first_n + (tile % in_group) % size_n, (tile % in_group) // size_n
+    return first_n + (pid % in_group) % size_n, (pid % in_group) // size_n
 
 
 @triton.jit
-def _gradient_tile(x_block, g_ptr, rn, M, N, stride_xm, stride_gm, stride_gn,
-                   BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, EVEN: tl.constexpr,
-                   DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr):
-    """``grad_y[:, rn].T @ planes`` over all M hook rows: ``acc_low [BLOCK_N, 4 BLOCK_B]``
-    (digits 0..3, one ``BLOCK_B`` column run each) and ``acc_high [BLOCK_N, BLOCK_B]`` (digit 4)."""
+def _vote_kernel(
+    x_ptr, g_ptr, p_ptr, ta_ptr, e_ptr, ea_ptr, bias_ptr,
+    new_p_ptr, new_ta_ptr, new_e_ptr, new_ea_ptr, new_bias_ptr, score_ptr,
+    M, N, K, KB, NG,
+    stride_xm, stride_xb, stride_gm, stride_gn, stride_pn, stride_tn, stride_en,
+    theta_t, theta_e, e_min, e_max, bias_step,
+    BYTES_PER_GROUP: tl.constexpr, GROUPS_IN_TILE: tl.constexpr, HAS_BIAS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, EVEN: tl.constexpr,
+    DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, GROUP_N: tl.constexpr,
+):
+    """One ``[BLOCK_N rows, BLOCK_B bytes]`` tile: gradient on chip, then the whole rule.
+
+    ``x_ptr`` holds the digit planes of ``x`` (``[Mp, blocks, 5, BLOCK_B]``, zero-padded), so
+    digits 0..3 of the block are one contiguous ``4 BLOCK_B`` operand and digit 4 another.
+    ``EVEN``: M and N are multiples of the tile, so the ``grad_y`` loads need no mask.
+    """
+    pid_n, pid_b = _tile_of_program(tl.cdiv(N, BLOCK_N), tl.cdiv(KB, BLOCK_B), GROUP_N)
+    rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    jb = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
+    n_mask = rn < N
+    b_mask = jb < KB
     acc_low = tl.zeros((BLOCK_N, 4 * BLOCK_B), dtype=tl.float32)
     acc_high = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
+    x_block = x_ptr + pid_b * stride_xb
     for step in range(0, (M + BLOCK_M - 1) // BLOCK_M):
         rm = step * BLOCK_M + tl.arange(0, BLOCK_M)
         g_rows = g_ptr + rn[:, None] * stride_gn + rm[None, :] * stride_gm
         if EVEN:
             g_t = tl.load(g_rows).to(DOT_DTYPE)
         else:
-            g_t = tl.load(g_rows, mask=(rn < N)[:, None] & (rm < M)[None, :], other=0.0).to(DOT_DTYPE)
+            g_t = tl.load(g_rows, mask=n_mask[:, None] & (rm < M)[None, :], other=0.0).to(DOT_DTYPE)
         x_rows = x_block + rm[:, None] * stride_xm
         x_low = tl.load(x_rows + tl.arange(0, 4 * BLOCK_B)[None, :])
         x_high = tl.load(x_rows + 4 * BLOCK_B + tl.arange(0, BLOCK_B)[None, :])
         acc_low = tl.dot(g_t, x_low, acc_low, input_precision=PRECISION)
         acc_high = tl.dot(g_t, x_high, acc_high, input_precision=PRECISION)
-    return acc_low, acc_high
+    g0, g1, g2, g3 = split_digits(acc_low, BLOCK_B)
 
-
-@triton.jit
-def _vote_rows(
-    slot, rows, rn, jb, p_ptr, ta_ptr, e_ptr, ea_ptr, new_p_ptr, new_ta_ptr, new_e_ptr, new_ea_ptr, score_ptr,
-    N, K, KB, NG, pid_b, stride_pn, stride_tn, stride_en, theta_t, theta_e, e_min, e_max,
-    BYTES_PER_GROUP: tl.constexpr, GROUPS_IN_TILE: tl.constexpr, BLOCK_B: tl.constexpr,
-):
-    """The whole rule on the staged gradient rows ``rows`` (slot-local, ``[R]``) = layer rows
-    ``rn``, bytes ``jb [BLOCK_B]``: votes, ``T_accum``, repacked bytes and group scores.
-
-    Every load comes before the first store: the stores may alias the inputs as far as the
-    compiler knows, so a load after a store waits for it, one memory round trip each.
-    ``T_accum`` is read and written one digit position at a time (stride 5; the five accesses
-    share cache lines).
-    """
-    n_mask = rn < N
-    tile_mask = n_mask[:, None] & (jb < KB)[None, :]
+    # Epilogue: old trits, votes, T_accum (read and written as contiguous 5-column runs), new bytes.
+    tile_mask = n_mask[:, None] & b_mask[None, :]
     byte = tl.load(p_ptr + rn[:, None] * stride_pn + jb[None, :], mask=tile_mask, other=121).to(tl.int32)
-    grad = slot + rows[:, None] * (5 * BLOCK_B) + tl.arange(0, BLOCK_B)[None, :]
-    g0 = tl.load(grad)
-    g1 = tl.load(grad + BLOCK_B)
-    g2 = tl.load(grad + 2 * BLOCK_B)
-    g3 = tl.load(grad + 3 * BLOCK_B)
-    g4 = tl.load(grad + 4 * BLOCK_B)
-    accum = ta_ptr + rn[:, None] * stride_tn + 5 * jb[None, :]
-    keep0 = n_mask[:, None] & (5 * jb < K)[None, :]
-    keep1 = n_mask[:, None] & (5 * jb + 1 < K)[None, :]
-    keep2 = n_mask[:, None] & (5 * jb + 2 < K)[None, :]
-    keep3 = n_mask[:, None] & (5 * jb + 3 < K)[None, :]
-    keep4 = n_mask[:, None] & (5 * jb + 4 < K)[None, :]
-    a0 = tl.load(accum, mask=keep0, other=0)
-    a1 = tl.load(accum + 1, mask=keep1, other=0)
-    a2 = tl.load(accum + 2, mask=keep2, other=0)
-    a3 = tl.load(accum + 3, mask=keep3, other=0)
-    a4 = tl.load(accum + 4, mask=keep4, other=0)
-    if GROUPS_IN_TILE:
-        GROUPS: tl.constexpr = BLOCK_B // BYTES_PER_GROUP
-        groups = pid_b * GROUPS + tl.arange(0, GROUPS)
-        g_mask = n_mask[:, None] & (groups < NG)[None, :]
-        offsets = rn[:, None] * stride_en + groups[None, :]
-        e = tl.load(e_ptr + offsets, mask=g_mask, other=0).to(tl.int32)
-        e_acc = tl.load(ea_ptr + offsets, mask=g_mask, other=0).to(tl.int32)
-
     r0, r1, r2, r3, r4 = shifted_quotients(byte)
+    lane = tl.arange(0, 8)
+    cols = 5 * jb[None, :, None] + lane[None, None, :]
+    run_mask = n_mask[:, None, None] & (lane < 5)[None, None, :] & (cols < K)
+    runs = rn[:, None, None] * stride_tn + cols
+    a0, a1, a2, a3, a4 = deinterleave_digits(tl.load(ta_ptr + runs, mask=run_mask, other=0))
     d0, a0, s0 = _vote_digit(g0, trit_of(r0, r1).to(tl.int32), a0, 5 * jb, K, theta_t)
     d1, a1, s1 = _vote_digit(g1, trit_of(r1, r2).to(tl.int32), a1, 5 * jb + 1, K, theta_t)
     d2, a2, s2 = _vote_digit(g2, trit_of(r2, r3).to(tl.int32), a2, 5 * jb + 2, K, theta_t)
     d3, a3, s3 = _vote_digit(g3, trit_of(r3, r4).to(tl.int32), a3, 5 * jb + 3, K, theta_t)
-    d4, a4, s4 = _vote_digit(g4, r4.to(tl.int32), a4, 5 * jb + 4, K, theta_t)
-    new_accum = new_ta_ptr + rn[:, None] * stride_tn + 5 * jb[None, :]
-    tl.store(new_accum, a0, mask=keep0)
-    tl.store(new_accum + 1, a1, mask=keep1)
-    tl.store(new_accum + 2, a2, mask=keep2)
-    tl.store(new_accum + 3, a3, mask=keep3)
-    tl.store(new_accum + 4, a4, mask=keep4)
+    d4, a4, s4 = _vote_digit(acc_high, r4.to(tl.int32), a4, 5 * jb + 4, K, theta_t)
+    tl.store(new_ta_ptr + runs, interleave_digits(a0, a1, a2, a3, a4), mask=run_mask)
     new_byte = d0 + 3 * d1 + 9 * d2 + 27 * d3 + 81 * d4
     tl.store(new_p_ptr + rn[:, None] * stride_pn + jb[None, :], new_byte.to(tl.uint8), mask=tile_mask)
 
     # Group scores: steps E here when groups lie inside the tile, else hands them on.
     score = s0 + s1 + s2 + s3 + s4
     if GROUPS_IN_TILE:
-        group_score = tl.sum(tl.reshape(score, (score.shape[0], GROUPS, BYTES_PER_GROUP)), axis=2)
+        GROUPS: tl.constexpr = BLOCK_B // BYTES_PER_GROUP
+        group_score = tl.sum(tl.reshape(score, (BLOCK_N, GROUPS, BYTES_PER_GROUP)), axis=2)
+        groups = pid_b * GROUPS + tl.arange(0, GROUPS)
+        g_mask = n_mask[:, None] & (groups < NG)[None, :]
+        offsets = rn[:, None] * stride_en + groups[None, :]
+        e = tl.load(e_ptr + offsets, mask=g_mask, other=0).to(tl.int32)
+        e_acc = tl.load(ea_ptr + offsets, mask=g_mask, other=0).to(tl.int32)
         e, e_acc = step_exponent(e, e_acc, group_score, theta_e, e_min, e_max)
         tl.store(new_e_ptr + offsets, e.to(tl.int8), mask=g_mask)
         tl.store(new_ea_ptr + offsets, e_acc.to(tl.int8), mask=g_mask)
@@ -191,71 +180,19 @@ def _vote_rows(
         groups = jb // BYTES_PER_GROUP
         tl.atomic_add(score_ptr + rn[:, None] * NG + groups[None, :], score, mask=tile_mask)
 
-
-@triton.jit
-def _step_bias(g_ptr, bias_ptr, new_bias_ptr, rn, M, N, stride_gm, stride_gn, bias_step,
-               BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr):
-    """Sum ``grad_y[:, rn]`` over M and step the int32 bias of rows ``rn`` against its sign."""
-    n_mask = rn < N
-    partial = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
-    for step in range(0, (M + BLOCK_M - 1) // BLOCK_M):
-        rm = step * BLOCK_M + tl.arange(0, BLOCK_M)
-        partial += tl.load(g_ptr + rn[:, None] * stride_gn + rm[None, :] * stride_gm,
-                           mask=n_mask[:, None] & (rm < M)[None, :], other=0.0).to(tl.float32)
-    col_sum = tl.sum(partial, axis=1)  # reduced once, outside the loop
-    bias = tl.load(bias_ptr + rn, mask=n_mask, other=0).to(tl.int64)
-    direction = (col_sum > 0).to(tl.int64) - (col_sum < 0).to(tl.int64)
-    bias = bias - bias_step * direction
-    bias = tl.minimum(tl.maximum(bias, -2147483648), 2147483647)
-    tl.store(new_bias_ptr + rn, bias.to(tl.int32), mask=n_mask)
-
-
-@triton.jit
-def _vote_kernel(
-    x_ptr, g_ptr, p_ptr, ta_ptr, e_ptr, ea_ptr, bias_ptr,
-    new_p_ptr, new_ta_ptr, new_e_ptr, new_ea_ptr, new_bias_ptr, score_ptr, stage_ptr,
-    M, N, K, KB, NG,
-    stride_xm, stride_xb, stride_gm, stride_gn, stride_pn, stride_tn, stride_en,
-    theta_t, theta_e, e_min, e_max, bias_step,
-    BYTES_PER_GROUP: tl.constexpr, GROUPS_IN_TILE: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, EPILOGUE_ROWS: tl.constexpr,
-    EVEN: tl.constexpr, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, GROUP_N: tl.constexpr,
-):
-    """Persistent: program ``p`` takes tiles ``p, p + P, ...`` of ``[BLOCK_N rows, BLOCK_B bytes]``.
-
-    Per tile: the gradient on chip (:func:`_gradient_tile`), staged once into the program's own
-    ``[BLOCK_N, 5 BLOCK_B]`` fp32 slot of ``stage_ptr`` (L2-resident; it is what a
-    shared-memory copy would be, so the rule's temporaries never share registers with the
-    accumulators), then the rule ``EPILOGUE_ROWS`` rows at a time (:func:`_vote_rows`).
-    ``x_ptr`` holds the digit planes of ``x`` (``[Mp, blocks, 5, BLOCK_B]``, zero-padded), so
-    digits 0..3 of a block are one contiguous ``4 BLOCK_B`` operand and digit 4 another.
-    ``EVEN``: M and N are multiples of the tile, so the ``grad_y`` loads need no mask.
-    """
-    row_tiles = tl.cdiv(N, BLOCK_N)
-    byte_blocks = tl.cdiv(KB, BLOCK_B)
-    slot = stage_ptr + tl.program_id(0).to(tl.int64) * (BLOCK_N * 5 * BLOCK_B)
-    staged_rows = tl.arange(0, BLOCK_N)[:, None] * (5 * BLOCK_B)
-    for tile in range(tl.program_id(0), row_tiles * byte_blocks, tl.num_programs(0)):
-        pid_n, pid_b = _tile_of(tile, row_tiles, byte_blocks, GROUP_N)
-        rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-        acc_low, acc_high = _gradient_tile(
-            x_ptr + pid_b * stride_xb, g_ptr, rn, M, N, stride_xm, stride_gm, stride_gn,
-            BLOCK_M, BLOCK_N, BLOCK_B, EVEN, DOT_DTYPE, PRECISION)
-        tl.debug_barrier()  # the previous tile's rule has read the slot
-        tl.store(slot + staged_rows + tl.arange(0, 4 * BLOCK_B)[None, :], acc_low)
-        tl.store(slot + staged_rows + 4 * BLOCK_B + tl.arange(0, BLOCK_B)[None, :], acc_high)
-        tl.debug_barrier()  # the whole tile is staged before any row chunk reads it
-        jb = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
-        for first in range(0, BLOCK_N, EPILOGUE_ROWS):
-            rows = first + tl.arange(0, EPILOGUE_ROWS)
-            _vote_rows(slot, rows, pid_n * BLOCK_N + rows, jb, p_ptr, ta_ptr, e_ptr, ea_ptr,
-                       new_p_ptr, new_ta_ptr, new_e_ptr, new_ea_ptr, score_ptr,
-                       N, K, KB, NG, pid_b, stride_pn, stride_tn, stride_en, theta_t, theta_e, e_min, e_max,
-                       BYTES_PER_GROUP, GROUPS_IN_TILE, BLOCK_B)
-        if HAS_BIAS:
-            if pid_b == 0:
-                _step_bias(g_ptr, bias_ptr, new_bias_ptr, rn, M, N, stride_gm, stride_gn, bias_step,
-                           BLOCK_M, BLOCK_N)
+    if HAS_BIAS:
+        if pid_b == 0:
+            partial = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+            for step in range(0, (M + BLOCK_M - 1) // BLOCK_M):
+                rm = step * BLOCK_M + tl.arange(0, BLOCK_M)
+                partial += tl.load(g_ptr + rn[:, None] * stride_gn + rm[None, :] * stride_gm,
+                                   mask=n_mask[:, None] & (rm < M)[None, :], other=0.0).to(tl.float32)
+            col_sum = tl.sum(partial, axis=1)  # reduced once, outside the loop
+            bias = tl.load(bias_ptr + rn, mask=n_mask, other=0).to(tl.int64)
+            direction = (col_sum > 0).to(tl.int64) - (col_sum < 0).to(tl.int64)
+            bias = bias - bias_step * direction
+            bias = tl.minimum(tl.maximum(bias, -2147483648), 2147483647)
+            tl.store(new_bias_ptr + rn, bias.to(tl.int32), mask=n_mask)
 
 
 @triton.jit
@@ -288,29 +225,22 @@ def _check(T_packed, E, E_accum, T_accum, bias, x, grad_y, in_features, group_si
         raise ValueError(f"triton update: tensors on different devices {sorted(map(str, devices))}")
 
 
-def _tiles(m: int, group_size: int, fp32_operands: bool) -> tuple[int, int, int, int, int, int]:
-    """``(BLOCK_M, BLOCK_N, BLOCK_B, num_warps, num_stages, programs_per_SM)``.
+def _tiles(m: int, group_size: int, fp32_operands: bool) -> tuple[int, int, int, int, int]:
+    """``(BLOCK_M, BLOCK_N, BLOCK_B, num_warps, num_stages)``.
 
     Hook rows per step matter most at training M (H100, bf16 hooks, 16384^2): BLOCK_M 64 ->
     128 took M = 8192 from 21.4 to 16.6 ms and M = 2048 from 7.0 to 5.6 ms; a fourth stage
-    17.3 -> 15.4 ms at M = 8192 (``benchmarks/NOTES.md``). fp32 operands are twice as wide: 128 rows
-    do not fit shared memory even with 2 stages, so they keep 64 rows and 3 stages.
+    17.3 -> 15.4 ms at M = 8192 (``benchmarks/NOTES.md``). Up to 256 rows 64 rows per step do as
+    well or better (4096^2 M = 16 / 128: 375 / 373 us against 509 / 503 us), and the 4-warp
+    32-row tile these rows had before took 2.1-2.4x as long at M = 16-512
+    (``benchmarks/results/h100/update_staged/update_small_m.log``). fp32 operands are twice as
+    wide: 128 rows do not fit shared memory even with 2 stages, so they keep 64 rows and 3 stages.
     """
     if triton_interpreted():
-        return 16, 16, 16, 4, 3, 1
-    if m <= 256:
-        return 32, 64, 32, 4, 3, 4
+        return 16, 16, 16, 4, 3
     if fp32_operands:
-        return 64, 64, 32, 8, 3, 1
-    return 128, 64, 32, 8, 4, 1
-
-
-def _program_count(tiles: int, programs_per_sm: int, device: torch.device) -> int:
-    """Persistent grid size: as many programs as fit on the card at once, at most one per tile
-    (3 under the interpreter, so that CPU tests run several tiles through one program)."""
-    if device.type != "cuda":
-        return min(tiles, 3)
-    return min(tiles, programs_per_sm * torch.cuda.get_device_properties(device).multi_processor_count)
+        return 64, 64, 32, 8, 3
+    return (64 if m <= 256 else 128), 64, 32, 8, 4
 
 
 def update(
@@ -343,7 +273,7 @@ def update(
     if n == 0:
         return new
     use_fp32 = torch.float32 in (x.dtype, grad_y.dtype) or triton_interpreted() or x.dtype != grad_y.dtype
-    block_m, block_n, block_b, warps, stages, per_sm = _tiles(m, group_size, use_fp32)
+    block_m, block_n, block_b, warps, stages = _tiles(m, group_size, use_fp32)
     bytes_per_group = group_size // 5
     groups_in_tile = block_b % bytes_per_group == 0
     score = E if groups_in_tile else torch.zeros((n, groups), dtype=torch.int32, device=E.device)
@@ -351,17 +281,14 @@ def update(
     blocks = triton.cdiv(kb, block_b)
     planes = digit_planes(x, max(block_m, -(-m // block_m) * block_m), blocks * block_b, block_b, z_form=False,
                           dtype=torch.float32 if use_fp32 else x.dtype, blocked=True)
-    programs = _program_count(triton.cdiv(n, block_n) * blocks, per_sm, x.device)
-    stage = torch.empty((programs, block_n, 5 * block_b), dtype=torch.float32, device=x.device)
-    _vote_kernel[(programs,)](
+    _vote_kernel[(triton.cdiv(n, block_n) * blocks,)](
         planes, grad_y, T_packed, T_accum, E, E_accum, bias if bias is not None else E,
-        new.T_packed, new.T_accum, new.E, new.E_accum, new.bias if bias is not None else E, score, stage,
+        new.T_packed, new.T_accum, new.E, new.E_accum, new.bias if bias is not None else E, score,
         m, n, in_features, kb, groups,
         planes.stride(0), planes.stride(1), grad_y.stride(0), grad_y.stride(1), T_packed.stride(0), T_accum.stride(0),
         E.stride(0), theta_t, theta_e, e_min, e_max, bias_step,
         BYTES_PER_GROUP=bytes_per_group, GROUPS_IN_TILE=groups_in_tile, HAS_BIAS=bias is not None,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b, EPILOGUE_ROWS=min(block_n, EPILOGUE_ROWS),
-        EVEN=m % block_m == 0 and n % block_n == 0,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b, EVEN=m % block_m == 0 and n % block_n == 0,
         DOT_DTYPE=dot_dtype, PRECISION="tf32x3", GROUP_N=GROUP_N,
         num_warps=warps, num_stages=stages,
     )
