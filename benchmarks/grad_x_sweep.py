@@ -1,15 +1,19 @@
-"""grad-x at M = 1 and 2: the GEMV's tiles against the two-step path and bf16 cuBLAS, one card.
+"""grad-x at small M: the GEMV's and the fused kernel's tiles against the two-step path and
+bf16 cuBLAS, one card.
 
-    python -m benchmarks.grad_x_sweep        # prints a table; GPU only
+    python -m benchmarks.grad_x_sweep [--rows 1,2,4,16,32,48,64]     # prints a table; GPU only
 
 For each ``(N, K)`` and ``M``: ``grad_y @ W`` in bf16 cuBLAS, ``triton.grad_x_two_step``
-(decode into a buffer, then cuBLAS) and ``triton.grad_x_gemv`` with its default tile and
-``TILES`` (forced into ``GRAD_X_GEMV_TILES``, splits from the shipped rule). Weights rotate over
->= 3x the L2 size and calls replay inside CUDA graphs; every GEMV row is checked against the
-fp32 product (relative RMS error, dominated by the bf16 output rounding).
+(decode into a buffer, then cuBLAS) and, for ``M <= GEMV_MAX_ROWS``, ``triton.grad_x_gemv`` with
+its default tile and ``TILES`` (forced into ``GRAD_X_GEMV_TILES``, splits from the shipped
+rule), else ``triton.grad_x_fused`` with its default tile and ``FUSED_TILES``. Weights rotate
+over >= 3x the L2 size and calls replay inside CUDA graphs; every kernel's result is checked
+against the fp32 product (relative RMS error, dominated by the bf16 output rounding).
 """
 
 from __future__ import annotations
+
+import argparse
 
 import torch
 
@@ -17,12 +21,16 @@ from benchmarks.kernels import GROUP_SIZE, copies_for, relative_rms, time_in_gra
 
 SHAPES = ((16384, 16384), (4096, 14336), (14336, 4096), (4096, 4096))
 TILES = ((32, 32, 4), (16, 64, 4), (64, 32, 4), (32, 64, 4))
+FUSED_TILES = ((32, 32, 4, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 8, 3), (64, 32, 4, 4))
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     from ternary.kernels.linear import triton as kernels
     from ternary.state.packing import random_packed, unpack
 
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rows", type=lambda text: [int(v) for v in text.split(",")], default=[1, 2, 16])
+    args = parser.parse_args(argv)
     device = torch.device("cuda")
     print(f"device: {torch.cuda.get_device_name(0)}  torch {torch.__version__}")
     gen = torch.Generator().manual_seed(0)
@@ -35,19 +43,24 @@ def main() -> None:
             GROUP_SIZE, 1)[:, :k].bfloat16()
         dense = [w] + [torch.empty_like(w) for _ in range(copies_for(n * k * 2, device) - 1)]
         static = dict(in_features=k, group_size=GROUP_SIZE)
-        for m in (1, 2):
+        for m in args.rows:
             grad_y = torch.randn(m, n, device=device, dtype=torch.bfloat16)
             want = grad_y.float() @ w.float()
             base = time_in_graph([lambda d=d: grad_y @ d for d in dense])
             two = time_in_graph([lambda s=s: kernels.grad_x_two_step(grad_y, *s, **static) for s in states])
             line = f"{n}x{k} M={m} cublas {base:7.1f} | two-step {two:7.1f} ({base / two:4.2f}x)"
-            for tile in (kernels.GRAD_X_GEMV_TILES[0 if m <= 1 else 1],) + TILES:
-                def run(s, tile=tile):
-                    return with_constants(kernels, lambda: kernels.grad_x_gemv(grad_y, *s, **static),
-                                          GRAD_X_GEMV_TILES=(tile,) * kernels.GEMV_MAX_ROWS)
+            if m <= kernels.GEMV_MAX_ROWS:
+                runs = [("gemv", tile, lambda s, tile=tile: with_constants(
+                    kernels, lambda: kernels.grad_x_gemv(grad_y, *s, **static),
+                    GRAD_X_GEMV_TILES=(tile,) * kernels.GEMV_MAX_ROWS))
+                    for tile in (kernels.GRAD_X_GEMV_TILES[0 if m <= 1 else 1],) + TILES]
+            else:
+                runs = [("fused", tile, lambda s, tile=tile: kernels.grad_x_fused(grad_y, *s, tile=tile, **static))
+                        for tile in (kernels.GRAD_X_FUSED_TILE,) + FUSED_TILES]
+            for name, tile, run in runs:
                 err = relative_rms(run(states[0]), want)
-                us = time_in_graph([lambda s=s: run(s) for s in states])
-                line += f" | gemv {tile} {us:7.1f} ({base / us:4.2f}x, err {err:.0e})"
+                us = time_in_graph([lambda s=s, run=run: run(s) for s in states])
+                line += f" | {name} {tile} {us:7.1f} ({base / us:4.2f}x, err {err:.0e})"
             print(line, flush=True)
 
 

@@ -106,6 +106,8 @@ def test_grad_x_matches_reference(m, n, k, g):
              ("two_step_planes", forced_branch(kernels.grad_x_two_step, 0))]
     if m <= kernels.GEMV_MAX_ROWS:
         paths.append(("gemv", kernels.grad_x_gemv))
+    if m < kernels.GRAD_X_TWO_STEP_MIN_ROWS:
+        paths.append(("fused", kernels.grad_x_fused))
     for name, path in paths:
         out = path(grad_y, packed, exponents, **kw)
         assert out.shape == (m, k) and out.dtype == torch.float32, name
@@ -168,6 +170,27 @@ def test_grad_x_gemv_keeps_precision_scale_and_headroom():
     want = reference.grad_x(small.double(), packed, top, **kw)
     assert torch.isfinite(want).all() and torch.isfinite(got).all()
     assert relative_rms(got, want) <= FP32_BUDGET
+
+
+@pytest.mark.parametrize("tile", [None, (32, 16, 4, 2)])
+def test_grad_x_fused_over_row_tiles_and_splits(tile):
+    """The fused grad-x for M = 20 (two row tiles of the CPU interpreter's 16-row tile, the
+    second partial), N = 37 (rows past N stay out of the sums; two splits), K = 413 (a partial
+    byte block), G = 15 (groups straddle byte blocks), with a launch override; and the
+    properties of the GEMV test below: exact power-of-two scaling and a transposed grad_y."""
+    m, n, k, g = 20, 37, 413, 15
+    (packed, exponents, _), gen = layer(n, k, g, seed=41)
+    grad_y = torch.randn(m, n, generator=gen).to(DEVICE)
+    kw = dict(in_features=k, group_size=g, tile=tile)
+    got = kernels.grad_x_fused(grad_y, packed, exponents, **kw)
+    want = reference.grad_x(grad_y.double(), packed, exponents, in_features=k, group_size=g)
+    assert got.shape == (m, k) and relative_rms(got, want) <= FP32_BUDGET
+    assert torch.equal(kernels.grad_x_fused(grad_y * 2.0**-20, packed, exponents, **kw), got * 2.0**-20)
+    columns = grad_y.T.contiguous().T
+    assert not columns.is_contiguous() and torch.equal(kernels.grad_x_fused(columns, packed, exponents, **kw), got)
+    bf16 = kernels.grad_x_fused(grad_y.to(torch.bfloat16), packed, exponents, **kw)
+    want = reference.grad_x(grad_y.to(torch.bfloat16), packed, exponents, in_features=k, group_size=g)
+    assert bf16.dtype == torch.bfloat16 and relative_rms(bf16, want) <= BF16_BUDGET
 
 
 def test_grad_x_gemv_refuses_more_rows_than_it_takes():
@@ -245,8 +268,8 @@ def test_forward_scales_exactly_with_powers_of_two():
 @pytest.mark.parametrize("n", [256, 64])
 def test_fp16_two_step_keeps_large_exponents(n):
     """fp16 cannot hold 2^E for E >= 16: the two-step paths (plane order at N = 256, column
-    order at N = 64, both reached through ``forward`` at M = 70) and the grad-x GEMV (M = 1)
-    must compute in fp32."""
+    order at N = 64, both reached through ``forward`` at M = 70), the grad-x GEMV (M = 1)
+    must compute in fp32, and so must the fused grad-x (M = 5)."""
     m, k, g = 70, 23, 5
     gen = torch.Generator().manual_seed(n)
     packed = random_packed(n, k, generator=gen).to(DEVICE)
@@ -262,9 +285,10 @@ def test_fp16_two_step_keeps_large_exponents(n):
     expected = reference.grad_x(grad_y.double(), packed, exponents, in_features=k, group_size=g)
     assert grad.dtype == torch.float16 and torch.isfinite(grad).all()
     assert relative_rms(grad, expected) <= BF16_BUDGET
-    grad = kernels.grad_x(grad_y[:1], packed, exponents, in_features=k, group_size=g)  # the GEMV
-    assert grad.dtype == torch.float16 and torch.isfinite(grad).all()
-    assert relative_rms(grad, expected[:1]) <= BF16_BUDGET
+    for rows in (1, 5):  # the GEMV, the fused kernel
+        grad = kernels.grad_x(grad_y[:rows], packed, exponents, in_features=k, group_size=g)
+        assert grad.dtype == torch.float16 and torch.isfinite(grad).all()
+        assert relative_rms(grad, expected[:rows]) <= BF16_BUDGET
 
 
 @pytest.mark.parametrize("tile", [None, (8, 64, 4), (4, 128, 8)])
@@ -386,7 +410,8 @@ def test_corrupt_bytes_poison_outputs_instead_of_decoding():
     for dtype in (torch.float32, torch.bfloat16):
         paths = [(3, "planes", forced_branch(kernels.grad_x_two_step, 0)),
                  (3, "columns", forced_branch(kernels.grad_x_two_step, 2**40)),
-                 (1, "gemv", kernels.grad_x_gemv), (2, "gemv", kernels.grad_x_gemv)]
+                 (1, "gemv", kernels.grad_x_gemv), (2, "gemv", kernels.grad_x_gemv),
+                 (3, "fused", kernels.grad_x_fused), (1, "fused", kernels.grad_x_fused)]
         for m, name, path in paths:
             grad = path(torch.randn(m, n, generator=gen).to(DEVICE, dtype), packed, exponents, in_features=k,
                         group_size=g)

@@ -22,11 +22,11 @@ Forward takes one of three paths, picked by the number of activation rows ``M``:
   kernel took 64 us at 4096 x 4096, M = 128, against 15 us for bf16.
 
 ``grad_x`` for ``M <= GEMV_MAX_ROWS`` runs a CUDA-core GEMV over the weight rows (each byte
-read once, no buffer; ``_grad_x_gemv_kernel``); above that the two-step path: ``grad_y @ W`` in
+read once, no buffer; ``_grad_x_gemv_kernel``); for ``M < GRAD_X_TWO_STEP_MIN_ROWS`` a fused
+tensor-core kernel (``_grad_x_kernel``: the forward's tile decode, ``grad_y`` tiles as the left
+operand, split over the weight rows); above that the two-step path: ``grad_y @ W`` in
 cuBLAS, with ``W`` in digit-plane order and the output's columns put back by one strided
-copy while ``M < N / PLANES_ROWS_PER_OUTPUT``, else in column order. A fused grad-x kernel was
-written, but at 64-row tiles it hit an illegal address on H100 and its large-shape results
-were never checked on a GPU, so it is not shipped.
+copy while ``M < N / PLANES_ROWS_PER_OUTPUT``, else in column order.
 
 See ``benchmarks/NOTES.md`` for the measured history (a faster v2 of the small-M kernels
 gave wrong results on the GPU at large shapes and was reverted).
@@ -92,6 +92,15 @@ PROGRAMS_PER_SM = 8
 # M = 1 32 x 32 gives 1.06-1.63x of bf16 cuBLAS over the four benchmark shapes (two-step:
 # 0.37-0.49x); M = 2 64 x 32 gives 0.82-1.09x where 32 x 32 gave 0.68-1.02x.
 GRAD_X_GEMV_TILES = ((32, 32, 4), (64, 32, 4))
+# grad-x rows from which the two-step path (decode, cuBLAS) replaces the fused kernel, and the
+# fused kernel's (BLOCK_N, BLOCK_B, warps, stages), with 16 grad_y rows per program. H100
+# (benchmarks/grad_x_sweep.py, benchmarks/results/h100/grad_x_fused/): at M = 16 the fused kernel
+# gives 0.79-1.02x of bf16 cuBLAS over the four benchmark shapes, the two-step path 0.38-0.58x;
+# 32- and 64-row programs were slower than the two-step path (0.15-0.50x), and two 16-row
+# programs re-decode every byte, which ties with the two-step path at M = 32.
+GRAD_X_TWO_STEP_MIN_ROWS = 17
+GRAD_X_FUSED_ROWS = 16
+GRAD_X_FUSED_TILE = (128, 32, 4, 3)
 # (BLOCK_N, BLOCK_C, warps) of the column-order decode (benchmarks/decode_sweep.py).
 COLUMN_DECODE_TILE = (16, 256, 4)
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -265,6 +274,25 @@ def _grad_x_gemv_kernel(
 
 
 @triton.jit
+def _weight_tiles(rows_p, rows_e, jb, block, KB, NG, worst, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+                  BYTES_PER_GROUP: tl.constexpr, PAIRS: tl.constexpr):
+    """The five scaled weight tiles ``[BLOCK_N, BLOCK_B]`` (digit positions 0..4) of byte block
+    ``block`` of the weight rows ``rows_p`` / ``rows_e`` (pointers ``[BLOCK_N, 1]``), and the
+    running maximum byte ``worst``. ``PAIRS``: bf16 tiles from the PTX pair decode (NaN for a
+    corrupt byte, ``worst`` unused); otherwise fp32 tiles from the shifted quotients."""
+    byte = tl.load(rows_p + tl.minimum(jb, KB - 1)[None, :])
+    if PAIRS:
+        bits = _block_scales(rows_e, jb, block, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP, bf16_exp2_bits)
+        w0, w1, w2, w3, w4 = weight_tiles_bf16(byte, bits)
+    else:
+        byte = byte.to(tl.int32)
+        worst = tl.maximum(worst, byte)
+        scale = _block_scales(rows_e, jb, block, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
+        w0, w1, w2, w3, w4 = _scaled_digits(byte, scale)
+    return w0, w1, w2, w3, w4, worst
+
+
+@triton.jit
 def _forward_kernel(
     x_ptr, p_ptr, e_ptr, out_ptr,
     M, N, KB, KBp, NG,
@@ -288,15 +316,8 @@ def _forward_kernel(
     for step in range(0, count):
         block = first + step
         jb = block * BLOCK_B + tl.arange(0, BLOCK_B)
-        byte = tl.load(rows_p + tl.minimum(jb, KB - 1)[None, :])
-        if PAIRS:
-            bits = _block_scales(rows_e, jb, block, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP, bf16_exp2_bits)
-            w0, w1, w2, w3, w4 = weight_tiles_bf16(byte, bits)
-        else:
-            byte = byte.to(tl.int32)
-            worst = tl.maximum(worst, byte)
-            scale = _block_scales(rows_e, jb, block, NG, BLOCK_N, BLOCK_B, BYTES_PER_GROUP)
-            w0, w1, w2, w3, w4 = _scaled_digits(byte, scale)
+        w0, w1, w2, w3, w4, worst = _weight_tiles(rows_p, rows_e, jb, block, KB, NG, worst,
+                                                  BLOCK_N, BLOCK_B, BYTES_PER_GROUP, PAIRS)
         x_cols = x_rows + jb[None, :]
         acc = tl.dot(tl.load(x_cols), tl.trans(w0.to(DOT_DTYPE)), acc, input_precision=PRECISION)
         acc = tl.dot(tl.load(x_cols + stride_xd), tl.trans(w1.to(DOT_DTYPE)), acc, input_precision=PRECISION)
@@ -307,6 +328,57 @@ def _forward_kernel(
         acc = tl.where((tl.max(worst, axis=1) > 242)[None, :], float("nan"), acc)
     out = out_ptr + tl.program_id(2) * stride_os + rm[:, None] * stride_om + rn[None, :]
     tl.store(out, acc, mask=(rm < M)[:, None] & (rn < N)[None, :])
+
+
+@triton.jit
+def _grad_x_kernel(
+    g_ptr, p_ptr, e_ptr, out_ptr,
+    M, N, Np, KB, NG, stride_gm, stride_gn, stride_pn, stride_en, stride_os, stride_om,
+    BYTES_PER_GROUP: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
+    SPLIT_N, DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, PAIRS: tl.constexpr,
+):
+    """Partial ``out[s, m, 5 j + d] = sum_n grad_y[m, n] W[n, 5 j + d]`` on tensor cores: byte
+    block ``program_id(0)``, rows ``program_id(1)`` of ``grad_y``, split ``s = program_id(2)``
+    of the weight rows (``Np`` = N padded to ``BLOCK_N``). Each ``[BLOCK_N, BLOCK_B]`` byte tile is
+    decoded once (:func:`_weight_tiles`) into the five digit operands of five products
+    ``grad_y [BLOCK_M, BLOCK_N] @ W_d [BLOCK_N, BLOCK_B]``. A corrupt byte turns its five output
+    columns into NaN."""
+    block = tl.program_id(0)
+    jb = block * BLOCK_B + tl.arange(0, BLOCK_B)
+    rm = tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M)
+    first, count = _split_range(Np, BLOCK_N, SPLIT_N)
+    acc0 = tl.zeros((BLOCK_M, BLOCK_B), dtype=tl.float32)
+    acc1 = tl.zeros((BLOCK_M, BLOCK_B), dtype=tl.float32)
+    acc2 = tl.zeros((BLOCK_M, BLOCK_B), dtype=tl.float32)
+    acc3 = tl.zeros((BLOCK_M, BLOCK_B), dtype=tl.float32)
+    acc4 = tl.zeros((BLOCK_M, BLOCK_B), dtype=tl.float32)
+    worst = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.int32)
+    for step in range(0, count):
+        rn = (first + step) * BLOCK_N + tl.arange(0, BLOCK_N)
+        rows = tl.minimum(rn, N - 1)[:, None]
+        w0, w1, w2, w3, w4, worst = _weight_tiles(p_ptr + rows * stride_pn, e_ptr + rows * stride_en, jb, block,
+                                                  KB, NG, worst, BLOCK_N, BLOCK_B, BYTES_PER_GROUP, PAIRS)
+        g = tl.load(g_ptr + rm[:, None] * stride_gm + rn[None, :] * stride_gn,
+                    mask=(rm < M)[:, None] & (rn < N)[None, :], other=0.0).to(DOT_DTYPE)
+        acc0 = tl.dot(g, w0.to(DOT_DTYPE), acc0, input_precision=PRECISION)
+        acc1 = tl.dot(g, w1.to(DOT_DTYPE), acc1, input_precision=PRECISION)
+        acc2 = tl.dot(g, w2.to(DOT_DTYPE), acc2, input_precision=PRECISION)
+        acc3 = tl.dot(g, w3.to(DOT_DTYPE), acc3, input_precision=PRECISION)
+        acc4 = tl.dot(g, w4.to(DOT_DTYPE), acc4, input_precision=PRECISION)
+    if not PAIRS:
+        bad = (tl.max(worst, axis=0) > 242)[None, :]
+        acc0 = tl.where(bad, float("nan"), acc0)
+        acc1 = tl.where(bad, float("nan"), acc1)
+        acc2 = tl.where(bad, float("nan"), acc2)
+        acc3 = tl.where(bad, float("nan"), acc3)
+        acc4 = tl.where(bad, float("nan"), acc4)
+    out = out_ptr + tl.program_id(2) * stride_os + rm[:, None] * stride_om + 5 * jb[None, :]
+    keep = (rm < M)[:, None] & (jb < KB)[None, :]
+    tl.store(out, acc0, mask=keep)
+    tl.store(out + 1, acc1, mask=keep)
+    tl.store(out + 2, acc2, mask=keep)
+    tl.store(out + 3, acc3, mask=keep)
+    tl.store(out + 4, acc4, mask=keep)
 
 
 @triton.jit
@@ -662,6 +734,34 @@ def grad_x_gemv(grad_y, T_packed, E, *, in_features, group_size, tile=None):
     return _finish(ws[:, :, :in_features], None, 0, grad_y.dtype)
 
 
+def grad_x_fused(grad_y, T_packed, E, *, in_features, group_size, pairs=None, tile=None):
+    """Tensor-core grad-x for small M: weights decoded tile by tile on chip (no buffer), split
+    over the weight rows into an fp32 workspace ``[splits, M, 5 KBp]`` that the finishing kernel
+    reduces; ``pairs`` (default: bf16 ``grad_y``, compiled) picks the PTX pair decode.
+
+    ``tile = (BLOCK_N, BLOCK_B, warps, stages)`` overrides the launch (benchmark sweeps).
+    """
+    m, n, kb = grad_y.shape[0], T_packed.shape[0], T_packed.shape[1]
+    dot_dtype, operand_dtype, precision = _dot_config(grad_y.dtype)
+    block_n, block_b, warps, stages = (16, 16, 4, 3) if triton_interpreted() else GRAD_X_FUSED_TILE
+    if tile is not None:
+        block_n, block_b, warps, stages = tile
+    block_m = GRAD_X_FUSED_ROWS
+    blocks, row_tiles, n_padded = triton.cdiv(kb, block_b), triton.cdiv(m, block_m), _round_up(n, block_n)
+    splits = _splits(blocks * row_tiles, n_padded // block_n, grad_y.device)
+    ws = torch.empty((splits, m, 5 * blocks * block_b), dtype=torch.float32, device=grad_y.device)
+    if pairs is None:
+        pairs = dot_dtype == tl.bfloat16
+    _check_pairs("grad_x_fused", pairs, operand_dtype)
+    _grad_x_kernel[(blocks, row_tiles, splits)](
+        grad_y, T_packed, E, ws, m, n, n_padded, kb, E.shape[1], grad_y.stride(0), grad_y.stride(1),
+        T_packed.stride(0), E.stride(0), ws.stride(0), ws.stride(1), BYTES_PER_GROUP=group_size // 5,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b, SPLIT_N=splits, DOT_DTYPE=dot_dtype,
+        PRECISION=precision, PAIRS=pairs, num_warps=warps, num_stages=stages,
+    )
+    return _finish(ws[:, :, :in_features], None, 0, grad_y.dtype)
+
+
 def grad_x_two_step(grad_y, T_packed, E, *, in_features, group_size):
     """Dense decode into a transient buffer in ``grad_y.dtype`` (fp32 for fp16), then cuBLAS.
 
@@ -697,6 +797,9 @@ def grad_x(
     m = grad_y.shape[0]
     if m == 0 or T_packed.shape[0] == 0:
         return torch.zeros((m, in_features), dtype=grad_y.dtype, device=grad_y.device)
+    kwargs = dict(in_features=in_features, group_size=group_size)
     if m <= GEMV_MAX_ROWS:
-        return grad_x_gemv(grad_y, T_packed, E, in_features=in_features, group_size=group_size)
-    return grad_x_two_step(grad_y, T_packed, E, in_features=in_features, group_size=group_size)
+        return grad_x_gemv(grad_y, T_packed, E, **kwargs)
+    if m < GRAD_X_TWO_STEP_MIN_ROWS:
+        return grad_x_fused(grad_y, T_packed, E, **kwargs)
+    return grad_x_two_step(grad_y, T_packed, E, **kwargs)
