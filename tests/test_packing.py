@@ -8,7 +8,7 @@ import torch
 from hypothesis import given, settings
 
 from ternary import CorruptStateError, pack, unpack
-from ternary.state.packing import MAX_VALID_BYTE, byte_to_trits_table, packed_width, random_packed
+from ternary.state.packing import MAX_VALID_BYTE, byte_to_trits_table, check_packed_all, packed_width, random_packed
 
 
 @settings(max_examples=60, deadline=None)
@@ -76,3 +76,18 @@ def test_random_packed_is_valid_and_uniform(k: int, gen: torch.Generator) -> Non
     if tail:
         padding = packed[:, -1].long() // 3**tail
         assert torch.all(padding == sum(3**i for i in range(5 - tail)))
+
+
+def test_check_packed_all_names_the_first_corrupt_tensor() -> None:
+    """The batched check (one host sync per device) reports what ``check_packed`` reports for
+    the first corrupt tensor in order; empty tensors pass; a wrong dtype is named."""
+    gen = torch.Generator().manual_seed(5)
+    tensors = [random_packed(4, 12, generator=gen) for _ in range(4)] + [torch.empty((0, 3), dtype=torch.uint8)]
+    named = [(f"layer{i}.T_packed", t) for i, t in enumerate(tensors)]
+    check_packed_all(named)
+    tensors[3][1, 2] = 243
+    tensors[2][0, 1] = 255
+    with pytest.raises(CorruptStateError, match=r"layer2\.T_packed: byte 255 at index \(0, 1\)"):
+        check_packed_all(named)
+    with pytest.raises(TypeError, match="layer9.T_packed: expected dtype uint8"):
+        check_packed_all(named[:2] + [("layer9.T_packed", tensors[0].to(torch.int16))])

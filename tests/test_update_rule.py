@@ -8,6 +8,7 @@ import torch
 import torch.utils._pytree as pytree
 
 from ternary import LinearHooks, LinearState, NonFiniteError, UpdateRule, pack, update
+from ternary.state import CorruptStateError
 
 
 def layer_with(trits: torch.Tensor, *, e: int = 0, group_size: int = 5, bias=True, **fields) -> LinearState:
@@ -145,6 +146,32 @@ def test_non_finite_hooks_or_loss_are_refused(bad: float, gen: torch.Generator) 
         update(layer, LinearHooks(x, torch.ones(3, 2)))
     with pytest.raises(NonFiniteError, match="loss is not finite"):
         update(layer, LinearHooks(torch.ones(3, 5), torch.ones(3, 2)), loss=torch.tensor(bad))
+
+
+def test_state_wide_checks_name_the_first_bad_layer(gen: torch.Generator) -> None:
+    """The hooks' finite check and the packed-byte check run once for the whole state (one
+    host sync each) and still name the first offending layer and tensor; a finite hook whose
+    fp32 sum overflows is not refused; a layer without hooks is not checked."""
+    tree = {name: LinearState.random(5, 3, generator=gen) for name in ("a", "b", "c", "d")}
+
+    def hooks(**bad: str) -> dict:
+        out = {name: LinearHooks(torch.randn(4, 5, generator=gen), torch.randn(4, 3, generator=gen)) for name in tree}
+        for name, field in bad.items():
+            getattr(out[name], field)[2, 1] = float("nan")
+        return out
+
+    with pytest.raises(NonFiniteError, match=r"hooks for \['b'\]: grad_y has NaN"):
+        update(tree, hooks(b="grad_y", c="x"))
+    with pytest.raises(NonFiniteError, match=r"hooks for \['c'\]: x has NaN"):
+        update(tree, hooks(c="x", d="grad_y"))
+    huge = hooks()
+    huge["a"].x.fill_(3e38)
+    assert torch.isinf(huge["a"].x.sum()) and update(tree, huge)["a"] is not tree["a"]
+    corrupt = {**tree, "c": attrs.evolve(tree["c"], T_packed=tree["c"].T_packed.clone())}
+    corrupt["c"].T_packed[2, 0] = 250
+    with pytest.raises(CorruptStateError, match=r"\['c'\]\.T_packed: byte 250 at index \(2, 0\)"):
+        update(corrupt, hooks())
+    assert update(corrupt, {**hooks(), "c": None})["c"] is corrupt["c"]
 
 
 def test_mismatched_hooks_name_the_layer(gen: torch.Generator) -> None:

@@ -10,7 +10,9 @@ import torch.utils._pytree as pytree
 
 from ternary.functional.hooks import LinearHooks, NonFiniteError, check_finite_loss, is_layer
 from ternary.kernels.registry import implementation, resolve
+from ternary.state.device_checks import first_flagged
 from ternary.state.linear_state import LinearState
+from ternary.state.packing import check_packed_all
 
 
 def _in_range(low: int, high: int) -> Any:
@@ -54,20 +56,34 @@ def _check_hooks(path: str, layer: LinearState, hooks: LinearHooks) -> None:
             f"hooks for {path}: x {list(x.shape)} / grad_y {list(gy.shape)} do not match the layer "
             f"(in_features={layer.in_features}, out_features={layer.out_features})"
         )
-    for name, tensor in (("x", x), ("grad_y", gy)):
+
+
+def _check_finite(named: list[tuple[str, torch.Tensor]]) -> None:
+    """Raise :class:`NonFiniteError` naming the first hook tensor with NaN or Inf values.
+
+    One host sync for all of them: each tensor's fp32 sum is non-finite when the tensor is
+    (and, rarely, when finite values overflow the sum), so only from the first flagged tensor
+    on are tensors checked one by one."""
+    start = first_flagged([tensor for _, tensor in named], lambda t: t.sum(dtype=torch.float32),
+                          lambda sums: ~torch.isfinite(sums))
+    if start is None:
+        return
+    for label, tensor in named[start:]:
         if not bool(torch.isfinite(tensor).all()):
-            raise NonFiniteError(f"hooks for {path}: {name} has NaN or Inf values; state left unchanged")
+            raise NonFiniteError(f"{label} has NaN or Inf values; state left unchanged")
 
 
 def update_layer(
-    layer: LinearState, hooks: LinearHooks, rule: UpdateRule, *, backend: str | None = None
+    layer: LinearState, hooks: LinearHooks, rule: UpdateRule, *, backend: str | None = None,
+    validated: bool = False,
 ) -> LinearState:
-    """New layer state after one vote update from ``hooks`` (hooks are assumed checked)."""
+    """New layer state after one vote update from ``hooks`` (hooks are assumed checked);
+    ``validated``: ``layer.T_packed`` is known to hold no corrupt byte (skips a host sync)."""
     name = resolve(backend, layer.device, grad_enabled=False)
     new = implementation("update", name).update(
         layer.T_packed, layer.E, layer.E_accum, layer.T_accum, layer.bias,
         hooks.x.contiguous(), hooks.grad_y.contiguous(),
-        in_features=layer.in_features, group_size=layer.group_size, **rule.kernel_args(),
+        in_features=layer.in_features, group_size=layer.group_size, validated=validated, **rule.kernel_args(),
     )
     return attrs.evolve(layer, **new._asdict())
 
@@ -94,7 +110,8 @@ def paired_layers(state: Any, hooks: Any) -> tuple[list[Any], Any, list[LinearHo
 
     Returns ``(leaves, spec, hooks_per_leaf, paths)``; ``leaves`` are layer records or
     other state leaves, ``hooks_per_leaf`` holds None where there are no hooks.
-    Raises on mismatched shapes or NaN/Inf hooks before anything is computed.
+    Raises on mismatched shapes or NaN/Inf hooks before anything is computed (the finite
+    check of all hooks costs one host sync).
     """
     flat, spec = pytree.tree_flatten_with_path(state, is_leaf=is_layer)
     leaves = [leaf for _, leaf in flat]
@@ -107,6 +124,9 @@ def paired_layers(state: Any, hooks: Any) -> tuple[list[Any], Any, list[LinearHo
         if not is_layer(layer) or not isinstance(h, LinearHooks):
             raise TypeError(f"update: hooks at {path} must be LinearHooks for a LinearState")
         _check_hooks(path, layer, h)
+    _check_finite([(f"hooks for {path}: {name}", tensor)
+                   for path, h in zip(paths, layer_hooks) if h is not None
+                   for name, tensor in (("x", h.x), ("grad_y", h.grad_y))])
     return leaves, spec, layer_hooks, paths
 
 
@@ -121,14 +141,18 @@ def update(
     """Pure vote update of every layer in ``state`` that has hooks; returns a new tree.
 
     Refuses (raises :class:`NonFiniteError`, nothing computed) if ``loss`` or any
-    hook is NaN/Inf. Layers with ``None`` or zero-row hooks come back unchanged.
+    hook is NaN/Inf, and (:class:`ternary.state.CorruptStateError`) if a layer to update holds
+    a corrupt packed byte. Layers with ``None`` or zero-row hooks come back unchanged. The
+    checks cost one host sync each for the whole state, not one per layer.
     """
     rule = rule or UpdateRule()
     if loss is not None:
         check_finite_loss(loss)
-    leaves, spec, layer_hooks, _ = paired_layers(state, hooks)
+    leaves, spec, layer_hooks, paths = paired_layers(state, hooks)
+    check_packed_all([(f"{path}.T_packed", leaf.T_packed)
+                      for path, leaf, h in zip(paths, leaves, layer_hooks) if h is not None])
     new_leaves = [
-        update_layer(leaf, h, rule, backend=backend) if h is not None else leaf
+        update_layer(leaf, h, rule, backend=backend, validated=True) if h is not None else leaf
         for leaf, h in zip(leaves, layer_hooks)
     ]
     return pytree.tree_unflatten(new_leaves, spec)

@@ -8,7 +8,11 @@ Padding columns past ``in_features`` hold trit 0 (digit 1). Every valid byte is
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
+
+from ternary.state.device_checks import first_flagged
 
 TRITS_PER_BYTE = 5
 MAX_VALID_BYTE = 242
@@ -52,6 +56,17 @@ def check_packed(packed: torch.Tensor, name: str = "T_packed") -> None:
         )
 
 
+def check_packed_all(named: Sequence[tuple[str, torch.Tensor]]) -> None:
+    """:func:`check_packed` of many ``(name, packed)`` pairs with one host sync per device; the
+    first corrupt tensor is reported as :func:`check_packed` reports it."""
+    for name, packed in named:
+        if packed.dtype != torch.uint8:
+            raise TypeError(f"{name}: expected dtype uint8, got {packed.dtype}")
+    bad = first_flagged([packed for _, packed in named], torch.amax, lambda worst: worst > MAX_VALID_BYTE)
+    if bad is not None:
+        check_packed(named[bad][1], named[bad][0])
+
+
 def pack(trits: torch.Tensor) -> torch.Tensor:
     """Pack trits ``[N, K]`` (values in {-1, 0, +1}, any integer dtype) to uint8 ``[N, ceil(K/5)]``."""
     if trits.dim() != 2:
@@ -69,10 +84,12 @@ def pack(trits: torch.Tensor) -> torch.Tensor:
     return (digits * weights).sum(dim=-1).to(torch.uint8)
 
 
-def unpack(packed: torch.Tensor, in_features: int, *, name: str = "T_packed") -> torch.Tensor:
+def unpack(packed: torch.Tensor, in_features: int, *, name: str = "T_packed", check: bool = True) -> torch.Tensor:
     """Unpack uint8 ``[N, ceil(K/5)]`` to int8 trits ``[N, K]`` with ``K = in_features``.
 
-    Raises :class:`CorruptStateError` if a byte is > 242.
+    Raises :class:`CorruptStateError` if a byte is > 242, unless ``check=False`` (the caller
+    has checked the bytes already, e.g. with :func:`check_packed_all`; a corrupt byte then
+    decodes to zeros).
     """
     if packed.dim() != 2:
         raise ValueError(f"{name}: expected a 2-D [N, ceil(K/5)] tensor, got shape {tuple(packed.shape)}")
@@ -81,7 +98,8 @@ def unpack(packed: torch.Tensor, in_features: int, *, name: str = "T_packed") ->
             f"{name}: {packed.shape[1]} bytes per row cannot hold in_features={in_features} "
             f"(need {packed_width(in_features)})"
         )
-    check_packed(packed, name)
+    if check:
+        check_packed(packed, name)
     table = byte_to_trits_table(packed.device)
     trits = table[packed.long()]
     return trits.reshape(packed.shape[0], -1)[:, :in_features].contiguous()

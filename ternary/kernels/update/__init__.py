@@ -2,9 +2,13 @@
 
 Every implementation module exposes
 ``update(T_packed, E, E_accum, T_accum, bias, x [M, K], grad_y [M, N], *, in_features,
-group_size, theta_t, theta_e, e_min, e_max, bias_step) -> UpdatedTensors`` returning new
-tensors (the inputs are never written). The gradient ``g = grad_y.T @ x`` drives
-the rule; only its signs matter. See ``reference.py`` for the rule itself.
+group_size, theta_t, theta_e, e_min, e_max, bias_step, validated=False) -> UpdatedTensors``
+returning new tensors (the inputs are never written). The gradient ``g = grad_y.T @ x``
+drives the rule; only its signs matter. See ``reference.py`` for the rule itself.
+
+Each implementation refuses a corrupt ``T_packed`` (:class:`ternary.state.CorruptStateError`),
+which costs a host sync per call; ``validated=True`` says the caller has checked it already
+(``ternary.functional.update`` checks every layer of a state with one sync).
 """
 
 from typing import NamedTuple

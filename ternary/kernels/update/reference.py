@@ -89,10 +89,12 @@ def apply_votes(
     e_min: int,
     e_max: int,
     bias_step: int,
+    validated: bool = False,
 ) -> UpdatedTensors:
-    """Steps 2-4 of the rule from votes in {-1, 0, +1}: ``weight_votes [N, K]``, ``bias_votes [N]``."""
+    """Steps 2-4 of the rule from votes in {-1, 0, +1}: ``weight_votes [N, K]``, ``bias_votes [N]``.
+    ``validated``: the caller has checked ``T_packed`` (see ``ternary.kernels.update``)."""
     v = weight_votes.to(torch.int32)
-    trits = unpack(T_packed, in_features)
+    trits = unpack(T_packed, in_features, check=not validated)
     new_trits, new_T_accum = step_trits(trits, T_accum, v, theta_t)
     score = group_sum(-v * trits.to(torch.int32), group_size)
     new_E, new_E_accum = step_exponents(E, E_accum, score, theta_e, e_min, e_max)
@@ -111,8 +113,10 @@ def update(
     bias: torch.Tensor | None,
     x: torch.Tensor,
     grad_y: torch.Tensor,
+    *,
+    validated: bool = False,
     **static: int,
 ) -> UpdatedTensors:
     """One vote update from hooks ``x [M, K]`` and ``grad_y [M, N]`` (static: see :func:`apply_votes`)."""
     weight_votes, bias_votes = votes(x, grad_y)
-    return apply_votes(T_packed, E, E_accum, T_accum, bias, weight_votes, bias_votes, **static)
+    return apply_votes(T_packed, E, E_accum, T_accum, bias, weight_votes, bias_votes, validated=validated, **static)

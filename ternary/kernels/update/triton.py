@@ -259,10 +259,13 @@ def update(
     e_min: int,
     e_max: int,
     bias_step: int,
+    validated: bool = False,
 ) -> UpdatedTensors:
-    """One vote update from hooks ``x [M, K]`` and ``grad_y [M, N]``; inputs are not written."""
+    """One vote update from hooks ``x [M, K]`` and ``grad_y [M, N]``; inputs are not written.
+    ``validated``: the caller has checked ``T_packed`` (see ``ternary.kernels.update``)."""
     _check(T_packed, E, E_accum, T_accum, bias, x, grad_y, in_features, group_size)
-    check_packed(T_packed)
+    if not validated:
+        check_packed(T_packed)
     n, kb = T_packed.shape
     groups = E.shape[1]
     m = x.shape[0]
