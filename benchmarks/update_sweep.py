@@ -1,13 +1,13 @@
-"""Tile sweep of the Triton direct update at training M, one card (bf16 hooks).
+"""Tile sweep of the Triton direct update at training M, one card (bf16 hooks; ``--dtype float32``).
 
     python -m benchmarks.update_sweep "(128,64,32,8,4)" "(64,64,32,8,3)" ... [--group-n 4,16]
-        [--rows 128,2048]   # GPU only
+        [--rows 128,2048] [--dtype float32]   # GPU only
 
 Each argument is ``(BLOCK_M, BLOCK_N, BLOCK_B, warps, stages)`` (the return value of
 ``ternary.kernels.update.triton._tiles``); ``--group-n`` lists program-order group sizes
 (``triton.GROUP_N``; 0 means one group of all row tiles, the order before grouping). Every
 combination is first checked bit for bit against the reference update on small-integer hooks
-(exact sums), then timed with CUDA events against the bare bf16 weight-gradient GEMM
+(exact sums), then timed with CUDA events against the bare weight-gradient GEMM (same dtype)
 ``grad_y.T @ x`` on 4096^2 and 16384^2 at the hook rows ``--rows`` (default 2048 and 8192).
 Results: ``benchmarks/NOTES.md``.
 """
@@ -51,15 +51,17 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("tiles", nargs="+", type=lambda text: tuple(ast.literal_eval(text)))
     parser.add_argument("--group-n", type=_int_list, default=[triton_update.GROUP_N])
     parser.add_argument("--rows", type=_int_list, default=[2048, 8192])
+    parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
     args = parser.parse_args(argv)
+    dtype = getattr(torch, args.dtype)
     runs = [(tile, group_n) for tile in args.tiles for group_n in args.group_n]
     device = torch.device("cuda")
     print(f"device: {torch.cuda.get_device_name(0)}")
     gen = torch.Generator().manual_seed(0)
     n, k, m = 1024, 2000, 1000
     state = _layer(n, k, gen, device)
-    x = torch.randint(-2, 3, (m, k), generator=gen).to(device, torch.bfloat16)
-    grad_y = torch.randint(-2, 3, (m, n), generator=gen).to(device, torch.bfloat16)
+    x = torch.randint(-2, 3, (m, k), generator=gen).to(device, dtype)
+    grad_y = torch.randint(-2, 3, (m, n), generator=gen).to(device, dtype)
     want = reference.update(*state, x, grad_y, in_features=k, **RULE)
     for tile, group_n in runs:
         try:
@@ -71,10 +73,10 @@ def main(argv: list[str] | None = None) -> None:
     for n, k in ((4096, 4096), (16384, 16384)):
         for m in args.rows:
             state = _layer(n, k, gen, device)
-            x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
-            grad_y = torch.randn(m, n, device=device, dtype=torch.bfloat16)
+            x = torch.randn(m, k, device=device, dtype=dtype)
+            grad_y = torch.randn(m, n, device=device, dtype=dtype)
             gemm = time_with_events(lambda: grad_y.T @ x)
-            print(f"{n:>5}x{k:<5} M={m:<5} bf16 wgrad GEMM {gemm:10.1f} us", flush=True)
+            print(f"{n:>5}x{k:<5} M={m:<5} {args.dtype} wgrad GEMM {gemm:10.1f} us", flush=True)
             for tile, group_n in runs:
                 label = f"{tile} g{group_n}"
                 try:

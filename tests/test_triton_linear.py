@@ -14,6 +14,8 @@ GPU the same tests run compiled. Float outputs are compared by relative RMS erro
 
 from __future__ import annotations
 
+import functools
+
 import pytest
 import torch
 
@@ -172,13 +174,14 @@ def test_grad_x_gemv_keeps_precision_scale_and_headroom():
     assert relative_rms(got, want) <= FP32_BUDGET
 
 
-@pytest.mark.parametrize("tile", [None, (32, 16, 4, 2)])
-def test_grad_x_fused_over_row_tiles_and_splits(tile):
-    """The fused grad-x for M = 20 (two row tiles of the CPU interpreter's 16-row tile, the
-    second partial), N = 37 (rows past N stay out of the sums; two splits), K = 413 (a partial
-    byte block), G = 15 (groups straddle byte blocks), with a launch override; and the
-    properties of the GEMV test below: exact power-of-two scaling and a transposed grad_y."""
-    m, n, k, g = 20, 37, 413, 15
+@pytest.mark.parametrize("m,n,k,g,tile", [(20, 37, 413, 15, None), (20, 37, 413, 15, (32, 16, 4, 2)),
+                                         (5, 1024, 83, 40, None)])
+def test_grad_x_fused_over_row_tiles_and_splits(m, n, k, g, tile):
+    """The fused grad-x: M = 20 is two 16-row programs, the second partial; N = 37 leaves rows
+    past N that must stay out of the sums; N = 1024 is split over the weight rows on the GPU
+    as well as on the CPU interpreter (two splits there); K = 413 leaves a partial byte
+    block, G = 15 groups straddle byte blocks; one launch override. Also the properties of
+    the GEMV test below: exact power-of-two scaling and a transposed grad_y."""
     (packed, exponents, _), gen = layer(n, k, g, seed=41)
     grad_y = torch.randn(m, n, generator=gen).to(DEVICE)
     kw = dict(in_features=k, group_size=g, tile=tile)
@@ -407,11 +410,12 @@ def test_corrupt_bytes_poison_outputs_instead_of_decoding():
             y = path(x, packed, exponents, bias, **kw)
             assert torch.isnan(y[:, [2, 4]]).all(), (name, dtype)
             assert torch.isfinite(y[:, [0, 1, 3]]).all(), (name, dtype)
-    for dtype in (torch.float32, torch.bfloat16):
+    for dtype in (torch.float32, torch.bfloat16, torch.float16):
         paths = [(3, "planes", forced_branch(kernels.grad_x_two_step, 0)),
                  (3, "columns", forced_branch(kernels.grad_x_two_step, 2**40)),
                  (1, "gemv", kernels.grad_x_gemv), (2, "gemv", kernels.grad_x_gemv),
-                 (3, "fused", kernels.grad_x_fused), (1, "fused", kernels.grad_x_fused)]
+                 (3, "fused", kernels.grad_x_fused), (1, "fused", kernels.grad_x_fused),
+                 (3, "fused_quotients", functools.partial(kernels.grad_x_fused, pairs=False))]
         for m, name, path in paths:
             grad = path(torch.randn(m, n, generator=gen).to(DEVICE, dtype), packed, exponents, in_features=k,
                         group_size=g)

@@ -150,8 +150,10 @@ def test_non_finite_hooks_or_loss_are_refused(bad: float, gen: torch.Generator) 
 
 def test_state_wide_checks_name_the_first_bad_layer(gen: torch.Generator) -> None:
     """The hooks' finite check and the packed-byte check run once for the whole state (one
-    host sync each) and still name the first offending layer and tensor; a finite hook whose
-    fp32 sum overflows is not refused; a layer without hooks is not checked."""
+    host sync each) and still name the first offending layer and tensor, in state order
+    with the shape checks; a finite hook whose fp32 sum overflows is not refused (and does
+    not hide a later non-finite one); complex hooks are refused; a layer without hooks is not
+    checked."""
     tree = {name: LinearState.random(5, 3, generator=gen) for name in ("a", "b", "c", "d")}
 
     def hooks(**bad: str) -> dict:
@@ -165,8 +167,23 @@ def test_state_wide_checks_name_the_first_bad_layer(gen: torch.Generator) -> Non
     with pytest.raises(NonFiniteError, match=r"hooks for \['c'\]: x has NaN"):
         update(tree, hooks(c="x", d="grad_y"))
     huge = hooks()
-    huge["a"].x.fill_(3e38)
-    assert torch.isinf(huge["a"].x.sum()) and update(tree, huge)["a"] is not tree["a"]
+    huge["a"].x.fill_(1e38)
+    assert torch.isinf(huge["a"].x.sum())
+    assert not torch.equal(update(tree, huge, UpdateRule(theta_t=2))["a"].T_accum, tree["a"].T_accum)
+    huge["c"].grad_y[0, 0] = float("inf")
+    with pytest.raises(NonFiniteError, match=r"hooks for \['c'\]: grad_y has NaN"):
+        update(tree, huge)
+    misshaped = hooks(a="x")
+    misshaped["b"] = LinearHooks(torch.ones(4, 2), torch.ones(4, 3))
+    with pytest.raises(NonFiniteError, match=r"hooks for \['a'\]: x has NaN"):
+        update(tree, misshaped)
+    misshaped["a"] = hooks()["a"]
+    with pytest.raises(ValueError, match=r"\['b'\].*in_features=5"):
+        update(tree, misshaped)
+    complex_hooks = hooks()
+    complex_hooks["d"] = LinearHooks(torch.ones(4, 5, dtype=torch.complex64), torch.ones(4, 3))
+    with pytest.raises(TypeError, match=r"hooks for \['d'\]: x must be a real tensor"):
+        update(tree, complex_hooks)
     corrupt = {**tree, "c": attrs.evolve(tree["c"], T_packed=tree["c"].T_packed.clone())}
     corrupt["c"].T_packed[2, 0] = 250
     with pytest.raises(CorruptStateError, match=r"\['c'\]\.T_packed: byte 250 at index \(2, 0\)"):

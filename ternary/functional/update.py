@@ -56,14 +56,17 @@ def _check_hooks(path: str, layer: LinearState, hooks: LinearHooks) -> None:
             f"hooks for {path}: x {list(x.shape)} / grad_y {list(gy.shape)} do not match the layer "
             f"(in_features={layer.in_features}, out_features={layer.out_features})"
         )
+    for name, tensor in (("x", x), ("grad_y", gy)):
+        if tensor.is_complex():
+            raise TypeError(f"hooks for {path}: {name} must be a real tensor, got {tensor.dtype}")
 
 
 def _check_finite(named: list[tuple[str, torch.Tensor]]) -> None:
     """Raise :class:`NonFiniteError` naming the first hook tensor with NaN or Inf values.
 
-    One host sync for all of them: each tensor's fp32 sum is non-finite when the tensor is
-    (and, rarely, when finite values overflow the sum), so only from the first flagged tensor
-    on are tensors checked one by one."""
+    One host sync per device for all of them: each tensor's fp32 sum is non-finite when the
+    tensor is (and, rarely, when finite values overflow the sum), so only from the first
+    flagged tensor on are tensors checked one by one."""
     start = first_flagged([tensor for _, tensor in named], lambda t: t.sum(dtype=torch.float32),
                           lambda sums: ~torch.isfinite(sums))
     if start is None:
@@ -78,7 +81,8 @@ def update_layer(
     validated: bool = False,
 ) -> LinearState:
     """New layer state after one vote update from ``hooks`` (hooks are assumed checked);
-    ``validated``: ``layer.T_packed`` is known to hold no corrupt byte (skips a host sync)."""
+    ``validated``: ``layer.T_packed`` is known to hold no corrupt byte (skips a host sync; a
+    corrupt byte passed as validated gives undefined new state, not an error)."""
     name = resolve(backend, layer.device, grad_enabled=False)
     new = implementation("update", name).update(
         layer.T_packed, layer.E, layer.E_accum, layer.T_accum, layer.bias,
@@ -110,23 +114,28 @@ def paired_layers(state: Any, hooks: Any) -> tuple[list[Any], Any, list[LinearHo
 
     Returns ``(leaves, spec, hooks_per_leaf, paths)``; ``leaves`` are layer records or
     other state leaves, ``hooks_per_leaf`` holds None where there are no hooks.
-    Raises on mismatched shapes or NaN/Inf hooks before anything is computed (the finite
-    check of all hooks costs one host sync).
+    Raises on mismatched shapes or NaN/Inf hooks before anything is computed, for the first
+    layer in state order with either (the finite check of all hooks before that layer costs
+    one host sync per device).
     """
     flat, spec = pytree.tree_flatten_with_path(state, is_leaf=is_layer)
     leaves = [leaf for _, leaf in flat]
     paths = [pytree.keystr(path).lstrip(".") or "<root>" for path, _ in flat]
     layer_hooks = _hooks_in_state_order(state, hooks)
     layer_hooks = [h if h is None or h.rows else None for h in layer_hooks]
+    named: list[tuple[str, torch.Tensor]] = []
     for path, layer, h in zip(paths, leaves, layer_hooks):
         if h is None:
             continue
-        if not is_layer(layer) or not isinstance(h, LinearHooks):
-            raise TypeError(f"update: hooks at {path} must be LinearHooks for a LinearState")
-        _check_hooks(path, layer, h)
-    _check_finite([(f"hooks for {path}: {name}", tensor)
-                   for path, h in zip(paths, layer_hooks) if h is not None
-                   for name, tensor in (("x", h.x), ("grad_y", h.grad_y))])
+        try:
+            if not is_layer(layer) or not isinstance(h, LinearHooks):
+                raise TypeError(f"update: hooks at {path} must be LinearHooks for a LinearState")
+            _check_hooks(path, layer, h)
+        except (TypeError, ValueError):
+            _check_finite(named)  # a NaN in an earlier layer is reported first
+            raise
+        named += [(f"hooks for {path}: x", h.x), (f"hooks for {path}: grad_y", h.grad_y)]
+    _check_finite(named)
     return leaves, spec, layer_hooks, paths
 
 
@@ -143,7 +152,7 @@ def update(
     Refuses (raises :class:`NonFiniteError`, nothing computed) if ``loss`` or any
     hook is NaN/Inf, and (:class:`ternary.state.CorruptStateError`) if a layer to update holds
     a corrupt packed byte. Layers with ``None`` or zero-row hooks come back unchanged. The
-    checks cost one host sync each for the whole state, not one per layer.
+    checks cost one host sync each per device for the whole state, not one per layer.
     """
     rule = rule or UpdateRule()
     if loss is not None:

@@ -57,8 +57,9 @@ def check_packed(packed: torch.Tensor, name: str = "T_packed") -> None:
 
 
 def check_packed_all(named: Sequence[tuple[str, torch.Tensor]]) -> None:
-    """:func:`check_packed` of many ``(name, packed)`` pairs with one host sync per device; the
-    first corrupt tensor is reported as :func:`check_packed` reports it."""
+    """:func:`check_packed` of many ``(name, packed)`` pairs with one host sync per device: a
+    tensor of the wrong dtype is reported first, then the first corrupt tensor as
+    :func:`check_packed` reports it."""
     for name, packed in named:
         if packed.dtype != torch.uint8:
             raise TypeError(f"{name}: expected dtype uint8, got {packed.dtype}")

@@ -98,8 +98,8 @@ GRAD_X_GEMV_TILES = ((32, 32, 4), (64, 32, 4))
 # gives 0.79-1.02x of bf16 cuBLAS over the four benchmark shapes, the two-step path 0.38-0.58x;
 # 32- and 64-row programs were slower than the two-step path (0.15-0.50x), and two 16-row
 # programs re-decode every byte, which ties with the two-step path at M = 32.
-GRAD_X_TWO_STEP_MIN_ROWS = 17
 GRAD_X_FUSED_ROWS = 16
+GRAD_X_TWO_STEP_MIN_ROWS = GRAD_X_FUSED_ROWS + 1
 GRAD_X_FUSED_TILE = (128, 32, 4, 3)
 # (BLOCK_N, BLOCK_C, warps) of the column-order decode (benchmarks/decode_sweep.py).
 COLUMN_DECODE_TILE = (16, 256, 4)

@@ -8,7 +8,9 @@ drives the rule; only its signs matter. See ``reference.py`` for the rule itself
 
 Each implementation refuses a corrupt ``T_packed`` (:class:`ternary.state.CorruptStateError`),
 which costs a host sync per call; ``validated=True`` says the caller has checked it already
-(``ternary.functional.update`` checks every layer of a state with one sync).
+(``ternary.functional.update`` checks every layer of a state with one sync per device). A
+corrupt byte passed as validated is undefined behaviour (the backends may disagree), not a
+checked error.
 """
 
 from typing import NamedTuple

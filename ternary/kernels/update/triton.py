@@ -232,9 +232,11 @@ def _tiles(m: int, group_size: int, fp32_operands: bool) -> tuple[int, int, int,
     128 took M = 8192 from 21.4 to 16.6 ms and M = 2048 from 7.0 to 5.6 ms; a fourth stage
     17.3 -> 15.4 ms at M = 8192 (``benchmarks/NOTES.md``). Up to 256 rows 64 rows per step do as
     well or better (4096^2 M = 16 / 128: 375 / 373 us against 509 / 503 us), and the 4-warp
-    32-row tile these rows had before took 2.1-2.4x as long at M = 16-512
+    32-row tile these rows had before took 1.5-2.4x as long at M = 16-512, bf16 hooks
     (``benchmarks/results/h100/update_staged/update_small_m.log``). fp32 operands are twice as
-    wide: 128 rows do not fit shared memory even with 2 stages, so they keep 64 rows and 3 stages.
+    wide: 128 rows do not fit shared memory even with 2 stages, so they keep 64 rows and 3
+    stages at every M; at M = 16-512 that is 1.2-2.1x faster than the old 4-warp tile
+    (``update_fp32_small_m.log`` there).
     """
     if triton_interpreted():
         return 16, 16, 16, 4, 3
