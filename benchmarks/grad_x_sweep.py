@@ -17,7 +17,7 @@ import argparse
 
 import torch
 
-from benchmarks.kernels import GROUP_SIZE, copies_for, relative_rms, time_in_graph, with_constants
+from benchmarks.kernels import GROUP_SIZE, copies_for, ints, relative_rms, time_in_graph, with_constants
 
 SHAPES = ((16384, 16384), (4096, 14336), (14336, 4096), (4096, 4096))
 TILES = ((32, 32, 4), (16, 64, 4), (64, 32, 4), (32, 64, 4))
@@ -29,7 +29,7 @@ def main(argv: list[str] | None = None) -> None:
     from ternary.state.packing import random_packed, unpack
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--rows", type=lambda text: [int(v) for v in text.split(",")], default=[1, 2, 16])
+    parser.add_argument("--rows", type=ints, default=[1, 2, 16])
     args = parser.parse_args(argv)
     device = torch.device("cuda")
     print(f"device: {torch.cuda.get_device_name(0)}  torch {torch.__version__}")
@@ -53,7 +53,7 @@ def main(argv: list[str] | None = None) -> None:
                 runs = [("gemv", tile, lambda s, tile=tile: with_constants(
                     kernels, lambda: kernels.grad_x_gemv(grad_y, *s, **static),
                     GRAD_X_GEMV_TILES=(tile,) * kernels.GEMV_MAX_ROWS))
-                    for tile in (kernels.GRAD_X_GEMV_TILES[0 if m <= 1 else 1],) + TILES]
+                    for tile in (kernels.grad_x_gemv_tile(m),) + TILES]
             else:
                 runs = [("fused", tile, lambda s, tile=tile: kernels.grad_x_fused(grad_y, *s, tile=tile, **static))
                         for tile in (kernels.GRAD_X_FUSED_TILE,) + FUSED_TILES]

@@ -543,7 +543,8 @@ def _pairs(text: str) -> tuple[tuple[int, int], ...]:
     return tuple(tuple(int(v) for v in item.lower().split("x")) for item in text.split(","))  # type: ignore[misc]
 
 
-def _ints(text: str) -> tuple[int, ...]:
+def ints(text: str) -> tuple[int, ...]:
+    """A comma-separated list of integers (``none`` or empty: no values), for argparse."""
     return () if text.strip().lower() in ("", "none") else tuple(int(v) for v in text.split(","))
 
 
@@ -554,8 +555,8 @@ def parse_args(argv: list[str] | None = None) -> tuple[BenchConfig, Path]:
     parser.add_argument("--quick", action="store_true",
                         help="4096x4096 and 16384x16384, M in 1,16,2048, update at 8192")
     parser.add_argument("--shapes", type=_pairs, help="comma list of NxK")
-    parser.add_argument("--rows", type=_ints, help="comma list of activation rows M")
-    parser.add_argument("--update-rows", type=_ints, help="comma list of hook rows M for the update, or none")
+    parser.add_argument("--rows", type=ints, help="comma list of activation rows M")
+    parser.add_argument("--update-rows", type=ints, help="comma list of hook rows M for the update, or none")
     parser.add_argument("--backends", type=lambda t: tuple(t.split(",")),
                         help="comma list among auto, triton, tilelang (default: all three)")
     parser.add_argument("--gemlite", action=argparse.BooleanOptionalAction, default=None,

@@ -19,7 +19,7 @@ import ast
 
 import torch
 
-from benchmarks.kernels import GROUP_SIZE, time_with_events, with_constants
+from benchmarks.kernels import GROUP_SIZE, ints, time_with_events, with_constants
 from ternary.kernels.update import reference
 from ternary.kernels.update import triton as triton_update
 from ternary.state.packing import random_packed
@@ -42,15 +42,11 @@ def _layer(n: int, k: int, gen: torch.Generator, device: torch.device):
             torch.randint(-100, 100, (n,), generator=gen).to(torch.int32).to(device))
 
 
-def _int_list(text: str) -> list[int]:
-    return [int(v) for v in text.split(",")]
-
-
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("tiles", nargs="+", type=lambda text: tuple(ast.literal_eval(text)))
-    parser.add_argument("--group-n", type=_int_list, default=[triton_update.GROUP_N])
-    parser.add_argument("--rows", type=_int_list, default=[2048, 8192])
+    parser.add_argument("--group-n", type=ints, default=[triton_update.GROUP_N])
+    parser.add_argument("--rows", type=ints, default=[2048, 8192])
     parser.add_argument("--dtype", choices=("bfloat16", "float32"), default="bfloat16")
     args = parser.parse_args(argv)
     dtype = getattr(torch, args.dtype)

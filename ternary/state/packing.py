@@ -40,10 +40,14 @@ def byte_to_trits_table(device: torch.device | str | None = None) -> torch.Tenso
     return table
 
 
-def check_packed(packed: torch.Tensor, name: str = "T_packed") -> None:
-    """Raise :class:`CorruptStateError` naming ``name`` and the first bad offset."""
+def _check_dtype(packed: torch.Tensor, name: str) -> None:
     if packed.dtype != torch.uint8:
         raise TypeError(f"{name}: expected dtype uint8, got {packed.dtype}")
+
+
+def check_packed(packed: torch.Tensor, name: str = "T_packed") -> None:
+    """Raise :class:`CorruptStateError` naming ``name`` and the first bad offset."""
+    _check_dtype(packed, name)
     bad = packed > MAX_VALID_BYTE
     if bool(bad.any()):
         flat = int(torch.nonzero(bad.reshape(-1))[0, 0])
@@ -61,8 +65,7 @@ def check_packed_all(named: Sequence[tuple[str, torch.Tensor]]) -> None:
     tensor of the wrong dtype is reported first, then the first corrupt tensor as
     :func:`check_packed` reports it."""
     for name, packed in named:
-        if packed.dtype != torch.uint8:
-            raise TypeError(f"{name}: expected dtype uint8, got {packed.dtype}")
+        _check_dtype(packed, name)
     bad = first_flagged([packed for _, packed in named], torch.amax, lambda worst: worst > MAX_VALID_BYTE)
     if bad is not None:
         check_packed(named[bad][1], named[bad][0])

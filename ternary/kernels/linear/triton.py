@@ -713,6 +713,11 @@ def forward(
     return forward_fused(x, T_packed, E, bias, **kwargs)
 
 
+def grad_x_gemv_tile(m: int) -> tuple[int, int, int]:
+    """The grad-x GEMV's default ``(BLOCK_N, BLOCK_B, warps)`` for ``m`` rows (``GRAD_X_GEMV_TILES``)."""
+    return GRAD_X_GEMV_TILES[0 if m <= 1 else 1]
+
+
 def grad_x_gemv(grad_y, T_packed, E, *, in_features, group_size, tile=None):
     """CUDA-core grad-x for up to ``GEMV_MAX_ROWS`` rows of ``grad_y``: the weight bytes are
     read once and never decoded into a buffer (see ``_grad_x_gemv_kernel``); splits over the
@@ -721,7 +726,7 @@ def grad_x_gemv(grad_y, T_packed, E, *, in_features, group_size, tile=None):
     ``tile = (BLOCK_N, BLOCK_B, warps, splits)`` overrides the launch (benchmark sweeps).
     """
     m = grad_y.shape[0]
-    block_n, block_b, warps = _gemv_tile("grad_x_gemv", m, tile, GRAD_X_GEMV_TILES[0 if m <= 1 else 1])
+    block_n, block_b, warps = _gemv_tile("grad_x_gemv", m, tile, grad_x_gemv_tile(m))
     n, kb = T_packed.shape
     blocks, row_tiles = triton.cdiv(kb, block_b), triton.cdiv(n, block_n)
     splits = _gemv_split_count(tile, blocks, row_tiles, grad_y.device)
