@@ -4,10 +4,10 @@ programs per SM, against bf16 cuBLAS, one card.
     python -m benchmarks.gemv_sweep [--rows 1,2,16] [--quick]     # prints a table; GPU only
 
 For each ``(N, K)`` and ``M``: bf16 ``F.linear`` (cuBLAS), the forward ``ternary`` ships
-(``triton.forward``), then at ``M <= GEMV_MAX_ROWS`` the GEMV over ``(BLOCK_N, BLOCK_B, warps,
-splits)`` and at ``M > 1`` the fused kernel over ``(BLOCK_N, BLOCK_B, warps, stages)`` with
-``PROGRAMS_PER_SM`` forced. Weights rotate over
->= 3x the L2 size, calls replayed inside CUDA graphs (``benchmarks.kernels.time_in_graph``),
+(``triton.forward``), then at ``M = 1`` the shuffle-table kernel over ``(rows per lane, warps,
+splits)``, at ``M <= GEMV_MAX_ROWS`` the GEMV over ``(BLOCK_N, BLOCK_B, warps, splits)`` and at
+``M > 1`` the fused kernel over ``(BLOCK_N, BLOCK_B, warps, stages)`` with ``PROGRAMS_PER_SM``
+forced. Weights rotate over >= 3x the L2 size, calls replayed inside CUDA graphs (``benchmarks.kernels.time_in_graph``),
 group size 40, bf16 activations; every row is checked against the naive unpack + dequantise
 + cuBLAS path (relative RMS error). Results: ``benchmarks/NOTES.md``.
 """
@@ -26,6 +26,8 @@ ROWS = (1, 2, 16)
 # (BLOCK_N, BLOCK_B, warps, splits) of the GEMV; longer byte runs per row measured slower.
 GEMV_TILES = ((64, 32, 4, 2), (64, 32, 4, 4), (64, 32, 4, 8), (64, 32, 4, 16), (32, 32, 4, 8), (32, 32, 4, 16),
               (16, 128, 4, 8), (4, 512, 4, 8))
+# (rows per lane, warps, splits) of the one-row shuffle-table kernel (splits 0: its own rule).
+TABLE_TILES = ((2, 4, 0), (2, 2, 0), (1, 4, 0), (4, 4, 0), (2, 8, 0), (2, 4, 8), (2, 2, 16))
 FUSED_PER_SM = (4, 8, 16)
 # (BLOCK_N, BLOCK_B, warps, stages) of the fused kernel; the first is the shipped one at M <= 64.
 FUSED_TILES = ((64, 32, 4, 3), (64, 32, 4, 4), (64, 64, 4, 3), (64, 32, 8, 3), (128, 32, 8, 3), (128, 32, 4, 3),
@@ -67,6 +69,10 @@ def main(argv: list[str] | None = None) -> None:
                 print(f"{n:>5}x{k:<6} {m:>3} {name:>24} {us:9.1f} {base / us:7.2f} {err:9.2e}", flush=True)
 
             row("shipped", lambda p, e: kernels.forward(x, p, e, None, **static))
+            if m == 1 and kernels.table_gemv_takes(x, *states[0], GROUP_SIZE):
+                for tile in TABLE_TILES:
+                    row("table {}x{} s{}".format(*tile),
+                        lambda p, e, tile=tile: kernels.forward_table_gemv(x, p, e, None, tile=tile, **static))
             if m <= kernels.GEMV_MAX_ROWS:
                 for tile in GEMV_TILES:
                     row("gemv {}x{} w{} s{}".format(*tile),

@@ -1,7 +1,9 @@
 """Triton backend of the ternary linear op: reads ``T_packed`` and ``E`` directly.
 
-Forward takes one of three paths, picked by the number of activation rows ``M``:
+Forward takes one of four paths, picked by the number of activation rows ``M``:
 
+- ``M = 1`` on sm_90 or newer, for layers whose storage allows aligned reads: warp-shuffle
+  lookup tables (``triton_table_gemv``, a Gluon kernel; about 11 instructions per packed byte).
 - ``M <= GEMV_MAX_ROWS``: a CUDA-core GEMV that never forms a weight (grad-x has its own, below).
   With shifted quotients ``r_i = floor(b / 3^i) - 1`` of a byte ``b``, the byte's dot
   product is ``sum_i d_i x_i - sum_i x_i = sum_i r_i z_i + z_5`` where ``z_0 = x_0``,
@@ -51,12 +53,17 @@ from ternary.kernels.linear.triton_base3 import (
     weight_tiles_bf16,
 )
 from ternary.kernels.layer_checks import check_layer_tensors
+from ternary.kernels.linear import triton_table_gemv
 from ternary.kernels.registry import triton_interpreted
 
 # Activation rows the GEMV takes (sharing each byte's decode). H100, 16384^2: M = 2 101.7 us
 # against the fused kernel's ~161 us; 4 rows (the next power of two, for M = 3 or 4) took
 # 252-395 us, slower than the fused kernel (benchmarks/results/h100/gemv_rows/gemv_rows.log).
 GEMV_MAX_ROWS = 2
+# One activation row goes to the warp-shuffle table kernel (triton_table_gemv) where the layer
+# fits it, on cards of this compute capability or newer (measured on the H100 only): 16384^2
+# 50 us against the GEMV's 78 us (benchmarks/results/h100/table_gemv/).
+TABLE_GEMV_MIN_CAPABILITY = (9, 0)
 # GEMV split-K (blocks of 32 rows x 32 bytes): about GEMV_BLOCKS_PER_SPLIT byte blocks per
 # program, but at least GEMV_MIN_PROGRAMS_PER_SM programs per SM, at most MAX_SPLITS splits and
 # never more splits than blocks. H100 (benchmarks/results/h100/gemv_rows/m1_splits.log): 16384^2
@@ -627,6 +634,22 @@ def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bit
     return _finish(ws, bias, bias_frac_bits, x.dtype)
 
 
+def table_gemv_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
+    """Whether the one-row forward goes to the shuffle-table kernel: compiled (Gluon has no
+    interpreter), on a card of compute capability ``TABLE_GEMV_MIN_CAPABILITY`` or newer (where
+    it was measured), for a layer ``triton_table_gemv.fits``."""
+    return (not triton_interpreted() and x.is_cuda
+            and torch.cuda.get_device_capability(x.device) >= TABLE_GEMV_MIN_CAPABILITY
+            and triton_table_gemv.fits(T_packed, E, group_size))
+
+
+def forward_table_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None):
+    """One activation row by warp-shuffle lookup tables (``triton_table_gemv``); ``tile = (rows
+    per lane, warps, splits)`` overrides the launch (benchmark sweeps)."""
+    ws = triton_table_gemv.table_gemv(x, T_packed, E, group_size=group_size, tile=tile)
+    return _finish(ws, bias, bias_frac_bits, x.dtype)
+
+
 def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, pairs=None, tile=None):
     """Tensor-core path: weights decoded tile by tile on chip; ``pairs`` (default: bf16
     activations, compiled) picks the PTX pair decode over the fp32 quotients.
@@ -708,6 +731,8 @@ def forward(
         return torch.zeros((m, T_packed.shape[0]), dtype=x.dtype, device=x.device)
     if m >= TWO_STEP_MIN_ROWS:
         return forward_two_step(x, T_packed, E, bias, **kwargs)
+    if m == 1 and table_gemv_takes(x, T_packed, E, group_size):
+        return forward_table_gemv(x, T_packed, E, bias, **kwargs)
     if m <= GEMV_MAX_ROWS:
         return forward_gemv(x, T_packed, E, bias, **kwargs)
     return forward_fused(x, T_packed, E, bias, **kwargs)

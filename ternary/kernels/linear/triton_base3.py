@@ -97,7 +97,7 @@ def exact_exp2(e):
     """Exact ``2^e`` as fp32 for an integer tensor ``e`` in [-149, 127] (subnormals included)."""
     e = e.to(tl.int32)
     normal = (e + 127) << 23
-    subnormal = tl.full(e.shape, 1, tl.int32) << tl.maximum(e + 149, 0)
+    subnormal = 1 << tl.maximum(e + 149, 0)
     bits = tl.where(e >= -126, normal, subnormal)
     return bits.to(tl.float32, bitcast=True)
 
