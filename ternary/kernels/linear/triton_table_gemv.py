@@ -306,13 +306,16 @@ def fits(T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
     return step_bytes(group_size // 5) is not None and _covers(T_packed, 16) and _covers(E, 4)
 
 
-def table_tile(n: int, steps: int, device: torch.device) -> tuple[int, int, int]:
-    """``(rows per lane, warps, splits)`` of a launch over ``n`` rows and ``steps`` column steps:
-    about ``TABLE_PROGRAMS_PER_SM`` programs per SM (rounded down), every split at least one step."""
-    warps = 4 if n >= TABLE_WIDE_ROWS else 2
-    row_blocks = -(-n // (TABLE_ROWS_PER_LANE * 32 * warps))
+def _splits(row_blocks: int, steps: int, device: torch.device) -> int:
+    """About ``TABLE_PROGRAMS_PER_SM`` programs per SM (rounded down), every split at least one step."""
     sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return TABLE_ROWS_PER_LANE, warps, max(1, min(steps, TABLE_PROGRAMS_PER_SM * sms // row_blocks))
+    return max(1, min(steps, TABLE_PROGRAMS_PER_SM * sms // row_blocks))
+
+
+def table_tile(n: int, steps: int, device: torch.device) -> tuple[int, int, int]:
+    """``(rows per lane, warps, splits)`` of a launch over ``n`` rows and ``steps`` column steps."""
+    warps = 4 if n >= TABLE_WIDE_ROWS else 2
+    return TABLE_ROWS_PER_LANE, warps, _splits(-(-n // (TABLE_ROWS_PER_LANE * 32 * warps)), steps, device)
 
 
 def table_gemv(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, group_size: int,
@@ -324,14 +327,15 @@ def table_gemv(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, grou
     cb = step_bytes(group_size // 5)
     steps = -(-kb // cb)
     rpt, warps, splits = tile if tile is not None else table_tile(n, steps, x.device)
+    row_blocks = -(-n // (rpt * 32 * warps))
     if splits <= 0:
-        splits = table_tile(n, steps, x.device)[2]
+        splits = _splits(row_blocks, steps, x.device)
     per_split = -(-steps // min(splits, steps))
     splits = -(-steps // per_split)
     tables = torch.empty((steps * cb // 2, 32, 4), dtype=torch.float32, device=x.device)
     _tables_kernel[(steps * cb // TABLE_BLOCK_C,)](x[0].contiguous(), tables, x.shape[1], BLOCK_C=TABLE_BLOCK_C)
     ws = torch.empty((splits, 1, n), dtype=torch.float32, device=x.device)
-    _table_gemv_kernel[(-(-n // (rpt * 32 * warps)), splits)](
+    _table_gemv_kernel[(row_blocks, splits)](
         tables, T_packed, E, ws, n, kb, E.shape[1], T_packed.stride(0), E.stride(0), ws.stride(0),
         -(-((n - 1) * T_packed.stride(0) + kb) // 16), -(-((n - 1) * E.stride(0) + E.shape[1]) // 4), per_split,
         BYTES_PER_GROUP=group_size // 5, CB=cb, RPT=rpt, num_warps=warps,
