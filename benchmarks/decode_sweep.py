@@ -5,8 +5,9 @@
 For each ``(N, K)``, three layouts of the same work (see ``benchmarks/NOTES.md``):
 
 - ``columns``: the shipped column-order decode (``triton.dequantize``, a run of consecutive
-  columns per lane decoded one digit each, 16-byte stores), used by grad-x (M > 2) and
-  forwards with ``M * PLANES_ROWS_PER_OUTPUT >= N``, over ``COLUMN_TILES``;
+  columns per lane decoded one digit each, 16-byte stores), used by the two-step paths
+  (forward from ``TWO_STEP_MIN_ROWS`` rows, grad-x above ``GRAD_X_FUSED_ROWS``) when
+  ``M * PLANES_ROWS_PER_OUTPUT >= N``, over ``COLUMN_TILES``;
 - ``planes``: the shipped digit-plane decode (``triton.dequantize_planes``, two packed bytes
   per register through the PTX pair decode, five contiguous runs per byte tile), over tiles;
   ``planes-f32q`` the same kernel with the fp32 quotient decode;

@@ -19,7 +19,7 @@ import argparse
 import torch
 import torch.nn.functional as F
 
-from benchmarks.kernels import GROUP_SIZE, copies_for, naive_forward, relative_rms, time_in_graph, with_constants
+from benchmarks.kernels import GROUP_SIZE, copies_for, ints, naive_forward, relative_rms, time_in_graph, with_constants
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (16384, 16384))
 ROWS = (1, 2, 16)
@@ -40,9 +40,9 @@ def main(argv: list[str] | None = None) -> None:
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="16384x16384 only")
-    parser.add_argument("--rows", default=",".join(map(str, ROWS)), help="comma list of activation rows M")
+    parser.add_argument("--rows", type=ints, default=ROWS, help="comma list of activation rows M")
     args = parser.parse_args(argv)
-    rows = tuple(int(r) for r in args.rows.split(","))
+    rows = args.rows
     shapes = ((16384, 16384),) if args.quick else SHAPES
     device = torch.device("cuda")
     print(f"device: {torch.cuda.get_device_name(0)}  torch {torch.__version__}")

@@ -108,7 +108,7 @@ def test_grad_x_matches_reference(m, n, k, g):
              ("two_step_planes", forced_branch(kernels.grad_x_two_step, 0))]
     if m <= kernels.GEMV_MAX_ROWS:
         paths.append(("gemv", kernels.grad_x_gemv))
-    if m < kernels.GRAD_X_TWO_STEP_MIN_ROWS:
+    if m <= kernels.GRAD_X_FUSED_ROWS:
         paths.append(("fused", kernels.grad_x_fused))
     for name, path in paths:
         out = path(grad_y, packed, exponents, **kw)
@@ -208,7 +208,7 @@ def test_even_splits_leave_no_split_idle():
     every split (``ceil(blocks / splits)`` blocks each, as ``_split_range`` cuts them) non-empty."""
     for blocks in range(1, 200):
         for wanted in range(1, min(blocks, 40) + 1):
-            splits = kernels._even_splits(wanted, blocks)
+            splits = kernels.even_splits(wanted, blocks)
             per_split = -(-blocks // splits)
             assert 1 <= splits <= wanted
             assert (splits - 1) * per_split < blocks <= splits * per_split, (blocks, wanted, splits)

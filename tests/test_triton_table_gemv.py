@@ -18,6 +18,7 @@ from ternary.kernels.linear import reference  # noqa: E402
 from ternary.kernels.linear import triton as kernels  # noqa: E402
 from ternary.kernels.linear import triton_table_gemv as table_gemv  # noqa: E402
 from ternary.state.packing import byte_to_trits_table, random_packed  # noqa: E402
+from test_triton_linear import relative_rms  # noqa: E402
 
 FP32_BUDGET = 2e-6
 BF16_BUDGET = 1e-2
@@ -35,11 +36,6 @@ def float64_forward(x, packed, exponents, bias, k, g):
     weights = reference.dequantize(packed.cpu(), exponents.cpu(), in_features=k, group_size=g).double()
     y = x.cpu().double() @ weights.T
     return y if bias is None else y + bias.cpu().double() * 2.0**-FRAC_BITS
-
-
-def relative_rms(actual, expected) -> float:
-    actual, expected = actual.double().cpu(), expected.double().cpu()
-    return float((actual - expected).norm() / expected.norm())
 
 
 def layer(n, k, g, seed):

@@ -24,7 +24,7 @@ Forward takes one of four paths, picked by the number of activation rows ``M``:
   kernel took 64 us at 4096 x 4096, M = 128, against 15 us for bf16.
 
 ``grad_x`` for ``M <= GEMV_MAX_ROWS`` runs a CUDA-core GEMV over the weight rows (each byte
-read once, no buffer; ``_grad_x_gemv_kernel``); for ``M < GRAD_X_TWO_STEP_MIN_ROWS`` a fused
+read once, no buffer; ``_grad_x_gemv_kernel``); for ``M <= GRAD_X_FUSED_ROWS`` a fused
 tensor-core kernel (``_grad_x_kernel``: the forward's tile decode, ``grad_y`` tiles as the left
 operand, split over the weight rows); above that the two-step path: ``grad_y @ W`` in
 cuBLAS, with ``W`` in digit-plane order and the output's columns put back by one strided
@@ -54,6 +54,7 @@ from ternary.kernels.linear.triton_base3 import (
 )
 from ternary.kernels.layer_checks import check_layer_tensors
 from ternary.kernels.linear import triton_table_gemv
+from ternary.kernels.linear.triton_launch import capability, even_splits, round_up, sm_count
 from ternary.kernels.registry import triton_interpreted
 
 # Activation rows the GEMV takes (sharing each byte's decode). H100, 16384^2: M = 2 101.7 us
@@ -99,14 +100,13 @@ PROGRAMS_PER_SM = 8
 # M = 1 32 x 32 gives 1.06-1.63x of bf16 cuBLAS over the four benchmark shapes (two-step:
 # 0.37-0.49x); M = 2 64 x 32 gives 0.82-1.09x where 32 x 32 gave 0.68-1.02x.
 GRAD_X_GEMV_TILES = ((32, 32, 4), (64, 32, 4))
-# grad-x rows from which the two-step path (decode, cuBLAS) replaces the fused kernel, and the
-# fused kernel's (BLOCK_N, BLOCK_B, warps, stages), with 16 grad_y rows per program. H100
+# grad-x rows up to which the fused kernel runs (above: the two-step path, decode and cuBLAS), and
+# the fused kernel's (BLOCK_N, BLOCK_B, warps, stages), with 16 grad_y rows per program. H100
 # (benchmarks/grad_x_sweep.py, benchmarks/results/h100/grad_x_fused/): at M = 16 the fused kernel
 # gives 0.79-1.02x of bf16 cuBLAS over the four benchmark shapes, the two-step path 0.38-0.58x;
 # 32- and 64-row programs were slower than the two-step path (0.15-0.50x), and two 16-row
 # programs re-decode every byte, which ties with the two-step path at M = 32.
 GRAD_X_FUSED_ROWS = 16
-GRAD_X_TWO_STEP_MIN_ROWS = GRAD_X_FUSED_ROWS + 1
 GRAD_X_FUSED_TILE = (128, 32, 4, 3)
 # (BLOCK_N, BLOCK_C, warps) of the column-order decode (benchmarks/decode_sweep.py).
 COLUMN_DECODE_TILE = (16, 256, 4)
@@ -493,34 +493,23 @@ def _check_pairs(name: str, pairs: bool, dtype: torch.dtype) -> None:
                          f"TRITON_INTERPRET={int(triton_interpreted())})")
 
 
-def _even_splits(splits: int, blocks: int) -> int:
-    """``splits`` (>= 1) lowered until every split has work: ``_split_range`` gives each split
-    ``ceil(blocks / splits)`` blocks, so e.g. 16 splits of 20 blocks leave 6 idle."""
-    per_split = -(-blocks // splits)
-    return -(-blocks // per_split)
-
-
 def _splits(tiles: int, blocks: int, device: torch.device) -> int:
     """Reduction splits of the fused kernel: about ``PROGRAMS_PER_SM`` programs per SM, at least 4
     blocks each."""
     if triton_interpreted():
         return min(2, blocks)
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = sm_count(device)
     wanted = max(1, (PROGRAMS_PER_SM * sms) // max(tiles, 1))
-    return _even_splits(max(1, min(wanted, blocks // 4, MAX_SPLITS)), blocks)
+    return even_splits(max(1, min(wanted, blocks // 4, MAX_SPLITS)), blocks)
 
 
 def _gemv_splits(tiles: int, blocks: int, device: torch.device) -> int:
     """Reduction splits of the GEMV (see ``GEMV_BLOCKS_PER_SPLIT``)."""
     if triton_interpreted():
         return min(2, blocks)
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
+    sms = sm_count(device)
     wanted = max(blocks // GEMV_BLOCKS_PER_SPLIT, -(-GEMV_MIN_PROGRAMS_PER_SM * sms // tiles))
-    return _even_splits(max(1, min(MAX_SPLITS, blocks, wanted)), blocks)
-
-
-def _round_up(value: int, multiple: int) -> int:
-    return -(-value // multiple) * multiple
+    return even_splits(max(1, min(MAX_SPLITS, blocks, wanted)), blocks)
 
 
 def _finish(ws: torch.Tensor, bias: torch.Tensor | None, bias_frac_bits: int, dtype: torch.dtype) -> torch.Tensor:
@@ -548,7 +537,7 @@ def dequantize(T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int, gro
     if tile is not None:
         block_n, block_c, warps = tile
     block_c = min(block_c, max(8, triton.next_power_of_2(in_features)))  # a narrow layer pads little
-    w = torch.empty((n, _round_up(in_features, block_c)), dtype=dtype, device=T_packed.device)
+    w = torch.empty((n, round_up(in_features, block_c)), dtype=dtype, device=T_packed.device)
     _dequantize_kernel[(triton.cdiv(n, block_n), w.shape[1] // block_c)](
         T_packed, E, w, n, in_features, T_packed.stride(0), E.stride(0), w.stride(0),
         GROUP_SIZE=group_size, BLOCK_N=block_n, BLOCK_C=block_c, num_warps=warps,
@@ -607,7 +596,7 @@ def _gemv_split_count(tile, tiles: int, blocks: int, device: torch.device) -> in
     """Splits of a GEMV's ``blocks`` reduction blocks: ``tile[3]`` (capped, 0 meaning one) or
     ``_gemv_splits``."""
     if tile is not None:
-        return _even_splits(max(1, min(tile[3], blocks)), blocks)
+        return even_splits(max(1, min(tile[3], blocks)), blocks)
     return _gemv_splits(tiles, blocks, device)
 
 
@@ -621,7 +610,7 @@ def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bit
     block_n, block_b, warps = _gemv_tile("forward_gemv", m, tile, GEMV_TILE)
     n, kb = T_packed.shape
     rows = triton.next_power_of_2(m)
-    kb_padded = _round_up(kb, block_b)
+    kb_padded = round_up(kb, block_b)
     z = digit_planes(x, rows, kb_padded, block_b, z_form=True, dtype=torch.float32, blocked=False)
     tiles, blocks = triton.cdiv(n, block_n), kb_padded // block_b
     splits = _gemv_split_count(tile, tiles, blocks, x.device)
@@ -639,7 +628,7 @@ def table_gemv_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, g
     interpreter), on a card of compute capability ``TABLE_GEMV_MIN_CAPABILITY`` or newer (where
     it was measured), for a layer ``triton_table_gemv.fits``."""
     return (not triton_interpreted() and x.is_cuda
-            and torch.cuda.get_device_capability(x.device) >= TABLE_GEMV_MIN_CAPABILITY
+            and capability(x.device) >= TABLE_GEMV_MIN_CAPABILITY
             and triton_table_gemv.fits(T_packed, E, group_size))
 
 
@@ -666,7 +655,7 @@ def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bi
         block_n, block_b, warps = (64, 32, 4) if m <= 64 else (128, 32, 8)
     if tile is not None:
         block_n, block_b, warps, stages = tile
-    rows, kb_padded = _round_up(m, block_m), _round_up(kb, block_b)
+    rows, kb_padded = round_up(m, block_m), round_up(kb, block_b)
     planes = digit_planes(x, rows, kb_padded, block_b, z_form=False, dtype=plane_dtype, blocked=False)
     tiles = triton.cdiv(n, block_n) * (rows // block_m)
     splits = _splits(tiles, kb_padded // block_b, x.device)
@@ -777,7 +766,7 @@ def grad_x_fused(grad_y, T_packed, E, *, in_features, group_size, pairs=None, ti
     if tile is not None:
         block_n, block_b, warps, stages = tile
     block_m = GRAD_X_FUSED_ROWS
-    blocks, row_tiles, n_padded = triton.cdiv(kb, block_b), triton.cdiv(m, block_m), _round_up(n, block_n)
+    blocks, row_tiles, n_padded = triton.cdiv(kb, block_b), triton.cdiv(m, block_m), round_up(n, block_n)
     splits = _splits(blocks * row_tiles, n_padded // block_n, grad_y.device)
     ws = torch.empty((splits, m, 5 * blocks * block_b), dtype=torch.float32, device=grad_y.device)
     if pairs is None:
@@ -830,6 +819,6 @@ def grad_x(
     kwargs = dict(in_features=in_features, group_size=group_size)
     if m <= GEMV_MAX_ROWS:
         return grad_x_gemv(grad_y, T_packed, E, **kwargs)
-    if m < GRAD_X_TWO_STEP_MIN_ROWS:
+    if m <= GRAD_X_FUSED_ROWS:
         return grad_x_fused(grad_y, T_packed, E, **kwargs)
     return grad_x_two_step(grad_y, T_packed, E, **kwargs)

@@ -39,6 +39,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 from ternary.kernels.linear.triton_base3 import exact_exp2
+from ternary.kernels.linear.triton_launch import even_splits, round_up, sm_count
 
 # Byte columns per step for a group of ``group_size / 5`` bytes: the first of these that holds
 # whole groups or lies inside one group (a multiple of 16: whole chunks).
@@ -290,14 +291,18 @@ def step_bytes(bytes_per_group: int) -> int | None:
     return None
 
 
+def _span(tensor: torch.Tensor) -> int:
+    """Bytes from a row-major 2-D tensor's first element to just past its last."""
+    rows, cols = tensor.shape
+    return ((rows - 1) * tensor.stride(0) + cols) * tensor.element_size()
+
+
 def _covers(tensor: torch.Tensor, multiple: int) -> bool:
     """Whether a row-major 2-D ``tensor`` starts ``multiple``-byte aligned and its storage reaches
     the next ``multiple``-byte boundary after its last element (whole aligned words can be read)."""
-    rows, cols = tensor.shape
-    size = ((rows - 1) * tensor.stride(0) + cols) * tensor.element_size()
     storage = tensor.untyped_storage()
     return (tensor.stride(1) == 1 and tensor.data_ptr() % multiple == 0
-            and tensor.data_ptr() + -(-size // multiple) * multiple <= storage.data_ptr() + storage.nbytes())
+            and tensor.data_ptr() + round_up(_span(tensor), multiple) <= storage.data_ptr() + storage.nbytes())
 
 
 def fits(T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
@@ -306,38 +311,32 @@ def fits(T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
     return step_bytes(group_size // 5) is not None and _covers(T_packed, 16) and _covers(E, 4)
 
 
-def _splits(row_blocks: int, steps: int, device: torch.device) -> int:
-    """About ``TABLE_PROGRAMS_PER_SM`` programs per SM (rounded down), every split at least one step."""
-    sms = torch.cuda.get_device_properties(device).multi_processor_count
-    return max(1, min(steps, TABLE_PROGRAMS_PER_SM * sms // row_blocks))
-
-
-def table_tile(n: int, steps: int, device: torch.device) -> tuple[int, int, int]:
-    """``(rows per lane, warps, splits)`` of a launch over ``n`` rows and ``steps`` column steps."""
-    warps = 4 if n >= TABLE_WIDE_ROWS else 2
-    return TABLE_ROWS_PER_LANE, warps, _splits(-(-n // (TABLE_ROWS_PER_LANE * 32 * warps)), steps, device)
+def table_tile(n: int) -> tuple[int, int, int]:
+    """``(rows per lane, warps, splits)`` of a launch over ``n`` rows; splits 0: about
+    ``TABLE_PROGRAMS_PER_SM`` programs per SM (see :func:`table_gemv`)."""
+    return TABLE_ROWS_PER_LANE, 4 if n >= TABLE_WIDE_ROWS else 2, 0
 
 
 def table_gemv(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, group_size: int,
                tile: tuple[int, int, int] | None = None) -> torch.Tensor:
     """Partial sums ``[splits, 1, N]`` (fp32) of ``x [1, K] @ W.T`` for a layer that :func:`fits`;
-    ``tile = (rows per lane, warps, splits)`` overrides :func:`table_tile` (benchmark sweeps;
-    splits 0 picks)."""
+    ``tile = (rows per lane, warps, splits)`` overrides :func:`table_tile` (benchmark sweeps).
+    Splits 0 means about ``TABLE_PROGRAMS_PER_SM`` programs per SM, rounded down; every split
+    gets at least one step."""
     n, kb = T_packed.shape
     cb = step_bytes(group_size // 5)
-    steps = -(-kb // cb)
-    rpt, warps, splits = tile if tile is not None else table_tile(n, steps, x.device)
-    row_blocks = -(-n // (rpt * 32 * warps))
+    steps = triton.cdiv(kb, cb)
+    rpt, warps, splits = tile if tile is not None else table_tile(n)
+    row_blocks = triton.cdiv(n, rpt * 32 * warps)
     if splits <= 0:
-        splits = _splits(row_blocks, steps, x.device)
-    per_split = -(-steps // min(splits, steps))
-    splits = -(-steps // per_split)
+        splits = TABLE_PROGRAMS_PER_SM * sm_count(x.device) // row_blocks
+    splits = even_splits(max(1, min(splits, steps)), steps)
     tables = torch.empty((steps * cb // 2, 32, 4), dtype=torch.float32, device=x.device)
     _tables_kernel[(steps * cb // TABLE_BLOCK_C,)](x[0].contiguous(), tables, x.shape[1], BLOCK_C=TABLE_BLOCK_C)
     ws = torch.empty((splits, 1, n), dtype=torch.float32, device=x.device)
     _table_gemv_kernel[(row_blocks, splits)](
         tables, T_packed, E, ws, n, kb, E.shape[1], T_packed.stride(0), E.stride(0), ws.stride(0),
-        -(-((n - 1) * T_packed.stride(0) + kb) // 16), -(-((n - 1) * E.stride(0) + E.shape[1]) // 4), per_split,
+        triton.cdiv(_span(T_packed), 16), triton.cdiv(_span(E), 4), triton.cdiv(steps, splits),
         BYTES_PER_GROUP=group_size // 5, CB=cb, RPT=rpt, num_warps=warps,
     )
     return ws
