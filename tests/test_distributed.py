@@ -14,6 +14,7 @@ import torch.utils._pytree as pytree
 from ternary import LinearState, UpdateRule, linear, update, value_and_hooks
 from ternary.distributed import StateDivergedError, check_ranks_agree, vote_update
 from ternary.kernels.update import reference
+from ternary.state import CorruptStateError
 
 RULE = UpdateRule(theta_t=1, theta_e=1, bias_step=3)
 CASES = ("different", "identical", "perturbed")
@@ -34,6 +35,19 @@ def loss_fn(state: dict, x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
     return (linear(state["b"], linear(state["a"], x)) * c).sum()
 
 
+def corrupt_layer_verdict(rank: int) -> str:
+    """What vote_update says when a layer the votes would change holds a corrupt packed byte."""
+    state = make_state()
+    _, hooks = value_and_hooks(loss_fn)(state, *shard(rank, True))
+    packed = state["b"].T_packed.clone()
+    packed[1, 0] = 250
+    try:
+        vote_update({**state, "b": attrs.evolve(state["b"], T_packed=packed)}, hooks, RULE)
+    except CorruptStateError as error:
+        return str(error)
+    return "no error"
+
+
 def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
     dist.init_process_group("gloo", init_method=f"file://{init_file}", rank=rank, world_size=world)
     try:
@@ -52,6 +66,7 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
             except StateDivergedError as error:
                 verdict = str(error)
             results[case] = {"leaves": pytree.tree_leaves(new), "bytes": nbytes, "verdict": verdict}
+        results["corrupt"] = corrupt_layer_verdict(rank)
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -99,6 +114,11 @@ def test_divergence_check_fires_on_every_rank(ranks: list[dict]) -> None:
     for rank in ranks:
         verdict = rank["perturbed"]["verdict"]
         assert "differs across ranks" in verdict and "['a'].T_accum" in verdict
+
+
+def test_corrupt_layer_is_named_on_every_rank(ranks: list[dict]) -> None:
+    for rank in ranks:
+        assert rank["corrupt"].startswith("['b'].T_packed: byte 250 at index (1, 0)"), rank["corrupt"]
 
 
 def test_blocked_votes_equal_dense_votes(monkeypatch: pytest.MonkeyPatch, gen: torch.Generator) -> None:

@@ -23,6 +23,7 @@ import torch.utils._pytree as pytree
 from ternary.functional.hooks import NonFiniteError, check_finite_loss, is_layer
 from ternary.functional.update import UpdateRule, paired_layers
 from ternary.kernels.registry import implementation
+from ternary.state.packing import check_packed_all
 
 
 VOTE_BLOCK_ELEMENTS = 1 << 24  # at most 64 MiB of fp32 gradient rows alive at once
@@ -70,7 +71,11 @@ def vote_update(
 
     Every rank must call it with the same state structure. A layer without hooks on
     one rank contributes no votes from that rank. If any rank's loss or hooks are not
-    finite, every rank raises :class:`NonFiniteError` and no state changes.
+    finite, every rank raises :class:`NonFiniteError` and no state changes. A layer that
+    the combined votes would change but whose ``T_packed`` holds a corrupt byte raises
+    :class:`ternary.state.CorruptStateError` naming its path, before any layer is stepped.
+    After the all-reduce, deciding which layers changed and checking their packed bytes
+    cost one host sync each per device, not one per layer.
     """
     rule = rule or UpdateRule()
     leaves, spec = pytree.tree_flatten(state, is_leaf=is_layer)
@@ -78,7 +83,7 @@ def vote_update(
     try:
         if loss is not None:
             check_finite_loss(loss)
-        _, _, layer_hooks, _ = paired_layers(state, hooks)
+        _, _, layer_hooks, paths = paired_layers(state, hooks)
         local_ok = True
     except NonFiniteError:
         local_ok = False
@@ -89,28 +94,24 @@ def vote_update(
     layers = [(i, leaf) for i, leaf in enumerate(leaves) if is_layer(leaf)]
     if not layers:
         return state, 0
-    flat = torch.zeros(sum(layer.out_features * (layer.in_features + 1) for _, layer in layers), dtype=dtype,
-                       device=device)
-    offset = 0
-    for i, layer in layers:
-        size = layer.out_features * (layer.in_features + 1)
+    sizes = [layer.out_features * (layer.in_features + 1) for _, layer in layers]
+    flat = torch.zeros(sum(sizes), dtype=dtype, device=device)
+    for (i, _), votes in zip(layers, flat.split(sizes)):
         if layer_hooks[i] is not None:
-            blocked_votes(layer_hooks[i].x, layer_hooks[i].grad_y, reference, out=flat[offset : offset + size])
-        offset += size
+            blocked_votes(layer_hooks[i].x, layer_hooks[i].grad_y, reference, out=votes)
     dist.all_reduce(flat, group=group)
-    combined = torch.sign(flat).to(torch.int8)
+    blocks = torch.sign(flat).to(torch.int8).split(sizes)
+    voted = torch.stack([block.any() for block in blocks]).tolist()
+    check_packed_all([(f"{paths[i]}.T_packed", layer.T_packed) for (i, layer), v in zip(layers, voted) if v])
     new_leaves = list(leaves)
-    offset = 0
-    for i, layer in layers:
-        n, k = layer.out_features, layer.in_features
-        block = combined[offset : offset + n * (k + 1)]
-        offset += n * (k + 1)
-        if not bool(block.any()):
+    for (i, layer), block, v in zip(layers, blocks, voted):
+        if not v:
             continue
+        n, k = layer.out_features, layer.in_features
         new = reference.apply_votes(
             layer.T_packed, layer.E, layer.E_accum, layer.T_accum, layer.bias,
             block[: n * k].view(n, k), block[n * k :],
-            in_features=k, group_size=layer.group_size, **rule.kernel_args(),
+            in_features=k, group_size=layer.group_size, validated=True, **rule.kernel_args(),
         )
         new_leaves[i] = attrs.evolve(layer, **new._asdict())
     return pytree.tree_unflatten(new_leaves, spec), flat.numel() * flat.element_size()
