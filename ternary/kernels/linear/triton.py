@@ -270,14 +270,22 @@ def _grad_x_gemv_kernel(
         acc3 += t3[None] * weighted
         acc4 += t4[None] * weighted
         worst = tl.maximum(worst, byte)
-    bad = (tl.max(worst, axis=0) > 242)[None, :]
     out = out_ptr + tl.program_id(2) * stride_os + rm[:, None] * stride_om + 5 * jb[None, :]
-    keep = (rm < M)[:, None] & b_ok
-    tl.store(out, tl.where(bad, float("nan"), tl.sum(acc0, axis=1)), mask=keep)
-    tl.store(out + 1, tl.where(bad, float("nan"), tl.sum(acc1, axis=1)), mask=keep)
-    tl.store(out + 2, tl.where(bad, float("nan"), tl.sum(acc2, axis=1)), mask=keep)
-    tl.store(out + 3, tl.where(bad, float("nan"), tl.sum(acc3, axis=1)), mask=keep)
-    tl.store(out + 4, tl.where(bad, float("nan"), tl.sum(acc4, axis=1)), mask=keep)
+    _store_digit_columns(out, (rm < M)[:, None] & b_ok, worst, tl.sum(acc0, axis=1), tl.sum(acc1, axis=1),
+                         tl.sum(acc2, axis=1), tl.sum(acc3, axis=1), tl.sum(acc4, axis=1))
+
+
+@triton.jit
+def _store_digit_columns(out, keep, worst, c0, c1, c2, c3, c4):
+    """Store the five digit columns ``c0 .. c4`` (``[rows, BLOCK_B]``) of byte columns ``j`` at
+    ``out + d`` (output columns ``5 j + d``) where ``keep``; a column whose bytes include a corrupt
+    one (``worst [BLOCK_N, BLOCK_B]``, the running maximum byte, > 242) is stored as NaN."""
+    bad = (tl.max(worst, axis=0) > 242)[None, :]
+    tl.store(out, tl.where(bad, float("nan"), c0), mask=keep)
+    tl.store(out + 1, tl.where(bad, float("nan"), c1), mask=keep)
+    tl.store(out + 2, tl.where(bad, float("nan"), c2), mask=keep)
+    tl.store(out + 3, tl.where(bad, float("nan"), c3), mask=keep)
+    tl.store(out + 4, tl.where(bad, float("nan"), c4), mask=keep)
 
 
 @triton.jit
@@ -372,20 +380,8 @@ def _grad_x_kernel(
         acc2 = tl.dot(g, w2.to(DOT_DTYPE), acc2, input_precision=PRECISION)
         acc3 = tl.dot(g, w3.to(DOT_DTYPE), acc3, input_precision=PRECISION)
         acc4 = tl.dot(g, w4.to(DOT_DTYPE), acc4, input_precision=PRECISION)
-    if not PAIRS:
-        bad = (tl.max(worst, axis=0) > 242)[None, :]
-        acc0 = tl.where(bad, float("nan"), acc0)
-        acc1 = tl.where(bad, float("nan"), acc1)
-        acc2 = tl.where(bad, float("nan"), acc2)
-        acc3 = tl.where(bad, float("nan"), acc3)
-        acc4 = tl.where(bad, float("nan"), acc4)
     out = out_ptr + tl.program_id(2) * stride_os + rm[:, None] * stride_om + 5 * jb[None, :]
-    keep = (rm < M)[:, None] & (jb < KB)[None, :]
-    tl.store(out, acc0, mask=keep)
-    tl.store(out + 1, acc1, mask=keep)
-    tl.store(out + 2, acc2, mask=keep)
-    tl.store(out + 3, acc3, mask=keep)
-    tl.store(out + 4, acc4, mask=keep)
+    _store_digit_columns(out, (rm < M)[:, None] & (jb < KB)[None, :], worst, acc0, acc1, acc2, acc3, acc4)
 
 
 @triton.jit
