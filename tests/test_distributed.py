@@ -12,12 +12,13 @@ import torch.multiprocessing as mp
 import torch.utils._pytree as pytree
 
 from ternary import LinearState, UpdateRule, linear, update, value_and_hooks
-from ternary.distributed import StateDivergedError, check_ranks_agree, vote_update
+from ternary.distributed import StateDivergedError, check_ranks_agree, vote_dtype, vote_update
 from ternary.kernels.update import reference
 from ternary.state import CorruptStateError
 
 RULE = UpdateRule(theta_t=1, theta_e=1, bias_step=3)
 CASES = ("different", "identical", "perturbed")
+VOTE_WORLD_SIZES = (1, 127, 128, 32767, 32768, 10**7)
 
 
 def make_state() -> dict:
@@ -67,6 +68,11 @@ def worker(rank: int, world: int, init_file: str, out_dir: str) -> None:
                 verdict = str(error)
             results[case] = {"leaves": pytree.tree_leaves(new), "bytes": nbytes, "verdict": verdict}
         results["corrupt"] = corrupt_layer_verdict(rank)
+        results["reduced"] = {}
+        for size in VOTE_WORLD_SIZES:
+            votes = torch.ones(3, dtype=vote_dtype(size))
+            dist.all_reduce(votes)
+            results["reduced"][size] = votes.tolist()
         torch.save(results, Path(out_dir) / f"rank{rank}.pt")
     finally:
         dist.destroy_process_group()
@@ -119,6 +125,13 @@ def test_divergence_check_fires_on_every_rank(ranks: list[dict]) -> None:
 def test_corrupt_layer_is_named_on_every_rank(ranks: list[dict]) -> None:
     for rank in ranks:
         assert rank["corrupt"].startswith("['b'].T_packed: byte 250 at index (1, 0)"), rank["corrupt"]
+
+
+def test_vote_dtype_holds_the_world_and_all_reduces(ranks: list[dict]) -> None:
+    """Each dtype ``vote_dtype`` picks holds a sum of that many votes, and gloo all-reduces it."""
+    for size in VOTE_WORLD_SIZES:
+        assert torch.iinfo(vote_dtype(size)).max >= size
+        assert all(rank["reduced"][size] == [2, 2, 2] for rank in ranks), size
 
 
 def test_blocked_votes_equal_dense_votes(monkeypatch: pytest.MonkeyPatch, gen: torch.Generator) -> None:

@@ -48,8 +48,9 @@ def blocked_votes(x: torch.Tensor, grad_y: torch.Tensor, reference: Any, out: to
 
 
 def vote_dtype(world_size: int) -> torch.dtype:
-    """Smallest integer dtype that holds a sum of ``world_size`` votes in {-1, 0, +1}."""
-    return torch.int8 if world_size <= 127 else torch.int16 if world_size <= 32767 else torch.int32
+    """Smallest integer dtype that holds a sum of ``world_size`` votes in {-1, 0, +1} and that both
+    NCCL and gloo all-reduce (neither takes int16, so past 127 ranks it is int32)."""
+    return torch.int8 if world_size <= 127 else torch.int32
 
 
 def _agree_hooks_are_finite(local_ok: bool, group: Any, device: torch.device) -> None:
@@ -71,9 +72,11 @@ def vote_update(
 
     Every rank must call it with the same state structure. A layer without hooks on
     one rank contributes no votes from that rank. If any rank's loss or hooks are not
-    finite, every rank raises :class:`NonFiniteError` and no state changes. A layer that
-    the combined votes would change but whose ``T_packed`` holds a corrupt byte raises
-    :class:`ternary.state.CorruptStateError` naming its path, before any layer is stepped.
+    finite, every rank raises :class:`NonFiniteError` and no state changes. A layer with a
+    non-zero combined vote whose ``T_packed`` holds a corrupt byte raises
+    :class:`ternary.state.CorruptStateError` naming its path, before any layer is stepped; a
+    layer whose votes all tie is left as it is and not checked (``update`` checks every layer
+    that has hooks).
     After the all-reduce, deciding which layers changed and checking their packed bytes
     cost one host sync each per device, not one per layer.
     """
