@@ -136,6 +136,26 @@ def test_embedding_votes_only_rows_that_occurred(gen: torch.Generator) -> None:
     assert torch.allclose(hooks.grad_y.T @ hooks.x, g, atol=1e-6)
 
 
+def test_apply_does_not_rebuild_the_forward_signature(gen: torch.Generator, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``Function.apply`` asks ``inspect`` for ``forward``'s signature on every call (tens of
+    microseconds each); the bridges store theirs, so a forward and backward build none."""
+    import inspect
+
+    from ternary.functional.grouped import grouped_linear
+    from ternary.kernels.linear import grouped_bridge  # noqa: F401  (imported here stores the signature once)
+
+    built = []
+    original = inspect._signature_from_function
+    monkeypatch.setattr(inspect, "_signature_from_function",
+                        lambda cls, func, *a, **k: built.append(func.__qualname__) or original(cls, func, *a, **k))
+    layers = [LinearState.random(7, 4, generator=gen) for _ in range(2)]
+    x = torch.randn(3, 7, generator=gen, requires_grad=True)
+    y = linear(layers[0], x) + grouped_linear(layers, x, torch.tensor([1, 2]), backend="triton", fused=True)
+    y.sum().backward()
+    assert x.grad is not None and torch.isfinite(x.grad).all()
+    assert not [name for name in built if name.endswith("Function.forward")], built
+
+
 def test_module_import_is_light() -> None:
     import subprocess
     import sys

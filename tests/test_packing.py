@@ -64,6 +64,12 @@ def test_table_matches_unpack() -> None:
     table = byte_to_trits_table()
     codes = torch.arange(MAX_VALID_BYTE + 1, dtype=torch.uint8).view(-1, 1)
     assert torch.equal(unpack(codes, 5), table[: MAX_VALID_BYTE + 1])
+    by_division = [[(b // 3**i) % 3 - 1 for i in range(5)] if b <= MAX_VALID_BYTE else [0] * 5 for b in range(256)]
+    assert table.tolist() == by_division
+
+
+def test_table_is_built_once_per_device() -> None:
+    assert byte_to_trits_table() is byte_to_trits_table("cpu") is byte_to_trits_table(torch.device("cpu"))
 
 
 @pytest.mark.parametrize("k", [1, 5, 7, 40, 83])

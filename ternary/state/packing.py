@@ -8,6 +8,7 @@ Padding columns past ``in_features`` hold trit 0 (digit 1). Every valid byte is
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import torch
@@ -31,8 +32,14 @@ def packed_width(in_features: int) -> int:
 def byte_to_trits_table(device: torch.device | str | None = None) -> torch.Tensor:
     """Lookup table ``[256, 5]`` int8: the five trits of each byte value.
 
-    Rows 243..255 are filled with zeros; callers validate before decoding.
+    Rows 243..255 are filled with zeros; callers validate before decoding. Built once per
+    device and shared by every caller, so it must not be written to.
     """
+    return _trits_table(torch.device(device if device is not None else "cpu"))
+
+
+@functools.lru_cache(maxsize=None)
+def _trits_table(device: torch.device) -> torch.Tensor:
     codes = torch.arange(256, dtype=torch.int32, device=device)
     digits = torch.stack([(codes // p) % 3 for p in _POWERS], dim=1)
     table = (digits - 1).to(torch.int8)

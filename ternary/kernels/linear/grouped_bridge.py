@@ -13,9 +13,10 @@ from typing import Any
 import torch
 
 from ternary.kernels.linear import triton_grouped
-from ternary.kernels.linear.bridge import LinearStatic
+from ternary.kernels.linear.bridge import LinearStatic, with_cached_signature
 
 
+@with_cached_signature
 class GroupedTernaryLinearFunction(torch.autograd.Function):
     """``y [S, N] = grouped_linear(x [S, K])`` over experts given by ``offsets [G + 1]``; differentiable in ``x``."""
 
