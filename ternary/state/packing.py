@@ -38,7 +38,7 @@ def byte_to_trits_table(device: torch.device | str | None = None) -> torch.Tenso
     return _trits_table(torch.device(device if device is not None else "cpu"))
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _trits_table(device: torch.device) -> torch.Tensor:
     codes = torch.arange(256, dtype=torch.int32, device=device)
     digits = torch.stack([(codes // p) % 3 for p in _POWERS], dim=1)

@@ -35,6 +35,7 @@ from ternary.kernels.linear.triton_base3 import (
     trit_of,
 )
 from ternary.kernels.layer_checks import check_layer_tensors
+from ternary.kernels.linear.triton_launch import round_up
 from ternary.kernels.registry import triton_interpreted
 from ternary.kernels.update import UpdatedTensors
 from ternary.state.packing import check_packed
@@ -284,7 +285,7 @@ def update(
     score = E if groups_in_tile else torch.zeros((n, groups), dtype=torch.int32, device=E.device)
     dot_dtype = tl.float32 if use_fp32 else (tl.bfloat16 if x.dtype == torch.bfloat16 else tl.float16)
     blocks = triton.cdiv(kb, block_b)
-    planes = digit_planes(x, max(block_m, -(-m // block_m) * block_m), blocks * block_b, block_b, z_form=False,
+    planes = digit_planes(x, max(block_m, round_up(m, block_m)), blocks * block_b, block_b, z_form=False,
                           dtype=torch.float32 if use_fp32 else x.dtype, blocked=True)
     _vote_kernel[(triton.cdiv(n, block_n) * blocks,)](
         planes, grad_y, T_packed, T_accum, E, E_accum, bias if bias is not None else E,
