@@ -5,8 +5,9 @@ programs per SM, against bf16 cuBLAS, one card.
 
 For each ``(N, K)`` and ``M``: bf16 ``F.linear`` (cuBLAS), the forward ``ternary`` ships
 (``triton.forward``), then at ``M = 1`` the shuffle-table kernel over ``(rows per lane, warps,
-splits)``, at ``M <= GEMV_MAX_ROWS`` the GEMV over ``(BLOCK_N, BLOCK_B, warps, splits)`` and at
-``M > 1`` the fused kernel over ``(BLOCK_N, BLOCK_B, warps, stages)`` with ``PROGRAMS_PER_SM``
+splits)``, at ``M <= GEMV_MAX_ROWS`` the GEMV over ``(BLOCK_N, BLOCK_B, warps, splits)``, where the
+``mma.sync`` kernel takes the call (``triton_mma_forward``, bf16, M = 2..16) over ``(BLOCK_N, warps,
+programs per SM)``, and at ``M > 1`` (unless ``--no-fused``) the fused kernel over ``(BLOCK_N, BLOCK_B, warps, stages)`` with ``PROGRAMS_PER_SM``
 forced. Weights rotate over >= 3x the L2 size, calls replayed inside CUDA graphs (``benchmarks.kernels.time_in_graph``),
 group size 40, bf16 activations; every row is checked against the naive unpack + dequantise
 + cuBLAS path (relative RMS error). Results: ``benchmarks/NOTES.md``.
@@ -29,6 +30,8 @@ GEMV_TILES = ((64, 32, 4, 2), (64, 32, 4, 4), (64, 32, 4, 8), (64, 32, 4, 16), (
 # (rows per lane, warps, splits) of the one-row shuffle-table kernel (splits 0: its own rule).
 TABLE_TILES = ((2, 4, 0), (2, 2, 0), (1, 4, 0), (4, 4, 0), (2, 8, 0), (2, 4, 8), (2, 2, 16))
 FUSED_PER_SM = (4, 8, 16)
+# (BLOCK_N, warps, programs per SM) of the register-decode mma.sync kernel; the first is the shipped one.
+MMA_TILES = ((128, 4, 8), (128, 4, 4), (128, 4, 16), (64, 4, 8), (64, 4, 16), (32, 2, 8), (32, 2, 16), (256, 8, 4))
 # (BLOCK_N, BLOCK_B, warps, stages) of the fused kernel; the first is the shipped one at M <= 64.
 FUSED_TILES = ((64, 32, 4, 3), (64, 32, 4, 4), (64, 64, 4, 3), (64, 32, 8, 3), (128, 32, 8, 3), (128, 32, 4, 3),
                (32, 32, 4, 3), (128, 64, 8, 3), (64, 16, 4, 3))
@@ -41,6 +44,8 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="16384x16384 only")
     parser.add_argument("--rows", type=ints, default=ROWS, help="comma list of activation rows M")
+    parser.add_argument("--fused", action=argparse.BooleanOptionalAction, default=True,
+                        help="sweep the fused tensor-core kernel too (slow)")
     args = parser.parse_args(argv)
     rows = args.rows
     shapes = ((16384, 16384),) if args.quick else SHAPES
@@ -77,7 +82,11 @@ def main(argv: list[str] | None = None) -> None:
                 for tile in GEMV_TILES:
                     row("gemv {}x{} w{} s{}".format(*tile),
                         lambda p, e, tile=tile: kernels.forward_gemv(x, p, e, None, tile=tile, **static))
-            if m > 1:
+            if kernels.mma_forward_takes(x, states[0][0], GROUP_SIZE):
+                for tile in MMA_TILES:
+                    row("mma {}x{} {}/SM".format(*tile),
+                        lambda p, e, tile=tile: kernels.forward_mma(x, p, e, None, tile=tile, **static))
+            if m > 1 and args.fused:
                 for tile in FUSED_TILES:
                     for per_sm in FUSED_PER_SM:
                         row("fused {}x{} w{} st{}".format(*tile) + f" {per_sm}/SM",

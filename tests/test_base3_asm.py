@@ -152,3 +152,30 @@ def test_bf16_exponent_bits_are_exact_for_every_int8():
     _exponent_bits_kernel[(1,)](exponents, bits, BLOCK=256)
     values = _bf16_to_float(bits.cpu().numpy().view(np.uint16).astype(np.uint64))
     assert np.array_equal(values, 2.0 ** np.arange(-128, 128, dtype=np.float64))
+
+
+def test_word_decode_gives_each_byte_position_its_weights():
+    """``WORD_WEIGHTS_ASM`` (four bytes of one scale group per call, no corrupt-byte marks): every
+    valid byte value in each of the four positions, beside other valid bytes, gives exactly the
+    lookup-table weights times 2^E in output ``$2d + position // 2``, lane ``position % 2``."""
+    text = triton_base3.WORD_WEIGHTS_ASM
+    ops = {line.split()[0] for line in text.splitlines()
+           if line.strip() and line.strip() not in "{}" and not line.strip().startswith(".reg")}
+    assert ops <= {"mov.b32", "prmt.b32", "mad.lo.u32", "mul.lo.u32", "add.u32", "shr.u32", "and.b32",
+                   "fma.rn.bf16x2"}
+    table = byte_to_trits_table().numpy().astype(np.float64)
+    rng = np.random.default_rng(0)
+    values = np.arange(243, dtype=np.uint64)
+    for exponent in (0, -128, -127, -126, 127, 5):
+        bits = (exponent + 127) << 7 if exponent >= -126 else 1 << (exponent + 133)
+        for position in range(4):
+            others = rng.integers(0, 243, size=(3, values.size)).astype(np.uint64)
+            column = iter(others)
+            bytes_ = [values if p == position else next(column) for p in range(4)]
+            word = sum(b << np.uint64(8 * p) for p, b in enumerate(bytes_))
+            out = run_asm(text, {"$10": word, "$14": np.full_like(word, bits | (bits << 16))})
+            for p, byte in enumerate(bytes_):
+                for digit in range(5):
+                    lane = (out[f"${2 * digit + p // 2}"] >> np.uint64(16 * (p % 2))) & np.uint64(0xFFFF)
+                    want = table[byte.astype(np.int64), digit] * 2.0**exponent
+                    assert np.array_equal(_bf16_to_float(lane), want), (exponent, position, p, digit)

@@ -4,6 +4,10 @@ Forward takes one of four paths, picked by the number of activation rows ``M``:
 
 - ``M = 1`` on sm_90 or newer, for layers whose storage allows aligned reads: warp-shuffle
   lookup tables (``triton_table_gemv``, a Gluon kernel; about 11 instructions per packed byte).
+- ``2 <= M <= 16`` with bf16 activations on sm_90 or newer, for layers whose groups are whole
+  4-byte runs and whose storage allows aligned word reads: ``mma.sync`` products with the
+  weights pair-decoded straight into the left operand's registers (``triton_mma_forward``, a
+  Gluon kernel).
 - ``M <= GEMV_MAX_ROWS``: a CUDA-core GEMV that never forms a weight (grad-x has its own, below).
   With shifted quotients ``r_i = floor(b / 3^i) - 1`` of a byte ``b``, the byte's dot
   product is ``sum_i d_i x_i - sum_i x_i = sum_i r_i z_i + z_5`` where ``z_0 = x_0``,
@@ -53,7 +57,7 @@ from ternary.kernels.linear.triton_base3 import (
     weight_tiles_bf16,
 )
 from ternary.kernels.layer_checks import check_layer_tensors
-from ternary.kernels.linear import triton_table_gemv
+from ternary.kernels.linear import triton_mma_forward, triton_table_gemv
 from ternary.kernels.linear.triton_launch import capability, even_splits, round_up, sm_count
 from ternary.kernels.registry import triton_interpreted
 
@@ -61,10 +65,12 @@ from ternary.kernels.registry import triton_interpreted
 # against the fused kernel's ~161 us; 4 rows (the next power of two, for M = 3 or 4) took
 # 252-395 us, slower than the fused kernel (benchmarks/results/h100/gemv_rows/gemv_rows.log).
 GEMV_MAX_ROWS = 2
-# One activation row goes to the warp-shuffle table kernel (triton_table_gemv) where the layer
-# fits it, on cards of this compute capability or newer (measured on the H100 only): 16384^2
-# 50 us against the GEMV's 78 us (benchmarks/results/h100/table_gemv/).
-TABLE_GEMV_MIN_CAPABILITY = (9, 0)
+# The Gluon kernels run on cards of this compute capability or newer (measured on the H100 only):
+# one activation row by warp-shuffle tables (triton_table_gemv) where the layer fits it, 16384^2
+# 50 us against the GEMV's 78 us (benchmarks/results/h100/table_gemv/); 2 to 16 bf16 rows by
+# register-decoded mma.sync (triton_mma_forward), 16384^2 77-95 us against the GEMV's 103 us (M = 2)
+# and the fused kernel's 166 us (M = 16) (benchmarks/results/h100/mma_forward/).
+GLUON_MIN_CAPABILITY = (9, 0)
 # GEMV split-K (blocks of 32 rows x 32 bytes): about GEMV_BLOCKS_PER_SPLIT byte blocks per
 # program, but at least GEMV_MIN_PROGRAMS_PER_SM programs per SM, at most MAX_SPLITS splits and
 # never more splits than blocks. H100 (benchmarks/results/h100/gemv_rows/m1_splits.log): 16384^2
@@ -621,10 +627,10 @@ def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bit
 
 def table_gemv_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
     """Whether the one-row forward goes to the shuffle-table kernel: compiled (Gluon has no
-    interpreter), on a card of compute capability ``TABLE_GEMV_MIN_CAPABILITY`` or newer (where
+    interpreter), on a card of compute capability ``GLUON_MIN_CAPABILITY`` or newer (where
     it was measured), for a layer ``triton_table_gemv.fits``."""
     return (not triton_interpreted() and x.is_cuda
-            and capability(x.device) >= TABLE_GEMV_MIN_CAPABILITY
+            and capability(x.device) >= GLUON_MIN_CAPABILITY
             and triton_table_gemv.fits(T_packed, E, group_size))
 
 
@@ -632,6 +638,20 @@ def forward_table_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_fr
     """One activation row by warp-shuffle lookup tables (``triton_table_gemv``); ``tile = (rows
     per lane, warps, splits)`` overrides the launch (benchmark sweeps)."""
     ws = triton_table_gemv.table_gemv(x, T_packed, E, group_size=group_size, tile=tile)
+    return _finish(ws, bias, bias_frac_bits, x.dtype)
+
+
+def mma_forward_takes(x: torch.Tensor, T_packed: torch.Tensor, group_size: int) -> bool:
+    """Whether a forward goes to the register-decode ``mma.sync`` kernel: compiled, on a card of
+    compute capability ``GLUON_MIN_CAPABILITY`` or newer, for a call ``triton_mma_forward.takes``."""
+    return (not triton_interpreted() and x.is_cuda and capability(x.device) >= GLUON_MIN_CAPABILITY
+            and triton_mma_forward.takes(x, T_packed, group_size))
+
+
+def forward_mma(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None):
+    """2 to 16 bf16 activation rows by ``mma.sync`` on register-decoded weights
+    (``triton_mma_forward``); ``tile = (BLOCK_N, warps, programs per SM)`` overrides the launch."""
+    ws = triton_mma_forward.mma_forward(x, T_packed, E, group_size=group_size, tile=tile)
     return _finish(ws, bias, bias_frac_bits, x.dtype)
 
 
@@ -718,6 +738,8 @@ def forward(
         return forward_two_step(x, T_packed, E, bias, **kwargs)
     if m == 1 and table_gemv_takes(x, T_packed, E, group_size):
         return forward_table_gemv(x, T_packed, E, bias, **kwargs)
+    if mma_forward_takes(x, T_packed, group_size):
+        return forward_mma(x, T_packed, E, bias, **kwargs)
     if m <= GEMV_MAX_ROWS:
         return forward_gemv(x, T_packed, E, bias, **kwargs)
     return forward_fused(x, T_packed, E, bias, **kwargs)

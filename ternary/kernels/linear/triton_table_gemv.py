@@ -39,7 +39,8 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
 from ternary.kernels.linear.triton_base3 import exact_exp2
-from ternary.kernels.linear.triton_launch import even_splits, round_up, sm_count
+from ternary.kernels.linear.gluon_words import realign
+from ternary.kernels.linear.triton_launch import byte_span, even_splits, readable_as_words, sm_count
 
 # Byte columns per step for a group of ``group_size / 5`` bytes: the first of these that holds
 # whole groups or lies inside one group (a multiple of 16: whole chunks).
@@ -53,13 +54,6 @@ TABLE_PROGRAMS_PER_SM = 4
 TABLE_WIDE_ROWS = 8192
 # Byte columns per program of the table-building kernel (even: whole column pairs).
 TABLE_BLOCK_C = 4
-
-
-@gluon.jit
-def _realign(lo_word, hi_word, shift):
-    """The 32 bits starting ``shift`` bits into ``hi_word:lo_word`` (one funnel shift)."""
-    return gl.inline_asm_elementwise("shf.r.clamp.b32 $0, $1, $2, $3;", "=r,r,r,r", [lo_word, hi_word, shift],
-                                     dtype=gl.int32, is_pure=True, pack=1)
 
 
 @gluon.jit
@@ -174,7 +168,7 @@ def _group_scales(exponents, e_first, step, BYTES_PER_GROUP: gl.constexpr, CB: g
     if GROUPS >= 4:
         shift = (((e_first + step * GROUPS) & 3) * 8).to(gl.int32)
         for w in gl.static_range(GROUPS // 4):
-            word = _realign(exponents[w], exponents[w + 1], shift)
+            word = realign(exponents[w], exponents[w + 1], shift)
             for i in gl.static_range(4):
                 scales = scales + (exact_exp2((word << (24 - 8 * i)) >> 24),)
     else:
@@ -196,7 +190,7 @@ def _row_words(loaded, odd_word, odd_pair, shift, CB: gl.constexpr):
         picked = picked + (gl.where(odd_pair, stepped[j + 2], stepped[j]),)
     aligned = ()
     for j in gl.static_range(CB // 4):
-        aligned = aligned + (_realign(picked[j], picked[j + 1], shift),)
+        aligned = aligned + (realign(picked[j], picked[j + 1], shift),)
     return aligned
 
 
@@ -291,24 +285,10 @@ def step_bytes(bytes_per_group: int) -> int | None:
     return None
 
 
-def _span(tensor: torch.Tensor) -> int:
-    """Bytes from a row-major 2-D tensor's first element to just past its last."""
-    rows, cols = tensor.shape
-    return ((rows - 1) * tensor.stride(0) + cols) * tensor.element_size()
-
-
-def _covers(tensor: torch.Tensor, multiple: int) -> bool:
-    """Whether a row-major 2-D ``tensor`` starts ``multiple``-byte aligned and its storage reaches
-    the next ``multiple``-byte boundary after its last element (whole aligned words can be read)."""
-    storage = tensor.untyped_storage()
-    return (tensor.stride(1) == 1 and tensor.data_ptr() % multiple == 0
-            and tensor.data_ptr() + round_up(_span(tensor), multiple) <= storage.data_ptr() + storage.nbytes())
-
-
 def fits(T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
     """Whether the kernel takes this layer: a step size for the group size, ``T_packed`` readable
     as 16-byte chunks and ``E`` as 4-byte words (see the module docstring)."""
-    return step_bytes(group_size // 5) is not None and _covers(T_packed, 16) and _covers(E, 4)
+    return step_bytes(group_size // 5) is not None and readable_as_words(T_packed, 16) and readable_as_words(E, 4)
 
 
 def table_tile(n: int) -> tuple[int, int, int]:
@@ -336,7 +316,7 @@ def table_gemv(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, grou
     ws = torch.empty((splits, 1, n), dtype=torch.float32, device=x.device)
     _table_gemv_kernel[(row_blocks, splits)](
         tables, T_packed, E, ws, n, kb, E.shape[1], T_packed.stride(0), E.stride(0), ws.stride(0),
-        triton.cdiv(_span(T_packed), 16), triton.cdiv(_span(E), 4), triton.cdiv(steps, splits),
+        triton.cdiv(byte_span(T_packed), 16), triton.cdiv(byte_span(E), 4), triton.cdiv(steps, splits),
         BYTES_PER_GROUP=group_size // 5, CB=cb, RPT=rpt, num_warps=warps,
     )
     return ws

@@ -1,0 +1,206 @@
+"""Forward for 2 to ``MMA_MAX_ROWS`` bf16 activation rows on ``mma.sync`` tensor cores, with the
+weights decoded straight into the registers of the left operand (a Gluon kernel: compiled
+NVIDIA GPUs only, never under ``TRITON_INTERPRET``).
+
+``out[t, n] = sum_k x[t, k] W[n, k]`` is computed as ``W_tile [BLOCK_N, 32] @ x_tile [32, BLOCK_T]``
+products over steps of 32 packed bytes, one product per digit position ``d`` (the activations are
+first regrouped into digit planes, ``x[t, 5 j + d]`` at plane ``d``, byte ``j``; see
+``triton_base3.digit_planes``). The left operand's layout (``k_width = 4``) gives each lane runs of
+four consecutive bytes of a weight row, so:
+
+- a run is one 32-bit word: two aligned word loads and one funnel shift realign it, since rows are
+  ``ceil(K / 5)`` bytes apart and rarely aligned (``T_packed`` must start 4-byte aligned and its
+  storage reach the next 4-byte boundary, :func:`takes`);
+- a run lies inside one scale group when a group is a whole number of runs (``G`` a multiple of
+  20), so each run needs one exponent load;
+- the PTX pair decode of ``triton_base3`` (``WORD_WEIGHTS_ASM``, four bytes per call) writes the
+  five digits' bf16 weights ``T * 2^E`` directly as the operand registers: no shared memory, no
+  layout conversion. A corrupt byte (> 242) is flagged per word with three integer operations
+  (``b > 242`` iff the top bit is set and ``(b & 127) + 13`` carries into it) and turns its row's
+  outputs into NaN at the end.
+
+Split-K programs write fp32 partial sums ``[splits, M, N]`` that the caller reduces (with the bias).
+H100, bf16 cuBLAS in the same run (``benchmarks/results/h100/mma_forward/``): 16384 x 16384 at M = 16
+in 95 us (1.93x; the fused Triton kernel 166 us), at M = 2-8 in 77 us (2.4x; the two-row GEMV 103
+us); 1.1-1.9x on the smaller benchmark shapes.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import mma_v2
+
+from ternary.kernels.linear.triton_base3 import WORD_WEIGHTS_ASM, digit_planes
+from ternary.kernels.linear.gluon_words import realign
+from ternary.kernels.linear.triton_launch import byte_span, even_splits, readable_as_words, round_up, sm_count
+
+# Activation rows the kernel takes; up to 8 use one 8-column MMA tile, up to 16 two.
+MMA_MIN_ROWS = 2
+MMA_MAX_ROWS = 16
+# Packed bytes per step: one 32-bit run per lane and row in each half of the MMA's k extent.
+MMA_STEP_BYTES = 32
+# (BLOCK_N, warps) and split-K programs per SM. H100 sweep (benchmarks/gemv_sweep.py,
+# benchmarks/results/h100/mma_forward/): 128 rows x 4 warps (two 16-row MMA tiles per warp) at 8
+# programs per SM was best or within 8% of the best on the four benchmark shapes at M = 2-16;
+# one 16-row tile per warp with the next step's loads issued early (a prototype) was 3% faster at
+# 16384^2 M = 16 only.
+MMA_TILE = (128, 4)
+MMA_PROGRAMS_PER_SM = 8
+MMA_MAX_SPLITS = 64
+
+_WORD_ASM = gl.constexpr(WORD_WEIGHTS_ASM)
+_STEP = gl.constexpr(MMA_STEP_BYTES)
+
+
+def run_layout(block_n: int, warps: int) -> gl.DistributedLinearLayout:
+    """``[block_n, 8 runs, 4 bytes]``: the layout of the MMA's left operand (``k_width = 4``, 16-row
+    tiles stacked over the warps, then repeated in registers) over a step's 32 bytes, with each
+    row's bytes split into runs of four. Reshaped to ``[block_n, 32]`` it is that operand layout."""
+    repeats = block_n // (16 * warps)
+    registers = [[0, 0, 1], [0, 0, 2], [8, 0, 0], [0, 4, 0]] + [[(16 * warps) << i, 0, 0]
+                                                                 for i in range(repeats.bit_length() - 1)]
+    return gl.DistributedLinearLayout(
+        reg_bases=registers, lane_bases=[[0, 1, 0], [0, 2, 0], [1, 0, 0], [2, 0, 0], [4, 0, 0]],
+        warp_bases=[[16 << i, 0, 0] for i in range(warps.bit_length() - 1)], block_bases=[],
+        shape=[block_n, MMA_STEP_BYTES // 4, 4])
+
+
+@gluon.jit
+def _word_weights(word, scale_bits):
+    """Five bf16 weight tiles (digit positions 0..4) from ``word`` and ``scale_bits`` (int32, each
+    element repeated over the four positions of its run; ``WORD_WEIGHTS_ASM``)."""
+    return gl.inline_asm_elementwise(_WORD_ASM, "=r,=r,=r,=r,=r,=r,=r,=r,=r,=r,r,r,r,r,r,r,r,r",
+                                     [word, scale_bits], dtype=(gl.bfloat16,) * 5, is_pure=True, pack=4)
+
+
+@gluon.jit
+def _scale_bits(e):
+    """bf16 bits of exactly ``2^e`` in both halves of an int32, for int8 ``e`` (-127 and -128 are
+    bf16 subnormals)."""
+    e = e.to(gl.int32)
+    return gl.where(e >= -126, (e + 127) * 0x00800080, 0x00400040 >> (-127 - e))
+
+
+@gluon.jit
+def _corrupt_bits(word):
+    """Top bit of every byte of ``word`` that is > 242 (``b >= 128`` and ``(b & 127) + 13 >= 128``)."""
+    return word & ((word & 0x7F7F7F7F) + 0x0D0D0D0D)
+
+
+@gluon.jit
+def _runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_GROUP: gl.constexpr,
+          MASKED: gl.constexpr):
+    """Each lane's runs of step ``step`` (``[BLOCK_N, 8]`` int32, realigned) and their exponents;
+    with ``MASKED`` (the step that reaches ``KB``) word reads stay inside the tensor and bytes past
+    the row read as 121 (all-zero trits)."""
+    index = word0 + step * (_STEP // 4) + run
+    if MASKED:
+        word = realign(gl.load(words + gl.minimum(index, words_end - 1)),
+                        gl.load(words + gl.minimum(index + 1, words_end - 1)), shift)
+        valid = gl.minimum(gl.maximum(KB - (step * _STEP + 4 * run), 0), 4)
+        keep = gl.where(valid >= 4, -1, (1 << (8 * valid)) - 1)
+        word = (word & keep) | (0x79797979 & ~keep)
+    else:
+        word = realign(gl.load(words + index), gl.load(words + gl.minimum(index + 1, words_end - 1)), shift)
+    e = gl.load(e_rows + gl.minimum((step * _STEP + 4 * run) // BYTES_PER_GROUP, NG - 1))
+    return word, e
+
+
+@gluon.jit
+def _step(acc, corrupt, word, e, x_tiles, step, stride_xd, RUN_LAYOUT: gl.constexpr, A: gl.constexpr):
+    """``acc`` plus the five digit products of one step; ``corrupt`` collects flagged bytes."""
+    corrupt = corrupt | _corrupt_bits(word)
+    bits = _scale_bits(e)
+    quad = gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, RUN_LAYOUT))), 0), 0)
+    word, _ = gl.broadcast(gl.expand_dims(word, 2), quad)
+    bits, _ = gl.broadcast(gl.expand_dims(bits, 2), quad)
+    word = gl.convert_layout(gl.reshape(word, [word.shape[0], _STEP]), A, assert_trivial=True)
+    bits = gl.convert_layout(gl.reshape(bits, [bits.shape[0], _STEP]), A, assert_trivial=True)
+    w0, w1, w2, w3, w4 = _word_weights(word, bits)
+    x = x_tiles + step * _STEP
+    acc = mma_v2(w0, gl.load(x), acc)
+    acc = mma_v2(w1, gl.load(x + stride_xd), acc)
+    acc = mma_v2(w2, gl.load(x + 2 * stride_xd), acc)
+    acc = mma_v2(w3, gl.load(x + 3 * stride_xd), acc)
+    acc = mma_v2(w4, gl.load(x + 4 * stride_xd), acc)
+    return acc, corrupt
+
+
+@gluon.jit
+def _mma_forward_kernel(planes_ptr, p_ptr, e_ptr, out_ptr, M, N, KB, NG, stride_xd, stride_xm, stride_pn, stride_en,
+                        stride_os, stride_om, words_end, STEPS_PER_SPLIT, BYTES_PER_GROUP: gl.constexpr,
+                        BLOCK_N: gl.constexpr, BLOCK_T: gl.constexpr, RUN_LAYOUT: gl.constexpr):
+    """Partial ``out[s, t, n] = sum_k x[t, k] W[n, k]`` over split ``s = program_id(1)`` of the
+    steps, for weight rows ``program_id(0) * BLOCK_N ..`` and ``BLOCK_T`` (8 or 16) activation rows
+    of the digit planes ``[5, BLOCK_T, KB padded]``."""
+    WARPS: gl.constexpr = gl.num_warps()
+    mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, 8])
+    A: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
+    B: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=4)
+    RUNS: gl.constexpr = gl.SliceLayout(2, RUN_LAYOUT)
+    rows = gl.program_id(0) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, RUNS))
+    clamped = gl.expand_dims(gl.minimum(rows, N - 1).to(gl.int64), 1)
+    run = gl.expand_dims(gl.arange(0, _STEP // 4, layout=gl.SliceLayout(0, RUNS)), 0)
+    first_byte = clamped * stride_pn
+    word0 = first_byte >> 2
+    shift = ((first_byte & 3) * 8).to(gl.int32)
+    words = p_ptr.to(gl.pointer_type(gl.int32))
+    e_rows = e_ptr + clamped * stride_en
+    byte = gl.expand_dims(gl.arange(0, _STEP, layout=gl.SliceLayout(1, B)), 1)
+    token = gl.expand_dims(gl.arange(0, BLOCK_T, layout=gl.SliceLayout(0, B)), 0)
+    x_tiles = planes_ptr + token * stride_xm + byte
+    steps = gl.cdiv(KB, _STEP)
+    first = gl.program_id(1) * STEPS_PER_SPLIT
+    last = gl.minimum(first + STEPS_PER_SPLIT, steps)
+    whole = gl.maximum(gl.minimum(last, KB // _STEP), first)
+    acc = gl.zeros([BLOCK_N, BLOCK_T], gl.float32, mma)
+    corrupt = gl.zeros([BLOCK_N, _STEP // 4], gl.int32, RUNS)
+    for step in range(first, whole):
+        word, e = _runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_GROUP, False)
+        acc, corrupt = _step(acc, corrupt, word, e, x_tiles, step, stride_xd, RUN_LAYOUT, A)
+    for step in range(whole, last):
+        word, e = _runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_GROUP, True)
+        acc, corrupt = _step(acc, corrupt, word, e, x_tiles, step, stride_xd, RUN_LAYOUT, A)
+    bad_rows = gl.max(((corrupt & -2139062144) != 0).to(gl.int32), axis=1) != 0  # any byte's top bit flagged
+    bad_rows = gl.expand_dims(gl.convert_layout(bad_rows, gl.SliceLayout(1, mma)), 1)
+    acc = gl.where(bad_rows, float("nan"), acc)
+    out_rows = gl.expand_dims(gl.program_id(0) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, mma)), 1)
+    out_tokens = gl.expand_dims(gl.arange(0, BLOCK_T, layout=gl.SliceLayout(0, mma)), 0)
+    gl.store(out_ptr + gl.program_id(1) * stride_os + out_tokens * stride_om + out_rows, acc,
+             mask=(out_rows < N) & (out_tokens < M))
+
+
+def takes(x: torch.Tensor, T_packed: torch.Tensor, group_size: int) -> bool:
+    """Whether the kernel takes this call (the caller checks the card and the interpreter): bf16
+    activations with ``MMA_MIN_ROWS .. MMA_MAX_ROWS`` rows, groups of whole 4-byte runs (``G`` a
+    multiple of 20) and ``T_packed`` readable as aligned 4-byte words."""
+    return (x.dtype == torch.bfloat16 and MMA_MIN_ROWS <= x.shape[0] <= MMA_MAX_ROWS
+            and (group_size // 5) % 4 == 0 and readable_as_words(T_packed, 4))
+
+
+def mma_forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, group_size: int,
+                tile: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """Partial sums ``[splits, M, N]`` (fp32) of ``x [M, K] @ W.T`` for a call the kernel
+    :func:`takes`; ``tile = (BLOCK_N, warps, programs per SM)`` overrides the launch (benchmark
+    sweeps; BLOCK_N a multiple of 16 * warps)."""
+    m = x.shape[0]
+    n, kb = T_packed.shape
+    block_n, warps, per_sm = tile if tile is not None else (*MMA_TILE, MMA_PROGRAMS_PER_SM)
+    block_t = 8 if m <= 8 else 16
+    kb_padded = round_up(kb, MMA_STEP_BYTES)
+    planes = digit_planes(x, block_t, kb_padded, MMA_STEP_BYTES, z_form=False, dtype=torch.bfloat16, blocked=False)
+    steps = kb_padded // MMA_STEP_BYTES
+    tiles = triton.cdiv(n, block_n)
+    wanted = per_sm * sm_count(x.device) // tiles
+    splits = even_splits(max(1, min(wanted, max(steps // 2, 1), MMA_MAX_SPLITS)), steps)
+    ws = torch.empty((splits, m, n), dtype=torch.float32, device=x.device)
+    _mma_forward_kernel[(tiles, splits)](
+        planes, T_packed, E, ws, m, n, kb, E.shape[1], planes.stride(0), planes.stride(1), T_packed.stride(0),
+        E.stride(0), ws.stride(0), ws.stride(1), triton.cdiv(byte_span(T_packed), 4), triton.cdiv(steps, splits),
+        BYTES_PER_GROUP=group_size // 5, BLOCK_N=block_n, BLOCK_T=block_t, RUN_LAYOUT=run_layout(block_n, warps),
+        num_warps=warps,
+    )
+    return ws
