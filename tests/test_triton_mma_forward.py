@@ -67,32 +67,53 @@ from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
 from ternary.kernels.linear import triton_mma_forward as mma
 
-names = ("planes_ptr p_ptr e_ptr out_ptr M N KB NG stride_xd stride_xm stride_pn stride_en stride_os stride_om "
-         "words_end STEPS_PER_SPLIT").split()
-signature = dict(zip(names, ["*bf16", "*u8", "*i8", "*fp32"] + ["i32"] * 12))
-signature.update(dict.fromkeys(("BYTES_PER_GROUP", "BLOCK_N", "BLOCK_T", "RUN_LAYOUT"), "constexpr"))
+names = "planes_ptr p_ptr e_ptr out_ptr M N KB NG stride_pn stride_en stride_os stride_om words_end STEPS_PER_SPLIT"
+signature = dict(zip(names.split(), ["*bf16", "*u8", "*i8", "*fp32"] + ["i32"] * 10))
+signature.update(dict.fromkeys(("BYTES_PER_GROUP", "BLOCK_N", "BLOCK_T", "RUN_LAYOUT", "X_LAYOUT"), "constexpr"))
 report = []
 for block_n, block_t, warps in ((mma.MMA_TILE[0], 16, mma.MMA_TILE[1]), (64, 8, 4), (32, 16, 2)):
     source = GluonASTSource(mma._mma_forward_kernel, signature=signature, constexprs={
-        "BYTES_PER_GROUP": 8, "BLOCK_N": block_n, "BLOCK_T": block_t, "RUN_LAYOUT": mma.run_layout(block_n, warps)})
+        "BYTES_PER_GROUP": 8, "BLOCK_N": block_n, "BLOCK_T": block_t, "RUN_LAYOUT": mma.run_layout(block_n, warps),
+        "X_LAYOUT": mma.fragment_layout(block_t, warps)},
+        attrs={(i,): [["tt.divisibility", 16]] for i in range(4)})  # pointers 16-byte aligned, as at run time
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
-    report.append([compiled.metadata.shared, compiled.asm["ptx"].count("mma.sync.aligned.m16n8k16")])
+    report.append([compiled.metadata.shared, compiled.asm["ptx"].count("mma.sync.aligned.m16n8k16"),
+                   compiled.asm["ptx"].count("ld.global.v4.b32")])
 print(json.dumps(report))
 """
 
 
 def test_run_layout_is_the_operand_layout_and_the_kernel_needs_no_shared_memory():
     """Compiled offline for sm_90 (a fresh process: the CPU tests run the Triton interpreter,
-    which replaces the language functions): the run layout reshaped to ``[BLOCK_N, 32]`` converts
-    trivially to the MMA operand layout (the kernel asserts it, so a mismatch fails to compile),
-    nothing goes through shared memory, and both loops issue the five digit products."""
+    which replaces the language functions): the run layout reshaped to ``[BLOCK_N, 32]`` and the
+    fragment-order activation rows relabelled to ``[32, BLOCK_T]`` convert trivially to the MMA
+    operand layouts (the kernel asserts both, so a mismatch fails to compile), nothing goes through
+    shared memory, the activations arrive as 16-byte loads and both loops issue the five digit
+    products."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
     env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
     done = subprocess.run([sys.executable, "-c", _OFFLINE_COMPILE], env=env, capture_output=True, text=True,
                           timeout=600)
     assert done.returncode == 0, done.stderr[-3000:]
-    for shared, products in json.loads(done.stdout.splitlines()[-1]):
-        assert shared == 0 and products >= 10
+    for shared, products, vector_loads in json.loads(done.stdout.splitlines()[-1]):
+        assert shared == 0 and products >= 10 and vector_loads >= 10  # activations as 16-byte loads
+
+
+@pytest.mark.parametrize("m,k", [(3, 333), (16, 7), (9, 1280), (16, 161)])
+def test_fragment_planes_put_each_activation_where_the_lanes_read_it(m, k):
+    """``fragment_planes`` (a Triton kernel: interpreted on the CPU) against the same regrouping in
+    torch: step ``s``, digit ``d``, token ``t``, byte ``j = 16 h + 4 q + i`` at
+    ``((t // 8) * 32 + (t % 8) * 4 + q) * 8 + 4 h + i``; zero past ``K`` and for padded tokens."""
+    block_t = 8 if m <= 8 else 16
+    steps = -(-(-(-k // 5)) // mma.MMA_STEP_BYTES)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(k)).to(DEVICE, torch.bfloat16)
+    got = mma.fragment_planes(x, block_t, steps).cpu()
+    padded = torch.zeros(block_t, steps * mma.MMA_STEP_BYTES * 5, dtype=torch.bfloat16)
+    padded[:m, :k] = x.cpu()
+    # [t, s, h, q, i, d] -> [s, d, t_hi, t_lo, q, h, i]
+    digits = padded.view(block_t // 8, 8, steps, 2, 4, 4, 5)
+    want = digits.permute(2, 6, 0, 1, 4, 3, 5).reshape(steps, 5, block_t * mma.MMA_STEP_BYTES)
+    assert torch.equal(got, want)
 
 
 @GPU_ONLY

@@ -3,10 +3,12 @@ weights decoded straight into the registers of the left operand (a Gluon kernel:
 NVIDIA GPUs only, never under ``TRITON_INTERPRET``).
 
 ``out[t, n] = sum_k x[t, k] W[n, k]`` is computed as ``W_tile [BLOCK_N, 32] @ x_tile [32, BLOCK_T]``
-products over steps of 32 packed bytes, one product per digit position ``d`` (the activations are
-first regrouped into digit planes, ``x[t, 5 j + d]`` at plane ``d``, byte ``j``; see
-``triton_base3.digit_planes``). The left operand's layout (``k_width = 4``) gives each lane runs of
-four consecutive bytes of a weight row, so:
+products over steps of 32 packed bytes, one product per digit position ``d``: ``x_tile[j, t] =
+x[t, 5 (32 s + j) + d]``. The activations are first copied into that order
+(:func:`fragment_planes`), each step's five tiles laid out as the lanes read them (a warp's
+load of its right-operand registers is 256 contiguous bytes, 2 L1 wavefronts, where plain digit
+planes gave 8: one per activation row). The left operand's layout (``k_width = 4``) gives each lane
+runs of four consecutive bytes of a weight row, so:
 
 - a run is one 32-bit word: two aligned word loads and one funnel shift realign it, since rows are
   ``ceil(K / 5)`` bytes apart and rarely aligned (``T_packed`` must start 4-byte aligned and its
@@ -29,11 +31,12 @@ from __future__ import annotations
 
 import torch
 import triton
+import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
-from ternary.kernels.linear.triton_base3 import WORD_WEIGHTS_ASM, digit_planes
+from ternary.kernels.linear.triton_base3 import WORD_WEIGHTS_ASM
 from ternary.kernels.linear.gluon_words import realign
 from ternary.kernels.linear.triton_launch import byte_span, even_splits, readable_as_words, round_up, sm_count
 
@@ -110,7 +113,16 @@ def _runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_G
 
 
 @gluon.jit
-def _step(acc, corrupt, word, e, x_tiles, step, stride_xd, RUN_LAYOUT: gl.constexpr, A: gl.constexpr):
+def _x_tile(x_tiles, B: gl.constexpr, BLOCK_T: gl.constexpr):
+    """One step's right operand ``[32, BLOCK_T]`` of one digit, loaded as ``[4 BLOCK_T, 8]`` rows of
+    16 contiguous bytes (one per lane and 8-token half, :func:`fragment_layout`) and relabelled."""
+    tile = gl.reshape(gl.load(x_tiles), [BLOCK_T, 4, 2, 4])
+    return gl.convert_layout(gl.reshape(gl.permute(tile, [2, 1, 3, 0]), [_STEP, BLOCK_T]), B, assert_trivial=True)
+
+
+@gluon.jit
+def _step(acc, corrupt, word, e, x_tiles, step, RUN_LAYOUT: gl.constexpr, A: gl.constexpr, B: gl.constexpr,
+          BLOCK_T: gl.constexpr):
     """``acc`` plus the five digit products of one step; ``corrupt`` collects flagged bytes."""
     corrupt = corrupt | _corrupt_bits(word)
     bits = _scale_bits(e)
@@ -120,22 +132,68 @@ def _step(acc, corrupt, word, e, x_tiles, step, stride_xd, RUN_LAYOUT: gl.conste
     word = gl.convert_layout(gl.reshape(word, [word.shape[0], _STEP]), A, assert_trivial=True)
     bits = gl.convert_layout(gl.reshape(bits, [bits.shape[0], _STEP]), A, assert_trivial=True)
     w0, w1, w2, w3, w4 = _word_weights(word, bits)
-    x = x_tiles + step * _STEP
-    acc = mma_v2(w0, gl.load(x), acc)
-    acc = mma_v2(w1, gl.load(x + stride_xd), acc)
-    acc = mma_v2(w2, gl.load(x + 2 * stride_xd), acc)
-    acc = mma_v2(w3, gl.load(x + 3 * stride_xd), acc)
-    acc = mma_v2(w4, gl.load(x + 4 * stride_xd), acc)
+    TILE: gl.constexpr = _STEP * BLOCK_T
+    x = x_tiles + step * (5 * TILE)
+    acc = mma_v2(w0, _x_tile(x, B, BLOCK_T), acc)
+    acc = mma_v2(w1, _x_tile(x + TILE, B, BLOCK_T), acc)
+    acc = mma_v2(w2, _x_tile(x + 2 * TILE, B, BLOCK_T), acc)
+    acc = mma_v2(w3, _x_tile(x + 3 * TILE, B, BLOCK_T), acc)
+    acc = mma_v2(w4, _x_tile(x + 4 * TILE, B, BLOCK_T), acc)
     return acc, corrupt
 
 
+@triton.jit
+def _fragment_offsets(token, byte):
+    """Element offset of ``(byte, token)`` in one step's digit tile in fragment order: 8-row halves
+    of the tokens, then token, byte quad ``(byte mod 16) / 4``, byte half ``byte / 16``, byte mod 4,
+    so that a lane's eight right-operand values (``k_width = 4``: bytes ``4 q .. 4 q + 3`` and
+    ``16 + 4 q ..`` of token ``t``) are 16 contiguous bytes and a warp's are 512."""
+    return ((token // 8) * 32 + (token % 8) * 4 + (byte % 16) // 4) * 8 + (byte // 16) * 4 + byte % 4
+
+
+@triton.jit
+def _fragment_planes_kernel(x_ptr, out_ptr, M, K, stride_xm, stride_xk, BLOCK_T: tl.constexpr,
+                            STEP: tl.constexpr):
+    """Step ``s = program_id(0)`` of :func:`fragment_planes`: ``out[s, d, f(t, j)] = x[t, 5 (STEP s +
+    j) + d]`` in bf16, zero for rows ``t >= M`` and columns past ``K``."""
+    step = tl.program_id(0)
+    token = tl.arange(0, BLOCK_T)[:, None]
+    byte = tl.arange(0, STEP)[None, :]
+    column = 5 * (STEP * step + byte)
+    rows = x_ptr + token * stride_xm
+    out = out_ptr + step * (5 * STEP * BLOCK_T) + _fragment_offsets(token, byte)
+    for digit in tl.static_range(5):
+        value = tl.load(rows + (column + digit) * stride_xk, mask=(token < M) & (column + digit < K), other=0.0)
+        tl.store(out + digit * (STEP * BLOCK_T), value.to(tl.bfloat16))
+
+
+def fragment_planes(x: torch.Tensor, block_t: int, steps: int) -> torch.Tensor:
+    """Activations ``x [M, K]`` (M <= ``block_t``) regrouped for the kernel: ``[steps, 5, block_t *
+    32]`` bf16, step ``s`` digit ``d`` holding ``x[t, 5 (32 s + j) + d]`` at
+    ``_fragment_offsets(t, j)``, zero-padded."""
+    out = torch.empty((steps, 5, block_t * MMA_STEP_BYTES), dtype=torch.bfloat16, device=x.device)
+    _fragment_planes_kernel[(steps,)](x, out, x.shape[0], x.shape[1], x.stride(0), x.stride(1), BLOCK_T=block_t,
+                                      STEP=MMA_STEP_BYTES)
+    return out
+
+
+def fragment_layout(block_t: int, warps: int) -> gl.DistributedLinearLayout:
+    """``[4 block_t, 8]``: row ``4 t + q`` of a step's fragment-order tile read by lane ``(t mod 8, q)``
+    (16 contiguous bytes; every warp reads the whole tile)."""
+    registers = [[0, 1], [0, 2], [0, 4]] + ([[32, 0]] if block_t == 16 else [])
+    return gl.DistributedLinearLayout(reg_bases=registers, lane_bases=[[1, 0], [2, 0], [4, 0], [8, 0], [16, 0]],
+                                      warp_bases=[[0, 0]] * (warps.bit_length() - 1), block_bases=[],
+                                      shape=[4 * block_t, 8])
+
+
 @gluon.jit
-def _mma_forward_kernel(planes_ptr, p_ptr, e_ptr, out_ptr, M, N, KB, NG, stride_xd, stride_xm, stride_pn, stride_en,
-                        stride_os, stride_om, words_end, STEPS_PER_SPLIT, BYTES_PER_GROUP: gl.constexpr,
-                        BLOCK_N: gl.constexpr, BLOCK_T: gl.constexpr, RUN_LAYOUT: gl.constexpr):
+def _mma_forward_kernel(planes_ptr, p_ptr, e_ptr, out_ptr, M, N, KB, NG, stride_pn, stride_en, stride_os, stride_om,
+                        words_end, STEPS_PER_SPLIT, BYTES_PER_GROUP: gl.constexpr,
+                        BLOCK_N: gl.constexpr, BLOCK_T: gl.constexpr, RUN_LAYOUT: gl.constexpr,
+                        X_LAYOUT: gl.constexpr):
     """Partial ``out[s, t, n] = sum_k x[t, k] W[n, k]`` over split ``s = program_id(1)`` of the
     steps, for weight rows ``program_id(0) * BLOCK_N ..`` and ``BLOCK_T`` (8 or 16) activation rows
-    of the digit planes ``[5, BLOCK_T, KB padded]``."""
+    of the activations in fragment order (:func:`fragment_planes`)."""
     WARPS: gl.constexpr = gl.num_warps()
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, 8])
     A: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
@@ -149,9 +207,8 @@ def _mma_forward_kernel(planes_ptr, p_ptr, e_ptr, out_ptr, M, N, KB, NG, stride_
     shift = ((first_byte & 3) * 8).to(gl.int32)
     words = p_ptr.to(gl.pointer_type(gl.int32))
     e_rows = e_ptr + clamped * stride_en
-    byte = gl.expand_dims(gl.arange(0, _STEP, layout=gl.SliceLayout(1, B)), 1)
-    token = gl.expand_dims(gl.arange(0, BLOCK_T, layout=gl.SliceLayout(0, B)), 0)
-    x_tiles = planes_ptr + token * stride_xm + byte
+    lane_rows = gl.expand_dims(gl.arange(0, 4 * BLOCK_T, layout=gl.SliceLayout(1, X_LAYOUT)), 1)
+    x_tiles = planes_ptr + lane_rows * 8 + gl.expand_dims(gl.arange(0, 8, layout=gl.SliceLayout(0, X_LAYOUT)), 0)
     steps = gl.cdiv(KB, _STEP)
     first = gl.program_id(1) * STEPS_PER_SPLIT
     last = gl.minimum(first + STEPS_PER_SPLIT, steps)
@@ -160,10 +217,10 @@ def _mma_forward_kernel(planes_ptr, p_ptr, e_ptr, out_ptr, M, N, KB, NG, stride_
     corrupt = gl.zeros([BLOCK_N, _STEP // 4], gl.int32, RUNS)
     for step in range(first, whole):
         word, e = _runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_GROUP, False)
-        acc, corrupt = _step(acc, corrupt, word, e, x_tiles, step, stride_xd, RUN_LAYOUT, A)
+        acc, corrupt = _step(acc, corrupt, word, e, x_tiles, step, RUN_LAYOUT, A, B, BLOCK_T)
     for step in range(whole, last):
         word, e = _runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_GROUP, True)
-        acc, corrupt = _step(acc, corrupt, word, e, x_tiles, step, stride_xd, RUN_LAYOUT, A)
+        acc, corrupt = _step(acc, corrupt, word, e, x_tiles, step, RUN_LAYOUT, A, B, BLOCK_T)
     bad_rows = gl.max(((corrupt & -2139062144) != 0).to(gl.int32), axis=1) != 0  # any byte's top bit flagged
     bad_rows = gl.expand_dims(gl.convert_layout(bad_rows, gl.SliceLayout(1, mma)), 1)
     acc = gl.where(bad_rows, float("nan"), acc)
@@ -190,17 +247,16 @@ def mma_forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, gro
     n, kb = T_packed.shape
     block_n, warps, per_sm = tile if tile is not None else (*MMA_TILE, MMA_PROGRAMS_PER_SM)
     block_t = 8 if m <= 8 else 16
-    kb_padded = round_up(kb, MMA_STEP_BYTES)
-    planes = digit_planes(x, block_t, kb_padded, MMA_STEP_BYTES, z_form=False, dtype=torch.bfloat16, blocked=False)
-    steps = kb_padded // MMA_STEP_BYTES
+    steps = triton.cdiv(kb, MMA_STEP_BYTES)
+    planes = fragment_planes(x, block_t, steps)
     tiles = triton.cdiv(n, block_n)
     wanted = per_sm * sm_count(x.device) // tiles
     splits = even_splits(max(1, min(wanted, max(steps // 2, 1), MMA_MAX_SPLITS)), steps)
     ws = torch.empty((splits, m, n), dtype=torch.float32, device=x.device)
     _mma_forward_kernel[(tiles, splits)](
-        planes, T_packed, E, ws, m, n, kb, E.shape[1], planes.stride(0), planes.stride(1), T_packed.stride(0),
-        E.stride(0), ws.stride(0), ws.stride(1), triton.cdiv(byte_span(T_packed), 4), triton.cdiv(steps, splits),
+        planes, T_packed, E, ws, m, n, kb, E.shape[1], T_packed.stride(0), E.stride(0), ws.stride(0), ws.stride(1), triton.cdiv(byte_span(T_packed), 4), triton.cdiv(steps, splits),
         BYTES_PER_GROUP=group_size // 5, BLOCK_N=block_n, BLOCK_T=block_t, RUN_LAYOUT=run_layout(block_n, warps),
+        X_LAYOUT=fragment_layout(block_t, warps),
         num_warps=warps,
     )
     return ws
