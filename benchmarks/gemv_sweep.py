@@ -31,7 +31,7 @@ GEMV_TILES = ((64, 32, 4, 2), (64, 32, 4, 4), (64, 32, 4, 8), (64, 32, 4, 16), (
 TABLE_TILES = ((2, 4, 0), (2, 2, 0), (1, 4, 0), (4, 4, 0), (2, 8, 0), (2, 4, 8), (2, 2, 16))
 FUSED_PER_SM = (4, 8, 16)
 # (BLOCK_N, warps, programs per SM) of the register-decode mma.sync kernel; the first is the shipped one.
-MMA_TILES = ((128, 4, 8), (128, 4, 4), (128, 4, 16), (64, 4, 8), (64, 4, 16), (32, 2, 8), (32, 2, 16), (256, 8, 4))
+MMA_TILES = ((64, 4, 16), (64, 4, 8), (64, 4, 24), (32, 2, 16), (32, 2, 32), (128, 4, 8))
 # (BLOCK_N, BLOCK_B, warps, stages) of the fused kernel; the first is the shipped one at M <= 64.
 FUSED_TILES = ((64, 32, 4, 3), (64, 32, 4, 4), (64, 64, 4, 3), (64, 32, 8, 3), (128, 32, 8, 3), (128, 32, 4, 3),
                (32, 32, 4, 3), (128, 64, 8, 3), (64, 16, 4, 3))

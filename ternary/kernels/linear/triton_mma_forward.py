@@ -22,9 +22,9 @@ runs of four consecutive bytes of a weight row, so:
   outputs into NaN at the end.
 
 Split-K programs write fp32 partial sums ``[splits, M, N]`` that the caller reduces (with the bias).
-H100, bf16 cuBLAS in the same run (``benchmarks/results/h100/mma_forward/``): 16384 x 16384 at M = 16
-in 95 us (1.93x; the fused Triton kernel 166 us), at M = 2-8 in 77 us (2.4x; the two-row GEMV 103
-us); 1.1-1.9x on the smaller benchmark shapes.
+H100, bf16 cuBLAS in the same run (``benchmarks/results/h100/mma_prefetch/``): 16384 x 16384 at
+M = 16 in 86 us (2.15x; the fused Triton kernel took 164 us), at M = 2-8 in 74 us (2.5x; the two-row
+GEMV took 101 us); 1.2-2.1x on the smaller benchmark shapes.
 """
 
 from __future__ import annotations
@@ -45,13 +45,15 @@ MMA_MIN_ROWS = 2
 MMA_MAX_ROWS = 16
 # Packed bytes per step: one 32-bit run per lane and row in each half of the MMA's k extent.
 MMA_STEP_BYTES = 32
-# (BLOCK_N, warps) and split-K programs per SM. H100 sweep (benchmarks/gemv_sweep.py,
-# benchmarks/results/h100/mma_forward/): 128 rows x 4 warps (two 16-row MMA tiles per warp) at 8
-# programs per SM was best or within 8% of the best on the four benchmark shapes at M = 2-16;
-# one 16-row tile per warp with the next step's loads issued early (a prototype) was 3% faster at
-# 16384^2 M = 16 only.
-MMA_TILE = (128, 4)
-MMA_PROGRAMS_PER_SM = 8
+# (BLOCK_N, warps) and split-K programs per SM. H100 sweeps (benchmarks/results/h100/mma_prefetch/,
+# after the fragment-order activations): one 16-row MMA tile per warp, 4 warps, 16 programs per SM
+# is best or within 5% of the best of 12 launches on the four benchmark shapes at M = 2, 8 and 16
+# (16384^2: 86.4 / 73.7 / 73.6 us); two tiles per warp (128 x 4, 168 registers) were 3-9% slower,
+# and issuing the next step's loads before the current step's products was slower at every shape
+# but 16384^2 M = 2-8 (ncu at 16384^2 M = 16: 2.7 instructions issued per cycle of 4, so the
+# instruction count, not latency, is what is left).
+MMA_TILE = (64, 4)
+MMA_PROGRAMS_PER_SM = 16
 MMA_MAX_SPLITS = 64
 
 _WORD_ASM = gl.constexpr(WORD_WEIGHTS_ASM)
