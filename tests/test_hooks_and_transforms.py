@@ -148,9 +148,11 @@ def test_apply_does_not_rebuild_the_forward_signature(gen: torch.Generator, monk
     original = inspect._signature_from_function
     monkeypatch.setattr(inspect, "_signature_from_function",
                         lambda cls, func, *a, **k: built.append(func.__qualname__) or original(cls, func, *a, **k))
-    layers = [LinearState.random(7, 4, generator=gen) for _ in range(2)]
-    x = torch.randn(3, 7, generator=gen, requires_grad=True)
-    y = linear(layers[0], x) + grouped_linear(layers, x, torch.tensor([1, 2]), backend="triton", fused=True)
+    device = "cuda" if torch.cuda.is_available() else "cpu"  # the CPU runs Triton interpreted (conftest)
+    layers = [pytree.tree_map(lambda t: t.to(device), LinearState.random(7, 4, generator=gen)) for _ in range(2)]
+    x = torch.randn(3, 7, generator=gen).to(device).requires_grad_()
+    y = linear(layers[0], x) + grouped_linear(layers, x, torch.tensor([1, 2], device=device), backend="triton",
+                                              fused=True)
     y.sum().backward()
     assert x.grad is not None and torch.isfinite(x.grad).all()
     assert not [name for name in built if name.endswith("Function.forward")], built

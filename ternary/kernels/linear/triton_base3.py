@@ -178,8 +178,44 @@ def _pair_decode_asm(halves: int = 1, mark_corrupt: bool = True) -> str:
 
 
 _WEIGHT_PAIRS_ASM = tl.constexpr(_pair_decode_asm())
-# Four bytes sharing one scale, no corrupt-byte marks (the mma forward flags corrupt bytes per word).
-WORD_WEIGHTS_ASM = _pair_decode_asm(halves=2, mark_corrupt=False)
+
+
+def _word_decode_asm() -> str:
+    """PTX turning a word of four packed bytes (``$10``) that share one scale (the bf16 bits of
+    ``2^E`` in both halves of ``$14``) into five digit outputs of four bf16 weights each: ``$2d``
+    holds digit ``d`` of bytes 0, 1 and ``$2d+1`` of bytes 2, 3 (``triton_mma_forward``, ``pack=4``).
+
+    Everything after two byte lanes are unpacked runs on the FMA pipe, as bf16x2 FMAs on small
+    integers (all exact): ``s_0 = b - 121``, assembled from ``128 + (b & 127)`` and ``128 (b >> 7)``
+    (two logic ops place the bits in bf16 magic numbers); ``s_{i+1} = round(s_i / 3 + 192) - 192``
+    (``1/3`` as bf16 is 0.333984375, and ``s_i / 3`` lies within 1/3 + 0.08 of an integer, so the sum
+    rounds to it: ``s_i = floor(b / 3^i) - (121, 40, 13, 4, 1)_i``); the trit is ``s_i - 3 s_{i+1}``
+    (``s_4`` for the top digit) and the weight ``trit * 2^E``. tests/test_base3_asm.py runs this text
+    on every byte value in each position. A corrupt byte (> 242) decodes to some finite weights;
+    the caller flags it. 23 instructions per byte pair, 3 of them on the integer pipe (the pair
+    decode above takes 24-29 with 13 there).
+    """
+    lines = ["{", ".reg .b32 p, v, w, u, t, s0, s1, n, r, one, third, big, nbig, m249, m128, c256, m3, sc, z;",
+             "mov.b32 sc, $14;", "mov.b32 one, 0x3F803F80;", "mov.b32 third, 0x3EAB3EAB;", "mov.b32 big, 0x43404340;",
+             "mov.b32 nbig, 0xC340C340;", "mov.b32 m249, 0xC379C379;", "mov.b32 m128, 0xC300C300;",
+             "mov.b32 c256, 0x43804380;", "mov.b32 m3, 0xC040C040;", "mov.b32 z, 0x80008000;"]
+    for half in range(2):
+        lines += [f"prmt.b32 p, $10, 0, {0x4140 + 0x202 * half:#06x};",
+                  "and.b32 v, p, 0x007F007F;", "or.b32 v, v, 0x43004300;",  # 128 + (b & 127)
+                  "and.b32 w, p, 0x00800080;", "or.b32 w, w, 0x3F003F00;",  # 0.5 + (b >> 7) / 2
+                  "fma.rn.bf16x2 u, v, one, m249;",  # (b & 127) - 121
+                  "fma.rn.bf16x2 t, w, c256, m128;",  # 128 (b >> 7)
+                  "fma.rn.bf16x2 s0, t, one, u;"]  # b - 121
+        current, following = "s0", "s1"
+        for digit in range(4):
+            lines += [f"fma.rn.bf16x2 n, {current}, third, big;", f"fma.rn.bf16x2 {following}, n, one, nbig;",
+                      f"fma.rn.bf16x2 r, {following}, m3, {current};", f"fma.rn.bf16x2 ${2 * digit + half}, r, sc, z;"]
+            current, following = following, current
+        lines.append(f"fma.rn.bf16x2 ${8 + half}, {current}, sc, z;")
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+WORD_WEIGHTS_ASM = _word_decode_asm()
 
 
 @triton.jit

@@ -15,9 +15,9 @@ runs of four consecutive bytes of a weight row, so:
   storage reach the next 4-byte boundary, :func:`takes`);
 - a run lies inside one scale group when a group is a whole number of runs (``G`` a multiple of
   20), so each run needs one exponent load;
-- the PTX pair decode of ``triton_base3`` (``WORD_WEIGHTS_ASM``, four bytes per call) writes the
-  five digits' bf16 weights ``T * 2^E`` directly as the operand registers: no shared memory, no
-  layout conversion. A corrupt byte (> 242) is flagged per word with three integer operations
+- the PTX word decode of ``triton_base3`` (``WORD_WEIGHTS_ASM``: four bytes per call, bf16x2 FMAs
+  on exact small integers) writes the five digits' bf16 weights ``T * 2^E`` directly as the
+  operand registers: no shared memory, no layout conversion. A corrupt byte (> 242) is flagged per word with three integer operations
   (``b > 242`` iff the top bit is set and ``(b & 127) + 13`` carries into it) and turns its row's
   outputs into NaN at the end.
 
