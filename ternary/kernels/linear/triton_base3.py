@@ -9,7 +9,8 @@ operations for trit-by-trit ``% 3`` / ``// 3``.
 
 Compiled kernels writing bf16 use a second decode in inline PTX (:func:`weight_tiles_bf16`,
 ``_pair_decode_asm``): two bytes per 32-bit register, ~18 instructions per byte for all five
-scaled weights, bit-identical to the fp32 decode.
+scaled weights, bit-identical to the fp32 decode. The ``mma.sync`` forward decodes four bytes of one
+scale group per call with bf16x2 FMAs (``WORD_WEIGHTS_ASM``).
 
 Where each weight is produced on its own (the column-order decode, :func:`decode_weights`),
 :func:`digit_value` extracts just that weight's digit with integer multiply-shifts.
@@ -136,45 +137,42 @@ def decode_weights(p_ptr, e_ptr, rows, cols, ok, stride_pn, stride_en, GROUP_SIZ
     return tl.where(byte > 242, float("nan"), trit * exact_exp2(e))
 
 
-def _pair_decode_asm(halves: int = 1, mark_corrupt: bool = True) -> str:
-    """PTX turning ``2 * halves`` packed bytes and the bf16 bits of their ``2^E`` into five digit
-    outputs (positions 0..4) of ``2 * halves`` bf16 weights each.
-
-    ``halves = 1`` (:func:`weight_tiles_bf16`, ``pack=2``): two bytes in one 32-bit register
-    (``$5``) with one scale per byte (``$6``) give ``$0..$4``. ``halves = 2``
-    (``triton_mma_forward``, ``pack=4``): a word of four bytes (``$10``) with one scale for all
-    four in both bf16 halves (``$14``) gives ``$2d`` (bytes 0, 1) and ``$2d+1`` (bytes 2, 3).
+def _pair_decode_asm() -> str:
+    """PTX turning two packed bytes (``$5``, one 32-bit register) and the bf16 bits of their
+    ``2^E`` (``$6``) into five bf16 weight pairs ``$0..$4`` (digit positions 0..4).
 
     Each byte b becomes the fixed-point fraction q = b + ((55 b + 1003) >> 10) ~ b * 256 / 243
     (tests/test_base3_asm.py runs this text on every byte pair). Then, top digit first: x = 3 q
     puts the next digit d in bits 8..9 of each 16-bit lane, one ``prmt`` makes that byte the
     bf16 value 128 + d, one bf16 FMA gives T = d - 1 (exact) and one more T * 2^E (exact: T is
-    -1, 0 or 1). A corrupt byte (> 242) has q >= 256; with ``mark_corrupt`` bit 8 of its lane,
-    moved to a byte's sign bit and replicated by ``prmt``, makes its five weights NaN (0xFFFF);
-    without it the caller must flag corrupt bytes itself. About 18 instructions per byte (15
-    unmarked); the fp32 decode of the same five weights takes 23 fp32 operations (10 for the
+    -1, 0 or 1). A corrupt byte (> 242) has q >= 256: bit 8 of its lane, moved to a byte's sign
+    bit and replicated by ``prmt``, makes its five weights NaN (0xFFFF). About 18 instructions
+    per byte; the fp32 decode of the same five weights takes 23 fp32 operations (10 for the
     shifted quotients, 8 for the trits, 5 for the scales) before its bf16 conversions.
     """
-    word, scale = ("$5", "$6") if halves == 1 else ("$10", "$14")
-    lines = ["{", f".reg .b32 p<{halves}>, q<{halves}>, m<{halves}>, y, c, x, v, k, g, o, s, z;", f"mov.b32 s, {scale};",
-             "mov.b32 k, 0xC301C301;", "mov.b32 o, 0x3F803F80;", "mov.b32 z, 0x80008000;", "mov.b32 g, 0x43434343;"]
-    for h in range(halves):
-        lines += [f"prmt.b32 p{h}, {word}, 0, {0x4140 + 0x202 * h:#06x};", f"mad.lo.u32 y, p{h}, 55, 0x03EB03EB;",
-                  "shr.u32 c, y, 10;", "and.b32 c, c, 0x000F000F;", f"add.u32 q{h}, p{h}, c;"]
-        if mark_corrupt:
-            lines += [f"shl.b32 m{h}, q{h}, 7;", f"prmt.b32 m{h}, m{h}, 0, 0xBB99;"]
+    setup = """
+{
+.reg .b32 p, y, c, q, x, v, k, g, o, m, s, z;
+mov.b32 s, $6;
+prmt.b32 p, $5, 0, 0x4140;
+mad.lo.u32 y, p, 55, 0x03EB03EB;
+shr.u32 c, y, 10;
+and.b32 c, c, 0x000F000F;
+add.u32 q, p, c;
+shl.b32 m, q, 7;
+prmt.b32 m, m, 0, 0xBB99;
+mov.b32 k, 0xC301C301;
+mov.b32 o, 0x3F803F80;
+mov.b32 z, 0x80008000;
+mov.b32 g, 0x43434343;
+"""
+    steps = []
     for digit in (4, 3, 2, 1, 0):
-        for h in range(halves):
-            out = f"${digit * halves + h}"
-            lines += [f"mul.lo.u32 x, q{h}, 3;", "prmt.b32 v, g, x, 0x0705;"]
-            if digit:
-                lines.append(f"and.b32 q{h}, x, 0x00FF00FF;")
-            lines.append("fma.rn.bf16x2 v, v, o, k;")
-            if mark_corrupt:
-                lines += ["fma.rn.bf16x2 v, v, s, z;", f"or.b32 {out}, v, m{h};"]
-            else:
-                lines.append(f"fma.rn.bf16x2 {out}, v, s, z;")
-    return "\n".join(lines + ["}"]) + "\n"
+        steps += ["mul.lo.u32 x, q, 3;", "prmt.b32 v, g, x, 0x0705;"]
+        if digit:
+            steps.append("and.b32 q, x, 0x00FF00FF;")
+        steps += ["fma.rn.bf16x2 v, v, o, k;", "fma.rn.bf16x2 v, v, s, z;", f"or.b32 ${digit}, v, m;"]
+    return setup + "\n".join(steps) + "\n}\n"
 
 
 _WEIGHT_PAIRS_ASM = tl.constexpr(_pair_decode_asm())

@@ -1,5 +1,6 @@
-"""Same-run A/B of the word decode: the integer-chain text (pair decode, 2 halves, unmarked) against
-the bf16-FMA text now shipped, at the four benchmark shapes; both checked against the naive path."""
+"""Same-run A/B of the word decode, as run at commit 4e75e59 (where ``_pair_decode_asm`` still took
+halves=2; the integer chain was removed after): the integer-chain text against the bf16-FMA text
+shipped, at the four benchmark shapes; both checked against the naive path."""
 import torch, warnings
 warnings.filterwarnings("ignore")
 import torch.nn.functional as F
