@@ -5,10 +5,10 @@ NVIDIA GPUs only, never under ``TRITON_INTERPRET``).
 ``out[t, n] = sum_k x[t, k] W[n, k]`` is computed as ``W_tile [BLOCK_N, 32] @ x_tile [32, BLOCK_T]``
 products over steps of 32 packed bytes, one product per digit position ``d``: ``x_tile[j, t] =
 x[t, 5 (32 s + j) + d]``. The activations are first copied into that order
-(:func:`fragment_planes`), each step's five tiles laid out as the lanes read them (a warp's
-load of its right-operand registers is 256 contiguous bytes, 2 L1 wavefronts, where plain digit
-planes gave 8: one per activation row). The left operand's layout (``k_width = 4``) gives each lane
-runs of four consecutive bytes of a weight row, so:
+(:func:`fragment_planes`), each step's five tiles laid out as the lanes read them: a warp reads its
+right-operand registers with 16-byte loads of 512 contiguous bytes, where plain digit planes took
+8-byte loads spread over 8 activation rows. The left operand's layout (``k_width = 4``) gives each
+lane runs of four consecutive bytes of a weight row, so:
 
 - a run is one 32-bit word: two aligned word loads and one funnel shift realign it, since rows are
   ``ceil(K / 5)`` bytes apart and rarely aligned (``T_packed`` must start 4-byte aligned and its
@@ -17,9 +17,10 @@ runs of four consecutive bytes of a weight row, so:
   20), so each run needs one exponent load;
 - the PTX word decode of ``triton_base3`` (``WORD_WEIGHTS_ASM``: four bytes per call, bf16x2 FMAs
   on exact small integers) writes the five digits' bf16 weights ``T * 2^E`` directly as the
-  operand registers: no shared memory, no layout conversion. A corrupt byte (> 242) is flagged per word with three integer operations
-  (``b > 242`` iff the top bit is set and ``(b & 127) + 13`` carries into it) and turns its row's
-  outputs into NaN at the end.
+  operand registers: no shared memory, no layout conversion.
+
+A corrupt byte (> 242) is flagged per word with three integer operations (``b > 242`` iff the top
+bit is set and ``(b & 127) + 13`` carries into it) and turns its row's outputs into NaN at the end.
 
 Split-K programs write fp32 partial sums ``[splits, M, N]`` that the caller reduces (with the bias).
 H100, bf16 cuBLAS in the same run (``benchmarks/results/h100/mma_prefetch/``): 16384 x 16384 at
@@ -38,7 +39,7 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 from ternary.kernels.linear.triton_base3 import WORD_WEIGHTS_ASM
 from ternary.kernels.linear.gluon_words import realign
-from ternary.kernels.linear.triton_launch import byte_span, even_splits, readable_as_words, round_up, sm_count
+from ternary.kernels.linear.triton_launch import byte_span, even_splits, readable_as_words, sm_count
 
 # Activation rows the kernel takes; up to 8 use one 8-column MMA tile, up to 16 two.
 MMA_MIN_ROWS = 2
@@ -50,8 +51,8 @@ MMA_STEP_BYTES = 32
 # is best or within 5% of the best of 12 launches on the four benchmark shapes at M = 2, 8 and 16
 # (16384^2: 86.4 / 73.7 / 73.6 us); two tiles per warp (128 x 4, 168 registers) were 3-9% slower,
 # and issuing the next step's loads before the current step's products was slower at every shape
-# but 16384^2 M = 2-8 (ncu at 16384^2 M = 16: 2.7 instructions issued per cycle of 4, so the
-# instruction count, not latency, is what is left).
+# but 16384^2 M = 2-8. ncu at 16384^2 M = 16: 2.7 of 4 issue slots used, yet decodes with 6-10%
+# fewer instructions ran no faster (benchmarks/NOTES.md, "ninth").
 MMA_TILE = (64, 4)
 MMA_PROGRAMS_PER_SM = 16
 MMA_MAX_SPLITS = 64
@@ -104,7 +105,7 @@ def _runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_G
     index = word0 + step * (_STEP // 4) + run
     if MASKED:
         word = realign(gl.load(words + gl.minimum(index, words_end - 1)),
-                        gl.load(words + gl.minimum(index + 1, words_end - 1)), shift)
+                       gl.load(words + gl.minimum(index + 1, words_end - 1)), shift)
         valid = gl.minimum(gl.maximum(KB - (step * _STEP + 4 * run), 0), 4)
         keep = gl.where(valid >= 4, -1, (1 << (8 * valid)) - 1)
         word = (word & keep) | (0x79797979 & ~keep)
