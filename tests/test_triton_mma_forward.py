@@ -1,4 +1,4 @@
-"""The 2-16 row bf16 forward on ``mma.sync`` with register-decoded weights (``triton_mma_forward``).
+"""The 2-64 row bf16 forward on ``mma.sync`` with register-decoded weights (``triton_mma_forward``).
 
 The Gluon kernel runs only compiled on a GPU; which calls it takes, and that it compiles for
 sm_90 without shared memory (the point of decoding straight into the operand registers), are
@@ -29,10 +29,12 @@ BF16_BUDGET = 1e-2
 GPU_ONLY = pytest.mark.skipif(DEVICE != "cuda", reason="the Gluon kernel runs only compiled on a GPU")
 
 # (M, N, K, G): K not a multiple of 5, of G or of the 32-byte step; fewer bytes than one step;
-# N = 2 and N past a whole program; M = 2, 8 (one 8-row MMA tile) and 9, 16 (two); groups of 4,
-# 8, 12 and 32 bytes. Every N * ceil(K / 5) is a multiple of 4, so T_packed ends on a whole word.
+# N = 2 and N past a whole program; M = 2, 8 (one 8-row MMA tile), 9, 16 (two), 17, 32 (four) and
+# 33, 64 (eight); groups of 4, 8, 12 and 32 bytes. Every N * ceil(K / 5) is a multiple of 4, so
+# T_packed ends on a whole word.
 SHAPES = [(2, 48, 161, 40), (3, 76, 333, 40), (8, 130, 1000, 20), (9, 64, 1280, 80), (16, 200, 4096, 160),
-          (5, 36, 515, 60), (16, 2, 7, 20), (16, 300, 2003, 40), (2, 130, 150, 40)]
+          (5, 36, 515, 60), (16, 2, 7, 20), (16, 300, 2003, 40), (2, 130, 150, 40), (17, 76, 333, 40),
+          (32, 130, 1000, 20), (33, 64, 1280, 80), (64, 300, 2003, 40)]
 
 
 def bf16_layer(m, n, k, g, seed):
@@ -45,13 +47,14 @@ def run(x, packed, exponents, bias, k, g, tile=None):
                                in_features=k, group_size=g, bias_frac_bits=FRAC_BITS, tile=tile).cpu()
 
 
-def test_takes_bf16_calls_of_2_to_16_rows_on_whole_runs_and_aligned_words():
+def test_takes_bf16_calls_of_2_to_64_rows_on_whole_runs_and_aligned_words():
     packed = torch.zeros((64, 30), dtype=torch.uint8)
     x = torch.zeros((4, 150), dtype=torch.bfloat16)
     assert mma.takes(x, packed, 40) and mma.takes(x, packed, 20) and mma.takes(x, packed, 160)
-    assert mma.takes(x[:2], packed, 40) and mma.takes(torch.zeros((16, 150), dtype=torch.bfloat16), packed, 40)
+    assert mma.takes(x[:2], packed, 40) and mma.takes(torch.zeros((33, 150), dtype=torch.bfloat16), packed, 40)
     assert not mma.takes(x[:1], packed, 40)  # one row: the table kernel
-    assert not mma.takes(torch.zeros((17, 150), dtype=torch.bfloat16), packed, 40)
+    assert mma.takes(torch.zeros((64, 150), dtype=torch.bfloat16), packed, 40)
+    assert not mma.takes(torch.zeros((65, 150), dtype=torch.bfloat16), packed, 40)
     assert not mma.takes(x.float(), packed, 40) and not mma.takes(x.half(), packed, 40)
     assert not mma.takes(x, packed, 15) and not mma.takes(x, packed, 30)  # a group is not whole runs
     storage = torch.zeros(64 * 30 + 8, dtype=torch.uint8)
@@ -71,7 +74,8 @@ names = "planes_ptr p_ptr e_ptr out_ptr M N KB NG stride_pn stride_en stride_os 
 signature = dict(zip(names.split(), ["*bf16", "*u8", "*i8", "*fp32"] + ["i32"] * 10))
 signature.update(dict.fromkeys(("BYTES_PER_GROUP", "BLOCK_N", "BLOCK_T", "RUN_LAYOUT", "X_LAYOUT"), "constexpr"))
 report = []
-for block_n, block_t, warps in ((mma.MMA_TILE[0], 16, mma.MMA_TILE[1]), (64, 8, 4), (32, 16, 2)):
+for block_n, block_t, warps in ((mma.MMA_TILE[0], 16, mma.MMA_TILE[1]), (64, 8, 4), (32, 16, 2), (64, 32, 4),
+                                (64, 64, 4)):
     source = GluonASTSource(mma._mma_forward_kernel, signature=signature, constexprs={
         "BYTES_PER_GROUP": 8, "BLOCK_N": block_n, "BLOCK_T": block_t, "RUN_LAYOUT": mma.run_layout(block_n, warps),
         "X_LAYOUT": mma.fragment_layout(block_t, warps)},
@@ -99,18 +103,18 @@ def test_run_layout_is_the_operand_layout_and_the_kernel_needs_no_shared_memory(
         assert shared == 0 and products >= 10 and vector_loads >= 10  # activations as 16-byte loads
 
 
-@pytest.mark.parametrize("m,k", [(3, 333), (16, 7), (9, 1280), (16, 161)])
+@pytest.mark.parametrize("m,k", [(3, 333), (16, 7), (9, 1280), (16, 161), (33, 515), (64, 160)])
 def test_fragment_planes_put_each_activation_where_the_lanes_read_it(m, k):
     """``fragment_planes`` (a Triton kernel: interpreted on the CPU) against the same regrouping in
     torch: step ``s``, digit ``d``, token ``t``, byte ``j = 16 h + 4 q + i`` at
     ``((t // 8) * 32 + (t % 8) * 4 + q) * 8 + 4 h + i``; zero past ``K`` and for padded tokens."""
-    block_t = 8 if m <= 8 else 16
+    block_t = max(8, 1 << (m - 1).bit_length())
     steps = -(-(-(-k // 5)) // mma.MMA_STEP_BYTES)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(k)).to(DEVICE, torch.bfloat16)
     got = mma.fragment_planes(x, block_t, steps).cpu()
     padded = torch.zeros(block_t, steps * mma.MMA_STEP_BYTES * 5, dtype=torch.bfloat16)
     padded[:m, :k] = x.cpu()
-    # [t, s, h, q, i, d] -> [s, d, t_hi, t_lo, q, h, i]
+    # [t_hi, t_lo, s, h, q, i, d] -> [s, d, t_hi, t_lo, q, h, i]
     digits = padded.view(block_t // 8, 8, steps, 2, 4, 4, 5)
     want = digits.permute(2, 6, 0, 1, 4, 3, 5).reshape(steps, 5, block_t * mma.MMA_STEP_BYTES)
     assert torch.equal(got, want)
@@ -170,8 +174,9 @@ def test_dispatch_takes_the_mma_kernel_only_for_its_calls(monkeypatch):
     original = kernels.forward_mma
     monkeypatch.setattr(kernels, "forward_mma", lambda *a, **kw: calls.append(1) or original(*a, **kw))
     for m, n, g, dtype, takes in ((4, 96, 40, torch.bfloat16, True), (16, 96, 20, torch.bfloat16, True),
-                                  (4, 96, 40, torch.float32, False), (4, 96, 15, torch.bfloat16, False),
-                                  (1, 96, 40, torch.bfloat16, False), (17, 96, 40, torch.bfloat16, False),
+                                  (64, 96, 40, torch.bfloat16, True), (4, 96, 40, torch.float32, False),
+                                  (4, 96, 15, torch.bfloat16, False), (1, 96, 40, torch.bfloat16, False),
+                                  (65, 96, 40, torch.bfloat16, False),
                                   (4, 77, 40, torch.bfloat16, False)):  # 77 * 201 bytes end mid-word
         packed, exponents, bias, gen = layer(n, 1001, g, seed=m + g)
         x = torch.randn(m, 1001, generator=gen).to(dtype)

@@ -4,7 +4,7 @@ Forward takes one of four paths, picked by the number of activation rows ``M``:
 
 - ``M = 1`` on sm_90 or newer, for layers whose storage allows aligned reads: warp-shuffle
   lookup tables (``triton_table_gemv``, a Gluon kernel; about 11 instructions per packed byte).
-- ``2 <= M <= 16`` with bf16 activations on sm_90 or newer, for layers whose groups are whole
+- ``2 <= M <= 64`` with bf16 activations on sm_90 or newer, for layers whose groups are whole
   4-byte runs and whose storage allows aligned word reads: ``mma.sync`` products with the
   weights pair-decoded straight into the left operand's registers (``triton_mma_forward``, a
   Gluon kernel).
@@ -67,9 +67,9 @@ from ternary.kernels.registry import triton_interpreted
 GEMV_MAX_ROWS = 2
 # The Gluon kernels run on cards of this compute capability or newer (measured on the H100 only):
 # one activation row by warp-shuffle tables (triton_table_gemv) where the layer fits it, 16384^2
-# 50 us against the GEMV's 78 us (benchmarks/results/h100/table_gemv/); 2 to 16 bf16 rows by
-# register-decoded mma.sync (triton_mma_forward), 16384^2 77-95 us against the GEMV's 103 us (M = 2)
-# and the fused kernel's 166 us (M = 16) (benchmarks/results/h100/mma_forward/).
+# 50 us against the GEMV's 78 us (benchmarks/results/h100/table_gemv/); 2 to 64 bf16 rows by
+# register-decoded mma.sync (triton_mma_forward), 16384^2 72-95 us against the GEMV's 103 us (M = 2)
+# and the fused kernel's 166 us (M = 16) (benchmarks/results/h100/mma_forward/, mma_wide/).
 GLUON_MIN_CAPABILITY = (9, 0)
 # GEMV split-K (blocks of 32 rows x 32 bytes): about GEMV_BLOCKS_PER_SPLIT byte blocks per
 # program, but at least GEMV_MIN_PROGRAMS_PER_SM programs per SM, at most MAX_SPLITS splits and
@@ -83,6 +83,8 @@ GEMV_MIN_PROGRAMS_PER_SM = 4
 MAX_SPLITS = 16
 # (BLOCK_N, BLOCK_B, warps) of the forward GEMV (benchmarks/gemv_sweep.py).
 GEMV_TILE = (32, 32, 4)
+# From this many rows the forward decodes into a transient buffer for cuBLAS, unless the mma.sync
+# kernel takes the call (bf16 up to triton_mma_forward.MMA_MAX_ROWS rows).
 TWO_STEP_MIN_ROWS = 64
 PLANE_BLOCK_B = 128
 PLANE_BLOCK_N = 8
@@ -649,7 +651,7 @@ def mma_forward_takes(x: torch.Tensor, T_packed: torch.Tensor, group_size: int) 
 
 
 def forward_mma(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None):
-    """2 to 16 bf16 activation rows by ``mma.sync`` on register-decoded weights
+    """2 to 64 bf16 activation rows by ``mma.sync`` on register-decoded weights
     (``triton_mma_forward``); ``tile = (BLOCK_N, warps, programs per SM)`` overrides the launch."""
     ws = triton_mma_forward.mma_forward(x, T_packed, E, group_size=group_size, tile=tile)
     return _finish(ws, bias, bias_frac_bits, x.dtype)
@@ -734,12 +736,12 @@ def forward(
     m = x.shape[0]
     if m == 0 or T_packed.shape[0] == 0:
         return torch.zeros((m, T_packed.shape[0]), dtype=x.dtype, device=x.device)
+    if mma_forward_takes(x, T_packed, group_size):
+        return forward_mma(x, T_packed, E, bias, **kwargs)
     if m >= TWO_STEP_MIN_ROWS:
         return forward_two_step(x, T_packed, E, bias, **kwargs)
     if m == 1 and table_gemv_takes(x, T_packed, E, group_size):
         return forward_table_gemv(x, T_packed, E, bias, **kwargs)
-    if mma_forward_takes(x, T_packed, group_size):
-        return forward_mma(x, T_packed, E, bias, **kwargs)
     if m <= GEMV_MAX_ROWS:
         return forward_gemv(x, T_packed, E, bias, **kwargs)
     return forward_fused(x, T_packed, E, bias, **kwargs)

@@ -23,9 +23,10 @@ A corrupt byte (> 242) is flagged per word with three integer operations (``b > 
 bit is set and ``(b & 127) + 13`` carries into it) and turns its row's outputs into NaN at the end.
 
 Split-K programs write fp32 partial sums ``[splits, M, N]`` that the caller reduces (with the bias).
-H100, bf16 cuBLAS in the same run (``benchmarks/results/h100/mma_prefetch/``): 16384 x 16384 at
-M = 16 in 86 us (2.15x; the fused Triton kernel took 164 us), at M = 2-8 in 74 us (2.5x; the two-row
-GEMV took 101 us); 1.2-2.1x on the smaller benchmark shapes.
+H100, bf16 cuBLAS in the same run (``benchmarks/results/h100/mma_prefetch/``, ``mma_wide/``):
+16384 x 16384 at M = 16 in 86-94 us (2.0-2.15x; the fused Triton kernel took 164 us), at M = 2-8 in
+74 us (2.5x; the two-row GEMV took 101 us), at M = 64 in 215 us (0.90x; the two-step path took 452
+us); 1.2-2.1x on the smaller benchmark shapes at M = 2-16.
 """
 
 from __future__ import annotations
@@ -41,9 +42,14 @@ from ternary.kernels.linear.triton_base3 import WORD_WEIGHTS_ASM
 from ternary.kernels.linear.gluon_words import realign
 from ternary.kernels.linear.triton_launch import byte_span, even_splits, readable_as_words, sm_count
 
-# Activation rows the kernel takes; up to 8 use one 8-column MMA tile, up to 16 two.
+# Activation rows the kernel takes, padded to 8, 16, 32 or 64 (one to eight 8-column MMA tiles).
+# H100 (benchmarks/results/h100/mma_wide/), against what forward() took before (the fused kernel
+# below 64 rows, the two-step path at 64): 16384^2 M = 24 / 32 / 48 / 64 129 / 133 / 208 / 215 us
+# against 190 / 190 / 315 / 452 (M = 64: 0.90x of bf16 cuBLAS, where the two-step path gave 0.43x);
+# 1.1-1.6x faster on 4096 x 14336 and 14336 x 4096; on 4096^2 at M = 24-48 up to 6% slower (20.6
+# against 19.9 us at M = 24), taken anyway for one rule.
 MMA_MIN_ROWS = 2
-MMA_MAX_ROWS = 16
+MMA_MAX_ROWS = 64
 # Packed bytes per step: one 32-bit run per lane and row in each half of the MMA's k extent.
 MMA_STEP_BYTES = 32
 # (BLOCK_N, warps) and split-K programs per SM. H100 sweeps (benchmarks/results/h100/mma_prefetch/,
@@ -183,7 +189,7 @@ def fragment_planes(x: torch.Tensor, block_t: int, steps: int) -> torch.Tensor:
 def fragment_layout(block_t: int, warps: int) -> gl.DistributedLinearLayout:
     """``[4 block_t, 8]``: row ``4 t + q`` of a step's fragment-order tile read by lane ``(t mod 8, q)``
     (16 contiguous bytes; every warp reads the whole tile)."""
-    registers = [[0, 1], [0, 2], [0, 4]] + ([[32, 0]] if block_t == 16 else [])
+    registers = [[0, 1], [0, 2], [0, 4]] + [[32 << i, 0] for i in range((block_t // 8).bit_length() - 1)]
     return gl.DistributedLinearLayout(reg_bases=registers, lane_bases=[[1, 0], [2, 0], [4, 0], [8, 0], [16, 0]],
                                       warp_bases=[[0, 0]] * (warps.bit_length() - 1), block_bases=[],
                                       shape=[4 * block_t, 8])
@@ -195,7 +201,7 @@ def _mma_forward_kernel(planes_ptr, p_ptr, e_ptr, out_ptr, M, N, KB, NG, stride_
                         BLOCK_N: gl.constexpr, BLOCK_T: gl.constexpr, RUN_LAYOUT: gl.constexpr,
                         X_LAYOUT: gl.constexpr):
     """Partial ``out[s, t, n] = sum_k x[t, k] W[n, k]`` over split ``s = program_id(1)`` of the
-    steps, for weight rows ``program_id(0) * BLOCK_N ..`` and ``BLOCK_T`` (8 or 16) activation rows
+    steps, for weight rows ``program_id(0) * BLOCK_N ..`` and ``BLOCK_T`` (8 to 64) activation rows
     of the activations in fragment order (:func:`fragment_planes`)."""
     WARPS: gl.constexpr = gl.num_warps()
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, 8])
@@ -249,7 +255,7 @@ def mma_forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, gro
     m = x.shape[0]
     n, kb = T_packed.shape
     block_n, warps, per_sm = tile if tile is not None else (*MMA_TILE, MMA_PROGRAMS_PER_SM)
-    block_t = 8 if m <= 8 else 16
+    block_t = max(8, triton.next_power_of_2(m))
     steps = triton.cdiv(kb, MMA_STEP_BYTES)
     planes = fragment_planes(x, block_t, steps)
     tiles = triton.cdiv(n, block_n)
