@@ -6,7 +6,7 @@ programs per SM, against bf16 cuBLAS, one card.
 For each ``(N, K)`` and ``M``: bf16 ``F.linear`` (cuBLAS), the forward ``ternary`` ships
 (``triton.forward``), then at ``M = 1`` the shuffle-table kernel over ``(rows per lane, warps,
 splits)``, at ``M <= GEMV_MAX_ROWS`` the GEMV over ``(BLOCK_N, BLOCK_B, warps, splits)``, where the
-``mma.sync`` kernel takes the call (``triton_mma_forward``, bf16, M = 2..16) over ``(BLOCK_N, warps,
+``mma.sync`` kernel takes the call (``triton_mma_forward``, bf16, M = 2..64) over ``(BLOCK_N, warps,
 programs per SM)``, and at ``M > 1`` (unless ``--no-fused``) the fused kernel over ``(BLOCK_N, BLOCK_B, warps, stages)`` with ``PROGRAMS_PER_SM``
 forced. Weights rotate over >= 3x the L2 size, calls replayed inside CUDA graphs (``benchmarks.kernels.time_in_graph``),
 group size 40, bf16 activations; every row is checked against the naive unpack + dequantise
@@ -82,7 +82,7 @@ def main(argv: list[str] | None = None) -> None:
                 for tile in GEMV_TILES:
                     row("gemv {}x{} w{} s{}".format(*tile),
                         lambda p, e, tile=tile: kernels.forward_gemv(x, p, e, None, tile=tile, **static))
-            if kernels.mma_forward_takes(x, states[0][0], GROUP_SIZE):
+            if kernels.mma_forward_takes(x, *states[0], GROUP_SIZE):
                 for tile in MMA_TILES:
                     row("mma {}x{} {}/SM".format(*tile),
                         lambda p, e, tile=tile: kernels.forward_mma(x, p, e, None, tile=tile, **static))

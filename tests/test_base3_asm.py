@@ -159,10 +159,7 @@ def test_word_decode_gives_each_byte_position_its_weights():
     valid byte value in each of the four positions, beside other valid bytes, gives exactly the
     lookup-table weights times 2^E in output ``$2d + position // 2``, lane ``position % 2``, for
     exponents at both ends of the int8 range (bf16 subnormals at -127 and -128)."""
-    text = triton_base3.WORD_WEIGHTS_ASM
-    ops = {line.split()[0] for line in text.splitlines()
-           if line.strip() and line.strip() not in "{}" and not line.strip().startswith(".reg")}
-    assert ops <= {"mov.b32", "prmt.b32", "and.b32", "or.b32", "fma.rn.bf16x2"}
+    text = triton_base3.WORD_WEIGHTS_ASM  # run_asm raises on any instruction it does not model
     table = byte_to_trits_table().numpy().astype(np.float64)
     rng = np.random.default_rng(0)
     values = np.arange(243, dtype=np.uint64)

@@ -1,13 +1,13 @@
 """Triton backend of the ternary linear op: reads ``T_packed`` and ``E`` directly.
 
-Forward takes one of four paths, picked by the number of activation rows ``M``:
+Forward takes one of five paths, picked by the number of activation rows ``M``:
 
 - ``M = 1`` on sm_90 or newer, for layers whose storage allows aligned reads: warp-shuffle
   lookup tables (``triton_table_gemv``, a Gluon kernel; about 11 instructions per packed byte).
 - ``2 <= M <= 64`` with bf16 activations on sm_90 or newer, for layers whose groups are whole
   4-byte runs and whose storage allows aligned word reads: ``mma.sync`` products with the
-  weights pair-decoded straight into the left operand's registers (``triton_mma_forward``, a
-  Gluon kernel).
+  weights decoded four bytes at a time by bf16x2 FMAs (``triton_base3.WORD_WEIGHTS_ASM``) straight
+  into the left operand's registers (``triton_mma_forward``, a Gluon kernel).
 - ``M <= GEMV_MAX_ROWS``: a CUDA-core GEMV that never forms a weight (grad-x has its own, below).
   With shifted quotients ``r_i = floor(b / 3^i) - 1`` of a byte ``b``, the byte's dot
   product is ``sum_i d_i x_i - sum_i x_i = sum_i r_i z_i + z_5`` where ``z_0 = x_0``,
@@ -643,11 +643,11 @@ def forward_table_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_fr
     return _finish(ws, bias, bias_frac_bits, x.dtype)
 
 
-def mma_forward_takes(x: torch.Tensor, T_packed: torch.Tensor, group_size: int) -> bool:
+def mma_forward_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
     """Whether a forward goes to the register-decode ``mma.sync`` kernel: compiled, on a card of
     compute capability ``GLUON_MIN_CAPABILITY`` or newer, for a call ``triton_mma_forward.takes``."""
     return (not triton_interpreted() and x.is_cuda and capability(x.device) >= GLUON_MIN_CAPABILITY
-            and triton_mma_forward.takes(x, T_packed, group_size))
+            and triton_mma_forward.takes(x, T_packed, E, group_size))
 
 
 def forward_mma(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None):
@@ -736,7 +736,7 @@ def forward(
     m = x.shape[0]
     if m == 0 or T_packed.shape[0] == 0:
         return torch.zeros((m, T_packed.shape[0]), dtype=x.dtype, device=x.device)
-    if mma_forward_takes(x, T_packed, group_size):
+    if mma_forward_takes(x, T_packed, E, group_size):
         return forward_mma(x, T_packed, E, bias, **kwargs)
     if m >= TWO_STEP_MIN_ROWS:
         return forward_two_step(x, T_packed, E, bias, **kwargs)

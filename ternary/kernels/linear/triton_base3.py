@@ -186,12 +186,12 @@ def _word_decode_asm() -> str:
     Everything after two byte lanes are unpacked runs on the FMA pipe, as bf16x2 FMAs on small
     integers (all exact): ``s_0 = b - 121``, assembled from ``128 + (b & 127)`` and ``128 (b >> 7)``
     (two logic ops place the bits in bf16 magic numbers); ``s_{i+1} = round(s_i / 3 + 192) - 192``
-    (``1/3`` as bf16 is 0.333984375, and ``s_i / 3`` lies within 1/3 + 0.08 of an integer, so the sum
-    rounds to it: ``s_i = floor(b / 3^i) - (121, 40, 13, 4, 1)_i``); the trit is ``s_i - 3 s_{i+1}``
+    (``1/3`` as bf16 is 0.333984375, and ``s_i * bf16(1/3)`` lies within 1/3 + 0.08 of an integer, so
+    the sum rounds to it: ``s_i = floor(b / 3^i) - (121, 40, 13, 4, 1)_i``); the trit is ``s_i - 3 s_{i+1}``
     (``s_4`` for the top digit) and the weight ``trit * 2^E``. tests/test_base3_asm.py runs this text
     on every byte value in each position. A corrupt byte (> 242) decodes to some finite weights;
-    the caller flags it. 23 instructions per byte pair, 3 of them on the integer pipe (the pair
-    decode above takes 24-29 with 13 there).
+    the caller flags it. 23 SASS instructions per byte pair (25 in PTX: each and/or pair fuses), 3
+    of them on the integer pipe (the pair decode above takes 24-29 with 13 there).
     """
     lines = ["{", ".reg .b32 p, v, w, u, t, s0, s1, n, r, one, third, big, nbig, m249, m128, c256, m3, sc, z;",
              "mov.b32 sc, $14;", "mov.b32 one, 0x3F803F80;", "mov.b32 third, 0x3EAB3EAB;", "mov.b32 big, 0x43404340;",

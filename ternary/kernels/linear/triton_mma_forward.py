@@ -93,12 +93,13 @@ def _scale_bits(e):
     """bf16 bits of exactly ``2^e`` in both halves of an int32, for int8 ``e`` (-127 and -128 are
     bf16 subnormals)."""
     e = e.to(gl.int32)
-    return gl.where(e >= -126, (e + 127) * 0x00800080, 0x00400040 >> (-127 - e))
+    return gl.where(e >= -126, (e + 127) * 0x00800080, 0x00400040 >> gl.maximum(-127 - e, 0))
 
 
 @gluon.jit
 def _corrupt_bits(word):
-    """Top bit of every byte of ``word`` that is > 242 (``b >= 128`` and ``(b & 127) + 13 >= 128``)."""
+    """Top bit of every byte of ``word`` that is > 242 (``b >= 128`` and ``(b & 127) + 13 >= 128``).
+    The sum stays inside each byte; it may pass 2^31, which int32 addition wraps harmlessly."""
     return word & ((word & 0x7F7F7F7F) + 0x0D0D0D0D)
 
 
@@ -113,7 +114,7 @@ def _runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_G
         word = realign(gl.load(words + gl.minimum(index, words_end - 1)),
                        gl.load(words + gl.minimum(index + 1, words_end - 1)), shift)
         valid = gl.minimum(gl.maximum(KB - (step * _STEP + 4 * run), 0), 4)
-        keep = gl.where(valid >= 4, -1, (1 << (8 * valid)) - 1)
+        keep = gl.where(valid >= 4, -1, (1 << (8 * gl.minimum(valid, 3))) - 1)
         word = (word & keep) | (0x79797979 & ~keep)
     else:
         word = realign(gl.load(words + index), gl.load(words + gl.minimum(index + 1, words_end - 1)), shift)
@@ -135,7 +136,8 @@ def _step(acc, corrupt, word, e, x_tiles, step, RUN_LAYOUT: gl.constexpr, A: gl.
     """``acc`` plus the five digit products of one step; ``corrupt`` collects flagged bytes."""
     corrupt = corrupt | _corrupt_bits(word)
     bits = _scale_bits(e)
-    quad = gl.expand_dims(gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, RUN_LAYOUT))), 0), 0)
+    quad = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, RUN_LAYOUT)))
+    quad = gl.expand_dims(gl.expand_dims(quad, 0), 0)
     word, _ = gl.broadcast(gl.expand_dims(word, 2), quad)
     bits, _ = gl.broadcast(gl.expand_dims(bits, 2), quad)
     word = gl.convert_layout(gl.reshape(word, [word.shape[0], _STEP]), A, assert_trivial=True)
@@ -239,19 +241,24 @@ def _mma_forward_kernel(planes_ptr, p_ptr, e_ptr, out_ptr, M, N, KB, NG, stride_
              mask=(out_rows < N) & (out_tokens < M))
 
 
-def takes(x: torch.Tensor, T_packed: torch.Tensor, group_size: int) -> bool:
+def takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
     """Whether the kernel takes this call (the caller checks the card and the interpreter): bf16
     activations with ``MMA_MIN_ROWS .. MMA_MAX_ROWS`` rows, groups of whole 4-byte runs (``G`` a
-    multiple of 20) and ``T_packed`` readable as aligned 4-byte words."""
+    positive multiple of 20), ``T_packed`` readable as aligned 4-byte words and ``E`` rows with
+    unit column stride."""
     return (x.dtype == torch.bfloat16 and MMA_MIN_ROWS <= x.shape[0] <= MMA_MAX_ROWS
-            and (group_size // 5) % 4 == 0 and readable_as_words(T_packed, 4))
+            and group_size > 0 and group_size % 20 == 0 and readable_as_words(T_packed, 4) and E.stride(1) == 1)
 
 
 def mma_forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, group_size: int,
                 tile: tuple[int, int, int] | None = None) -> torch.Tensor:
     """Partial sums ``[splits, M, N]`` (fp32) of ``x [M, K] @ W.T`` for a call the kernel
-    :func:`takes`; ``tile = (BLOCK_N, warps, programs per SM)`` overrides the launch (benchmark
-    sweeps; BLOCK_N a multiple of 16 * warps)."""
+    :func:`takes` (else ``ValueError``); ``tile = (BLOCK_N, warps, programs per SM)`` overrides the
+    launch (benchmark sweeps; BLOCK_N a power-of-two multiple of 16 * warps)."""
+    if not takes(x, T_packed, E, group_size):
+        raise ValueError(f"triton mma_forward: takes bf16 activations with {MMA_MIN_ROWS}-{MMA_MAX_ROWS} rows, G a "
+                         f"multiple of 20 and T_packed readable as aligned words; got {x.dtype} {list(x.shape)}, "
+                         f"G={group_size}, T_packed {list(T_packed.shape)} at byte {T_packed.data_ptr() % 4} mod 4")
     m = x.shape[0]
     n, kb = T_packed.shape
     block_n, warps, per_sm = tile if tile is not None else (*MMA_TILE, MMA_PROGRAMS_PER_SM)
@@ -263,9 +270,9 @@ def mma_forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, gro
     splits = even_splits(max(1, min(wanted, max(steps // 2, 1), MMA_MAX_SPLITS)), steps)
     ws = torch.empty((splits, m, n), dtype=torch.float32, device=x.device)
     _mma_forward_kernel[(tiles, splits)](
-        planes, T_packed, E, ws, m, n, kb, E.shape[1], T_packed.stride(0), E.stride(0), ws.stride(0), ws.stride(1), triton.cdiv(byte_span(T_packed), 4), triton.cdiv(steps, splits),
+        planes, T_packed, E, ws, m, n, kb, E.shape[1], T_packed.stride(0), E.stride(0), ws.stride(0), ws.stride(1),
+        triton.cdiv(byte_span(T_packed), 4), triton.cdiv(steps, splits),
         BYTES_PER_GROUP=group_size // 5, BLOCK_N=block_n, BLOCK_T=block_t, RUN_LAYOUT=run_layout(block_n, warps),
-        X_LAYOUT=fragment_layout(block_t, warps),
-        num_warps=warps,
+        X_LAYOUT=fragment_layout(block_t, warps), num_warps=warps,
     )
     return ws
