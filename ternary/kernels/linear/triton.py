@@ -627,13 +627,16 @@ def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bit
     return _finish(ws, bias, bias_frac_bits, x.dtype)
 
 
+def _gluon_runs(x: torch.Tensor) -> bool:
+    """Whether a Gluon kernel can take a call on ``x``: compiled (Gluon has no interpreter), on a
+    card of compute capability ``GLUON_MIN_CAPABILITY`` or newer (where they were measured)."""
+    return not triton_interpreted() and x.is_cuda and capability(x.device) >= GLUON_MIN_CAPABILITY
+
+
 def table_gemv_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
-    """Whether the one-row forward goes to the shuffle-table kernel: compiled (Gluon has no
-    interpreter), on a card of compute capability ``GLUON_MIN_CAPABILITY`` or newer (where
-    it was measured), for a layer ``triton_table_gemv.fits``."""
-    return (not triton_interpreted() and x.is_cuda
-            and capability(x.device) >= GLUON_MIN_CAPABILITY
-            and triton_table_gemv.fits(T_packed, E, group_size))
+    """Whether the one-row forward goes to the shuffle-table kernel: a Gluon card, for a layer
+    ``triton_table_gemv.fits``."""
+    return _gluon_runs(x) and triton_table_gemv.fits(T_packed, E, group_size)
 
 
 def forward_table_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None):
@@ -644,16 +647,16 @@ def forward_table_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_fr
 
 
 def mma_forward_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
-    """Whether a forward goes to the register-decode ``mma.sync`` kernel: compiled, on a card of
-    compute capability ``GLUON_MIN_CAPABILITY`` or newer, for a call ``triton_mma_forward.takes``."""
-    return (not triton_interpreted() and x.is_cuda and capability(x.device) >= GLUON_MIN_CAPABILITY
-            and triton_mma_forward.takes(x, T_packed, E, group_size))
+    """Whether a forward goes to the register-decode ``mma.sync`` kernel: a Gluon card, for a call
+    ``triton_mma_forward.takes``."""
+    return _gluon_runs(x) and triton_mma_forward.takes(x, T_packed, E, group_size)
 
 
-def forward_mma(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None):
+def forward_mma(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None, validated=False):
     """2 to 64 bf16 activation rows by ``mma.sync`` on register-decoded weights
-    (``triton_mma_forward``); ``tile = (BLOCK_N, warps, programs per SM)`` overrides the launch."""
-    ws = triton_mma_forward.mma_forward(x, T_packed, E, group_size=group_size, tile=tile)
+    (``triton_mma_forward``); ``tile = (BLOCK_N, warps, programs per SM)`` overrides the launch;
+    ``validated``: the caller has already checked ``mma_forward_takes`` (the dispatch)."""
+    ws = triton_mma_forward.mma_forward(x, T_packed, E, group_size=group_size, tile=tile, validated=validated)
     return _finish(ws, bias, bias_frac_bits, x.dtype)
 
 
@@ -737,7 +740,7 @@ def forward(
     if m == 0 or T_packed.shape[0] == 0:
         return torch.zeros((m, T_packed.shape[0]), dtype=x.dtype, device=x.device)
     if mma_forward_takes(x, T_packed, E, group_size):
-        return forward_mma(x, T_packed, E, bias, **kwargs)
+        return forward_mma(x, T_packed, E, bias, validated=True, **kwargs)
     if m >= TWO_STEP_MIN_ROWS:
         return forward_two_step(x, T_packed, E, bias, **kwargs)
     if m == 1 and table_gemv_takes(x, T_packed, E, group_size):

@@ -251,11 +251,12 @@ def takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: 
 
 
 def mma_forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, group_size: int,
-                tile: tuple[int, int, int] | None = None) -> torch.Tensor:
+                tile: tuple[int, int, int] | None = None, validated: bool = False) -> torch.Tensor:
     """Partial sums ``[splits, M, N]`` (fp32) of ``x [M, K] @ W.T`` for a call the kernel
-    :func:`takes` (else ``ValueError``); ``tile = (BLOCK_N, warps, programs per SM)`` overrides the
-    launch (benchmark sweeps; BLOCK_N a power-of-two multiple of 16 * warps)."""
-    if not takes(x, T_packed, E, group_size):
+    :func:`takes` (else ``ValueError``; ``validated`` skips that check for a caller that made it);
+    ``tile = (BLOCK_N, warps, programs per SM)`` overrides the launch (benchmark sweeps; BLOCK_N a
+    power-of-two multiple of 16 * warps)."""
+    if not validated and not takes(x, T_packed, E, group_size):
         raise ValueError(f"triton mma_forward: takes bf16 activations with {MMA_MIN_ROWS}-{MMA_MAX_ROWS} rows, G a "
                          f"multiple of 20 and T_packed readable as aligned words; got {x.dtype} {list(x.shape)}, "
                          f"G={group_size}, T_packed {list(T_packed.shape)} at byte {T_packed.data_ptr() % 4} mod 4")
