@@ -6,8 +6,9 @@ programs per SM, against bf16 cuBLAS, one card.
 For each ``(N, K)`` and ``M``: bf16 ``F.linear`` (cuBLAS), the forward ``ternary`` ships
 (``triton.forward``), then at ``M = 1`` the shuffle-table kernel over ``(rows per lane, warps,
 splits)``, at ``M <= GEMV_MAX_ROWS`` the GEMV over ``(BLOCK_N, BLOCK_B, warps, splits)``, where the
-``mma.sync`` kernel takes the call (``triton_mma_forward``, bf16, M = 2..64) over ``(BLOCK_N, warps,
-programs per SM)``, and at ``M > 1`` (unless ``--no-fused``) the fused kernel over ``(BLOCK_N, BLOCK_B, warps, stages)`` with ``PROGRAMS_PER_SM``
+``mma.sync`` kernel takes the call (``triton_mma_forward``, bf16, M = 2..16) over ``(BLOCK_N, warps,
+programs per SM)``, where the ``wgmma`` kernel does (``triton_wgmma_forward``, bf16, M >= 2) over
+``(BLOCK_T, BLOCK_N, warps, stages, programs per SM)``, and at ``M > 1`` (unless ``--no-fused``) the fused kernel over ``(BLOCK_N, BLOCK_B, warps, stages)`` with ``PROGRAMS_PER_SM``
 forced. Weights rotate over >= 3x the L2 size, calls replayed inside CUDA graphs (``benchmarks.kernels.time_in_graph``),
 group size 40, bf16 activations; every row is checked against the naive unpack + dequantise
 + cuBLAS path (relative RMS error). Results: ``benchmarks/NOTES.md``.
@@ -32,6 +33,12 @@ TABLE_TILES = ((2, 4, 0), (2, 2, 0), (1, 4, 0), (4, 4, 0), (2, 8, 0), (2, 4, 8),
 FUSED_PER_SM = (4, 8, 16)
 # (BLOCK_N, warps, programs per SM) of the register-decode mma.sync kernel; the first is the shipped one.
 MMA_TILES = ((64, 4, 16), (64, 4, 8), (64, 4, 24), (32, 2, 16), (32, 2, 32), (128, 4, 8))
+# (BLOCK_T, BLOCK_N, warps, stages, programs per SM) of the wgmma kernel, by the row tile the default
+# picks (None: the default itself).
+WGMMA_SWEEP = {8: (None, (8, 64, 4, 2, 8)), 16: (None, (16, 64, 4, 4, 16), (16, 128, 4, 4, 8)),
+               32: (None, (32, 64, 4, 4, 8), (32, 128, 8, 4, 4)),
+               64: (None, (64, 128, 4, 3, 4), (64, 64, 4, 3, 4), (64, 128, 8, 3, 4)),
+               128: (None, (128, 64, 4, 2, 2), (128, 128, 8, 2, 2), (128, 256, 8, 2, 2), (256, 128, 8, 2, 1))}
 # (BLOCK_N, BLOCK_B, warps, stages) of the fused kernel; the first is the shipped one at M <= 64.
 FUSED_TILES = ((64, 32, 4, 3), (64, 32, 4, 4), (64, 64, 4, 3), (64, 32, 8, 3), (128, 32, 8, 3), (128, 32, 4, 3),
                (32, 32, 4, 3), (128, 64, 8, 3), (64, 16, 4, 3))
@@ -39,6 +46,7 @@ FUSED_TILES = ((64, 32, 4, 3), (64, 32, 4, 4), (64, 64, 4, 3), (64, 32, 8, 3), (
 
 def main(argv: list[str] | None = None) -> None:
     from ternary.kernels.linear import triton as kernels
+    from ternary.kernels.linear.triton_wgmma_forward import default_tile as wgmma_default_tile
     from ternary.state.packing import byte_to_trits_table, random_packed, unpack
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -86,6 +94,10 @@ def main(argv: list[str] | None = None) -> None:
                 for tile in MMA_TILES:
                     row("mma {}x{} {}/SM".format(*tile),
                         lambda p, e, tile=tile: kernels.forward_mma(x, p, e, None, tile=tile, **static))
+            if kernels.wgmma_forward_takes(x, *states[0], GROUP_SIZE):
+                for tile in WGMMA_SWEEP[wgmma_default_tile(m)[0]]:
+                    row("wgmma " + ("default" if tile is None else "{}/{}x{} st{} {}/SM".format(*tile)),
+                        lambda p, e, tile=tile: kernels.forward_wgmma(x, p, e, None, tile=tile, **static))
             if m > 1 and args.fused:
                 for tile in FUSED_TILES:
                     for per_sm in FUSED_PER_SM:

@@ -1,13 +1,16 @@
 """Triton backend of the ternary linear op: reads ``T_packed`` and ``E`` directly.
 
-Forward takes one of five paths, picked by the number of activation rows ``M``:
+Forward takes one of six paths, picked by the number of activation rows ``M``:
 
 - ``M = 1`` on sm_90 or newer, for layers whose storage allows aligned reads: warp-shuffle
   lookup tables (``triton_table_gemv``, a Gluon kernel; about 11 instructions per packed byte).
-- ``2 <= M <= 64`` with bf16 activations on sm_90 or newer, for layers whose groups are whole
+- ``2 <= M <= 16`` with bf16 activations on sm_90 or newer, for layers whose groups are whole
   4-byte runs and whose storage allows aligned word reads: ``mma.sync`` products with the
   weights decoded four bytes at a time by bf16x2 FMAs (``triton_base3.WORD_WEIGHTS_ASM``) straight
   into the left operand's registers (``triton_mma_forward``, a Gluon kernel).
+- ``17 <= M <= WGMMA_MAX_ROWS``, same conditions: ``wgmma`` products with the weights decoded the
+  same way into the register operand and the activations staged in shared memory by TMA
+  (``triton_wgmma_forward``, a Gluon kernel).
 - ``M <= GEMV_MAX_ROWS``: a CUDA-core GEMV that never forms a weight (grad-x has its own, below).
   With shifted quotients ``r_i = floor(b / 3^i) - 1`` of a byte ``b``, the byte's dot
   product is ``sum_i d_i x_i - sum_i x_i = sum_i r_i z_i + z_5`` where ``z_0 = x_0``,
@@ -57,8 +60,8 @@ from ternary.kernels.linear.triton_base3 import (
     weight_tiles_bf16,
 )
 from ternary.kernels.layer_checks import check_layer_tensors
-from ternary.kernels.linear import triton_mma_forward, triton_table_gemv
-from ternary.kernels.linear.triton_launch import capability, even_splits, round_up, sm_count
+from ternary.kernels.linear import triton_mma_forward, triton_table_gemv, triton_wgmma_forward
+from ternary.kernels.linear.triton_launch import capability, even_splits, finish_splits, round_up, sm_count
 from ternary.kernels.registry import triton_interpreted
 
 # Activation rows the GEMV takes (sharing each byte's decode). H100, 16384^2: M = 2 101.7 us
@@ -67,9 +70,10 @@ from ternary.kernels.registry import triton_interpreted
 GEMV_MAX_ROWS = 2
 # The Gluon kernels run on cards of this compute capability or newer (measured on the H100 only):
 # one activation row by warp-shuffle tables (triton_table_gemv) where the layer fits it, 16384^2
-# 50 us against the GEMV's 78 us (benchmarks/results/h100/table_gemv/); 2 to 64 bf16 rows by
+# 50 us against the GEMV's 78 us (benchmarks/results/h100/table_gemv/); 2 to 16 bf16 rows by
 # register-decoded mma.sync (triton_mma_forward), 16384^2 72-95 us against the GEMV's 103 us (M = 2)
-# and the fused kernel's 166 us (M = 16) (benchmarks/results/h100/mma_forward/, mma_wide/).
+# and the fused kernel's 166 us (M = 16) (benchmarks/results/h100/mma_forward/, mma_wide/); 17 to
+# WGMMA_MAX_ROWS by register-decoded wgmma (triton_wgmma_forward).
 GLUON_MIN_CAPABILITY = (9, 0)
 # GEMV split-K (blocks of 32 rows x 32 bytes): about GEMV_BLOCKS_PER_SPLIT byte blocks per
 # program, but at least GEMV_MIN_PROGRAMS_PER_SM programs per SM, at most MAX_SPLITS splits and
@@ -83,8 +87,15 @@ GEMV_MIN_PROGRAMS_PER_SM = 4
 MAX_SPLITS = 16
 # (BLOCK_N, BLOCK_B, warps) of the forward GEMV (benchmarks/gemv_sweep.py).
 GEMV_TILE = (32, 32, 4)
-# From this many rows the forward decodes into a transient buffer for cuBLAS, unless the mma.sync
-# kernel takes the call (bf16 up to triton_mma_forward.MMA_MAX_ROWS rows).
+# bf16 rows above triton_mma_forward.MMA_MAX_ROWS go to the wgmma kernel up to this many. H100, against
+# the mma.sync kernel / the two-step path in the same process (benchmarks/results/h100/wgmma_forward/):
+# 16384^2 M = 32 / 64 / 128 / 256 113 / 147 / 176 / 311 us against 131 / 212 / 448 / 471 (M = 128
+# 1.10x of bf16 cuBLAS, the two-step path 0.43x); on 4096^2 at M = 256 level with the two-step path
+# (45.2 against 44.5 us). At M = 512 the two are level (676 against 690 us at 16384^2) and from
+# M = 2048 the two-step path is 1.5-1.9x faster.
+WGMMA_MAX_ROWS = 256
+# From this many rows the forward decodes into a transient buffer for cuBLAS, unless a register-decode
+# kernel takes the call (bf16 up to WGMMA_MAX_ROWS rows).
 TWO_STEP_MIN_ROWS = 64
 PLANE_BLOCK_B = 128
 PLANE_BLOCK_N = 8
@@ -393,21 +404,6 @@ def _grad_x_kernel(
 
 
 @triton.jit
-def _finish_kernel(ws_ptr, bias_ptr, out_ptr, M, C, stride_ws, stride_wm, stride_om, bias_scale, SPLITS,
-                   HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
-    """``out[m, c] = sum_s ws[s, m, c] (+ bias[c] * bias_scale)`` rounded to the output dtype."""
-    m = tl.program_id(1)
-    c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
-    mask = c < C
-    total = tl.zeros((BLOCK,), dtype=tl.float32)
-    for s in range(0, SPLITS):
-        total += tl.load(ws_ptr + s * stride_ws + m * stride_wm + c, mask=mask, other=0.0)
-    if HAS_BIAS:
-        total += tl.load(bias_ptr + c, mask=mask, other=0).to(tl.float32) * bias_scale
-    tl.store(out_ptr + m * stride_om + c, total.to(out_ptr.dtype.element_ty), mask=mask)
-
-
-@triton.jit
 def _dequantize_kernel(p_ptr, e_ptr, w_ptr, N, K, stride_pn, stride_en, stride_wn,
                        GROUP_SIZE: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_C: tl.constexpr):
     """Dense ``w [N, Kp] = T * 2^E`` in ``w``'s dtype, in column order, for a row stride
@@ -516,18 +512,6 @@ def _gemv_splits(tiles: int, blocks: int, device: torch.device) -> int:
     return even_splits(max(1, min(MAX_SPLITS, blocks, wanted)), blocks)
 
 
-def _finish(ws: torch.Tensor, bias: torch.Tensor | None, bias_frac_bits: int, dtype: torch.dtype) -> torch.Tensor:
-    """Reduce the split workspace ``[S, M, C]`` to ``[M, C]`` in ``dtype`` (adding the bias)."""
-    splits, m, c = ws.shape
-    out = torch.empty((m, c), dtype=dtype, device=ws.device)
-    block = 256 if not triton_interpreted() else 32
-    _finish_kernel[(triton.cdiv(c, block), m)](
-        ws, bias if bias is not None else ws, out, m, c, ws.stride(0), ws.stride(1), out.stride(0),
-        2.0**-bias_frac_bits, splits, HAS_BIAS=bias is not None, BLOCK=block,
-    )
-    return out
-
-
 def dequantize(T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int, group_size: int,
                dtype: torch.dtype = torch.bfloat16, tile: tuple[int, int, int] | None = None) -> torch.Tensor:
     """Dense ``W [N, K] = T * 2^E`` in ``dtype`` (the transient buffer of the two-step path).
@@ -624,7 +608,7 @@ def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bit
         E.stride(0), ws.stride(0), ws.stride(1), BYTES_PER_GROUP=group_size // 5, ROWS=rows, BLOCK_N=block_n,
         BLOCK_B=block_b, SPLIT_K=splits, num_warps=warps,
     )
-    return _finish(ws, bias, bias_frac_bits, x.dtype)
+    return finish_splits(ws, bias, bias_frac_bits, x.dtype)
 
 
 def _gluon_runs(x: torch.Tensor) -> bool:
@@ -643,7 +627,7 @@ def forward_table_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_fr
     """One activation row by warp-shuffle lookup tables (``triton_table_gemv``); ``tile = (rows
     per lane, warps, splits)`` overrides the launch (benchmark sweeps)."""
     ws = triton_table_gemv.table_gemv(x, T_packed, E, group_size=group_size, tile=tile)
-    return _finish(ws, bias, bias_frac_bits, x.dtype)
+    return finish_splits(ws, bias, bias_frac_bits, x.dtype)
 
 
 def mma_forward_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
@@ -653,11 +637,25 @@ def mma_forward_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, 
 
 
 def forward_mma(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None, validated=False):
-    """2 to 64 bf16 activation rows by ``mma.sync`` on register-decoded weights
+    """2 to 16 bf16 activation rows by ``mma.sync`` on register-decoded weights
     (``triton_mma_forward``); ``tile = (BLOCK_N, warps, programs per SM)`` overrides the launch;
     ``validated``: the caller has already checked ``mma_forward_takes`` (the dispatch)."""
     ws = triton_mma_forward.mma_forward(x, T_packed, E, group_size=group_size, tile=tile, validated=validated)
-    return _finish(ws, bias, bias_frac_bits, x.dtype)
+    return finish_splits(ws, bias, bias_frac_bits, x.dtype)
+
+
+def wgmma_forward_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
+    """Whether a forward goes to the register-decode ``wgmma`` kernel: a Gluon card, for a call
+    ``triton_wgmma_forward.takes``."""
+    return _gluon_runs(x) and triton_wgmma_forward.takes(x, T_packed, E, group_size)
+
+
+def forward_wgmma(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None, validated=False):
+    """bf16 activation rows (at least 2; the dispatch sends 17 to ``WGMMA_MAX_ROWS``) by ``wgmma`` on register-decoded weights and TMA-staged
+    activations (``triton_wgmma_forward``); ``tile = (BLOCK_T, BLOCK_N, warps, stages, programs per
+    SM)`` overrides the launch; ``validated``: the caller has already checked ``wgmma_forward_takes``."""
+    return triton_wgmma_forward.wgmma_forward(x, T_packed, E, bias, group_size=group_size,
+                                              bias_frac_bits=bias_frac_bits, tile=tile, validated=validated)
 
 
 def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, pairs=None, tile=None):
@@ -690,7 +688,7 @@ def forward_fused(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bi
         BYTES_PER_GROUP=group_size // 5, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b,
         SPLIT_K=splits, DOT_DTYPE=dot_dtype, PRECISION=precision, PAIRS=pairs, num_warps=warps, num_stages=stages,
     )
-    return _finish(ws, bias, bias_frac_bits, x.dtype)
+    return finish_splits(ws, bias, bias_frac_bits, x.dtype)
 
 
 def _buffer_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -741,6 +739,8 @@ def forward(
         return torch.zeros((m, T_packed.shape[0]), dtype=x.dtype, device=x.device)
     if mma_forward_takes(x, T_packed, E, group_size):
         return forward_mma(x, T_packed, E, bias, validated=True, **kwargs)
+    if m <= WGMMA_MAX_ROWS and wgmma_forward_takes(x, T_packed, E, group_size):
+        return forward_wgmma(x, T_packed, E, bias, validated=True, **kwargs)
     if m >= TWO_STEP_MIN_ROWS:
         return forward_two_step(x, T_packed, E, bias, **kwargs)
     if m == 1 and table_gemv_takes(x, T_packed, E, group_size):
@@ -773,7 +773,7 @@ def grad_x_gemv(grad_y, T_packed, E, *, in_features, group_size, tile=None):
         T_packed.stride(0), E.stride(0), ws.stride(0), ws.stride(1), BYTES_PER_GROUP=group_size // 5,
         ROWS=triton.next_power_of_2(m), BLOCK_N=block_n, BLOCK_B=block_b, SPLIT_N=splits, num_warps=warps,
     )
-    return _finish(ws[:, :, :in_features], None, 0, grad_y.dtype)
+    return finish_splits(ws[:, :, :in_features], None, 0, grad_y.dtype)
 
 
 def grad_x_fused(grad_y, T_packed, E, *, in_features, group_size, pairs=None, tile=None):
@@ -801,7 +801,7 @@ def grad_x_fused(grad_y, T_packed, E, *, in_features, group_size, pairs=None, ti
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b, SPLIT_N=splits, DOT_DTYPE=dot_dtype,
         PRECISION=precision, PAIRS=pairs, num_warps=warps, num_stages=stages,
     )
-    return _finish(ws[:, :, :in_features], None, 0, grad_y.dtype)
+    return finish_splits(ws[:, :, :in_features], None, 0, grad_y.dtype)
 
 
 def grad_x_two_step(grad_y, T_packed, E, *, in_features, group_size):

@@ -1,13 +1,18 @@
 """Host-side launch arithmetic shared by the Triton linear launchers (``triton``,
-``triton_table_gemv``, ``triton_mma_forward``): split counts, padding, whether a tensor's storage
-can be read as whole aligned words, and the card's SM count and compute capability (looked up
-once per device, not on every call)."""
+``triton_table_gemv``, ``triton_mma_forward``, ``triton_wgmma_forward``): split counts, padding,
+whether a tensor's storage can be read as whole aligned words, the card's SM count and compute
+capability (looked up once per device, not on every call), and the reduction of split-K partial
+sums into the output."""
 
 from __future__ import annotations
 
 import functools
 
 import torch
+import triton
+import triton.language as tl
+
+from ternary.kernels.registry import triton_interpreted
 
 
 def even_splits(splits: int, blocks: int) -> int:
@@ -36,6 +41,22 @@ def readable_as_words(tensor: torch.Tensor, multiple: int) -> bool:
 
 
 @functools.cache
+def word_decode_takes(name: str, x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int,
+                      rows: tuple[int, int], raise_error: bool = False) -> bool:
+    """Whether a register-decode forward kernel (``triton_mma_forward``, ``triton_wgmma_forward``)
+    takes this call: bf16 activations with ``rows[0] .. rows[1]`` rows, groups of whole 4-byte runs
+    (``G`` a positive multiple of 20), ``T_packed`` readable as aligned 4-byte words and ``E`` rows
+    with unit column stride. ``raise_error`` turns a refusal into a ``ValueError`` naming kernel
+    ``name`` and what it got (its launcher's check; the dispatch asks without it)."""
+    taken = (x.dtype == torch.bfloat16 and rows[0] <= x.shape[0] <= rows[1]
+             and group_size > 0 and group_size % 20 == 0 and readable_as_words(T_packed, 4) and E.stride(1) == 1)
+    if raise_error and not taken:
+        raise ValueError(f"triton {name}: takes bf16 activations with {rows[0]}-{rows[1]} rows, G a multiple of 20 "
+                         f"and T_packed readable as aligned words; got {x.dtype} {list(x.shape)}, G={group_size}, "
+                         f"T_packed {list(T_packed.shape)} at byte {T_packed.data_ptr() % 4} mod 4")
+    return taken
+
+
 def _properties(index: int):
     return torch.cuda.get_device_properties(index)
 
@@ -53,3 +74,30 @@ def capability(device: torch.device) -> tuple[int, int]:
     """``(major, minor)`` compute capability of the CUDA ``device``."""
     properties = _properties(_index(device))
     return properties.major, properties.minor
+
+
+@triton.jit
+def _finish_kernel(ws_ptr, bias_ptr, out_ptr, M, C, stride_ws, stride_wm, stride_om, bias_scale, SPLITS,
+                   HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
+    """``out[m, c] = sum_s ws[s, m, c] (+ bias[c] * bias_scale)`` rounded to the output dtype."""
+    m = tl.program_id(1)
+    c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    mask = c < C
+    total = tl.zeros((BLOCK,), dtype=tl.float32)
+    for s in range(0, SPLITS):
+        total += tl.load(ws_ptr + s * stride_ws + m * stride_wm + c, mask=mask, other=0.0)
+    if HAS_BIAS:
+        total += tl.load(bias_ptr + c, mask=mask, other=0).to(tl.float32) * bias_scale
+    tl.store(out_ptr + m * stride_om + c, total.to(out_ptr.dtype.element_ty), mask=mask)
+
+
+def finish_splits(ws: torch.Tensor, bias: torch.Tensor | None, bias_frac_bits: int, dtype: torch.dtype) -> torch.Tensor:
+    """Reduce the split workspace ``[S, M, C]`` to ``[M, C]`` in ``dtype`` (adding the bias)."""
+    splits, m, c = ws.shape
+    out = torch.empty((m, c), dtype=dtype, device=ws.device)
+    block = 256 if not triton_interpreted() else 32
+    _finish_kernel[(triton.cdiv(c, block), m)](
+        ws, bias if bias is not None else ws, out, m, c, ws.stride(0), ws.stride(1), out.stride(0),
+        2.0**-bias_frac_bits, splits, HAS_BIAS=bias is not None, BLOCK=block,
+    )
+    return out

@@ -25,8 +25,8 @@ bit is set and ``(b & 127) + 13`` carries into it) and turns its row's outputs i
 Split-K programs write fp32 partial sums ``[splits, M, N]`` that the caller reduces (with the bias).
 H100, bf16 cuBLAS in the same run (``benchmarks/results/h100/mma_prefetch/``, ``mma_wide/``):
 16384 x 16384 at M = 16 in 86-94 us (2.0-2.15x; the fused Triton kernel took 164 us), at M = 2-8 in
-74 us (2.5x; the two-row GEMV took 101 us), at M = 64 in 215 us (0.90x; the two-step path took 452
-us); 1.2-2.1x on the smaller benchmark shapes at M = 2-16.
+74 us (2.5x; the two-row GEMV took 101 us); 1.2-2.1x on the smaller benchmark shapes at M = 2-16.
+Above 16 rows the ``wgmma`` kernel (``triton_wgmma_forward``) is faster.
 """
 
 from __future__ import annotations
@@ -38,20 +38,19 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
-from ternary.kernels.linear.triton_base3 import WORD_WEIGHTS_ASM
-from ternary.kernels.linear.gluon_words import realign
-from ternary.kernels.linear.triton_launch import byte_span, even_splits, readable_as_words, sm_count
+from ternary.kernels.linear.gluon_words import (STEP_BYTES, corrupt_bits, poison_rows, row_runs, run_operands,
+                                                split_steps, step_runs, word_weights)
+from ternary.kernels.linear.triton_launch import byte_span, even_splits, sm_count, word_decode_takes
 
-# Activation rows the kernel takes, padded to 8, 16, 32 or 64 (one to eight 8-column MMA tiles).
-# H100 (benchmarks/results/h100/mma_wide/), against what forward() took before (the fused kernel
-# below 64 rows, the two-step path at 64): 16384^2 M = 24 / 32 / 48 / 64 129 / 133 / 208 / 215 us
-# against 190 / 190 / 315 / 452 (M = 64: 0.90x of bf16 cuBLAS, where the two-step path gave 0.43x);
-# 1.1-1.6x faster on 4096 x 14336 and 14336 x 4096; on 4096^2 at M = 24-48 up to 6% slower (20.6
-# against 19.9 us at M = 24), taken anyway for one rule.
+# Activation rows the kernel takes, padded to 8 or 16 (one or two 8-column MMA tiles). The kernel ran
+# up to 64 rows (16384^2 M = 24 / 32 / 48 / 64 in 129 / 133 / 208 / 215 us, benchmarks/results/h100/
+# mma_wide/); the wgmma kernel took M = 32 / 64 in 113 / 147 us in the same process as this one's
+# 131 / 212 (benchmarks/results/h100/wgmma_forward/), and at M = 16 this one is level or up to 10%
+# faster on the four benchmark shapes.
 MMA_MIN_ROWS = 2
-MMA_MAX_ROWS = 64
+MMA_MAX_ROWS = 16
 # Packed bytes per step: one 32-bit run per lane and row in each half of the MMA's k extent.
-MMA_STEP_BYTES = 32
+MMA_STEP_BYTES = STEP_BYTES
 # (BLOCK_N, warps) and split-K programs per SM. H100 sweeps (benchmarks/results/h100/mma_prefetch/,
 # after the fragment-order activations): one 16-row MMA tile per warp, 4 warps, 16 programs per SM
 # is best or within 5% of the best of 12 launches on the four benchmark shapes at M = 2, 8 and 16
@@ -63,7 +62,6 @@ MMA_TILE = (64, 4)
 MMA_PROGRAMS_PER_SM = 16
 MMA_MAX_SPLITS = 64
 
-_WORD_ASM = gl.constexpr(WORD_WEIGHTS_ASM)
 _STEP = gl.constexpr(MMA_STEP_BYTES)
 
 
@@ -81,48 +79,6 @@ def run_layout(block_n: int, warps: int) -> gl.DistributedLinearLayout:
 
 
 @gluon.jit
-def _word_weights(word, scale_bits):
-    """Five bf16 weight tiles (digit positions 0..4) from ``word`` and ``scale_bits`` (int32, each
-    element repeated over the four positions of its run; ``WORD_WEIGHTS_ASM``)."""
-    return gl.inline_asm_elementwise(_WORD_ASM, "=r,=r,=r,=r,=r,=r,=r,=r,=r,=r,r,r,r,r,r,r,r,r",
-                                     [word, scale_bits], dtype=(gl.bfloat16,) * 5, is_pure=True, pack=4)
-
-
-@gluon.jit
-def _scale_bits(e):
-    """bf16 bits of exactly ``2^e`` in both halves of an int32, for int8 ``e`` (-127 and -128 are
-    bf16 subnormals)."""
-    e = e.to(gl.int32)
-    return gl.where(e >= -126, (e + 127) * 0x00800080, 0x00400040 >> gl.maximum(-127 - e, 0))
-
-
-@gluon.jit
-def _corrupt_bits(word):
-    """Top bit of every byte of ``word`` that is > 242 (``b >= 128`` and ``(b & 127) + 13 >= 128``).
-    The sum stays inside each byte; it may pass 2^31, which int32 addition wraps harmlessly."""
-    return word & ((word & 0x7F7F7F7F) + 0x0D0D0D0D)
-
-
-@gluon.jit
-def _runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_GROUP: gl.constexpr,
-          MASKED: gl.constexpr):
-    """Each lane's runs of step ``step`` (``[BLOCK_N, 8]`` int32, realigned) and their exponents;
-    with ``MASKED`` (the step that reaches ``KB``) word reads stay inside the tensor and bytes past
-    the row read as 121 (all-zero trits)."""
-    index = word0 + step * (_STEP // 4) + run
-    if MASKED:
-        word = realign(gl.load(words + gl.minimum(index, words_end - 1)),
-                       gl.load(words + gl.minimum(index + 1, words_end - 1)), shift)
-        valid = gl.minimum(gl.maximum(KB - (step * _STEP + 4 * run), 0), 4)
-        keep = gl.where(valid >= 4, -1, (1 << (8 * gl.minimum(valid, 3))) - 1)
-        word = (word & keep) | (0x79797979 & ~keep)
-    else:
-        word = realign(gl.load(words + index), gl.load(words + gl.minimum(index + 1, words_end - 1)), shift)
-    e = gl.load(e_rows + gl.minimum((step * _STEP + 4 * run) // BYTES_PER_GROUP, NG - 1))
-    return word, e
-
-
-@gluon.jit
 def _x_tile(x_tiles, B: gl.constexpr, BLOCK_T: gl.constexpr):
     """One step's right operand ``[32, BLOCK_T]`` of one digit, loaded as ``[4 BLOCK_T, 8]`` rows of
     16 contiguous bytes (one per lane and 8-token half, :func:`fragment_layout`) and relabelled."""
@@ -134,15 +90,11 @@ def _x_tile(x_tiles, B: gl.constexpr, BLOCK_T: gl.constexpr):
 def _step(acc, corrupt, word, e, x_tiles, step, RUN_LAYOUT: gl.constexpr, A: gl.constexpr, B: gl.constexpr,
           BLOCK_T: gl.constexpr):
     """``acc`` plus the five digit products of one step; ``corrupt`` collects flagged bytes."""
-    corrupt = corrupt | _corrupt_bits(word)
-    bits = _scale_bits(e)
-    quad = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, RUN_LAYOUT)))
-    quad = gl.expand_dims(gl.expand_dims(quad, 0), 0)
-    word, _ = gl.broadcast(gl.expand_dims(word, 2), quad)
-    bits, _ = gl.broadcast(gl.expand_dims(bits, 2), quad)
-    word = gl.convert_layout(gl.reshape(word, [word.shape[0], _STEP]), A, assert_trivial=True)
-    bits = gl.convert_layout(gl.reshape(bits, [bits.shape[0], _STEP]), A, assert_trivial=True)
-    w0, w1, w2, w3, w4 = _word_weights(word, bits)
+    corrupt = corrupt | corrupt_bits(word)
+    word, bits = run_operands(word, e, RUN_LAYOUT)
+    word = gl.convert_layout(word, A, assert_trivial=True)
+    bits = gl.convert_layout(bits, A, assert_trivial=True)
+    w0, w1, w2, w3, w4 = word_weights(word, bits)
     TILE: gl.constexpr = _STEP * BLOCK_T
     x = x_tiles + step * (5 * TILE)
     acc = mma_v2(w0, _x_tile(x, B, BLOCK_T), acc)
@@ -203,38 +155,26 @@ def _mma_forward_kernel(planes_ptr, p_ptr, e_ptr, out_ptr, M, N, KB, NG, stride_
                         BLOCK_N: gl.constexpr, BLOCK_T: gl.constexpr, RUN_LAYOUT: gl.constexpr,
                         X_LAYOUT: gl.constexpr):
     """Partial ``out[s, t, n] = sum_k x[t, k] W[n, k]`` over split ``s = program_id(1)`` of the
-    steps, for weight rows ``program_id(0) * BLOCK_N ..`` and ``BLOCK_T`` (8 to 64) activation rows
+    steps, for weight rows ``program_id(0) * BLOCK_N ..`` and ``BLOCK_T`` (8 or 16) activation rows
     of the activations in fragment order (:func:`fragment_planes`)."""
     WARPS: gl.constexpr = gl.num_warps()
     mma: gl.constexpr = gl.NVMMADistributedLayout(version=[2, 0], warps_per_cta=[WARPS, 1], instr_shape=[16, 8])
     A: gl.constexpr = gl.DotOperandLayout(operand_index=0, parent=mma, k_width=4)
     B: gl.constexpr = gl.DotOperandLayout(operand_index=1, parent=mma, k_width=4)
     RUNS: gl.constexpr = gl.SliceLayout(2, RUN_LAYOUT)
-    rows = gl.program_id(0) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, RUNS))
-    clamped = gl.expand_dims(gl.minimum(rows, N - 1).to(gl.int64), 1)
-    run = gl.expand_dims(gl.arange(0, _STEP // 4, layout=gl.SliceLayout(0, RUNS)), 0)
-    first_byte = clamped * stride_pn
-    word0 = first_byte >> 2
-    shift = ((first_byte & 3) * 8).to(gl.int32)
-    words = p_ptr.to(gl.pointer_type(gl.int32))
-    e_rows = e_ptr + clamped * stride_en
+    words, word0, shift, e_rows, run = row_runs(p_ptr, e_ptr, N, stride_pn, stride_en, BLOCK_N, RUN_LAYOUT)
     lane_rows = gl.expand_dims(gl.arange(0, 4 * BLOCK_T, layout=gl.SliceLayout(1, X_LAYOUT)), 1)
     x_tiles = planes_ptr + lane_rows * 8 + gl.expand_dims(gl.arange(0, 8, layout=gl.SliceLayout(0, X_LAYOUT)), 0)
-    steps = gl.cdiv(KB, _STEP)
-    first = gl.program_id(1) * STEPS_PER_SPLIT
-    last = gl.minimum(first + STEPS_PER_SPLIT, steps)
-    whole = gl.maximum(gl.minimum(last, KB // _STEP), first)
+    first, last, whole = split_steps(KB, STEPS_PER_SPLIT)
     acc = gl.zeros([BLOCK_N, BLOCK_T], gl.float32, mma)
     corrupt = gl.zeros([BLOCK_N, _STEP // 4], gl.int32, RUNS)
     for step in range(first, whole):
-        word, e = _runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_GROUP, False)
+        word, e = step_runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_GROUP, False)
         acc, corrupt = _step(acc, corrupt, word, e, x_tiles, step, RUN_LAYOUT, A, B, BLOCK_T)
     for step in range(whole, last):
-        word, e = _runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_GROUP, True)
+        word, e = step_runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_GROUP, True)
         acc, corrupt = _step(acc, corrupt, word, e, x_tiles, step, RUN_LAYOUT, A, B, BLOCK_T)
-    bad_rows = gl.max(((corrupt & -2139062144) != 0).to(gl.int32), axis=1) != 0  # any byte's top bit flagged
-    bad_rows = gl.expand_dims(gl.convert_layout(bad_rows, gl.SliceLayout(1, mma)), 1)
-    acc = gl.where(bad_rows, float("nan"), acc)
+    acc = poison_rows(acc, corrupt, mma)
     out_rows = gl.expand_dims(gl.program_id(0) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, mma)), 1)
     out_tokens = gl.expand_dims(gl.arange(0, BLOCK_T, layout=gl.SliceLayout(0, mma)), 0)
     gl.store(out_ptr + gl.program_id(1) * stride_os + out_tokens * stride_om + out_rows, acc,
@@ -243,11 +183,9 @@ def _mma_forward_kernel(planes_ptr, p_ptr, e_ptr, out_ptr, M, N, KB, NG, stride_
 
 def takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
     """Whether the kernel takes this call (the caller checks the card and the interpreter): bf16
-    activations with ``MMA_MIN_ROWS .. MMA_MAX_ROWS`` rows, groups of whole 4-byte runs (``G`` a
-    positive multiple of 20), ``T_packed`` readable as aligned 4-byte words and ``E`` rows with
-    unit column stride."""
-    return (x.dtype == torch.bfloat16 and MMA_MIN_ROWS <= x.shape[0] <= MMA_MAX_ROWS
-            and group_size > 0 and group_size % 20 == 0 and readable_as_words(T_packed, 4) and E.stride(1) == 1)
+    activations with ``MMA_MIN_ROWS .. MMA_MAX_ROWS`` rows on whole-run groups and word-readable ``T_packed``
+    (``triton_launch.word_decode_takes``)."""
+    return word_decode_takes("mma_forward", x, T_packed, E, group_size, (MMA_MIN_ROWS, MMA_MAX_ROWS))
 
 
 def mma_forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, group_size: int,
@@ -256,10 +194,8 @@ def mma_forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, gro
     :func:`takes` (else ``ValueError``; ``validated`` skips that check for a caller that made it);
     ``tile = (BLOCK_N, warps, programs per SM)`` overrides the launch (benchmark sweeps; BLOCK_N a
     power-of-two multiple of 16 * warps)."""
-    if not validated and not takes(x, T_packed, E, group_size):
-        raise ValueError(f"triton mma_forward: takes bf16 activations with {MMA_MIN_ROWS}-{MMA_MAX_ROWS} rows, G a "
-                         f"multiple of 20 and T_packed readable as aligned words; got {x.dtype} {list(x.shape)}, "
-                         f"G={group_size}, T_packed {list(T_packed.shape)} at byte {T_packed.data_ptr() % 4} mod 4")
+    if not validated:
+        word_decode_takes("mma_forward", x, T_packed, E, group_size, (MMA_MIN_ROWS, MMA_MAX_ROWS), raise_error=True)
     m = x.shape[0]
     n, kb = T_packed.shape
     block_n, warps, per_sm = tile if tile is not None else (*MMA_TILE, MMA_PROGRAMS_PER_SM)
