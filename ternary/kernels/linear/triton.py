@@ -651,9 +651,10 @@ def wgmma_forward_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor
 
 
 def forward_wgmma(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None, validated=False):
-    """bf16 activation rows (at least 2; the dispatch sends 17 to ``WGMMA_MAX_ROWS``) by ``wgmma`` on register-decoded weights and TMA-staged
-    activations (``triton_wgmma_forward``); ``tile = (BLOCK_T, BLOCK_N, warps, stages, programs per
-    SM)`` overrides the launch; ``validated``: the caller has already checked ``wgmma_forward_takes``."""
+    """bf16 activation rows (at least 2; the dispatch sends 17 to ``WGMMA_MAX_ROWS``) by ``wgmma`` on
+    register-decoded weights and TMA-staged activations (``triton_wgmma_forward``); ``tile =
+    (BLOCK_T, BLOCK_N, warps, stages, programs per SM)`` overrides the launch; ``validated``: the
+    caller has already checked ``wgmma_forward_takes``."""
     return triton_wgmma_forward.wgmma_forward(x, T_packed, E, bias, group_size=group_size,
                                               bias_frac_bits=bias_frac_bits, tile=tile, validated=validated)
 

@@ -61,8 +61,9 @@ def operand(w, A: gl.constexpr):
 @gluon.jit
 def _fetch(x_desc, tiles, ready, step, slot, pred, t0, T_PAD, BLOCK_T: gl.constexpr):
     """Start the TMA copies of step ``step``'s five activation tiles ``[BLOCK_T, 32]`` (activation
-    rows ``t0 ..``) into ring slot ``slot`` (tiles ``5 slot .. 5 slot + 4``). TMA boxes have power-of-two rows, so a step takes five copies;
-    they signal one barrier, and the compiler puts a CTA barrier after each."""
+    rows ``t0 ..``) into ring slot ``slot`` (tiles ``5 slot .. 5 slot + 4``). Boxes and shared
+    buffers need power-of-two rows, so a step takes five copies; they signal one barrier, and the
+    compiler puts a CTA barrier after each."""
     bar = ready.index(slot)
     mbarrier.expect(bar, 5 * x_desc.block_type.nbytes, pred=pred)
     for d in gl.static_range(5):
@@ -203,7 +204,8 @@ def wgmma_forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias
     Split-K launches (too few tiles to fill the card) reduce their partial sums with
     ``finish_splits``; a single split writes ``y`` from the kernel."""
     if not validated:
-        word_decode_takes("wgmma_forward", x, T_packed, E, group_size, (WGMMA_MIN_ROWS, WGMMA_ROWS_LIMIT), raise_error=True)
+        word_decode_takes("wgmma_forward", x, T_packed, E, group_size, (WGMMA_MIN_ROWS, WGMMA_ROWS_LIMIT),
+                          raise_error=True)
     m = x.shape[0]
     n, kb = T_packed.shape
     block_t, block_n, warps, stages, per_sm = tile if tile is not None else default_tile(m)
