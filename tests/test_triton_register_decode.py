@@ -87,7 +87,7 @@ def test_takes_bf16_calls_of_2_or_more_rows_on_whole_runs_and_aligned_words(modu
     assert not takes(x, torch.zeros((63, 31), dtype=torch.uint8), 40)  # 1953 bytes: the last word is short
     assert not takes(x, torch.zeros((30, 64), dtype=torch.uint8).T, 40)  # columns strided
     assert not takes(x, packed, 40, torch.zeros((4, 64), dtype=torch.int8).T)  # exponent columns strided
-    with pytest.raises(ValueError, match="mma_forward"):
+    with pytest.raises(ValueError, match=f"triton {module.__name__.rsplit('_', 2)[-2]}_forward"):
         if module is mma:
             mma.mma_forward(x, packed, exponents, group_size=15)
         else:
@@ -185,6 +185,19 @@ def test_launch_overrides_keep_the_result(kernel, m, tile):
     packed, exponents, bias, x = bf16_layer(m, n, k, g, seed=9)
     got = run(x, packed, exponents, bias, k, g, tile=tile, kernel=kernel)
     assert relative_rms(got, float64_forward(x, packed, exponents, bias, k, g)) < BF16_BUDGET
+
+
+@GPU_ONLY
+@pytest.mark.parametrize("stages", [2, 3, 4])
+@pytest.mark.parametrize("m", [24, 130])
+def test_wgmma_ring_runs_many_steps_in_one_program(stages, m):
+    """One split (0 programs per SM asked) over 3277 bytes: 103 steps per program, so every slot of
+    the ring is refilled and waited for at both barrier phases many times; the output is written
+    by the kernel with its bias."""
+    n, k, g = 96, 16383, 40
+    packed, exponents, bias, x = bf16_layer(m, n, k, g, seed=stages + m)
+    got = run(x, packed, exponents, bias, k, g, tile=(32 if m < 32 else 128, 64, 4, stages, 0), kernel="wgmma")
+    assert per_row_rms(got, float64_forward(x, packed, exponents, bias, k, g)) < ROW_BUDGET
 
 
 @GPU_ONLY
@@ -320,9 +333,9 @@ print(json.dumps(report))
 def test_wgmma_kernel_decodes_into_registers_and_stages_only_the_activations():
     """Compiled offline for sm_90: both loops issue 5 digits x 2 k-halves x 64-row operand tiles
     per warpgroup of ``wgmma`` with the weights in registers (the column permutation of
-    ``operand`` moves no data through shared memory: no shared loads or stores besides the
-    partial-sum epilogue's none), and the activations arrive by TMA, five boxes per step in the
-    prologue's ``STAGES`` steps and in each loop's refill."""
+    ``operand`` moves no data through shared memory: no shared loads or stores at all), and the
+    activations arrive by TMA, five boxes per step in the prologue's ``STAGES`` steps and in each
+    loop's refill."""
     tiles = ((16, 64, 4, 2), (32, 128, 4, 4), (64, 128, 8, 4), (128, 128, 4, 2))
     for (block_t, block_n, warps, stages), (products, copies, loads, stores) in zip(
             tiles, _compile_offline(_WGMMA_OFFLINE_COMPILE), strict=True):

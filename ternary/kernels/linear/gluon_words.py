@@ -50,7 +50,7 @@ def corrupt_bits(word):
 
 @gluon.jit
 def step_runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_GROUP: gl.constexpr,
-          MASKED: gl.constexpr):
+              MASKED: gl.constexpr):
     """Each lane's runs of step ``step`` (``[BLOCK_N, 8]`` int32, realigned) and their exponents;
     with ``MASKED`` (the step that reaches ``KB``) word reads stay inside the tensor and bytes past
     the row read as 121 (all-zero trits)."""

@@ -40,7 +40,6 @@ def readable_as_words(tensor: torch.Tensor, multiple: int) -> bool:
             and tensor.data_ptr() + round_up(byte_span(tensor), multiple) <= storage.data_ptr() + storage.nbytes())
 
 
-@functools.cache
 def word_decode_takes(name: str, x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int,
                       rows: tuple[int, int], raise_error: bool = False) -> bool:
     """Whether a register-decode forward kernel (``triton_mma_forward``, ``triton_wgmma_forward``)
@@ -57,6 +56,7 @@ def word_decode_takes(name: str, x: torch.Tensor, T_packed: torch.Tensor, E: tor
     return taken
 
 
+@functools.cache
 def _properties(index: int):
     return torch.cuda.get_device_properties(index)
 

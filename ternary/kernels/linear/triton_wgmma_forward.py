@@ -16,7 +16,8 @@ the differences are the instruction and where the activations live:
   ``STAGES`` slots, and every warp's ``wgmma`` reads them there: the activations cross L2 once
   per program, where the ``mma.sync`` kernel had each warp load them into registers.
 
-Split-K programs write fp32 partial sums ``[splits, M, N]`` that the caller reduces (with the bias).
+Split-K programs write fp32 partial sums ``[splits, M, N]`` that ``finish_splits`` reduces (with the
+bias); a single split writes the output and its bias from the kernel.
 """
 
 from __future__ import annotations
@@ -36,8 +37,9 @@ from ternary.kernels.linear.gluon_words import (STEP_BYTES, corrupt_bits, poison
 from ternary.kernels.linear.triton_mma_forward import run_layout
 
 WGMMA_MIN_ROWS = 2
-# No upper limit of its own: rows beyond one tile run in row tiles (the dispatch stops at triton.WGMMA_MAX_ROWS).
-WGMMA_ROWS_LIMIT = 2**31 - 1
+# Rows beyond one tile run in row tiles (the dispatch stops at triton.WGMMA_MAX_ROWS); the limit keeps the
+# TMA row coordinates (5 steps x padded rows) well inside int32 for layers up to K = 10^5.
+WGMMA_ROWS_LIMIT = 65536
 WGMMA_STEP_BYTES = STEP_BYTES
 # (BLOCK_N, warps, STAGES, programs per SM) by the row tile BLOCK_T (M padded to a power of two, at most
 # the largest key). H100 sweeps (benchmarks/results/h100/wgmma_forward/), best or within 3% of the best
@@ -59,7 +61,7 @@ def operand(w, A: gl.constexpr):
 
 
 @gluon.jit
-def _fetch(x_desc, tiles, ready, step, slot, pred, t0, T_PAD, BLOCK_T: gl.constexpr):
+def _fetch(x_desc, tiles, ready, step, slot, pred, t0, T_PAD):
     """Start the TMA copies of step ``step``'s five activation tiles ``[BLOCK_T, 32]`` (activation
     rows ``t0 ..``) into ring slot ``slot`` (tiles ``5 slot .. 5 slot + 4``). Boxes and shared
     buffers need power-of-two rows, so a step takes five copies; they signal one barrier, and the
@@ -73,7 +75,7 @@ def _fetch(x_desc, tiles, ready, step, slot, pred, t0, T_PAD, BLOCK_T: gl.conste
 
 @gluon.jit
 def _step(acc, corrupt, word, e, tiles, ready, x_desc, i, step, last, t0, T_PAD, RUN_LAYOUT: gl.constexpr,
-          A: gl.constexpr, STAGES: gl.constexpr, BLOCK_T: gl.constexpr):
+          A: gl.constexpr, STAGES: gl.constexpr):
     """``acc`` plus the five digit products of step ``step`` (the ``i``-th of the program), whose
     activations wait in slot ``i mod STAGES``; the slot is then refilled with step ``step +
     STAGES``. (Leaving the products in flight while the next step's weights are decoded, and
@@ -95,7 +97,7 @@ def _step(acc, corrupt, word, e, tiles, ready, x_desc, i, step, last, t0, T_PAD,
     acc = warpgroup_mma(w4, tiles.index(5 * slot + 4).permute((1, 0)), acc, is_async=True)
     acc = warpgroup_mma_wait(0, deps=[acc, w0, w1, w2, w3, w4])[0]
     gl.thread_barrier()
-    _fetch(x_desc, tiles, ready, step + STAGES, slot, step + STAGES < last, t0, T_PAD, BLOCK_T)
+    _fetch(x_desc, tiles, ready, step + STAGES, slot, step + STAGES < last, t0, T_PAD)
     return acc, corrupt
 
 
@@ -123,23 +125,23 @@ def _wgmma_forward_kernel(x_desc, p_ptr, e_ptr, bias_ptr, out_ptr, M, N, KB, NG,
     fence_async_shared()
     t0 = gl.program_id(2) * BLOCK_T
     for slot in gl.static_range(STAGES):
-        _fetch(x_desc, tiles, ready, first + slot, slot, first + slot < last, t0, T_PAD, BLOCK_T)
+        _fetch(x_desc, tiles, ready, first + slot, slot, first + slot < last, t0, T_PAD)
     acc = gl.zeros([BLOCK_N, BLOCK_T], gl.float32, acc_layout)
     corrupt = gl.zeros([BLOCK_N, _STEP // 4], gl.int32, RUNS)
     for step in range(first, whole):
         word, e = step_runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_GROUP, False)
         acc, corrupt = _step(acc, corrupt, word, e, tiles, ready, x_desc, step - first, step, last, t0, T_PAD,
-                             RUN_LAYOUT, A, STAGES, BLOCK_T)
+                             RUN_LAYOUT, A, STAGES)
     for step in range(whole, last):
         word, e = step_runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_GROUP, True)
         acc, corrupt = _step(acc, corrupt, word, e, tiles, ready, x_desc, step - first, step, last, t0, T_PAD,
-                             RUN_LAYOUT, A, STAGES, BLOCK_T)
+                             RUN_LAYOUT, A, STAGES)
     for slot in gl.static_range(STAGES):
         mbarrier.invalidate(ready.index(slot))
     acc = poison_rows(acc, corrupt, acc_layout)
     out_rows = gl.expand_dims(gl.program_id(0) * BLOCK_N + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, acc_layout)),
                               1)
-    out_tokens = gl.expand_dims(t0 + gl.arange(0, BLOCK_T, layout=gl.SliceLayout(0, acc_layout)), 0)
+    out_tokens = gl.expand_dims(t0 + gl.arange(0, BLOCK_T, layout=gl.SliceLayout(0, acc_layout)), 0).to(gl.int64)
     out = out_ptr + gl.program_id(1) * stride_os + out_tokens * stride_om + out_rows
     mask = (out_rows < N) & (out_tokens < M)
     if PARTIAL:
@@ -155,12 +157,12 @@ def _wgmma_planes_kernel(x_ptr, out_ptr, M, K, T_PAD, stride_xm, stride_xk, BLOC
                          STEP: tl.constexpr):
     """Step ``s = program_id(0)``, rows ``program_id(1) * BLOCK_T ..`` of :func:`wgmma_planes`."""
     step = tl.program_id(0)
-    token = tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)[:, None]
+    token = (tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)[:, None]).to(tl.int64)
     column = tl.arange(0, STEP)[None, :]
     byte = (column // 16) * 16 + ((column % 8) // 2) * 4 + ((column % 16) // 8) * 2 + column % 2
     k = 5 * (STEP * step + byte)
     rows = x_ptr + token * stride_xm
-    out = out_ptr + step * (5 * STEP) * T_PAD + token * STEP + column
+    out = out_ptr + step.to(tl.int64) * (5 * STEP) * T_PAD + token * STEP + column
     for digit in tl.static_range(5):
         value = tl.load(rows + (k + digit) * stride_xk, mask=(token < M) & (k + digit < K), other=0.0)
         tl.store(out + digit * STEP * T_PAD, value.to(tl.bfloat16))
@@ -211,6 +213,8 @@ def wgmma_forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias
     block_t, block_n, warps, stages, per_sm = tile if tile is not None else default_tile(m)
     steps = triton.cdiv(kb, WGMMA_STEP_BYTES)
     t_tiles = triton.cdiv(m, block_t)
+    if steps * 5 * t_tiles * block_t >= 2**31:
+        raise ValueError(f"triton wgmma_forward: {m} rows of {kb} packed bytes pass the TMA's int32 row coordinates")
     planes = wgmma_planes(x, t_tiles * block_t, steps, block_t)
     x_desc = TensorDescriptor.from_tensor(planes, [block_t, WGMMA_STEP_BYTES], x_layout(block_t))
     tiles = triton.cdiv(n, block_n) * t_tiles
