@@ -6,7 +6,8 @@ bf16 cuBLAS, one card.
 For each ``(N, K)`` and ``M``: ``grad_y @ W`` in bf16 cuBLAS, ``triton.grad_x_two_step``
 (decode into a buffer, then cuBLAS) and, for ``M <= GEMV_MAX_ROWS``, ``triton.grad_x_gemv`` with
 its default tile and ``TILES`` (forced into ``GRAD_X_GEMV_TILES``, splits from the shipped
-rule), else ``triton.grad_x_fused`` with its default tile and ``FUSED_TILES``. Weights rotate
+rule), else ``triton.grad_x_fused`` with its default tile and ``FUSED_TILES`` and, where it takes
+the call, ``triton.grad_x_wgmma`` with its default launch and ``WGMMA_TILES``. Weights rotate
 over >= 3x the L2 size and calls replay inside CUDA graphs; every kernel's result is checked
 against the fp32 product (relative RMS error, dominated by the bf16 output rounding).
 """
@@ -22,10 +23,13 @@ from benchmarks.kernels import GROUP_SIZE, copies_for, ints, relative_rms, time_
 SHAPES = ((16384, 16384), (4096, 14336), (14336, 4096), (4096, 4096))
 TILES = ((32, 32, 4), (16, 64, 4), (64, 32, 4), (32, 64, 4))
 FUSED_TILES = ((32, 32, 4, 3), (128, 32, 4, 3), (64, 64, 4, 3), (64, 32, 8, 3), (64, 32, 4, 4))
+# (BLOCK_T, STAGES, programs per SM, warps) of the wgmma grad-x kernel.
+WGMMA_TILES = ((16, 2, 2, 4), (32, 2, 2, 4), (64, 2, 2, 4), (64, 2, 1, 8), (128, 2, 1, 8), (32, 4, 2, 4))
 
 
 def main(argv: list[str] | None = None) -> None:
     from ternary.kernels.linear import triton as kernels
+    from ternary.kernels.linear import triton_wgmma_grad_x as wgmma_grad_x
     from ternary.state.packing import random_packed, unpack
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -57,6 +61,9 @@ def main(argv: list[str] | None = None) -> None:
             else:
                 runs = [("fused", tile, lambda s, tile=tile: kernels.grad_x_fused(grad_y, *s, tile=tile, **static))
                         for tile in (kernels.GRAD_X_FUSED_TILE,) + FUSED_TILES]
+            if m > kernels.GEMV_MAX_ROWS and wgmma_grad_x.takes(grad_y, *states[0], GROUP_SIZE):
+                runs += [("wgmma", tile, lambda s, tile=tile: kernels.grad_x_wgmma(grad_y, *s, tile=tile, **static))
+                         for tile in (None,) + WGMMA_TILES]
             for name, tile, run in runs:
                 err = relative_rms(run(states[0]), want)
                 us = time_in_graph([lambda s=s, run=run: run(s) for s in states])

@@ -1,5 +1,7 @@
-"""The bf16 forwards with register-decoded weights: ``mma.sync`` for 2-16 rows
-(``triton_mma_forward``) and ``wgmma`` from 17 rows (``triton_wgmma_forward``).
+"""The bf16 kernels built on the word decode: the forwards with register-decoded weights,
+``mma.sync`` for 2-16 rows (``triton_mma_forward``) and ``wgmma`` from 17 rows
+(``triton_wgmma_forward``), and grad-x on ``wgmma`` with the weights decoded into shared memory
+(``triton_wgmma_grad_x``).
 
 The Gluon kernels run only compiled on a GPU; which calls they take, and that they compile for
 sm_90 with the operand decoded in registers (no shared memory for ``mma.sync``; for ``wgmma`` only
@@ -25,7 +27,9 @@ from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on 
 
 from ternary.kernels.linear import triton as kernels  # noqa: E402
 from ternary.kernels.linear import triton_mma_forward as mma  # noqa: E402
+from ternary.kernels.linear import reference  # noqa: E402
 from ternary.kernels.linear import triton_wgmma_forward as wgmma  # noqa: E402
+from ternary.kernels.linear import triton_wgmma_grad_x as wgmma_grad_x  # noqa: E402
 from test_triton_linear import relative_rms  # noqa: E402
 from test_triton_table_gemv import FRAC_BITS, float64_forward, layer  # noqa: E402
 
@@ -342,3 +346,134 @@ def test_wgmma_kernel_decodes_into_registers_and_stages_only_the_activations():
         assert products == 2 * 5 * 2 * block_n // (16 * warps), (block_t, block_n, warps)
         assert copies == 5 * stages + 2 * 5, (block_t, block_n, warps)
         assert loads == 0 and stores == 0, (block_t, block_n, warps)
+
+
+def float64_grad_x(grad_y, packed, exponents, k, g):
+    weights = reference.dequantize(packed.cpu(), exponents.cpu(), in_features=k, group_size=g).double()
+    return grad_y.cpu().double() @ weights
+
+
+def per_column_rms(got, expected):
+    """Largest relative RMS error over the output columns (input features) ``[M, K]``."""
+    return per_row_rms(got, expected)
+
+
+def run_grad_x(grad_y, packed, exponents, k, g, tile=None):
+    return kernels.grad_x_wgmma(grad_y.cuda(), packed.cuda(), exponents.cuda(), in_features=k, group_size=g,
+                                tile=tile).cpu()
+
+
+# (M, N, K, G): N = 76 (rows 152 bytes apart: grad_y is copied for TMA) and N past one 64-row step;
+# K not a multiple of 5, of G or of the 64-byte block; M = 2, 3, 16, 17 (a 32-row tile), 64 and 130
+# (row tiles of 64, the last partial).
+GRAD_X_SHAPES = [(2, 64, 160, 40), (3, 100, 333, 20), (16, 76, 1001, 40), (17, 520, 4001, 40),
+                 (64, 96, 16383, 40), (130, 300, 2003, 60), (40, 1000, 700, 20)]
+
+
+@GPU_ONLY
+@pytest.mark.parametrize("m,n,k,g", GRAD_X_SHAPES)
+@pytest.mark.parametrize("tile", [None, (16, 2, 8, 4), (32, 3, 0, 4), (128, 2, 1, 8), (64, 3, 0, 8)])
+def test_wgmma_grad_x_matches_float64(m, n, k, g, tile):
+    """Every output column within one bf16 rounding of float64, for the default launch, 16- to
+    128-row tiles, 4 and 8 warps, many splits and one split (0 programs per SM asked: every weight
+    row step in one program, so the ring turns over many times)."""
+    packed, exponents, _, gen = layer(n, k, g, seed=m + n + k)
+    grad_y = torch.randn(m, n, generator=gen).to(torch.bfloat16)
+    got = run_grad_x(grad_y, packed, exponents, k, g, tile)
+    assert got.dtype == torch.bfloat16 and got.shape == (m, k)
+    assert per_column_rms(got, float64_grad_x(grad_y, packed, exponents, k, g)) < ROW_BUDGET
+
+
+@GPU_ONLY
+def test_wgmma_grad_x_reads_strided_grad_y():
+    """A column slice of a wider tensor (rows TMA can address only after a copy) gives the
+    contiguous result."""
+    m, n, k, g = 24, 96, 1003, 40
+    packed, exponents, _, gen = layer(n, k, g, seed=5)
+    wide = torch.randn(m, n + 3, generator=gen).to(torch.bfloat16)
+    expected = float64_grad_x(wide[:, 1:n + 1], packed, exponents, k, g)
+    assert per_column_rms(run_grad_x(wide.cuda()[:, 1:n + 1], packed, exponents, k, g), expected) < ROW_BUDGET
+
+
+@GPU_ONLY
+def test_wgmma_grad_x_corrupt_bytes_poison_exactly_their_columns():
+    """Corrupt values 243..255 at a row's first byte, in the middle, in the last (partial) block and
+    in the last weight row make exactly their five output columns NaN (fewer at the end of K)."""
+    m, n, k, g = 40, 300, 2003, 40
+    packed, exponents, _, gen = layer(n, k, g, seed=3)
+    grad_y = torch.randn(m, n, generator=gen).to(torch.bfloat16)
+    kb = packed.shape[1]
+    clean = packed.clone()
+    places = [(5, 0, 243), (100, 77, 249), (200, 130, 255), (n - 1, kb - 1, 250)]
+    bad = torch.zeros(k, dtype=torch.bool)
+    for row, column, value in places:
+        packed[row, column] = value
+        clean[row, column] = 121
+        bad[5 * column:5 * column + 5] = True
+    got = run_grad_x(grad_y, packed, exponents, k, g)
+    assert torch.isnan(got[:, bad]).all() and torch.isfinite(got[:, ~bad]).all()
+    expected = float64_grad_x(grad_y, clean, exponents, k, g)
+    assert per_column_rms(got[:, ~bad], expected[:, ~bad]) < ROW_BUDGET
+
+
+@GPU_ONLY
+def test_grad_x_dispatch_takes_the_wgmma_kernel_only_for_its_calls(monkeypatch):
+    """bf16 grad_y of 3 to ``WGMMA_GRAD_X_MAX_ROWS`` rows on word-readable layers go to the wgmma
+    kernel where its workspace pays; fp32, one or two rows, more rows, unreadable layers, a 4096^2
+    layer at 64 rows (workspace 6x the weights) and a 512 x 4096 layer at 16 rows (5x) keep the
+    older paths."""
+    calls = []
+    original = kernels.grad_x_wgmma
+    monkeypatch.setattr(kernels, "grad_x_wgmma", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    for m, n, k, dtype, taken in ((3, 512, 4096, torch.bfloat16, True), (16, 4096, 4096, torch.bfloat16, True),
+                                  (64, 4096, 16000, torch.bfloat16, True),
+                                  (kernels.WGMMA_GRAD_X_MAX_ROWS + 1, 4096, 16000, torch.bfloat16, False),
+                                  (2, 512, 4096, torch.bfloat16, False), (16, 4096, 4096, torch.float32, False),
+                                  (16, 77, 1001, torch.bfloat16, False), (64, 4096, 4096, torch.bfloat16, False),
+                                  (16, 512, 4096, torch.bfloat16, False)):
+        packed, exponents, _, gen = layer(n, k, 40, seed=m + n)
+        grad_y = torch.randn(m, n, generator=gen).to(dtype)
+        assert wgmma_grad_x.takes(grad_y, packed, exponents, 40) == (dtype == torch.bfloat16 and m >= 2 and n != 77)
+        got = kernels.grad_x(grad_y.cuda(), packed.cuda(), exponents.cuda(), in_features=k, group_size=40)
+        assert (len(calls) == 1) == taken, (m, n, k, dtype)
+        calls.clear()
+        budget = BF16_BUDGET if dtype == torch.bfloat16 else 5e-5
+        assert relative_rms(got, float64_grad_x(grad_y, packed, exponents, k, 40)) < budget
+
+
+_GRAD_X_OFFLINE_COMPILE = """
+import json, triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource
+from triton.experimental.gluon import language as gl
+from ternary.kernels.linear import triton_wgmma_grad_x as gx
+
+names = "g_desc p_ptr e_ptr out_ptr M N KB NG stride_pn stride_en stride_os stride_om words_end STEPS_PER_SPLIT"
+report = []
+for block_t, stages, warps in ((16, 2, 4), (64, 3, 4), (128, 2, 8)):
+    desc = "tensordesc<bf16[%d, 64],%r>" % (block_t, gx.g_layout(block_t))
+    signature = dict(zip(names.split(), [desc, "*u8", "*i8", "*fp32"] + ["i32"] * 10))
+    constexprs = {"BYTES_PER_GROUP": 8, "BLOCK_T": block_t, "STAGES": stages, "RUN_LAYOUT": gx.run_layout(warps),
+                  "W_LAYOUT": gl.NVMMASharedLayout.get_default_for([64, 64], gl.bfloat16)}
+    signature.update(dict.fromkeys(constexprs, "constexpr"))
+    source = GluonASTSource(gx._grad_x_kernel, signature=signature, constexprs=constexprs,
+                            attrs={(i,): [["tt.divisibility", 16]] for i in range(1, 4)})
+    ptx = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps}).asm["ptx"]
+    n = block_t // (warps // 4)
+    report.append([ptx.count("wgmma.mma_async.sync.aligned.m64n%dk16.f32.bf16.bf16" % n),
+                   ptx.count("cp.async.bulk.tensor.2d"), ptx.count("st.shared.v2.b32")])
+print(json.dumps(report))
+"""
+
+
+def test_wgmma_grad_x_kernel_issues_its_products_from_the_decoded_tiles():
+    """Compiled offline for sm_90: each weight-row step issues 5 digits x 4 k-steps of ``wgmma``
+    (``[64 bytes, 16 rows] @ [16 rows, BLOCK_T / warpgroups]``, the warpgroups splitting the
+    ``grad_y`` rows), stores the five decoded tiles with 8-byte shared stores (four bytes' bf16 pair
+    registers per store), and ``grad_y`` arrives by TMA, one box per step in the prologue and in the
+    refill."""
+    for (block_t, stages, warps), (products, copies, stores) in zip(
+            ((16, 2, 4), (64, 3, 4), (128, 2, 8)), _compile_offline(_GRAD_X_OFFLINE_COMPILE), strict=True):
+        assert products == 5 * 4, (block_t, warps)
+        assert copies == stages + 1, (block_t, warps)
+        assert stores == 5 * (64 * 64 // 4) // (32 * warps), (block_t, warps)

@@ -51,8 +51,8 @@ def corrupt_bits(word):
 @gluon.jit
 def step_runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_GROUP: gl.constexpr,
               MASKED: gl.constexpr):
-    """Each lane's runs of step ``step`` (``[BLOCK_N, 8]`` int32, realigned) and their exponents;
-    with ``MASKED`` (the step that reaches ``KB``) word reads stay inside the tensor and bytes past
+    """Each lane's runs of step ``step`` (``[BLOCK_N, R]`` int32 for ``run`` indices ``[1, R]``, 8 per
+    32-byte step, realigned) and their exponents; with ``MASKED`` (the step that reaches ``KB``) word reads stay inside the tensor and bytes past
     the row read as 121 (all-zero trits)."""
     index = word0 + step * (_STEP // 4) + run
     if MASKED:
@@ -94,15 +94,16 @@ def split_steps(KB, STEPS_PER_SPLIT):
 
 @gluon.jit
 def run_operands(word, e, RUN_LAYOUT: gl.constexpr):
-    """``word`` and the bf16 bits of ``2^e`` (``[BLOCK_N, 8]`` each) repeated over the four bytes of
-    each run and reshaped to ``[BLOCK_N, 32]``: the inputs of ``word_weights``, whose outputs then
-    have column ``j`` holding byte ``j`` of the step."""
+    """``word`` and the bf16 bits of ``2^e`` (``[BLOCK_N, R]`` each, ``R`` runs) repeated over the four
+    bytes of each run and reshaped to ``[BLOCK_N, 4 R]``: the inputs of ``word_weights``, whose
+    outputs then have column ``j`` holding byte ``j`` of the runs."""
     bits = scale_bits(e)
     quad = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, RUN_LAYOUT)))
     quad = gl.expand_dims(gl.expand_dims(quad, 0), 0)
     word, _ = gl.broadcast(gl.expand_dims(word, 2), quad)
     bits, _ = gl.broadcast(gl.expand_dims(bits, 2), quad)
-    return gl.reshape(word, [word.shape[0], _STEP]), gl.reshape(bits, [bits.shape[0], _STEP])
+    width: gl.constexpr = 4 * word.shape[1]
+    return gl.reshape(word, [word.shape[0], width]), gl.reshape(bits, [bits.shape[0], width])
 
 
 @gluon.jit

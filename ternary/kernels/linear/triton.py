@@ -31,7 +31,9 @@ Forward takes one of six paths, picked by the number of activation rows ``M``:
   kernel took 64 us at 4096 x 4096, M = 128, against 15 us for bf16.
 
 ``grad_x`` for ``M <= GEMV_MAX_ROWS`` runs a CUDA-core GEMV over the weight rows (each byte
-read once, no buffer; ``_grad_x_gemv_kernel``); for ``M <= GRAD_X_FUSED_ROWS`` a fused
+read once, no buffer; ``_grad_x_gemv_kernel``); for bf16 up to ``WGMMA_GRAD_X_MAX_ROWS`` rows on
+sm_90+, ``wgmma`` on weights decoded into shared memory, where its workspace pays
+(``triton_wgmma_grad_x``); otherwise for ``M <= GRAD_X_FUSED_ROWS`` a fused
 tensor-core kernel (``_grad_x_kernel``: the forward's tile decode, ``grad_y`` tiles as the left
 operand, split over the weight rows); above that the two-step path: ``grad_y @ W`` in
 cuBLAS, with ``W`` in digit-plane order and the output's columns put back by one strided
@@ -60,7 +62,7 @@ from ternary.kernels.linear.triton_base3 import (
     weight_tiles_bf16,
 )
 from ternary.kernels.layer_checks import check_layer_tensors
-from ternary.kernels.linear import triton_mma_forward, triton_table_gemv, triton_wgmma_forward
+from ternary.kernels.linear import triton_mma_forward, triton_table_gemv, triton_wgmma_forward, triton_wgmma_grad_x
 from ternary.kernels.linear.triton_launch import capability, even_splits, finish_splits, round_up, sm_count
 from ternary.kernels.registry import triton_interpreted
 
@@ -126,6 +128,12 @@ GRAD_X_GEMV_TILES = ((32, 32, 4), (64, 32, 4))
 # 32- and 64-row programs were slower than the two-step path (0.15-0.50x), and two 16-row
 # programs re-decode every byte, which ties with the two-step path at M = 32.
 GRAD_X_FUSED_ROWS = 16
+# bf16 grad_y rows up to which grad-x goes to the wgmma kernel (triton_wgmma_grad_x) on sm_90+, for
+# layers whose storage allows word reads and where its split-K workspace pays
+# (triton_wgmma_grad_x.pays): 16384^2 M = 16 / 32 / 64 1.34x / 1.20x / 0.95x of bf16 cuBLAS where the
+# fused kernel and the two-step path gave 1.03x / 0.41x / 0.41x (benchmarks/results/h100/
+# wgmma_forward/gx2.log); from M = 128 the two-step path is faster on most shapes.
+WGMMA_GRAD_X_MAX_ROWS = 64
 GRAD_X_FUSED_TILE = (128, 32, 4, 3)
 # (BLOCK_N, BLOCK_C, warps) of the column-order decode (benchmarks/decode_sweep.py).
 COLUMN_DECODE_TILE = (16, 256, 4)
@@ -805,6 +813,21 @@ def grad_x_fused(grad_y, T_packed, E, *, in_features, group_size, pairs=None, ti
     return finish_splits(ws[:, :, :in_features], None, 0, grad_y.dtype)
 
 
+def wgmma_grad_x_takes(grad_y: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
+    """Whether grad-x goes to the ``wgmma`` kernel: a Gluon card, a call
+    ``triton_wgmma_grad_x.takes``, and a workspace that pays (``triton_wgmma_grad_x.pays``)."""
+    return (_gluon_runs(grad_y) and triton_wgmma_grad_x.takes(grad_y, T_packed, E, group_size)
+            and triton_wgmma_grad_x.pays(grad_y, T_packed))
+
+
+def grad_x_wgmma(grad_y, T_packed, E, *, in_features, group_size, tile=None, validated=False):
+    """bf16 grad-x by ``wgmma`` on weights decoded into shared memory (``triton_wgmma_grad_x``);
+    ``tile = (BLOCK_T, STAGES, programs per SM, warps)`` overrides the launch; ``validated``: the
+    caller has already checked ``wgmma_grad_x_takes``."""
+    return triton_wgmma_grad_x.wgmma_grad_x(grad_y, T_packed, E, in_features=in_features, group_size=group_size,
+                                            tile=tile, validated=validated)
+
+
 def grad_x_two_step(grad_y, T_packed, E, *, in_features, group_size):
     """Dense decode into a transient buffer in ``grad_y.dtype`` (fp32 for fp16), then cuBLAS.
 
@@ -843,6 +866,8 @@ def grad_x(
     kwargs = dict(in_features=in_features, group_size=group_size)
     if m <= GEMV_MAX_ROWS:
         return grad_x_gemv(grad_y, T_packed, E, **kwargs)
+    if m <= WGMMA_GRAD_X_MAX_ROWS and wgmma_grad_x_takes(grad_y, T_packed, E, group_size):
+        return grad_x_wgmma(grad_y, T_packed, E, validated=True, **kwargs)
     if m <= GRAD_X_FUSED_ROWS:
         return grad_x_fused(grad_y, T_packed, E, **kwargs)
     return grad_x_two_step(grad_y, T_packed, E, **kwargs)
