@@ -63,7 +63,8 @@ def run(x, packed, exponents, bias, k, g, tile=None, kernel="mma"):
 
 
 def per_row_rms(got, expected):
-    """Largest relative RMS error over the output columns (weight rows) ``[M, N]``."""
+    """Largest relative RMS error over the output columns ``[M, C]`` (weight rows for a forward,
+    input features for grad-x)."""
     got, expected = got.double(), expected.double()
     return float(((got - expected).norm(dim=0) / expected.norm(dim=0).clamp_min(1e-300)).max())
 
@@ -353,11 +354,6 @@ def float64_grad_x(grad_y, packed, exponents, k, g):
     return grad_y.cpu().double() @ weights
 
 
-def per_column_rms(got, expected):
-    """Largest relative RMS error over the output columns (input features) ``[M, K]``."""
-    return per_row_rms(got, expected)
-
-
 def run_grad_x(grad_y, packed, exponents, k, g, tile=None):
     return kernels.grad_x_wgmma(grad_y.cuda(), packed.cuda(), exponents.cuda(), in_features=k, group_size=g,
                                 tile=tile).cpu()
@@ -381,7 +377,7 @@ def test_wgmma_grad_x_matches_float64(m, n, k, g, tile):
     grad_y = torch.randn(m, n, generator=gen).to(torch.bfloat16)
     got = run_grad_x(grad_y, packed, exponents, k, g, tile)
     assert got.dtype == torch.bfloat16 and got.shape == (m, k)
-    assert per_column_rms(got, float64_grad_x(grad_y, packed, exponents, k, g)) < ROW_BUDGET
+    assert per_row_rms(got, float64_grad_x(grad_y, packed, exponents, k, g)) < ROW_BUDGET
 
 
 @GPU_ONLY
@@ -392,19 +388,21 @@ def test_wgmma_grad_x_reads_strided_grad_y():
     packed, exponents, _, gen = layer(n, k, g, seed=5)
     wide = torch.randn(m, n + 3, generator=gen).to(torch.bfloat16)
     expected = float64_grad_x(wide[:, 1:n + 1], packed, exponents, k, g)
-    assert per_column_rms(run_grad_x(wide.cuda()[:, 1:n + 1], packed, exponents, k, g), expected) < ROW_BUDGET
+    assert per_row_rms(run_grad_x(wide.cuda()[:, 1:n + 1], packed, exponents, k, g), expected) < ROW_BUDGET
 
 
 @GPU_ONLY
 def test_wgmma_grad_x_corrupt_bytes_poison_exactly_their_columns():
-    """Corrupt values 243..255 at a row's first byte, in the middle, in the last (partial) block and
-    in the last weight row make exactly their five output columns NaN (fewer at the end of K)."""
+    """Corrupt values 243..255 at a row's first byte, at each byte position of a run (the last one
+    sets the flags' sign bit), two in one run, in the last (partial) block and in the last weight
+    row make exactly their five output columns NaN."""
     m, n, k, g = 40, 300, 2003, 40
     packed, exponents, _, gen = layer(n, k, g, seed=3)
     grad_y = torch.randn(m, n, generator=gen).to(torch.bfloat16)
     kb = packed.shape[1]
     clean = packed.clone()
-    places = [(5, 0, 243), (100, 77, 249), (200, 130, 255), (n - 1, kb - 1, 250)]
+    places = [(5, 0, 243), (100, 77, 249), (200, 130, 255), (201, 131, 244), (42, 204, 245), (42, 207, 246),
+              (n - 1, kb - 1, 250)]
     bad = torch.zeros(k, dtype=torch.bool)
     for row, column, value in places:
         packed[row, column] = value
@@ -413,7 +411,7 @@ def test_wgmma_grad_x_corrupt_bytes_poison_exactly_their_columns():
     got = run_grad_x(grad_y, packed, exponents, k, g)
     assert torch.isnan(got[:, bad]).all() and torch.isfinite(got[:, ~bad]).all()
     expected = float64_grad_x(grad_y, clean, exponents, k, g)
-    assert per_column_rms(got[:, ~bad], expected[:, ~bad]) < ROW_BUDGET
+    assert per_row_rms(got[:, ~bad], expected[:, ~bad]) < ROW_BUDGET
 
 
 @GPU_ONLY

@@ -1,8 +1,8 @@
 """Gluon device helpers shared by the Gluon linear kernels (``triton_table_gemv``,
-``triton_mma_forward``, ``triton_wgmma_forward``), which read ``T_packed`` rows as aligned words
-although rows are ``ceil(K / 5)`` bytes apart: the funnel-shift realignment, and for the two
-register-decode kernels each lane's 4-byte runs of a 32-byte step, their exponents, the corrupt-byte
-flags and the word decode into bf16 weights."""
+``triton_mma_forward``, ``triton_wgmma_forward``, ``triton_wgmma_grad_x``), which read ``T_packed``
+rows as aligned words although rows are ``ceil(K / 5)`` bytes apart: the funnel-shift realignment,
+and for the word-decode kernels each lane's 4-byte runs (eight per 32-byte step), their exponents,
+the corrupt-byte flags and the word decode into bf16 weights."""
 
 from __future__ import annotations
 
@@ -51,9 +51,9 @@ def corrupt_bits(word):
 @gluon.jit
 def step_runs(words, word0, words_end, shift, e_rows, run, step, KB, NG, BYTES_PER_GROUP: gl.constexpr,
               MASKED: gl.constexpr):
-    """Each lane's runs of step ``step`` (``[BLOCK_N, R]`` int32 for ``run`` indices ``[1, R]``, 8 per
-    32-byte step, realigned) and their exponents; with ``MASKED`` (the step that reaches ``KB``) word reads stay inside the tensor and bytes past
-    the row read as 121 (all-zero trits)."""
+    """Each lane's runs from 32-byte step ``step`` on (``[BLOCK_N, R]`` int32 for ``run`` indices
+    ``[1, R]``, realigned) and their exponents; with ``MASKED`` (runs that reach ``KB``) word reads
+    stay inside the tensor and bytes past the row read as 121 (all-zero trits)."""
     index = word0 + step * (_STEP // 4) + run
     if MASKED:
         word = realign(gl.load(words + gl.minimum(index, words_end - 1)),

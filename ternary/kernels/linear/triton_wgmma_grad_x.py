@@ -48,8 +48,8 @@ GRAD_X_TILE = (2, 2, 4)
 GRAD_X_MAX_ROWS_PER_PROGRAM = 64
 GRAD_X_MAX_SPLITS = 64
 # The dispatch takes the kernel while its fp32 workspace is at most this many times the packed weight
-# bytes (4096^2: M = 16 1.6x, level with the fused kernel; M = 32 3.1x, level with the two-step path;
-# M = 64 6.3x, 1.6x slower; 14336 x 4096 M = 64 1.8x, 1.5x faster).
+# bytes (on 132 SMs, 4096^2: M = 16 1.3x, level with the fused kernel; M = 32 2.5x, level with the
+# two-step path; M = 64 5.1x, 1.6x slower; 14336 x 4096 M = 64 1.7x, 1.5x faster).
 GRAD_X_MAX_WORKSPACE_RATIO = 2
 
 _ROWS = gl.constexpr(GRAD_X_ROWS)
@@ -96,7 +96,12 @@ def _grad_x_kernel(g_desc, p_ptr, e_ptr, out_ptr, M, N, KB, NG, stride_pn, strid
     row_steps = gl.cdiv(N, _ROWS)
     first = gl.program_id(1) * STEPS_PER_SPLIT
     last = gl.minimum(first + STEPS_PER_SPLIT, row_steps)
-    w_tiles = gl.allocate_shared_memory(gl.bfloat16, [5, _ROWS, _BYTES], W_LAYOUT)
+    # one buffer per digit: stores to one buffer need no barrier before the next digit's
+    w0_tile = gl.allocate_shared_memory(gl.bfloat16, [_ROWS, _BYTES], W_LAYOUT)
+    w1_tile = gl.allocate_shared_memory(gl.bfloat16, [_ROWS, _BYTES], W_LAYOUT)
+    w2_tile = gl.allocate_shared_memory(gl.bfloat16, [_ROWS, _BYTES], W_LAYOUT)
+    w3_tile = gl.allocate_shared_memory(gl.bfloat16, [_ROWS, _BYTES], W_LAYOUT)
+    w4_tile = gl.allocate_shared_memory(gl.bfloat16, [_ROWS, _BYTES], W_LAYOUT)
     g_tiles = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BLOCK_T, _ROWS], g_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for slot in gl.static_range(STAGES):
@@ -119,22 +124,22 @@ def _grad_x_kernel(g_desc, p_ptr, e_ptr, out_ptr, M, N, KB, NG, stride_pn, strid
         corrupt = corrupt | corrupt_bits(word)
         word, bits = run_operands(word, e, RUN_LAYOUT)
         w0, w1, w2, w3, w4 = word_weights(word, bits)
-        w_tiles.index(0).store(w0)
-        w_tiles.index(1).store(w1)
-        w_tiles.index(2).store(w2)
-        w_tiles.index(3).store(w3)
-        w_tiles.index(4).store(w4)
+        w0_tile.store(w0)
+        w1_tile.store(w1)
+        w2_tile.store(w2)
+        w3_tile.store(w3)
+        w4_tile.store(w4)
         fence_async_shared()
         gl.thread_barrier()
         i = step - first
         ring = i % STAGES
         mbarrier.wait(ready.index(ring), (i // STAGES) & 1)
         g = g_tiles.index(ring).permute((1, 0))
-        acc0 = warpgroup_mma(w_tiles.index(0).permute((1, 0)), g, acc0, is_async=True)
-        acc1 = warpgroup_mma(w_tiles.index(1).permute((1, 0)), g, acc1, is_async=True)
-        acc2 = warpgroup_mma(w_tiles.index(2).permute((1, 0)), g, acc2, is_async=True)
-        acc3 = warpgroup_mma(w_tiles.index(3).permute((1, 0)), g, acc3, is_async=True)
-        acc4 = warpgroup_mma(w_tiles.index(4).permute((1, 0)), g, acc4, is_async=True)
+        acc0 = warpgroup_mma(w0_tile.permute((1, 0)), g, acc0, is_async=True)
+        acc1 = warpgroup_mma(w1_tile.permute((1, 0)), g, acc1, is_async=True)
+        acc2 = warpgroup_mma(w2_tile.permute((1, 0)), g, acc2, is_async=True)
+        acc3 = warpgroup_mma(w3_tile.permute((1, 0)), g, acc3, is_async=True)
+        acc4 = warpgroup_mma(w4_tile.permute((1, 0)), g, acc4, is_async=True)
         acc0, acc1, acc2, acc3, acc4 = warpgroup_mma_wait(0, deps=[acc0, acc1, acc2, acc3, acc4])
         gl.thread_barrier()
         _fetch(g_desc, g_tiles, ready, step + STAGES, ring, step + STAGES < last, t0)
@@ -145,9 +150,10 @@ def _grad_x_kernel(g_desc, p_ptr, e_ptr, out_ptr, M, N, KB, NG, stride_pn, strid
     j = gl.arange(0, _BYTES, layout=gl.SliceLayout(1, acc_layout))
     runs = gl.arange(0, _BYTES // 4, layout=gl.SliceLayout(0, acc_layout))
     pick = gl.expand_dims(j // 4, 1) == gl.expand_dims(runs, 0)
-    run_flags = gl.expand_dims(gl.convert_layout(flags, gl.SliceLayout(0, acc_layout)), 0)
+    # each byte's flag moved to the byte's low bit: non-negative, so the max picks run j // 4's flags
+    run_flags = gl.expand_dims(gl.convert_layout((flags >> 7) & 0x01010101, gl.SliceLayout(0, acc_layout)), 0)
     word_of_j = gl.max(gl.where(pick, run_flags, 0), axis=1)
-    bad = gl.expand_dims(((word_of_j >> (8 * (j % 4) + 7)) & 1) != 0, 1)
+    bad = gl.expand_dims(((word_of_j >> (8 * (j % 4))) & 1) != 0, 1)
     tokens = gl.expand_dims(t0 + gl.arange(0, BLOCK_T, layout=gl.SliceLayout(0, acc_layout)), 0).to(gl.int64)
     columns = gl.expand_dims(5 * (block * _BYTES + j), 1)
     out = out_ptr + gl.program_id(1) * stride_os + tokens * stride_om + columns
@@ -172,19 +178,19 @@ def default_rows(m: int) -> int:
     return min(GRAD_X_MAX_ROWS_PER_PROGRAM, max(16, triton.next_power_of_2(m)))
 
 
-def _splits(tiles: int, row_steps: int, per_sm: int, device: torch.device) -> int:
-    """Splits over the weight-row steps: about ``per_sm`` programs per SM over ``tiles`` byte blocks x
-    row tiles, at most one per row step."""
-    return even_splits(max(1, min(per_sm * sm_count(device) // tiles, row_steps, GRAD_X_MAX_SPLITS)), row_steps)
+def _grid(m: int, n: int, kb: int, block_t: int, per_sm: int, device: torch.device) -> tuple[int, int, int, int]:
+    """``(byte blocks, splits, row tiles, weight-row steps)`` of a launch: splits over the row steps
+    for about ``per_sm`` programs per SM, at most one per row step."""
+    blocks, t_tiles, row_steps = triton.cdiv(kb, GRAD_X_BYTES), triton.cdiv(m, block_t), triton.cdiv(n, GRAD_X_ROWS)
+    wanted = per_sm * sm_count(device) // (blocks * t_tiles)
+    return blocks, even_splits(max(1, min(wanted, row_steps, GRAD_X_MAX_SPLITS)), row_steps), t_tiles, row_steps
 
 
 def pays(grad_y: torch.Tensor, T_packed: torch.Tensor) -> bool:
     """Whether the default launch's fp32 workspace ``[splits, M, 5 KBp]`` stays within
     ``GRAD_X_MAX_WORKSPACE_RATIO`` times the packed weight bytes (the dispatch's rule)."""
     m, (n, kb) = grad_y.shape[0], T_packed.shape
-    block_t = default_rows(m)
-    blocks, t_tiles = triton.cdiv(kb, GRAD_X_BYTES), triton.cdiv(m, block_t)
-    splits = _splits(blocks * t_tiles, triton.cdiv(n, GRAD_X_ROWS), GRAD_X_TILE[1], grad_y.device)
+    blocks, splits, _, _ = _grid(m, n, kb, default_rows(m), GRAD_X_TILE[1], grad_y.device)
     return splits * m * 5 * blocks * GRAD_X_BYTES * 4 <= GRAD_X_MAX_WORKSPACE_RATIO * n * kb
 
 
@@ -210,8 +216,7 @@ def wgmma_grad_x(grad_y: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, 
         padded[:, :n] = grad_y
         grad_y = padded
     g_desc = TensorDescriptor.from_tensor(grad_y, [block_t, GRAD_X_ROWS], g_layout(block_t))
-    blocks, t_tiles, row_steps = triton.cdiv(kb, GRAD_X_BYTES), triton.cdiv(m, block_t), triton.cdiv(n, GRAD_X_ROWS)
-    splits = _splits(blocks * t_tiles, row_steps, per_sm, grad_y.device)
+    blocks, splits, t_tiles, row_steps = _grid(m, n, kb, block_t, per_sm, grad_y.device)
     ws = torch.empty((splits, m, 5 * blocks * GRAD_X_BYTES), dtype=torch.float32, device=grad_y.device)
     _grad_x_kernel[(blocks, splits, t_tiles)](
         g_desc, T_packed, E, ws, m, n, kb, E.shape[1], T_packed.stride(0), E.stride(0), ws.stride(0), ws.stride(1),
