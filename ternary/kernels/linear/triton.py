@@ -63,7 +63,8 @@ from ternary.kernels.linear.triton_base3 import (
 )
 from ternary.kernels.layer_checks import check_layer_tensors
 from ternary.kernels.linear import triton_mma_forward, triton_table_gemv, triton_wgmma_forward, triton_wgmma_grad_x
-from ternary.kernels.linear.triton_launch import capability, even_splits, finish_splits, round_up, sm_count
+from ternary.kernels.linear.triton_launch import (capability, even_splits, finish_splits, program_splits, round_up,
+                                                  sm_count)
 from ternary.kernels.registry import triton_interpreted
 
 # Activation rows the GEMV takes (sharing each byte's decode). H100, 16384^2: M = 2 101.7 us
@@ -506,9 +507,7 @@ def _splits(tiles: int, blocks: int, device: torch.device) -> int:
     blocks each."""
     if triton_interpreted():
         return min(2, blocks)
-    sms = sm_count(device)
-    wanted = max(1, (PROGRAMS_PER_SM * sms) // max(tiles, 1))
-    return even_splits(max(1, min(wanted, blocks // 4, MAX_SPLITS)), blocks)
+    return program_splits(PROGRAMS_PER_SM, max(tiles, 1), min(blocks // 4, MAX_SPLITS), blocks, device)
 
 
 def _gemv_splits(tiles: int, blocks: int, device: torch.device) -> int:

@@ -22,6 +22,12 @@ def even_splits(splits: int, blocks: int) -> int:
     return -(-blocks // per_split)
 
 
+def program_splits(per_sm: int, tiles: int, most: int, blocks: int, device: torch.device) -> int:
+    """Split-K count for ``tiles`` output tiles over ``blocks`` reduction blocks: about ``per_sm``
+    programs per SM, at most ``most`` splits, rounded by :func:`even_splits` so none is empty."""
+    return even_splits(max(1, min(per_sm * sm_count(device) // tiles, most)), blocks)
+
+
 def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 

@@ -40,7 +40,7 @@ from triton.experimental.gluon.language.nvidia.ampere import mma_v2
 
 from ternary.kernels.linear.gluon_words import (STEP_BYTES, corrupt_bits, poison_rows, row_runs, run_operands,
                                                 split_steps, step_runs, word_weights)
-from ternary.kernels.linear.triton_launch import byte_span, even_splits, sm_count, word_decode_takes
+from ternary.kernels.linear.triton_launch import byte_span, program_splits, word_decode_takes
 
 # Activation rows the kernel takes, padded to 8 or 16 (one or two 8-column MMA tiles). The kernel ran
 # up to 64 rows (16384^2 M = 24 / 32 / 48 / 64 in 129 / 133 / 208 / 215 us, benchmarks/results/h100/
@@ -203,8 +203,7 @@ def mma_forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, gro
     steps = triton.cdiv(kb, MMA_STEP_BYTES)
     planes = fragment_planes(x, block_t, steps)
     tiles = triton.cdiv(n, block_n)
-    wanted = per_sm * sm_count(x.device) // tiles
-    splits = even_splits(max(1, min(wanted, max(steps // 2, 1), MMA_MAX_SPLITS)), steps)
+    splits = program_splits(per_sm, tiles, min(max(steps // 2, 1), MMA_MAX_SPLITS), steps, x.device)
     ws = torch.empty((splits, m, n), dtype=torch.float32, device=x.device)
     _mma_forward_kernel[(tiles, splits)](
         planes, T_packed, E, ws, m, n, kb, E.shape[1], T_packed.stride(0), E.stride(0), ws.stride(0), ws.stride(1),

@@ -31,7 +31,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from ternary.kernels.linear.triton_launch import byte_span, even_splits, finish_splits, sm_count, word_decode_takes
+from ternary.kernels.linear.triton_launch import byte_span, finish_splits, program_splits, word_decode_takes
 from ternary.kernels.linear.gluon_words import (STEP_BYTES, corrupt_bits, poison_rows, row_runs, run_operands,
                                                 split_steps, step_runs, word_weights)
 from ternary.kernels.linear.triton_mma_forward import run_layout
@@ -218,8 +218,7 @@ def wgmma_forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias
     planes = wgmma_planes(x, t_tiles * block_t, steps, block_t)
     x_desc = TensorDescriptor.from_tensor(planes, [block_t, WGMMA_STEP_BYTES], x_layout(block_t))
     tiles = triton.cdiv(n, block_n) * t_tiles
-    wanted = per_sm * sm_count(x.device) // tiles
-    splits = even_splits(max(1, min(wanted, max(steps // 2, 1), WGMMA_MAX_SPLITS)), steps)
+    splits = program_splits(per_sm, tiles, min(max(steps // 2, 1), WGMMA_MAX_SPLITS), steps, x.device)
     partial = splits > 1
     out = (torch.empty((splits, m, n), dtype=torch.float32, device=x.device) if partial
            else torch.empty((1, m, n), dtype=x.dtype, device=x.device))

@@ -34,7 +34,7 @@ from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ternary.kernels.linear.gluon_words import corrupt_bits, run_operands, step_runs, word_weights
-from ternary.kernels.linear.triton_launch import byte_span, even_splits, finish_splits, sm_count, word_decode_takes
+from ternary.kernels.linear.triton_launch import byte_span, finish_splits, program_splits, word_decode_takes
 
 # Bytes of W per program (its output columns are 5 x this) and weight rows per step.
 GRAD_X_BYTES = 64
@@ -47,6 +47,9 @@ GRAD_X_ROWS = 64
 GRAD_X_TILE = (2, 2, 4)
 GRAD_X_MAX_ROWS_PER_PROGRAM = 64
 GRAD_X_MAX_SPLITS = 64
+# grad_y rows the kernel takes (row tiles beyond one program's; the dispatch stops at
+# triton.WGMMA_GRAD_X_MAX_ROWS).
+GRAD_X_ROWS_TAKEN = (2, 65536)
 # The dispatch takes the kernel while its fp32 workspace is at most this many times the packed weight
 # bytes (on 132 SMs, 4096^2: M = 16 1.3x, level with the fused kernel; M = 32 2.5x, level with the
 # two-step path; M = 64 5.1x, 1.6x slower; 14336 x 4096 M = 64 1.7x, 1.5x faster).
@@ -169,7 +172,7 @@ def takes(grad_y: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_s
     """Whether the kernel takes this call (the caller checks the card and the interpreter): bf16
     ``grad_y`` with at least 2 rows, groups of whole 4-byte runs, word-readable ``T_packed`` and
     unit-stride ``E`` rows (``triton_launch.word_decode_takes``)."""
-    return word_decode_takes("wgmma_grad_x", grad_y, T_packed, E, group_size, (2, 65536))
+    return word_decode_takes("wgmma_grad_x", grad_y, T_packed, E, group_size, GRAD_X_ROWS_TAKEN)
 
 
 def default_rows(m: int) -> int:
@@ -182,8 +185,8 @@ def _grid(m: int, n: int, kb: int, block_t: int, per_sm: int, device: torch.devi
     """``(byte blocks, splits, row tiles, weight-row steps)`` of a launch: splits over the row steps
     for about ``per_sm`` programs per SM, at most one per row step."""
     blocks, t_tiles, row_steps = triton.cdiv(kb, GRAD_X_BYTES), triton.cdiv(m, block_t), triton.cdiv(n, GRAD_X_ROWS)
-    wanted = per_sm * sm_count(device) // (blocks * t_tiles)
-    return blocks, even_splits(max(1, min(wanted, row_steps, GRAD_X_MAX_SPLITS)), row_steps), t_tiles, row_steps
+    splits = program_splits(per_sm, blocks * t_tiles, min(row_steps, GRAD_X_MAX_SPLITS), row_steps, device)
+    return blocks, splits, t_tiles, row_steps
 
 
 def pays(grad_y: torch.Tensor, T_packed: torch.Tensor) -> bool:
@@ -207,7 +210,7 @@ def wgmma_grad_x(grad_y: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, 
     (:func:`default_rows`, ``GRAD_X_TILE``). A ``grad_y`` whose rows TMA cannot address (row stride
     not a multiple of 16 bytes) is first copied into one that it can."""
     if not validated:
-        word_decode_takes("wgmma_grad_x", grad_y, T_packed, E, group_size, (2, 65536), raise_error=True)
+        word_decode_takes("wgmma_grad_x", grad_y, T_packed, E, group_size, GRAD_X_ROWS_TAKEN, raise_error=True)
     m = grad_y.shape[0]
     n, kb = T_packed.shape
     block_t, stages, per_sm, warps = tile if tile is not None else (default_rows(m), *GRAD_X_TILE)
