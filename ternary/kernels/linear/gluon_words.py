@@ -97,13 +97,7 @@ def run_operands(word, e, RUN_LAYOUT: gl.constexpr):
     """``word`` and the bf16 bits of ``2^e`` (``[BLOCK_N, R]`` each, ``R`` runs) repeated over the four
     bytes of each run and reshaped to ``[BLOCK_N, 4 R]``: the inputs of ``word_weights``, whose
     outputs then have column ``j`` holding byte ``j`` of the runs."""
-    return spread_runs(word, scale_bits(e), RUN_LAYOUT)
-
-
-@gluon.jit
-def spread_runs(word, bits, RUN_LAYOUT: gl.constexpr):
-    """``word`` and scale bits ``bits`` (``[BLOCK_N, R]`` int32 each) repeated over the four bytes of
-    each run and reshaped to ``[BLOCK_N, 4 R]`` (see :func:`run_operands`)."""
+    bits = scale_bits(e)
     quad = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, RUN_LAYOUT)))
     quad = gl.expand_dims(gl.expand_dims(quad, 0), 0)
     word, _ = gl.broadcast(gl.expand_dims(word, 2), quad)

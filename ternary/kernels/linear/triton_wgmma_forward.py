@@ -154,32 +154,28 @@ def _wgmma_forward_kernel(x_desc, p_ptr, e_ptr, bias_ptr, out_ptr, M, N, KB, NG,
 
 @triton.jit
 def _wgmma_planes_kernel(x_ptr, out_ptr, M, K, T_PAD, stride_xm, stride_xk, BLOCK_T: tl.constexpr,
-                         STEP: tl.constexpr, PERMUTED: tl.constexpr):
-    """Step ``s = program_id(0)``, rows ``program_id(1) * BLOCK_T ..`` of :func:`wgmma_planes`: each
-    row's ``5 STEP`` activations are read as ``[STEP bytes, 8 digits]`` (digits 5..7 masked), so the
-    loads are contiguous, and stored digit by digit."""
+                         STEP: tl.constexpr):
+    """Step ``s = program_id(0)``, rows ``program_id(1) * BLOCK_T ..`` of :func:`wgmma_planes`."""
     step = tl.program_id(0)
-    token = (tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)[:, None, None]).to(tl.int64)
-    byte = tl.arange(0, STEP)[None, :, None]
-    digit = tl.arange(0, 8)[None, None, :]
-    k = 5 * (STEP * step + byte) + digit
-    value = tl.load(x_ptr + token * stride_xm + k * stride_xk, mask=(token < M) & (digit < 5) & (k < K), other=0.0)
-    if PERMUTED:
-        column = (byte // 16) * 16 + ((byte % 4) // 2) * 8 + ((byte % 16) // 4) * 2 + byte % 2
-    else:
-        column = byte
-    out = out_ptr + (step.to(tl.int64) * 5 + digit) * STEP * T_PAD + token * STEP + column
-    tl.store(out, value.to(tl.bfloat16), mask=digit < 5)
+    token = (tl.program_id(1) * BLOCK_T + tl.arange(0, BLOCK_T)[:, None]).to(tl.int64)
+    column = tl.arange(0, STEP)[None, :]
+    byte = (column // 16) * 16 + ((column % 8) // 2) * 4 + ((column % 16) // 8) * 2 + column % 2
+    k = 5 * (STEP * step + byte)
+    rows = x_ptr + token * stride_xm
+    out = out_ptr + step.to(tl.int64) * (5 * STEP) * T_PAD + token * STEP + column
+    for digit in tl.static_range(5):
+        value = tl.load(rows + (k + digit) * stride_xk, mask=(token < M) & (k + digit < K), other=0.0)
+        tl.store(out + digit * STEP * T_PAD, value.to(tl.bfloat16))
 
 
-def wgmma_planes(x: torch.Tensor, t_pad: int, steps: int, block_t: int, *, permuted: bool = True) -> torch.Tensor:
+def wgmma_planes(x: torch.Tensor, t_pad: int, steps: int, block_t: int) -> torch.Tensor:
     """Activations ``x [M, K]`` (M <= ``t_pad``, a multiple of ``block_t``) regrouped for the
     kernel: ``[steps * 5 * t_pad, 32]`` bf16, row ``(5 s + d) t_pad + t`` column ``16 h + 8 a + 2 q +
     e`` holding ``x[t, 5 (32 s + j) + d]`` for byte ``j = 16 h + 4 q + 2 a + e`` (the column order
     of :func:`operand`), zero-padded."""
     out = torch.empty((steps * 5 * t_pad, WGMMA_STEP_BYTES), dtype=torch.bfloat16, device=x.device)
     _wgmma_planes_kernel[(steps, t_pad // block_t)](x, out, x.shape[0], x.shape[1], t_pad, x.stride(0), x.stride(1),
-                                                    BLOCK_T=block_t, STEP=WGMMA_STEP_BYTES, PERMUTED=permuted)
+                                                    BLOCK_T=block_t, STEP=WGMMA_STEP_BYTES)
     return out
 
 
