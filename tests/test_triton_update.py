@@ -115,6 +115,24 @@ def test_update_saturation_and_limits_over_whole_ranges(g):
         assert_bitwise(expected, actual)
 
 
+def test_update_reads_hooks_the_descriptors_cannot_address():
+    """``grad_y`` is read through a tensor descriptor, which needs unit column stride and 16-byte
+    aligned rows: a transposed view and a view starting one element into its storage are copied
+    first, and give the same state bit for bit."""
+    gen = torch.Generator().manual_seed(31)
+    m, n, k, g = 9, 24, 90, 40
+    state = layer_state(n, k, g, gen)
+    x, grad_y = hooks(m, n, k, gen)
+    expected, _ = run_both(state, x, grad_y, rule(k, g))
+    transposed = grad_y.T.contiguous().T
+    offset = torch.empty(m * n + 1, dtype=grad_y.dtype, device=grad_y.device)[1:].view(m, n)
+    offset.copy_(grad_y)
+    for view in (transposed, offset):
+        assert kernels._tma_rows(view) is not view
+        _, actual = run_both(state, x, view, rule(k, g))
+        assert_bitwise(expected, actual)
+
+
 def test_update_bf16_hooks_and_empty_hooks():
     gen = torch.Generator().manual_seed(5)
     n, k, g = 20, 83, 40

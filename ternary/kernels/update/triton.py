@@ -4,8 +4,8 @@ One program owns a tile of ``BLOCK_N`` output rows by ``BLOCK_B`` packed bytes (
 input columns). It accumulates the five digit-position sub-tiles
 ``g_d [BLOCK_N, BLOCK_B] = grad_y[:, rows].T @ x[:, 5 j + d]`` over all M rows of the hooks
 (tensor cores, fp32 accumulation; ``x`` is first regrouped into digit planes, a transient
-copy of the hook's size, so that digits 0..3 form one ``K = 4 BLOCK_B`` operand), then,
-without writing any gradient:
+copy of the hook's size, so that digits 0..3 form one ``K = 4 BLOCK_B`` operand; both hooks
+are read through tensor descriptors, i.e. TMA on the GPU), then, without writing any gradient:
 
 - votes ``-sign(g)`` step ``T_accum`` and the trits (``reference.step_trits``) and the
   new trits are repacked into the tile's bytes of ``T_packed``;
@@ -25,6 +25,7 @@ from __future__ import annotations
 import torch
 import triton
 import triton.language as tl
+from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ternary.kernels.linear.triton_base3 import (
     deinterleave_digits,
@@ -46,6 +47,18 @@ _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 # the old row-tiles-first order -> 14.3 ms with 8 (4: 14.8, 16: 14.4, 32: 14.8); M = 2048
 # 5.80 -> 5.32 ms; 4096^2 within 4%.
 GROUP_N = 8
+
+
+def _tma_rows(hook: torch.Tensor) -> torch.Tensor:
+    """``hook [M, N]`` as a tensor descriptor can read it: unit column stride and rows a multiple of
+    16 bytes apart (else a zero-padded copy; one zero row for empty hooks, which are never read)."""
+    aligned = hook.stride(1) == 1 and (hook.stride(0) * hook.element_size()) % 16 == 0
+    if hook.shape[0] > 0 and aligned and hook.data_ptr() % 16 == 0:
+        return hook
+    width = round_up(hook.shape[1], 16 // hook.element_size())
+    padded = torch.zeros((max(hook.shape[0], 1), width), dtype=hook.dtype, device=hook.device)
+    padded[:hook.shape[0], :hook.shape[1]] = hook
+    return padded
 
 
 def _new_like(tensor: torch.Tensor) -> torch.Tensor:
@@ -109,20 +122,21 @@ def _tile_of_program(row_tiles, byte_blocks, GROUP_N: tl.constexpr):
 
 @triton.jit
 def _vote_kernel(
-    x_ptr, g_ptr, p_ptr, ta_ptr, e_ptr, ea_ptr, bias_ptr,
+    x_low_desc, x_high_desc, g_desc, p_ptr, ta_ptr, e_ptr, ea_ptr, bias_ptr,
     new_p_ptr, new_ta_ptr, new_e_ptr, new_ea_ptr, new_bias_ptr, score_ptr,
     M, N, K, KB, NG,
-    stride_xm, stride_xb, stride_gm, stride_gn, stride_pn, stride_tn, stride_en,
+    stride_pn, stride_tn, stride_en,
     theta_t, theta_e, e_min, e_max, bias_step,
     BYTES_PER_GROUP: tl.constexpr, GROUPS_IN_TILE: tl.constexpr, HAS_BIAS: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr, EVEN: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_B: tl.constexpr,
     DOT_DTYPE: tl.constexpr, PRECISION: tl.constexpr, GROUP_N: tl.constexpr,
 ):
     """One ``[BLOCK_N rows, BLOCK_B bytes]`` tile: gradient on chip, then the whole rule.
 
-    ``x_ptr`` holds the digit planes of ``x`` (``[Mp, blocks, 5, BLOCK_B]``, zero-padded), so
-    digits 0..3 of the block are one contiguous ``4 BLOCK_B`` operand and digit 4 another.
-    ``EVEN``: M and N are multiples of the tile, so the ``grad_y`` loads need no mask.
+    The hooks are read through tensor descriptors (TMA on the GPU; out-of-range rows read as
+    zero): ``grad_y [M, N]`` in ``[BLOCK_M, BLOCK_N]`` boxes, and the digit planes of ``x``
+    (``[Mp, blocks * 5 * BLOCK_B]``, zero-padded) in ``[BLOCK_M, 4 BLOCK_B]`` boxes for digits
+    0..3 of a byte block and ``[BLOCK_M, BLOCK_B]`` boxes for digit 4.
     """
     pid_n, pid_b = _tile_of_program(tl.cdiv(N, BLOCK_N), tl.cdiv(KB, BLOCK_B), GROUP_N)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
@@ -131,17 +145,11 @@ def _vote_kernel(
     b_mask = jb < KB
     acc_low = tl.zeros((BLOCK_N, 4 * BLOCK_B), dtype=tl.float32)
     acc_high = tl.zeros((BLOCK_N, BLOCK_B), dtype=tl.float32)
-    x_block = x_ptr + pid_b * stride_xb
+    column = pid_b * 5 * BLOCK_B
     for step in range(0, (M + BLOCK_M - 1) // BLOCK_M):
-        rm = step * BLOCK_M + tl.arange(0, BLOCK_M)
-        g_rows = g_ptr + rn[:, None] * stride_gn + rm[None, :] * stride_gm
-        if EVEN:
-            g_t = tl.load(g_rows).to(DOT_DTYPE)
-        else:
-            g_t = tl.load(g_rows, mask=n_mask[:, None] & (rm < M)[None, :], other=0.0).to(DOT_DTYPE)
-        x_rows = x_block + rm[:, None] * stride_xm
-        x_low = tl.load(x_rows + tl.arange(0, 4 * BLOCK_B)[None, :])
-        x_high = tl.load(x_rows + 4 * BLOCK_B + tl.arange(0, BLOCK_B)[None, :])
+        g_t = g_desc.load([step * BLOCK_M, pid_n * BLOCK_N]).T.to(DOT_DTYPE)
+        x_low = x_low_desc.load([step * BLOCK_M, column])
+        x_high = x_high_desc.load([step * BLOCK_M, column + 4 * BLOCK_B])
         acc_low = tl.dot(g_t, x_low, acc_low, input_precision=PRECISION)
         acc_high = tl.dot(g_t, x_high, acc_high, input_precision=PRECISION)
     g0, g1, g2, g3 = split_digits(acc_low, BLOCK_B)
@@ -183,12 +191,10 @@ def _vote_kernel(
 
     if HAS_BIAS:
         if pid_b == 0:
-            partial = tl.zeros((BLOCK_N, BLOCK_M), dtype=tl.float32)
+            partial = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
             for step in range(0, (M + BLOCK_M - 1) // BLOCK_M):
-                rm = step * BLOCK_M + tl.arange(0, BLOCK_M)
-                partial += tl.load(g_ptr + rn[:, None] * stride_gn + rm[None, :] * stride_gm,
-                                   mask=n_mask[:, None] & (rm < M)[None, :], other=0.0).to(tl.float32)
-            col_sum = tl.sum(partial, axis=1)  # reduced once, outside the loop
+                partial += g_desc.load([step * BLOCK_M, pid_n * BLOCK_N]).to(tl.float32)
+            col_sum = tl.sum(partial, axis=0)  # reduced once, outside the loop
             bias = tl.load(bias_ptr + rn, mask=n_mask, other=0).to(tl.int64)
             direction = (col_sum > 0).to(tl.int64) - (col_sum < 0).to(tl.int64)
             bias = bias - bias_step * direction
@@ -230,8 +236,10 @@ def _tiles(m: int, group_size: int, fp32_operands: bool) -> tuple[int, int, int,
     """``(BLOCK_M, BLOCK_N, BLOCK_B, num_warps, num_stages)``.
 
     Hook rows per step matter most at training M (H100, bf16 hooks, 16384^2): BLOCK_M 64 ->
-    128 took M = 8192 from 21.4 to 16.6 ms and M = 2048 from 7.0 to 5.6 ms; a fourth stage
-    17.3 -> 15.4 ms at M = 8192 (``benchmarks/NOTES.md``). Up to 256 rows 64 rows per step do as
+    128 took M = 8192 from 21.4 to 16.6 ms and M = 2048 from 7.0 to 5.6 ms (``benchmarks/NOTES.md``).
+    Since the hooks come by TMA, three stages do as well as four (16384^2 M = 8192 13.4 against
+    13.6 ms, 4096 x 14336 3.39 against 3.52 ms; five do not fit shared memory, and 128 x 64-row or
+    4-warp tiles are slower: ``benchmarks/results/h100/update_tma/update_tma_tiles.log``). Up to 256 rows 64 rows per step do as
     well or better (4096^2 M = 16 / 128: 375 / 373 us against 509 / 503 us), and the 4-warp
     32-row tile these rows had before took 1.5-2.4x as long at M = 16-512, bf16 hooks
     (``benchmarks/results/h100/update_staged/update_small_m.log``). fp32 operands are twice as
@@ -243,7 +251,7 @@ def _tiles(m: int, group_size: int, fp32_operands: bool) -> tuple[int, int, int,
         return 16, 16, 16, 4, 3
     if fp32_operands:
         return 64, 64, 32, 8, 3
-    return (64 if m <= 256 else 128), 64, 32, 8, 4
+    return (64, 64, 32, 8, 4) if m <= 256 else (128, 64, 32, 8, 3)
 
 
 def update(
@@ -285,16 +293,20 @@ def update(
     score = E if groups_in_tile else torch.zeros((n, groups), dtype=torch.int32, device=E.device)
     dot_dtype = tl.float32 if use_fp32 else (tl.bfloat16 if x.dtype == torch.bfloat16 else tl.float16)
     blocks = triton.cdiv(kb, block_b)
+    operand_dtype = torch.float32 if use_fp32 else x.dtype
     planes = digit_planes(x, max(block_m, round_up(m, block_m)), blocks * block_b, block_b, z_form=False,
-                          dtype=torch.float32 if use_fp32 else x.dtype, blocked=True)
+                          dtype=operand_dtype, blocked=True)
+    planes = planes.view(planes.shape[0], -1)
     _vote_kernel[(triton.cdiv(n, block_n) * blocks,)](
-        planes, grad_y, T_packed, T_accum, E, E_accum, bias if bias is not None else E,
+        TensorDescriptor.from_tensor(planes, [block_m, 4 * block_b]),
+        TensorDescriptor.from_tensor(planes, [block_m, block_b]),
+        TensorDescriptor.from_tensor(_tma_rows(grad_y), [block_m, block_n]),
+        T_packed, T_accum, E, E_accum, bias if bias is not None else E,
         new.T_packed, new.T_accum, new.E, new.E_accum, new.bias if bias is not None else E, score,
         m, n, in_features, kb, groups,
-        planes.stride(0), planes.stride(1), grad_y.stride(0), grad_y.stride(1), T_packed.stride(0), T_accum.stride(0),
-        E.stride(0), theta_t, theta_e, e_min, e_max, bias_step,
+        T_packed.stride(0), T_accum.stride(0), E.stride(0), theta_t, theta_e, e_min, e_max, bias_step,
         BYTES_PER_GROUP=bytes_per_group, GROUPS_IN_TILE=groups_in_tile, HAS_BIAS=bias is not None,
-        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b, EVEN=m % block_m == 0 and n % block_n == 0,
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_B=block_b,
         DOT_DTYPE=dot_dtype, PRECISION="tf32x3", GROUP_N=GROUP_N,
         num_warps=warps, num_stages=stages,
     )
