@@ -38,9 +38,11 @@ def test_each_broken_tensor_is_named(name, broken, message):
         check_layer_tensors("here", in_features=23, group_size=10, contiguous=True, **tensors)
 
 
-def test_group_size_and_device_are_checked():
+def test_group_size_in_features_and_device_are_checked():
     with pytest.raises(ValueError, match="group_size=12 must be a positive multiple of 5"):
         check_layer_tensors("here", in_features=23, group_size=12, **good())
+    with pytest.raises(ValueError, match="here: in_features=0 must be positive"):
+        check_layer_tensors("here", in_features=0, group_size=10, T_packed=torch.empty(7, 0, dtype=torch.uint8))
     with pytest.raises(ValueError, match="here: E is on cpu, expected meta"):
         check_layer_tensors("here", in_features=23, group_size=10, device=torch.device("meta"),
                             T_packed=torch.empty(7, 5, dtype=torch.uint8, device="meta"), E=good()["E"])

@@ -116,9 +116,9 @@ def test_update_saturation_and_limits_over_whole_ranges(g):
 
 
 def test_update_reads_hooks_the_descriptors_cannot_address():
-    """``grad_y`` is read through a tensor descriptor, which needs unit column stride and 16-byte
-    aligned rows: a transposed view and a view starting one element into its storage are copied
-    first, and give the same state bit for bit."""
+    """``grad_y`` is read through a tensor descriptor, which needs unit column stride and distinct,
+    16-byte aligned rows: a transposed view, a view starting one element into its storage and a
+    broadcast row (stride 0) are copied first, and give the same state bit for bit."""
     gen = torch.Generator().manual_seed(31)
     m, n, k, g = 9, 24, 90, 40
     state = layer_state(n, k, g, gen)
@@ -131,6 +131,10 @@ def test_update_reads_hooks_the_descriptors_cannot_address():
         assert kernels._tma_rows(view) is not view
         _, actual = run_both(state, x, view, rule(k, g))
         assert_bitwise(expected, actual)
+    broadcast = grad_y[:1].expand(m, n)
+    assert kernels._tma_rows(broadcast) is not broadcast
+    expected, actual = run_both(state, x, broadcast, rule(k, g))
+    assert_bitwise(expected, actual)
 
 
 def test_update_bf16_hooks_and_empty_hooks():

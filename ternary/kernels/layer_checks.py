@@ -23,6 +23,8 @@ def check_layer_tensors(
     """
     if group_size <= 0 or group_size % 5:
         raise ValueError(f"{where}: group_size={group_size} must be a positive multiple of 5")
+    if in_features <= 0:
+        raise ValueError(f"{where}: in_features={in_features} must be positive")
     packed = tensors["T_packed"]
     rows = packed.shape[0] if packed is not None and packed.dim() > 0 else -1
     groups = -(-in_features // group_size)

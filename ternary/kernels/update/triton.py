@@ -50,9 +50,10 @@ GROUP_N = 8
 
 
 def _tma_rows(hook: torch.Tensor) -> torch.Tensor:
-    """``hook [M, N]`` as a tensor descriptor can read it: unit column stride and rows a multiple of
-    16 bytes apart (else a zero-padded copy; one zero row for empty hooks, which are never read)."""
-    aligned = hook.stride(1) == 1 and (hook.stride(0) * hook.element_size()) % 16 == 0
+    """``hook [M, N]`` as a tensor descriptor can read it: unit column stride and distinct rows a
+    multiple of 16 bytes apart (else a zero-padded copy; one zero row for empty hooks, which are never
+    read)."""
+    aligned = hook.stride(1) == 1 and hook.stride(0) >= hook.shape[1] and (hook.stride(0) * hook.element_size()) % 16 == 0
     if hook.shape[0] > 0 and aligned and hook.data_ptr() % 16 == 0:
         return hook
     width = round_up(hook.shape[1], 16 // hook.element_size())
