@@ -1,6 +1,6 @@
 """Host-side launch arithmetic shared by the Triton linear launchers (``triton``,
 ``triton_table_gemv``, ``triton_mma_forward``, ``triton_wgmma_forward``): split counts, padding,
-whether a tensor's storage can be read as whole aligned words, the card's SM count and compute
+whether a tensor's storage can be read as whole aligned words or by TMA, the card's SM count and compute
 capability (looked up once per device, not on every call), and the reduction of split-K partial
 sums into the output."""
 
@@ -60,6 +60,21 @@ def word_decode_takes(name: str, x: torch.Tensor, T_packed: torch.Tensor, E: tor
                          f"and T_packed readable as aligned words; got {x.dtype} {list(x.shape)}, G={group_size}, "
                          f"T_packed {list(T_packed.shape)} at byte {T_packed.data_ptr() % 4} mod 4")
     return taken
+
+
+def tma_rows(tensor: torch.Tensor) -> torch.Tensor:
+    """``tensor [M, N]`` as a TMA descriptor can read it: unit column stride and distinct rows a
+    multiple of 16 bytes apart, from a 16-byte aligned start (else a zero-padded copy; one zero row
+    for an empty tensor)."""
+    rows, width = tensor.shape
+    aligned = (tensor.stride(1) == 1 and tensor.stride(0) >= width and tensor.data_ptr() % 16 == 0
+               and (tensor.stride(0) * tensor.element_size()) % 16 == 0)
+    if rows > 0 and aligned:
+        return tensor
+    padded = torch.zeros((max(rows, 1), round_up(width, 16 // tensor.element_size())), dtype=tensor.dtype,
+                         device=tensor.device)
+    padded[:rows, :width] = tensor
+    return padded
 
 
 @functools.cache

@@ -34,7 +34,7 @@ from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ternary.kernels.linear.gluon_words import corrupt_bits, run_operands, step_runs, word_weights
-from ternary.kernels.linear.triton_launch import byte_span, finish_splits, program_splits, word_decode_takes
+from ternary.kernels.linear.triton_launch import byte_span, finish_splits, program_splits, tma_rows, word_decode_takes
 
 # Bytes of W per program (its output columns are 5 x this) and weight rows per step.
 GRAD_X_BYTES = 64
@@ -214,10 +214,7 @@ def wgmma_grad_x(grad_y: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, 
     m = grad_y.shape[0]
     n, kb = T_packed.shape
     block_t, stages, per_sm, warps = tile if tile is not None else (default_rows(m), *GRAD_X_TILE)
-    if grad_y.stride(1) != 1 or (grad_y.stride(0) * 2) % 16 or grad_y.data_ptr() % 16:
-        padded = torch.zeros((m, triton.cdiv(n, 8) * 8), dtype=grad_y.dtype, device=grad_y.device)
-        padded[:, :n] = grad_y
-        grad_y = padded
+    grad_y = tma_rows(grad_y)
     g_desc = TensorDescriptor.from_tensor(grad_y, [block_t, GRAD_X_ROWS], g_layout(block_t))
     blocks, splits, t_tiles, row_steps = _grid(m, n, kb, block_t, per_sm, grad_y.device)
     ws = torch.empty((splits, m, 5 * blocks * GRAD_X_BYTES), dtype=torch.float32, device=grad_y.device)

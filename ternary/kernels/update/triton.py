@@ -36,7 +36,7 @@ from ternary.kernels.linear.triton_base3 import (
     trit_of,
 )
 from ternary.kernels.layer_checks import check_layer_tensors
-from ternary.kernels.linear.triton_launch import round_up
+from ternary.kernels.linear.triton_launch import round_up, tma_rows
 from ternary.kernels.registry import triton_interpreted
 from ternary.kernels.update import UpdatedTensors
 from ternary.state.packing import check_packed
@@ -47,19 +47,6 @@ _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 # the old row-tiles-first order -> 14.3 ms with 8 (4: 14.8, 16: 14.4, 32: 14.8); M = 2048
 # 5.80 -> 5.32 ms; 4096^2 within 4%.
 GROUP_N = 8
-
-
-def _tma_rows(hook: torch.Tensor) -> torch.Tensor:
-    """``hook [M, N]`` as a tensor descriptor can read it: unit column stride and distinct rows a
-    multiple of 16 bytes apart (else a zero-padded copy; one zero row for empty hooks, which are never
-    read)."""
-    aligned = hook.stride(1) == 1 and hook.stride(0) >= hook.shape[1] and (hook.stride(0) * hook.element_size()) % 16 == 0
-    if hook.shape[0] > 0 and aligned and hook.data_ptr() % 16 == 0:
-        return hook
-    width = round_up(hook.shape[1], 16 // hook.element_size())
-    padded = torch.zeros((max(hook.shape[0], 1), width), dtype=hook.dtype, device=hook.device)
-    padded[:hook.shape[0], :hook.shape[1]] = hook
-    return padded
 
 
 def _new_like(tensor: torch.Tensor) -> torch.Tensor:
@@ -240,8 +227,8 @@ def _tiles(m: int, group_size: int, fp32_operands: bool) -> tuple[int, int, int,
     128 took M = 8192 from 21.4 to 16.6 ms and M = 2048 from 7.0 to 5.6 ms (``benchmarks/NOTES.md``).
     Since the hooks come by TMA, three stages do as well as four (16384^2 M = 8192 13.4 against
     13.6 ms, 4096 x 14336 3.39 against 3.52 ms; five do not fit shared memory, and 128 x 64-row or
-    4-warp tiles are slower: ``benchmarks/results/h100/update_tma/update_tma_tiles.log``). Up to 256 rows 64 rows per step do as
-    well or better (4096^2 M = 16 / 128: 375 / 373 us against 509 / 503 us), and the 4-warp
+    4-warp tiles are slower: ``benchmarks/results/h100/update_tma/update_tma_tiles.log``). Up to 256
+    rows 64 rows per step do as well or better (4096^2 M = 16 / 128: 375 / 373 us against 509 / 503 us), and the 4-warp
     32-row tile these rows had before took 1.5-2.4x as long at M = 16-512, bf16 hooks
     (``benchmarks/results/h100/update_staged/update_small_m.log``). fp32 operands are twice as
     wide: 128 rows do not fit shared memory even with 2 stages, so they keep 64 rows and 3
@@ -301,7 +288,7 @@ def update(
     _vote_kernel[(triton.cdiv(n, block_n) * blocks,)](
         TensorDescriptor.from_tensor(planes, [block_m, 4 * block_b]),
         TensorDescriptor.from_tensor(planes, [block_m, block_b]),
-        TensorDescriptor.from_tensor(_tma_rows(grad_y), [block_m, block_n]),
+        TensorDescriptor.from_tensor(tma_rows(grad_y), [block_m, block_n]),
         T_packed, T_accum, E, E_accum, bias if bias is not None else E,
         new.T_packed, new.T_accum, new.E, new.E_accum, new.bias if bias is not None else E, score,
         m, n, in_features, kb, groups,
