@@ -185,7 +185,7 @@ def test_update_bad_hook_shape_names_the_hook():
 
 @triton.jit
 def _record_tiles(out_ptr, ROW_TILES: tl.constexpr, BYTE_BLOCKS: tl.constexpr, GROUP_N: tl.constexpr):
-    pid_n, pid_b = kernels._tile_of_program(ROW_TILES, BYTE_BLOCKS, GROUP_N)
+    pid_n, pid_b = kernels.tile_of_program(ROW_TILES, BYTE_BLOCKS, GROUP_N)
     tl.store(out_ptr + 2 * tl.program_id(0), pid_n)
     tl.store(out_ptr + 2 * tl.program_id(0) + 1, pid_b)
 

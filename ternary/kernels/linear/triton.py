@@ -618,7 +618,7 @@ def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bit
     return finish_splits(ws, bias, bias_frac_bits, x.dtype)
 
 
-def _gluon_runs(x: torch.Tensor) -> bool:
+def gluon_runs(x: torch.Tensor) -> bool:
     """Whether a Gluon kernel can take a call on ``x``: compiled (Gluon has no interpreter), on a
     card of compute capability ``GLUON_MIN_CAPABILITY`` or newer (where they were measured)."""
     return not triton_interpreted() and x.is_cuda and capability(x.device) >= GLUON_MIN_CAPABILITY
@@ -627,7 +627,7 @@ def _gluon_runs(x: torch.Tensor) -> bool:
 def table_gemv_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
     """Whether the one-row forward goes to the shuffle-table kernel: a Gluon card, for a layer
     ``triton_table_gemv.fits``."""
-    return _gluon_runs(x) and triton_table_gemv.fits(T_packed, E, group_size)
+    return gluon_runs(x) and triton_table_gemv.fits(T_packed, E, group_size)
 
 
 def forward_table_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None):
@@ -640,7 +640,7 @@ def forward_table_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_fr
 def mma_forward_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
     """Whether a forward goes to the register-decode ``mma.sync`` kernel: a Gluon card, for a call
     ``triton_mma_forward.takes``."""
-    return _gluon_runs(x) and triton_mma_forward.takes(x, T_packed, E, group_size)
+    return gluon_runs(x) and triton_mma_forward.takes(x, T_packed, E, group_size)
 
 
 def forward_mma(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None, validated=False):
@@ -654,7 +654,7 @@ def forward_mma(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits
 def wgmma_forward_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
     """Whether a forward goes to the register-decode ``wgmma`` kernel: a Gluon card, for a call
     ``triton_wgmma_forward.takes``."""
-    return _gluon_runs(x) and triton_wgmma_forward.takes(x, T_packed, E, group_size)
+    return gluon_runs(x) and triton_wgmma_forward.takes(x, T_packed, E, group_size)
 
 
 def forward_wgmma(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None, validated=False):
@@ -815,7 +815,7 @@ def grad_x_fused(grad_y, T_packed, E, *, in_features, group_size, pairs=None, ti
 def wgmma_grad_x_takes(grad_y: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
     """Whether grad-x goes to the ``wgmma`` kernel: a Gluon card, a call
     ``triton_wgmma_grad_x.takes``, and a workspace that pays (``triton_wgmma_grad_x.pays``)."""
-    return (_gluon_runs(grad_y) and triton_wgmma_grad_x.takes(grad_y, T_packed, E, group_size)
+    return (gluon_runs(grad_y) and triton_wgmma_grad_x.takes(grad_y, T_packed, E, group_size)
             and triton_wgmma_grad_x.pays(grad_y, T_packed))
 
 

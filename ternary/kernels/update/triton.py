@@ -15,6 +15,9 @@ are read through tensor descriptors, i.e. TMA on the GPU), then, without writing
   int32 ``[N, ceil(K/G)]`` buffer and a second kernel steps the exponents;
 - the programs of the first byte block also sum ``grad_y`` over M and step the bias.
 
+From ``WGMMA_UPDATE_MIN_ROWS`` bf16 / fp16 hook rows on sm_90+ the same update runs as a Gluon
+kernel with explicit ``wgmma`` tiles (``triton_wgmma.py``) where it takes the layer.
+
 Extra memory: the outputs, plus the int32 score buffer only for straddling groups. The
 result equals ``reference.update`` bit for bit whenever the float sums are exact (e.g.
 small-integer hooks); otherwise a sign may differ only where ``|g|`` is at rounding level.
@@ -27,85 +30,24 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from ternary.kernels.linear.triton_base3 import (
-    deinterleave_digits,
-    digit_planes,
-    interleave_digits,
-    shifted_quotients,
-    split_digits,
-    trit_of,
-)
+from ternary.kernels.linear.triton_base3 import deinterleave_digits, digit_planes, interleave_digits, split_digits
 from ternary.kernels.layer_checks import check_layer_tensors
 from ternary.kernels.linear.triton_launch import round_up, tma_rows
+from ternary.kernels.linear.triton import gluon_runs
 from ternary.kernels.registry import triton_interpreted
-from ternary.kernels.update import UpdatedTensors
+from ternary.kernels.update import UpdatedTensors, triton_wgmma
+from ternary.kernels.update.triton_rule import GROUP_N, step_bias, step_exponent, tile_of_program, vote_bytes
 from ternary.state.packing import check_packed
 
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-# Row tiles per group of the update's program order (see ``_tile_of_program``). H100, bf16 hooks
-# (benchmarks/results/h100/update_epilogue/update_group_sweep.log): 16384^2 M = 8192 15.9 ms with
-# the old row-tiles-first order -> 14.3 ms with 8 (4: 14.8, 16: 14.4, 32: 14.8); M = 2048
-# 5.80 -> 5.32 ms; 4096^2 within 4%.
-GROUP_N = 8
-
-
+# 16-bit hook rows from which the update goes to the wgmma kernel (triton_wgmma) on sm_90+. H100,
+# bf16 hooks, against this module's kernel in the same process (benchmarks/results/h100/update_wgmma/
+# update_wgmma_tiles.log): 16384^2 M = 512 / 2048 / 8192 3.4 / 4.6 / 11.8 ms against 3.7 / 5.4 / 14.5;
+# 4096^2 M = 512 558 against 638 us; at M = 64 level (3.3 against 3.2 ms, an earlier run).
+WGMMA_UPDATE_MIN_ROWS = 512
 def _new_like(tensor: torch.Tensor) -> torch.Tensor:
     """Uninitialised output like ``tensor`` (tests replace this to poison every output)."""
     return torch.empty_like(tensor)
-
-
-@triton.jit
-def _step_trit(t, acc, vote, theta_t):
-    """``reference.step_trits`` on int32 tensors: returns ``(trit, T_accum)``."""
-    acc = tl.minimum(tl.maximum(acc + vote, -128), 127)
-    up = acc >= theta_t
-    down = acc <= -theta_t
-    step_up = up & (t < 1)
-    step_down = down & (t > -1)
-    t = t + step_up.to(tl.int32) - step_down.to(tl.int32)
-    acc = tl.where(step_up | step_down, 0, acc)
-    acc = tl.where(up & ~step_up, theta_t - 1, acc)
-    acc = tl.where(down & ~step_down, 1 - theta_t, acc)
-    return t, acc
-
-
-@triton.jit
-def step_exponent(e, acc, score, theta_e, e_min, e_max):
-    """``reference.step_exponents`` on int32 tensors: returns ``(E, E_accum)``."""
-    sign = (score > 0).to(tl.int32) - (score < 0).to(tl.int32)
-    acc = tl.minimum(tl.maximum(acc - sign, -128), 127)
-    up = acc >= theta_e
-    down = acc <= -theta_e
-    step_up = up & (e < e_max)
-    step_down = down & (e > e_min)
-    e = e + step_up.to(tl.int32) - step_down.to(tl.int32)
-    acc = tl.where(step_up, acc - theta_e, acc)
-    acc = tl.where(step_down, acc + theta_e, acc)
-    acc = tl.where(up & ~step_up, theta_e - 1, acc)
-    acc = tl.where(down & ~step_down, 1 - theta_e, acc)
-    return e, acc
-
-
-@triton.jit
-def _vote_digit(g, t_old, t_accum, col, K, theta_t):
-    """Vote one digit position of the tile: ``(new digit T + 1, new T_accum, sign(g) * T_old)``."""
-    sign = (g > 0).to(tl.int32) - (g < 0).to(tl.int32)
-    t_new, t_accum = _step_trit(t_old, t_accum.to(tl.int32), -sign, theta_t)
-    digit = tl.where((col < K)[None, :], t_new + 1, 1)
-    return digit, t_accum.to(tl.int8), sign * t_old
-
-
-@triton.jit
-def _tile_of_program(row_tiles, byte_blocks, GROUP_N: tl.constexpr):
-    """``(pid_n, pid_b)`` of this program on a 1-D grid: programs come in groups of ``GROUP_N``
-    row tiles, byte blocks outer within a group, so the programs in flight together share
-    both the ``grad_y`` columns of a few row tiles and the ``x`` planes of a few byte blocks
-    (both re-read from L2 instead of DRAM)."""
-    pid = tl.program_id(0)
-    in_group = GROUP_N * byte_blocks
-    first_n = (pid // in_group) * GROUP_N
-    size_n = tl.minimum(row_tiles - first_n, GROUP_N)
-    return first_n + (pid % in_group) % size_n, (pid % in_group) // size_n
 
 
 @triton.jit
@@ -126,7 +68,7 @@ def _vote_kernel(
     (``[Mp, blocks * 5 * BLOCK_B]``, zero-padded) in ``[BLOCK_M, 4 BLOCK_B]`` boxes for digits
     0..3 of a byte block and ``[BLOCK_M, BLOCK_B]`` boxes for digit 4.
     """
-    pid_n, pid_b = _tile_of_program(tl.cdiv(N, BLOCK_N), tl.cdiv(KB, BLOCK_B), GROUP_N)
+    pid_n, pid_b = tile_of_program(tl.cdiv(N, BLOCK_N), tl.cdiv(KB, BLOCK_B), GROUP_N)
     rn = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     jb = pid_b * BLOCK_B + tl.arange(0, BLOCK_B)
     n_mask = rn < N
@@ -145,23 +87,17 @@ def _vote_kernel(
     # Epilogue: old trits, votes, T_accum (read and written as contiguous 5-column runs), new bytes.
     tile_mask = n_mask[:, None] & b_mask[None, :]
     byte = tl.load(p_ptr + rn[:, None] * stride_pn + jb[None, :], mask=tile_mask, other=121).to(tl.int32)
-    r0, r1, r2, r3, r4 = shifted_quotients(byte)
     lane = tl.arange(0, 8)
     cols = 5 * jb[None, :, None] + lane[None, None, :]
     run_mask = n_mask[:, None, None] & (lane < 5)[None, None, :] & (cols < K)
     runs = rn[:, None, None] * stride_tn + cols
     a0, a1, a2, a3, a4 = deinterleave_digits(tl.load(ta_ptr + runs, mask=run_mask, other=0))
-    d0, a0, s0 = _vote_digit(g0, trit_of(r0, r1).to(tl.int32), a0, 5 * jb, K, theta_t)
-    d1, a1, s1 = _vote_digit(g1, trit_of(r1, r2).to(tl.int32), a1, 5 * jb + 1, K, theta_t)
-    d2, a2, s2 = _vote_digit(g2, trit_of(r2, r3).to(tl.int32), a2, 5 * jb + 2, K, theta_t)
-    d3, a3, s3 = _vote_digit(g3, trit_of(r3, r4).to(tl.int32), a3, 5 * jb + 3, K, theta_t)
-    d4, a4, s4 = _vote_digit(acc_high, r4.to(tl.int32), a4, 5 * jb + 4, K, theta_t)
+    new_byte, a0, a1, a2, a3, a4, score = vote_bytes(g0, g1, g2, g3, acc_high, byte, a0, a1, a2, a3, a4, 5 * jb,
+                                                     K, theta_t)
     tl.store(new_ta_ptr + runs, interleave_digits(a0, a1, a2, a3, a4), mask=run_mask)
-    new_byte = d0 + 3 * d1 + 9 * d2 + 27 * d3 + 81 * d4
     tl.store(new_p_ptr + rn[:, None] * stride_pn + jb[None, :], new_byte.to(tl.uint8), mask=tile_mask)
 
     # Group scores: steps E here when groups lie inside the tile, else hands them on.
-    score = s0 + s1 + s2 + s3 + s4
     if GROUPS_IN_TILE:
         GROUPS: tl.constexpr = BLOCK_B // BYTES_PER_GROUP
         group_score = tl.sum(tl.reshape(score, (BLOCK_N, GROUPS, BYTES_PER_GROUP)), axis=2)
@@ -183,11 +119,8 @@ def _vote_kernel(
             for step in range(0, (M + BLOCK_M - 1) // BLOCK_M):
                 partial += g_desc.load([step * BLOCK_M, pid_n * BLOCK_N]).to(tl.float32)
             col_sum = tl.sum(partial, axis=0)  # reduced once, outside the loop
-            bias = tl.load(bias_ptr + rn, mask=n_mask, other=0).to(tl.int64)
-            direction = (col_sum > 0).to(tl.int64) - (col_sum < 0).to(tl.int64)
-            bias = bias - bias_step * direction
-            bias = tl.minimum(tl.maximum(bias, -2147483648), 2147483647)
-            tl.store(new_bias_ptr + rn, bias.to(tl.int32), mask=n_mask)
+            bias = tl.load(bias_ptr + rn, mask=n_mask, other=0)
+            tl.store(new_bias_ptr + rn, step_bias(bias, col_sum, bias_step), mask=n_mask)
 
 
 @triton.jit
@@ -274,6 +207,10 @@ def update(
     )
     if n == 0:
         return new
+    if m >= WGMMA_UPDATE_MIN_ROWS and gluon_runs(x) and triton_wgmma.takes(x, grad_y, group_size):
+        return triton_wgmma.wgmma_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new, in_features=in_features,
+                                         group_size=group_size, theta_t=theta_t, theta_e=theta_e, e_min=e_min,
+                                         e_max=e_max, bias_step=bias_step)
     use_fp32 = torch.float32 in (x.dtype, grad_y.dtype) or triton_interpreted() or x.dtype != grad_y.dtype
     block_m, block_n, block_b, warps, stages = _tiles(m, group_size, use_fp32)
     bytes_per_group = group_size // 5

@@ -1,0 +1,92 @@
+"""The update rule as Triton device functions, shared by the update kernels (``triton.py`` and
+``triton_wgmma.py``; both call them on int32 / fp32 tensors of any layout)."""
+
+import triton
+import triton.language as tl
+
+from ternary.kernels.linear.triton_base3 import shifted_quotients, trit_of
+
+# Row tiles per group of the update's program order (see ``tile_of_program``). H100, bf16 hooks
+# (benchmarks/results/h100/update_epilogue/update_group_sweep.log): 16384^2 M = 8192 15.9 ms with
+# the old row-tiles-first order -> 14.3 ms with 8 (4: 14.8, 16: 14.4, 32: 14.8); M = 2048
+# 5.80 -> 5.32 ms; 4096^2 within 4%.
+GROUP_N = 8
+
+
+@triton.jit
+def step_trit(t, acc, vote, theta_t):
+    """``reference.step_trits`` on int32 tensors: returns ``(trit, T_accum)``."""
+    acc = tl.minimum(tl.maximum(acc + vote, -128), 127)
+    up = acc >= theta_t
+    down = acc <= -theta_t
+    step_up = up & (t < 1)
+    step_down = down & (t > -1)
+    t = t + step_up.to(tl.int32) - step_down.to(tl.int32)
+    acc = tl.where(step_up | step_down, 0, acc)
+    acc = tl.where(up & ~step_up, theta_t - 1, acc)
+    acc = tl.where(down & ~step_down, 1 - theta_t, acc)
+    return t, acc
+
+
+@triton.jit
+def step_exponent(e, acc, score, theta_e, e_min, e_max):
+    """``reference.step_exponents`` on int32 tensors: returns ``(E, E_accum)``."""
+    sign = (score > 0).to(tl.int32) - (score < 0).to(tl.int32)
+    acc = tl.minimum(tl.maximum(acc - sign, -128), 127)
+    up = acc >= theta_e
+    down = acc <= -theta_e
+    step_up = up & (e < e_max)
+    step_down = down & (e > e_min)
+    e = e + step_up.to(tl.int32) - step_down.to(tl.int32)
+    acc = tl.where(step_up, acc - theta_e, acc)
+    acc = tl.where(step_down, acc + theta_e, acc)
+    acc = tl.where(up & ~step_up, theta_e - 1, acc)
+    acc = tl.where(down & ~step_down, 1 - theta_e, acc)
+    return e, acc
+
+
+@triton.jit
+def vote_digit(g, t_old, t_accum, col, K, theta_t):
+    """Vote one digit position of the tile: ``(new digit T + 1, new T_accum, sign(g) * T_old)``."""
+    sign = (g > 0).to(tl.int32) - (g < 0).to(tl.int32)
+    t_new, t_accum = step_trit(t_old, t_accum.to(tl.int32), -sign, theta_t)
+    digit = tl.where((col < K)[None, :], t_new + 1, 1)
+    return digit, t_accum.to(tl.int8), sign * t_old
+
+
+@triton.jit
+def vote_bytes(g0, g1, g2, g3, g4, byte, a0, a1, a2, a3, a4, col, K, theta_t):
+    """The trit rule on a tile of packed bytes ``[R, BB]`` (int32, 0..242) with gradient digit tiles
+    ``g0..g4 [R, BB]`` and the ``T_accum`` digit tiles ``a0..a4``, whose byte columns start at input
+    column ``col [BB]``: returns ``(new byte, new a0..a4 as int8, score)``, where ``score [R, BB]``
+    is the byte's ``sum_d sign(g_d) * T_old_d`` for the exponent rule. Columns ``>= K`` keep trit 0."""
+    r0, r1, r2, r3, r4 = shifted_quotients(byte)
+    d0, a0, s0 = vote_digit(g0, trit_of(r0, r1).to(tl.int32), a0, col, K, theta_t)
+    d1, a1, s1 = vote_digit(g1, trit_of(r1, r2).to(tl.int32), a1, col + 1, K, theta_t)
+    d2, a2, s2 = vote_digit(g2, trit_of(r2, r3).to(tl.int32), a2, col + 2, K, theta_t)
+    d3, a3, s3 = vote_digit(g3, trit_of(r3, r4).to(tl.int32), a3, col + 3, K, theta_t)
+    d4, a4, s4 = vote_digit(g4, r4.to(tl.int32), a4, col + 4, K, theta_t)
+    return d0 + 3 * d1 + 9 * d2 + 27 * d3 + 81 * d4, a0, a1, a2, a3, a4, s0 + s1 + s2 + s3 + s4
+
+
+@triton.jit
+def step_bias(bias, col_sum, bias_step):
+    """The bias rule on int32 ``bias [R]`` from the fp32 column sums of ``grad_y`` ``col_sum [R]``:
+    one fixed-point step against the sign of the sum, saturated to int32."""
+    bias = bias.to(tl.int64)
+    direction = (col_sum > 0).to(tl.int64) - (col_sum < 0).to(tl.int64)
+    bias = tl.minimum(tl.maximum(bias - bias_step * direction, -2147483648), 2147483647)
+    return bias.to(tl.int32)
+
+
+@triton.jit
+def tile_of_program(row_tiles, byte_blocks, GROUP_N: tl.constexpr):
+    """``(pid_n, pid_b)`` of this program on a 1-D grid: programs come in groups of ``GROUP_N``
+    row tiles, byte blocks outer within a group, so the programs in flight together share
+    both the ``grad_y`` columns of a few row tiles and the ``x`` planes of a few byte blocks
+    (both re-read from L2 instead of DRAM)."""
+    pid = tl.program_id(0)
+    in_group = GROUP_N * byte_blocks
+    first_n = (pid // in_group) * GROUP_N
+    size_n = tl.minimum(row_tiles - first_n, GROUP_N)
+    return first_n + (pid % in_group) % size_n, (pid % in_group) // size_n

@@ -1,0 +1,207 @@
+"""Direct update on ``wgmma`` tensor cores for 16-bit hooks (a Gluon kernel: compiled sm_90 GPUs
+only, never under ``TRITON_INTERPRET``).
+
+The same tile and rule as the Triton kernel (``triton.py``): one program owns ``BLOCK_N`` output
+rows by ``BLOCK_B`` packed bytes and accumulates ``grad_y[:, rows].T @ x_planes`` over all hook
+rows, then runs the rule (``vote_bytes``, ``step_exponent``, ``step_bias``) on the tile without
+writing any gradient. What differs is how the product is formed, with explicit layouts:
+
+- each warpgroup owns 64 weight rows, so one ``wgmma`` of width ``4 BLOCK_B = 128`` covers its
+  digits 0..3 and one of width ``BLOCK_B`` digit 4, against Triton's ``64 x 64`` + ``64 x 16``
+  split of a 64-row tile between two warpgroups; each step's ``grad_y`` box is the left operand
+  (transposed in shared memory), the two digit-plane boxes the right ones. Training rows take
+  ``BLOCK_N = 128`` (two warpgroups, one program per SM), fewer rows ``BLOCK_N = 64`` (one
+  warpgroup, two programs per SM, so one program's epilogue overlaps the other's product);
+- the three boxes of a step arrive by TMA in a ring of ``STAGES`` slots, refilled as soon as
+  every warpgroup has retired the step that read them; the tile's packed bytes and ``T_accum``
+  are loaded before the product, so they arrive while it accumulates;
+- the epilogue runs in the accumulators' own register layout: a lane's columns ``8 i + 2 q``,
+  ``8 i + 2 q + 1`` of the digits-0..3 accumulator are bytes ``8 (i mod 4) + 2 q (+ 1)`` of digit
+  ``i / 4``, the same bytes the lane holds of digit 4, so splitting the digits moves no data.
+
+Only groups inside one byte block (``BLOCK_B`` a multiple of ``G / 5``) are taken (:func:`takes`).
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma
+from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma_wait
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from ternary.kernels.linear.triton_base3 import digit_planes, split_digits
+from ternary.kernels.linear.triton_launch import round_up, tma_rows
+from ternary.kernels.update import UpdatedTensors
+from ternary.kernels.update.triton_rule import GROUP_N, step_bias, step_exponent, tile_of_program, vote_bytes
+
+# (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, warps): two warpgroups of
+# 64 rows with one program per SM from WGMMA_UPDATE_WIDE_FROM hook rows; one warpgroup with two
+# programs per SM below. H100, bf16 hooks, same process (benchmarks/results/h100/update_wgmma/
+# update_wgmma_tiles.log), wide against narrow: M = 8192 11.8 / 13.1 ms at 16384^2, 2.7 / 3.2 ms at
+# 4096 x 14336, 3.1 / 6.1 ms at 14336 x 4096; M = 4096 mixed (7.4 / 7.0 ms at 16384^2, 0.81 / 0.84 ms
+# at 4096^2); M = 2048 5.2 / 4.6 ms at 16384^2.
+WGMMA_UPDATE_TILE = (64, 128, 32, 4, 8)
+WGMMA_UPDATE_NARROW_TILE = (64, 64, 32, 4, 4)
+WGMMA_UPDATE_WIDE_FROM = 8192
+_DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
+
+
+@gluon.jit
+def _fetch(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, step, slot, pred, n0, column,
+           BLOCK_M: gl.constexpr, BLOCK_B: gl.constexpr):
+    """Start the TMA copies of hook-row step ``step`` into ring slot ``slot``: ``grad_y`` rows
+    ``BLOCK_M step ..`` at columns ``n0 ..`` and the two digit-plane boxes of the byte block at
+    plane column ``column``."""
+    bar = ready.index(slot)
+    nbytes: gl.constexpr = g_desc.block_type.nbytes + xl_desc.block_type.nbytes + xh_desc.block_type.nbytes
+    mbarrier.expect(bar, nbytes, pred=pred)
+    row = step * BLOCK_M
+    tma.async_copy_global_to_shared(g_desc, [row, n0], bar, g_tiles.index(slot), pred=pred)
+    tma.async_copy_global_to_shared(xl_desc, [row, column], bar, xl_tiles.index(slot), pred=pred)
+    tma.async_copy_global_to_shared(xh_desc, [row, column + 4 * BLOCK_B], bar, xh_tiles.index(slot), pred=pred)
+
+
+@gluon.jit
+def _wgmma_vote_kernel(
+    g_desc, xl_desc, xh_desc, gy_ptr, p_ptr, ta_ptr, e_ptr, ea_ptr, bias_ptr,
+    new_p_ptr, new_ta_ptr, new_e_ptr, new_ea_ptr, new_bias_ptr,
+    M, N, K, KB, NG, stride_gm, stride_pn, stride_tn, stride_en,
+    theta_t, theta_e, e_min, e_max, bias_step,
+    BYTES_PER_GROUP: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+    BLOCK_B: gl.constexpr, STAGES: gl.constexpr, GROUP_N: gl.constexpr,
+):
+    """One ``[BLOCK_N rows, BLOCK_B bytes]`` tile: gradient on chip, then the whole rule (see the
+    module docstring). ``grad_y`` is read by ``g_desc`` (``[BLOCK_M, BLOCK_N]`` boxes) and, for the
+    bias, by ``gy_ptr``; the digit planes of ``x`` (``[Mp, blocks * 5 BLOCK_B]``) by ``xl_desc`` /
+    ``xh_desc`` (``[BLOCK_M, 4 BLOCK_B]`` / ``[BLOCK_M, BLOCK_B]`` boxes)."""
+    WARPS: gl.constexpr = gl.num_warps()
+    LOW: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
+                                                  instr_shape=[16, 4 * BLOCK_B, 16])
+    HIGH: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
+                                                   instr_shape=[16, BLOCK_B, 16])
+    pid_n, pid_b = tile_of_program(gl.cdiv(N, BLOCK_N), gl.cdiv(KB, BLOCK_B), GROUP_N)
+    n0 = pid_n * BLOCK_N
+    column = pid_b * 5 * BLOCK_B
+    g_tiles = gl.allocate_shared_memory(g_desc.dtype, [STAGES, BLOCK_M, BLOCK_N], g_desc.layout)
+    xl_tiles = gl.allocate_shared_memory(xl_desc.dtype, [STAGES, BLOCK_M, 4 * BLOCK_B], xl_desc.layout)
+    xh_tiles = gl.allocate_shared_memory(xh_desc.dtype, [STAGES, BLOCK_M, BLOCK_B], xh_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for each in gl.static_range(STAGES):
+        mbarrier.init(ready.index(each), count=1)
+    fence_async_shared()
+    # the tile's state is loaded first, so that it arrives while the product accumulates
+    rn = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, HIGH))
+    jb = pid_b * BLOCK_B + gl.arange(0, BLOCK_B, layout=gl.SliceLayout(0, HIGH))
+    n_mask = gl.expand_dims(rn < N, 1)
+    tile_mask = n_mask & gl.expand_dims(jb < KB, 0)
+    bytes_at = gl.expand_dims(rn, 1) * stride_pn + gl.expand_dims(jb, 0)
+    byte = gl.load(p_ptr + bytes_at, mask=tile_mask, other=121).to(gl.int32)
+    col = gl.expand_dims(5 * jb, 0)
+    runs = gl.expand_dims(rn, 1) * stride_tn + col
+    a0 = gl.load(ta_ptr + runs, mask=n_mask & (col < K), other=0)
+    a1 = gl.load(ta_ptr + runs + 1, mask=n_mask & (col + 1 < K), other=0)
+    a2 = gl.load(ta_ptr + runs + 2, mask=n_mask & (col + 2 < K), other=0)
+    a3 = gl.load(ta_ptr + runs + 3, mask=n_mask & (col + 3 < K), other=0)
+    a4 = gl.load(ta_ptr + runs + 4, mask=n_mask & (col + 4 < K), other=0)
+    steps = gl.cdiv(M, BLOCK_M)
+    for first in gl.static_range(STAGES):
+        _fetch(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, first, first, first < steps, n0,
+               column, BLOCK_M, BLOCK_B)
+    acc_low = gl.zeros([BLOCK_N, 4 * BLOCK_B], gl.float32, LOW)
+    acc_high = gl.zeros([BLOCK_N, BLOCK_B], gl.float32, HIGH)
+    for i in range(steps):
+        slot = i % STAGES
+        mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
+        g_t = g_tiles.index(slot).permute((1, 0))
+        acc_low = warpgroup_mma(g_t, xl_tiles.index(slot), acc_low, is_async=True)
+        acc_high = warpgroup_mma(g_t, xh_tiles.index(slot), acc_high, is_async=True)
+        # the previous step's two products are retired in this warpgroup; the barrier waits for the other
+        acc_low, acc_high = warpgroup_mma_wait(2, deps=[acc_low, acc_high])
+        gl.thread_barrier()
+        refill = i + STAGES - 1
+        _fetch(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, refill, refill % STAGES,
+               (i >= 1) & (refill < steps), n0, column, BLOCK_M, BLOCK_B)
+    acc_low, acc_high = warpgroup_mma_wait(0, deps=[acc_low, acc_high])
+    for last in gl.static_range(STAGES):
+        mbarrier.invalidate(ready.index(last))
+    g0, g1, g2, g3 = split_digits(acc_low, BLOCK_B)
+    new_byte, a0, a1, a2, a3, a4, score = vote_bytes(
+        gl.convert_layout(g0, HIGH), gl.convert_layout(g1, HIGH), gl.convert_layout(g2, HIGH),
+        gl.convert_layout(g3, HIGH), acc_high, byte, a0, a1, a2, a3, a4, 5 * jb, K, theta_t)
+    gl.store(new_p_ptr + bytes_at, new_byte.to(gl.uint8), mask=tile_mask)
+    gl.store(new_ta_ptr + runs, a0, mask=n_mask & (col < K))
+    gl.store(new_ta_ptr + runs + 1, a1, mask=n_mask & (col + 1 < K))
+    gl.store(new_ta_ptr + runs + 2, a2, mask=n_mask & (col + 2 < K))
+    gl.store(new_ta_ptr + runs + 3, a3, mask=n_mask & (col + 3 < K))
+    gl.store(new_ta_ptr + runs + 4, a4, mask=n_mask & (col + 4 < K))
+
+    GROUPS: gl.constexpr = BLOCK_B // BYTES_PER_GROUP
+    SCORES: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [WARPS, 1], [1, 0])
+    group_score = gl.convert_layout(gl.sum(gl.reshape(score, [BLOCK_N, GROUPS, BYTES_PER_GROUP]), axis=2), SCORES)
+    g_rows = gl.expand_dims(n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, SCORES)), 1)
+    groups = gl.expand_dims(pid_b * GROUPS + gl.arange(0, GROUPS, layout=gl.SliceLayout(0, SCORES)), 0)
+    g_mask = (g_rows < N) & (groups < NG)
+    offsets = g_rows * stride_en + groups
+    e = gl.load(e_ptr + offsets, mask=g_mask, other=0).to(gl.int32)
+    e_acc = gl.load(ea_ptr + offsets, mask=g_mask, other=0).to(gl.int32)
+    e, e_acc = step_exponent(e, e_acc, group_score, theta_e, e_min, e_max)
+    gl.store(new_e_ptr + offsets, e.to(gl.int8), mask=g_mask)
+    gl.store(new_ea_ptr + offsets, e_acc.to(gl.int8), mask=g_mask)
+
+    if HAS_BIAS:
+        if pid_b == 0:
+            ROWS: gl.constexpr = gl.BlockedLayout([1, 4], [1, 32], [WARPS, 1], [1, 0])
+            m = gl.expand_dims(gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, ROWS)), 1)
+            n = gl.expand_dims(n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, ROWS)), 0)
+            partial = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, ROWS)
+            for step in range(steps):
+                rows = step * BLOCK_M + m
+                partial += gl.load(gy_ptr + rows * stride_gm + n, mask=(rows < M) & (n < N), other=0).to(gl.float32)
+            col_sum = gl.sum(partial, axis=0)  # reduced once, outside the loop
+            rb = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, ROWS))
+            bias = gl.load(bias_ptr + rb, mask=rb < N, other=0)
+            gl.store(new_bias_ptr + rb, step_bias(bias, col_sum, bias_step), mask=rb < N)
+
+
+def takes(x: torch.Tensor, grad_y: torch.Tensor, group_size: int) -> bool:
+    """Whether the kernel takes this update (the caller checks the card and the interpreter): bf16 or
+    fp16 hooks of one dtype, and scale groups that lie inside one byte block."""
+    block_b = WGMMA_UPDATE_TILE[2]
+    return x.dtype in _DTYPES and grad_y.dtype == x.dtype and block_b % (group_size // 5) == 0
+
+
+def wgmma_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensors, *, in_features: int,
+                 group_size: int, theta_t: int, theta_e: int, e_min: int, e_max: int, bias_step: int,
+                 tile: tuple[int, int, int, int, int] | None = None) -> UpdatedTensors:
+    """Write the update of one checked layer (``n > 0``) into ``new`` and return it; the caller has
+    checked :func:`takes`. ``tile``: ``(BLOCK_M, BLOCK_N, BLOCK_B, STAGES, warps)``, by default
+    chosen by the hook rows (``WGMMA_UPDATE_WIDE_FROM``)."""
+    n, kb = T_packed.shape
+    m = x.shape[0]
+    if tile is None:
+        tile = WGMMA_UPDATE_TILE if m >= WGMMA_UPDATE_WIDE_FROM else WGMMA_UPDATE_NARROW_TILE
+    block_m, block_n, block_b, stages, warps = tile
+    dtype = _DTYPES[x.dtype]
+    blocks = triton.cdiv(kb, block_b)
+    planes = digit_planes(x, max(block_m, round_up(m, block_m)), blocks * block_b, block_b, z_form=False,
+                          dtype=x.dtype, blocked=True)
+    planes = planes.view(planes.shape[0], -1)
+    grad_y = tma_rows(grad_y)
+    g_desc = TensorDescriptor.from_tensor(grad_y, [block_m, block_n],
+                                          gl.NVMMASharedLayout.get_default_for([block_m, block_n], dtype))
+    xl_desc = TensorDescriptor.from_tensor(planes, [block_m, 4 * block_b],
+                                           gl.NVMMASharedLayout.get_default_for([block_m, 4 * block_b], dtype))
+    xh_desc = TensorDescriptor.from_tensor(planes, [block_m, block_b],
+                                           gl.NVMMASharedLayout.get_default_for([block_m, block_b], dtype))
+    _wgmma_vote_kernel[(triton.cdiv(n, block_n) * blocks,)](
+        g_desc, xl_desc, xh_desc, grad_y, T_packed, T_accum, E, E_accum, bias if bias is not None else E,
+        new.T_packed, new.T_accum, new.E, new.E_accum, new.bias if bias is not None else E,
+        m, n, in_features, kb, E.shape[1], grad_y.stride(0), T_packed.stride(0), T_accum.stride(0), E.stride(0),
+        theta_t, theta_e, e_min, e_max, bias_step,
+        BYTES_PER_GROUP=group_size // 5, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n,
+        BLOCK_B=block_b, STAGES=stages, GROUP_N=GROUP_N, num_warps=warps,
+    )
+    return new

@@ -1,0 +1,103 @@
+"""The ``wgmma`` update kernel (Gluon, sm_90+ only) against the torch reference, bit for bit.
+
+Hooks are small integers in bf16 / fp16, so every gradient sum is exact in any order and the
+reference's signs are the only right answer. The kernel has no interpreter: its launches are
+skipped without an sm_90+ GPU, while the dispatch rule (:func:`triton_wgmma.takes`) is
+checked everywhere.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on CPU)
+
+from test_triton_update import FIELDS, assert_bitwise, hooks, layer_state, rule  # noqa: E402
+from ternary.kernels.linear.triton import gluon_runs  # noqa: E402
+from ternary.kernels.update import UpdatedTensors, reference, triton_wgmma  # noqa: E402
+from ternary.kernels.update import triton as kernels  # noqa: E402
+
+needs_wgmma = pytest.mark.skipif(not gluon_runs(torch.empty(0, device=DEVICE)),
+                                 reason="the wgmma update runs on sm_90+ GPUs only (Gluon has no interpreter)")
+
+# (M, N, K, G): M = 1, N = 1, K not a multiple of 5 or of G, row and byte tails of the
+# 128-row x 32-byte tiles, hook rows that are not a multiple of the 64-row step, and every
+# group size whose groups lie inside one 32-byte block.
+SHAPES = [(1, 1, 7, 5), (64, 128, 160, 40), (100, 200, 333, 40), (130, 257, 1001, 20), (3, 130, 645, 160),
+          (700, 64, 90, 10), (513, 300, 1200, 80), (65, 129, 203, 40)]
+
+
+def poisoned_like(state: dict) -> UpdatedTensors:
+    """Output buffers full of garbage, so an unwritten entry cannot pass."""
+    return UpdatedTensors(*[None if state[name] is None else torch.full_like(state[name], -77) for name in FIELDS])
+
+
+@needs_wgmma
+@pytest.mark.parametrize("m,n,k,g", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+@pytest.mark.parametrize("with_bias", [True, False])
+@pytest.mark.parametrize("tile", [triton_wgmma.WGMMA_UPDATE_NARROW_TILE, triton_wgmma.WGMMA_UPDATE_TILE])
+def test_wgmma_update_matches_reference_bit_for_bit(m, n, k, g, dtype, with_bias, tile):
+    gen = torch.Generator().manual_seed(m * 1009 + n * 17 + k + g)
+    state = layer_state(n, k, g, gen, bias=with_bias)
+    x, grad_y = hooks(m, n, k, gen)
+    static = rule(k, g)
+    args = [state[name] for name in FIELDS]
+    expected = reference.update(*args, x, grad_y, **static)
+    actual = triton_wgmma.wgmma_update(*args, x.to(dtype), grad_y.to(dtype), poisoned_like(state), tile=tile,
+                                       **static)
+    assert_bitwise(expected, actual)
+    assert not torch.equal(expected.T_packed.cpu(), state["T_packed"].cpu()), "test drew no trit step"
+
+
+@needs_wgmma
+def test_wgmma_update_saturation_and_limits_over_whole_ranges():
+    """Accumulators at int8 limits, E at and beyond e_min / e_max, bias near int32 limits."""
+    gen = torch.Generator().manual_seed(47)
+    n, k, g = 133, 283, 40
+    state = layer_state(n, k, g, gen, wide=True)
+    x, grad_y = hooks(90, n, k, gen)
+    args = [state[name] for name in FIELDS]
+    for static in (rule(k, g, theta_t=127, theta_e=127, e_min=-128, e_max=127, bias_step=2**30),
+                   rule(k, g, theta_t=1, theta_e=1, e_min=-2, e_max=1)):
+        expected = reference.update(*args, x, grad_y, **static)
+        for tile in (triton_wgmma.WGMMA_UPDATE_NARROW_TILE, triton_wgmma.WGMMA_UPDATE_TILE):
+            actual = triton_wgmma.wgmma_update(*args, x.bfloat16(), grad_y.bfloat16(), poisoned_like(state),
+                                               tile=tile, **static)
+            assert_bitwise(expected, actual)
+
+
+@needs_wgmma
+@pytest.mark.parametrize("m", [kernels.WGMMA_UPDATE_MIN_ROWS - 1, kernels.WGMMA_UPDATE_MIN_ROWS])
+def test_update_dispatches_training_rows_to_wgmma(monkeypatch, m):
+    """``kernels.update`` sends 16-bit hooks of ``WGMMA_UPDATE_MIN_ROWS`` rows or more to the
+    ``wgmma`` kernel, fewer to its own; both match the reference."""
+    calls = []
+    original = triton_wgmma.wgmma_update
+
+    def spy(*args, **kwargs):
+        calls.append(args[5].shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(triton_wgmma, "wgmma_update", spy)
+    gen = torch.Generator().manual_seed(m)
+    n, k, g = 70, 300, 40
+    state = layer_state(n, k, g, gen)
+    x, grad_y = hooks(m, n, k, gen)
+    args = [state[name] for name in FIELDS]
+    expected = reference.update(*args, x, grad_y, **rule(k, g))
+    assert_bitwise(expected, kernels.update(*args, x.bfloat16(), grad_y.bfloat16(), **rule(k, g)))
+    assert calls == ([m] if m >= kernels.WGMMA_UPDATE_MIN_ROWS else [])
+
+
+@pytest.mark.parametrize("x_dtype,g_dtype,group_size,taken", [
+    (torch.bfloat16, torch.bfloat16, 40, True), (torch.float16, torch.float16, 160, True),
+    (torch.bfloat16, torch.bfloat16, 5, True), (torch.float32, torch.float32, 40, False),
+    (torch.bfloat16, torch.float32, 40, False), (torch.bfloat16, torch.float16, 40, False),
+    (torch.bfloat16, torch.bfloat16, 15, False), (torch.bfloat16, torch.bfloat16, 30, False),
+])
+def test_wgmma_update_takes_16_bit_hooks_with_groups_inside_a_block(x_dtype, g_dtype, group_size, taken):
+    x = torch.zeros(4, 8, dtype=x_dtype)
+    grad_y = torch.zeros(4, 3, dtype=g_dtype)
+    assert triton_wgmma.takes(x, grad_y, group_size) is taken
