@@ -81,6 +81,7 @@ def test_update_dispatches_training_rows_to_wgmma(monkeypatch, m):
         return original(*args, **kwargs)
 
     monkeypatch.setattr(triton_wgmma, "wgmma_update", spy)
+    monkeypatch.setattr(kernels, "_new_like", lambda tensor: torch.full_like(tensor, -77))
     gen = torch.Generator().manual_seed(m)
     n, k, g = 70, 300, 40
     state = layer_state(n, k, g, gen)
@@ -89,6 +90,34 @@ def test_update_dispatches_training_rows_to_wgmma(monkeypatch, m):
     expected = reference.update(*args, x, grad_y, **rule(k, g))
     assert_bitwise(expected, kernels.update(*args, x.bfloat16(), grad_y.bfloat16(), **rule(k, g)))
     assert calls == ([m] if m >= kernels.WGMMA_UPDATE_MIN_ROWS else [])
+
+
+@needs_wgmma
+def test_wgmma_update_reads_strided_hooks(monkeypatch):
+    """``x`` as a column slice and ``grad_y`` as an aligned slice of a wider tensor (row stride
+    above N, read in place by TMA and by the bias sum) give the same update as contiguous hooks."""
+    monkeypatch.setattr(kernels, "_new_like", lambda tensor: torch.full_like(tensor, -77))
+    m, n, k, g = kernels.WGMMA_UPDATE_MIN_ROWS, 72, 300, 40
+    gen = torch.Generator().manual_seed(5)
+    state = layer_state(n, k, g, gen)
+    x, grad_y = hooks(m, n, k, gen)
+    wide_x = torch.zeros(m, k + 13, dtype=torch.bfloat16, device=DEVICE)
+    wide_x[:, 13:] = x
+    wide_g = torch.zeros(m, n + 8, dtype=torch.bfloat16, device=DEVICE)
+    wide_g[:, :n] = grad_y
+    args = [state[name] for name in FIELDS]
+    expected = reference.update(*args, x, grad_y, **rule(k, g))
+    assert_bitwise(expected, kernels.update(*args, wide_x[:, 13:], wide_g[:, :n], **rule(k, g)))
+
+
+def test_wgmma_update_refuses_a_tile_that_splits_groups():
+    """Checked before any launch (so on CPU too): 16-byte blocks would split G = 160 groups."""
+    gen = torch.Generator().manual_seed(3)
+    state = {name: tensor.cpu() for name, tensor in layer_state(4, 320, 160, gen).items()}
+    x, grad_y = (hook.cpu().bfloat16() for hook in hooks(2, 4, 320, gen))
+    with pytest.raises(ValueError, match="splits the groups of G=160"):
+        triton_wgmma.wgmma_update(*[state[name] for name in FIELDS], x, grad_y, poisoned_like(state),
+                                  tile=(64, 64, 16, 4, 4), **rule(320, 160))
 
 
 @pytest.mark.parametrize("x_dtype,g_dtype,group_size,taken", [

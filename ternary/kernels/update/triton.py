@@ -32,7 +32,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ternary.kernels.linear.triton_base3 import deinterleave_digits, digit_planes, interleave_digits, split_digits
 from ternary.kernels.layer_checks import check_layer_tensors
-from ternary.kernels.linear.triton_launch import round_up, tma_rows
+from ternary.kernels.linear.triton_launch import capability, round_up, tma_rows
 from ternary.kernels.linear.triton import gluon_runs
 from ternary.kernels.registry import triton_interpreted
 from ternary.kernels.update import UpdatedTensors, triton_wgmma
@@ -137,6 +137,12 @@ def _exponent_kernel(score_ptr, e_ptr, ea_ptr, new_e_ptr, new_ea_ptr, total, the
     tl.store(new_ea_ptr + i, e_acc.to(tl.int8), mask=mask)
 
 
+def _wgmma_runs(x: torch.Tensor) -> bool:
+    """Whether the ``wgmma`` update can run on ``x``'s card: a compiled Gluon card of the Hopper
+    generation (``wgmma`` is sm_90 only; newer cards keep this module's kernel)."""
+    return gluon_runs(x) and capability(x.device)[0] == 9
+
+
 def _check(T_packed, E, E_accum, T_accum, bias, x, grad_y, in_features, group_size) -> None:
     """One-line errors naming the tensor at fault."""
     check_layer_tensors("triton update", in_features=in_features, group_size=group_size, contiguous=True,
@@ -207,7 +213,7 @@ def update(
     )
     if n == 0:
         return new
-    if m >= WGMMA_UPDATE_MIN_ROWS and gluon_runs(x) and triton_wgmma.takes(x, grad_y, group_size):
+    if m >= WGMMA_UPDATE_MIN_ROWS and _wgmma_runs(x) and triton_wgmma.takes(x, grad_y, group_size):
         return triton_wgmma.wgmma_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new, in_features=in_features,
                                          group_size=group_size, theta_t=theta_t, theta_e=theta_e, e_min=e_min,
                                          e_max=e_max, bias_step=bias_step)

@@ -159,7 +159,7 @@ def _wgmma_vote_kernel(
             partial = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, ROWS)
             for step in range(steps):
                 rows = step * BLOCK_M + m
-                partial += gl.load(gy_ptr + rows * stride_gm + n, mask=(rows < M) & (n < N), other=0).to(gl.float32)
+                partial += gl.load(gy_ptr + rows.to(gl.int64) * stride_gm + n, mask=(rows < M) & (n < N), other=0).to(gl.float32)
             col_sum = gl.sum(partial, axis=0)  # reduced once, outside the loop
             rb = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, ROWS))
             bias = gl.load(bias_ptr + rb, mask=rb < N, other=0)
@@ -184,6 +184,9 @@ def wgmma_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTen
     if tile is None:
         tile = WGMMA_UPDATE_TILE if m >= WGMMA_UPDATE_WIDE_FROM else WGMMA_UPDATE_NARROW_TILE
     block_m, block_n, block_b, stages, warps = tile
+    if block_b % (group_size // 5):
+        raise ValueError(f"wgmma update: tile {tile} splits the groups of G={group_size} between programs "
+                         f"(BLOCK_B={block_b} is not a multiple of {group_size // 5} bytes)")
     dtype = _DTYPES[x.dtype]
     blocks = triton.cdiv(kb, block_b)
     planes = digit_planes(x, max(block_m, round_up(m, block_m)), blocks * block_b, block_b, z_form=False,
