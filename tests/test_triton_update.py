@@ -17,6 +17,7 @@ import triton.language as tl  # noqa: E402
 
 from ternary.kernels.update import reference  # noqa: E402
 from ternary.kernels.update import triton as kernels  # noqa: E402
+from ternary.kernels.update.triton_rule import byte_trits, step_trit  # noqa: E402
 from ternary.kernels.linear.triton_launch import tma_rows  # noqa: E402
 from ternary.state.packing import CorruptStateError, random_packed, unpack  # noqa: E402
 
@@ -211,3 +212,43 @@ def test_grouped_program_order_matches_reference(monkeypatch):
     state = layer_state(n, k, g, gen)
     x, grad_y = hooks(9, n, k, gen)
     assert_bitwise(*run_both(state, x, grad_y, rule(k, g)))
+
+
+@triton.jit
+def _byte_trits_kernel(out_ptr):
+    byte = tl.arange(0, 256)
+    t0, t1, t2, t3, t4 = byte_trits(byte)
+    tl.store(out_ptr + byte * 5, t0)
+    tl.store(out_ptr + byte * 5 + 1, t1)
+    tl.store(out_ptr + byte * 5 + 2, t2)
+    tl.store(out_ptr + byte * 5 + 3, t3)
+    tl.store(out_ptr + byte * 5 + 4, t4)
+
+
+def test_byte_trits_decode_every_valid_byte():
+    """The kernels' integer decode gives ``unpack``'s five trits for each of the 243 valid bytes."""
+    out = torch.empty(256 * 5, dtype=torch.int32, device=DEVICE)
+    _byte_trits_kernel[(1,)](out)
+    every = torch.arange(243, dtype=torch.uint8).reshape(243, 1)
+    assert torch.equal(out.view(256, 5)[:243].cpu(), unpack(every, 5).to(torch.int32))
+
+
+@triton.jit
+def _step_trit_kernel(t_ptr, acc_ptr, vote_ptr, new_t_ptr, new_acc_ptr, theta_t, BLOCK: tl.constexpr):
+    i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    t, acc = step_trit(tl.load(t_ptr + i), tl.load(acc_ptr + i), tl.load(vote_ptr + i), theta_t)
+    tl.store(new_t_ptr + i, t)
+    tl.store(new_acc_ptr + i, acc)
+
+
+@pytest.mark.parametrize("theta_t", [1, 2, 5, 127])
+def test_step_trit_matches_the_reference_on_every_input(theta_t):
+    """Every trit x accumulator x vote combination (3 x 256 x 3) against ``reference.step_trits``."""
+    t, acc, vote = torch.meshgrid(torch.arange(-1, 2), torch.arange(-128, 128), torch.arange(-1, 2), indexing="ij")
+    t, acc, vote = (v.reshape(-1).to(torch.int32) for v in (t, acc, vote))
+    size = t.numel()
+    outs = [torch.empty(size, dtype=torch.int32, device=DEVICE) for _ in range(2)]
+    _step_trit_kernel[(size // 256,)](t.to(DEVICE), acc.to(DEVICE), vote.to(DEVICE), *outs, theta_t, BLOCK=256)
+    want_t, want_acc = reference.step_trits(t.to(torch.int8), acc.to(torch.int8), vote, theta_t)
+    assert torch.equal(outs[0].cpu(), want_t.to(torch.int32))
+    assert torch.equal(outs[1].cpu(), want_acc.to(torch.int32))

@@ -4,7 +4,6 @@
 import triton
 import triton.language as tl
 
-from ternary.kernels.linear.triton_base3 import shifted_quotients, trit_of
 
 # Row tiles per group of the update's program order (see ``tile_of_program``). H100, bf16 hooks
 # (benchmarks/results/h100/update_epilogue/update_group_sweep.log): 16384^2 M = 8192 15.9 ms with
@@ -15,17 +14,16 @@ GROUP_N = 8
 
 @triton.jit
 def step_trit(t, acc, vote, theta_t):
-    """``reference.step_trits`` on int32 tensors: returns ``(trit, T_accum)``."""
+    """``reference.step_trits`` on int32 tensors: returns ``(trit, T_accum)``.
+
+    With ``s = [acc >= theta] - [acc <= -theta]`` (never both: theta >= 1) the trit moves to
+    ``clamp(t + s, -1, 1)``; a trit that moved resets its accumulator to 0, one held at its limit
+    keeps ``s (theta - 1)``, and with ``s = 0`` the accumulator stays."""
     acc = tl.minimum(tl.maximum(acc + vote, -128), 127)
-    up = acc >= theta_t
-    down = acc <= -theta_t
-    step_up = up & (t < 1)
-    step_down = down & (t > -1)
-    t = t + step_up.to(tl.int32) - step_down.to(tl.int32)
-    acc = tl.where(step_up | step_down, 0, acc)
-    acc = tl.where(up & ~step_up, theta_t - 1, acc)
-    acc = tl.where(down & ~step_down, 1 - theta_t, acc)
-    return t, acc
+    s = (acc >= theta_t).to(tl.int32) - (acc <= -theta_t).to(tl.int32)
+    t_new = tl.minimum(tl.maximum(t + s, -1), 1)
+    acc = tl.where(s == 0, acc, tl.where(t_new != t, 0, s * (theta_t - 1)))
+    return t_new, acc
 
 
 @triton.jit
@@ -55,17 +53,35 @@ def vote_digit(g, t_old, t_accum, col, K, theta_t):
 
 
 @triton.jit
+def _trit_and_quotient(q):
+    """``(q mod 3 - 1, floor(q / 3))`` for an int32 tensor ``q`` in [0, 255] (one multiply-shift)."""
+    next_q = (q * 171) >> 9
+    return q - 3 * next_q - 1, next_q
+
+
+@triton.jit
+def byte_trits(byte):
+    """The five trits (int32, -1..1, digit positions 0..4) of packed bytes ``byte`` (int32, 0..242),
+    by integer multiply-shifts: no float conversions."""
+    t0, q = _trit_and_quotient(byte)
+    t1, q = _trit_and_quotient(q)
+    t2, q = _trit_and_quotient(q)
+    t3, q = _trit_and_quotient(q)
+    return t0, t1, t2, t3, q - 1
+
+
+@triton.jit
 def vote_bytes(g0, g1, g2, g3, g4, byte, a0, a1, a2, a3, a4, col, K, theta_t):
     """The trit rule on a tile of packed bytes ``[R, BB]`` (int32, 0..242) with gradient digit tiles
     ``g0..g4 [R, BB]`` and the ``T_accum`` digit tiles ``a0..a4``, whose byte columns start at input
     column ``col [BB]``: returns ``(new byte, new a0..a4 as int8, score)``, where ``score [R, BB]``
     is the byte's ``sum_d sign(g_d) * T_old_d`` for the exponent rule. Columns ``>= K`` keep trit 0."""
-    r0, r1, r2, r3, r4 = shifted_quotients(byte)
-    d0, a0, s0 = vote_digit(g0, trit_of(r0, r1).to(tl.int32), a0, col, K, theta_t)
-    d1, a1, s1 = vote_digit(g1, trit_of(r1, r2).to(tl.int32), a1, col + 1, K, theta_t)
-    d2, a2, s2 = vote_digit(g2, trit_of(r2, r3).to(tl.int32), a2, col + 2, K, theta_t)
-    d3, a3, s3 = vote_digit(g3, trit_of(r3, r4).to(tl.int32), a3, col + 3, K, theta_t)
-    d4, a4, s4 = vote_digit(g4, r4.to(tl.int32), a4, col + 4, K, theta_t)
+    t0, t1, t2, t3, t4 = byte_trits(byte)
+    d0, a0, s0 = vote_digit(g0, t0, a0, col, K, theta_t)
+    d1, a1, s1 = vote_digit(g1, t1, a1, col + 1, K, theta_t)
+    d2, a2, s2 = vote_digit(g2, t2, a2, col + 2, K, theta_t)
+    d3, a3, s3 = vote_digit(g3, t3, a3, col + 3, K, theta_t)
+    d4, a4, s4 = vote_digit(g4, t4, a4, col + 4, K, theta_t)
     return d0 + 3 * d1 + 9 * d2 + 27 * d3 + 81 * d4, a0, a1, a2, a3, a4, s0 + s1 + s2 + s3 + s4
 
 
