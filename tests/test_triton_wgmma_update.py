@@ -21,11 +21,11 @@ from ternary.kernels.update import triton as kernels  # noqa: E402
 needs_wgmma = pytest.mark.skipif(not gluon_runs(torch.empty(0, device=DEVICE)),
                                  reason="the wgmma update runs on sm_90+ GPUs only (Gluon has no interpreter)")
 
-# (M, N, K, G): M = 1, N = 1, K not a multiple of 5 or of G, row and byte tails of the
-# 128-row x 32-byte tiles, hook rows that are not a multiple of the 64-row step, and every
-# group size whose groups lie inside one 32-byte block.
-SHAPES = [(1, 1, 7, 5), (64, 128, 160, 40), (100, 200, 333, 40), (130, 257, 1001, 20), (3, 130, 645, 160),
-          (700, 64, 90, 10), (513, 300, 1200, 80), (65, 129, 203, 40)]
+# (M, N, K, G): M = 1, N = 1, K not a multiple of 5 or of G (the kernel takes even K), row and
+# byte tails of the 128-row x 32-byte tiles, hook rows that are not a multiple of the 64-row step,
+# and every group size whose groups lie inside one 32-byte block.
+SHAPES = [(1, 1, 8, 5), (64, 128, 160, 40), (100, 200, 334, 40), (130, 257, 1002, 20), (3, 130, 646, 160),
+          (700, 64, 90, 10), (513, 300, 1200, 80), (65, 129, 204, 40)]
 
 
 def poisoned_like(state: dict) -> UpdatedTensors:
@@ -55,7 +55,7 @@ def test_wgmma_update_matches_reference_bit_for_bit(m, n, k, g, dtype, with_bias
 def test_wgmma_update_saturation_and_limits_over_whole_ranges():
     """Accumulators at int8 limits, E at and beyond e_min / e_max, bias near int32 limits."""
     gen = torch.Generator().manual_seed(47)
-    n, k, g = 133, 283, 40
+    n, k, g = 133, 284, 40
     state = layer_state(n, k, g, gen, wide=True)
     x, grad_y = hooks(90, n, k, gen)
     args = [state[name] for name in FIELDS]
@@ -69,10 +69,11 @@ def test_wgmma_update_saturation_and_limits_over_whole_ranges():
 
 
 @needs_wgmma
-@pytest.mark.parametrize("m", [kernels.WGMMA_UPDATE_MIN_ROWS - 1, kernels.WGMMA_UPDATE_MIN_ROWS])
-def test_update_dispatches_training_rows_to_wgmma(monkeypatch, m):
+@pytest.mark.parametrize("m,k", [(kernels.WGMMA_UPDATE_MIN_ROWS - 1, 300), (kernels.WGMMA_UPDATE_MIN_ROWS, 300),
+                                 (kernels.WGMMA_UPDATE_MIN_ROWS, 301)])
+def test_update_dispatches_training_rows_to_wgmma(monkeypatch, m, k):
     """``kernels.update`` sends 16-bit hooks of ``WGMMA_UPDATE_MIN_ROWS`` rows or more to the
-    ``wgmma`` kernel, fewer to its own; both match the reference."""
+    ``wgmma`` kernel when ``K`` is even, the rest to its own; both match the reference."""
     calls = []
     original = triton_wgmma.wgmma_update
 
@@ -82,14 +83,14 @@ def test_update_dispatches_training_rows_to_wgmma(monkeypatch, m):
 
     monkeypatch.setattr(triton_wgmma, "wgmma_update", spy)
     monkeypatch.setattr(kernels, "_new_like", lambda tensor: torch.full_like(tensor, -77))
-    gen = torch.Generator().manual_seed(m)
-    n, k, g = 70, 300, 40
+    gen = torch.Generator().manual_seed(m + k)
+    n, g = 70, 40
     state = layer_state(n, k, g, gen)
     x, grad_y = hooks(m, n, k, gen)
     args = [state[name] for name in FIELDS]
     expected = reference.update(*args, x, grad_y, **rule(k, g))
     assert_bitwise(expected, kernels.update(*args, x.bfloat16(), grad_y.bfloat16(), **rule(k, g)))
-    assert calls == ([m] if m >= kernels.WGMMA_UPDATE_MIN_ROWS else [])
+    assert calls == ([m] if m >= kernels.WGMMA_UPDATE_MIN_ROWS and k % 2 == 0 else [])
 
 
 @needs_wgmma
@@ -120,13 +121,26 @@ def test_wgmma_update_refuses_a_tile_that_splits_groups():
                                   tile=(64, 64, 16, 4, 4), **rule(320, 160))
 
 
-@pytest.mark.parametrize("x_dtype,g_dtype,group_size,taken", [
-    (torch.bfloat16, torch.bfloat16, 40, True), (torch.float16, torch.float16, 160, True),
-    (torch.bfloat16, torch.bfloat16, 5, True), (torch.float32, torch.float32, 40, False),
-    (torch.bfloat16, torch.float32, 40, False), (torch.bfloat16, torch.float16, 40, False),
-    (torch.bfloat16, torch.bfloat16, 15, False), (torch.bfloat16, torch.bfloat16, 30, False),
+@pytest.mark.parametrize("x_dtype,g_dtype,group_size,k,taken", [
+    (torch.bfloat16, torch.bfloat16, 40, 80, True), (torch.float16, torch.float16, 160, 320, True),
+    (torch.bfloat16, torch.bfloat16, 5, 6, True), (torch.float32, torch.float32, 40, 80, False),
+    (torch.bfloat16, torch.float32, 40, 80, False), (torch.bfloat16, torch.float16, 40, 80, False),
+    (torch.bfloat16, torch.bfloat16, 15, 30, False), (torch.bfloat16, torch.bfloat16, 30, 60, False),
+    (torch.bfloat16, torch.bfloat16, 40, 81, False),
 ])
-def test_wgmma_update_takes_16_bit_hooks_with_groups_inside_a_block(x_dtype, g_dtype, group_size, taken):
-    x = torch.zeros(4, 8, dtype=x_dtype)
+def test_wgmma_update_takes_16_bit_hooks_with_groups_inside_a_block(x_dtype, g_dtype, group_size, k, taken):
+    x = torch.zeros(4, k, dtype=x_dtype)
     grad_y = torch.zeros(4, 3, dtype=g_dtype)
-    assert triton_wgmma.takes(x, grad_y, group_size) is taken
+    T_accum = torch.zeros(3, k, dtype=torch.int8)
+    assert triton_wgmma.takes(x, grad_y, T_accum, group_size) is taken
+
+
+def test_wgmma_update_refuses_t_accum_at_an_odd_address():
+    """``T_accum`` is read as 16-bit pieces: a view starting at an odd byte is refused by name."""
+    gen = torch.Generator().manual_seed(4)
+    state = {name: tensor.cpu() for name, tensor in layer_state(4, 80, 40, gen).items()}
+    state["T_accum"] = torch.zeros(4 * 80 + 1, dtype=torch.int8)[1:].view(4, 80)
+    x, grad_y = (hook.cpu().bfloat16() for hook in hooks(2, 4, 80, gen))
+    assert not triton_wgmma.takes(x, grad_y, state["T_accum"], 40)
+    with pytest.raises(ValueError, match="T_accum needs an even start"):
+        triton_wgmma.wgmma_update(*[state[name] for name in FIELDS], x, grad_y, poisoned_like(state), **rule(80, 40))

@@ -213,7 +213,7 @@ def update(
     )
     if n == 0:
         return new
-    if m >= WGMMA_UPDATE_MIN_ROWS and _wgmma_runs(x) and triton_wgmma.takes(x, grad_y, group_size):
+    if m >= WGMMA_UPDATE_MIN_ROWS and _wgmma_runs(x) and triton_wgmma.takes(x, grad_y, T_accum, group_size):
         return triton_wgmma.wgmma_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new, in_features=in_features,
                                          group_size=group_size, theta_t=theta_t, theta_e=theta_e, e_min=e_min,
                                          e_max=e_max, bias_step=bias_step)

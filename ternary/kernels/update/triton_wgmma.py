@@ -14,12 +14,14 @@ writing any gradient. What differs is how the product is formed, with explicit l
   warpgroup, two programs per SM, so one program's epilogue overlaps the other's product);
 - the three boxes of a step arrive by TMA in a ring of ``STAGES`` slots, refilled as soon as
   every warpgroup has retired the step that read them; the tile's packed bytes and ``T_accum``
-  are loaded before the product, so they arrive while it accumulates;
+  are loaded before the product, so they arrive while it accumulates; a lane's byte pair owns
+  ten consecutive ``T_accum`` columns, read and written as five 16-bit pieces (even ``K``);
 - the epilogue runs in the accumulators' own register layout: a lane's columns ``8 i + 2 q``,
   ``8 i + 2 q + 1`` of the digits-0..3 accumulator are bytes ``8 (i mod 4) + 2 q (+ 1)`` of digit
   ``i / 4``, the same bytes the lane holds of digit 4, so splitting the digits moves no data.
 
-Only groups inside one byte block (``BLOCK_B`` a multiple of ``G / 5``) are taken (:func:`takes`).
+Only groups inside one byte block (``BLOCK_B`` a multiple of ``G / 5``) and even ``K`` are taken
+(:func:`takes`).
 """
 
 from __future__ import annotations
@@ -65,6 +67,61 @@ def _fetch(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, step, s
 
 
 @gluon.jit
+def _pairs(tile):
+    """Even and odd byte columns of a ``[R, BB]`` tile in the accumulator layout, where a lane holds
+    bytes ``2 q``, ``2 q + 1`` side by side: two ``[R, BB / 2]`` tensors (no data moves)."""
+    return gl.split(gl.reshape(tile, [tile.shape[0], tile.shape[1] // 2, 2]))
+
+
+@gluon.jit
+def _low(piece):
+    return (piece << 24) >> 24
+
+
+@gluon.jit
+def _load_accumulators(ta_ptr, rows, even_col, N, K, stride_tn, LAYOUT: gl.constexpr):
+    """``T_accum`` of a tile as five digit tiles ``[R, BB]`` (int32) in the layout of ``rows`` /
+    ``even_col`` (``[R, 1]`` and ``[1, BB]``, the accumulator layout): each byte pair's ten values
+    (columns ``5 j .. 5 j + 9`` from even ``j``) come as five 16-bit loads, not ten byte loads.
+    ``LAYOUT`` is the layout of ``rows`` / ``even_col`` (the pairs rejoin into it without moving data)."""
+    first, _ = _pairs(rows * stride_tn + even_col)
+    col, _ = _pairs(gl.zeros_like(rows) + even_col)
+    row_ok, _ = _pairs((rows < N) & (even_col >= 0))
+    pieces = (ta_ptr + first).to(gl.pointer_type(gl.int16))
+    p0 = gl.load(pieces, mask=row_ok & (col < K), other=0).to(gl.int32)
+    p1 = gl.load(pieces + 1, mask=row_ok & (col + 2 < K), other=0).to(gl.int32)
+    p2 = gl.load(pieces + 2, mask=row_ok & (col + 4 < K), other=0).to(gl.int32)
+    p3 = gl.load(pieces + 3, mask=row_ok & (col + 6 < K), other=0).to(gl.int32)
+    p4 = gl.load(pieces + 4, mask=row_ok & (col + 8 < K), other=0).to(gl.int32)
+    shape: gl.constexpr = [rows.shape[0], even_col.shape[1]]
+    a0 = gl.convert_layout(gl.reshape(gl.join(_low(p0), p2 >> 8), shape), LAYOUT)
+    a1 = gl.convert_layout(gl.reshape(gl.join(p0 >> 8, _low(p3)), shape), LAYOUT)
+    a2 = gl.convert_layout(gl.reshape(gl.join(_low(p1), p3 >> 8), shape), LAYOUT)
+    a3 = gl.convert_layout(gl.reshape(gl.join(p1 >> 8, _low(p4)), shape), LAYOUT)
+    a4 = gl.convert_layout(gl.reshape(gl.join(_low(p2), p4 >> 8), shape), LAYOUT)
+    return a0, a1, a2, a3, a4
+
+
+@gluon.jit
+def _store_accumulators(ta_ptr, rows, even_col, N, K, stride_tn, a0, a1, a2, a3, a4):
+    """Inverse of :func:`_load_accumulators`: five 16-bit stores per byte pair."""
+    first, _ = _pairs(rows * stride_tn + even_col)
+    col, _ = _pairs(gl.zeros_like(rows) + even_col)
+    row_ok, _ = _pairs((rows < N) & (even_col >= 0))
+    e0, o0 = _pairs(a0.to(gl.int32) & 0xFF)
+    e1, o1 = _pairs(a1.to(gl.int32) & 0xFF)
+    e2, o2 = _pairs(a2.to(gl.int32) & 0xFF)
+    e3, o3 = _pairs(a3.to(gl.int32) & 0xFF)
+    e4, o4 = _pairs(a4.to(gl.int32) & 0xFF)
+    pieces = (ta_ptr + first).to(gl.pointer_type(gl.int16))
+    gl.store(pieces, (e0 | (e1 << 8)).to(gl.int16), mask=row_ok & (col < K))
+    gl.store(pieces + 1, (e2 | (e3 << 8)).to(gl.int16), mask=row_ok & (col + 2 < K))
+    gl.store(pieces + 2, (e4 | (o0 << 8)).to(gl.int16), mask=row_ok & (col + 4 < K))
+    gl.store(pieces + 3, (o1 | (o2 << 8)).to(gl.int16), mask=row_ok & (col + 6 < K))
+    gl.store(pieces + 4, (o3 | (o4 << 8)).to(gl.int16), mask=row_ok & (col + 8 < K))
+
+
+@gluon.jit
 def _wgmma_vote_kernel(
     g_desc, xl_desc, xh_desc, gy_ptr, p_ptr, ta_ptr, e_ptr, ea_ptr, bias_ptr,
     new_p_ptr, new_ta_ptr, new_e_ptr, new_ea_ptr, new_bias_ptr,
@@ -99,13 +156,9 @@ def _wgmma_vote_kernel(
     tile_mask = n_mask & gl.expand_dims(jb < KB, 0)
     bytes_at = gl.expand_dims(rn, 1) * stride_pn + gl.expand_dims(jb, 0)
     byte = gl.load(p_ptr + bytes_at, mask=tile_mask, other=121).to(gl.int32)
+    tile_rows = gl.expand_dims(rn, 1)
     col = gl.expand_dims(5 * jb, 0)
-    runs = gl.expand_dims(rn, 1) * stride_tn + col
-    a0 = gl.load(ta_ptr + runs, mask=n_mask & (col < K), other=0)
-    a1 = gl.load(ta_ptr + runs + 1, mask=n_mask & (col + 1 < K), other=0)
-    a2 = gl.load(ta_ptr + runs + 2, mask=n_mask & (col + 2 < K), other=0)
-    a3 = gl.load(ta_ptr + runs + 3, mask=n_mask & (col + 3 < K), other=0)
-    a4 = gl.load(ta_ptr + runs + 4, mask=n_mask & (col + 4 < K), other=0)
+    a0, a1, a2, a3, a4 = _load_accumulators(ta_ptr, tile_rows, col, N, K, stride_tn, HIGH)
     steps = gl.cdiv(M, BLOCK_M)
     for first in gl.static_range(STAGES):
         _fetch(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, first, first, first < steps, n0,
@@ -132,11 +185,7 @@ def _wgmma_vote_kernel(
         gl.convert_layout(g0, HIGH), gl.convert_layout(g1, HIGH), gl.convert_layout(g2, HIGH),
         gl.convert_layout(g3, HIGH), acc_high, byte, a0, a1, a2, a3, a4, 5 * jb, K, theta_t)
     gl.store(new_p_ptr + bytes_at, new_byte.to(gl.uint8), mask=tile_mask)
-    gl.store(new_ta_ptr + runs, a0, mask=n_mask & (col < K))
-    gl.store(new_ta_ptr + runs + 1, a1, mask=n_mask & (col + 1 < K))
-    gl.store(new_ta_ptr + runs + 2, a2, mask=n_mask & (col + 2 < K))
-    gl.store(new_ta_ptr + runs + 3, a3, mask=n_mask & (col + 3 < K))
-    gl.store(new_ta_ptr + runs + 4, a4, mask=n_mask & (col + 4 < K))
+    _store_accumulators(new_ta_ptr, tile_rows, col, N, K, stride_tn, a0, a1, a2, a3, a4)
 
     GROUPS: gl.constexpr = BLOCK_B // BYTES_PER_GROUP
     SCORES: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [WARPS, 1], [1, 0])
@@ -166,11 +215,19 @@ def _wgmma_vote_kernel(
             gl.store(new_bias_ptr + rb, step_bias(bias, col_sum, bias_step), mask=rb < N)
 
 
-def takes(x: torch.Tensor, grad_y: torch.Tensor, group_size: int) -> bool:
+def _pairs_addressable(T_accum: torch.Tensor) -> bool:
+    """Whether ``T_accum`` can be read and written as 16-bit pieces: an even start and row stride
+    (even ``K`` for a contiguous one)."""
+    return T_accum.data_ptr() % 2 == 0 and T_accum.stride(0) % 2 == 0
+
+
+def takes(x: torch.Tensor, grad_y: torch.Tensor, T_accum: torch.Tensor, group_size: int) -> bool:
     """Whether the kernel takes this update (the caller checks the card and the interpreter): bf16 or
-    fp16 hooks of one dtype, and scale groups that lie inside one byte block."""
+    fp16 hooks of one dtype, scale groups that lie inside one byte block, and ``T_accum`` rows that
+    16-bit accesses can address (even ``K``)."""
     block_b = WGMMA_UPDATE_TILE[2]
-    return x.dtype in _DTYPES and grad_y.dtype == x.dtype and block_b % (group_size // 5) == 0
+    return (x.dtype in _DTYPES and grad_y.dtype == x.dtype and block_b % (group_size // 5) == 0
+            and _pairs_addressable(T_accum))
 
 
 def wgmma_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensors, *, in_features: int,
@@ -184,6 +241,9 @@ def wgmma_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTen
     if tile is None:
         tile = WGMMA_UPDATE_TILE if m >= WGMMA_UPDATE_WIDE_FROM else WGMMA_UPDATE_NARROW_TILE
     block_m, block_n, block_b, stages, warps = tile
+    if not _pairs_addressable(T_accum):
+        raise ValueError(f"wgmma update: T_accum needs an even start and row stride for its 16-bit accesses, "
+                         f"got row stride {T_accum.stride(0)} at byte {T_accum.data_ptr() % 2} mod 2")
     if block_b % (group_size // 5):
         raise ValueError(f"wgmma update: tile {tile} splits the groups of G={group_size} between programs "
                          f"(BLOCK_B={block_b} is not a multiple of {group_size // 5} bytes)")
