@@ -40,11 +40,13 @@ from ternary.kernels.update.triton_rule import GROUP_N, step_bias, step_exponent
 from ternary.state.packing import check_packed
 
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-# 16-bit hook rows from which the update goes to the wgmma kernel (triton_wgmma) on sm_90+. H100,
-# bf16 hooks, against this module's kernel in the same process (benchmarks/results/h100/update_wgmma/
-# update_wgmma_tiles.log): 16384^2 M = 512 / 2048 / 8192 3.4 / 4.6 / 11.8 ms against 3.7 / 5.4 / 14.5;
-# 4096^2 M = 512 558 against 638 us; at M = 64 level (3.3 against 3.2 ms, an earlier run).
-WGMMA_UPDATE_MIN_ROWS = 512
+# 16-bit hook rows from which the update goes to the wgmma kernel (triton_wgmma) on sm_90. H100, bf16
+# hooks, against this module's kernel in the same process (benchmarks/results/h100/update_wgmma/
+# t_accum_pairs.log): 16384^2 M = 64 / 2048 / 8192 2.6 / 4.0 / 10.7 ms against 3.1 / 5.2 / 14.1 ms;
+# 4096 x 14336 M = 2048 1.05 against 1.64 ms. Fewer rows are not measured and keep this kernel.
+WGMMA_UPDATE_MIN_ROWS = 64
+
+
 def _new_like(tensor: torch.Tensor) -> torch.Tensor:
     """Uninitialised output like ``tensor`` (tests replace this to poison every output)."""
     return torch.empty_like(tensor)

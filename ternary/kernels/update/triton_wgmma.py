@@ -42,9 +42,9 @@ from ternary.kernels.update.triton_rule import GROUP_N, step_bias, step_exponent
 # (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, warps): two warpgroups of
 # 64 rows with one program per SM from WGMMA_UPDATE_WIDE_FROM hook rows; one warpgroup with two
 # programs per SM below. H100, bf16 hooks, same process (benchmarks/results/h100/update_wgmma/
-# update_wgmma_tiles.log), wide against narrow: M = 8192 11.8 / 13.1 ms at 16384^2, 2.7 / 3.2 ms at
-# 4096 x 14336, 3.1 / 6.1 ms at 14336 x 4096; M = 4096 mixed (7.4 / 7.0 ms at 16384^2, 0.81 / 0.84 ms
-# at 4096^2); M = 2048 5.2 / 4.6 ms at 16384^2.
+# t_accum_pairs.log), wide against narrow: M = 8192 10.7 / 13.2 ms at 16384^2, 2.6 / 3.2 ms at
+# 4096 x 14336, 0.86 / 1.08 ms at 4096^2; M = 2048 4.3 / 4.0 ms at 16384^2 (level on the other
+# shapes); M = 4096 was mixed before the 16-bit T_accum pieces (update_wgmma_tiles.log).
 WGMMA_UPDATE_TILE = (64, 128, 32, 4, 8)
 WGMMA_UPDATE_NARROW_TILE = (64, 64, 32, 4, 4)
 WGMMA_UPDATE_WIDE_FROM = 8192
