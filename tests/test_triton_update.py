@@ -252,3 +252,12 @@ def test_step_trit_matches_the_reference_on_every_input(theta_t):
     want_t, want_acc = reference.step_trits(t.to(torch.int8), acc.to(torch.int8), vote, theta_t)
     assert torch.equal(outs[0].cpu(), want_t.to(torch.int32))
     assert torch.equal(outs[1].cpu(), want_acc.to(torch.int32))
+
+
+def test_update_refuses_a_trit_threshold_below_one():
+    """The kernels' signed step assumes theta_t >= 1 (``UpdateRule`` enforces it too)."""
+    gen = torch.Generator().manual_seed(9)
+    state = layer_state(5, 20, 10, gen)
+    x, grad_y = hooks(3, 5, 20, gen)
+    with pytest.raises(ValueError, match="theta_t=0 must be at least 1"):
+        kernels.update(*[state[f] for f in FIELDS], x, grad_y, **rule(20, 10, theta_t=0))

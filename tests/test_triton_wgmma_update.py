@@ -142,5 +142,38 @@ def test_wgmma_update_refuses_t_accum_at_an_odd_address():
     state["T_accum"] = torch.zeros(4 * 80 + 1, dtype=torch.int8)[1:].view(4, 80)
     x, grad_y = (hook.cpu().bfloat16() for hook in hooks(2, 4, 80, gen))
     assert not triton_wgmma.takes(x, grad_y, state["T_accum"], 40)
-    with pytest.raises(ValueError, match="T_accum needs an even start"):
+    with pytest.raises(ValueError, match="T_accum needs even K, an even start"):
         triton_wgmma.wgmma_update(*[state[name] for name in FIELDS], x, grad_y, poisoned_like(state), **rule(80, 40))
+
+
+def test_wgmma_update_refuses_odd_k_behind_an_even_row_stride():
+    """A one-row view with odd K counts as contiguous whatever its row stride: the pair at the last
+    column would reach past the row, so the kernel must not take it."""
+    gen = torch.Generator().manual_seed(6)
+    state = {name: tensor.cpu() for name, tensor in layer_state(1, 81, 40, gen).items()}
+    state["T_accum"] = torch.zeros(2, 82, dtype=torch.int8)[0:1, :81]
+    x, grad_y = (hook.cpu().bfloat16() for hook in hooks(2, 1, 81, gen))
+    assert not triton_wgmma.takes(x, grad_y, state["T_accum"], 40)
+    with pytest.raises(ValueError, match="T_accum needs even K"):
+        triton_wgmma.wgmma_update(*[state[name] for name in FIELDS], x, grad_y, poisoned_like(state), **rule(81, 40))
+
+
+@needs_wgmma
+def test_wgmma_update_writes_nothing_past_its_outputs():
+    """Every output is a view at the head of a larger buffer whose tail holds a sentinel: the
+    16-bit ``T_accum`` pieces and the byte stores at the K and N tails must leave it untouched."""
+    gen = torch.Generator().manual_seed(8)
+    m, n, k, g = 96, 130, 334, 40
+    state = layer_state(n, k, g, gen)
+    x, grad_y = hooks(m, n, k, gen)
+    buffers, outputs = [], []
+    for name in FIELDS:
+        buffer = torch.full((state[name].numel() + 64,), 55, dtype=state[name].dtype, device=DEVICE)
+        buffers.append(buffer)
+        outputs.append(buffer[:state[name].numel()].view(state[name].shape))
+    args = [state[name] for name in FIELDS]
+    expected = reference.update(*args, x, grad_y, **rule(k, g))
+    actual = triton_wgmma.wgmma_update(*args, x.bfloat16(), grad_y.bfloat16(), UpdatedTensors(*outputs), **rule(k, g))
+    assert_bitwise(expected, actual)
+    for name, buffer in zip(FIELDS, buffers):
+        assert torch.all(buffer[-64:] == 55), f"{name}: written past its end"

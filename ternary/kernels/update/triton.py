@@ -204,6 +204,8 @@ def update(
     """One vote update from hooks ``x [M, K]`` and ``grad_y [M, N]``; inputs are not written.
     ``validated``: the caller has checked ``T_packed`` (see ``ternary.kernels.update``)."""
     _check(T_packed, E, E_accum, T_accum, bias, x, grad_y, in_features, group_size)
+    if theta_t < 1:
+        raise ValueError(f"triton update: theta_t={theta_t} must be at least 1")
     if not validated:
         check_packed(T_packed)
     n, kb = T_packed.shape

@@ -216,9 +216,9 @@ def _wgmma_vote_kernel(
 
 
 def _pairs_addressable(T_accum: torch.Tensor) -> bool:
-    """Whether ``T_accum`` can be read and written as 16-bit pieces: an even start and row stride
-    (even ``K`` for a contiguous one)."""
-    return T_accum.data_ptr() % 2 == 0 and T_accum.stride(0) % 2 == 0
+    """Whether ``T_accum`` can be read and written as 16-bit pieces: even ``K``, an even start and
+    an even row stride."""
+    return T_accum.shape[1] % 2 == 0 and T_accum.data_ptr() % 2 == 0 and T_accum.stride(0) % 2 == 0
 
 
 def takes(x: torch.Tensor, grad_y: torch.Tensor, T_accum: torch.Tensor, group_size: int) -> bool:
@@ -241,9 +241,14 @@ def wgmma_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTen
     if tile is None:
         tile = WGMMA_UPDATE_TILE if m >= WGMMA_UPDATE_WIDE_FROM else WGMMA_UPDATE_NARROW_TILE
     block_m, block_n, block_b, stages, warps = tile
-    if not _pairs_addressable(T_accum):
-        raise ValueError(f"wgmma update: T_accum needs an even start and row stride for its 16-bit accesses, "
-                         f"got row stride {T_accum.stride(0)} at byte {T_accum.data_ptr() % 2} mod 2")
+    for name, tensor in (("T_accum", T_accum), ("the new T_accum", new.T_accum)):
+        if not _pairs_addressable(tensor):
+            raise ValueError(f"wgmma update: {name} needs even K, an even start and an even row stride for its "
+                             f"16-bit accesses, got shape {list(tensor.shape)}, row stride {tensor.stride(0)}, "
+                             f"start at byte {tensor.data_ptr() % 2} mod 2")
+    if new.T_accum.stride() != T_accum.stride():
+        raise ValueError(f"wgmma update: the new T_accum's strides {new.T_accum.stride()} differ from "
+                         f"T_accum's {T_accum.stride()}")
     if block_b % (group_size // 5):
         raise ValueError(f"wgmma update: tile {tile} splits the groups of G={group_size} between programs "
                          f"(BLOCK_B={block_b} is not a multiple of {group_size // 5} bytes)")
