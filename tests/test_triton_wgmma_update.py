@@ -1,8 +1,8 @@
-"""The ``wgmma`` update kernel (Gluon, sm_90+ only) against the torch reference, bit for bit.
+"""The ``wgmma`` update kernel (Gluon, sm_90 only) against the torch reference, bit for bit.
 
 Hooks are small integers in bf16 / fp16, so every gradient sum is exact in any order and the
 reference's signs are the only right answer. The kernel has no interpreter: its launches are
-skipped without an sm_90+ GPU, while the dispatch rule (:func:`triton_wgmma.takes`) is
+skipped without an sm_90 GPU, while the dispatch rule (:func:`triton_wgmma.takes`) is
 checked everywhere.
 """
 
@@ -14,12 +14,11 @@ import torch
 from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on CPU)
 
 from test_triton_update import FIELDS, assert_bitwise, hooks, layer_state, rule  # noqa: E402
-from ternary.kernels.linear.triton import gluon_runs  # noqa: E402
 from ternary.kernels.update import UpdatedTensors, reference, triton_wgmma  # noqa: E402
 from ternary.kernels.update import triton as kernels  # noqa: E402
 
-needs_wgmma = pytest.mark.skipif(not gluon_runs(torch.empty(0, device=DEVICE)),
-                                 reason="the wgmma update runs on sm_90+ GPUs only (Gluon has no interpreter)")
+needs_wgmma = pytest.mark.skipif(not kernels.wgmma_runs(torch.empty(0, device=DEVICE)),
+                                 reason="the wgmma update runs on sm_90 GPUs only (Gluon has no interpreter)")
 
 # (M, N, K, G): M = 1, N = 1, K not a multiple of 5 or of G (the kernel takes even K), row and
 # byte tails of the 128-row x 32-byte tiles, hook rows that are not a multiple of the 64-row step,

@@ -15,7 +15,7 @@ are read through tensor descriptors, i.e. TMA on the GPU), then, without writing
   int32 ``[N, ceil(K/G)]`` buffer and a second kernel steps the exponents;
 - the programs of the first byte block also sum ``grad_y`` over M and step the bias.
 
-From ``WGMMA_UPDATE_MIN_ROWS`` bf16 / fp16 hook rows on sm_90+ the same update runs as a Gluon
+From ``WGMMA_UPDATE_MIN_ROWS`` bf16 / fp16 hook rows on sm_90 cards the same update runs as a Gluon
 kernel with explicit ``wgmma`` tiles (``triton_wgmma.py``) where it takes the layer.
 
 Extra memory: the outputs, plus the int32 score buffer only for straddling groups. The
@@ -139,7 +139,7 @@ def _exponent_kernel(score_ptr, e_ptr, ea_ptr, new_e_ptr, new_ea_ptr, total, the
     tl.store(new_ea_ptr + i, e_acc.to(tl.int8), mask=mask)
 
 
-def _wgmma_runs(x: torch.Tensor) -> bool:
+def wgmma_runs(x: torch.Tensor) -> bool:
     """Whether the ``wgmma`` update can run on ``x``'s card: a compiled Gluon card of the Hopper
     generation (``wgmma`` is sm_90 only; newer cards keep this module's kernel)."""
     return gluon_runs(x) and capability(x.device)[0] == 9
@@ -217,7 +217,7 @@ def update(
     )
     if n == 0:
         return new
-    if m >= WGMMA_UPDATE_MIN_ROWS and _wgmma_runs(x) and triton_wgmma.takes(x, grad_y, T_accum, group_size):
+    if m >= WGMMA_UPDATE_MIN_ROWS and wgmma_runs(x) and triton_wgmma.takes(x, grad_y, T_accum, group_size):
         return triton_wgmma.wgmma_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new, in_features=in_features,
                                          group_size=group_size, theta_t=theta_t, theta_e=theta_e, e_min=e_min,
                                          e_max=e_max, bias_step=bias_step)
