@@ -30,13 +30,14 @@ import triton
 import triton.language as tl
 from triton.tools.tensor_descriptor import TensorDescriptor
 
-from ternary.kernels.linear.triton_base3 import deinterleave_digits, digit_planes, interleave_digits, split_digits
+from ternary.kernels.linear.triton_base3 import deinterleave_digits, interleave_digits, split_digits
 from ternary.kernels.layer_checks import check_layer_tensors
-from ternary.kernels.linear.triton_launch import capability, round_up, tma_rows
+from ternary.kernels.linear.triton_launch import capability, tma_rows
 from ternary.kernels.linear.triton import gluon_runs
 from ternary.kernels.registry import triton_interpreted
 from ternary.kernels.update import UpdatedTensors, triton_wgmma
-from ternary.kernels.update.triton_rule import GROUP_N, step_bias, step_exponent, tile_of_program, vote_bytes
+from ternary.kernels.update.triton_rule import (GROUP_N, hook_planes, step_bias, step_exponents_at,
+                                                tile_of_program, vote_bytes)
 from ternary.state.packing import check_packed
 
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
@@ -105,12 +106,8 @@ def _vote_kernel(
         group_score = tl.sum(tl.reshape(score, (BLOCK_N, GROUPS, BYTES_PER_GROUP)), axis=2)
         groups = pid_b * GROUPS + tl.arange(0, GROUPS)
         g_mask = n_mask[:, None] & (groups < NG)[None, :]
-        offsets = rn[:, None] * stride_en + groups[None, :]
-        e = tl.load(e_ptr + offsets, mask=g_mask, other=0).to(tl.int32)
-        e_acc = tl.load(ea_ptr + offsets, mask=g_mask, other=0).to(tl.int32)
-        e, e_acc = step_exponent(e, e_acc, group_score, theta_e, e_min, e_max)
-        tl.store(new_e_ptr + offsets, e.to(tl.int8), mask=g_mask)
-        tl.store(new_ea_ptr + offsets, e_acc.to(tl.int8), mask=g_mask)
+        step_exponents_at(e_ptr, ea_ptr, new_e_ptr, new_ea_ptr, rn[:, None] * stride_en + groups[None, :], g_mask,
+                          group_score, theta_e, e_min, e_max)
     else:
         groups = jb // BYTES_PER_GROUP
         tl.atomic_add(score_ptr + rn[:, None] * NG + groups[None, :], score, mask=tile_mask)
@@ -132,11 +129,7 @@ def _exponent_kernel(score_ptr, e_ptr, ea_ptr, new_e_ptr, new_ea_ptr, total, the
     i = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
     mask = i < total
     score = tl.load(score_ptr + i, mask=mask, other=0)
-    e = tl.load(e_ptr + i, mask=mask, other=0).to(tl.int32)
-    e_acc = tl.load(ea_ptr + i, mask=mask, other=0).to(tl.int32)
-    e, e_acc = step_exponent(e, e_acc, score, theta_e, e_min, e_max)
-    tl.store(new_e_ptr + i, e.to(tl.int8), mask=mask)
-    tl.store(new_ea_ptr + i, e_acc.to(tl.int8), mask=mask)
+    step_exponents_at(e_ptr, ea_ptr, new_e_ptr, new_ea_ptr, i, mask, score, theta_e, e_min, e_max)
 
 
 def wgmma_runs(x: torch.Tensor) -> bool:
@@ -228,10 +221,7 @@ def update(
     score = E if groups_in_tile else torch.zeros((n, groups), dtype=torch.int32, device=E.device)
     dot_dtype = tl.float32 if use_fp32 else (tl.bfloat16 if x.dtype == torch.bfloat16 else tl.float16)
     blocks = triton.cdiv(kb, block_b)
-    operand_dtype = torch.float32 if use_fp32 else x.dtype
-    planes = digit_planes(x, max(block_m, round_up(m, block_m)), blocks * block_b, block_b, z_form=False,
-                          dtype=operand_dtype, blocked=True)
-    planes = planes.view(planes.shape[0], -1)
+    planes = hook_planes(x, block_m, block_b, blocks, torch.float32 if use_fp32 else x.dtype)
     _vote_kernel[(triton.cdiv(n, block_n) * blocks,)](
         TensorDescriptor.from_tensor(planes, [block_m, 4 * block_b]),
         TensorDescriptor.from_tensor(planes, [block_m, block_b]),

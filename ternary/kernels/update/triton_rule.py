@@ -1,8 +1,12 @@
 """The update rule as Triton device functions, shared by the update kernels (``triton.py`` and
-``triton_wgmma.py``; both call them on int32 / fp32 tensors of any layout)."""
+``triton_wgmma.py``; both call them on int32 / fp32 tensors of any layout), and the digit-plane
+layout of ``x`` that both read."""
 
+import torch
 import triton
 import triton.language as tl
+
+from ternary.kernels.linear.triton_base3 import digit_planes
 
 
 # Row tiles per group of the update's program order (see ``tile_of_program``). H100, bf16 hooks
@@ -41,6 +45,17 @@ def step_exponent(e, acc, score, theta_e, e_min, e_max):
     acc = tl.where(up & ~step_up, theta_e - 1, acc)
     acc = tl.where(down & ~step_down, 1 - theta_e, acc)
     return e, acc
+
+
+@triton.jit
+def step_exponents_at(e_ptr, ea_ptr, new_e_ptr, new_ea_ptr, offsets, mask, score, theta_e, e_min, e_max):
+    """``E`` / ``E_accum`` at ``offsets`` (where ``mask``) stepped by the int32 group ``score``
+    (:func:`step_exponent`) and stored as int8 at the same offsets of the new tensors."""
+    e = tl.load(e_ptr + offsets, mask=mask, other=0).to(tl.int32)
+    e_acc = tl.load(ea_ptr + offsets, mask=mask, other=0).to(tl.int32)
+    e, e_acc = step_exponent(e, e_acc, score, theta_e, e_min, e_max)
+    tl.store(new_e_ptr + offsets, e.to(tl.int8), mask=mask)
+    tl.store(new_ea_ptr + offsets, e_acc.to(tl.int8), mask=mask)
 
 
 @triton.jit
@@ -106,3 +121,12 @@ def tile_of_program(row_tiles, byte_blocks, GROUP_N: tl.constexpr):
     first_n = (pid // in_group) * GROUP_N
     size_n = tl.minimum(row_tiles - first_n, GROUP_N)
     return first_n + (pid % in_group) % size_n, (pid % in_group) // size_n
+
+
+def hook_planes(x: torch.Tensor, block_m: int, block_b: int, blocks: int, dtype: torch.dtype) -> torch.Tensor:
+    """The digit planes of ``x [M, K]`` as the update kernels read them: ``[Mp, blocks * 5 block_b]``
+    in ``dtype``, rows zero-padded to a multiple of ``block_m`` (at least one block), each byte block's
+    five planes one contiguous run per row (``digit_planes(..., blocked=True)``)."""
+    rows = max(block_m, triton.cdiv(x.shape[0], block_m) * block_m)
+    planes = digit_planes(x, rows, blocks * block_b, block_b, z_form=False, dtype=dtype, blocked=True)
+    return planes.view(rows, -1)

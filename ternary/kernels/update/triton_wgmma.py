@@ -34,10 +34,11 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from ternary.kernels.linear.triton_base3 import digit_planes, split_digits
-from ternary.kernels.linear.triton_launch import round_up, tma_rows
+from ternary.kernels.linear.triton_base3 import split_digits
+from ternary.kernels.linear.triton_launch import tma_rows
 from ternary.kernels.update import UpdatedTensors
-from ternary.kernels.update.triton_rule import GROUP_N, step_bias, step_exponent, tile_of_program, vote_bytes
+from ternary.kernels.update.triton_rule import (GROUP_N, hook_planes, step_bias, step_exponents_at,
+                                                tile_of_program, vote_bytes)
 
 # (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, warps): two warpgroups of
 # 64 rows with one program per SM from WGMMA_UPDATE_WIDE_FROM hook rows; one warpgroup with two
@@ -193,12 +194,8 @@ def _wgmma_vote_kernel(
     g_rows = gl.expand_dims(n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, SCORES)), 1)
     groups = gl.expand_dims(pid_b * GROUPS + gl.arange(0, GROUPS, layout=gl.SliceLayout(0, SCORES)), 0)
     g_mask = (g_rows < N) & (groups < NG)
-    offsets = g_rows * stride_en + groups
-    e = gl.load(e_ptr + offsets, mask=g_mask, other=0).to(gl.int32)
-    e_acc = gl.load(ea_ptr + offsets, mask=g_mask, other=0).to(gl.int32)
-    e, e_acc = step_exponent(e, e_acc, group_score, theta_e, e_min, e_max)
-    gl.store(new_e_ptr + offsets, e.to(gl.int8), mask=g_mask)
-    gl.store(new_ea_ptr + offsets, e_acc.to(gl.int8), mask=g_mask)
+    step_exponents_at(e_ptr, ea_ptr, new_e_ptr, new_ea_ptr, g_rows * stride_en + groups, g_mask, group_score,
+                      theta_e, e_min, e_max)
 
     if HAS_BIAS:
         if pid_b == 0:
@@ -254,16 +251,15 @@ def wgmma_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTen
                          f"(BLOCK_B={block_b} is not a multiple of {group_size // 5} bytes)")
     dtype = _DTYPES[x.dtype]
     blocks = triton.cdiv(kb, block_b)
-    planes = digit_planes(x, max(block_m, round_up(m, block_m)), blocks * block_b, block_b, z_form=False,
-                          dtype=x.dtype, blocked=True)
-    planes = planes.view(planes.shape[0], -1)
+    planes = hook_planes(x, block_m, block_b, blocks, x.dtype)
     grad_y = tma_rows(grad_y)
-    g_desc = TensorDescriptor.from_tensor(grad_y, [block_m, block_n],
-                                          gl.NVMMASharedLayout.get_default_for([block_m, block_n], dtype))
-    xl_desc = TensorDescriptor.from_tensor(planes, [block_m, 4 * block_b],
-                                           gl.NVMMASharedLayout.get_default_for([block_m, 4 * block_b], dtype))
-    xh_desc = TensorDescriptor.from_tensor(planes, [block_m, block_b],
-                                           gl.NVMMASharedLayout.get_default_for([block_m, block_b], dtype))
+
+    def boxes(tensor: torch.Tensor, box: list[int]) -> TensorDescriptor:
+        return TensorDescriptor.from_tensor(tensor, box, gl.NVMMASharedLayout.get_default_for(box, dtype))
+
+    g_desc = boxes(grad_y, [block_m, block_n])
+    xl_desc = boxes(planes, [block_m, 4 * block_b])
+    xh_desc = boxes(planes, [block_m, block_b])
     _wgmma_vote_kernel[(triton.cdiv(n, block_n) * blocks,)](
         g_desc, xl_desc, xh_desc, grad_y, T_packed, T_accum, E, E_accum, bias if bias is not None else E,
         new.T_packed, new.T_accum, new.E, new.E_accum, new.bias if bias is not None else E,
