@@ -1,6 +1,6 @@
-"""The update rule as Triton device functions, shared by the update kernels (``triton.py`` and
-``triton_wgmma.py``; both call them on int32 / fp32 tensors of any layout), and the digit-plane
-layout of ``x`` that both read."""
+"""The update rule as Triton device functions, shared by the update kernels (``triton.py``,
+``triton_wgmma.py`` and ``triton_wgmma_ws.py``; all call them on int32 / fp32 tensors of any
+layout), and the digit-plane layout of ``x`` that they read."""
 
 import torch
 import triton
@@ -48,14 +48,28 @@ def step_exponent(e, acc, score, theta_e, e_min, e_max):
 
 
 @triton.jit
-def step_exponents_at(e_ptr, ea_ptr, new_e_ptr, new_ea_ptr, offsets, mask, score, theta_e, e_min, e_max):
-    """``E`` / ``E_accum`` at ``offsets`` (where ``mask``) stepped by the int32 group ``score``
-    (:func:`step_exponent`) and stored as int8 at the same offsets of the new tensors."""
+def load_exponents(e_ptr, ea_ptr, offsets, mask):
+    """``E`` and ``E_accum`` at ``offsets`` (where ``mask``) as int32."""
     e = tl.load(e_ptr + offsets, mask=mask, other=0).to(tl.int32)
     e_acc = tl.load(ea_ptr + offsets, mask=mask, other=0).to(tl.int32)
+    return e, e_acc
+
+
+@triton.jit
+def store_stepped_exponents(new_e_ptr, new_ea_ptr, offsets, mask, e, e_acc, score, theta_e, e_min, e_max):
+    """``e`` / ``e_acc`` (int32) stepped by the int32 group ``score`` (:func:`step_exponent`) and
+    stored as int8 at ``offsets`` (where ``mask``) of the new tensors."""
     e, e_acc = step_exponent(e, e_acc, score, theta_e, e_min, e_max)
     tl.store(new_e_ptr + offsets, e.to(tl.int8), mask=mask)
     tl.store(new_ea_ptr + offsets, e_acc.to(tl.int8), mask=mask)
+
+
+@triton.jit
+def step_exponents_at(e_ptr, ea_ptr, new_e_ptr, new_ea_ptr, offsets, mask, score, theta_e, e_min, e_max):
+    """``E`` / ``E_accum`` at ``offsets`` (where ``mask``) stepped by the int32 group ``score``
+    and stored at the same offsets of the new tensors."""
+    e, e_acc = load_exponents(e_ptr, ea_ptr, offsets, mask)
+    store_stepped_exponents(new_e_ptr, new_ea_ptr, offsets, mask, e, e_acc, score, theta_e, e_min, e_max)
 
 
 @triton.jit
@@ -111,16 +125,21 @@ def step_bias(bias, col_sum, bias_step):
 
 
 @triton.jit
-def tile_of_program(row_tiles, byte_blocks, GROUP_N: tl.constexpr):
-    """``(pid_n, pid_b)`` of this program on a 1-D grid: programs come in groups of ``GROUP_N``
-    row tiles, byte blocks outer within a group, so the programs in flight together share
-    both the ``grad_y`` columns of a few row tiles and the ``x`` planes of a few byte blocks
-    (both re-read from L2 instead of DRAM)."""
-    pid = tl.program_id(0)
+def tile_at(index, row_tiles, byte_blocks, GROUP_N: tl.constexpr):
+    """``(pid_n, pid_b)`` of linear tile ``index``: tiles come in groups of ``GROUP_N`` row tiles,
+    byte blocks outer within a group, so the tiles in flight together share both the ``grad_y``
+    columns of a few row tiles and the ``x`` planes of a few byte blocks (both re-read from L2
+    instead of DRAM)."""
     in_group = GROUP_N * byte_blocks
-    first_n = (pid // in_group) * GROUP_N
+    first_n = (index // in_group) * GROUP_N
     size_n = tl.minimum(row_tiles - first_n, GROUP_N)
-    return first_n + (pid % in_group) % size_n, (pid % in_group) // size_n
+    return first_n + (index % in_group) % size_n, (index % in_group) // size_n
+
+
+@triton.jit
+def tile_of_program(row_tiles, byte_blocks, GROUP_N: tl.constexpr):
+    """``(pid_n, pid_b)`` of this program on a 1-D grid of one tile per program (:func:`tile_at`)."""
+    return tile_at(tl.program_id(0), row_tiles, byte_blocks, GROUP_N)
 
 
 def hook_planes(x: torch.Tensor, block_m: int, block_b: int, blocks: int, dtype: torch.dtype) -> torch.Tensor:

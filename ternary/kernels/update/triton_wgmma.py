@@ -9,9 +9,10 @@ writing any gradient. What differs is how the product is formed, with explicit l
 - each warpgroup owns 64 weight rows, so one ``wgmma`` of width ``4 BLOCK_B = 128`` covers its
   digits 0..3 and one of width ``BLOCK_B`` digit 4, against Triton's ``64 x 64`` + ``64 x 16``
   split of a 64-row tile between two warpgroups; each step's ``grad_y`` box is the left operand
-  (transposed in shared memory), the two digit-plane boxes the right ones. Training rows take
-  ``BLOCK_N = 128`` (two warpgroups, one program per SM), fewer rows ``BLOCK_N = 64`` (one
-  warpgroup, two programs per SM, so one program's epilogue overlaps the other's product);
+  (transposed in shared memory), the two digit-plane boxes the right ones. The shipped tile has
+  ``BLOCK_N = 64`` (one warpgroup, two programs per SM, so one program's epilogue overlaps the
+  other's product); training rows go to the warp-specialised form (``triton_wgmma_ws.py``), which
+  shares this module's rule functions and host checks;
 - the three boxes of a step arrive by TMA in a ring of ``STAGES`` slots, refilled as soon as
   every warpgroup has retired the step that read them; the tile's packed bytes and ``T_accum``
   are loaded before the product, so they arrive while it accumulates; a lane's byte pair owns
@@ -37,18 +38,15 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from ternary.kernels.linear.triton_base3 import split_digits
 from ternary.kernels.linear.triton_launch import tma_rows
 from ternary.kernels.update import UpdatedTensors
-from ternary.kernels.update.triton_rule import (GROUP_N, hook_planes, step_bias, step_exponents_at,
-                                                tile_of_program, vote_bytes)
+from ternary.kernels.update.triton_rule import (GROUP_N, hook_planes, load_exponents, step_bias,
+                                                store_stepped_exponents, tile_of_program, vote_bytes)
 
-# (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, warps): two warpgroups of
-# 64 rows with one program per SM from WGMMA_UPDATE_WIDE_FROM hook rows; one warpgroup with two
-# programs per SM below. H100, bf16 hooks, same process (benchmarks/results/h100/update_wgmma/
-# t_accum_pairs.log), wide against narrow: M = 8192 10.7 / 13.2 ms at 16384^2, 2.6 / 3.2 ms at
-# 4096 x 14336, 0.86 / 1.08 ms at 4096^2; M = 2048 4.3 / 4.0 ms at 16384^2 (level on the other
-# shapes); M = 4096 was mixed before the 16-bit T_accum pieces (update_wgmma_tiles.log).
-WGMMA_UPDATE_TILE = (64, 128, 32, 4, 8)
-WGMMA_UPDATE_NARROW_TILE = (64, 64, 32, 4, 4)
-WGMMA_UPDATE_WIDE_FROM = 8192
+# (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, warps): one warpgroup of 64
+# rows, two programs per SM, so one program's rule overlaps the other's product. Training rows go to
+# the warp-specialised kernel (triton_wgmma_ws.py). H100, bf16 hooks, same process (benchmarks/
+# results/h100/update_wgmma/t_accum_pairs.log): 64-row against 128-row tiles (two warpgroups, one
+# program per SM) 4.0 / 4.3 ms at 16384^2 M = 2048, level on the other shapes.
+WGMMA_UPDATE_TILE = (64, 64, 32, 4, 4)
 _DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
 
@@ -68,6 +66,18 @@ def _fetch(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, step, s
 
 
 @gluon.jit
+def product_step(g_tiles, xl_tiles, xh_tiles, ready, slot, phase, acc_low, acc_high):
+    """Wait for ring slot ``slot`` to arrive (``phase``), issue its two products (digits 0..3 and
+    digit 4, the ``grad_y`` box transposed as the left operand) and retire this warpgroup's products
+    of the previous step: returns ``acc_low``, ``acc_high``."""
+    mbarrier.wait(ready.index(slot), phase)
+    g_t = g_tiles.index(slot).permute((1, 0))
+    acc_low = warpgroup_mma(g_t, xl_tiles.index(slot), acc_low, is_async=True)
+    acc_high = warpgroup_mma(g_t, xh_tiles.index(slot), acc_high, is_async=True)
+    return warpgroup_mma_wait(2, deps=[acc_low, acc_high])
+
+
+@gluon.jit
 def _pairs(tile):
     """Even and odd byte columns of a ``[R, BB]`` tile in the accumulator layout, where a lane holds
     bytes ``2 q``, ``2 q + 1`` side by side: two ``[R, BB / 2]`` tensors (no data moves)."""
@@ -80,7 +90,7 @@ def _low(piece):
 
 
 @gluon.jit
-def _load_accumulators(ta_ptr, rows, even_col, N, K, stride_tn, LAYOUT: gl.constexpr):
+def load_accumulator_pairs(ta_ptr, rows, even_col, N, K, stride_tn, LAYOUT: gl.constexpr):
     """``T_accum`` of a tile as five digit tiles ``[R, BB]`` (int32) in the layout of ``rows`` /
     ``even_col`` (``[R, 1]`` and ``[1, BB]``, the accumulator layout): each byte pair's ten values
     (columns ``5 j .. 5 j + 9`` from even ``j``) come as five 16-bit loads, not ten byte loads.
@@ -104,8 +114,8 @@ def _load_accumulators(ta_ptr, rows, even_col, N, K, stride_tn, LAYOUT: gl.const
 
 
 @gluon.jit
-def _store_accumulators(ta_ptr, rows, even_col, N, K, stride_tn, a0, a1, a2, a3, a4):
-    """Inverse of :func:`_load_accumulators`: five 16-bit stores per byte pair."""
+def store_accumulator_pairs(ta_ptr, rows, even_col, N, K, stride_tn, a0, a1, a2, a3, a4):
+    """Inverse of :func:`load_accumulator_pairs`: five 16-bit stores per byte pair."""
     first, _ = _pairs(rows * stride_tn + even_col)
     col, _ = _pairs(gl.zeros_like(rows) + even_col)
     row_ok, _ = _pairs((rows < N) & (even_col >= 0))
@@ -120,6 +130,63 @@ def _store_accumulators(ta_ptr, rows, even_col, N, K, stride_tn, a0, a1, a2, a3,
     gl.store(pieces + 2, (e4 | (o0 << 8)).to(gl.int16), mask=row_ok & (col + 4 < K))
     gl.store(pieces + 3, (o1 | (o2 << 8)).to(gl.int16), mask=row_ok & (col + 6 < K))
     gl.store(pieces + 4, (o3 | (o4 << 8)).to(gl.int16), mask=row_ok & (col + 8 < K))
+
+
+@triton.constexpr_function
+def _scores_layout(tile_layout, bytes_per_group, warps):
+    """Register layout of a tile's group scores: the byte tile's own when a group is one byte (no
+    data moves), else rows across lanes."""
+    if bytes_per_group == 1:
+        return tile_layout
+    return gl.BlockedLayout([1, 1], [32, 1], [warps, 1], [1, 0])
+
+
+@gluon.jit
+def load_tile_exponents(e_ptr, ea_ptr, n0, group0, N, NG, stride_en, ROWS: gl.constexpr, GROUPS: gl.constexpr,
+                        TILE_LAYOUT: gl.constexpr, BYTES_PER_GROUP: gl.constexpr):
+    """``E`` / ``E_accum`` of a tile's groups (rows ``n0 ..``, groups ``group0 ..``) as int32
+    ``[ROWS, GROUPS]``, with their offsets and mask, for :func:`step_tile_exponents`; the byte
+    tile whose scores they take is in ``TILE_LAYOUT``."""
+    SCORES: gl.constexpr = _scores_layout(TILE_LAYOUT, BYTES_PER_GROUP, gl.num_warps())
+    g_rows = gl.expand_dims(n0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, SCORES)), 1)
+    g_cols = gl.expand_dims(group0 + gl.arange(0, GROUPS, layout=gl.SliceLayout(0, SCORES)), 0)
+    mask = (g_rows < N) & (g_cols < NG)
+    offsets = g_rows * stride_en + g_cols
+    e, e_acc = load_exponents(e_ptr, ea_ptr, offsets, mask)
+    return e, e_acc, offsets, mask
+
+
+@gluon.jit
+def step_tile_exponents(score, e, e_acc, offsets, mask, new_e_ptr, new_ea_ptr, theta_e, e_min, e_max,
+                        BYTES_PER_GROUP: gl.constexpr):
+    """The exponent rule for the groups loaded by :func:`load_tile_exponents` from the byte scores
+    ``score [ROWS, GROUPS * BYTES_PER_GROUP]``: a group's score is the sum of its bytes'."""
+    if BYTES_PER_GROUP == 1:
+        group_score = score
+    else:
+        shape: gl.constexpr = [score.shape[0], score.shape[1] // BYTES_PER_GROUP, BYTES_PER_GROUP]
+        group_score = gl.convert_layout(gl.sum(gl.reshape(score, shape), axis=2), e.type.layout)
+    store_stepped_exponents(new_e_ptr, new_ea_ptr, offsets, mask, e, e_acc, group_score, theta_e, e_min, e_max)
+
+
+@gluon.jit
+def step_tile_bias(gy_ptr, bias_ptr, new_bias_ptr, M, N, n0, stride_gm, bias_step, BLOCK_M: gl.constexpr,
+                   BLOCK_N: gl.constexpr):
+    """The bias rule for rows ``n0 .. n0 + BLOCK_N`` from the column sums of ``grad_y [M, N]``, read
+    ``BLOCK_M`` hook rows at a time. Warps split the columns, so the sum needs no shared memory."""
+    WARPS: gl.constexpr = gl.num_warps()
+    ROWS: gl.constexpr = gl.BlockedLayout([1, 1], [32 * WARPS // BLOCK_N, BLOCK_N // WARPS], [1, WARPS], [1, 0])
+    m = gl.expand_dims(gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, ROWS)), 1)
+    rb = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, ROWS))
+    n = gl.expand_dims(rb, 0)
+    partial = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, ROWS)
+    for step in range(gl.cdiv(M, BLOCK_M)):
+        rows = step * BLOCK_M + m
+        hook = gl.load(gy_ptr + rows.to(gl.int64) * stride_gm + n, mask=(rows < M) & (n < N), other=0)
+        partial += hook.to(gl.float32)
+    col_sum = gl.sum(partial, axis=0)  # reduced once, outside the loop
+    bias = gl.load(bias_ptr + rb, mask=rb < N, other=0)
+    gl.store(new_bias_ptr + rb, step_bias(bias, col_sum, bias_step), mask=rb < N)
 
 
 @gluon.jit
@@ -159,7 +226,7 @@ def _wgmma_vote_kernel(
     byte = gl.load(p_ptr + bytes_at, mask=tile_mask, other=121).to(gl.int32)
     tile_rows = gl.expand_dims(rn, 1)
     col = gl.expand_dims(5 * jb, 0)
-    a0, a1, a2, a3, a4 = _load_accumulators(ta_ptr, tile_rows, col, N, K, stride_tn, HIGH)
+    a0, a1, a2, a3, a4 = load_accumulator_pairs(ta_ptr, tile_rows, col, N, K, stride_tn, HIGH)
     steps = gl.cdiv(M, BLOCK_M)
     for first in gl.static_range(STAGES):
         _fetch(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, first, first, first < steps, n0,
@@ -168,13 +235,9 @@ def _wgmma_vote_kernel(
     acc_high = gl.zeros([BLOCK_N, BLOCK_B], gl.float32, HIGH)
     for i in range(steps):
         slot = i % STAGES
-        mbarrier.wait(ready.index(slot), (i // STAGES) & 1)
-        g_t = g_tiles.index(slot).permute((1, 0))
-        acc_low = warpgroup_mma(g_t, xl_tiles.index(slot), acc_low, is_async=True)
-        acc_high = warpgroup_mma(g_t, xh_tiles.index(slot), acc_high, is_async=True)
-        # the previous step's two products are retired in this warpgroup; the barrier waits for the other
-        acc_low, acc_high = warpgroup_mma_wait(2, deps=[acc_low, acc_high])
-        gl.thread_barrier()
+        acc_low, acc_high = product_step(g_tiles, xl_tiles, xh_tiles, ready, slot, (i // STAGES) & 1, acc_low,
+                                         acc_high)
+        gl.thread_barrier()  # the other warpgroup has retired the previous step too
         refill = i + STAGES - 1
         _fetch(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, refill, refill % STAGES,
                (i >= 1) & (refill < steps), n0, column, BLOCK_M, BLOCK_B)
@@ -186,30 +249,14 @@ def _wgmma_vote_kernel(
         gl.convert_layout(g0, HIGH), gl.convert_layout(g1, HIGH), gl.convert_layout(g2, HIGH),
         gl.convert_layout(g3, HIGH), acc_high, byte, a0, a1, a2, a3, a4, 5 * jb, K, theta_t)
     gl.store(new_p_ptr + bytes_at, new_byte.to(gl.uint8), mask=tile_mask)
-    _store_accumulators(new_ta_ptr, tile_rows, col, N, K, stride_tn, a0, a1, a2, a3, a4)
+    store_accumulator_pairs(new_ta_ptr, tile_rows, col, N, K, stride_tn, a0, a1, a2, a3, a4)
 
-    GROUPS: gl.constexpr = BLOCK_B // BYTES_PER_GROUP
-    SCORES: gl.constexpr = gl.BlockedLayout([1, 1], [32, 1], [WARPS, 1], [1, 0])
-    group_score = gl.convert_layout(gl.sum(gl.reshape(score, [BLOCK_N, GROUPS, BYTES_PER_GROUP]), axis=2), SCORES)
-    g_rows = gl.expand_dims(n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, SCORES)), 1)
-    groups = gl.expand_dims(pid_b * GROUPS + gl.arange(0, GROUPS, layout=gl.SliceLayout(0, SCORES)), 0)
-    g_mask = (g_rows < N) & (groups < NG)
-    step_exponents_at(e_ptr, ea_ptr, new_e_ptr, new_ea_ptr, g_rows * stride_en + groups, g_mask, group_score,
-                      theta_e, e_min, e_max)
-
+    e, e_acc, e_at, e_mask = load_tile_exponents(e_ptr, ea_ptr, n0, pid_b * (BLOCK_B // BYTES_PER_GROUP), N, NG,
+                                                 stride_en, BLOCK_N, BLOCK_B // BYTES_PER_GROUP, HIGH, BYTES_PER_GROUP)
+    step_tile_exponents(score, e, e_acc, e_at, e_mask, new_e_ptr, new_ea_ptr, theta_e, e_min, e_max, BYTES_PER_GROUP)
     if HAS_BIAS:
         if pid_b == 0:
-            ROWS: gl.constexpr = gl.BlockedLayout([1, 4], [1, 32], [WARPS, 1], [1, 0])
-            m = gl.expand_dims(gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, ROWS)), 1)
-            n = gl.expand_dims(n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, ROWS)), 0)
-            partial = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, ROWS)
-            for step in range(steps):
-                rows = step * BLOCK_M + m
-                partial += gl.load(gy_ptr + rows.to(gl.int64) * stride_gm + n, mask=(rows < M) & (n < N), other=0).to(gl.float32)
-            col_sum = gl.sum(partial, axis=0)  # reduced once, outside the loop
-            rb = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, ROWS))
-            bias = gl.load(bias_ptr + rb, mask=rb < N, other=0)
-            gl.store(new_bias_ptr + rb, step_bias(bias, col_sum, bias_step), mask=rb < N)
+            step_tile_bias(gy_ptr, bias_ptr, new_bias_ptr, M, N, n0, stride_gm, bias_step, BLOCK_M, BLOCK_N)
 
 
 def _pairs_addressable(T_accum: torch.Tensor) -> bool:
@@ -227,17 +274,9 @@ def takes(x: torch.Tensor, grad_y: torch.Tensor, T_accum: torch.Tensor, group_si
             and _pairs_addressable(T_accum))
 
 
-def wgmma_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensors, *, in_features: int,
-                 group_size: int, theta_t: int, theta_e: int, e_min: int, e_max: int, bias_step: int,
-                 tile: tuple[int, int, int, int, int] | None = None) -> UpdatedTensors:
-    """Write the update of one checked layer (``n > 0``) into ``new`` and return it; the caller has
-    checked :func:`takes`. ``tile``: ``(BLOCK_M, BLOCK_N, BLOCK_B, STAGES, warps)``, by default
-    chosen by the hook rows (``WGMMA_UPDATE_WIDE_FROM``)."""
-    n, kb = T_packed.shape
-    m = x.shape[0]
-    if tile is None:
-        tile = WGMMA_UPDATE_TILE if m >= WGMMA_UPDATE_WIDE_FROM else WGMMA_UPDATE_NARROW_TILE
-    block_m, block_n, block_b, stages, warps = tile
+def check_outputs(T_accum: torch.Tensor, new: UpdatedTensors, group_size: int, tile: tuple[int, ...]) -> None:
+    """Refuse, naming the tensor, what the 16-bit ``T_accum`` pieces cannot address, and a ``tile``
+    (``(BLOCK_M, BLOCK_N, BLOCK_B, ..)``) whose byte blocks would split the scale groups."""
     for name, tensor in (("T_accum", T_accum), ("the new T_accum", new.T_accum)):
         if not _pairs_addressable(tensor):
             raise ValueError(f"wgmma update: {name} needs even K, an even start and an even row stride for its "
@@ -246,26 +285,56 @@ def wgmma_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTen
     if new.T_accum.stride() != T_accum.stride():
         raise ValueError(f"wgmma update: the new T_accum's strides {new.T_accum.stride()} differ from "
                          f"T_accum's {T_accum.stride()}")
-    if block_b % (group_size // 5):
+    if tile[2] % (group_size // 5):
         raise ValueError(f"wgmma update: tile {tile} splits the groups of G={group_size} between programs "
-                         f"(BLOCK_B={block_b} is not a multiple of {group_size // 5} bytes)")
+                         f"(BLOCK_B={tile[2]} is not a multiple of {group_size // 5} bytes)")
+
+
+def hook_descriptors(x: torch.Tensor, grad_y: torch.Tensor, blocks: int, block_m: int, block_n: int,
+                     block_b: int) -> tuple[torch.Tensor, TensorDescriptor, TensorDescriptor, TensorDescriptor]:
+    """``grad_y`` as TMA reads it and the three TMA descriptors of a step: ``grad_y`` boxes
+    ``[block_m, block_n]`` and the digit planes of ``x`` (``blocks`` byte blocks) in boxes
+    ``[block_m, 4 block_b]`` (digits 0..3) and ``[block_m, block_b]`` (digit 4)."""
     dtype = _DTYPES[x.dtype]
-    blocks = triton.cdiv(kb, block_b)
     planes = hook_planes(x, block_m, block_b, blocks, x.dtype)
     grad_y = tma_rows(grad_y)
 
     def boxes(tensor: torch.Tensor, box: list[int]) -> TensorDescriptor:
         return TensorDescriptor.from_tensor(tensor, box, gl.NVMMASharedLayout.get_default_for(box, dtype))
 
-    g_desc = boxes(grad_y, [block_m, block_n])
-    xl_desc = boxes(planes, [block_m, 4 * block_b])
-    xh_desc = boxes(planes, [block_m, block_b])
-    _wgmma_vote_kernel[(triton.cdiv(n, block_n) * blocks,)](
-        g_desc, xl_desc, xh_desc, grad_y, T_packed, T_accum, E, E_accum, bias if bias is not None else E,
-        new.T_packed, new.T_accum, new.E, new.E_accum, new.bias if bias is not None else E,
-        m, n, in_features, kb, E.shape[1], grad_y.stride(0), T_packed.stride(0), T_accum.stride(0), E.stride(0),
-        theta_t, theta_e, e_min, e_max, bias_step,
-        BYTES_PER_GROUP=group_size // 5, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n,
-        BLOCK_B=block_b, STAGES=stages, GROUP_N=GROUP_N, num_warps=warps,
-    )
+    return (grad_y, boxes(grad_y, [block_m, block_n]), boxes(planes, [block_m, 4 * block_b]),
+            boxes(planes, [block_m, block_b]))
+
+
+def kernel_arguments(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensors, tile: tuple[int, ...], *,
+                     in_features: int, group_size: int, theta_t: int, theta_e: int, e_min: int, e_max: int,
+                     bias_step: int) -> tuple[tuple, dict, int]:
+    """Check the outputs (:func:`check_outputs`) and build what both update kernels take for
+    ``tile`` (``(BLOCK_M, BLOCK_N, BLOCK_B, STAGES, ..)``): their positional arguments, their
+    shared compile-time constants and the number of tiles."""
+    n, kb = T_packed.shape
+    block_m, block_n, block_b, stages = tile[:4]
+    check_outputs(T_accum, new, group_size, tile)
+    blocks = triton.cdiv(kb, block_b)
+    grad_y, g_desc, xl_desc, xh_desc = hook_descriptors(x, grad_y, blocks, block_m, block_n, block_b)
+    stand_in = E  # never read or written without a bias (HAS_BIAS)
+    arguments = (g_desc, xl_desc, xh_desc, grad_y, T_packed, T_accum, E, E_accum,
+                 stand_in if bias is None else bias, new.T_packed, new.T_accum, new.E, new.E_accum,
+                 stand_in if bias is None else new.bias, x.shape[0], n, in_features, kb, E.shape[1], grad_y.stride(0),
+                 T_packed.stride(0), T_accum.stride(0), E.stride(0), theta_t, theta_e, e_min, e_max, bias_step)
+    constants = dict(BYTES_PER_GROUP=group_size // 5, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n,
+                     BLOCK_B=block_b, STAGES=stages, GROUP_N=GROUP_N)
+    return arguments, constants, triton.cdiv(n, block_n) * blocks
+
+
+def wgmma_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensors, *, in_features: int,
+                 group_size: int, theta_t: int, theta_e: int, e_min: int, e_max: int, bias_step: int,
+                 tile: tuple[int, int, int, int, int] = WGMMA_UPDATE_TILE) -> UpdatedTensors:
+    """Write the update of one checked layer (``n > 0``) into ``new`` and return it; the caller has
+    checked :func:`takes`. ``tile``: ``(BLOCK_M, BLOCK_N, BLOCK_B, STAGES, warps)``, one warpgroup
+    per 64 rows of ``BLOCK_N``."""
+    arguments, constants, tiles = kernel_arguments(
+        T_packed, E, E_accum, T_accum, bias, x, grad_y, new, tile, in_features=in_features, group_size=group_size,
+        theta_t=theta_t, theta_e=theta_e, e_min=e_min, e_max=e_max, bias_step=bias_step)
+    _wgmma_vote_kernel[(tiles,)](*arguments, **constants, num_warps=tile[4])
     return new

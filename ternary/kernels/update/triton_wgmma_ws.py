@@ -1,0 +1,241 @@
+"""Direct update for training rows: a persistent, warp-specialised ``wgmma`` kernel (Gluon, compiled
+sm_90 GPUs only, never under ``TRITON_INTERPRET``).
+
+The product and the rule are those of ``triton_wgmma.py`` (tiles of 128 weight rows by 32 packed
+bytes, one ``64x128`` and one ``64x32`` ``wgmma`` per warpgroup and 16 hook rows), but each of the
+card's SMs runs one program that walks the tiles ``program_id, program_id + programs, ..`` with
+three groups of warps working at once:
+
+- **loader** (1 warp): the TMA boxes of every step of every tile, into a ring of ``STAGES`` slots
+  (``ready`` / ``empty`` barriers per slot);
+- **product** (two warpgroups): each tile's gradient, then only its signs, ``[128, 160]`` int8, go
+  to shared memory (the rule needs nothing else of the gradient) and the next tile's product
+  starts at once (``signs_ready`` / ``signs_free`` barriers);
+- **rule** (the default partition, ``warps``): the rule on the stored signs, 16 rows at a time in
+  a blocked layout of byte pairs (``T_accum`` as 16-bit pieces), then the exponents and the bias,
+  while the product warps accumulate the next tile.
+
+So the rule costs no product time once the product is the longer of the two (16384^2 from about
+2048 hook rows on an H100); with fewer rows, or few tiles per SM, ``triton_wgmma.py``'s two
+programs per SM are faster (:func:`pays`). Takes what ``triton_wgmma.takes`` takes.
+"""
+
+from __future__ import annotations
+
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma_wait
+
+from ternary.kernels.linear.triton_launch import sm_count
+from ternary.kernels.update import UpdatedTensors
+from ternary.kernels.update.triton_rule import tile_at, vote_bytes
+from ternary.kernels.update.triton_wgmma import (kernel_arguments, load_accumulator_pairs, load_tile_exponents,
+                                                 product_step, step_tile_bias, step_tile_exponents,
+                                                 store_accumulator_pairs)
+
+# (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, rule warps), rule rows per
+# pass, registers per thread of the product and loader warps (the rule warps get the rest of the
+# SM's 64K). H100, bf16 hooks, same process (benchmarks/results/h100/update_ws/): 16384^2 M = 8192
+# 8.2 ms against triton_wgmma's 10.6 with its 128-row tile (the product alone 7.4 ms, ws_time3.log);
+# 4 stages beat 5 (8.9 ms: less L1 left), 8 rule warps beat 4 (9.3 ms); loading each rule pass's
+# state during the previous pass: M = 2048 3.35 against 3.67 ms, M = 512 2.55 against 3.20
+# (ws_time4.log).
+WS_UPDATE_TILE = (64, 128, 32, 4, 8)
+# When it beats triton_wgmma's two programs per SM: from WS_MIN_ROWS hook rows on layers of at least
+# WS_MIN_TILES_PER_SM tiles per SM (each program's first and last rule pass overlap no product, which
+# a few tiles per SM cannot hide), from WS_ALL_FROM_ROWS on any layer. H100, same process, bench
+# state (ws_bench_state_ab.log; ws_time4.log): M = 2048 16384^2 (97 tiles per SM) 3.5 against 3.9 ms,
+# 4096 x 14336 (22) 1.20 against 1.34 ms, 14336 x 4096 (22) level, 4096^2 (6.3) 0.53-0.59 against
+# 0.44-0.46 ms; M = 8192 faster on all four (4096^2 0.86-0.99 against 1.05 ms).
+WS_MIN_ROWS = 2048
+WS_MIN_TILES_PER_SM = 16
+WS_ALL_FROM_ROWS = 8192
+WS_RULE_ROWS = 16
+WS_PRODUCT_REGISTERS = 112
+WS_LOADER_REGISTERS = 24
+
+
+@gluon.jit
+def _loader(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, empty, M, N, KB,
+            BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr, STAGES: gl.constexpr,
+            GROUP_N: gl.constexpr):
+    """Issue the three boxes of every step of this program's tiles into the ring."""
+    row_tiles = gl.cdiv(N, BLOCK_N)
+    byte_blocks = gl.cdiv(KB, BLOCK_B)
+    steps = gl.cdiv(M, BLOCK_M)
+    nbytes: gl.constexpr = g_desc.block_type.nbytes + xl_desc.block_type.nbytes + xh_desc.block_type.nbytes
+    count = 0
+    for tile in range(gl.program_id(0), row_tiles * byte_blocks, gl.num_programs(0)):
+        pid_n, pid_b = tile_at(tile, row_tiles, byte_blocks, GROUP_N)
+        column = pid_b * 5 * BLOCK_B
+        for step in range(steps):
+            slot = count % STAGES
+            mbarrier.wait(empty.index(slot), ((count // STAGES) & 1) ^ 1)
+            bar = ready.index(slot)
+            mbarrier.expect(bar, nbytes)
+            row = step * BLOCK_M
+            tma.async_copy_global_to_shared(g_desc, [row, pid_n * BLOCK_N], bar, g_tiles.index(slot))
+            tma.async_copy_global_to_shared(xl_desc, [row, column], bar, xl_tiles.index(slot))
+            tma.async_copy_global_to_shared(xh_desc, [row, column + 4 * BLOCK_B], bar, xh_tiles.index(slot))
+            count += 1
+
+
+@gluon.jit
+def _product(g_tiles, xl_tiles, xh_tiles, ready, empty, signs_low, signs_high, signs_ready, signs_free, M, N, KB,
+             BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr, STAGES: gl.constexpr):
+    """Each tile's ``grad_y[:, rows].T @ x_planes`` (``[BLOCK_N, 5 BLOCK_B]`` fp32 in registers),
+    handed over as signs: ``signs_low [BLOCK_N, 4 BLOCK_B]`` (digits 0..3), ``signs_high``."""
+    WARPS: gl.constexpr = gl.num_warps()
+    LOW: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
+                                                  instr_shape=[16, 4 * BLOCK_B, 16])
+    HIGH: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
+                                                   instr_shape=[16, BLOCK_B, 16])
+    tiles = gl.cdiv(N, BLOCK_N) * gl.cdiv(KB, BLOCK_B)
+    steps = gl.cdiv(M, BLOCK_M)
+    count = 0
+    handoffs = 0
+    for tile in range(gl.program_id(0), tiles, gl.num_programs(0)):
+        acc_low = gl.zeros([BLOCK_N, 4 * BLOCK_B], gl.float32, LOW)
+        acc_high = gl.zeros([BLOCK_N, BLOCK_B], gl.float32, HIGH)
+        for step in range(steps):
+            slot = count % STAGES
+            acc_low, acc_high = product_step(g_tiles, xl_tiles, xh_tiles, ready, slot, (count // STAGES) & 1, acc_low,
+                                             acc_high)
+            # the previous step's products are retired: its slot goes back to the loader
+            mbarrier.arrive(empty.index((count + STAGES - 1) % STAGES), pred=step > 0)
+            count += 1
+        acc_low, acc_high = warpgroup_mma_wait(0, deps=[acc_low, acc_high])
+        mbarrier.arrive(empty.index((count + STAGES - 1) % STAGES))
+        sign_low = (acc_low > 0).to(gl.int8) - (acc_low < 0).to(gl.int8)
+        sign_high = (acc_high > 0).to(gl.int8) - (acc_high < 0).to(gl.int8)
+        mbarrier.wait(signs_free, (handoffs & 1) ^ 1)
+        signs_low.store(sign_low)
+        signs_high.store(sign_high)
+        mbarrier.arrive(signs_ready)
+        handoffs += 1
+
+
+@gluon.jit
+def _load_part(p_ptr, ta_ptr, e_ptr, ea_ptr, n0, pid_b, N, K, KB, NG, stride_pn, stride_tn, stride_en,
+               BYTES_PER_GROUP: gl.constexpr, BLOCK_B: gl.constexpr, RULE_ROWS: gl.constexpr, PAIRS: gl.constexpr):
+    """The state of rows ``n0 .. n0 + RULE_ROWS`` of a tile: packed bytes ``[RULE_ROWS, BLOCK_B]``
+    (int32), the five ``T_accum`` digit tiles and the exponents with their offsets and mask."""
+    jb = pid_b * BLOCK_B + gl.arange(0, BLOCK_B, layout=gl.SliceLayout(0, PAIRS))
+    rows = gl.expand_dims(n0 + gl.arange(0, RULE_ROWS, layout=gl.SliceLayout(1, PAIRS)), 1)
+    byte = gl.load(p_ptr + rows * stride_pn + gl.expand_dims(jb, 0), mask=(rows < N) & gl.expand_dims(jb < KB, 0),
+                   other=121).to(gl.int32)
+    a0, a1, a2, a3, a4 = load_accumulator_pairs(ta_ptr, rows, gl.expand_dims(5 * jb, 0), N, K, stride_tn, PAIRS)
+    e, e_acc, e_at, e_mask = load_tile_exponents(e_ptr, ea_ptr, n0, pid_b * (BLOCK_B // BYTES_PER_GROUP), N, NG,
+                                                 stride_en, RULE_ROWS, BLOCK_B // BYTES_PER_GROUP, PAIRS,
+                                                 BYTES_PER_GROUP)
+    return byte, a0, a1, a2, a3, a4, e, e_acc, e_at, e_mask
+
+
+@gluon.jit
+def _rule(signs_low, signs_high, signs_ready, signs_free, gy_ptr, p_ptr, ta_ptr, e_ptr, ea_ptr, bias_ptr,
+          new_p_ptr, new_ta_ptr, new_e_ptr, new_ea_ptr, new_bias_ptr, M, N, K, KB, NG, stride_gm, stride_pn,
+          stride_tn, stride_en, theta_t, theta_e, e_min, e_max, bias_step,
+          BYTES_PER_GROUP: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
+          BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr, RULE_ROWS: gl.constexpr, GROUP_N: gl.constexpr):
+    """The rule on each handed-over tile, ``RULE_ROWS`` rows at a time. Each part's state is loaded
+    while the part before it votes (the first part's while the product runs), since the stores
+    keep the compiler from moving the loads up itself; the signs' buffer is released before the
+    bias, whose column sums read ``grad_y`` from global memory."""
+    WARPS: gl.constexpr = gl.num_warps()
+    PAIRS: gl.constexpr = gl.BlockedLayout([1, 2], [2, 16], [WARPS, 1], [1, 0])
+    PARTS: gl.constexpr = BLOCK_N // RULE_ROWS
+    row_tiles = gl.cdiv(N, BLOCK_N)
+    byte_blocks = gl.cdiv(KB, BLOCK_B)
+    handoffs = 0
+    for tile in range(gl.program_id(0), row_tiles * byte_blocks, gl.num_programs(0)):
+        pid_n, pid_b = tile_at(tile, row_tiles, byte_blocks, GROUP_N)
+        jb = pid_b * BLOCK_B + gl.arange(0, BLOCK_B, layout=gl.SliceLayout(0, PAIRS))
+        state = _load_part(p_ptr, ta_ptr, e_ptr, ea_ptr, pid_n * BLOCK_N, pid_b, N, K, KB, NG, stride_pn, stride_tn,
+                           stride_en, BYTES_PER_GROUP, BLOCK_B, RULE_ROWS, PAIRS)
+        mbarrier.wait(signs_ready, handoffs & 1)
+        for part in gl.static_range(PARTS):
+            n0 = pid_n * BLOCK_N + part * RULE_ROWS
+            byte, a0, a1, a2, a3, a4, e, e_acc, e_at, e_mask = state
+            if part + 1 < PARTS:
+                state = _load_part(p_ptr, ta_ptr, e_ptr, ea_ptr, n0 + RULE_ROWS, pid_b, N, K, KB, NG, stride_pn,
+                                   stride_tn, stride_en, BYTES_PER_GROUP, BLOCK_B, RULE_ROWS, PAIRS)
+            rows = gl.expand_dims(n0 + gl.arange(0, RULE_ROWS, layout=gl.SliceLayout(1, PAIRS)), 1)
+            low = signs_low.slice(part * RULE_ROWS, RULE_ROWS, dim=0)
+            new_byte, a0, a1, a2, a3, a4, score = vote_bytes(
+                low.slice(0, BLOCK_B, dim=1).load(PAIRS), low.slice(BLOCK_B, BLOCK_B, dim=1).load(PAIRS),
+                low.slice(2 * BLOCK_B, BLOCK_B, dim=1).load(PAIRS), low.slice(3 * BLOCK_B, BLOCK_B, dim=1).load(PAIRS),
+                signs_high.slice(part * RULE_ROWS, RULE_ROWS, dim=0).load(PAIRS), byte, a0, a1, a2, a3, a4, 5 * jb,
+                K, theta_t)
+            gl.store(new_p_ptr + rows * stride_pn + gl.expand_dims(jb, 0), new_byte.to(gl.uint8),
+                     mask=(rows < N) & gl.expand_dims(jb < KB, 0))
+            store_accumulator_pairs(new_ta_ptr, rows, gl.expand_dims(5 * jb, 0), N, K, stride_tn, a0, a1, a2, a3, a4)
+            step_tile_exponents(score, e, e_acc, e_at, e_mask, new_e_ptr, new_ea_ptr, theta_e, e_min, e_max,
+                                BYTES_PER_GROUP)
+        mbarrier.arrive(signs_free)
+        handoffs += 1
+        if HAS_BIAS:
+            if pid_b == 0:
+                step_tile_bias(gy_ptr, bias_ptr, new_bias_ptr, M, N, pid_n * BLOCK_N, stride_gm, bias_step, BLOCK_M,
+                               BLOCK_N)
+
+
+@gluon.jit
+def _ws_vote_kernel(
+    g_desc, xl_desc, xh_desc, gy_ptr, p_ptr, ta_ptr, e_ptr, ea_ptr, bias_ptr,
+    new_p_ptr, new_ta_ptr, new_e_ptr, new_ea_ptr, new_bias_ptr,
+    M, N, K, KB, NG, stride_gm, stride_pn, stride_tn, stride_en,
+    theta_t, theta_e, e_min, e_max, bias_step,
+    BYTES_PER_GROUP: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
+    BLOCK_B: gl.constexpr, STAGES: gl.constexpr, GROUP_N: gl.constexpr, RULE_ROWS: gl.constexpr,
+    PRODUCT_REGISTERS: gl.constexpr, LOADER_REGISTERS: gl.constexpr,
+):
+    """Shared memory and barriers of one persistent program, then the three partitions (module
+    docstring); arguments as ``triton_wgmma._wgmma_vote_kernel``'s."""
+    g_tiles = gl.allocate_shared_memory(g_desc.dtype, [STAGES, BLOCK_M, BLOCK_N], g_desc.layout)
+    xl_tiles = gl.allocate_shared_memory(xl_desc.dtype, [STAGES, BLOCK_M, 4 * BLOCK_B], xl_desc.layout)
+    xh_tiles = gl.allocate_shared_memory(xh_desc.dtype, [STAGES, BLOCK_M, BLOCK_B], xh_desc.layout)
+    SIGNS: gl.constexpr = gl.SwizzledSharedLayout(vec=2, per_phase=1, max_phase=RULE_ROWS, order=[1, 0])
+    signs_low = gl.allocate_shared_memory(gl.int8, [BLOCK_N, 4 * BLOCK_B], SIGNS)
+    signs_high = gl.allocate_shared_memory(gl.int8, [BLOCK_N, BLOCK_B], SIGNS)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    signs_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    signs_free = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
+    for each in gl.static_range(STAGES):
+        mbarrier.init(ready.index(each), count=1)
+        mbarrier.init(empty.index(each), count=1)
+    mbarrier.init(signs_ready, count=1)
+    mbarrier.init(signs_free, count=1)
+    fence_async_shared()
+    gl.warp_specialize([
+        (_rule, (signs_low, signs_high, signs_ready, signs_free, gy_ptr, p_ptr, ta_ptr, e_ptr, ea_ptr, bias_ptr,
+                 new_p_ptr, new_ta_ptr, new_e_ptr, new_ea_ptr, new_bias_ptr, M, N, K, KB, NG, stride_gm, stride_pn,
+                 stride_tn, stride_en, theta_t, theta_e, e_min, e_max, bias_step, BYTES_PER_GROUP, HAS_BIAS,
+                 BLOCK_M, BLOCK_N, BLOCK_B, RULE_ROWS, GROUP_N)),
+        (_loader, (g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, empty, M, N, KB, BLOCK_M, BLOCK_N,
+                   BLOCK_B, STAGES, GROUP_N)),
+        (_product, (g_tiles, xl_tiles, xh_tiles, ready, empty, signs_low, signs_high, signs_ready, signs_free, M, N,
+                    KB, BLOCK_M, BLOCK_N, BLOCK_B, STAGES)),
+    ], [1, BLOCK_N // 16], [LOADER_REGISTERS, PRODUCT_REGISTERS])
+
+
+def pays(m: int, n: int, kb: int, sms: int) -> bool:
+    """Whether this kernel is expected to beat ``triton_wgmma`` on ``m`` hook rows for a layer of
+    ``n`` rows by ``kb`` packed bytes on a card of ``sms`` SMs (see ``WS_MIN_ROWS``)."""
+    block_n, block_b = WS_UPDATE_TILE[1], WS_UPDATE_TILE[2]
+    tiles = triton.cdiv(n, block_n) * triton.cdiv(kb, block_b)
+    return m >= WS_ALL_FROM_ROWS or (m >= WS_MIN_ROWS and tiles >= WS_MIN_TILES_PER_SM * sms)
+
+
+def ws_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensors, *, in_features: int,
+              group_size: int, theta_t: int, theta_e: int, e_min: int, e_max: int, bias_step: int) -> UpdatedTensors:
+    """Write the update of one checked layer (``n > 0``) into ``new`` and return it; the caller has
+    checked ``triton_wgmma.takes``. One program per SM (fewer for fewer tiles)."""
+    arguments, constants, tiles = kernel_arguments(
+        T_packed, E, E_accum, T_accum, bias, x, grad_y, new, WS_UPDATE_TILE, in_features=in_features,
+        group_size=group_size, theta_t=theta_t, theta_e=theta_e, e_min=e_min, e_max=e_max, bias_step=bias_step)
+    _ws_vote_kernel[(min(tiles, sm_count(x.device)),)](
+        *arguments, **constants, RULE_ROWS=WS_RULE_ROWS, PRODUCT_REGISTERS=WS_PRODUCT_REGISTERS,
+        LOADER_REGISTERS=WS_LOADER_REGISTERS, num_warps=WS_UPDATE_TILE[4])
+    return new
