@@ -63,6 +63,24 @@ def test_wgmma_update_matches_reference_bit_for_bit(m, n, k, g, dtype, with_bias
 
 
 @needs_wgmma
+def test_ws_update_carries_its_ring_and_hand_over_across_the_tiles_of_each_program():
+    """A layer of several tiles per SM, so each persistent program runs the ring's phases, the signs'
+    hand-over and the rule's loads ahead across tile boundaries, with 7 hook-row steps per tile
+    (not a multiple of the 4 stages): bit for bit against the reference."""
+    m, n, k, g = 6 * 64 + 1, 2100, 6002, 40
+    block_n, block_b = triton_wgmma_ws.WS_UPDATE_TILE[1:3]
+    tiles = -(-n // block_n) * -(-(-(-k // 5)) // block_b)
+    assert tiles >= 3 * torch.cuda.get_device_properties(DEVICE).multi_processor_count
+    gen = torch.Generator().manual_seed(11)
+    state = layer_state(n, k, g, gen)
+    x, grad_y = hooks(m, n, k, gen)
+    args = [state[name] for name in FIELDS]
+    expected = reference.update(*args, x, grad_y, **rule(k, g))
+    actual = triton_wgmma_ws.ws_update(*args, x.bfloat16(), grad_y.bfloat16(), poisoned_like(state), **rule(k, g))
+    assert_bitwise(expected, actual)
+
+
+@needs_wgmma
 def test_wgmma_update_saturation_and_limits_over_whole_ranges():
     """Accumulators at int8 limits, E at and beyond e_min / e_max, bias near int32 limits."""
     gen = torch.Generator().manual_seed(47)
@@ -235,7 +253,7 @@ types = [f"tensordesc<bf16[{box[0]}, {box[1]}],{gl.NVMMASharedLayout.get_default
          for box in boxes]
 types += ["*bf16", "*u8", "*i8", "*i8", "*i8", "*i32", "*u8", "*i8", "*i8", "*i8", "*i32"] + ["i32"] * 14
 report = []
-for bytes_per_group in (1, 8, 32):
+for bytes_per_group in (1, 2, 4, 8, 16, 32):
     constexprs = dict(BYTES_PER_GROUP=bytes_per_group, HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n,
                       BLOCK_B=block_b, STAGES=stages, GROUP_N=8, RULE_ROWS=ws.WS_RULE_ROWS,
                       PRODUCT_REGISTERS=ws.WS_PRODUCT_REGISTERS, LOADER_REGISTERS=ws.WS_LOADER_REGISTERS)
@@ -243,22 +261,27 @@ for bytes_per_group in (1, 8, 32):
     source = GluonASTSource(ws._ws_vote_kernel, signature=signature, constexprs=constexprs,
                             attrs={(i,): [["tt.divisibility", 16]] for i in range(3, 14)})
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
-    sass = compiled.asm["sass"]
+    sass, ptx = compiled.asm["sass"], compiled.asm["ptx"].splitlines()
     wide, narrow = "HGMMA.64x%dx16.F32.BF16" % (4 * block_b), "HGMMA.64x%dx16.F32.BF16" % block_b
-    product_loop = sass[sass.index(wide):sass.rindex(narrow)]
-    report.append([compiled.metadata.shared, product_loop.count("STL") + product_loop.count("LDL"), sass.count(wide),
-                   sass.count(narrow)])
+    arrives = [i for i, line in enumerate(ptx) if "mbarrier.arrive.shared::cta.b64" in line]
+    fenced = [i for i in arrives if any("bar.sync" in line for line in ptx[i - 4:i])]
+    report.append([compiled.metadata.shared, sass.count("STL") + sass.count("LDL"), sass.count(wide),
+                   sass.count(narrow), len(arrives), len(fenced)])
 print(json.dumps(report))
 """
 
 
-def test_ws_update_compiles_for_sm_90_within_shared_memory_and_a_spill_free_product_loop():
-    """Compiled offline for sm_90 with the shipped constants and three group sizes: the ring and
-    the signs' buffer fit an H100's 227 KB of shared memory per block, the product loop touches no
-    local memory (the register split between the partitions is what makes that hold; the rule
-    warps may spill a few values around their loads ahead), and each step issues the four
-    ``64x128`` and four ``64x32`` products of its 64 hook rows."""
-    for shared, product_spills, wide, narrow in _compile_offline(_WS_OFFLINE_COMPILE):
+def test_ws_update_compiles_for_sm_90_within_shared_memory_without_spills_and_with_fenced_arrivals():
+    """Compiled offline for sm_90 with the shipped constants and every group size the kernel takes:
+    the ring and the signs' buffer fit an H100's 227 KB of shared memory per block; no partition
+    touches local memory (the register split between the partitions and the unreplicated scores
+    layout are what make that hold); each step issues the four ``64x128`` and four ``64x32``
+    products of its 64 hook rows; and each of the four ``mbarrier.arrive`` (two ring releases and
+    the signs handed over by the product warps, the signs released by the rule warps), which one
+    thread performs for its whole partition, comes right after a barrier of that partition, so no
+    warp of it can still be reading the ring slot or writing / reading the signs."""
+    for shared, spills, wide, narrow, arrives, fenced in _compile_offline(_WS_OFFLINE_COMPILE):
         assert shared <= 227 * 1024
-        assert product_spills == 0
+        assert spills == 0
         assert (wide, narrow) == (4, 4)
+        assert arrives == fenced == 4

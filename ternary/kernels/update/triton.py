@@ -91,16 +91,17 @@ def _vote_kernel(
 
     # Epilogue: old trits, votes, T_accum (read and written as contiguous 5-column runs), new bytes.
     tile_mask = n_mask[:, None] & b_mask[None, :]
-    byte = tl.load(p_ptr + rn[:, None] * stride_pn + jb[None, :], mask=tile_mask, other=121).to(tl.int32)
+    rows = rn.to(tl.int64)  # N * K may pass 2^31 (T_accum)
+    byte = tl.load(p_ptr + rows[:, None] * stride_pn + jb[None, :], mask=tile_mask, other=121).to(tl.int32)
     lane = tl.arange(0, 8)
     cols = 5 * jb[None, :, None] + lane[None, None, :]
     run_mask = n_mask[:, None, None] & (lane < 5)[None, None, :] & (cols < K)
-    runs = rn[:, None, None] * stride_tn + cols
+    runs = rows[:, None, None] * stride_tn + cols
     a0, a1, a2, a3, a4 = deinterleave_digits(tl.load(ta_ptr + runs, mask=run_mask, other=0))
     new_byte, a0, a1, a2, a3, a4, score = vote_bytes(g0, g1, g2, g3, acc_high, byte, a0, a1, a2, a3, a4, 5 * jb,
                                                      K, theta_t)
     tl.store(new_ta_ptr + runs, interleave_digits(a0, a1, a2, a3, a4), mask=run_mask)
-    tl.store(new_p_ptr + rn[:, None] * stride_pn + jb[None, :], new_byte.to(tl.uint8), mask=tile_mask)
+    tl.store(new_p_ptr + rows[:, None] * stride_pn + jb[None, :], new_byte.to(tl.uint8), mask=tile_mask)
 
     # Group scores: steps E here when groups lie inside the tile, else hands them on.
     if GROUPS_IN_TILE:
@@ -108,7 +109,7 @@ def _vote_kernel(
         group_score = tl.sum(tl.reshape(score, (BLOCK_N, GROUPS, BYTES_PER_GROUP)), axis=2)
         groups = pid_b * GROUPS + tl.arange(0, GROUPS)
         g_mask = n_mask[:, None] & (groups < NG)[None, :]
-        step_exponents_at(e_ptr, ea_ptr, new_e_ptr, new_ea_ptr, rn[:, None] * stride_en + groups[None, :], g_mask,
+        step_exponents_at(e_ptr, ea_ptr, new_e_ptr, new_ea_ptr, rows[:, None] * stride_en + groups[None, :], g_mask,
                           group_score, theta_e, e_min, e_max)
     else:
         groups = jb // BYTES_PER_GROUP

@@ -51,7 +51,7 @@ _DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
 
 @gluon.jit
-def _fetch(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, step, slot, pred, n0, column,
+def fetch_step(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, step, slot, pred, n0, column,
            BLOCK_M: gl.constexpr, BLOCK_B: gl.constexpr):
     """Start the TMA copies of hook-row step ``step`` into ring slot ``slot``: ``grad_y`` rows
     ``BLOCK_M step ..`` at columns ``n0 ..`` and the two digit-plane boxes of the byte block at
@@ -63,6 +63,14 @@ def _fetch(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, step, s
     tma.async_copy_global_to_shared(g_desc, [row, n0], bar, g_tiles.index(slot), pred=pred)
     tma.async_copy_global_to_shared(xl_desc, [row, column], bar, xl_tiles.index(slot), pred=pred)
     tma.async_copy_global_to_shared(xh_desc, [row, column + 4 * BLOCK_B], bar, xh_tiles.index(slot), pred=pred)
+
+
+@triton.constexpr_function
+def accumulator_layouts(warps, block_b):
+    """Register layouts of the digits-0..3 ``[R, 4 block_b]`` and digit-4 ``[R, block_b]``
+    accumulators of ``warps`` warps (one warpgroup per 64 rows): ``(LOW, HIGH)``."""
+    return (gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, 4 * block_b, 16]),
+            gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, block_b, 16]))
 
 
 @gluon.jit
@@ -95,7 +103,7 @@ def load_accumulator_pairs(ta_ptr, rows, even_col, N, K, stride_tn, LAYOUT: gl.c
     ``even_col`` (``[R, 1]`` and ``[1, BB]``, the accumulator layout): each byte pair's ten values
     (columns ``5 j .. 5 j + 9`` from even ``j``) come as five 16-bit loads, not ten byte loads.
     ``LAYOUT`` is the layout of ``rows`` / ``even_col`` (the pairs rejoin into it without moving data)."""
-    first, _ = _pairs(rows * stride_tn + even_col)
+    first, _ = _pairs(rows.to(gl.int64) * stride_tn + even_col)
     col, _ = _pairs(gl.zeros_like(rows) + even_col)
     row_ok, _ = _pairs((rows < N) & (even_col >= 0))
     pieces = (ta_ptr + first).to(gl.pointer_type(gl.int16))
@@ -116,7 +124,7 @@ def load_accumulator_pairs(ta_ptr, rows, even_col, N, K, stride_tn, LAYOUT: gl.c
 @gluon.jit
 def store_accumulator_pairs(ta_ptr, rows, even_col, N, K, stride_tn, a0, a1, a2, a3, a4):
     """Inverse of :func:`load_accumulator_pairs`: five 16-bit stores per byte pair."""
-    first, _ = _pairs(rows * stride_tn + even_col)
+    first, _ = _pairs(rows.to(gl.int64) * stride_tn + even_col)
     col, _ = _pairs(gl.zeros_like(rows) + even_col)
     row_ok, _ = _pairs((rows < N) & (even_col >= 0))
     e0, o0 = _pairs(a0.to(gl.int32) & 0xFF)
@@ -133,12 +141,13 @@ def store_accumulator_pairs(ta_ptr, rows, even_col, N, K, stride_tn, a0, a1, a2,
 
 
 @triton.constexpr_function
-def _scores_layout(tile_layout, bytes_per_group, warps):
-    """Register layout of a tile's group scores: the byte tile's own when a group is one byte (no
-    data moves), else rows across lanes."""
+def _scores_layout(tile_layout, bytes_per_group, rows, warps):
+    """Register layout of a tile's group scores ``[rows, groups]``: the byte tile's own when a group
+    is one byte (no data moves), else lanes down the rows and warps across the groups."""
     if bytes_per_group == 1:
         return tile_layout
-    return gl.BlockedLayout([1, 1], [32, 1], [warps, 1], [1, 0])
+    lanes = min(rows, 32)
+    return gl.BlockedLayout([1, 1], [lanes, 32 // lanes], [1, warps], [1, 0])
 
 
 @gluon.jit
@@ -147,11 +156,11 @@ def load_tile_exponents(e_ptr, ea_ptr, n0, group0, N, NG, stride_en, ROWS: gl.co
     """``E`` / ``E_accum`` of a tile's groups (rows ``n0 ..``, groups ``group0 ..``) as int32
     ``[ROWS, GROUPS]``, with their offsets and mask, for :func:`step_tile_exponents`; the byte
     tile whose scores they take is in ``TILE_LAYOUT``."""
-    SCORES: gl.constexpr = _scores_layout(TILE_LAYOUT, BYTES_PER_GROUP, gl.num_warps())
+    SCORES: gl.constexpr = _scores_layout(TILE_LAYOUT, BYTES_PER_GROUP, ROWS, gl.num_warps())
     g_rows = gl.expand_dims(n0 + gl.arange(0, ROWS, layout=gl.SliceLayout(1, SCORES)), 1)
     g_cols = gl.expand_dims(group0 + gl.arange(0, GROUPS, layout=gl.SliceLayout(0, SCORES)), 0)
     mask = (g_rows < N) & (g_cols < NG)
-    offsets = g_rows * stride_en + g_cols
+    offsets = g_rows.to(gl.int64) * stride_en + g_cols
     e, e_acc = load_exponents(e_ptr, ea_ptr, offsets, mask)
     return e, e_acc, offsets, mask
 
@@ -203,10 +212,8 @@ def _wgmma_vote_kernel(
     bias, by ``gy_ptr``; the digit planes of ``x`` (``[Mp, blocks * 5 BLOCK_B]``) by ``xl_desc`` /
     ``xh_desc`` (``[BLOCK_M, 4 BLOCK_B]`` / ``[BLOCK_M, BLOCK_B]`` boxes)."""
     WARPS: gl.constexpr = gl.num_warps()
-    LOW: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
-                                                  instr_shape=[16, 4 * BLOCK_B, 16])
-    HIGH: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
-                                                   instr_shape=[16, BLOCK_B, 16])
+    LOW: gl.constexpr = accumulator_layouts(WARPS, BLOCK_B)[0]
+    HIGH: gl.constexpr = accumulator_layouts(WARPS, BLOCK_B)[1]
     pid_n, pid_b = tile_of_program(gl.cdiv(N, BLOCK_N), gl.cdiv(KB, BLOCK_B), GROUP_N)
     n0 = pid_n * BLOCK_N
     column = pid_b * 5 * BLOCK_B
@@ -222,14 +229,14 @@ def _wgmma_vote_kernel(
     jb = pid_b * BLOCK_B + gl.arange(0, BLOCK_B, layout=gl.SliceLayout(0, HIGH))
     n_mask = gl.expand_dims(rn < N, 1)
     tile_mask = n_mask & gl.expand_dims(jb < KB, 0)
-    bytes_at = gl.expand_dims(rn, 1) * stride_pn + gl.expand_dims(jb, 0)
+    bytes_at = gl.expand_dims(rn, 1).to(gl.int64) * stride_pn + gl.expand_dims(jb, 0)
     byte = gl.load(p_ptr + bytes_at, mask=tile_mask, other=121).to(gl.int32)
     tile_rows = gl.expand_dims(rn, 1)
     col = gl.expand_dims(5 * jb, 0)
     a0, a1, a2, a3, a4 = load_accumulator_pairs(ta_ptr, tile_rows, col, N, K, stride_tn, HIGH)
     steps = gl.cdiv(M, BLOCK_M)
     for first in gl.static_range(STAGES):
-        _fetch(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, first, first, first < steps, n0,
+        fetch_step(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, first, first, first < steps, n0,
                column, BLOCK_M, BLOCK_B)
     acc_low = gl.zeros([BLOCK_N, 4 * BLOCK_B], gl.float32, LOW)
     acc_high = gl.zeros([BLOCK_N, BLOCK_B], gl.float32, HIGH)
@@ -239,7 +246,7 @@ def _wgmma_vote_kernel(
                                          acc_high)
         gl.thread_barrier()  # the other warpgroup has retired the previous step too
         refill = i + STAGES - 1
-        _fetch(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, refill, refill % STAGES,
+        fetch_step(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, refill, refill % STAGES,
                (i >= 1) & (refill < steps), n0, column, BLOCK_M, BLOCK_B)
     acc_low, acc_high = warpgroup_mma_wait(0, deps=[acc_low, acc_high])
     for last in gl.static_range(STAGES):

@@ -25,14 +25,14 @@ from __future__ import annotations
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, warpgroup_mma_wait
 
 from ternary.kernels.linear.triton_launch import sm_count
 from ternary.kernels.update import UpdatedTensors
 from ternary.kernels.update.triton_rule import tile_at, vote_bytes
-from ternary.kernels.update.triton_wgmma import (kernel_arguments, load_accumulator_pairs, load_tile_exponents,
-                                                 product_step, step_tile_bias, step_tile_exponents,
-                                                 store_accumulator_pairs)
+from ternary.kernels.update.triton_wgmma import (accumulator_layouts, fetch_step, kernel_arguments,
+                                                 load_accumulator_pairs, load_tile_exponents, product_step,
+                                                 step_tile_bias, step_tile_exponents, store_accumulator_pairs)
 
 # (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, rule warps), rule rows per
 # pass, registers per thread of the product and loader warps (the rule warps get the rest of the
@@ -64,20 +64,14 @@ def _loader(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, empty,
     row_tiles = gl.cdiv(N, BLOCK_N)
     byte_blocks = gl.cdiv(KB, BLOCK_B)
     steps = gl.cdiv(M, BLOCK_M)
-    nbytes: gl.constexpr = g_desc.block_type.nbytes + xl_desc.block_type.nbytes + xh_desc.block_type.nbytes
     count = 0
     for tile in range(gl.program_id(0), row_tiles * byte_blocks, gl.num_programs(0)):
         pid_n, pid_b = tile_at(tile, row_tiles, byte_blocks, GROUP_N)
-        column = pid_b * 5 * BLOCK_B
         for step in range(steps):
             slot = count % STAGES
             mbarrier.wait(empty.index(slot), ((count // STAGES) & 1) ^ 1)
-            bar = ready.index(slot)
-            mbarrier.expect(bar, nbytes)
-            row = step * BLOCK_M
-            tma.async_copy_global_to_shared(g_desc, [row, pid_n * BLOCK_N], bar, g_tiles.index(slot))
-            tma.async_copy_global_to_shared(xl_desc, [row, column], bar, xl_tiles.index(slot))
-            tma.async_copy_global_to_shared(xh_desc, [row, column + 4 * BLOCK_B], bar, xh_tiles.index(slot))
+            fetch_step(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, step, slot, True,
+                       pid_n * BLOCK_N, pid_b * 5 * BLOCK_B, BLOCK_M, BLOCK_B)
             count += 1
 
 
@@ -87,10 +81,8 @@ def _product(g_tiles, xl_tiles, xh_tiles, ready, empty, signs_low, signs_high, s
     """Each tile's ``grad_y[:, rows].T @ x_planes`` (``[BLOCK_N, 5 BLOCK_B]`` fp32 in registers),
     handed over as signs: ``signs_low [BLOCK_N, 4 BLOCK_B]`` (digits 0..3), ``signs_high``."""
     WARPS: gl.constexpr = gl.num_warps()
-    LOW: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
-                                                  instr_shape=[16, 4 * BLOCK_B, 16])
-    HIGH: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[WARPS, 1],
-                                                   instr_shape=[16, BLOCK_B, 16])
+    LOW: gl.constexpr = accumulator_layouts(WARPS, BLOCK_B)[0]
+    HIGH: gl.constexpr = accumulator_layouts(WARPS, BLOCK_B)[1]
     tiles = gl.cdiv(N, BLOCK_N) * gl.cdiv(KB, BLOCK_B)
     steps = gl.cdiv(M, BLOCK_M)
     count = 0
@@ -106,7 +98,7 @@ def _product(g_tiles, xl_tiles, xh_tiles, ready, empty, signs_low, signs_high, s
             mbarrier.arrive(empty.index((count + STAGES - 1) % STAGES), pred=step > 0)
             count += 1
         acc_low, acc_high = warpgroup_mma_wait(0, deps=[acc_low, acc_high])
-        mbarrier.arrive(empty.index((count + STAGES - 1) % STAGES))
+        mbarrier.arrive(empty.index((count + STAGES - 1) % STAGES), pred=steps > 0)
         sign_low = (acc_low > 0).to(gl.int8) - (acc_low < 0).to(gl.int8)
         sign_high = (acc_high > 0).to(gl.int8) - (acc_high < 0).to(gl.int8)
         mbarrier.wait(signs_free, (handoffs & 1) ^ 1)
@@ -117,14 +109,14 @@ def _product(g_tiles, xl_tiles, xh_tiles, ready, empty, signs_low, signs_high, s
 
 
 @gluon.jit
-def _load_part(p_ptr, ta_ptr, e_ptr, ea_ptr, n0, pid_b, N, K, KB, NG, stride_pn, stride_tn, stride_en,
+def _load_part(p_ptr, ta_ptr, e_ptr, ea_ptr, n0, pid_b, jb, N, K, KB, NG, stride_pn, stride_tn, stride_en,
                BYTES_PER_GROUP: gl.constexpr, BLOCK_B: gl.constexpr, RULE_ROWS: gl.constexpr, PAIRS: gl.constexpr):
-    """The state of rows ``n0 .. n0 + RULE_ROWS`` of a tile: packed bytes ``[RULE_ROWS, BLOCK_B]``
-    (int32), the five ``T_accum`` digit tiles and the exponents with their offsets and mask."""
-    jb = pid_b * BLOCK_B + gl.arange(0, BLOCK_B, layout=gl.SliceLayout(0, PAIRS))
+    """The state of rows ``n0 .. n0 + RULE_ROWS`` of a tile whose byte block ``pid_b`` has bytes
+    ``jb [BLOCK_B]``: packed bytes ``[RULE_ROWS, BLOCK_B]`` (int32), the five ``T_accum`` digit
+    tiles and the exponents with their offsets and mask."""
     rows = gl.expand_dims(n0 + gl.arange(0, RULE_ROWS, layout=gl.SliceLayout(1, PAIRS)), 1)
-    byte = gl.load(p_ptr + rows * stride_pn + gl.expand_dims(jb, 0), mask=(rows < N) & gl.expand_dims(jb < KB, 0),
-                   other=121).to(gl.int32)
+    byte = gl.load(p_ptr + rows.to(gl.int64) * stride_pn + gl.expand_dims(jb, 0),
+                   mask=(rows < N) & gl.expand_dims(jb < KB, 0), other=121).to(gl.int32)
     a0, a1, a2, a3, a4 = load_accumulator_pairs(ta_ptr, rows, gl.expand_dims(5 * jb, 0), N, K, stride_tn, PAIRS)
     e, e_acc, e_at, e_mask = load_tile_exponents(e_ptr, ea_ptr, n0, pid_b * (BLOCK_B // BYTES_PER_GROUP), N, NG,
                                                  stride_en, RULE_ROWS, BLOCK_B // BYTES_PER_GROUP, PAIRS,
@@ -151,14 +143,14 @@ def _rule(signs_low, signs_high, signs_ready, signs_free, gy_ptr, p_ptr, ta_ptr,
     for tile in range(gl.program_id(0), row_tiles * byte_blocks, gl.num_programs(0)):
         pid_n, pid_b = tile_at(tile, row_tiles, byte_blocks, GROUP_N)
         jb = pid_b * BLOCK_B + gl.arange(0, BLOCK_B, layout=gl.SliceLayout(0, PAIRS))
-        state = _load_part(p_ptr, ta_ptr, e_ptr, ea_ptr, pid_n * BLOCK_N, pid_b, N, K, KB, NG, stride_pn, stride_tn,
-                           stride_en, BYTES_PER_GROUP, BLOCK_B, RULE_ROWS, PAIRS)
+        state = _load_part(p_ptr, ta_ptr, e_ptr, ea_ptr, pid_n * BLOCK_N, pid_b, jb, N, K, KB, NG, stride_pn,
+                           stride_tn, stride_en, BYTES_PER_GROUP, BLOCK_B, RULE_ROWS, PAIRS)
         mbarrier.wait(signs_ready, handoffs & 1)
         for part in gl.static_range(PARTS):
             n0 = pid_n * BLOCK_N + part * RULE_ROWS
             byte, a0, a1, a2, a3, a4, e, e_acc, e_at, e_mask = state
             if part + 1 < PARTS:
-                state = _load_part(p_ptr, ta_ptr, e_ptr, ea_ptr, n0 + RULE_ROWS, pid_b, N, K, KB, NG, stride_pn,
+                state = _load_part(p_ptr, ta_ptr, e_ptr, ea_ptr, n0 + RULE_ROWS, pid_b, jb, N, K, KB, NG, stride_pn,
                                    stride_tn, stride_en, BYTES_PER_GROUP, BLOCK_B, RULE_ROWS, PAIRS)
             rows = gl.expand_dims(n0 + gl.arange(0, RULE_ROWS, layout=gl.SliceLayout(1, PAIRS)), 1)
             low = signs_low.slice(part * RULE_ROWS, RULE_ROWS, dim=0)
@@ -167,7 +159,7 @@ def _rule(signs_low, signs_high, signs_ready, signs_free, gy_ptr, p_ptr, ta_ptr,
                 low.slice(2 * BLOCK_B, BLOCK_B, dim=1).load(PAIRS), low.slice(3 * BLOCK_B, BLOCK_B, dim=1).load(PAIRS),
                 signs_high.slice(part * RULE_ROWS, RULE_ROWS, dim=0).load(PAIRS), byte, a0, a1, a2, a3, a4, 5 * jb,
                 K, theta_t)
-            gl.store(new_p_ptr + rows * stride_pn + gl.expand_dims(jb, 0), new_byte.to(gl.uint8),
+            gl.store(new_p_ptr + rows.to(gl.int64) * stride_pn + gl.expand_dims(jb, 0), new_byte.to(gl.uint8),
                      mask=(rows < N) & gl.expand_dims(jb < KB, 0))
             store_accumulator_pairs(new_ta_ptr, rows, gl.expand_dims(5 * jb, 0), N, K, stride_tn, a0, a1, a2, a3, a4)
             step_tile_exponents(score, e, e_acc, e_at, e_mask, new_e_ptr, new_ea_ptr, theta_e, e_min, e_max,
