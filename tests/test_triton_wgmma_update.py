@@ -1,15 +1,13 @@
-"""The ``wgmma`` update kernels (Gluon, sm_90 only: ``triton_wgmma`` and its warp-specialised form
-``triton_wgmma_ws``) against the torch reference, bit for bit.
+"""The ``wgmma`` update (Gluon, sm_90 only: the persistent, warp-specialised kernel of
+``triton_wgmma_ws`` built from ``triton_wgmma``'s parts) against the torch reference, bit for bit.
 
 Hooks are small integers in bf16 / fp16, so every gradient sum is exact in any order and the
-reference's signs are the only right answer. The kernels have no interpreter: their launches are
+reference's signs are the only right answer. The kernel has no interpreter: its launches are
 skipped without an sm_90 GPU, while the dispatch rule (:func:`triton_wgmma.takes`), the host
-checks and an offline sm_90 compile of the warp-specialised kernel run everywhere.
+checks and an offline sm_90 compile of the kernel run everywhere.
 """
 
 from __future__ import annotations
-
-import functools
 
 import pytest
 import torch
@@ -31,15 +29,6 @@ SHAPES = [(1, 1, 8, 5), (64, 128, 160, 40), (100, 200, 334, 40), (130, 257, 1002
           (700, 64, 90, 10), (513, 300, 1200, 80), (65, 129, 204, 40)]
 
 
-# The launches under test: the shipped one-warpgroup tile, the kernel's two-warpgroup tile, and the
-# warp-specialised kernel (fixed tile).
-LAUNCHES = {
-    "wgmma-64": functools.partial(triton_wgmma.wgmma_update, tile=triton_wgmma.WGMMA_UPDATE_TILE),
-    "wgmma-128": functools.partial(triton_wgmma.wgmma_update, tile=(64, 128, 32, 4, 8)),
-    "ws": triton_wgmma_ws.ws_update,
-}
-
-
 def poisoned_like(state: dict) -> UpdatedTensors:
     """Output buffers full of garbage, so an unwritten entry cannot pass."""
     return UpdatedTensors(*[None if state[name] is None else torch.full_like(state[name], -77) for name in FIELDS])
@@ -49,15 +38,14 @@ def poisoned_like(state: dict) -> UpdatedTensors:
 @pytest.mark.parametrize("m,n,k,g", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("with_bias", [True, False])
-@pytest.mark.parametrize("launch", LAUNCHES)
-def test_wgmma_update_matches_reference_bit_for_bit(m, n, k, g, dtype, with_bias, launch):
+def test_wgmma_update_matches_reference_bit_for_bit(m, n, k, g, dtype, with_bias):
     gen = torch.Generator().manual_seed(m * 1009 + n * 17 + k + g)
     state = layer_state(n, k, g, gen, bias=with_bias)
     x, grad_y = hooks(m, n, k, gen)
     static = rule(k, g)
     args = [state[name] for name in FIELDS]
     expected = reference.update(*args, x, grad_y, **static)
-    actual = LAUNCHES[launch](*args, x.to(dtype), grad_y.to(dtype), poisoned_like(state), **static)
+    actual = triton_wgmma_ws.ws_update(*args, x.to(dtype), grad_y.to(dtype), poisoned_like(state), **static)
     assert_bitwise(expected, actual)
     assert not torch.equal(expected.T_packed.cpu(), state["T_packed"].cpu()), "test drew no trit step"
 
@@ -91,36 +79,24 @@ def test_wgmma_update_saturation_and_limits_over_whole_ranges():
     for static in (rule(k, g, theta_t=127, theta_e=127, e_min=-128, e_max=127, bias_step=2**30),
                    rule(k, g, theta_t=1, theta_e=1, e_min=-2, e_max=1)):
         expected = reference.update(*args, x, grad_y, **static)
-        for launch in LAUNCHES.values():
-            actual = launch(*args, x.bfloat16(), grad_y.bfloat16(), poisoned_like(state), **static)
-            assert_bitwise(expected, actual)
-
-
-WS = triton_wgmma_ws
+        actual = triton_wgmma_ws.ws_update(*args, x.bfloat16(), grad_y.bfloat16(), poisoned_like(state), **static)
+        assert_bitwise(expected, actual)
 
 
 @needs_wgmma
-@pytest.mark.parametrize("m,k,min_tiles,taken", [
-    (kernels.WGMMA_UPDATE_MIN_ROWS - 1, 300, None, None), (kernels.WGMMA_UPDATE_MIN_ROWS, 300, None, "wgmma"),
-    (kernels.WGMMA_UPDATE_MIN_ROWS, 301, None, None), (WS.WS_MIN_ROWS, 300, None, "wgmma"),
-    (WS.WS_MIN_ROWS - 1, 300, 0, "wgmma"), (WS.WS_MIN_ROWS, 300, 0, "ws"),
-    (WS.WS_ALL_FROM_ROWS - 1, 300, None, "wgmma"), (WS.WS_ALL_FROM_ROWS, 300, None, "ws"),
-    (WS.WS_ALL_FROM_ROWS, 301, None, None),
-])
-def test_update_dispatches_training_rows_to_wgmma(monkeypatch, m, k, min_tiles, taken):
+@pytest.mark.parametrize("m,k", [(kernels.WGMMA_UPDATE_MIN_ROWS - 1, 300), (kernels.WGMMA_UPDATE_MIN_ROWS, 300),
+                                 (kernels.WGMMA_UPDATE_MIN_ROWS, 301), (4 * kernels.WGMMA_UPDATE_MIN_ROWS + 1, 300)])
+def test_update_dispatches_training_rows_to_wgmma(monkeypatch, m, k):
     """``kernels.update`` sends 16-bit hooks of ``WGMMA_UPDATE_MIN_ROWS`` rows or more to the
-    ``wgmma`` kernel when ``K`` is even, and to its warp-specialised form where that pays: this
-    two-tile layer only from ``WS_ALL_FROM_ROWS`` rows, or from ``WS_MIN_ROWS`` once the tiles-per-SM
-    floor is lifted (``min_tiles = 0``); the rest to its own kernel. All match the reference."""
-    if min_tiles is not None:
-        monkeypatch.setattr(WS, "WS_MIN_TILES_PER_SM", min_tiles)
+    ``wgmma`` kernel when ``K`` is even, the rest to its own; both match the reference."""
     calls = []
-    for name, module, function in (("wgmma", triton_wgmma, "wgmma_update"), ("ws", triton_wgmma_ws, "ws_update")):
-        def spy(*args, _original=getattr(module, function), _name=name, **kwargs):
-            calls.append(_name)
-            return _original(*args, **kwargs)
+    original = triton_wgmma_ws.ws_update
 
-        monkeypatch.setattr(module, function, spy)
+    def spy(*args, **kwargs):
+        calls.append(args[5].shape[0])
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(triton_wgmma_ws, "ws_update", spy)
     monkeypatch.setattr(kernels, "_new_like", lambda tensor: torch.full_like(tensor, -77))
     gen = torch.Generator().manual_seed(m + k)
     n, g = 70, 40
@@ -129,7 +105,7 @@ def test_update_dispatches_training_rows_to_wgmma(monkeypatch, m, k, min_tiles, 
     args = [state[name] for name in FIELDS]
     expected = reference.update(*args, x, grad_y, **rule(k, g))
     assert_bitwise(expected, kernels.update(*args, x.bfloat16(), grad_y.bfloat16(), **rule(k, g)))
-    assert calls == ([taken] if taken else [])
+    assert calls == ([m] if m >= kernels.WGMMA_UPDATE_MIN_ROWS and k % 2 == 0 else [])
 
 
 @needs_wgmma
@@ -150,31 +126,13 @@ def test_wgmma_update_reads_strided_hooks(monkeypatch):
     assert_bitwise(expected, kernels.update(*args, wide_x[:, 13:], wide_g[:, :n], **rule(k, g)))
 
 
-def test_ws_update_pays_from_its_row_thresholds_and_on_layers_of_many_tiles():
-    """The dispatch rule of the warp-specialised kernel: never below ``WS_MIN_ROWS``, always from
-    ``WS_ALL_FROM_ROWS``, in between only for layers of ``WS_MIN_TILES_PER_SM`` tiles per SM or more;
-    and monotone, since more rows or more tiles only lengthen the product that hides the rule."""
-    sms = 132
-    assert WS.pays(WS.WS_MIN_ROWS, 16384, 3277, sms)  # 97 tiles per SM
-    assert not WS.pays(WS.WS_MIN_ROWS, 4096, 820, sms)  # 6.3 tiles per SM
-    assert WS.pays(WS.WS_ALL_FROM_ROWS, 4096, 820, sms)
-    assert not WS.pays(WS.WS_MIN_ROWS - 1, 16384, 3277, sms)
-    rows = [1, 64, WS.WS_MIN_ROWS - 1, WS.WS_MIN_ROWS, 4096, WS.WS_ALL_FROM_ROWS - 1, WS.WS_ALL_FROM_ROWS, 10**5]
-    layers = [(1, 1), (128, 32), (4096, 820), (14336, 820), (16384, 3277), (65536, 6554)]
-    for (n, kb), (n2, kb2) in zip(layers, layers[1:]):
-        for m, m2 in zip(rows, rows[1:]):
-            if WS.pays(m, n, kb, sms):
-                assert WS.pays(m2, n, kb, sms) and WS.pays(m, n2, kb2, sms)
-
-
 def test_wgmma_update_refuses_a_tile_that_splits_groups():
     """Checked before any launch (so on CPU too): 16-byte blocks would split G = 160 groups."""
-    gen = torch.Generator().manual_seed(3)
-    state = {name: tensor.cpu() for name, tensor in layer_state(4, 320, 160, gen).items()}
-    x, grad_y = (hook.cpu().bfloat16() for hook in hooks(2, 4, 320, gen))
+    T_accum = torch.zeros(4, 320, dtype=torch.int8)
+    new = UpdatedTensors(T_accum, T_accum, T_accum, torch.zeros_like(T_accum), None)
     with pytest.raises(ValueError, match="splits the groups of G=160"):
-        triton_wgmma.wgmma_update(*[state[name] for name in FIELDS], x, grad_y, poisoned_like(state),
-                                  tile=(64, 64, 16, 4, 4), **rule(320, 160))
+        triton_wgmma.check_outputs(T_accum, new, 160, (64, 64, 16, 4, 4))
+    triton_wgmma.check_outputs(T_accum, new, 160, (64, 64, 32, 4, 4))
 
 
 @pytest.mark.parametrize("x_dtype,g_dtype,group_size,k,taken", [
@@ -191,8 +149,7 @@ def test_wgmma_update_takes_16_bit_hooks_with_groups_inside_a_block(x_dtype, g_d
     assert triton_wgmma.takes(x, grad_y, T_accum, group_size) is taken
 
 
-@pytest.mark.parametrize("launch", ["wgmma-64", "ws"])
-def test_wgmma_update_refuses_t_accum_at_an_odd_address(launch):
+def test_wgmma_update_refuses_t_accum_at_an_odd_address():
     """``T_accum`` is read as 16-bit pieces: a view starting at an odd byte is refused by name."""
     gen = torch.Generator().manual_seed(4)
     state = {name: tensor.cpu() for name, tensor in layer_state(4, 80, 40, gen).items()}
@@ -200,11 +157,10 @@ def test_wgmma_update_refuses_t_accum_at_an_odd_address(launch):
     x, grad_y = (hook.cpu().bfloat16() for hook in hooks(2, 4, 80, gen))
     assert not triton_wgmma.takes(x, grad_y, state["T_accum"], 40)
     with pytest.raises(ValueError, match="T_accum needs even K, an even start"):
-        LAUNCHES[launch](*[state[name] for name in FIELDS], x, grad_y, poisoned_like(state), **rule(80, 40))
+        triton_wgmma_ws.ws_update(*[state[name] for name in FIELDS], x, grad_y, poisoned_like(state), **rule(80, 40))
 
 
-@pytest.mark.parametrize("launch", ["wgmma-64", "ws"])
-def test_wgmma_update_refuses_odd_k_behind_an_even_row_stride(launch):
+def test_wgmma_update_refuses_odd_k_behind_an_even_row_stride():
     """A one-row view with odd K counts as contiguous whatever its row stride: the pair at the last
     column would reach past the row, so the kernel must not take it."""
     gen = torch.Generator().manual_seed(6)
@@ -213,12 +169,11 @@ def test_wgmma_update_refuses_odd_k_behind_an_even_row_stride(launch):
     x, grad_y = (hook.cpu().bfloat16() for hook in hooks(2, 1, 81, gen))
     assert not triton_wgmma.takes(x, grad_y, state["T_accum"], 40)
     with pytest.raises(ValueError, match="T_accum needs even K"):
-        LAUNCHES[launch](*[state[name] for name in FIELDS], x, grad_y, poisoned_like(state), **rule(81, 40))
+        triton_wgmma_ws.ws_update(*[state[name] for name in FIELDS], x, grad_y, poisoned_like(state), **rule(81, 40))
 
 
 @needs_wgmma
-@pytest.mark.parametrize("launch", LAUNCHES)
-def test_wgmma_update_writes_nothing_past_its_outputs(launch):
+def test_wgmma_update_writes_nothing_past_its_outputs():
     """Every output is a view at the head of a larger buffer whose tail holds a sentinel: the
     16-bit ``T_accum`` pieces and the byte stores at the K and N tails must leave it untouched."""
     gen = torch.Generator().manual_seed(8)
@@ -232,7 +187,7 @@ def test_wgmma_update_writes_nothing_past_its_outputs(launch):
         outputs.append(buffer[:state[name].numel()].view(state[name].shape))
     args = [state[name] for name in FIELDS]
     expected = reference.update(*args, x, grad_y, **rule(k, g))
-    actual = LAUNCHES[launch](*args, x.bfloat16(), grad_y.bfloat16(), UpdatedTensors(*outputs), **rule(k, g))
+    actual = triton_wgmma_ws.ws_update(*args, x.bfloat16(), grad_y.bfloat16(), UpdatedTensors(*outputs), **rule(k, g))
     assert_bitwise(expected, actual)
     for name, buffer in zip(FIELDS, buffers):
         assert torch.all(buffer[-64:] == 55), f"{name}: written past its end"

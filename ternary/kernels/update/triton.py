@@ -15,10 +15,9 @@ are read through tensor descriptors, i.e. TMA on the GPU), then, without writing
   int32 ``[N, ceil(K/G)]`` buffer and a second kernel steps the exponents;
 - the programs of the first byte block also sum ``grad_y`` over M and step the bias.
 
-From ``WGMMA_UPDATE_MIN_ROWS`` bf16 / fp16 hook rows on sm_90 cards the same update runs as a Gluon
-kernel with explicit ``wgmma`` tiles (``triton_wgmma.py``) where it takes the layer, and for
-training rows (``triton_wgmma_ws.pays``) as its persistent warp-specialised form
-(``triton_wgmma_ws.py``), whose rule runs beside the next tile's product.
+From ``WGMMA_UPDATE_MIN_ROWS`` bf16 / fp16 hook rows on sm_90 cards the same update runs as a
+persistent, warp-specialised Gluon kernel with explicit ``wgmma`` tiles (``triton_wgmma_ws.py``),
+whose rule runs beside the next tile's product, where it takes the layer.
 
 Extra memory: the outputs, plus the int32 score buffer only for straddling groups. The
 result equals ``reference.update`` bit for bit whenever the float sums are exact (e.g.
@@ -34,7 +33,7 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ternary.kernels.linear.triton_base3 import deinterleave_digits, interleave_digits, split_digits
 from ternary.kernels.layer_checks import check_layer_tensors
-from ternary.kernels.linear.triton_launch import capability, sm_count, tma_rows
+from ternary.kernels.linear.triton_launch import capability, tma_rows
 from ternary.kernels.linear.triton import gluon_runs
 from ternary.kernels.registry import triton_interpreted
 from ternary.kernels.update import UpdatedTensors, triton_wgmma, triton_wgmma_ws
@@ -43,10 +42,11 @@ from ternary.kernels.update.triton_rule import (GROUP_N, hook_planes, step_bias,
 from ternary.state.packing import check_packed
 
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
-# 16-bit hook rows from which the update goes to the wgmma kernel (triton_wgmma) on sm_90. H100, bf16
-# hooks, against this module's kernel in the same process (benchmarks/results/h100/update_wgmma/
-# t_accum_pairs.log): 16384^2 M = 64 / 2048 / 8192 2.6 / 4.0 / 10.7 ms against 3.1 / 5.2 / 14.1 ms;
-# 4096 x 14336 M = 2048 1.05 against 1.64 ms. Fewer rows are not measured and keep this kernel.
+# 16-bit hook rows from which the update goes to the wgmma kernel (triton_wgmma_ws) on sm_90. H100, bf16
+# hooks: at 16384^2 M = 64 the earlier one-tile-per-program wgmma kernel took 2.6 ms against this
+# module's 3.1 (benchmarks/results/h100/update_wgmma/t_accum_pairs.log) and the warp-specialised one
+# 1.5 ms against that kernel's 2.2 (update_ws/ws_thresholds_small.log). Fewer rows are not measured
+# and keep this kernel.
 WGMMA_UPDATE_MIN_ROWS = 64
 
 
@@ -214,11 +214,9 @@ def update(
     if n == 0:
         return new
     if m >= WGMMA_UPDATE_MIN_ROWS and wgmma_runs(x) and triton_wgmma.takes(x, grad_y, T_accum, group_size):
-        ws = triton_wgmma_ws.pays(m, n, kb, sm_count(x.device))
-        launch = triton_wgmma_ws.ws_update if ws else triton_wgmma.wgmma_update
-        return launch(T_packed, E, E_accum, T_accum, bias, x, grad_y, new, in_features=in_features,
-                      group_size=group_size, theta_t=theta_t, theta_e=theta_e, e_min=e_min, e_max=e_max,
-                      bias_step=bias_step)
+        return triton_wgmma_ws.ws_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new, in_features=in_features,
+                                         group_size=group_size, theta_t=theta_t, theta_e=theta_e, e_min=e_min,
+                                         e_max=e_max, bias_step=bias_step)
     use_fp32 = torch.float32 in (x.dtype, grad_y.dtype) or triton_interpreted() or x.dtype != grad_y.dtype
     block_m, block_n, block_b, warps, stages = _tiles(m, group_size, use_fp32)
     bytes_per_group = group_size // 5

@@ -1,68 +1,55 @@
-"""Direct update on ``wgmma`` tensor cores for 16-bit hooks (a Gluon kernel: compiled sm_90 GPUs
-only, never under ``TRITON_INTERPRET``).
+"""Building blocks of the ``wgmma`` update for 16-bit hooks (Gluon: compiled sm_90 GPUs only, never
+under ``TRITON_INTERPRET``); the kernel that uses them is ``triton_wgmma_ws.py``.
 
-The same tile and rule as the Triton kernel (``triton.py``): one program owns ``BLOCK_N`` output
-rows by ``BLOCK_B`` packed bytes and accumulates ``grad_y[:, rows].T @ x_planes`` over all hook
-rows, then runs the rule (``vote_bytes``, ``step_exponent``, ``step_bias``) on the tile without
-writing any gradient. What differs is how the product is formed, with explicit layouts:
+The update forms each tile's gradient ``grad_y[:, rows].T @ x_planes`` (``BLOCK_N`` weight rows by
+``BLOCK_B = 32`` packed bytes, i.e. ``5 BLOCK_B`` input columns) on tensor cores and applies the
+rule of the Triton kernel (``triton.py``; ``vote_bytes``, ``step_exponent``, ``step_bias``) to it
+without writing any gradient. With explicit layouts:
 
 - each warpgroup owns 64 weight rows, so one ``wgmma`` of width ``4 BLOCK_B = 128`` covers its
-  digits 0..3 and one of width ``BLOCK_B`` digit 4, against Triton's ``64 x 64`` + ``64 x 16``
-  split of a 64-row tile between two warpgroups; each step's ``grad_y`` box is the left operand
-  (transposed in shared memory), the two digit-plane boxes the right ones. The shipped tile has
-  ``BLOCK_N = 64`` (one warpgroup, two programs per SM, so one program's epilogue overlaps the
-  other's product); training rows go to the warp-specialised form (``triton_wgmma_ws.py``), which
-  shares this module's rule functions and host checks;
-- the three boxes of a step arrive by TMA in a ring of ``STAGES`` slots, refilled as soon as
-  every warpgroup has retired the step that read them; the tile's packed bytes and ``T_accum``
-  are loaded before the product, so they arrive while it accumulates; a lane's byte pair owns
-  ten consecutive ``T_accum`` columns, read and written as five 16-bit pieces (even ``K``);
-- the epilogue runs in the accumulators' own register layout: a lane's columns ``8 i + 2 q``,
-  ``8 i + 2 q + 1`` of the digits-0..3 accumulator are bytes ``8 (i mod 4) + 2 q (+ 1)`` of digit
-  ``i / 4``, the same bytes the lane holds of digit 4, so splitting the digits moves no data.
+  digits 0..3 and one of width ``BLOCK_B`` digit 4 (:func:`product_step`); each step's ``grad_y``
+  box is the left operand (transposed in shared memory), the two digit-plane boxes the right ones,
+  all three by TMA (:func:`fetch_step`, :func:`hook_descriptors`);
+- a lane's byte pair owns ten consecutive ``T_accum`` columns, read and written as five 16-bit
+  pieces instead of ten bytes (:func:`load_accumulator_pairs`; even ``K``);
+- the exponent and bias rules run on a tile's byte scores and column sums
+  (:func:`step_tile_exponents`, :func:`step_tile_bias`).
 
 Only groups inside one byte block (``BLOCK_B`` a multiple of ``G / 5``) and even ``K`` are taken
 (:func:`takes`).
 """
-
 from __future__ import annotations
 
 import torch
 import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
-from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma
-from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma_wait
+from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from ternary.kernels.linear.triton_base3 import split_digits
 from ternary.kernels.linear.triton_launch import tma_rows
 from ternary.kernels.update import UpdatedTensors
 from ternary.kernels.update.triton_rule import (GROUP_N, hook_planes, load_exponents, step_bias,
-                                                store_stepped_exponents, tile_of_program, vote_bytes)
+                                                store_stepped_exponents)
 
-# (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, warps): one warpgroup of 64
-# rows, two programs per SM, so one program's rule overlaps the other's product. Training rows go to
-# the warp-specialised kernel (triton_wgmma_ws.py). H100, bf16 hooks, same process (benchmarks/
-# results/h100/update_wgmma/t_accum_pairs.log): 64-row against 128-row tiles (two warpgroups, one
-# program per SM) 4.0 / 4.3 ms at 16384^2 M = 2048, level on the other shapes.
-WGMMA_UPDATE_TILE = (64, 64, 32, 4, 4)
+# Packed bytes per tile: four digits make one 128-wide wgmma.
+WGMMA_BLOCK_B = 32
 _DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
 
 @gluon.jit
-def fetch_step(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, step, slot, pred, n0, column,
-           BLOCK_M: gl.constexpr, BLOCK_B: gl.constexpr):
+def fetch_step(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, step, slot, n0, column,
+               BLOCK_M: gl.constexpr, BLOCK_B: gl.constexpr):
     """Start the TMA copies of hook-row step ``step`` into ring slot ``slot``: ``grad_y`` rows
     ``BLOCK_M step ..`` at columns ``n0 ..`` and the two digit-plane boxes of the byte block at
-    plane column ``column``."""
+    plane column ``column``; ``ready[slot]`` completes when all three have landed."""
     bar = ready.index(slot)
     nbytes: gl.constexpr = g_desc.block_type.nbytes + xl_desc.block_type.nbytes + xh_desc.block_type.nbytes
-    mbarrier.expect(bar, nbytes, pred=pred)
+    mbarrier.expect(bar, nbytes)
     row = step * BLOCK_M
-    tma.async_copy_global_to_shared(g_desc, [row, n0], bar, g_tiles.index(slot), pred=pred)
-    tma.async_copy_global_to_shared(xl_desc, [row, column], bar, xl_tiles.index(slot), pred=pred)
-    tma.async_copy_global_to_shared(xh_desc, [row, column + 4 * BLOCK_B], bar, xh_tiles.index(slot), pred=pred)
+    tma.async_copy_global_to_shared(g_desc, [row, n0], bar, g_tiles.index(slot))
+    tma.async_copy_global_to_shared(xl_desc, [row, column], bar, xl_tiles.index(slot))
+    tma.async_copy_global_to_shared(xh_desc, [row, column + 4 * BLOCK_B], bar, xh_tiles.index(slot))
 
 
 @triton.constexpr_function
@@ -198,74 +185,6 @@ def step_tile_bias(gy_ptr, bias_ptr, new_bias_ptr, M, N, n0, stride_gm, bias_ste
     gl.store(new_bias_ptr + rb, step_bias(bias, col_sum, bias_step), mask=rb < N)
 
 
-@gluon.jit
-def _wgmma_vote_kernel(
-    g_desc, xl_desc, xh_desc, gy_ptr, p_ptr, ta_ptr, e_ptr, ea_ptr, bias_ptr,
-    new_p_ptr, new_ta_ptr, new_e_ptr, new_ea_ptr, new_bias_ptr,
-    M, N, K, KB, NG, stride_gm, stride_pn, stride_tn, stride_en,
-    theta_t, theta_e, e_min, e_max, bias_step,
-    BYTES_PER_GROUP: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
-    BLOCK_B: gl.constexpr, STAGES: gl.constexpr, GROUP_N: gl.constexpr,
-):
-    """One ``[BLOCK_N rows, BLOCK_B bytes]`` tile: gradient on chip, then the whole rule (see the
-    module docstring). ``grad_y`` is read by ``g_desc`` (``[BLOCK_M, BLOCK_N]`` boxes) and, for the
-    bias, by ``gy_ptr``; the digit planes of ``x`` (``[Mp, blocks * 5 BLOCK_B]``) by ``xl_desc`` /
-    ``xh_desc`` (``[BLOCK_M, 4 BLOCK_B]`` / ``[BLOCK_M, BLOCK_B]`` boxes)."""
-    WARPS: gl.constexpr = gl.num_warps()
-    LOW: gl.constexpr = accumulator_layouts(WARPS, BLOCK_B)[0]
-    HIGH: gl.constexpr = accumulator_layouts(WARPS, BLOCK_B)[1]
-    pid_n, pid_b = tile_of_program(gl.cdiv(N, BLOCK_N), gl.cdiv(KB, BLOCK_B), GROUP_N)
-    n0 = pid_n * BLOCK_N
-    column = pid_b * 5 * BLOCK_B
-    g_tiles = gl.allocate_shared_memory(g_desc.dtype, [STAGES, BLOCK_M, BLOCK_N], g_desc.layout)
-    xl_tiles = gl.allocate_shared_memory(xl_desc.dtype, [STAGES, BLOCK_M, 4 * BLOCK_B], xl_desc.layout)
-    xh_tiles = gl.allocate_shared_memory(xh_desc.dtype, [STAGES, BLOCK_M, BLOCK_B], xh_desc.layout)
-    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    for each in gl.static_range(STAGES):
-        mbarrier.init(ready.index(each), count=1)
-    fence_async_shared()
-    # the tile's state is loaded first, so that it arrives while the product accumulates
-    rn = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(1, HIGH))
-    jb = pid_b * BLOCK_B + gl.arange(0, BLOCK_B, layout=gl.SliceLayout(0, HIGH))
-    n_mask = gl.expand_dims(rn < N, 1)
-    tile_mask = n_mask & gl.expand_dims(jb < KB, 0)
-    bytes_at = gl.expand_dims(rn, 1).to(gl.int64) * stride_pn + gl.expand_dims(jb, 0)
-    byte = gl.load(p_ptr + bytes_at, mask=tile_mask, other=121).to(gl.int32)
-    tile_rows = gl.expand_dims(rn, 1)
-    col = gl.expand_dims(5 * jb, 0)
-    a0, a1, a2, a3, a4 = load_accumulator_pairs(ta_ptr, tile_rows, col, N, K, stride_tn, HIGH)
-    steps = gl.cdiv(M, BLOCK_M)
-    for first in gl.static_range(STAGES):
-        fetch_step(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, first, first, first < steps, n0,
-               column, BLOCK_M, BLOCK_B)
-    acc_low = gl.zeros([BLOCK_N, 4 * BLOCK_B], gl.float32, LOW)
-    acc_high = gl.zeros([BLOCK_N, BLOCK_B], gl.float32, HIGH)
-    for i in range(steps):
-        slot = i % STAGES
-        acc_low, acc_high = product_step(g_tiles, xl_tiles, xh_tiles, ready, slot, (i // STAGES) & 1, acc_low,
-                                         acc_high)
-        gl.thread_barrier()  # the other warpgroup has retired the previous step too
-        refill = i + STAGES - 1
-        fetch_step(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, refill, refill % STAGES,
-               (i >= 1) & (refill < steps), n0, column, BLOCK_M, BLOCK_B)
-    acc_low, acc_high = warpgroup_mma_wait(0, deps=[acc_low, acc_high])
-    for last in gl.static_range(STAGES):
-        mbarrier.invalidate(ready.index(last))
-    g0, g1, g2, g3 = split_digits(acc_low, BLOCK_B)
-    new_byte, a0, a1, a2, a3, a4, score = vote_bytes(
-        gl.convert_layout(g0, HIGH), gl.convert_layout(g1, HIGH), gl.convert_layout(g2, HIGH),
-        gl.convert_layout(g3, HIGH), acc_high, byte, a0, a1, a2, a3, a4, 5 * jb, K, theta_t)
-    gl.store(new_p_ptr + bytes_at, new_byte.to(gl.uint8), mask=tile_mask)
-    store_accumulator_pairs(new_ta_ptr, tile_rows, col, N, K, stride_tn, a0, a1, a2, a3, a4)
-
-    e, e_acc, e_at, e_mask = load_tile_exponents(e_ptr, ea_ptr, n0, pid_b * (BLOCK_B // BYTES_PER_GROUP), N, NG,
-                                                 stride_en, BLOCK_N, BLOCK_B // BYTES_PER_GROUP, HIGH, BYTES_PER_GROUP)
-    step_tile_exponents(score, e, e_acc, e_at, e_mask, new_e_ptr, new_ea_ptr, theta_e, e_min, e_max, BYTES_PER_GROUP)
-    if HAS_BIAS:
-        if pid_b == 0:
-            step_tile_bias(gy_ptr, bias_ptr, new_bias_ptr, M, N, n0, stride_gm, bias_step, BLOCK_M, BLOCK_N)
-
-
 def _pairs_addressable(T_accum: torch.Tensor) -> bool:
     """Whether ``T_accum`` can be read and written as 16-bit pieces: even ``K``, an even start and
     an even row stride."""
@@ -276,8 +195,7 @@ def takes(x: torch.Tensor, grad_y: torch.Tensor, T_accum: torch.Tensor, group_si
     """Whether the kernel takes this update (the caller checks the card and the interpreter): bf16 or
     fp16 hooks of one dtype, scale groups that lie inside one byte block, and ``T_accum`` rows that
     16-bit accesses can address (even ``K``)."""
-    block_b = WGMMA_UPDATE_TILE[2]
-    return (x.dtype in _DTYPES and grad_y.dtype == x.dtype and block_b % (group_size // 5) == 0
+    return (x.dtype in _DTYPES and grad_y.dtype == x.dtype and WGMMA_BLOCK_B % (group_size // 5) == 0
             and _pairs_addressable(T_accum))
 
 
@@ -332,16 +250,3 @@ def kernel_arguments(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: Update
     constants = dict(BYTES_PER_GROUP=group_size // 5, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n,
                      BLOCK_B=block_b, STAGES=stages, GROUP_N=GROUP_N)
     return arguments, constants, triton.cdiv(n, block_n) * blocks
-
-
-def wgmma_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensors, *, in_features: int,
-                 group_size: int, theta_t: int, theta_e: int, e_min: int, e_max: int, bias_step: int,
-                 tile: tuple[int, int, int, int, int] = WGMMA_UPDATE_TILE) -> UpdatedTensors:
-    """Write the update of one checked layer (``n > 0``) into ``new`` and return it; the caller has
-    checked :func:`takes`. ``tile``: ``(BLOCK_M, BLOCK_N, BLOCK_B, STAGES, warps)``, one warpgroup
-    per 64 rows of ``BLOCK_N``."""
-    arguments, constants, tiles = kernel_arguments(
-        T_packed, E, E_accum, T_accum, bias, x, grad_y, new, tile, in_features=in_features, group_size=group_size,
-        theta_t=theta_t, theta_e=theta_e, e_min=e_min, e_max=e_max, bias_step=bias_step)
-    _wgmma_vote_kernel[(tiles,)](*arguments, **constants, num_warps=tile[4])
-    return new

@@ -1,10 +1,9 @@
-"""Direct update for training rows: a persistent, warp-specialised ``wgmma`` kernel (Gluon, compiled
-sm_90 GPUs only, never under ``TRITON_INTERPRET``).
+"""The ``wgmma`` update for 16-bit hooks: a persistent, warp-specialised kernel (Gluon, compiled sm_90
+GPUs only, never under ``TRITON_INTERPRET``) built from ``triton_wgmma.py``'s parts.
 
-The product and the rule are those of ``triton_wgmma.py`` (tiles of 128 weight rows by 32 packed
-bytes, one ``64x128`` and one ``64x32`` ``wgmma`` per warpgroup and 16 hook rows), but each of the
-card's SMs runs one program that walks the tiles ``program_id, program_id + programs, ..`` with
-three groups of warps working at once:
+Tiles are 128 weight rows by 32 packed bytes (one ``64x128`` and one ``64x32`` ``wgmma`` per
+warpgroup and 16 hook rows). Each of the card's SMs runs one program that walks the tiles
+``program_id, program_id + programs, ..`` with three groups of warps working at once:
 
 - **loader** (1 warp): the TMA boxes of every step of every tile, into a ring of ``STAGES`` slots
   (``ready`` / ``empty`` barriers per slot);
@@ -16,13 +15,12 @@ three groups of warps working at once:
   while the product warps accumulate the next tile.
 
 So the rule costs no product time once the product is the longer of the two (16384^2 from about
-2048 hook rows on an H100); with fewer rows, or few tiles per SM, ``triton_wgmma.py``'s two
-programs per SM are faster (:func:`pays`). Takes what ``triton_wgmma.takes`` takes.
+2048 hook rows on an H100), and below that the product hides most of it. Takes what
+``triton_wgmma.takes`` takes.
 """
 
 from __future__ import annotations
 
-import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, warpgroup_mma_wait
@@ -30,27 +28,19 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from ternary.kernels.linear.triton_launch import sm_count
 from ternary.kernels.update import UpdatedTensors
 from ternary.kernels.update.triton_rule import tile_at, vote_bytes
-from ternary.kernels.update.triton_wgmma import (accumulator_layouts, fetch_step, kernel_arguments,
+from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layouts, fetch_step, kernel_arguments,
                                                  load_accumulator_pairs, load_tile_exponents, product_step,
                                                  step_tile_bias, step_tile_exponents, store_accumulator_pairs)
 
 # (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, rule warps), rule rows per
-# pass, registers per thread of the product and loader warps (the rule warps get the rest of the
-# SM's 64K). H100, bf16 hooks, same process (benchmarks/results/h100/update_ws/): 16384^2 M = 8192
-# 8.2 ms against triton_wgmma's 10.6 with its 128-row tile (the product alone 7.4 ms, ws_time3.log);
-# 4 stages beat 5 (8.9 ms: less L1 left), 8 rule warps beat 4 (9.3 ms); loading each rule pass's
-# state during the previous pass: M = 2048 3.35 against 3.67 ms, M = 512 2.55 against 3.20
-# (ws_time4.log).
-WS_UPDATE_TILE = (64, 128, 32, 4, 8)
-# When it beats triton_wgmma's two programs per SM: from WS_MIN_ROWS hook rows on layers of at least
-# WS_MIN_TILES_PER_SM tiles per SM (each program's first and last rule pass overlap no product, which
-# a few tiles per SM cannot hide), from WS_ALL_FROM_ROWS on any layer. H100, same process, bench
-# state (ws_bench_state_ab.log; ws_time4.log): M = 2048 16384^2 (97 tiles per SM) 3.5 against 3.9 ms,
-# 4096 x 14336 (22) 1.20 against 1.34 ms, 14336 x 4096 (22) level, 4096^2 (6.3) 0.53-0.59 against
-# 0.44-0.46 ms; M = 8192 faster on all four (4096^2 0.86-0.99 against 1.05 ms).
-WS_MIN_ROWS = 2048
-WS_MIN_TILES_PER_SM = 16
-WS_ALL_FROM_ROWS = 8192
+# pass, registers per thread of the product and loader warps. H100, bf16 hooks, same process
+# (benchmarks/results/h100/update_ws/): 4 stages beat 5 (16384^2 M = 8192 8.2 against 8.9 ms: less L1
+# left), 8 rule warps beat 4 (9.3 ms); loading each rule pass's state during the previous pass: M =
+# 2048 3.35 against 3.67 ms (ws_time4.log); two product partitions instead of one: level
+# (ws_split_and_groups.log). Against the one-tile-per-program wgmma kernel it replaced
+# (ws_thresholds*.log): faster at every M from 64 on 16384^2, 4096 x 14336, 14336 x 4096, 4096^2
+# (16384^2 M = 64 / 2048 1.52 / 2.8 against 2.17 / 4.1 ms), level on 2048^2.
+WS_UPDATE_TILE = (64, 128, WGMMA_BLOCK_B, 4, 8)
 WS_RULE_ROWS = 16
 WS_PRODUCT_REGISTERS = 112
 WS_LOADER_REGISTERS = 24
@@ -70,8 +60,8 @@ def _loader(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, empty,
         for step in range(steps):
             slot = count % STAGES
             mbarrier.wait(empty.index(slot), ((count // STAGES) & 1) ^ 1)
-            fetch_step(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, step, slot, True,
-                       pid_n * BLOCK_N, pid_b * 5 * BLOCK_B, BLOCK_M, BLOCK_B)
+            fetch_step(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, step, slot, pid_n * BLOCK_N,
+                       pid_b * 5 * BLOCK_B, BLOCK_M, BLOCK_B)
             count += 1
 
 
@@ -183,7 +173,10 @@ def _ws_vote_kernel(
     PRODUCT_REGISTERS: gl.constexpr, LOADER_REGISTERS: gl.constexpr,
 ):
     """Shared memory and barriers of one persistent program, then the three partitions (module
-    docstring); arguments as ``triton_wgmma._wgmma_vote_kernel``'s."""
+    docstring). ``grad_y [M, N]`` is read by ``g_desc`` (``[BLOCK_M, BLOCK_N]`` boxes) and, for the
+    bias, by ``gy_ptr``; the digit planes of ``x`` (``[Mp, blocks * 5 BLOCK_B]``) by ``xl_desc`` /
+    ``xh_desc`` (``[BLOCK_M, 4 BLOCK_B]`` / ``[BLOCK_M, BLOCK_B]`` boxes); the state tensors and
+    their new copies by pointer with the given row strides."""
     g_tiles = gl.allocate_shared_memory(g_desc.dtype, [STAGES, BLOCK_M, BLOCK_N], g_desc.layout)
     xl_tiles = gl.allocate_shared_memory(xl_desc.dtype, [STAGES, BLOCK_M, 4 * BLOCK_B], xl_desc.layout)
     xh_tiles = gl.allocate_shared_memory(xh_desc.dtype, [STAGES, BLOCK_M, BLOCK_B], xh_desc.layout)
@@ -210,14 +203,6 @@ def _ws_vote_kernel(
         (_product, (g_tiles, xl_tiles, xh_tiles, ready, empty, signs_low, signs_high, signs_ready, signs_free, M, N,
                     KB, BLOCK_M, BLOCK_N, BLOCK_B, STAGES)),
     ], [1, BLOCK_N // 16], [LOADER_REGISTERS, PRODUCT_REGISTERS])
-
-
-def pays(m: int, n: int, kb: int, sms: int) -> bool:
-    """Whether this kernel is expected to beat ``triton_wgmma`` on ``m`` hook rows for a layer of
-    ``n`` rows by ``kb`` packed bytes on a card of ``sms`` SMs (see ``WS_MIN_ROWS``)."""
-    block_n, block_b = WS_UPDATE_TILE[1], WS_UPDATE_TILE[2]
-    tiles = triton.cdiv(n, block_n) * triton.cdiv(kb, block_b)
-    return m >= WS_ALL_FROM_ROWS or (m >= WS_MIN_ROWS and tiles >= WS_MIN_TILES_PER_SM * sms)
 
 
 def ws_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensors, *, in_features: int,
