@@ -14,6 +14,8 @@ import torch
 
 from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on CPU)
 
+import triton  # noqa: E402
+
 from test_triton_update import FIELDS, assert_bitwise, hooks, layer_state, rule  # noqa: E402
 from test_triton_register_decode import _compile_offline  # noqa: E402
 from ternary.kernels.update import UpdatedTensors, reference, triton_wgmma, triton_wgmma_ws  # noqa: E402
@@ -57,7 +59,7 @@ def test_ws_update_carries_its_ring_and_hand_over_across_the_tiles_of_each_progr
     (not a multiple of the 4 stages): bit for bit against the reference."""
     m, n, k, g = 6 * 64 + 1, 2100, 6002, 40
     block_n, block_b = triton_wgmma_ws.WS_UPDATE_TILE[1:3]
-    tiles = -(-n // block_n) * -(-(-(-k // 5)) // block_b)
+    tiles = triton.cdiv(n, block_n) * triton.cdiv(triton.cdiv(k, 5), block_b)
     assert tiles >= 3 * torch.cuda.get_device_properties(DEVICE).multi_processor_count
     gen = torch.Generator().manual_seed(11)
     state = layer_state(n, k, g, gen)
@@ -65,6 +67,30 @@ def test_ws_update_carries_its_ring_and_hand_over_across_the_tiles_of_each_progr
     args = [state[name] for name in FIELDS]
     expected = reference.update(*args, x, grad_y, **rule(k, g))
     actual = triton_wgmma_ws.ws_update(*args, x.bfloat16(), grad_y.bfloat16(), poisoned_like(state), **rule(k, g))
+    assert_bitwise(expected, actual)
+
+
+@needs_wgmma
+def test_ws_update_addresses_t_accum_rows_past_2_gib():
+    """``T_accum`` and its new copy as row views 2^30 + 2 bytes apart, so the last row starts past
+    2^31: offsets computed in int32 would wrap and write before the buffer (4.3 GB of GPU memory)."""
+    m, n, k, g = 64, 3, 80, 40
+    gen = torch.Generator().manual_seed(12)
+    state = layer_state(n, k, g, gen)
+    x, grad_y = hooks(m, n, k, gen)
+    args = [state[name] for name in FIELDS]
+    expected = reference.update(*args, x, grad_y, **rule(k, g))
+    row = 2**30 + 2
+    spread = []
+    for source in (state["T_accum"], None):
+        buffer = torch.full(((n - 1) * row + k,), 55, dtype=torch.int8, device=DEVICE)
+        view = buffer.as_strided((n, k), (row, 1))
+        if source is not None:
+            view.copy_(source)
+        spread.append(view)
+    args[FIELDS.index("T_accum")] = spread[0]
+    outputs = poisoned_like(state)._replace(T_accum=spread[1])
+    actual = triton_wgmma_ws.ws_update(*args, x.bfloat16(), grad_y.bfloat16(), outputs, **rule(k, g))
     assert_bitwise(expected, actual)
 
 
@@ -126,13 +152,29 @@ def test_wgmma_update_reads_strided_hooks(monkeypatch):
     assert_bitwise(expected, kernels.update(*args, wide_x[:, 13:], wide_g[:, :n], **rule(k, g)))
 
 
-def test_wgmma_update_refuses_a_tile_that_splits_groups():
-    """Checked before any launch (so on CPU too): 16-byte blocks would split G = 160 groups."""
-    T_accum = torch.zeros(4, 320, dtype=torch.int8)
-    new = UpdatedTensors(T_accum, T_accum, T_accum, torch.zeros_like(T_accum), None)
-    with pytest.raises(ValueError, match="splits the groups of G=160"):
-        triton_wgmma.check_outputs(T_accum, new, 160, (64, 64, 16, 4, 4))
-    triton_wgmma.check_outputs(T_accum, new, 160, (64, 64, 32, 4, 4))
+@pytest.mark.parametrize("group_size", [15, 30, 320])
+def test_wgmma_update_refuses_groups_that_straddle_its_byte_blocks(group_size):
+    """Checked before any launch (so on CPU too), naming G: groups of 3, 6 or 64 bytes would
+    straddle the kernel's 32-byte blocks; ``takes`` refuses them as well."""
+    gen = torch.Generator().manual_seed(group_size)
+    k = 2 * group_size
+    state = {name: tensor.cpu() for name, tensor in layer_state(4, k, group_size, gen).items()}
+    x, grad_y = (hook.cpu().bfloat16() for hook in hooks(2, 4, k, gen))
+    assert not triton_wgmma.takes(x, grad_y, state["T_accum"], group_size)
+    with pytest.raises(ValueError, match=f"groups of G={group_size} straddle"):
+        triton_wgmma_ws.ws_update(*[state[name] for name in FIELDS], x, grad_y, poisoned_like(state),
+                                  **rule(k, group_size))
+
+
+def test_wgmma_update_refuses_outputs_whose_strides_differ_from_their_inputs():
+    """One row stride serves an input and its new copy: a new ``E`` with padded rows is refused by
+    name before any launch, where the kernel would have written it at the input's stride."""
+    gen = torch.Generator().manual_seed(9)
+    state = {name: tensor.cpu() for name, tensor in layer_state(4, 80, 40, gen).items()}
+    x, grad_y = (hook.cpu().bfloat16() for hook in hooks(2, 4, 80, gen))
+    new = poisoned_like(state)._replace(E=torch.zeros(4, 3, dtype=torch.int8)[:, :2])
+    with pytest.raises(ValueError, match="the new E's strides"):
+        triton_wgmma_ws.ws_update(*[state[name] for name in FIELDS], x, grad_y, new, **rule(80, 40))
 
 
 @pytest.mark.parametrize("x_dtype,g_dtype,group_size,k,taken", [
@@ -230,11 +272,14 @@ def test_ws_update_compiles_for_sm_90_within_shared_memory_without_spills_and_wi
     """Compiled offline for sm_90 with the shipped constants and every group size the kernel takes:
     the ring and the signs' buffer fit an H100's 227 KB of shared memory per block; no partition
     touches local memory (the register split between the partitions and the unreplicated scores
-    layout are what make that hold); each step issues the four ``64x128`` and four ``64x32``
+    layout with as little replication as 256 threads allow are what make that hold); each step
+    issues the four ``64x128`` and four ``64x32``
     products of its 64 hook rows; and each of the four ``mbarrier.arrive`` (two ring releases and
     the signs handed over by the product warps, the signs released by the rule warps), which one
     thread performs for its whole partition, comes right after a barrier of that partition, so no
-    warp of it can still be reading the ring slot or writing / reading the signs."""
+    warp of it can still be reading the ring slot or writing / reading the signs (Triton's lowering
+    of the arrive emits that barrier; this guards the kernel against a compiler that stops doing
+    so)."""
     for shared, spills, wide, narrow, arrives, fenced in _compile_offline(_WS_OFFLINE_COMPILE):
         assert shared <= 227 * 1024
         assert spills == 0

@@ -276,14 +276,14 @@ def _digit_planes_kernel(x_ptr, out_ptr, M, ROWS, K, stride_xm, stride_xk, strid
     m = (tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M))[:, None]
     block = tl.program_id(0)
     jb = (block * BLOCK_B + tl.arange(0, BLOCK_B))[None, :]
-    row = x_ptr + m * stride_xm
+    row = x_ptr + m.to(tl.int64) * stride_xm  # M * K may pass 2^31
     ok = m < M
     x0 = tl.load(row + (jb * 5) * stride_xk, mask=ok & (jb * 5 < K), other=0.0)
     x1 = tl.load(row + (jb * 5 + 1) * stride_xk, mask=ok & (jb * 5 + 1 < K), other=0.0)
     x2 = tl.load(row + (jb * 5 + 2) * stride_xk, mask=ok & (jb * 5 + 2 < K), other=0.0)
     x3 = tl.load(row + (jb * 5 + 3) * stride_xk, mask=ok & (jb * 5 + 3 < K), other=0.0)
     x4 = tl.load(row + (jb * 5 + 4) * stride_xk, mask=ok & (jb * 5 + 4 < K), other=0.0)
-    out = out_ptr + m * stride_om + block * stride_ob + tl.arange(0, BLOCK_B)[None, :]
+    out = out_ptr + m.to(tl.int64) * stride_om + block * stride_ob + tl.arange(0, BLOCK_B)[None, :]
     keep = m < ROWS
     dtype = out_ptr.dtype.element_ty
     if Z_FORM:

@@ -1,6 +1,6 @@
-"""The update rule as Triton device functions, shared by the update kernels (``triton.py``,
-``triton_wgmma.py`` and ``triton_wgmma_ws.py``; all call them on int32 / fp32 tensors of any
-layout), and the digit-plane layout of ``x`` that they read."""
+"""The update rule as Triton device functions, shared by the update kernels (``triton.py`` and
+``triton_wgmma_ws.py`` with its parts in ``triton_wgmma.py``; all call them on int32 / fp32 tensors
+of any layout), and the digit-plane layout of ``x`` that they read."""
 
 import torch
 import triton

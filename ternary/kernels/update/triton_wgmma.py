@@ -191,28 +191,35 @@ def _pairs_addressable(T_accum: torch.Tensor) -> bool:
     return T_accum.shape[1] % 2 == 0 and T_accum.data_ptr() % 2 == 0 and T_accum.stride(0) % 2 == 0
 
 
+def _groups_inside_blocks(group_size: int) -> bool:
+    """Whether every scale group of ``group_size`` inputs lies inside one ``WGMMA_BLOCK_B``-byte block."""
+    return group_size % 5 == 0 and WGMMA_BLOCK_B % (group_size // 5) == 0
+
+
 def takes(x: torch.Tensor, grad_y: torch.Tensor, T_accum: torch.Tensor, group_size: int) -> bool:
     """Whether the kernel takes this update (the caller checks the card and the interpreter): bf16 or
     fp16 hooks of one dtype, scale groups that lie inside one byte block, and ``T_accum`` rows that
     16-bit accesses can address (even ``K``)."""
-    return (x.dtype in _DTYPES and grad_y.dtype == x.dtype and WGMMA_BLOCK_B % (group_size // 5) == 0
+    return (x.dtype in _DTYPES and grad_y.dtype == x.dtype and _groups_inside_blocks(group_size)
             and _pairs_addressable(T_accum))
 
 
-def check_outputs(T_accum: torch.Tensor, new: UpdatedTensors, group_size: int, tile: tuple[int, ...]) -> None:
-    """Refuse, naming the tensor, what the 16-bit ``T_accum`` pieces cannot address, and a ``tile``
-    (``(BLOCK_M, BLOCK_N, BLOCK_B, ..)``) whose byte blocks would split the scale groups."""
-    for name, tensor in (("T_accum", T_accum), ("the new T_accum", new.T_accum)):
+def check_outputs(state: UpdatedTensors, new: UpdatedTensors, group_size: int) -> None:
+    """Refuse, naming the tensor, what the kernel cannot do: ``T_accum`` that its 16-bit pieces
+    cannot address, outputs whose strides differ from their inputs' (one row stride serves both),
+    and scale groups that would straddle its byte blocks."""
+    for name, tensor in (("T_accum", state.T_accum), ("the new T_accum", new.T_accum)):
         if not _pairs_addressable(tensor):
             raise ValueError(f"wgmma update: {name} needs even K, an even start and an even row stride for its "
                              f"16-bit accesses, got shape {list(tensor.shape)}, row stride {tensor.stride(0)}, "
                              f"start at byte {tensor.data_ptr() % 2} mod 2")
-    if new.T_accum.stride() != T_accum.stride():
-        raise ValueError(f"wgmma update: the new T_accum's strides {new.T_accum.stride()} differ from "
-                         f"T_accum's {T_accum.stride()}")
-    if tile[2] % (group_size // 5):
-        raise ValueError(f"wgmma update: tile {tile} splits the groups of G={group_size} between programs "
-                         f"(BLOCK_B={tile[2]} is not a multiple of {group_size // 5} bytes)")
+    for name, old, out in zip(UpdatedTensors._fields, state, new):
+        if old is not None and out.stride() != old.stride():
+            raise ValueError(f"wgmma update: the new {name}'s strides {out.stride()} differ from {name}'s "
+                             f"{old.stride()}")
+    if not _groups_inside_blocks(group_size):
+        raise ValueError(f"wgmma update: groups of G={group_size} straddle its {WGMMA_BLOCK_B}-byte blocks "
+                         f"(G must be 5 times a divisor of {WGMMA_BLOCK_B})")
 
 
 def hook_descriptors(x: torch.Tensor, grad_y: torch.Tensor, blocks: int, block_m: int, block_n: int,
@@ -234,12 +241,12 @@ def hook_descriptors(x: torch.Tensor, grad_y: torch.Tensor, blocks: int, block_m
 def kernel_arguments(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensors, tile: tuple[int, ...], *,
                      in_features: int, group_size: int, theta_t: int, theta_e: int, e_min: int, e_max: int,
                      bias_step: int) -> tuple[tuple, dict, int]:
-    """Check the outputs (:func:`check_outputs`) and build what both update kernels take for
-    ``tile`` (``(BLOCK_M, BLOCK_N, BLOCK_B, STAGES, ..)``): their positional arguments, their
-    shared compile-time constants and the number of tiles."""
+    """Check the outputs (:func:`check_outputs`) and build what the update kernel takes for ``tile``
+    (``(BLOCK_M, BLOCK_N, BLOCK_B, STAGES, ..)``, ``BLOCK_B = WGMMA_BLOCK_B``): its positional
+    arguments, the compile-time constants of its tile and the number of tiles."""
     n, kb = T_packed.shape
     block_m, block_n, block_b, stages = tile[:4]
-    check_outputs(T_accum, new, group_size, tile)
+    check_outputs(UpdatedTensors(T_packed, E, E_accum, T_accum, bias), new, group_size)
     blocks = triton.cdiv(kb, block_b)
     grad_y, g_desc, xl_desc, xh_desc = hook_descriptors(x, grad_y, blocks, block_m, block_n, block_b)
     stand_in = E  # never read or written without a bias (HAS_BIAS)

@@ -99,18 +99,17 @@ def _product(g_tiles, xl_tiles, xh_tiles, ready, empty, signs_low, signs_high, s
 
 
 @gluon.jit
-def _load_part(p_ptr, ta_ptr, e_ptr, ea_ptr, n0, pid_b, jb, N, K, KB, NG, stride_pn, stride_tn, stride_en,
+def _load_part(p_ptr, ta_ptr, e_ptr, ea_ptr, n0, jb, group0, N, K, KB, NG, stride_pn, stride_tn, stride_en,
                BYTES_PER_GROUP: gl.constexpr, BLOCK_B: gl.constexpr, RULE_ROWS: gl.constexpr, PAIRS: gl.constexpr):
-    """The state of rows ``n0 .. n0 + RULE_ROWS`` of a tile whose byte block ``pid_b`` has bytes
-    ``jb [BLOCK_B]``: packed bytes ``[RULE_ROWS, BLOCK_B]`` (int32), the five ``T_accum`` digit
-    tiles and the exponents with their offsets and mask."""
+    """The state of rows ``n0 .. n0 + RULE_ROWS`` of a tile whose byte block has bytes
+    ``jb [BLOCK_B]`` and groups ``group0 ..``: packed bytes ``[RULE_ROWS, BLOCK_B]`` (int32), the
+    five ``T_accum`` digit tiles and the exponents with their offsets and mask."""
     rows = gl.expand_dims(n0 + gl.arange(0, RULE_ROWS, layout=gl.SliceLayout(1, PAIRS)), 1)
     byte = gl.load(p_ptr + rows.to(gl.int64) * stride_pn + gl.expand_dims(jb, 0),
                    mask=(rows < N) & gl.expand_dims(jb < KB, 0), other=121).to(gl.int32)
     a0, a1, a2, a3, a4 = load_accumulator_pairs(ta_ptr, rows, gl.expand_dims(5 * jb, 0), N, K, stride_tn, PAIRS)
-    e, e_acc, e_at, e_mask = load_tile_exponents(e_ptr, ea_ptr, n0, pid_b * (BLOCK_B // BYTES_PER_GROUP), N, NG,
-                                                 stride_en, RULE_ROWS, BLOCK_B // BYTES_PER_GROUP, PAIRS,
-                                                 BYTES_PER_GROUP)
+    e, e_acc, e_at, e_mask = load_tile_exponents(e_ptr, ea_ptr, n0, group0, N, NG, stride_en, RULE_ROWS,
+                                                 BLOCK_B // BYTES_PER_GROUP, PAIRS, BYTES_PER_GROUP)
     return byte, a0, a1, a2, a3, a4, e, e_acc, e_at, e_mask
 
 
@@ -133,14 +132,15 @@ def _rule(signs_low, signs_high, signs_ready, signs_free, gy_ptr, p_ptr, ta_ptr,
     for tile in range(gl.program_id(0), row_tiles * byte_blocks, gl.num_programs(0)):
         pid_n, pid_b = tile_at(tile, row_tiles, byte_blocks, GROUP_N)
         jb = pid_b * BLOCK_B + gl.arange(0, BLOCK_B, layout=gl.SliceLayout(0, PAIRS))
-        state = _load_part(p_ptr, ta_ptr, e_ptr, ea_ptr, pid_n * BLOCK_N, pid_b, jb, N, K, KB, NG, stride_pn,
+        group0 = pid_b * (BLOCK_B // BYTES_PER_GROUP)
+        state = _load_part(p_ptr, ta_ptr, e_ptr, ea_ptr, pid_n * BLOCK_N, jb, group0, N, K, KB, NG, stride_pn,
                            stride_tn, stride_en, BYTES_PER_GROUP, BLOCK_B, RULE_ROWS, PAIRS)
         mbarrier.wait(signs_ready, handoffs & 1)
         for part in gl.static_range(PARTS):
             n0 = pid_n * BLOCK_N + part * RULE_ROWS
             byte, a0, a1, a2, a3, a4, e, e_acc, e_at, e_mask = state
             if part + 1 < PARTS:
-                state = _load_part(p_ptr, ta_ptr, e_ptr, ea_ptr, n0 + RULE_ROWS, pid_b, jb, N, K, KB, NG, stride_pn,
+                state = _load_part(p_ptr, ta_ptr, e_ptr, ea_ptr, n0 + RULE_ROWS, jb, group0, N, K, KB, NG, stride_pn,
                                    stride_tn, stride_en, BYTES_PER_GROUP, BLOCK_B, RULE_ROWS, PAIRS)
             rows = gl.expand_dims(n0 + gl.arange(0, RULE_ROWS, layout=gl.SliceLayout(1, PAIRS)), 1)
             low = signs_low.slice(part * RULE_ROWS, RULE_ROWS, dim=0)
