@@ -29,8 +29,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ternary.kernels.linear.triton_launch import tma_rows
 from ternary.kernels.update import UpdatedTensors
-from ternary.kernels.update.triton_rule import (GROUP_N, hook_planes, load_exponents, step_bias,
-                                                store_stepped_exponents)
+from ternary.kernels.update.triton_rule import hook_planes, load_exponents, step_bias, store_stepped_exponents
 
 # Packed bytes per tile: four digits make one 128-wide wgmma.
 WGMMA_BLOCK_B = 32
@@ -236,24 +235,3 @@ def hook_descriptors(x: torch.Tensor, grad_y: torch.Tensor, blocks: int, block_m
 
     return (grad_y, boxes(grad_y, [block_m, block_n]), boxes(planes, [block_m, 4 * block_b]),
             boxes(planes, [block_m, block_b]))
-
-
-def kernel_arguments(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensors, tile: tuple[int, ...], *,
-                     in_features: int, group_size: int, theta_t: int, theta_e: int, e_min: int, e_max: int,
-                     bias_step: int) -> tuple[tuple, dict, int]:
-    """Check the outputs (:func:`check_outputs`) and build what the update kernel takes for ``tile``
-    (``(BLOCK_M, BLOCK_N, BLOCK_B, STAGES, ..)``, ``BLOCK_B = WGMMA_BLOCK_B``): its positional
-    arguments, the compile-time constants of its tile and the number of tiles."""
-    n, kb = T_packed.shape
-    block_m, block_n, block_b, stages = tile[:4]
-    check_outputs(UpdatedTensors(T_packed, E, E_accum, T_accum, bias), new, group_size)
-    blocks = triton.cdiv(kb, block_b)
-    grad_y, g_desc, xl_desc, xh_desc = hook_descriptors(x, grad_y, blocks, block_m, block_n, block_b)
-    stand_in = E  # never read or written without a bias (HAS_BIAS)
-    arguments = (g_desc, xl_desc, xh_desc, grad_y, T_packed, T_accum, E, E_accum,
-                 stand_in if bias is None else bias, new.T_packed, new.T_accum, new.E, new.E_accum,
-                 stand_in if bias is None else new.bias, x.shape[0], n, in_features, kb, E.shape[1], grad_y.stride(0),
-                 T_packed.stride(0), T_accum.stride(0), E.stride(0), theta_t, theta_e, e_min, e_max, bias_step)
-    constants = dict(BYTES_PER_GROUP=group_size // 5, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n,
-                     BLOCK_B=block_b, STAGES=stages, GROUP_N=GROUP_N)
-    return arguments, constants, triton.cdiv(n, block_n) * blocks

@@ -21,16 +21,18 @@ So the rule costs no product time once the product is the longer of the two (163
 
 from __future__ import annotations
 
+import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, warpgroup_mma_wait
 
 from ternary.kernels.linear.triton_launch import sm_count
 from ternary.kernels.update import UpdatedTensors
-from ternary.kernels.update.triton_rule import tile_at, vote_bytes
-from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layouts, fetch_step, kernel_arguments,
-                                                 load_accumulator_pairs, load_tile_exponents, product_step,
-                                                 step_tile_bias, step_tile_exponents, store_accumulator_pairs)
+from ternary.kernels.update.triton_rule import GROUP_N, tile_at, vote_bytes
+from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layouts, check_outputs, fetch_step,
+                                                 hook_descriptors, load_accumulator_pairs, load_tile_exponents,
+                                                 product_step, step_tile_bias, step_tile_exponents,
+                                                 store_accumulator_pairs)
 
 # (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, rule warps), rule rows per
 # pass, registers per thread of the product and loader warps. H100, bf16 hooks, same process
@@ -209,10 +211,18 @@ def ws_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensor
               group_size: int, theta_t: int, theta_e: int, e_min: int, e_max: int, bias_step: int) -> UpdatedTensors:
     """Write the update of one checked layer (``n > 0``) into ``new`` and return it; the caller has
     checked ``triton_wgmma.takes``. One program per SM (fewer for fewer tiles)."""
-    arguments, constants, tiles = kernel_arguments(
-        T_packed, E, E_accum, T_accum, bias, x, grad_y, new, WS_UPDATE_TILE, in_features=in_features,
-        group_size=group_size, theta_t=theta_t, theta_e=theta_e, e_min=e_min, e_max=e_max, bias_step=bias_step)
-    _ws_vote_kernel[(min(tiles, sm_count(x.device)),)](
-        *arguments, **constants, RULE_ROWS=WS_RULE_ROWS, PRODUCT_REGISTERS=WS_PRODUCT_REGISTERS,
-        LOADER_REGISTERS=WS_LOADER_REGISTERS, num_warps=WS_UPDATE_TILE[4])
+    n, kb = T_packed.shape
+    block_m, block_n, block_b, stages, warps = WS_UPDATE_TILE
+    check_outputs(UpdatedTensors(T_packed, E, E_accum, T_accum, bias), new, group_size)
+    blocks = triton.cdiv(kb, block_b)
+    grad_y, g_desc, xl_desc, xh_desc = hook_descriptors(x, grad_y, blocks, block_m, block_n, block_b)
+    stand_in = E  # never read or written without a bias (HAS_BIAS)
+    _ws_vote_kernel[(min(triton.cdiv(n, block_n) * blocks, sm_count(x.device)),)](
+        g_desc, xl_desc, xh_desc, grad_y, T_packed, T_accum, E, E_accum, stand_in if bias is None else bias,
+        new.T_packed, new.T_accum, new.E, new.E_accum, stand_in if bias is None else new.bias,
+        x.shape[0], n, in_features, kb, E.shape[1], grad_y.stride(0), T_packed.stride(0), T_accum.stride(0),
+        E.stride(0), theta_t, theta_e, e_min, e_max, bias_step,
+        BYTES_PER_GROUP=group_size // 5, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n,
+        BLOCK_B=block_b, STAGES=stages, GROUP_N=GROUP_N, RULE_ROWS=WS_RULE_ROWS,
+        PRODUCT_REGISTERS=WS_PRODUCT_REGISTERS, LOADER_REGISTERS=WS_LOADER_REGISTERS, num_warps=warps)
     return new
