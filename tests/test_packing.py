@@ -8,7 +8,8 @@ import torch
 from hypothesis import given, settings
 
 from ternary import CorruptStateError, pack, unpack
-from ternary.state.packing import MAX_VALID_BYTE, byte_to_trits_table, check_packed_all, packed_width, random_packed
+from ternary.state.packing import (MAX_VALID_BYTE, byte_to_trits_table, check_packed_all, packed_width,
+                                    queue_packed_check, random_packed)
 
 
 @settings(max_examples=60, deadline=None)
@@ -97,3 +98,18 @@ def test_check_packed_all_names_the_first_corrupt_tensor() -> None:
         check_packed_all(named)
     with pytest.raises(TypeError, match="layer9.T_packed: expected dtype uint8"):
         check_packed_all(named[:2] + [("layer9.T_packed", tensors[0].to(torch.int16))])
+
+
+def test_queued_packed_check_raises_only_when_read_and_only_for_corrupt_bytes() -> None:
+    """The queued check returns at once; its result, read later, passes valid bytes (the largest
+    valid one included) and reports a corrupt one as ``check_packed`` does, by name and index."""
+    packed = random_packed(4, 23, generator=torch.Generator().manual_seed(3))
+    packed[1, 0] = MAX_VALID_BYTE
+    queue_packed_check(packed)()
+    queue_packed_check(packed[:0])()
+    packed[2, 3] = MAX_VALID_BYTE + 1
+    raise_if_corrupt = queue_packed_check(packed, "layer2.T_packed")
+    with pytest.raises(CorruptStateError, match=r"layer2.T_packed: byte 243 at index \(2, 3\)"):
+        raise_if_corrupt()
+    with pytest.raises(TypeError, match="layer2.T_packed"):
+        queue_packed_check(packed.to(torch.int16), "layer2.T_packed")

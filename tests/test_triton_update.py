@@ -167,13 +167,18 @@ def test_update_descends_and_leaves_inputs_untouched():
         assert torch.equal(tensor, before[name]), name
 
 
-def test_update_refuses_corrupt_state():
+def test_update_refuses_corrupt_state_after_its_kernels_without_writing_any_input():
+    """The corrupt-byte check is read after the kernels are queued: it still raises, naming the
+    byte, and the inputs the kernels read are unchanged."""
     gen = torch.Generator().manual_seed(1)
     state = layer_state(5, 83, 40, gen)
     state["T_packed"][3, 2] = 243
+    before = {name: tensor.clone() for name, tensor in state.items()}
     x, grad_y = hooks(3, 5, 83, gen)
-    with pytest.raises(CorruptStateError, match="T_packed"):
+    with pytest.raises(CorruptStateError, match=r"byte 243 at index \(3, 2\)"):
         kernels.update(*[state[f] for f in FIELDS], x, grad_y, **rule(83, 40))
+    for name, tensor in state.items():
+        assert torch.equal(tensor, before[name]), name
 
 
 def test_update_bad_hook_shape_names_the_hook():

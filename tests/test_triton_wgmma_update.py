@@ -244,44 +244,53 @@ from ternary.kernels.update import triton_wgmma_ws as ws
 
 block_m, block_n, block_b, stages, warps = ws.WS_UPDATE_TILE
 boxes = ([block_m, block_n], [block_m, 4 * block_b], [block_m, block_b])
-names = ("g_desc xl_desc xh_desc gy_ptr p_ptr ta_ptr e_ptr ea_ptr bias_ptr new_p_ptr new_ta_ptr new_e_ptr new_ea_ptr "
-         "new_bias_ptr M N K KB NG stride_gm stride_pn stride_tn stride_en theta_t theta_e e_min e_max bias_step").split()
+names = ("g_desc xl_desc xh_desc p_ptr ta_ptr e_ptr ea_ptr bias_ptr new_p_ptr new_ta_ptr new_e_ptr new_ea_ptr "
+         "new_bias_ptr M N K KB NG stride_pn stride_tn stride_en theta_t theta_e e_min e_max bias_step").split()
 types = [f"tensordesc<bf16[{box[0]}, {box[1]}],{gl.NVMMASharedLayout.get_default_for(box, gl.bfloat16)!r}>"
          for box in boxes]
-types += ["*bf16", "*u8", "*i8", "*i8", "*i8", "*i32", "*u8", "*i8", "*i8", "*i8", "*i32"] + ["i32"] * 14
+types += ["*u8", "*i8", "*i8", "*i8", "*i32", "*u8", "*i8", "*i8", "*i8", "*i32"] + ["i32"] * 13
 report = []
-for bytes_per_group in (1, 2, 4, 8, 16, 32):
-    constexprs = dict(BYTES_PER_GROUP=bytes_per_group, HAS_BIAS=True, BLOCK_M=block_m, BLOCK_N=block_n,
+for bytes_per_group, has_bias in [(size, True) for size in (1, 2, 4, 8, 16, 32)] + [(8, False)]:
+    constexprs = dict(BYTES_PER_GROUP=bytes_per_group, HAS_BIAS=has_bias, BLOCK_M=block_m, BLOCK_N=block_n,
                       BLOCK_B=block_b, STAGES=stages, GROUP_N=8, RULE_ROWS=ws.WS_RULE_ROWS,
                       PRODUCT_REGISTERS=ws.WS_PRODUCT_REGISTERS, LOADER_REGISTERS=ws.WS_LOADER_REGISTERS)
     signature = dict(zip(names, types)) | {name: "constexpr" for name in constexprs}
     source = GluonASTSource(ws._ws_vote_kernel, signature=signature, constexprs=constexprs,
-                            attrs={(i,): [["tt.divisibility", 16]] for i in range(3, 14)})
+                            attrs={(i,): [["tt.divisibility", 16]] for i in range(3, 13)})
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
     sass, ptx = compiled.asm["sass"], compiled.asm["ptx"].splitlines()
-    wide, narrow = "HGMMA.64x%dx16.F32.BF16" % (4 * block_b), "HGMMA.64x%dx16.F32.BF16" % block_b
+    products = ["HGMMA.64x%dx16.F32.BF16" % width for width in (4 * block_b, block_b, 8)]
     arrives = [i for i, line in enumerate(ptx) if "mbarrier.arrive.shared::cta.b64" in line]
     fenced = [i for i in arrives if any("bar.sync" in line for line in ptx[i - 4:i])]
-    report.append([compiled.metadata.shared, sass.count("STL") + sass.count("LDL"), sass.count(wide),
-                   sass.count(narrow), len(arrives), len(fenced)])
+    lines = sass.splitlines()
+    wgmma_lines = [i for i, line in enumerate(lines) if "HGMMA" in line]
+    step_loops = "\\n".join(lines[wgmma_lines[0]:wgmma_lines[-1] + 1])
+    report.append([has_bias, compiled.metadata.shared, sass.count("STL") + sass.count("LDL"),
+                   step_loops.count("STL") + step_loops.count("LDL"), [sass.count(product) for product in products],
+                   len(arrives), len(fenced)])
 print(json.dumps(report))
 """
 
 
 def test_ws_update_compiles_for_sm_90_within_shared_memory_without_spills_and_with_fenced_arrivals():
-    """Compiled offline for sm_90 with the shipped constants and every group size the kernel takes:
-    the ring and the signs' buffer fit an H100's 227 KB of shared memory per block; no partition
-    touches local memory (the register split between the partitions and the unreplicated scores
-    layout with as little replication as 256 threads allow are what make that hold); each step
-    issues the four ``64x128`` and four ``64x32``
-    products of its 64 hook rows; and each of the four ``mbarrier.arrive`` (two ring releases and
-    the signs handed over by the product warps, the signs released by the rule warps), which one
-    thread performs for its whole partition, comes right after a barrier of that partition, so no
-    warp of it can still be reading the ring slot or writing / reading the signs (Triton's lowering
-    of the arrive emits that barrier; this guards the kernel against a compiler that stops doing
-    so)."""
-    for shared, spills, wide, narrow, arrives, fenced in _compile_offline(_WS_OFFLINE_COMPILE):
+    """Compiled offline for sm_90 with the shipped constants, every group size the kernel takes with
+    a bias and one without: the ring and the signs' buffer fit an H100's 227 KB of shared memory per
+    block; nothing touches local memory in the product warps' step loops, and without a bias nowhere
+    (the register split between the partitions and the unreplicated scores layout with as little
+    replication as 256 threads allow are what make that hold; with a bias the product's second step
+    loop leaves the rule warps a few words short: at most two spilled and reloaded per rule pass,
+    against the 7-348 values of the replicated scores layout a review found); each step issues the four ``64x128`` and four ``64x32`` products of its 64 hook rows, and
+    in the step loop of the tiles that sum ``grad_y`` for the bias four ``64x8`` more; and each
+    ``mbarrier.arrive`` (two ring releases per step loop, the signs handed over by the product
+    warps, the signs released by the rule warps), which one thread performs for its whole
+    partition, comes right after a barrier of that partition, so no warp of it can still be reading
+    the ring slot or writing / reading the signs (Triton's lowering of the arrive emits that
+    barrier; this guards the kernel against a compiler that stops doing so)."""
+    parts = triton_wgmma_ws.WS_UPDATE_TILE[1] // triton_wgmma_ws.WS_RULE_ROWS
+    for has_bias, shared, spills, loop_spills, products, arrives, fenced in _compile_offline(_WS_OFFLINE_COMPILE):
+        loops = 2 if has_bias else 1  # with a bias, the tiles with column sums have their own step loop
         assert shared <= 227 * 1024
-        assert spills == 0
-        assert (wide, narrow) == (4, 4)
-        assert arrives == fenced == 4
+        assert loop_spills == 0
+        assert spills <= (4 * parts if has_bias else 0)
+        assert products == [4 * loops, 4 * loops, 4 * (loops - 1)]
+        assert arrives == fenced == 2 * loops + 2

@@ -9,7 +9,7 @@ Padding columns past ``in_features`` hold trit 0 (digit 1). Every valid byte is
 from __future__ import annotations
 
 import functools
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
@@ -65,6 +65,21 @@ def check_packed(packed: torch.Tensor, name: str = "T_packed") -> None:
             f"{name}: byte {value} at index {index} (flat offset {flat}) is not a valid "
             f"base-3 trit byte (must be <= {MAX_VALID_BYTE}); {count} corrupt byte(s) in total"
         )
+
+
+def queue_packed_check(packed: torch.Tensor, name: str = "T_packed") -> Callable[[], None]:
+    """Queue :func:`check_packed` of ``packed`` on its device as one reduction, without a host sync,
+    and return the function that reads the result and raises as :func:`check_packed` does. Call it
+    after queuing work that may read the unchecked bytes and writes nothing but fresh outputs, so
+    that the device never idles while the host waits for the check."""
+    _check_dtype(packed, name)
+    worst = packed.amax() if packed.numel() else None
+
+    def raise_if_corrupt() -> None:
+        if worst is not None and int(worst) > MAX_VALID_BYTE:
+            check_packed(packed, name)
+
+    return raise_if_corrupt
 
 
 def check_packed_all(named: Sequence[tuple[str, torch.Tensor]]) -> None:

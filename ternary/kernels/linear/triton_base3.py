@@ -273,37 +273,56 @@ def deinterleave_digits(wide):
 def _digit_planes_kernel(x_ptr, out_ptr, M, ROWS, K, stride_xm, stride_xk, stride_om, stride_ob, stride_op,
                          Z_FORM: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_B: tl.constexpr):
     """One ``[BLOCK_M, BLOCK_B]`` tile of rows and bytes of the digit planes (see :func:`digit_planes`)."""
+    if Z_FORM:
+        _z_planes_tile(x_ptr, out_ptr, M, ROWS, K, stride_xm, stride_xk, stride_om, stride_ob, stride_op,
+                       BLOCK_M, BLOCK_B)
+    else:
+        _plain_planes_tile(x_ptr, out_ptr, M, ROWS, K, stride_xm, stride_xk, stride_om, stride_ob, stride_op,
+                           BLOCK_M, BLOCK_B)
+
+
+@triton.jit
+def _plain_planes_tile(x_ptr, out_ptr, M, ROWS, K, stride_xm, stride_xk, stride_om, stride_ob, stride_op,
+                       BLOCK_M: tl.constexpr, BLOCK_B: tl.constexpr):
+    """The five planes of a tile, read as one ``[BLOCK_M, BLOCK_B, 8]`` block whose last axis is a
+    byte's digits (5..7 masked), so each row's ``5 BLOCK_B`` inputs are one contiguous run (1.3 TB/s
+    with five stride-5 loads instead on an H100), then stored digit-major: ``[BLOCK_M, 8, BLOCK_B]``."""
+    m = (tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M))[:, None, None]
+    block = tl.program_id(0)
+    jb = (block * BLOCK_B + tl.arange(0, BLOCK_B))[None, :, None]
+    digit = tl.arange(0, 8)[None, None, :]
+    col = jb * 5 + digit
+    tile = tl.load(x_ptr + m.to(tl.int64) * stride_xm + col * stride_xk,  # M * K may pass 2^31
+                   mask=(m < M) & (digit < 5) & (col < K), other=0.0)
+    planes = tl.permute(tile, (0, 2, 1))
+    plane = tl.arange(0, 8)[None, :, None]
+    byte = tl.arange(0, BLOCK_B)[None, None, :]
+    out = out_ptr + m.to(tl.int64) * stride_om + block * stride_ob + plane * stride_op + byte
+    tl.store(out, planes.to(out_ptr.dtype.element_ty), mask=(m < ROWS) & (plane < 5))
+
+
+@triton.jit
+def _z_planes_tile(x_ptr, out_ptr, M, ROWS, K, stride_xm, stride_xk, stride_om, stride_ob, stride_op,
+                   BLOCK_M: tl.constexpr, BLOCK_B: tl.constexpr):
+    """The six fp32 z planes of a tile (see :func:`digit_planes`)."""
     m = (tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M))[:, None]
     block = tl.program_id(0)
     jb = (block * BLOCK_B + tl.arange(0, BLOCK_B))[None, :]
     row = x_ptr + m.to(tl.int64) * stride_xm  # M * K may pass 2^31
     ok = m < M
-    x0 = tl.load(row + (jb * 5) * stride_xk, mask=ok & (jb * 5 < K), other=0.0)
-    x1 = tl.load(row + (jb * 5 + 1) * stride_xk, mask=ok & (jb * 5 + 1 < K), other=0.0)
-    x2 = tl.load(row + (jb * 5 + 2) * stride_xk, mask=ok & (jb * 5 + 2 < K), other=0.0)
-    x3 = tl.load(row + (jb * 5 + 3) * stride_xk, mask=ok & (jb * 5 + 3 < K), other=0.0)
-    x4 = tl.load(row + (jb * 5 + 4) * stride_xk, mask=ok & (jb * 5 + 4 < K), other=0.0)
+    x0 = tl.load(row + (jb * 5) * stride_xk, mask=ok & (jb * 5 < K), other=0.0).to(tl.float32)
+    x1 = tl.load(row + (jb * 5 + 1) * stride_xk, mask=ok & (jb * 5 + 1 < K), other=0.0).to(tl.float32)
+    x2 = tl.load(row + (jb * 5 + 2) * stride_xk, mask=ok & (jb * 5 + 2 < K), other=0.0).to(tl.float32)
+    x3 = tl.load(row + (jb * 5 + 3) * stride_xk, mask=ok & (jb * 5 + 3 < K), other=0.0).to(tl.float32)
+    x4 = tl.load(row + (jb * 5 + 4) * stride_xk, mask=ok & (jb * 5 + 4 < K), other=0.0).to(tl.float32)
     out = out_ptr + m.to(tl.int64) * stride_om + block * stride_ob + tl.arange(0, BLOCK_B)[None, :]
     keep = m < ROWS
-    dtype = out_ptr.dtype.element_ty
-    if Z_FORM:
-        x0 = x0.to(tl.float32)
-        x1 = x1.to(tl.float32)
-        x2 = x2.to(tl.float32)
-        x3 = x3.to(tl.float32)
-        x4 = x4.to(tl.float32)
-        tl.store(out, x0, mask=keep)
-        tl.store(out + stride_op, x1 - 3.0 * x0, mask=keep)
-        tl.store(out + 2 * stride_op, x2 - 3.0 * x1, mask=keep)
-        tl.store(out + 3 * stride_op, x3 - 3.0 * x2, mask=keep)
-        tl.store(out + 4 * stride_op, x4 - 3.0 * x3, mask=keep)
-        tl.store(out + 5 * stride_op, -3.0 * ((x0 + x1) + (x2 + x3)), mask=keep)
-    else:
-        tl.store(out, x0.to(dtype), mask=keep)
-        tl.store(out + stride_op, x1.to(dtype), mask=keep)
-        tl.store(out + 2 * stride_op, x2.to(dtype), mask=keep)
-        tl.store(out + 3 * stride_op, x3.to(dtype), mask=keep)
-        tl.store(out + 4 * stride_op, x4.to(dtype), mask=keep)
+    tl.store(out, x0, mask=keep)
+    tl.store(out + stride_op, x1 - 3.0 * x0, mask=keep)
+    tl.store(out + 2 * stride_op, x2 - 3.0 * x1, mask=keep)
+    tl.store(out + 3 * stride_op, x3 - 3.0 * x2, mask=keep)
+    tl.store(out + 4 * stride_op, x4 - 3.0 * x3, mask=keep)
+    tl.store(out + 5 * stride_op, -3.0 * ((x0 + x1) + (x2 + x3)), mask=keep)
 
 
 def digit_planes(x, rows: int, kb_padded: int, block_b: int, *, z_form: bool, dtype, blocked: bool):

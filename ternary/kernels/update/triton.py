@@ -39,7 +39,7 @@ from ternary.kernels.registry import triton_interpreted
 from ternary.kernels.update import UpdatedTensors, triton_wgmma, triton_wgmma_ws
 from ternary.kernels.update.triton_rule import (GROUP_N, hook_planes, step_bias, step_exponents_at,
                                                 tile_of_program, vote_bytes)
-from ternary.state.packing import check_packed
+from ternary.state.packing import queue_packed_check
 
 _FLOAT_DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 # 16-bit hook rows from which the update goes to the wgmma kernel (triton_wgmma_ws) on sm_90. H100, bf16
@@ -198,12 +198,24 @@ def update(
     validated: bool = False,
 ) -> UpdatedTensors:
     """One vote update from hooks ``x [M, K]`` and ``grad_y [M, N]``; inputs are not written.
-    ``validated``: the caller has checked ``T_packed`` (see ``ternary.kernels.update``)."""
+    ``validated``: the caller has checked ``T_packed`` (see ``ternary.kernels.update``). Otherwise
+    the check is queued before the kernels and its result read after them, so the card does not
+    wait for the host between them; a corrupt byte still raises, and the outputs computed from it
+    are dropped."""
     _check(T_packed, E, E_accum, T_accum, bias, x, grad_y, in_features, group_size)
     if theta_t < 1:
         raise ValueError(f"triton update: theta_t={theta_t} must be at least 1")
-    if not validated:
-        check_packed(T_packed)
+    raise_if_corrupt = (lambda: None) if validated else queue_packed_check(T_packed)
+    new = _queue_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, in_features=in_features,
+                        group_size=group_size, theta_t=theta_t, theta_e=theta_e, e_min=e_min, e_max=e_max,
+                        bias_step=bias_step)
+    raise_if_corrupt()
+    return new
+
+
+def _queue_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, *, in_features: int, group_size: int,
+                  theta_t: int, theta_e: int, e_min: int, e_max: int, bias_step: int) -> UpdatedTensors:
+    """Queue the kernels of :func:`update` on checked arguments and return the new tensors."""
     n, kb = T_packed.shape
     groups = E.shape[1]
     m = x.shape[0]

@@ -12,8 +12,9 @@ without writing any gradient. With explicit layouts:
   all three by TMA (:func:`fetch_step`, :func:`hook_descriptors`);
 - a lane's byte pair owns ten consecutive ``T_accum`` columns, read and written as five 16-bit
   pieces instead of ten bytes (:func:`load_accumulator_pairs`; even ``K``);
-- the exponent and bias rules run on a tile's byte scores and column sums
-  (:func:`step_tile_exponents`, :func:`step_tile_bias`).
+- the exponent rule runs on a tile's byte scores (:func:`step_tile_exponents`); the bias rule's
+  column sums of ``grad_y`` come from one more product, against a column of ones
+  (:func:`ones_column`), in the tiles of the first byte block.
 
 Only groups inside one byte block (``BLOCK_B`` a multiple of ``G / 5``) and even ``K`` are taken
 (:func:`takes`).
@@ -29,7 +30,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ternary.kernels.linear.triton_launch import tma_rows
 from ternary.kernels.update import UpdatedTensors
-from ternary.kernels.update.triton_rule import hook_planes, load_exponents, step_bias, store_stepped_exponents
+from ternary.kernels.update.triton_rule import hook_planes, load_exponents, store_stepped_exponents
 
 # Packed bytes per tile: four digits make one 128-wide wgmma.
 WGMMA_BLOCK_B = 32
@@ -60,15 +61,40 @@ def accumulator_layouts(warps, block_b):
 
 
 @gluon.jit
-def product_step(g_tiles, xl_tiles, xh_tiles, ready, slot, phase, acc_low, acc_high):
+def product_step(g_tiles, xl_tiles, xh_tiles, ones, ready, slot, phase, acc_low, acc_high, acc_sums,
+                 SUMS: gl.constexpr):
     """Wait for ring slot ``slot`` to arrive (``phase``), issue its two products (digits 0..3 and
-    digit 4, the ``grad_y`` box transposed as the left operand) and retire this warpgroup's products
-    of the previous step: returns ``acc_low``, ``acc_high``."""
+    digit 4, the ``grad_y`` box transposed as the left operand), with ``SUMS`` a third one against
+    ``ones`` (:func:`ones_operand`) that adds the box's column sums to column 0 of
+    ``acc_sums``, and retire this warpgroup's products of the previous step: returns ``acc_low``,
+    ``acc_high``, ``acc_sums``."""
     mbarrier.wait(ready.index(slot), phase)
     g_t = g_tiles.index(slot).permute((1, 0))
     acc_low = warpgroup_mma(g_t, xl_tiles.index(slot), acc_low, is_async=True)
     acc_high = warpgroup_mma(g_t, xh_tiles.index(slot), acc_high, is_async=True)
-    return warpgroup_mma_wait(2, deps=[acc_low, acc_high])
+    if SUMS:
+        acc_sums = warpgroup_mma(g_t, ones, acc_sums, is_async=True)
+        acc_low, acc_high, acc_sums = warpgroup_mma_wait(3, deps=[acc_low, acc_high, acc_sums])
+    else:
+        acc_low, acc_high = warpgroup_mma_wait(2, deps=[acc_low, acc_high])
+    return acc_low, acc_high, acc_sums
+
+
+@gluon.jit
+def ones_operand(BLOCK_M: gl.constexpr, dtype: gl.constexpr):
+    """``[8, BLOCK_M]`` of ``dtype``, ones in row 0 and zeros elsewhere: stored K-major and
+    transposed, the ``[BLOCK_M, 8]`` right operand that turns a product of ``grad_y``'s box into
+    the box's column sums (:func:`product_step`)."""
+    LAYOUT: gl.constexpr = gl.BlockedLayout([1, 1], [1, 32], [gl.num_warps(), 1], [1, 0])
+    row = gl.expand_dims(gl.arange(0, 8, layout=gl.SliceLayout(1, LAYOUT)), 1)
+    column = gl.expand_dims(gl.arange(0, BLOCK_M, layout=gl.SliceLayout(0, LAYOUT)), 0)
+    return (row + 0 * column == 0).to(dtype)
+
+
+@triton.constexpr_function
+def sums_layout(warps):
+    """Register layout of the column-sum accumulator ``[R, 8]`` of ``warps`` warps."""
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, 8, 16])
 
 
 @gluon.jit
@@ -162,26 +188,6 @@ def step_tile_exponents(score, e, e_acc, offsets, mask, new_e_ptr, new_ea_ptr, t
         shape: gl.constexpr = [score.shape[0], score.shape[1] // BYTES_PER_GROUP, BYTES_PER_GROUP]
         group_score = gl.convert_layout(gl.sum(gl.reshape(score, shape), axis=2), e.type.layout)
     store_stepped_exponents(new_e_ptr, new_ea_ptr, offsets, mask, e, e_acc, group_score, theta_e, e_min, e_max)
-
-
-@gluon.jit
-def step_tile_bias(gy_ptr, bias_ptr, new_bias_ptr, M, N, n0, stride_gm, bias_step, BLOCK_M: gl.constexpr,
-                   BLOCK_N: gl.constexpr):
-    """The bias rule for rows ``n0 .. n0 + BLOCK_N`` from the column sums of ``grad_y [M, N]``, read
-    ``BLOCK_M`` hook rows at a time. Warps split the columns, so the sum needs no shared memory."""
-    WARPS: gl.constexpr = gl.num_warps()
-    ROWS: gl.constexpr = gl.BlockedLayout([1, 1], [32 * WARPS // BLOCK_N, BLOCK_N // WARPS], [1, WARPS], [1, 0])
-    m = gl.expand_dims(gl.arange(0, BLOCK_M, layout=gl.SliceLayout(1, ROWS)), 1)
-    rb = n0 + gl.arange(0, BLOCK_N, layout=gl.SliceLayout(0, ROWS))
-    n = gl.expand_dims(rb, 0)
-    partial = gl.zeros([BLOCK_M, BLOCK_N], gl.float32, ROWS)
-    for step in range(gl.cdiv(M, BLOCK_M)):
-        rows = step * BLOCK_M + m
-        hook = gl.load(gy_ptr + rows.to(gl.int64) * stride_gm + n, mask=(rows < M) & (n < N), other=0)
-        partial += hook.to(gl.float32)
-    col_sum = gl.sum(partial, axis=0)  # reduced once, outside the loop
-    bias = gl.load(bias_ptr + rb, mask=rb < N, other=0)
-    gl.store(new_bias_ptr + rb, step_bias(bias, col_sum, bias_step), mask=rb < N)
 
 
 def _pairs_addressable(T_accum: torch.Tensor) -> bool:

@@ -11,8 +11,11 @@ warpgroup and 16 hook rows). Each of the card's SMs runs one program that walks 
   to shared memory (the rule needs nothing else of the gradient) and the next tile's product
   starts at once (``signs_ready`` / ``signs_free`` barriers);
 - **rule** (the default partition, ``warps``): the rule on the stored signs, 16 rows at a time in
-  a blocked layout of byte pairs (``T_accum`` as 16-bit pieces), then the exponents and the bias,
+  a blocked layout of byte pairs (``T_accum`` as 16-bit pieces), then the exponents,
   while the product warps accumulate the next tile.
+
+The bias needs ``grad_y``'s column sums: in the tiles of the first byte block the product warps
+issue one more ``wgmma`` per step, against a column of ones, and step the bias themselves.
 
 So the rule costs no product time once the product is the longer of the two (16384^2 from about
 2048 hook rows on an H100), and below that the product hides most of it. Takes what
@@ -28,11 +31,11 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from ternary.kernels.linear.triton_launch import sm_count
 from ternary.kernels.update import UpdatedTensors
-from ternary.kernels.update.triton_rule import GROUP_N, tile_at, vote_bytes
+from ternary.kernels.update.triton_rule import GROUP_N, step_bias, tile_at, vote_bytes
 from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layouts, check_outputs, fetch_step,
                                                  hook_descriptors, load_accumulator_pairs, load_tile_exponents,
-                                                 product_step, step_tile_bias, step_tile_exponents,
-                                                 store_accumulator_pairs)
+                                                 ones_operand, product_step, step_tile_exponents,
+                                                 store_accumulator_pairs, sums_layout)
 
 # (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, rule warps), rule rows per
 # pass, registers per thread of the product and loader warps. H100, bf16 hooks, same process
@@ -68,29 +71,70 @@ def _loader(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, empty,
 
 
 @gluon.jit
-def _product(g_tiles, xl_tiles, xh_tiles, ready, empty, signs_low, signs_high, signs_ready, signs_free, M, N, KB,
-             BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr, STAGES: gl.constexpr):
-    """Each tile's ``grad_y[:, rows].T @ x_planes`` (``[BLOCK_N, 5 BLOCK_B]`` fp32 in registers),
-    handed over as signs: ``signs_low [BLOCK_N, 4 BLOCK_B]`` (digits 0..3), ``signs_high``."""
+def _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, empty, count, steps, BLOCK_N: gl.constexpr,
+                BLOCK_B: gl.constexpr, STAGES: gl.constexpr, SUMS: gl.constexpr):
+    """One tile's products over its ``steps`` ring slots from the ``count``-th on, each slot given
+    back once its products retire: returns the accumulators ``[BLOCK_N, 4 BLOCK_B]``,
+    ``[BLOCK_N, BLOCK_B]`` and, with ``SUMS``, the column sums of ``grad_y`` in column 0 of
+    ``[BLOCK_N, 8]``, and the new ``count``."""
     WARPS: gl.constexpr = gl.num_warps()
     LOW: gl.constexpr = accumulator_layouts(WARPS, BLOCK_B)[0]
     HIGH: gl.constexpr = accumulator_layouts(WARPS, BLOCK_B)[1]
-    tiles = gl.cdiv(N, BLOCK_N) * gl.cdiv(KB, BLOCK_B)
+    SUMS_LAYOUT: gl.constexpr = sums_layout(WARPS)
+    acc_low = gl.zeros([BLOCK_N, 4 * BLOCK_B], gl.float32, LOW)
+    acc_high = gl.zeros([BLOCK_N, BLOCK_B], gl.float32, HIGH)
+    acc_sums = gl.zeros([BLOCK_N, 8], gl.float32, SUMS_LAYOUT)
+    for step in range(steps):
+        slot = count % STAGES
+        acc_low, acc_high, acc_sums = product_step(g_tiles, xl_tiles, xh_tiles, ones, ready, slot,
+                                                   (count // STAGES) & 1, acc_low, acc_high, acc_sums, SUMS)
+        # the previous step's products are retired: its slot goes back to the loader
+        mbarrier.arrive(empty.index((count + STAGES - 1) % STAGES), pred=step > 0)
+        count += 1
+    if SUMS:
+        acc_low, acc_high, acc_sums = warpgroup_mma_wait(0, deps=[acc_low, acc_high, acc_sums])
+    else:
+        acc_low, acc_high = warpgroup_mma_wait(0, deps=[acc_low, acc_high])
+    mbarrier.arrive(empty.index((count + STAGES - 1) % STAGES), pred=steps > 0)
+    return acc_low, acc_high, acc_sums, count
+
+
+@gluon.jit
+def _step_tile_bias(acc_sums, bias_ptr, new_bias_ptr, N, n0, bias_step):
+    """The bias rule for rows ``n0 ..`` of a tile from ``grad_y``'s column sums in column 0 of
+    ``acc_sums [BLOCK_N, 8]`` (the other columns are zero, so the row sums are exact)."""
+    col_sum = gl.sum(acc_sums, axis=1)
+    rb = n0 + gl.arange(0, acc_sums.shape[0], layout=gl.SliceLayout(1, acc_sums.type.layout))
+    bias = gl.load(bias_ptr + rb, mask=rb < N, other=0)
+    gl.store(new_bias_ptr + rb, step_bias(bias, col_sum, bias_step), mask=rb < N)
+
+
+@gluon.jit
+def _product(g_tiles, xl_tiles, xh_tiles, ones, ready, empty, signs_low, signs_high, signs_ready, signs_free,
+             bias_ptr, new_bias_ptr, M, N, KB, bias_step, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
+             BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr, STAGES: gl.constexpr, GROUP_N: gl.constexpr):
+    """Each tile's ``grad_y[:, rows].T @ x_planes`` (``[BLOCK_N, 5 BLOCK_B]`` fp32 in registers),
+    handed over as signs: ``signs_low [BLOCK_N, 4 BLOCK_B]`` (digits 0..3), ``signs_high``. With
+    ``HAS_BIAS`` the tiles of the first byte block also sum ``grad_y``'s columns, by one more product
+    per step, and step the bias of their rows."""
+    row_tiles = gl.cdiv(N, BLOCK_N)
+    byte_blocks = gl.cdiv(KB, BLOCK_B)
     steps = gl.cdiv(M, BLOCK_M)
     count = 0
     handoffs = 0
-    for tile in range(gl.program_id(0), tiles, gl.num_programs(0)):
-        acc_low = gl.zeros([BLOCK_N, 4 * BLOCK_B], gl.float32, LOW)
-        acc_high = gl.zeros([BLOCK_N, BLOCK_B], gl.float32, HIGH)
-        for step in range(steps):
-            slot = count % STAGES
-            acc_low, acc_high = product_step(g_tiles, xl_tiles, xh_tiles, ready, slot, (count // STAGES) & 1, acc_low,
-                                             acc_high)
-            # the previous step's products are retired: its slot goes back to the loader
-            mbarrier.arrive(empty.index((count + STAGES - 1) % STAGES), pred=step > 0)
-            count += 1
-        acc_low, acc_high = warpgroup_mma_wait(0, deps=[acc_low, acc_high])
-        mbarrier.arrive(empty.index((count + STAGES - 1) % STAGES), pred=steps > 0)
+    for tile in range(gl.program_id(0), row_tiles * byte_blocks, gl.num_programs(0)):
+        pid_n, pid_b = tile_at(tile, row_tiles, byte_blocks, GROUP_N)
+        if HAS_BIAS:
+            if pid_b == 0:
+                acc_low, acc_high, acc_sums, count = _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, empty,
+                                                                 count, steps, BLOCK_N, BLOCK_B, STAGES, True)
+                _step_tile_bias(acc_sums, bias_ptr, new_bias_ptr, N, pid_n * BLOCK_N, bias_step)
+            else:
+                acc_low, acc_high, _, count = _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, empty, count,
+                                                          steps, BLOCK_N, BLOCK_B, STAGES, False)
+        else:
+            acc_low, acc_high, _, count = _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, empty, count, steps,
+                                                      BLOCK_N, BLOCK_B, STAGES, False)
         sign_low = (acc_low > 0).to(gl.int8) - (acc_low < 0).to(gl.int8)
         sign_high = (acc_high > 0).to(gl.int8) - (acc_high < 0).to(gl.int8)
         mbarrier.wait(signs_free, (handoffs & 1) ^ 1)
@@ -116,15 +160,13 @@ def _load_part(p_ptr, ta_ptr, e_ptr, ea_ptr, n0, jb, group0, N, K, KB, NG, strid
 
 
 @gluon.jit
-def _rule(signs_low, signs_high, signs_ready, signs_free, gy_ptr, p_ptr, ta_ptr, e_ptr, ea_ptr, bias_ptr,
-          new_p_ptr, new_ta_ptr, new_e_ptr, new_ea_ptr, new_bias_ptr, M, N, K, KB, NG, stride_gm, stride_pn,
-          stride_tn, stride_en, theta_t, theta_e, e_min, e_max, bias_step,
-          BYTES_PER_GROUP: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
-          BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr, RULE_ROWS: gl.constexpr, GROUP_N: gl.constexpr):
-    """The rule on each handed-over tile, ``RULE_ROWS`` rows at a time. Each part's state is loaded
-    while the part before it votes (the first part's while the product runs), since the stores
-    keep the compiler from moving the loads up itself; the signs' buffer is released before the
-    bias, whose column sums read ``grad_y`` from global memory."""
+def _rule(signs_low, signs_high, signs_ready, signs_free, p_ptr, ta_ptr, e_ptr, ea_ptr, new_p_ptr, new_ta_ptr,
+          new_e_ptr, new_ea_ptr, N, K, KB, NG, stride_pn, stride_tn, stride_en, theta_t, theta_e, e_min, e_max,
+          BYTES_PER_GROUP: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr, RULE_ROWS: gl.constexpr,
+          GROUP_N: gl.constexpr):
+    """The rule on each handed-over tile, ``RULE_ROWS`` rows at a time (the bias is the product
+    warps'). Each part's state is loaded while the part before it votes (the first part's while
+    the product runs), since the stores keep the compiler from moving the loads up itself."""
     WARPS: gl.constexpr = gl.num_warps()
     PAIRS: gl.constexpr = gl.BlockedLayout([1, 2], [2, 16], [WARPS, 1], [1, 0])
     PARTS: gl.constexpr = BLOCK_N // RULE_ROWS
@@ -158,30 +200,28 @@ def _rule(signs_low, signs_high, signs_ready, signs_free, gy_ptr, p_ptr, ta_ptr,
                                 BYTES_PER_GROUP)
         mbarrier.arrive(signs_free)
         handoffs += 1
-        if HAS_BIAS:
-            if pid_b == 0:
-                step_tile_bias(gy_ptr, bias_ptr, new_bias_ptr, M, N, pid_n * BLOCK_N, stride_gm, bias_step, BLOCK_M,
-                               BLOCK_N)
 
 
 @gluon.jit
 def _ws_vote_kernel(
-    g_desc, xl_desc, xh_desc, gy_ptr, p_ptr, ta_ptr, e_ptr, ea_ptr, bias_ptr,
+    g_desc, xl_desc, xh_desc, p_ptr, ta_ptr, e_ptr, ea_ptr, bias_ptr,
     new_p_ptr, new_ta_ptr, new_e_ptr, new_ea_ptr, new_bias_ptr,
-    M, N, K, KB, NG, stride_gm, stride_pn, stride_tn, stride_en,
+    M, N, K, KB, NG, stride_pn, stride_tn, stride_en,
     theta_t, theta_e, e_min, e_max, bias_step,
     BYTES_PER_GROUP: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
     BLOCK_B: gl.constexpr, STAGES: gl.constexpr, GROUP_N: gl.constexpr, RULE_ROWS: gl.constexpr,
     PRODUCT_REGISTERS: gl.constexpr, LOADER_REGISTERS: gl.constexpr,
 ):
     """Shared memory and barriers of one persistent program, then the three partitions (module
-    docstring). ``grad_y [M, N]`` is read by ``g_desc`` (``[BLOCK_M, BLOCK_N]`` boxes) and, for the
-    bias, by ``gy_ptr``; the digit planes of ``x`` (``[Mp, blocks * 5 BLOCK_B]``) by ``xl_desc`` /
-    ``xh_desc`` (``[BLOCK_M, 4 BLOCK_B]`` / ``[BLOCK_M, BLOCK_B]`` boxes); the state tensors and
-    their new copies by pointer with the given row strides."""
+    docstring). ``grad_y [M, N]`` is read by ``g_desc`` (``[BLOCK_M, BLOCK_N]`` boxes), the digit
+    planes of ``x`` (``[Mp, blocks * 5 BLOCK_B]``) by ``xl_desc`` / ``xh_desc`` (``[BLOCK_M, 4 BLOCK_B]``
+    / ``[BLOCK_M, BLOCK_B]`` boxes); the state tensors and their new copies by pointer with the
+    given row strides."""
     g_tiles = gl.allocate_shared_memory(g_desc.dtype, [STAGES, BLOCK_M, BLOCK_N], g_desc.layout)
     xl_tiles = gl.allocate_shared_memory(xl_desc.dtype, [STAGES, BLOCK_M, 4 * BLOCK_B], xl_desc.layout)
     xh_tiles = gl.allocate_shared_memory(xh_desc.dtype, [STAGES, BLOCK_M, BLOCK_B], xh_desc.layout)
+    ONES: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+    ones = gl.allocate_shared_memory(g_desc.dtype, [8, BLOCK_M], ONES, ones_operand(BLOCK_M, g_desc.dtype))
     SIGNS: gl.constexpr = gl.SwizzledSharedLayout(vec=2, per_phase=1, max_phase=RULE_ROWS, order=[1, 0])
     signs_low = gl.allocate_shared_memory(gl.int8, [BLOCK_N, 4 * BLOCK_B], SIGNS)
     signs_high = gl.allocate_shared_memory(gl.int8, [BLOCK_N, BLOCK_B], SIGNS)
@@ -196,14 +236,14 @@ def _ws_vote_kernel(
     mbarrier.init(signs_free, count=1)
     fence_async_shared()
     gl.warp_specialize([
-        (_rule, (signs_low, signs_high, signs_ready, signs_free, gy_ptr, p_ptr, ta_ptr, e_ptr, ea_ptr, bias_ptr,
-                 new_p_ptr, new_ta_ptr, new_e_ptr, new_ea_ptr, new_bias_ptr, M, N, K, KB, NG, stride_gm, stride_pn,
-                 stride_tn, stride_en, theta_t, theta_e, e_min, e_max, bias_step, BYTES_PER_GROUP, HAS_BIAS,
-                 BLOCK_M, BLOCK_N, BLOCK_B, RULE_ROWS, GROUP_N)),
+        (_rule, (signs_low, signs_high, signs_ready, signs_free, p_ptr, ta_ptr, e_ptr, ea_ptr, new_p_ptr, new_ta_ptr,
+                 new_e_ptr, new_ea_ptr, N, K, KB, NG, stride_pn, stride_tn, stride_en, theta_t, theta_e, e_min,
+                 e_max, BYTES_PER_GROUP, BLOCK_N, BLOCK_B, RULE_ROWS, GROUP_N)),
         (_loader, (g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, empty, M, N, KB, BLOCK_M, BLOCK_N,
                    BLOCK_B, STAGES, GROUP_N)),
-        (_product, (g_tiles, xl_tiles, xh_tiles, ready, empty, signs_low, signs_high, signs_ready, signs_free, M, N,
-                    KB, BLOCK_M, BLOCK_N, BLOCK_B, STAGES)),
+        (_product, (g_tiles, xl_tiles, xh_tiles, ones.permute((1, 0)), ready, empty, signs_low, signs_high,
+                    signs_ready, signs_free, bias_ptr, new_bias_ptr, M, N, KB, bias_step, HAS_BIAS, BLOCK_M, BLOCK_N,
+                    BLOCK_B, STAGES, GROUP_N)),
     ], [1, BLOCK_N // 16], [LOADER_REGISTERS, PRODUCT_REGISTERS])
 
 
@@ -215,12 +255,13 @@ def ws_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensor
     block_m, block_n, block_b, stages, warps = WS_UPDATE_TILE
     check_outputs(UpdatedTensors(T_packed, E, E_accum, T_accum, bias), new, group_size)
     blocks = triton.cdiv(kb, block_b)
-    grad_y, g_desc, xl_desc, xh_desc = hook_descriptors(x, grad_y, blocks, block_m, block_n, block_b)
+    grad_y, g_desc, xl_desc, xh_desc = hook_descriptors(  # grad_y: what g_desc reads, alive till the launch
+        x, grad_y, blocks, block_m, block_n, block_b)
     stand_in = E  # never read or written without a bias (HAS_BIAS)
     _ws_vote_kernel[(min(triton.cdiv(n, block_n) * blocks, sm_count(x.device)),)](
-        g_desc, xl_desc, xh_desc, grad_y, T_packed, T_accum, E, E_accum, stand_in if bias is None else bias,
+        g_desc, xl_desc, xh_desc, T_packed, T_accum, E, E_accum, stand_in if bias is None else bias,
         new.T_packed, new.T_accum, new.E, new.E_accum, stand_in if bias is None else new.bias,
-        x.shape[0], n, in_features, kb, E.shape[1], grad_y.stride(0), T_packed.stride(0), T_accum.stride(0),
+        x.shape[0], n, in_features, kb, E.shape[1], T_packed.stride(0), T_accum.stride(0),
         E.stride(0), theta_t, theta_e, e_min, e_max, bias_step,
         BYTES_PER_GROUP=group_size // 5, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n,
         BLOCK_B=block_b, STAGES=stages, GROUP_N=GROUP_N, RULE_ROWS=WS_RULE_ROWS,
