@@ -4,8 +4,9 @@ Everything is timed in one process on one card, with the baseline in the same ru
 
 - small ops run inside CUDA graphs (launch latency on these machines is tens of
   microseconds), replayed ``REPEATS`` times; the figure is the median per call;
-- weights rotate over enough copies that the set is at least three times the L2 cache,
-  so no call is served from L2;
+- forward and grad-x weights rotate over enough copies that the set is at least three times
+  the L2 cache, so no call is served from L2 (the update rows, ours and the baselines alike,
+  reuse one set of inputs);
 - the update rows (ours, the weight-gradient GEMM, GEMM + AdamW) are timed as four calls queued
   back to back between CUDA events, per call, with ``update(..., validated=True)`` as a training
   step calls it; the step's ``T_packed`` check (one reduction and a host sync per step for all

@@ -53,6 +53,27 @@ def test_wgmma_update_matches_reference_bit_for_bit(m, n, k, g, dtype, with_bias
 
 
 @needs_wgmma
+def test_update_on_the_wgmma_path_refuses_corrupt_state_after_its_kernel_without_writing_any_input():
+    """``update()`` queues its ``T_packed`` check and reads it after the kernels: with 16-bit hooks
+    of 64+ rows the warp-specialised kernel runs on the corrupt byte first, and still the byte is
+    named and nothing it read is written."""
+    from ternary.state.packing import CorruptStateError
+
+    m, n, k, g = 130, 257, 1002, 40
+    gen = torch.Generator().manual_seed(23)
+    state = layer_state(n, k, g, gen)
+    state["T_packed"][200, 150] = 250
+    before = {name: tensor.clone() for name, tensor in state.items()}
+    x, grad_y = hooks(m, n, k, gen)
+    with pytest.raises(CorruptStateError, match=r"byte 250 at index \(200, 150\)"):
+        kernels.update(*[state[name] for name in FIELDS], x.to(torch.bfloat16), grad_y.to(torch.bfloat16),
+                       **rule(k, g))
+    torch.cuda.synchronize()
+    for name, tensor in state.items():
+        assert torch.equal(tensor, before[name]), name
+
+
+@needs_wgmma
 def test_ws_update_carries_its_ring_and_hand_over_across_the_tiles_of_each_program():
     """A layer of several tiles per SM, so each persistent program runs the ring's phases, the signs'
     hand-over and the rule's loads ahead across tile boundaries, with 7 hook-row steps per tile
@@ -279,7 +300,7 @@ def test_ws_update_compiles_for_sm_90_within_shared_memory_without_spills_and_wi
     (the register split between the partitions and the unreplicated scores layout with as little
     replication as 256 threads allow are what make that hold; with a bias the product's second step
     loop leaves the rule warps a few words short: at most two spilled and reloaded per rule pass,
-    against the 7-348 values of the replicated scores layout a review found); each step issues the four ``64x128`` and four ``64x32`` products of its 64 hook rows, and
+    where the replicated scores layout of an earlier version spilled 7-348); each step issues the four ``64x128`` and four ``64x32`` products of its 64 hook rows, and
     in the step loop of the tiles that sum ``grad_y`` for the bias four ``64x8`` more; and each
     ``mbarrier.arrive`` (two ring releases per step loop, the signs handed over by the product
     warps, the signs released by the rule warps), which one thread performs for its whole

@@ -292,10 +292,11 @@ def _plain_planes_tile(x_ptr, out_ptr, M, ROWS, K, stride_xm, stride_xk, stride_
     jb = (block * BLOCK_B + tl.arange(0, BLOCK_B))[None, :, None]
     digit = tl.arange(0, 8)[None, None, :]
     col = jb * 5 + digit
-    tile = tl.load(x_ptr + m.to(tl.int64) * stride_xm + col * stride_xk,  # M * K may pass 2^31
+    # offsets in int64: M * K, and the plane-major layout's 5 * stride_op, may pass 2^31
+    tile = tl.load(x_ptr + m.to(tl.int64) * stride_xm + col.to(tl.int64) * stride_xk,
                    mask=(m < M) & (digit < 5) & (col < K), other=0.0)
     planes = tl.permute(tile, (0, 2, 1))
-    plane = tl.arange(0, 8)[None, :, None]
+    plane = tl.arange(0, 8)[None, :, None].to(tl.int64)
     byte = tl.arange(0, BLOCK_B)[None, None, :]
     out = out_ptr + m.to(tl.int64) * stride_om + block * stride_ob + plane * stride_op + byte
     tl.store(out, planes.to(out_ptr.dtype.element_ty), mask=(m < ROWS) & (plane < 5))
@@ -308,13 +309,15 @@ def _z_planes_tile(x_ptr, out_ptr, M, ROWS, K, stride_xm, stride_xk, stride_om, 
     m = (tl.program_id(1) * BLOCK_M + tl.arange(0, BLOCK_M))[:, None]
     block = tl.program_id(0)
     jb = (block * BLOCK_B + tl.arange(0, BLOCK_B))[None, :]
-    row = x_ptr + m.to(tl.int64) * stride_xm  # M * K may pass 2^31
+    row = x_ptr + m.to(tl.int64) * stride_xm  # offsets in int64: M * K may pass 2^31
     ok = m < M
-    x0 = tl.load(row + (jb * 5) * stride_xk, mask=ok & (jb * 5 < K), other=0.0).to(tl.float32)
-    x1 = tl.load(row + (jb * 5 + 1) * stride_xk, mask=ok & (jb * 5 + 1 < K), other=0.0).to(tl.float32)
-    x2 = tl.load(row + (jb * 5 + 2) * stride_xk, mask=ok & (jb * 5 + 2 < K), other=0.0).to(tl.float32)
-    x3 = tl.load(row + (jb * 5 + 3) * stride_xk, mask=ok & (jb * 5 + 3 < K), other=0.0).to(tl.float32)
-    x4 = tl.load(row + (jb * 5 + 4) * stride_xk, mask=ok & (jb * 5 + 4 < K), other=0.0).to(tl.float32)
+    first = (jb * 5).to(tl.int64)
+    x0 = tl.load(row + first * stride_xk, mask=ok & (jb * 5 < K), other=0.0).to(tl.float32)
+    x1 = tl.load(row + (first + 1) * stride_xk, mask=ok & (jb * 5 + 1 < K), other=0.0).to(tl.float32)
+    x2 = tl.load(row + (first + 2) * stride_xk, mask=ok & (jb * 5 + 2 < K), other=0.0).to(tl.float32)
+    x3 = tl.load(row + (first + 3) * stride_xk, mask=ok & (jb * 5 + 3 < K), other=0.0).to(tl.float32)
+    x4 = tl.load(row + (first + 4) * stride_xk, mask=ok & (jb * 5 + 4 < K), other=0.0).to(tl.float32)
+    stride_op = stride_op.to(tl.int64)  # the plane-major layout's 5 * stride_op may pass 2^31
     out = out_ptr + m.to(tl.int64) * stride_om + block * stride_ob + tl.arange(0, BLOCK_B)[None, :]
     keep = m < ROWS
     tl.store(out, x0, mask=keep)

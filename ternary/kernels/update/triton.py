@@ -200,8 +200,8 @@ def update(
     """One vote update from hooks ``x [M, K]`` and ``grad_y [M, N]``; inputs are not written.
     ``validated``: the caller has checked ``T_packed`` (see ``ternary.kernels.update``). Otherwise
     the check is queued before the kernels and its result read after them, so the card does not
-    wait for the host between them; a corrupt byte still raises, and the outputs computed from it
-    are dropped."""
+    wait for the host between them (the host waits for the kernels instead); a corrupt byte still
+    raises, after the argument checks, and the outputs computed from it are dropped."""
     _check(T_packed, E, E_accum, T_accum, bias, x, grad_y, in_features, group_size)
     if theta_t < 1:
         raise ValueError(f"triton update: theta_t={theta_t} must be at least 1")

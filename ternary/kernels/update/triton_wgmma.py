@@ -14,7 +14,7 @@ without writing any gradient. With explicit layouts:
   pieces instead of ten bytes (:func:`load_accumulator_pairs`; even ``K``);
 - the exponent rule runs on a tile's byte scores (:func:`step_tile_exponents`); the bias rule's
   column sums of ``grad_y`` come from one more product, against a column of ones
-  (:func:`ones_column`), in the tiles of the first byte block.
+  (:func:`ones_operand`), in the tiles of the first byte block.
 
 Only groups inside one byte block (``BLOCK_B`` a multiple of ``G / 5``) and even ``K`` are taken
 (:func:`takes`).

@@ -124,14 +124,10 @@ def _product(g_tiles, xl_tiles, xh_tiles, ones, ready, empty, signs_low, signs_h
     handoffs = 0
     for tile in range(gl.program_id(0), row_tiles * byte_blocks, gl.num_programs(0)):
         pid_n, pid_b = tile_at(tile, row_tiles, byte_blocks, GROUP_N)
-        if HAS_BIAS:
-            if pid_b == 0:
-                acc_low, acc_high, acc_sums, count = _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, empty,
-                                                                 count, steps, BLOCK_N, BLOCK_B, STAGES, True)
-                _step_tile_bias(acc_sums, bias_ptr, new_bias_ptr, N, pid_n * BLOCK_N, bias_step)
-            else:
-                acc_low, acc_high, _, count = _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, empty, count,
-                                                          steps, BLOCK_N, BLOCK_B, STAGES, False)
+        if HAS_BIAS and pid_b == 0:  # without a bias, a compile-time False: one step loop
+            acc_low, acc_high, acc_sums, count = _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, empty, count,
+                                                             steps, BLOCK_N, BLOCK_B, STAGES, True)
+            _step_tile_bias(acc_sums, bias_ptr, new_bias_ptr, N, pid_n * BLOCK_N, bias_step)
         else:
             acc_low, acc_high, _, count = _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, empty, count, steps,
                                                       BLOCK_N, BLOCK_B, STAGES, False)
@@ -216,11 +212,14 @@ def _ws_vote_kernel(
     docstring). ``grad_y [M, N]`` is read by ``g_desc`` (``[BLOCK_M, BLOCK_N]`` boxes), the digit
     planes of ``x`` (``[Mp, blocks * 5 BLOCK_B]``) by ``xl_desc`` / ``xh_desc`` (``[BLOCK_M, 4 BLOCK_B]``
     / ``[BLOCK_M, BLOCK_B]`` boxes); the state tensors and their new copies by pointer with the
-    given row strides."""
+    given row strides. ``ones`` is the right operand of the bias's column sums (filled, unused
+    without a bias)."""
     g_tiles = gl.allocate_shared_memory(g_desc.dtype, [STAGES, BLOCK_M, BLOCK_N], g_desc.layout)
     xl_tiles = gl.allocate_shared_memory(xl_desc.dtype, [STAGES, BLOCK_M, 4 * BLOCK_B], xl_desc.layout)
     xh_tiles = gl.allocate_shared_memory(xh_desc.dtype, [STAGES, BLOCK_M, BLOCK_B], xh_desc.layout)
     ONES: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+    # written here by the default warps; the fence below and the barrier entering the partitions
+    # order these stores before the product warps' wgmma reads them
     ones = gl.allocate_shared_memory(g_desc.dtype, [8, BLOCK_M], ONES, ones_operand(BLOCK_M, g_desc.dtype))
     SIGNS: gl.constexpr = gl.SwizzledSharedLayout(vec=2, per_phase=1, max_phase=RULE_ROWS, order=[1, 0])
     signs_low = gl.allocate_shared_memory(gl.int8, [BLOCK_N, 4 * BLOCK_B], SIGNS)
