@@ -119,13 +119,6 @@ def time_in_graph(calls: list[Callable[[], object]]) -> float:
     return statistics.median(per_call)
 
 
-def time_with_events(fn: Callable[[], object], repeats: int = 5) -> float:
-    """Median microseconds of ``fn`` timed one call at a time with CUDA events (after a warm-up)."""
-    fn()
-    torch.cuda.synchronize()
-    return statistics.median(_event_ms(fn) * 1000.0 for _ in range(repeats))
-
-
 def time_back_to_back(fn: Callable[[], object], calls: int = 4, repeats: int = 5) -> float:
     """Median microseconds per call of ``calls`` calls of ``fn`` queued back to back between two
     CUDA events (after a warm-up): the host's launch work overlaps the card's, as in a training
@@ -134,6 +127,11 @@ def time_back_to_back(fn: Callable[[], object], calls: int = 4, repeats: int = 5
     torch.cuda.synchronize()
     return statistics.median(_event_ms(lambda: [fn() for _ in range(calls)]) * 1000.0 / calls
                              for _ in range(repeats))
+
+
+def time_with_events(fn: Callable[[], object], repeats: int = 5) -> float:
+    """Median microseconds of ``fn`` timed one call at a time with CUDA events (after a warm-up)."""
+    return time_back_to_back(fn, calls=1, repeats=repeats)
 
 
 def time_graph_or_events(calls: list[Callable[[], object]]) -> tuple[float, str]:

@@ -31,6 +31,11 @@ SHAPES = [(1, 1, 8, 5), (64, 128, 160, 40), (100, 200, 334, 40), (130, 257, 1002
           (700, 64, 90, 10), (513, 300, 1200, 80), (65, 129, 204, 40)]
 
 
+def cpu_layer_state(n: int, k: int, g: int, gen: torch.Generator) -> dict:
+    """``layer_state`` on the CPU, for the refusals that run before any kernel."""
+    return {name: tensor.cpu() for name, tensor in layer_state(n, k, g, gen).items()}
+
+
 def poisoned_like(state: dict) -> UpdatedTensors:
     """Output buffers full of garbage, so an unwritten entry cannot pass."""
     return UpdatedTensors(*[None if state[name] is None else torch.full_like(state[name], -77) for name in FIELDS])
@@ -179,7 +184,7 @@ def test_wgmma_update_refuses_groups_that_straddle_its_byte_blocks(group_size):
     straddle the kernel's 32-byte blocks; ``takes`` refuses them as well."""
     gen = torch.Generator().manual_seed(group_size)
     k = 2 * group_size
-    state = {name: tensor.cpu() for name, tensor in layer_state(4, k, group_size, gen).items()}
+    state = cpu_layer_state(4, k, group_size, gen)
     x, grad_y = (hook.cpu().bfloat16() for hook in hooks(2, 4, k, gen))
     assert not triton_wgmma.takes(x, grad_y, state["T_accum"], group_size)
     with pytest.raises(ValueError, match=f"groups of G={group_size} straddle"):
@@ -191,7 +196,7 @@ def test_wgmma_update_refuses_outputs_whose_strides_differ_from_their_inputs():
     """One row stride serves an input and its new copy: a new ``E`` with padded rows is refused by
     name before any launch, where the kernel would have written it at the input's stride."""
     gen = torch.Generator().manual_seed(9)
-    state = {name: tensor.cpu() for name, tensor in layer_state(4, 80, 40, gen).items()}
+    state = cpu_layer_state(4, 80, 40, gen)
     x, grad_y = (hook.cpu().bfloat16() for hook in hooks(2, 4, 80, gen))
     new = poisoned_like(state)._replace(E=torch.zeros(4, 3, dtype=torch.int8)[:, :2])
     with pytest.raises(ValueError, match="the new E's strides"):
@@ -215,7 +220,7 @@ def test_wgmma_update_takes_16_bit_hooks_with_groups_inside_a_block(x_dtype, g_d
 def test_wgmma_update_refuses_t_accum_at_an_odd_address():
     """``T_accum`` is read as 16-bit pieces: a view starting at an odd byte is refused by name."""
     gen = torch.Generator().manual_seed(4)
-    state = {name: tensor.cpu() for name, tensor in layer_state(4, 80, 40, gen).items()}
+    state = cpu_layer_state(4, 80, 40, gen)
     state["T_accum"] = torch.zeros(4 * 80 + 1, dtype=torch.int8)[1:].view(4, 80)
     x, grad_y = (hook.cpu().bfloat16() for hook in hooks(2, 4, 80, gen))
     assert not triton_wgmma.takes(x, grad_y, state["T_accum"], 40)
@@ -227,7 +232,7 @@ def test_wgmma_update_refuses_odd_k_behind_an_even_row_stride():
     """A one-row view with odd K counts as contiguous whatever its row stride: the pair at the last
     column would reach past the row, so the kernel must not take it."""
     gen = torch.Generator().manual_seed(6)
-    state = {name: tensor.cpu() for name, tensor in layer_state(1, 81, 40, gen).items()}
+    state = cpu_layer_state(1, 81, 40, gen)
     state["T_accum"] = torch.zeros(2, 82, dtype=torch.int8)[0:1, :81]
     x, grad_y = (hook.cpu().bfloat16() for hook in hooks(2, 1, 81, gen))
     assert not triton_wgmma.takes(x, grad_y, state["T_accum"], 40)

@@ -52,6 +52,11 @@ def _check_dtype(packed: torch.Tensor, name: str) -> None:
         raise TypeError(f"{name}: expected dtype uint8, got {packed.dtype}")
 
 
+def _holds_corrupt(worst: torch.Tensor) -> torch.Tensor:
+    """Whether tensors whose largest byte is ``worst`` (any shape) hold a corrupt byte."""
+    return worst > MAX_VALID_BYTE
+
+
 def check_packed(packed: torch.Tensor, name: str = "T_packed") -> None:
     """Raise :class:`CorruptStateError` naming ``name`` and the first bad offset."""
     _check_dtype(packed, name)
@@ -76,7 +81,7 @@ def queue_packed_check(packed: torch.Tensor, name: str = "T_packed") -> Callable
     worst = packed.amax() if packed.numel() else None
 
     def raise_if_corrupt() -> None:
-        if worst is not None and int(worst) > MAX_VALID_BYTE:
+        if worst is not None and bool(_holds_corrupt(worst)):
             check_packed(packed, name)
 
     return raise_if_corrupt
@@ -88,7 +93,7 @@ def check_packed_all(named: Sequence[tuple[str, torch.Tensor]]) -> None:
     :func:`check_packed` reports it."""
     for name, packed in named:
         _check_dtype(packed, name)
-    bad = first_flagged([packed for _, packed in named], torch.amax, lambda worst: worst > MAX_VALID_BYTE)
+    bad = first_flagged([packed for _, packed in named], torch.amax, _holds_corrupt)
     if bad is not None:
         check_packed(named[bad][1], named[bad][0])
 

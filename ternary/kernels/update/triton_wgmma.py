@@ -53,11 +53,11 @@ def fetch_step(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, ste
 
 
 @triton.constexpr_function
-def accumulator_layouts(warps, block_b):
-    """Register layouts of the digits-0..3 ``[R, 4 block_b]`` and digit-4 ``[R, block_b]``
-    accumulators of ``warps`` warps (one warpgroup per 64 rows): ``(LOW, HIGH)``."""
-    return (gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, 4 * block_b, 16]),
-            gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, block_b, 16]))
+def accumulator_layout(warps, width):
+    """Register layout of a ``[R, width]`` fp32 ``wgmma`` accumulator of ``warps`` warps (one
+    warpgroup per 64 rows): the digits-0..3 (``width = 4 BLOCK_B``), digit-4 (``BLOCK_B``) and
+    column-sum (8) accumulators."""
+    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, width, 16])
 
 
 @gluon.jit
@@ -91,12 +91,6 @@ def ones_operand(BLOCK_M: gl.constexpr, dtype: gl.constexpr):
     return (row + 0 * column == 0).to(dtype)
 
 
-@triton.constexpr_function
-def sums_layout(warps):
-    """Register layout of the column-sum accumulator ``[R, 8]`` of ``warps`` warps."""
-    return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, 8, 16])
-
-
 @gluon.jit
 def _pairs(tile):
     """Even and odd byte columns of a ``[R, BB]`` tile in the accumulator layout, where a lane holds
@@ -110,15 +104,23 @@ def _low(piece):
 
 
 @gluon.jit
+def _pieces_at(ta_ptr, rows, even_col, N, stride_tn):
+    """Where the byte pairs of a tile (``rows [R, 1]``, ``even_col [1, BB]``) keep their five 16-bit
+    ``T_accum`` pieces: the first piece's pointer, the pair's first column and its row mask, each
+    ``[R, BB / 2]``."""
+    first, _ = _pairs(rows.to(gl.int64) * stride_tn + even_col)
+    col, _ = _pairs(gl.zeros_like(rows) + even_col)
+    row_ok, _ = _pairs((rows < N) & (even_col >= 0))
+    return (ta_ptr + first).to(gl.pointer_type(gl.int16)), col, row_ok
+
+
+@gluon.jit
 def load_accumulator_pairs(ta_ptr, rows, even_col, N, K, stride_tn, LAYOUT: gl.constexpr):
     """``T_accum`` of a tile as five digit tiles ``[R, BB]`` (int32) in the layout of ``rows`` /
     ``even_col`` (``[R, 1]`` and ``[1, BB]``, the accumulator layout): each byte pair's ten values
     (columns ``5 j .. 5 j + 9`` from even ``j``) come as five 16-bit loads, not ten byte loads.
     ``LAYOUT`` is the layout of ``rows`` / ``even_col`` (the pairs rejoin into it without moving data)."""
-    first, _ = _pairs(rows.to(gl.int64) * stride_tn + even_col)
-    col, _ = _pairs(gl.zeros_like(rows) + even_col)
-    row_ok, _ = _pairs((rows < N) & (even_col >= 0))
-    pieces = (ta_ptr + first).to(gl.pointer_type(gl.int16))
+    pieces, col, row_ok = _pieces_at(ta_ptr, rows, even_col, N, stride_tn)
     p0 = gl.load(pieces, mask=row_ok & (col < K), other=0).to(gl.int32)
     p1 = gl.load(pieces + 1, mask=row_ok & (col + 2 < K), other=0).to(gl.int32)
     p2 = gl.load(pieces + 2, mask=row_ok & (col + 4 < K), other=0).to(gl.int32)
@@ -136,15 +138,12 @@ def load_accumulator_pairs(ta_ptr, rows, even_col, N, K, stride_tn, LAYOUT: gl.c
 @gluon.jit
 def store_accumulator_pairs(ta_ptr, rows, even_col, N, K, stride_tn, a0, a1, a2, a3, a4):
     """Inverse of :func:`load_accumulator_pairs`: five 16-bit stores per byte pair."""
-    first, _ = _pairs(rows.to(gl.int64) * stride_tn + even_col)
-    col, _ = _pairs(gl.zeros_like(rows) + even_col)
-    row_ok, _ = _pairs((rows < N) & (even_col >= 0))
+    pieces, col, row_ok = _pieces_at(ta_ptr, rows, even_col, N, stride_tn)
     e0, o0 = _pairs(a0.to(gl.int32) & 0xFF)
     e1, o1 = _pairs(a1.to(gl.int32) & 0xFF)
     e2, o2 = _pairs(a2.to(gl.int32) & 0xFF)
     e3, o3 = _pairs(a3.to(gl.int32) & 0xFF)
     e4, o4 = _pairs(a4.to(gl.int32) & 0xFF)
-    pieces = (ta_ptr + first).to(gl.pointer_type(gl.int16))
     gl.store(pieces, (e0 | (e1 << 8)).to(gl.int16), mask=row_ok & (col < K))
     gl.store(pieces + 1, (e2 | (e3 << 8)).to(gl.int16), mask=row_ok & (col + 2 < K))
     gl.store(pieces + 2, (e4 | (o0 << 8)).to(gl.int16), mask=row_ok & (col + 4 < K))

@@ -32,10 +32,10 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from ternary.kernels.linear.triton_launch import sm_count
 from ternary.kernels.update import UpdatedTensors
 from ternary.kernels.update.triton_rule import GROUP_N, step_bias, tile_at, vote_bytes
-from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layouts, check_outputs, fetch_step,
+from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layout, check_outputs, fetch_step,
                                                  hook_descriptors, load_accumulator_pairs, load_tile_exponents,
                                                  ones_operand, product_step, step_tile_exponents,
-                                                 store_accumulator_pairs, sums_layout)
+                                                 store_accumulator_pairs)
 
 # (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, rule warps), rule rows per
 # pass, registers per thread of the product and loader warps. H100, bf16 hooks, same process
@@ -78,12 +78,12 @@ def _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, empty, count, steps, B
     ``[BLOCK_N, BLOCK_B]`` and, with ``SUMS``, the column sums of ``grad_y`` in column 0 of
     ``[BLOCK_N, 8]``, and the new ``count``."""
     WARPS: gl.constexpr = gl.num_warps()
-    LOW: gl.constexpr = accumulator_layouts(WARPS, BLOCK_B)[0]
-    HIGH: gl.constexpr = accumulator_layouts(WARPS, BLOCK_B)[1]
-    SUMS_LAYOUT: gl.constexpr = sums_layout(WARPS)
+    LOW: gl.constexpr = accumulator_layout(WARPS, 4 * BLOCK_B)
+    HIGH: gl.constexpr = accumulator_layout(WARPS, BLOCK_B)
+    COLUMN_SUMS: gl.constexpr = accumulator_layout(WARPS, 8)
     acc_low = gl.zeros([BLOCK_N, 4 * BLOCK_B], gl.float32, LOW)
     acc_high = gl.zeros([BLOCK_N, BLOCK_B], gl.float32, HIGH)
-    acc_sums = gl.zeros([BLOCK_N, 8], gl.float32, SUMS_LAYOUT)
+    acc_sums = gl.zeros([BLOCK_N, 8], gl.float32, COLUMN_SUMS)
     for step in range(steps):
         slot = count % STAGES
         acc_low, acc_high, acc_sums = product_step(g_tiles, xl_tiles, xh_tiles, ones, ready, slot,
