@@ -25,10 +25,10 @@ needs_wgmma = pytest.mark.skipif(not kernels.wgmma_runs(torch.empty(0, device=DE
                                  reason="the wgmma update runs on sm_90 GPUs only (Gluon has no interpreter)")
 
 # (M, N, K, G): M = 1, N = 1, K not a multiple of 5 or of G (the kernel takes even K), row and
-# byte tails of the 128-row x 32-byte tiles, hook rows that are not a multiple of the 64-row step,
-# and every group size whose groups lie inside one 32-byte block.
+# byte tails of the 64-row x 64-byte tiles, hook rows that are not a multiple of the 64-row step,
+# and every group size whose groups lie inside one 64-byte block.
 SHAPES = [(1, 1, 8, 5), (64, 128, 160, 40), (100, 200, 334, 40), (130, 257, 1002, 20), (3, 130, 646, 160),
-          (700, 64, 90, 10), (513, 300, 1200, 80), (65, 129, 204, 40)]
+          (700, 64, 90, 10), (513, 300, 1200, 80), (65, 129, 204, 40), (70, 90, 1290, 320)]
 
 
 def cpu_layer_state(n: int, k: int, g: int, gen: torch.Generator) -> dict:
@@ -178,10 +178,10 @@ def test_wgmma_update_reads_strided_hooks(monkeypatch):
     assert_bitwise(expected, kernels.update(*args, wide_x[:, 13:], wide_g[:, :n], **rule(k, g)))
 
 
-@pytest.mark.parametrize("group_size", [15, 30, 320])
+@pytest.mark.parametrize("group_size", [15, 30, 640])
 def test_wgmma_update_refuses_groups_that_straddle_its_byte_blocks(group_size):
-    """Checked before any launch (so on CPU too), naming G: groups of 3, 6 or 64 bytes would
-    straddle the kernel's 32-byte blocks; ``takes`` refuses them as well."""
+    """Checked before any launch (so on CPU too), naming G: groups of 3, 6 or 128 bytes would
+    straddle the kernel's 64-byte blocks; ``takes`` refuses them as well."""
     gen = torch.Generator().manual_seed(group_size)
     k = 2 * group_size
     state = cpu_layer_state(4, k, group_size, gen)
@@ -208,6 +208,7 @@ def test_wgmma_update_refuses_outputs_whose_strides_differ_from_their_inputs():
     (torch.bfloat16, torch.bfloat16, 5, 6, True), (torch.float32, torch.float32, 40, 80, False),
     (torch.bfloat16, torch.float32, 40, 80, False), (torch.bfloat16, torch.float16, 40, 80, False),
     (torch.bfloat16, torch.bfloat16, 15, 30, False), (torch.bfloat16, torch.bfloat16, 30, 60, False),
+    (torch.bfloat16, torch.bfloat16, 320, 640, True), (torch.bfloat16, torch.bfloat16, 640, 1280, False),
     (torch.bfloat16, torch.bfloat16, 40, 81, False),
 ])
 def test_wgmma_update_takes_16_bit_hooks_with_groups_inside_a_block(x_dtype, g_dtype, group_size, k, taken):
@@ -276,10 +277,10 @@ types = [f"tensordesc<bf16[{box[0]}, {box[1]}],{gl.NVMMASharedLayout.get_default
          for box in boxes]
 types += ["*u8", "*i8", "*i8", "*i8", "*i32", "*u8", "*i8", "*i8", "*i8", "*i32"] + ["i32"] * 13
 report = []
-for bytes_per_group, has_bias in [(size, True) for size in (1, 2, 4, 8, 16, 32)] + [(8, False)]:
+for bytes_per_group, has_bias in [(size, True) for size in (1, 2, 4, 8, 16, 32, 64)] + [(8, False)]:
     constexprs = dict(BYTES_PER_GROUP=bytes_per_group, HAS_BIAS=has_bias, BLOCK_M=block_m, BLOCK_N=block_n,
                       BLOCK_B=block_b, STAGES=stages, GROUP_N=8, RULE_ROWS=ws.WS_RULE_ROWS,
-                      PRODUCT_REGISTERS=ws.WS_PRODUCT_REGISTERS, LOADER_REGISTERS=ws.WS_LOADER_REGISTERS)
+                      PRODUCT_REGISTERS=ws.WS_PRODUCT_REGISTERS)
     signature = dict(zip(names, types)) | {name: "constexpr" for name in constexprs}
     source = GluonASTSource(ws._ws_vote_kernel, signature=signature, constexprs=constexprs,
                             attrs={(i,): [["tt.divisibility", 16]] for i in range(3, 13)})
@@ -300,23 +301,24 @@ print(json.dumps(report))
 
 def test_ws_update_compiles_for_sm_90_within_shared_memory_without_spills_and_with_fenced_arrivals():
     """Compiled offline for sm_90 with the shipped constants, every group size the kernel takes with
-    a bias and one without: the ring and the signs' buffer fit an H100's 227 KB of shared memory per
-    block; nothing touches local memory in the product warps' step loops, and without a bias nowhere
-    (the register split between the partitions and the unreplicated scores layout with as little
-    replication as 256 threads allow are what make that hold; with a bias the product's second step
-    loop leaves the rule warps a few words short: at most two spilled and reloaded per rule pass,
-    where the replicated scores layout of an earlier version spilled 7-348); each step issues the four ``64x128`` and four ``64x32`` products of its 64 hook rows, and
-    in the step loop of the tiles that sum ``grad_y`` for the bias four ``64x8`` more; and each
-    ``mbarrier.arrive`` (two ring releases per step loop, the signs handed over by the product
-    warps, the signs released by the rule warps), which one thread performs for its whole
-    partition, comes right after a barrier of that partition, so no warp of it can still be reading
-    the ring slot or writing / reading the signs (Triton's lowering of the arrive emits that
-    barrier; this guards the kernel against a compiler that stops doing so)."""
-    parts = triton_wgmma_ws.WS_UPDATE_TILE[1] // triton_wgmma_ws.WS_RULE_ROWS
+    a bias and one without:
+
+    - the ring and the signs' buffer fit an H100's 227 KB of shared memory per block;
+    - nothing touches local memory in the product warps' step loops, and without a bias nowhere; with
+      a bias at most four local loads or stores in the whole kernel (the product's second step loop,
+      for the bias's column sums, takes registers the rule warps then miss; the 12 warps' split
+      between a 216-register product and a rule of the rest is what makes that hold);
+    - each step issues the four ``64x256`` and four ``64x64`` products of its 64 hook rows, and in
+      the step loop of the tiles that sum ``grad_y`` for the bias four ``64x8`` more;
+    - each ``mbarrier.arrive`` (the signs handed over by the product warps, the signs released by
+      the rule warps), which one thread performs for its whole partition, comes right after a
+      barrier of that partition, so no warp of it can still be writing or reading the signs
+      (Triton's lowering of the arrive emits that barrier; this guards the kernel against a compiler
+      that stops doing so). The ring needs no arrive: the warps that read a slot refill it."""
     for has_bias, shared, spills, loop_spills, products, arrives, fenced in _compile_offline(_WS_OFFLINE_COMPILE):
         loops = 2 if has_bias else 1  # with a bias, the tiles with column sums have their own step loop
         assert shared <= 227 * 1024
         assert loop_spills == 0
-        assert spills <= (4 * parts if has_bias else 0)
+        assert spills <= (4 if has_bias else 0)
         assert products == [4 * loops, 4 * loops, 4 * (loops - 1)]
-        assert arrives == fenced == 2 * loops + 2
+        assert arrives == fenced == 2

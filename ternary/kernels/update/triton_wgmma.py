@@ -2,11 +2,11 @@
 under ``TRITON_INTERPRET``); the kernel that uses them is ``triton_wgmma_ws.py``.
 
 The update forms each tile's gradient ``grad_y[:, rows].T @ x_planes`` (``BLOCK_N`` weight rows by
-``BLOCK_B = 32`` packed bytes, i.e. ``5 BLOCK_B`` input columns) on tensor cores and applies the
+``BLOCK_B = 64`` packed bytes, i.e. ``5 BLOCK_B`` input columns) on tensor cores and applies the
 rule of the Triton kernel (``triton.py``; ``vote_bytes``, ``step_exponent``, ``step_bias``) to it
 without writing any gradient. With explicit layouts:
 
-- each warpgroup owns 64 weight rows, so one ``wgmma`` of width ``4 BLOCK_B = 128`` covers its
+- each warpgroup owns 64 weight rows, so one ``wgmma`` of width ``4 BLOCK_B = 256`` covers its
   digits 0..3 and one of width ``BLOCK_B`` digit 4 (:func:`product_step`); each step's ``grad_y``
   box is the left operand (transposed in shared memory), the two digit-plane boxes the right ones,
   all three by TMA (:func:`fetch_step`, :func:`hook_descriptors`);
@@ -32,8 +32,8 @@ from ternary.kernels.linear.triton_launch import tma_rows
 from ternary.kernels.update import UpdatedTensors
 from ternary.kernels.update.triton_rule import hook_planes, load_exponents, store_stepped_exponents
 
-# Packed bytes per tile: four digits make one 128-wide wgmma.
-WGMMA_BLOCK_B = 32
+# Packed bytes per tile: four digits make one 256-wide wgmma (the widest there is).
+WGMMA_BLOCK_B = 64
 _DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
 

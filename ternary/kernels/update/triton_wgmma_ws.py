@@ -1,18 +1,23 @@
 """The ``wgmma`` update for 16-bit hooks: a persistent, warp-specialised kernel (Gluon, compiled sm_90
 GPUs only, never under ``TRITON_INTERPRET``) built from ``triton_wgmma.py``'s parts.
 
-Tiles are 128 weight rows by 32 packed bytes (one ``64x128`` and one ``64x32`` ``wgmma`` per
-warpgroup and 16 hook rows). Each of the card's SMs runs one program that walks the tiles
-``program_id, program_id + programs, ..`` with three groups of warps working at once:
+Tiles are 64 weight rows by 64 packed bytes (one ``64x256`` and one ``64x64`` ``wgmma`` per 16 hook
+rows: the widest products there are, which is what feeds the tensor cores best). Each of the card's
+SMs runs one program that walks the tiles ``program_id, program_id + programs, ..`` with two groups
+of warps working at once:
 
-- **loader** (1 warp): the TMA boxes of every step of every tile, into a ring of ``STAGES`` slots
-  (``ready`` / ``empty`` barriers per slot);
-- **product** (two warpgroups): each tile's gradient, then only its signs, ``[128, 160]`` int8, go
-  to shared memory (the rule needs nothing else of the gradient) and the next tile's product
-  starts at once (``signs_ready`` / ``signs_free`` barriers);
-- **rule** (the default partition, ``warps``): the rule on the stored signs, 16 rows at a time in
-  a blocked layout of byte pairs (``T_accum`` as 16-bit pieces), then the exponents,
-  while the product warps accumulate the next tile.
+- **product** (one warpgroup): the TMA boxes of every step into a ring of ``STAGES`` slots, each slot
+  refilled once the products that read it retire (``ready`` barriers per slot); each tile's
+  gradient, then only its signs, ``[64, 320]`` int8, go to shared memory (the rule needs nothing
+  else of the gradient) and the next tile's product starts at once (``signs_ready`` /
+  ``signs_free`` barriers);
+- **rule** (the default partition, ``warps``): the rule on the stored signs, a few rows at a time
+  in a blocked layout of byte pairs (``T_accum`` as 16-bit pieces), then the exponents, while the
+  product warps accumulate the next tile.
+
+The product issues its own copies (no loader warp), so the kernel has 12 warps: ``ptxas`` compiles
+it under ``65536 / 384`` registers per thread, enough for a ``64x256`` product's 128 accumulators
+(16 warps would leave 128, too few to compile it), and the product takes more per thread at run time.
 
 The bias needs ``grad_y``'s column sums: in the tiles of the first byte block the product warps
 issue one more ``wgmma`` per step, against a column of ones, and step the bias themselves.
@@ -38,45 +43,44 @@ from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layo
                                                  store_accumulator_pairs)
 
 # (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, rule warps), rule rows per
-# pass, registers per thread of the product and loader warps. H100, bf16 hooks, same process
-# (benchmarks/results/h100/update_ws/): 4 stages beat 5 (16384^2 M = 8192 8.2 against 8.9 ms: less L1
-# left), 8 rule warps beat 4 (9.3 ms); loading each rule pass's state during the previous pass: M =
-# 2048 3.35 against 3.67 ms (ws_time4.log); two product partitions instead of one: level
-# (ws_split_and_groups.log). Against the one-tile-per-program wgmma kernel it replaced
-# (ws_thresholds*.log): faster at every M from 64 on 16384^2, 4096 x 14336, 14336 x 4096, 4096^2
-# (16384^2 M = 64 / 2048 1.52 / 2.8 against 2.17 / 4.1 ms), level on 2048^2.
-WS_UPDATE_TILE = (64, 128, WGMMA_BLOCK_B, 4, 8)
-WS_RULE_ROWS = 16
-WS_PRODUCT_REGISTERS = 112
-WS_LOADER_REGISTERS = 24
+# pass, registers per thread of the product warps. H100, bf16 hooks, same process
+# (benchmarks/results/h100/update_wide/): fed by a loader warp, the product alone at 16384^2 M = 8192
+# took 6.4-6.6 ms with this tile against 6.7-7.0 ms for two warpgroups of 64x128 and 64x32 products
+# on 32-byte blocks, and 7.5-7.7 ms with 3 stages; the whole kernel 7.3-7.5 ms against 7.7-8.3 ms for
+# the 32-byte tiles (README, "Why 64-byte tiles").
+WS_UPDATE_TILE = (64, 64, WGMMA_BLOCK_B, 4, 8)
+WS_RULE_ROWS = 8
+WS_PRODUCT_REGISTERS = 216
 
 
 @gluon.jit
-def _loader(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, empty, M, N, KB,
-            BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr, STAGES: gl.constexpr,
-            GROUP_N: gl.constexpr):
-    """Issue the three boxes of every step of this program's tiles into the ring."""
-    row_tiles = gl.cdiv(N, BLOCK_N)
-    byte_blocks = gl.cdiv(KB, BLOCK_B)
-    steps = gl.cdiv(M, BLOCK_M)
-    count = 0
-    for tile in range(gl.program_id(0), row_tiles * byte_blocks, gl.num_programs(0)):
+def _fetch_next(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, cursor, steps, row_tiles, byte_blocks,
+                BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr, STAGES: gl.constexpr,
+                GROUP_N: gl.constexpr):
+    """Start the copies of the step at ``cursor`` (the ring's fetch count, then the step's tile, its
+    hook-row step and its tile coordinates) into ring slot ``count % STAGES``, if this program has
+    that tile, and return the cursor of the next step (the tile coordinates are worked out once per
+    tile, so a step's fetch is a few scalar operations)."""
+    count, tile, step, pid_n, pid_b = cursor
+    if tile < row_tiles * byte_blocks:
+        fetch_step(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, step, count % STAGES,
+                   pid_n * BLOCK_N, pid_b * 5 * BLOCK_B, BLOCK_M, BLOCK_B)
+    step += 1
+    if step == steps:
+        step = 0
+        tile += gl.num_programs(0)
         pid_n, pid_b = tile_at(tile, row_tiles, byte_blocks, GROUP_N)
-        for step in range(steps):
-            slot = count % STAGES
-            mbarrier.wait(empty.index(slot), ((count // STAGES) & 1) ^ 1)
-            fetch_step(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, step, slot, pid_n * BLOCK_N,
-                       pid_b * 5 * BLOCK_B, BLOCK_M, BLOCK_B)
-            count += 1
+    return count + 1, tile, step, pid_n, pid_b
 
 
 @gluon.jit
-def _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, empty, count, steps, BLOCK_N: gl.constexpr,
-                BLOCK_B: gl.constexpr, STAGES: gl.constexpr, SUMS: gl.constexpr):
-    """One tile's products over its ``steps`` ring slots from the ``count``-th on, each slot given
-    back once its products retire: returns the accumulators ``[BLOCK_N, 4 BLOCK_B]``,
-    ``[BLOCK_N, BLOCK_B]`` and, with ``SUMS``, the column sums of ``grad_y`` in column 0 of
-    ``[BLOCK_N, 8]``, and the new ``count``."""
+def _accumulate(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, ready, count, cursor, steps, row_tiles,
+                byte_blocks, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr,
+                STAGES: gl.constexpr, GROUP_N: gl.constexpr, SUMS: gl.constexpr):
+    """One tile's products over its ``steps`` ring slots from the ``count``-th on, each slot refilled
+    (:func:`_fetch_next` at ``cursor``) once its products retire: returns the accumulators
+    ``[BLOCK_N, 4 BLOCK_B]``, ``[BLOCK_N, BLOCK_B]`` and, with ``SUMS``, the column sums of ``grad_y``
+    in column 0 of ``[BLOCK_N, 8]``, and the new ``count`` and ``cursor``."""
     WARPS: gl.constexpr = gl.num_warps()
     LOW: gl.constexpr = accumulator_layout(WARPS, 4 * BLOCK_B)
     HIGH: gl.constexpr = accumulator_layout(WARPS, BLOCK_B)
@@ -88,15 +92,17 @@ def _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, empty, count, steps, B
         slot = count % STAGES
         acc_low, acc_high, acc_sums = product_step(g_tiles, xl_tiles, xh_tiles, ones, ready, slot,
                                                    (count // STAGES) & 1, acc_low, acc_high, acc_sums, SUMS)
-        # the previous step's products are retired: its slot goes back to the loader
-        mbarrier.arrive(empty.index((count + STAGES - 1) % STAGES), pred=step > 0)
+        if step > 0:  # the previous step's products are retired: refill its slot
+            cursor = _fetch_next(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, cursor, steps,
+                                 row_tiles, byte_blocks, BLOCK_M, BLOCK_N, BLOCK_B, STAGES, GROUP_N)
         count += 1
     if SUMS:
         acc_low, acc_high, acc_sums = warpgroup_mma_wait(0, deps=[acc_low, acc_high, acc_sums])
     else:
         acc_low, acc_high = warpgroup_mma_wait(0, deps=[acc_low, acc_high])
-    mbarrier.arrive(empty.index((count + STAGES - 1) % STAGES), pred=steps > 0)
-    return acc_low, acc_high, acc_sums, count
+    cursor = _fetch_next(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, cursor, steps, row_tiles,
+                         byte_blocks, BLOCK_M, BLOCK_N, BLOCK_B, STAGES, GROUP_N)
+    return acc_low, acc_high, acc_sums, count, cursor
 
 
 @gluon.jit
@@ -110,8 +116,8 @@ def _step_tile_bias(acc_sums, bias_ptr, new_bias_ptr, N, n0, bias_step):
 
 
 @gluon.jit
-def _product(g_tiles, xl_tiles, xh_tiles, ones, ready, empty, signs_low, signs_high, signs_ready, signs_free,
-             bias_ptr, new_bias_ptr, M, N, KB, bias_step, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
+def _product(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, ready, signs_low, signs_high, signs_ready,
+             signs_free, bias_ptr, new_bias_ptr, M, N, KB, bias_step, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
              BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr, STAGES: gl.constexpr, GROUP_N: gl.constexpr):
     """Each tile's ``grad_y[:, rows].T @ x_planes`` (``[BLOCK_N, 5 BLOCK_B]`` fp32 in registers),
     handed over as signs: ``signs_low [BLOCK_N, 4 BLOCK_B]`` (digits 0..3), ``signs_high``. With
@@ -120,17 +126,24 @@ def _product(g_tiles, xl_tiles, xh_tiles, ones, ready, empty, signs_low, signs_h
     row_tiles = gl.cdiv(N, BLOCK_N)
     byte_blocks = gl.cdiv(KB, BLOCK_B)
     steps = gl.cdiv(M, BLOCK_M)
+    first_n, first_b = tile_at(gl.program_id(0), row_tiles, byte_blocks, GROUP_N)
+    cursor = (0, gl.program_id(0), 0, first_n, first_b)
+    for _slot in gl.static_range(STAGES):  # the ring starts full
+        cursor = _fetch_next(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, cursor, steps, row_tiles,
+                             byte_blocks, BLOCK_M, BLOCK_N, BLOCK_B, STAGES, GROUP_N)
     count = 0
     handoffs = 0
     for tile in range(gl.program_id(0), row_tiles * byte_blocks, gl.num_programs(0)):
         pid_n, pid_b = tile_at(tile, row_tiles, byte_blocks, GROUP_N)
         if HAS_BIAS and pid_b == 0:  # without a bias, a compile-time False: one step loop
-            acc_low, acc_high, acc_sums, count = _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, empty, count,
-                                                             steps, BLOCK_N, BLOCK_B, STAGES, True)
+            acc_low, acc_high, acc_sums, count, cursor = _accumulate(
+                g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, ready, count, cursor, steps, row_tiles,
+                byte_blocks, BLOCK_M, BLOCK_N, BLOCK_B, STAGES, GROUP_N, True)
             _step_tile_bias(acc_sums, bias_ptr, new_bias_ptr, N, pid_n * BLOCK_N, bias_step)
         else:
-            acc_low, acc_high, _, count = _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, empty, count, steps,
-                                                      BLOCK_N, BLOCK_B, STAGES, False)
+            acc_low, acc_high, _, count, cursor = _accumulate(
+                g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, ready, count, cursor, steps, row_tiles,
+                byte_blocks, BLOCK_M, BLOCK_N, BLOCK_B, STAGES, GROUP_N, False)
         sign_low = (acc_low > 0).to(gl.int8) - (acc_low < 0).to(gl.int8)
         sign_high = (acc_high > 0).to(gl.int8) - (acc_high < 0).to(gl.int8)
         mbarrier.wait(signs_free, (handoffs & 1) ^ 1)
@@ -164,7 +177,7 @@ def _rule(signs_low, signs_high, signs_ready, signs_free, p_ptr, ta_ptr, e_ptr, 
     warps'). Each part's state is loaded while the part before it votes (the first part's while
     the product runs), since the stores keep the compiler from moving the loads up itself."""
     WARPS: gl.constexpr = gl.num_warps()
-    PAIRS: gl.constexpr = gl.BlockedLayout([1, 2], [2, 16], [WARPS, 1], [1, 0])
+    PAIRS: gl.constexpr = gl.BlockedLayout([1, 2], [32 // (BLOCK_B // 2), BLOCK_B // 2], [WARPS, 1], [1, 0])
     PARTS: gl.constexpr = BLOCK_N // RULE_ROWS
     row_tiles = gl.cdiv(N, BLOCK_N)
     byte_blocks = gl.cdiv(KB, BLOCK_B)
@@ -206,9 +219,9 @@ def _ws_vote_kernel(
     theta_t, theta_e, e_min, e_max, bias_step,
     BYTES_PER_GROUP: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
     BLOCK_B: gl.constexpr, STAGES: gl.constexpr, GROUP_N: gl.constexpr, RULE_ROWS: gl.constexpr,
-    PRODUCT_REGISTERS: gl.constexpr, LOADER_REGISTERS: gl.constexpr,
+    PRODUCT_REGISTERS: gl.constexpr,
 ):
-    """Shared memory and barriers of one persistent program, then the three partitions (module
+    """Shared memory and barriers of one persistent program, then the two partitions (module
     docstring). ``grad_y [M, N]`` is read by ``g_desc`` (``[BLOCK_M, BLOCK_N]`` boxes), the digit
     planes of ``x`` (``[Mp, blocks * 5 BLOCK_B]``) by ``xl_desc`` / ``xh_desc`` (``[BLOCK_M, 4 BLOCK_B]``
     / ``[BLOCK_M, BLOCK_B]`` boxes); the state tensors and their new copies by pointer with the
@@ -225,12 +238,10 @@ def _ws_vote_kernel(
     signs_low = gl.allocate_shared_memory(gl.int8, [BLOCK_N, 4 * BLOCK_B], SIGNS)
     signs_high = gl.allocate_shared_memory(gl.int8, [BLOCK_N, BLOCK_B], SIGNS)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
-    empty = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     signs_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     signs_free = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     for each in gl.static_range(STAGES):
         mbarrier.init(ready.index(each), count=1)
-        mbarrier.init(empty.index(each), count=1)
     mbarrier.init(signs_ready, count=1)
     mbarrier.init(signs_free, count=1)
     fence_async_shared()
@@ -238,12 +249,10 @@ def _ws_vote_kernel(
         (_rule, (signs_low, signs_high, signs_ready, signs_free, p_ptr, ta_ptr, e_ptr, ea_ptr, new_p_ptr, new_ta_ptr,
                  new_e_ptr, new_ea_ptr, N, K, KB, NG, stride_pn, stride_tn, stride_en, theta_t, theta_e, e_min,
                  e_max, BYTES_PER_GROUP, BLOCK_N, BLOCK_B, RULE_ROWS, GROUP_N)),
-        (_loader, (g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, empty, M, N, KB, BLOCK_M, BLOCK_N,
-                   BLOCK_B, STAGES, GROUP_N)),
-        (_product, (g_tiles, xl_tiles, xh_tiles, ones.permute((1, 0)), ready, empty, signs_low, signs_high,
-                    signs_ready, signs_free, bias_ptr, new_bias_ptr, M, N, KB, bias_step, HAS_BIAS, BLOCK_M, BLOCK_N,
-                    BLOCK_B, STAGES, GROUP_N)),
-    ], [1, BLOCK_N // 16], [LOADER_REGISTERS, PRODUCT_REGISTERS])
+        (_product, (g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones.permute((1, 0)), ready, signs_low,
+                    signs_high, signs_ready, signs_free, bias_ptr, new_bias_ptr, M, N, KB, bias_step, HAS_BIAS, BLOCK_M,
+                    BLOCK_N, BLOCK_B, STAGES, GROUP_N)),
+    ], [BLOCK_N // 16], [PRODUCT_REGISTERS])
 
 
 def ws_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensors, *, in_features: int,
@@ -264,5 +273,5 @@ def ws_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensor
         E.stride(0), theta_t, theta_e, e_min, e_max, bias_step,
         BYTES_PER_GROUP=group_size // 5, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n,
         BLOCK_B=block_b, STAGES=stages, GROUP_N=GROUP_N, RULE_ROWS=WS_RULE_ROWS,
-        PRODUCT_REGISTERS=WS_PRODUCT_REGISTERS, LOADER_REGISTERS=WS_LOADER_REGISTERS, num_warps=warps)
+        PRODUCT_REGISTERS=WS_PRODUCT_REGISTERS, num_warps=warps)
     return new
