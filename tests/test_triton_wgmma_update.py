@@ -79,15 +79,17 @@ def test_update_on_the_wgmma_path_refuses_corrupt_state_after_its_kernel_without
 
 
 @needs_wgmma
-def test_ws_update_carries_its_ring_and_hand_over_across_the_tiles_of_each_program():
+@pytest.mark.parametrize("m", [64, 150, 256, 257, 6 * 64 + 1])
+def test_ws_update_carries_its_ring_and_hand_over_across_the_tiles_of_each_program(m):
     """A layer of several tiles per SM, so each persistent program runs the ring's phases, the signs'
-    hand-over and the rule's loads ahead across tile boundaries, with 7 hook-row steps per tile
-    (not a multiple of the 4 stages): bit for bit against the reference."""
-    m, n, k, g = 6 * 64 + 1, 2100, 6002, 40
+    hand-over and the rule's loads ahead across tile boundaries, with 1, 3, 4 (= stages), 5 and 7
+    hook-row steps per tile (so the ring's first fills span four tiles, two, exactly one, and not a
+    whole number of tiles): bit for bit against the reference."""
+    n, k, g = 2100, 6002, 40
     block_n, block_b = triton_wgmma_ws.WS_UPDATE_TILE[1:3]
     tiles = triton.cdiv(n, block_n) * triton.cdiv(triton.cdiv(k, 5), block_b)
     assert tiles >= 3 * torch.cuda.get_device_properties(DEVICE).multi_processor_count
-    gen = torch.Generator().manual_seed(11)
+    gen = torch.Generator().manual_seed(11 + m)
     state = layer_state(n, k, g, gen)
     x, grad_y = hooks(m, n, k, gen)
     args = [state[name] for name in FIELDS]
@@ -289,12 +291,22 @@ for bytes_per_group, has_bias in [(size, True) for size in (1, 2, 4, 8, 16, 32, 
     products = ["HGMMA.64x%dx16.F32.BF16" % width for width in (4 * block_b, block_b, 8)]
     arrives = [i for i, line in enumerate(ptx) if "mbarrier.arrive.shared::cta.b64" in line]
     fenced = [i for i in arrives if any("bar.sync" in line for line in ptx[i - 4:i])]
+    # a copy into the ring after products were committed must come after a wait for them
+    committed, seen_products, refills, early = False, False, 0, 0
+    for line in ptx:
+        if "wgmma.commit_group" in line:
+            committed = seen_products = True
+        elif "wgmma.wait_group" in line:
+            committed = False
+        elif "cp.async.bulk.tensor" in line:
+            early += committed
+            refills += seen_products
     lines = sass.splitlines()
     wgmma_lines = [i for i, line in enumerate(lines) if "HGMMA" in line]
     step_loops = "\\n".join(lines[wgmma_lines[0]:wgmma_lines[-1] + 1])
     report.append([has_bias, compiled.metadata.shared, sass.count("STL") + sass.count("LDL"),
                    step_loops.count("STL") + step_loops.count("LDL"), [sass.count(product) for product in products],
-                   len(arrives), len(fenced)])
+                   len(arrives), len(fenced), refills, early])
 print(json.dumps(report))
 """
 
@@ -314,11 +326,15 @@ def test_ws_update_compiles_for_sm_90_within_shared_memory_without_spills_and_wi
       the rule warps), which one thread performs for its whole partition, comes right after a
       barrier of that partition, so no warp of it can still be writing or reading the signs
       (Triton's lowering of the arrive emits that barrier; this guards the kernel against a compiler
-      that stops doing so). The ring needs no arrive: the warps that read a slot refill it."""
-    for has_bias, shared, spills, loop_spills, products, arrives, fenced in _compile_offline(_WS_OFFLINE_COMPILE):
+      that stops doing so). The ring needs no arrive: the warps that read a slot refill it, and in
+      the PTX every copy after the first products comes after a wait for the products committed
+      before it (a slot refilled before its readers retire would fail here)."""
+    for has_bias, shared, spills, loop_spills, products, arrives, fenced, refills, early in _compile_offline(
+            _WS_OFFLINE_COMPILE):
         loops = 2 if has_bias else 1  # with a bias, the tiles with column sums have their own step loop
         assert shared <= 227 * 1024
         assert loop_spills == 0
         assert spills <= (4 if has_bias else 0)
         assert products == [4 * loops, 4 * loops, 4 * (loops - 1)]
         assert arrives == fenced == 2
+        assert refills > 0 and early == 0

@@ -22,9 +22,9 @@ it under ``65536 / 384`` registers per thread, enough for a ``64x256`` product's
 The bias needs ``grad_y``'s column sums: in the tiles of the first byte block the product warps
 issue one more ``wgmma`` per step, against a column of ones, and step the bias themselves.
 
-So the rule costs no product time once the product is the longer of the two (16384^2 from about
-2048 hook rows on an H100), and below that the product hides most of it. Takes what
-``triton_wgmma.takes`` takes.
+The rule of one tile runs while the product accumulates the next, so at 16384^2 from about 8192 hook
+rows on an H100 the rule costs the product little; at 2048 the two take about as long, and below
+that the rule decides (README, "Why 64-byte tiles"). Takes what ``triton_wgmma.takes`` takes.
 """
 
 from __future__ import annotations
@@ -47,7 +47,8 @@ from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layo
 # (benchmarks/results/h100/update_wide/): fed by a loader warp, the product alone at 16384^2 M = 8192
 # took 6.4-6.6 ms with this tile against 6.7-7.0 ms for two warpgroups of 64x128 and 64x32 products
 # on 32-byte blocks, and 7.5-7.7 ms with 3 stages; the whole kernel 7.3-7.5 ms against 7.7-8.3 ms for
-# the 32-byte tiles (README, "Why 64-byte tiles").
+# the 32-byte tiles (README, "Why 64-byte tiles"). The rule's 8 warps each take one row of 64 bytes
+# per pass (a byte pair per lane), hence 8-row passes; 4 rule warps doubled M = 2048.
 WS_UPDATE_TILE = (64, 64, WGMMA_BLOCK_B, 4, 8)
 WS_RULE_ROWS = 8
 WS_PRODUCT_REGISTERS = 216
@@ -62,14 +63,16 @@ def _fetch_next(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, cu
     that tile, and return the cursor of the next step (the tile coordinates are worked out once per
     tile, so a step's fetch is a few scalar operations)."""
     count, tile, step, pid_n, pid_b = cursor
-    if tile < row_tiles * byte_blocks:
+    tiles = row_tiles * byte_blocks
+    if (tile < tiles) & (step < steps):  # no hook rows: no step to fetch, nothing to wait for
         fetch_step(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, step, count % STAGES,
                    pid_n * BLOCK_N, pid_b * 5 * BLOCK_B, BLOCK_M, BLOCK_B)
     step += 1
-    if step == steps:
+    if step >= steps:
         step = 0
         tile += gl.num_programs(0)
-        pid_n, pid_b = tile_at(tile, row_tiles, byte_blocks, GROUP_N)
+        # past the last tile the coordinates go unused; clamped, tile_at never divides by zero
+        pid_n, pid_b = tile_at(gl.minimum(tile, tiles - 1), row_tiles, byte_blocks, GROUP_N)
     return count + 1, tile, step, pid_n, pid_b
 
 
@@ -177,6 +180,8 @@ def _rule(signs_low, signs_high, signs_ready, signs_free, p_ptr, ta_ptr, e_ptr, 
     warps'). Each part's state is loaded while the part before it votes (the first part's while
     the product runs), since the stores keep the compiler from moving the loads up itself."""
     WARPS: gl.constexpr = gl.num_warps()
+    gl.static_assert((32 % (BLOCK_B // 2) == 0) & (RULE_ROWS % (WARPS * 64 // BLOCK_B) == 0),
+                     "a pass is whole rows of byte pairs, one pair per lane")
     PAIRS: gl.constexpr = gl.BlockedLayout([1, 2], [32 // (BLOCK_B // 2), BLOCK_B // 2], [WARPS, 1], [1, 0])
     PARTS: gl.constexpr = BLOCK_N // RULE_ROWS
     row_tiles = gl.cdiv(N, BLOCK_N)
