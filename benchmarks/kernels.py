@@ -9,8 +9,11 @@ Everything is timed in one process on one card, with the baseline in the same ru
   reuse one set of inputs);
 - the update rows (ours, the weight-gradient GEMM, GEMM + AdamW) are timed as four calls queued
   back to back between CUDA events, per call, with ``update(..., validated=True)`` as a training
-  step calls it; the step's ``T_packed`` check (one reduction and a host sync per step for all
-  layers) is the separate ``t_packed_check`` row, timed alone.
+  step calls it; the three take turns for four rounds (:func:`time_interleaved`: a millisecond-long
+  GEMM moves the card's clock, so a baseline timed once would drift from ours) and each row
+  gives the median per call, its ratios the median of the rounds' ratios; the step's ``T_packed``
+  check (one reduction and a host sync per step for all layers) is the separate
+  ``t_packed_check`` row, timed alone.
 
 Columns per (op, N x K, M): bf16 ``F.linear`` / ``grad_y @ W`` (cuBLAS); ``auto``, i.e.
 ``ternary.functional.linear(..., backend="auto")`` under ``torch.no_grad()`` (what the
@@ -127,6 +130,23 @@ def time_back_to_back(fn: Callable[[], object], calls: int = 4, repeats: int = 5
     torch.cuda.synchronize()
     return statistics.median(_event_ms(lambda: [fn() for _ in range(calls)]) * 1000.0 / calls
                              for _ in range(repeats))
+
+
+def time_interleaved(calls: dict[str, Callable[[], object]], rounds: int = 4) -> dict[str, list[float]]:
+    """:func:`time_back_to_back` of each of ``calls`` in turn, ``rounds`` times over: microseconds per
+    call, round by round. Kernels that run for milliseconds move the card's clock (power and heat),
+    so a baseline timed once before or after the others drifts from them; taken in turns, round
+    ``r`` of every call ran under about the same clock (compare them with :func:`paired_ratio`)."""
+    times: dict[str, list[float]] = {name: [] for name in calls}
+    for _ in range(rounds):
+        for name, fn in calls.items():
+            times[name].append(time_back_to_back(fn))
+    return times
+
+
+def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
+    """Median over rounds of ``numerator[r] / denominator[r]`` (times from :func:`time_interleaved`)."""
+    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
 
 
 def time_with_events(fn: Callable[[], object], repeats: int = 5) -> float:
@@ -334,8 +354,6 @@ def bench_update(results: Results, n: int, k: int, m: int, device: torch.device)
     bias = torch.zeros(n, dtype=torch.int32, device=device)
     x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
     grad_y = torch.randn(m, n, device=device, dtype=torch.bfloat16)
-    gemm = time_back_to_back(lambda: grad_y.T @ x)
-    results.add("update", n, k, m, "bf16_wgrad_gemm", gemm, tflops=2 * m * n * k / gemm / 1e6)
     master = torch.nn.Parameter(torch.zeros(n, k, device=device))
     optimizer = torch.optim.AdamW([master], lr=1e-3, fused=True)
 
@@ -343,18 +361,28 @@ def bench_update(results: Results, n: int, k: int, m: int, device: torch.device)
         master.grad = (grad_y.T @ x).to(torch.float32)
         optimizer.step()
 
-    ste = time_back_to_back(ste_step)
-    results.add("update", n, k, m, "ste_gemm_adamw", ste, vs_gemm=ste / gemm)
-    del master, optimizer
-    torch.cuda.empty_cache()
     rule = dict(in_features=k, group_size=GROUP_SIZE, theta_t=4, theta_e=16, e_min=-24, e_max=8, bias_step=64)
+    calls = {"gemm": lambda: grad_y.T @ x, "ste": ste_step,
+             # as a training step calls it: T_packed checked once per step for all layers (timed below)
+             "ours": lambda: triton_update.update(packed, E, E_accum, T_accum, bias, x, grad_y, validated=True,
+                                                  **rule)}
+    try:
+        times = time_interleaved(calls)
+    except Exception as error:  # noqa: BLE001 - our update failed: time the baselines alone, record the error
+        traceback.print_exc()
+        times = time_interleaved({name: calls[name] for name in ("gemm", "ste")}) | {"ours": error}
+    del master, optimizer, calls
+    torch.cuda.empty_cache()
+    gemm, ste = statistics.median(times["gemm"]), statistics.median(times["ste"])
+    results.add("update", n, k, m, "bf16_wgrad_gemm", gemm, tflops=2 * m * n * k / gemm / 1e6)
+    results.add("update", n, k, m, "ste_gemm_adamw", ste, vs_gemm=paired_ratio(times["ste"], times["gemm"]))
 
     def ours():
-        # as a training step calls it: T_packed checked once per step for all layers (timed below)
-        us = time_back_to_back(lambda: triton_update.update(packed, E, E_accum, T_accum, bias, x, grad_y,
-                                                             validated=True, **rule))
-        return us, dict(vs_gemm=us / gemm, vs_ste=us / ste, **update_agreement(packed, E, E_accum, T_accum, bias,
-                                                                                x, grad_y, rule))
+        if isinstance(times["ours"], Exception):
+            raise times["ours"]
+        return statistics.median(times["ours"]), dict(
+            vs_gemm=paired_ratio(times["ours"], times["gemm"]), vs_ste=paired_ratio(times["ours"], times["ste"]),
+            **update_agreement(packed, E, E_accum, T_accum, bias, x, grad_y, rule))
     results.measure("update", n, k, m, "triton", ours)
     results.measure("update", n, k, m, "t_packed_check",
                     lambda: (time_with_events(lambda: check_packed_all([("T_packed", packed)])), {}))

@@ -37,3 +37,18 @@ def test_bad_row_lists_name_the_option_and_what_was_given(monkeypatch, tmp_path)
     assert "--update-rows" in result.output
     result, _ = _invoke(monkeypatch, ["--shapes", "4096by4096", "--out", str(tmp_path)])
     assert result.exit_code != 0 and "--shapes" in result.output
+
+
+def test_interleaved_timing_takes_turns_and_pairs_the_ratios_by_round(monkeypatch):
+    """Each round times every call once, in the given order, and a ratio is the median of the
+    rounds' own ratios (not the ratio of the medians), so a clock that drifts between rounds
+    moves both sides of each pair alike."""
+    order = []
+    clock = iter([100.0, 120.0, 200.0, 250.0, 150.0, 165.0])  # gemm, ours per round; the card slows
+    monkeypatch.setattr(benchmarks.kernels, "time_back_to_back", lambda fn: (order.append(fn()), next(clock))[1])
+    times = benchmarks.kernels.time_interleaved({"gemm": lambda: "gemm", "ours": lambda: "ours"}, rounds=3)
+    assert order == ["gemm", "ours"] * 3
+    assert times == {"gemm": [100.0, 200.0, 150.0], "ours": [120.0, 250.0, 165.0]}
+    ratio = benchmarks.kernels.paired_ratio(times["ours"], times["gemm"])
+    assert ratio == 1.2  # the rounds' ratios are 1.2, 1.25 and 1.1
+    assert ratio != sorted(times["ours"])[1] / sorted(times["gemm"])[1]  # 165 / 150 = 1.1 across rounds
