@@ -132,14 +132,14 @@ def time_back_to_back(fn: Callable[[], object], calls: int = 4, repeats: int = 5
                              for _ in range(repeats))
 
 
-def time_interleaved(calls: dict[str, Callable[[], object]], rounds: int = 4) -> dict[str, list[float]]:
-    """:func:`time_back_to_back` of each of ``calls`` in turn, ``rounds`` times over: microseconds per
+def time_interleaved(fns: dict[str, Callable[[], object]], rounds: int = 4) -> dict[str, list[float]]:
+    """:func:`time_back_to_back` of each of ``fns`` in turn, ``rounds`` times over: microseconds per
     call, round by round. Kernels that run for milliseconds move the card's clock (power and heat),
     so a baseline timed once before or after the others drifts from them; taken in turns, round
     ``r`` of every call ran under about the same clock (compare them with :func:`paired_ratio`)."""
-    times: dict[str, list[float]] = {name: [] for name in calls}
+    times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
-        for name, fn in calls.items():
+        for name, fn in fns.items():
             times[name].append(time_back_to_back(fn))
     return times
 
@@ -362,24 +362,25 @@ def bench_update(results: Results, n: int, k: int, m: int, device: torch.device)
         optimizer.step()
 
     rule = dict(in_features=k, group_size=GROUP_SIZE, theta_t=4, theta_e=16, e_min=-24, e_max=8, bias_step=64)
-    calls = {"gemm": lambda: grad_y.T @ x, "ste": ste_step,
-             # as a training step calls it: T_packed checked once per step for all layers (timed below)
-             "ours": lambda: triton_update.update(packed, E, E_accum, T_accum, bias, x, grad_y, validated=True,
-                                                  **rule)}
+    def ours_step():  # as a training step calls it: T_packed checked once per step for all layers (timed below)
+        return triton_update.update(packed, E, E_accum, T_accum, bias, x, grad_y, validated=True, **rule)
+
+    baselines = {"gemm": lambda: grad_y.T @ x, "ste": ste_step}
+    failure = None
     try:
-        times = time_interleaved(calls)
+        times = time_interleaved(baselines | {"ours": ours_step})
     except Exception as error:  # noqa: BLE001 - our update failed: time the baselines alone, record the error
         traceback.print_exc()
-        times = time_interleaved({name: calls[name] for name in ("gemm", "ste")}) | {"ours": error}
-    del master, optimizer, calls
+        failure, times = error, time_interleaved(baselines)
+    del master, optimizer, baselines
     torch.cuda.empty_cache()
     gemm, ste = statistics.median(times["gemm"]), statistics.median(times["ste"])
     results.add("update", n, k, m, "bf16_wgrad_gemm", gemm, tflops=2 * m * n * k / gemm / 1e6)
     results.add("update", n, k, m, "ste_gemm_adamw", ste, vs_gemm=paired_ratio(times["ste"], times["gemm"]))
 
     def ours():
-        if isinstance(times["ours"], Exception):
-            raise times["ours"]
+        if failure is not None:
+            raise failure
         return statistics.median(times["ours"]), dict(
             vs_gemm=paired_ratio(times["ours"], times["gemm"]), vs_ste=paired_ratio(times["ours"], times["ste"]),
             **update_agreement(packed, E, E_accum, T_accum, bias, x, grad_y, rule))
