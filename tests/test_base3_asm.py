@@ -63,7 +63,8 @@ def _fma_bf16x2(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
 
 
 def run_asm(text: str, operands: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
-    """Execute the instructions of ``text`` on uint64 arrays holding 32-bit values."""
+    """Execute the instructions of ``text`` on uint64 arrays holding 32-bit values; element ``i`` of
+    every array is lane ``i`` (``shfl.sync.bfly`` reads element ``i ^ mask``)."""
     regs = dict(operands)
 
     def value(token: str) -> np.ndarray:
@@ -79,7 +80,14 @@ def run_asm(text: str, operands: dict[str, np.ndarray]) -> dict[str, np.ndarray]
         op, args = line.split(None, 1)
         dst, *src = [a.strip() for a in args.split(",")]
         v = [value(s) for s in src[:2]] if not op.startswith("prmt") else None
-        if op == "mov.b32":
+        if op == "shfl.sync.bfly.b32":
+            result = v[0][np.arange(v[0].size) ^ int(src[1], 0)]
+        elif op == "setp.ne.b32":
+            regs[dst] = v[0] != v[1]
+            continue
+        elif op == "selp.b32":
+            result = np.where(regs[src[2]], v[0], v[1])
+        elif op == "mov.b32":
             result = value(src[0])
         elif op == "prmt.b32":
             result = _prmt(value(src[0]), value(src[1]), int(src[2], 0))
@@ -115,6 +123,14 @@ def test_every_instruction_of_the_asm_is_modelled():
            if line.strip() and line.strip() not in "{}" and not line.strip().startswith(".reg")}
     assert ops <= {"mov.b32", "prmt.b32", "mad.lo.u32", "mul.lo.u32", "add.u32", "shr.u32", "shl.b32",
                    "and.b32", "or.b32", "fma.rn.bf16x2"}
+
+
+def test_every_instruction_of_the_run_decode_is_modelled():
+    text = triton_base3.RUN_COLUMNS_ASM
+    ops = {line.split()[0] for line in text.splitlines()
+           if line.strip() and line.strip() not in "{}" and not line.strip().startswith(".reg")}
+    assert ops <= {"prmt.b32", "and.b32", "or.b32", "add.u32", "fma.rn.bf16x2", "mov.b32", "shfl.sync.bfly.b32",
+                   "setp.ne.b32", "selp.b32"}
 
 
 @pytest.mark.parametrize("exponents", [(0, 0), (-128, 127), (-127, 5), (120, -126), (-3, -126)])
@@ -176,3 +192,56 @@ def test_word_decode_gives_each_byte_position_its_weights():
                     lane = (out[f"${2 * digit + p // 2}"] >> np.uint64(16 * (p % 2))) & np.uint64(0xFFFF)
                     want = table[byte.astype(np.int64), digit] * 2.0**exponent
                     assert np.array_equal(_bf16_to_float(lane), want), (exponent, position, p, digit)
+
+
+def _exponent_bits(exponent: int) -> int:
+    return (exponent + 127) << 7 if exponent >= -126 else 1 << (exponent + 133)
+
+
+def _pair_image(out: dict[str, np.ndarray]) -> np.ndarray:
+    """The 160 bytes (as 40 words) that each lane pair ``2 q, 2 q + 1`` stores: the even lane's output
+    chunk ``j`` (``$4j..$4j+3``) at bytes ``32 j``, the odd lane's at ``32 j + 16``."""
+    lanes = out["$0"].size
+    image = np.zeros((lanes // 2, 40), dtype=np.uint64)
+    for j in range(5):
+        for w in range(4):
+            image[:, 8 * j + w] = out[f"${4 * j + w}"][0::2]
+            image[:, 8 * j + 4 + w] = out[f"${4 * j + w}"][1::2]
+    return image
+
+
+@pytest.mark.parametrize("exponents", [(0, 0, 0, 0), (-128, 127, -127, 5), (120, -126, 3, -128)])
+def test_run_decode_gives_every_byte_its_columns(exponents):
+    """``RUN_COLUMNS_ASM`` on pairs of lanes holding neighbouring runs: every byte value, corrupt
+    ones included, in each of the eight positions of an even and of an odd run, beside random
+    bytes, lands as the lookup-table weights times ``2^E`` of its word in columns ``5 p .. 5 p + 4``
+    of its run in the pair's stored 160 bytes (run ``2 q`` in the first 80, ``2 q + 1`` in the next),
+    and as NaN in exactly those five columns when it is > 242. ``exponents``: the two words' E of
+    even runs, then of odd runs."""
+    text = triton_base3.RUN_COLUMNS_ASM
+    table = byte_to_trits_table().numpy().astype(np.float64)
+    rng = np.random.default_rng(1)
+    values = np.repeat(np.arange(256, dtype=np.uint64), 2)  # each value in an even and in an odd lane
+    parity = np.arange(values.size, dtype=np.uint64) & np.uint64(1)
+    lane_exponents = [np.where(parity == 1, exponents[2 + w], exponents[w]) for w in range(2)]
+    scales = {f"${28 + w}": np.array([_exponent_bits(int(e)) * 0x10001 for e in lane_exponents[w]], dtype=np.uint64)
+              for w in range(2)}
+    for position in range(8):
+        bytes_ = [values if p == position else rng.integers(0, 243, size=values.size).astype(np.uint64)
+                  for p in range(8)]
+        # each byte arrives in the low byte of its register; the upper bytes must not matter
+        noise = [rng.integers(0, 2**24, size=values.size).astype(np.uint64) << np.uint64(8) for _ in range(8)]
+        operands = {f"${20 + p}": b | n for p, (b, n) in enumerate(zip(bytes_, noise))} | scales | {"$30": parity}
+        image = _pair_image(run_asm(text, operands))
+        for lane_parity in (0, 1):
+            words = image[:, 20 * lane_parity:20 * lane_parity + 20]
+            for p, byte in enumerate(bytes_):
+                byte = byte[lane_parity::2]
+                corrupt = byte > 242
+                for digit in range(5):
+                    column = 5 * p + digit
+                    got = _bf16_to_float((words[:, column // 2] >> np.uint64(16 * (column % 2))) & np.uint64(0xFFFF))
+                    scale = 2.0 ** exponents[2 * lane_parity + p // 4]
+                    want = table[np.minimum(byte, 242).astype(np.int64), digit] * scale
+                    assert np.isnan(got[corrupt]).all(), (position, lane_parity, p, digit)
+                    assert np.array_equal(got[~corrupt], want[~corrupt]), (exponents, position, lane_parity, p, digit)

@@ -62,7 +62,8 @@ from ternary.kernels.linear.triton_base3 import (
     weight_tiles_bf16,
 )
 from ternary.kernels.layer_checks import check_layer_tensors
-from ternary.kernels.linear import triton_mma_forward, triton_table_gemv, triton_wgmma_forward, triton_wgmma_grad_x
+from ternary.kernels.linear import (triton_mma_forward, triton_run_decode, triton_table_gemv, triton_wgmma_forward,
+                                   triton_wgmma_grad_x)
 from ternary.kernels.linear.triton_launch import (capability, even_splits, finish_splits, program_splits, round_up,
                                                   sm_count)
 from ternary.kernels.registry import triton_interpreted
@@ -520,13 +521,23 @@ def _gemv_splits(tiles: int, blocks: int, device: torch.device) -> int:
 
 
 def dequantize(T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int, group_size: int,
-               dtype: torch.dtype = torch.bfloat16, tile: tuple[int, int, int] | None = None) -> torch.Tensor:
+               dtype: torch.dtype = torch.bfloat16, tile: tuple[int, int, int] | None = None,
+               runs: bool | None = None) -> torch.Tensor:
     """Dense ``W [N, K] = T * 2^E`` in ``dtype`` (the transient buffer of the two-step path).
 
-    The result is a view of a buffer whose rows are padded to whole column tiles (row stride
-    ``Kp >= K``, fewer than ``min(BLOCK_C, next_power_of_2(K))`` columns more), which cuBLAS
-    takes as its leading dimension. ``tile = (BLOCK_N, BLOCK_C, warps)`` overrides the launch (benchmark sweeps).
+    The result is a view of a buffer whose rows are padded (row stride ``Kp >= K``), which cuBLAS
+    takes as its leading dimension. bf16 buffers of layers whose groups are whole 4-byte runs are
+    decoded eight bytes at a time by PTX on the GPU (``triton_run_decode``: ``Kp`` holds whole runs of 40
+    columns and whole 128-byte lines). ``runs=False`` forces the per-weight decode, whose rows are whole
+    column tiles (fewer than ``min(BLOCK_C, next_power_of_2(K))`` columns more) and whose launch
+    ``tile = (BLOCK_N, BLOCK_C, warps)`` overrides (benchmark sweeps; a tile also picks that decode).
     """
+    if runs is None:
+        runs = tile is None and triton_run_decode.takes(T_packed, group_size, dtype)
+    if runs:
+        if dtype != torch.bfloat16:
+            raise ValueError(f"dequantize: the run decode writes bf16 only (asked for {dtype})")
+        return triton_run_decode.dequantize_runs(T_packed, E, in_features=in_features, group_size=group_size)
     n = T_packed.shape[0]
     block_n, block_c, warps = (16, 32, 4) if triton_interpreted() else COLUMN_DECODE_TILE
     if tile is not None:

@@ -178,6 +178,35 @@ mov.b32 g, 0x43434343;
 _WEIGHT_PAIRS_ASM = tl.constexpr(_pair_decode_asm())
 
 
+_WORD_DECODE_REGISTERS = ".reg .b32 p, v, w, u, t, s0, s1, n, r, one, third, big, nbig, m249, m128, c256, m3, z;"
+_WORD_DECODE_CONSTANTS = ["mov.b32 one, 0x3F803F80;", "mov.b32 third, 0x3EAB3EAB;", "mov.b32 big, 0x43404340;",
+                          "mov.b32 nbig, 0xC340C340;", "mov.b32 m249, 0xC379C379;", "mov.b32 m128, 0xC300C300;",
+                          "mov.b32 c256, 0x43804380;", "mov.b32 m3, 0xC040C040;", "mov.b32 z, 0x80008000;"]
+
+
+def _word_decode_lines(word: str, scales: tuple[str, str], outputs: list[str]) -> list[str]:
+    """PTX lines decoding the four bytes of register ``word`` into ``outputs[2 d + h]``: digit ``d``
+    of bytes ``2 h`` (low lane) and ``2 h + 1`` (high lane) as bf16x2 ``T * 2^E``, with ``scales[h]``
+    the bf16 bits of ``2^E`` in both lanes (uses the registers and constants of
+    ``_WORD_DECODE_REGISTERS`` / ``_WORD_DECODE_CONSTANTS``; the method is :func:`_word_decode_asm`'s)."""
+    lines = []
+    for half in range(2):
+        lines += [f"prmt.b32 p, {word}, 0, {0x4140 + 0x202 * half:#06x};",
+                  "and.b32 v, p, 0x007F007F;", "or.b32 v, v, 0x43004300;",  # 128 + (b & 127)
+                  "and.b32 w, p, 0x00800080;", "or.b32 w, w, 0x3F003F00;",  # 0.5 + (b >> 7) / 2
+                  "fma.rn.bf16x2 u, v, one, m249;",  # (b & 127) - 121
+                  "fma.rn.bf16x2 t, w, c256, m128;",  # 128 (b >> 7)
+                  "fma.rn.bf16x2 s0, t, one, u;"]  # b - 121
+        current, following = "s0", "s1"
+        for digit in range(4):
+            lines += [f"fma.rn.bf16x2 n, {current}, third, big;", f"fma.rn.bf16x2 {following}, n, one, nbig;",
+                      f"fma.rn.bf16x2 r, {following}, m3, {current};",
+                      f"fma.rn.bf16x2 {outputs[2 * digit + half]}, r, {scales[half]}, z;"]
+            current, following = following, current
+        lines.append(f"fma.rn.bf16x2 {outputs[8 + half]}, {current}, {scales[half]}, z;")
+    return lines
+
+
 def _word_decode_asm() -> str:
     """PTX turning a word of four packed bytes (``$10``) that share one scale (the bf16 bits of
     ``2^E`` in both halves of ``$14``) into five digit outputs of four bf16 weights each: ``$2d``
@@ -193,27 +222,70 @@ def _word_decode_asm() -> str:
     the caller flags it. 23 SASS instructions per byte pair (25 in PTX: each and/or pair fuses), 3
     of them on the integer pipe (the pair decode above takes 24-29 with 13 there).
     """
-    lines = ["{", ".reg .b32 p, v, w, u, t, s0, s1, n, r, one, third, big, nbig, m249, m128, c256, m3, sc, z;",
-             "mov.b32 sc, $14;", "mov.b32 one, 0x3F803F80;", "mov.b32 third, 0x3EAB3EAB;", "mov.b32 big, 0x43404340;",
-             "mov.b32 nbig, 0xC340C340;", "mov.b32 m249, 0xC379C379;", "mov.b32 m128, 0xC300C300;",
-             "mov.b32 c256, 0x43804380;", "mov.b32 m3, 0xC040C040;", "mov.b32 z, 0x80008000;"]
-    for half in range(2):
-        lines += [f"prmt.b32 p, $10, 0, {0x4140 + 0x202 * half:#06x};",
-                  "and.b32 v, p, 0x007F007F;", "or.b32 v, v, 0x43004300;",  # 128 + (b & 127)
-                  "and.b32 w, p, 0x00800080;", "or.b32 w, w, 0x3F003F00;",  # 0.5 + (b >> 7) / 2
-                  "fma.rn.bf16x2 u, v, one, m249;",  # (b & 127) - 121
-                  "fma.rn.bf16x2 t, w, c256, m128;",  # 128 (b >> 7)
-                  "fma.rn.bf16x2 s0, t, one, u;"]  # b - 121
-        current, following = "s0", "s1"
-        for digit in range(4):
-            lines += [f"fma.rn.bf16x2 n, {current}, third, big;", f"fma.rn.bf16x2 {following}, n, one, nbig;",
-                      f"fma.rn.bf16x2 r, {following}, m3, {current};", f"fma.rn.bf16x2 ${2 * digit + half}, r, sc, z;"]
-            current, following = following, current
-        lines.append(f"fma.rn.bf16x2 ${8 + half}, {current}, sc, z;")
+    lines = ["{", _WORD_DECODE_REGISTERS[:-1] + ", sc;", "mov.b32 sc, $14;"] + _WORD_DECODE_CONSTANTS
+    lines += _word_decode_lines("$10", ("sc", "sc"), [f"${i}" for i in range(10)])
     return "\n".join(lines + ["}"]) + "\n"
 
 
 WORD_WEIGHTS_ASM = _word_decode_asm()
+
+
+def _run_columns_asm() -> str:
+    """PTX turning a run of eight packed bytes (``$20..$27``, one byte per register, low byte used)
+    into its forty bf16 weights ``T * 2^E`` in column order, ready for five 16-byte stores that
+    write whole 32-byte sectors together with the lane that holds the neighbouring run.
+
+    ``$28`` / ``$29`` hold the bf16 bits of ``2^E`` in both lanes for bytes 0-3 / 4-7. The run's
+    column words ``w_o`` (``o = 0..19``: columns ``2 o`` in the low lane, ``2 o + 1`` in the high lane,
+    column ``5 p + d`` being digit ``d`` of byte ``p``) form five 16-byte chunks ``C_s = w_4s..w_4s+3``.
+    Runs ``2 q`` and ``2 q + 1`` (``$30`` = run parity) must sit in lanes ``L`` and ``L ^ 1``: they swap
+    chunks 1 and 3 (``P_s``: the partner's) so that store ``j`` of the pair writes sector ``j`` of its
+    160 bytes whole: the even run's lane outputs ``C0 C2 C4 P1 P3`` (to bytes ``32 j``), the odd one's
+    ``P1 P3 C0 C2 C4`` (to bytes ``32 j + 16``), as ``$4j .. $4j+3``.
+
+    Each four bytes are joined into one word (three ``prmt``), decoded by the word decode
+    (:func:`_word_decode_lines`, 23 instructions per byte pair) and put in column order by one
+    ``prmt`` per output word. A corrupt byte (> 242) is found with three integer operations per
+    word (``b > 242`` iff the top bit is set and ``(b & 127) + 13`` carries into it); a
+    sign-replicating ``prmt`` turns that bit into an all-ones lane that is OR-ed into the scale of
+    the byte's pair, so its five weights come out NaN (``T * NaN``). About 4 instructions per weight
+    with the swap (8 shuffles, 20 selects)."""
+    digits = [f"d{i}" for i in range(10)]
+    words = [f"c{i}" for i in range(20)]
+    partner = [f"q{i}" for i in range(8)]
+    lines = ["{", _WORD_DECODE_REGISTERS[:-1] + ", b01, b23, word, flag, mask, k01, k23, "
+             + ", ".join(digits + words + partner) + ";", ".reg .pred odd;"]
+    lines += _WORD_DECODE_CONSTANTS
+    for half in range(2):
+        first = 20 + 4 * half
+        lines += [f"prmt.b32 b01, ${first}, ${first + 1}, 0x0040;", f"prmt.b32 b23, ${first + 2}, ${first + 3}, 0x0040;",
+                  "prmt.b32 word, b01, b23, 0x5410;",
+                  "and.b32 flag, word, 0x7F7F7F7F;", "add.u32 flag, flag, 0x0D0D0D0D;", "and.b32 flag, flag, word;",
+                  "prmt.b32 mask, flag, 0, 0x9988;", f"or.b32 k01, mask, ${28 + half};",
+                  "prmt.b32 mask, flag, 0, 0xBBAA;", f"or.b32 k23, mask, ${28 + half};"]
+        lines += _word_decode_lines("word", ("k01", "k23"), digits)
+        for out in range(10):
+            lanes = []
+            for column in (2 * out, 2 * out + 1):
+                byte, digit = divmod(column, 5)
+                lanes.append((digits[2 * digit + byte // 2], byte % 2))
+            (low, x), (high, y) = lanes
+            selector = (2 * x) | (2 * x + 1) << 4 | (4 + 2 * y) << 8 | (5 + 2 * y) << 12
+            lines.append(f"prmt.b32 {words[10 * half + out]}, {low}, {high}, {selector:#06x};")
+    chunk = [words[4 * s:4 * s + 4] for s in range(5)]
+    for i, own in enumerate(chunk[1] + chunk[3]):
+        lines.append(f"shfl.sync.bfly.b32 {partner[i]}, {own}, 1, 0x1f, 0xffffffff;")
+    swapped = [partner[:4], partner[4:]]
+    even = [chunk[0], chunk[2], chunk[4], swapped[0], swapped[1]]
+    odd = [swapped[0], swapped[1], chunk[0], chunk[2], chunk[4]]
+    lines.append("setp.ne.b32 odd, $30, 0;")
+    for j in range(5):
+        for w in range(4):
+            lines.append(f"selp.b32 ${4 * j + w}, {odd[j][w]}, {even[j][w]}, odd;")
+    return "\n".join(lines + ["}"]) + "\n"
+
+
+RUN_COLUMNS_ASM = _run_columns_asm()
 
 
 @triton.jit

@@ -1,0 +1,135 @@
+"""The two-step buffer in column order, eight packed bytes at a time (compiled NVIDIA GPUs only:
+the decode is inline PTX, which ``TRITON_INTERPRET`` cannot run).
+
+Each element of a tile of ``BLOCK_N`` rows by ``BLOCK_R`` runs is one run of eight consecutive bytes of
+a weight row, whose forty weights are columns ``40 r .. 40 r + 39`` of the row. Eight byte loads, two
+scale words and one call of ``triton_base3.RUN_COLUMNS_ASM`` give the forty bf16 weights in column
+order as twenty 32-bit words, about 4 instructions per weight where the per-weight integer decode
+(:func:`triton._dequantize_kernel`) takes ~28.
+
+A run's 80 bytes start 16 bytes into a 32-byte sector when the run is odd, so a lane storing its own
+run alone would write half sectors (H100: twice the L2 sector writes, and partial sectors evicted
+before the other half arrived cost DRAM reads; 0.5-1.1 TB/s). The two runs of a pair therefore sit in
+neighbouring lanes (the tile is one-dimensional with runs fastest, so lane ``L`` holds run ``L`` of its
+row modulo 32; ``BLOCK_R`` is even) and swap two chunks through shuffles: each of the five 16-byte
+stores of the pair writes one whole sector.
+
+A run lies within one scale group per four bytes when ``G`` is a multiple of 20, the condition of
+:func:`takes`. The buffer's rows hold whole runs and whole 128-byte lines (``Kp = round_up(round_up(K,
+40), 64)`` columns), so every store is 16-byte aligned.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+
+from ternary.kernels.linear.triton_base3 import RUN_COLUMNS_ASM, bf16_exp2_bits
+from ternary.kernels.linear.triton_launch import round_up
+from ternary.kernels.registry import triton_interpreted
+
+RUN_BYTES = 8
+RUN_COLUMNS = 5 * RUN_BYTES
+# Row stride of the buffer in elements: whole runs, then whole 128-byte lines.
+ROW_ALIGN = 64
+# (BLOCK_N, BLOCK_R, warps): weight rows and runs per program. H100, same process, ten tiles
+# (benchmarks/results/h100/run_decode/run_decode_bench.log): one row of 256 runs on 8 warps was best on
+# three of the four benchmark shapes (16384^2 225.8 us, 2.38 TB/s written; the per-weight decode 363 us)
+# and within 3% of the best on 4096^2; 16 rows of 32 runs on 4 warps was the slowest (275 us).
+RUN_DECODE_TILE = (1, 256, 8)
+
+_RUN_BYTES = tl.constexpr(RUN_BYTES)
+_HALF_RUN_COLUMNS = tl.constexpr(RUN_COLUMNS // 2)
+_ASM = tl.constexpr(RUN_COLUMNS_ASM)
+_CONSTRAINTS = tl.constexpr(",".join(["=r"] * 20 + ["r"] * 11))
+
+
+@triton.jit
+def _run_byte(row_bytes, first, offset: tl.constexpr, KB):
+    """Byte ``first + offset`` of each row as int32 (121, a zero weight in every digit, past ``KB``)."""
+    return tl.load(row_bytes + first + offset, mask=first + offset < KB, other=121).to(tl.int32)
+
+
+@triton.jit
+def _run_scale(row_scales, first, BYTES_PER_GROUP: tl.constexpr, NG):
+    """bf16 bits of ``2^E`` for the group of byte ``first``, in both 16-bit lanes of an int32."""
+    group = first // BYTES_PER_GROUP
+    e = tl.load(row_scales + group, mask=group < NG, other=0)
+    return (bf16_exp2_bits(e).to(tl.int32) & 0xFFFF) * 0x10001
+
+
+@triton.jit
+def _quad(a, b, c, d):
+    """``[..., 4]`` of four equally shaped tensors, in that order along the new last axis."""
+    return tl.reshape(tl.join(tl.join(a, c), tl.join(b, d)), a.shape + (4,))
+
+
+@triton.jit
+def _run_decode_kernel(p_ptr, e_ptr, w_ptr, N, KB, NG, RUNS, stride_pn, stride_en, stride_w16,
+                       BYTES_PER_GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr):
+    """``w [N, 40 RUNS]`` (viewed as int32 pairs of bf16) ``= T * 2^E`` in column order; corrupt bytes
+    (> 242) give NaN in their five columns. ``stride_w16`` is the row stride in 16-byte units."""
+    index = tl.arange(0, BLOCK_N * BLOCK_R)  # runs fastest: a warp's lanes take consecutive runs of a row
+    rn = tl.program_id(0) * BLOCK_N + index // BLOCK_R
+    runs = tl.program_id(1) * BLOCK_R + index % BLOCK_R
+    rows = tl.minimum(rn, N - 1).to(tl.int64)
+    first = _RUN_BYTES * runs
+    row_bytes = p_ptr + rows * stride_pn
+    row_scales = e_ptr + rows * stride_en
+    low = _run_scale(row_scales, first, BYTES_PER_GROUP, NG)
+    if BYTES_PER_GROUP % _RUN_BYTES == 0:
+        high = low
+    else:
+        high = _run_scale(row_scales, first + 4, BYTES_PER_GROUP, NG)
+    parity = runs % 2
+    words = tl.inline_asm_elementwise(
+        _ASM, _CONSTRAINTS,
+        [_run_byte(row_bytes, first, 0, KB), _run_byte(row_bytes, first, 1, KB), _run_byte(row_bytes, first, 2, KB),
+         _run_byte(row_bytes, first, 3, KB), _run_byte(row_bytes, first, 4, KB), _run_byte(row_bytes, first, 5, KB),
+         _run_byte(row_bytes, first, 6, KB), _run_byte(row_bytes, first, 7, KB), low, high, parity],
+        dtype=(tl.int32,) * 20, is_pure=True, pack=1)
+    # Store j of a lane pair writes sector j of its 160 bytes: the even run's lane the first half, the
+    # odd run's lane the second half. A lane writes its partner's chunks (stores 3, 4 of the even
+    # lane, 0, 1 of the odd) only where the partner run exists.
+    row_ok = rn < N
+    own = row_ok & (runs < RUNS)
+    partner = row_ok & ((runs ^ 1) < RUNS)
+    pair_base = rn.to(tl.int64) * (stride_w16 * 4) + _HALF_RUN_COLUMNS * (runs - parity) + 4 * parity
+    out = w_ptr + pair_base[:, None] + tl.arange(0, 4)[None, :]
+    tl.store(out, _quad(words[0], words[1], words[2], words[3]), mask=tl.where(parity == 0, own, partner)[:, None])
+    tl.store(out + 8, _quad(words[4], words[5], words[6], words[7]),
+             mask=tl.where(parity == 0, own, partner)[:, None])
+    tl.store(out + 16, _quad(words[8], words[9], words[10], words[11]), mask=own[:, None])
+    tl.store(out + 24, _quad(words[12], words[13], words[14], words[15]),
+             mask=tl.where(parity == 0, partner, own)[:, None])
+    tl.store(out + 32, _quad(words[16], words[17], words[18], words[19]),
+             mask=tl.where(parity == 0, partner, own)[:, None])
+
+
+def takes(T_packed: torch.Tensor, group_size: int, dtype: torch.dtype) -> bool:
+    """Whether :func:`dequantize_runs` can build this buffer: bf16, compiled on a CUDA card, and
+    every four bytes of a run inside one scale group."""
+    return (dtype == torch.bfloat16 and T_packed.is_cuda and not triton_interpreted()
+            and group_size % (5 * 4) == 0)
+
+
+def dequantize_runs(T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int, group_size: int,
+                    tile: tuple[int, int, int] | None = None) -> torch.Tensor:
+    """Dense bf16 ``W [N, K] = T * 2^E`` (a view of an ``[N, Kp]`` buffer, see above), for layers
+    :func:`takes` accepts; ``tile = (BLOCK_N, BLOCK_R, warps)`` overrides the launch."""
+    if not takes(T_packed, group_size, torch.bfloat16):
+        raise ValueError("dequantize_runs: needs a CUDA T_packed, compiled Triton and a group size that is "
+                         f"a multiple of 20 (got group_size={group_size})")
+    n, kb = T_packed.shape
+    block_n, block_r, warps = tile or RUN_DECODE_TILE
+    if block_r < 2 or block_r & (block_r - 1) or block_n & (block_n - 1):
+        raise ValueError(f"dequantize_runs: tile {(block_n, block_r, warps)} needs powers of two, at least 2 runs")
+    runs = triton.cdiv(kb, RUN_BYTES)
+    columns = round_up(round_up(in_features, RUN_COLUMNS), ROW_ALIGN)
+    w = torch.empty((n, columns), dtype=torch.bfloat16, device=T_packed.device)
+    _run_decode_kernel[(triton.cdiv(n, block_n), triton.cdiv(runs, block_r))](
+        T_packed, E, w.view(torch.int32), n, kb, E.shape[1], runs, T_packed.stride(0), E.stride(0), w.stride(0) // 8,
+        BYTES_PER_GROUP=group_size // 5, BLOCK_N=block_n, BLOCK_R=block_r, num_warps=warps,
+    )
+    return w[:, :in_features]
