@@ -3,7 +3,11 @@
 Everything is timed in one process on one card, with the baseline in the same run:
 
 - small ops run inside CUDA graphs (launch latency on these machines is tens of
-  microseconds), replayed ``REPEATS`` times; the figure is the median per call;
+  microseconds), replayed for about ``GRAPH_WARM_MS`` (the clock settles under the load) and then
+  ``REPEATS`` times; the figure is the median per call;
+- the forward and grad-x rows (cuBLAS and each backend) take turns for ``LINEAR_ROUNDS`` rounds
+  (:func:`time_against_cublas`): each row is the median, each speedup the median of the rounds'
+  ratios, so the clock's drift over a shape's minutes does not favour whichever ran first;
 - forward and grad-x weights rotate over enough copies that the set is at least three times
   the L2 cache, so no call is served from L2 (the update rows, ours and the baselines alike,
   reuse one set of inputs);
@@ -67,6 +71,9 @@ GEMLITE_ROWS = (1, 16)
 GROUP_SIZE = 40
 REPEATS = 15
 GRAPH_MIN_MS = 3.0
+GRAPH_WARM_MS = 30.0
+# Rounds in turns of the forward and grad-x rows (cuBLAS and each backend; :func:`time_interleaved`).
+LINEAR_ROUNDS = 3
 
 
 @attrs.frozen
@@ -99,7 +106,8 @@ def _event_ms(fn: Callable[[], object]) -> float:
 
 
 def time_in_graph(calls: list[Callable[[], object]]) -> float:
-    """Median microseconds per call of ``calls`` (cycled) replayed inside one CUDA graph."""
+    """Median microseconds per call of ``calls`` (cycled) replayed inside one CUDA graph, after
+    replaying it for about ``GRAPH_WARM_MS``."""
     for call in calls:
         call()
     torch.cuda.synchronize()
@@ -115,7 +123,8 @@ def time_in_graph(calls: list[Callable[[], object]]) -> float:
     with torch.cuda.graph(graph):
         for index in range(count):
             calls[index % len(calls)]()
-    graph.replay()
+    for _ in range(max(1, math.ceil(GRAPH_WARM_MS / GRAPH_MIN_MS))):  # the clock settles under this load
+        graph.replay()
     torch.cuda.synchronize()
     per_call = [_event_ms(graph.replay) * 1000.0 / count for _ in range(REPEATS)]
     del graph
@@ -132,15 +141,18 @@ def time_back_to_back(fn: Callable[[], object], calls: int = 4, repeats: int = 5
                              for _ in range(repeats))
 
 
-def time_interleaved(fns: dict[str, Callable[[], object]], rounds: int = 4) -> dict[str, list[float]]:
-    """:func:`time_back_to_back` of each of ``fns`` in turn, ``rounds`` times over: microseconds per
-    call, round by round. Kernels that run for milliseconds move the card's clock (power and heat),
-    so a baseline timed once before or after the others drifts from them; taken in turns, round
-    ``r`` of every call ran under about the same clock (compare them with :func:`paired_ratio`)."""
+def time_interleaved(fns: dict[str, object], rounds: int = 4, timer: Callable[[object], float] | None = None
+                     ) -> dict[str, list[float]]:
+    """``timer(fns[name])`` (default :func:`time_back_to_back`) of each of ``fns`` in turn, ``rounds``
+    times over: microseconds per call, round by round. Kernels that run for milliseconds move the
+    card's clock (power and heat), so a baseline timed once before or after the others drifts from
+    them; taken in turns, round ``r`` of every call ran under about the same clock (compare them
+    with :func:`paired_ratio`)."""
+    timer = timer or time_back_to_back
     times: dict[str, list[float]] = {name: [] for name in fns}
     for _ in range(rounds):
         for name, fn in fns.items():
-            times[name].append(time_back_to_back(fn))
+            times[name].append(timer(fn))
     return times
 
 
@@ -264,6 +276,35 @@ def layer_of(T_packed: torch.Tensor, E: torch.Tensor, k: int):
                        in_features=k, out_features=n, group_size=GROUP_SIZE)
 
 
+def time_against_cublas(results: Results, op: str, shape: tuple[int, int, int], cublas: list[Callable[[], object]],
+                        ours: dict[str, tuple[Callable[[], dict], list[Callable[[], object]]]], flops: int,
+                        packed_bytes: int | None) -> float:
+    """Time bf16 cuBLAS (``cublas``: calls over rotating weights) and each backend of ``ours``
+    (``name -> (check, calls)``; ``check()`` runs the backend once and returns its error columns) in
+    turns, ``LINEAR_ROUNDS`` rounds of :func:`time_in_graph` (:func:`time_interleaved`), and record a
+    row each: medians, with speedups paired by round (:func:`paired_ratio`). A backend whose check
+    raises gets an error row and is not timed. Returns cuBLAS's median microseconds."""
+    n, k, m = shape
+    checks, calls = {}, {"bf16_cublas": cublas}
+    for name, (check, backend_calls) in ours.items():
+        try:
+            checks[name] = check()
+        except Exception as error:
+            traceback.print_exc()
+            results.rows.append({"op": op, "N": n, "K": k, "M": m, "impl": name, "error": repr(error)[:300]})
+            continue
+        calls[name] = backend_calls
+    times = time_interleaved(calls, rounds=LINEAR_ROUNDS, timer=time_in_graph)
+    base_times = times.pop("bf16_cublas")
+    base = statistics.median(base_times)
+    results.add(op, n, k, m, "bf16_cublas", base, tflops=flops / base / 1e6)
+    for name, backend_times in times.items():
+        us = statistics.median(backend_times)
+        extra = dict(packed_tbps=packed_bytes / us / 1e6) if packed_bytes else {}
+        results.add(op, n, k, m, name, us, speedup=paired_ratio(base_times, backend_times), **extra, **checks[name])
+    return base
+
+
 def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: torch.device) -> None:
     from ternary.functional import linear
     from ternary.kernels.linear import triton as triton_linear
@@ -293,9 +334,15 @@ def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: 
         x = torch.randn(m, k, device=device, dtype=torch.bfloat16)
         grad_y = torch.randn(m, n, device=device, dtype=torch.bfloat16)
         flops = 2 * m * n * k
-        base = time_in_graph([lambda w=w: F.linear(x, w) for w in dense])
-        results.add("forward", n, k, m, "bf16_cublas", base, tflops=flops / base / 1e6)
         reference_y = naive_forward(x, table, *states[0], k, GROUP_SIZE)
+        forward_calls = {
+            name: (lambda fwd=module.forward: dict(rel_err_vs_naive=relative_rms(
+                       fwd(x, *states[0], None, bias_frac_bits=16, **static), reference_y)),
+                   [lambda s=s, fwd=module.forward: fwd(x, s[0], s[1], None, bias_frac_bits=16, **static)
+                    for s in states])
+            for name, module in backends.items()}
+        base = time_against_cublas(results, "forward", (n, k, m), [lambda w=w: F.linear(x, w) for w in dense],
+                                   forward_calls, flops, packed_bytes)
         if "auto" in config.backends:
             def auto():
                 with torch.no_grad():
@@ -305,12 +352,6 @@ def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: 
                 return us, dict(speedup=base / us, packed_tbps=packed_bytes / us / 1e6, rel_err_vs_naive=err,
                                 picks=str(resolve("auto", device, grad_enabled=False)), timing=timing)
             results.measure("forward", n, k, m, "auto", auto)
-        for name, module in backends.items():
-            def ours(fwd=module.forward):
-                err = relative_rms(fwd(x, *states[0], None, bias_frac_bits=16, **static), reference_y)
-                us = time_in_graph([lambda s=s: fwd(x, s[0], s[1], None, bias_frac_bits=16, **static) for s in states])
-                return us, dict(speedup=base / us, packed_tbps=packed_bytes / us / 1e6, rel_err_vs_naive=err)
-            results.measure("forward", n, k, m, name, ours)
 
         def naive():
             us = time_in_graph([lambda s=s: naive_forward(x, table, s[0], s[1], k, GROUP_SIZE) for s in states[:4]])
@@ -329,14 +370,13 @@ def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: 
                 calls = [lambda s=s: triton_linear.dequantize(s[0], s[1], **static) for s in states[:4]]
                 return time_in_graph(calls), dict(buffer_mb=n * k * 2 / 1e6)
             results.measure("decode", n, k, m, "triton_two_step", decode)
-        base_gx = time_in_graph([lambda w=w: grad_y @ w for w in dense])
-        results.add("grad_x", n, k, m, "bf16_cublas", base_gx, tflops=flops / base_gx / 1e6)
-        for name, module in backends.items():
-            def grad_x(gx=module.grad_x):
-                err = relative_rms(gx(grad_y, *states[0], **static), grad_y @ dense[0])
-                us = time_in_graph([lambda s=s: gx(grad_y, s[0], s[1], **static) for s in states])
-                return us, dict(speedup=base_gx / us, rel_err_vs_bf16=err)
-            results.measure("grad_x", n, k, m, name, grad_x)
+        grad_x_calls = {
+            name: (lambda gx=module.grad_x: dict(rel_err_vs_bf16=relative_rms(
+                       gx(grad_y, *states[0], **static), grad_y @ dense[0])),
+                   [lambda s=s, gx=module.grad_x: gx(grad_y, s[0], s[1], **static) for s in states])
+            for name, module in backends.items()}
+        time_against_cublas(results, "grad_x", (n, k, m), [lambda w=w: grad_y @ w for w in dense], grad_x_calls,
+                            flops, None)
     del states, dense, gem, layers
     torch.cuda.empty_cache()
 

@@ -52,3 +52,32 @@ def test_interleaved_timing_takes_turns_and_pairs_the_ratios_by_round(monkeypatc
     ratio = benchmarks.kernels.paired_ratio(times["ours"], times["gemm"])
     assert ratio == 1.2  # the rounds' ratios are 1.2, 1.25 and 1.1
     assert ratio != sorted(times["ours"])[1] / sorted(times["gemm"])[1]  # 165 / 150 = 1.1 across rounds
+
+
+def test_linear_rows_time_cublas_and_each_backend_in_turns(monkeypatch):
+    """The forward / grad-x rows: cuBLAS and every backend whose check passes take turns for
+    ``LINEAR_ROUNDS`` rounds; a row gets its median and a speedup paired by round; a backend whose
+    check raises gets an error row and is never timed."""
+    order = []
+    times = {"cublas": iter([100.0, 130.0, 110.0]), "triton": iter([120.0, 130.0, 100.0])}
+
+    def fake_timer(calls):
+        order.append(calls[0]())
+        return next(times[calls[0]()])
+
+    def broken():
+        raise RuntimeError("no kernel")
+
+    monkeypatch.setattr(benchmarks.kernels, "time_in_graph", fake_timer)
+    results = benchmarks.kernels.Results()
+    ours = {"triton": (lambda: {"rel_err_vs_naive": 0.0}, [lambda: "triton"]),
+            "tilelang": (broken, [lambda: "tilelang"])}
+    base = benchmarks.kernels.time_against_cublas(results, "forward", (8, 16, 2), [lambda: "cublas"], ours,
+                                                  flops=512, packed_bytes=40)
+    assert order == ["cublas", "triton"] * benchmarks.kernels.LINEAR_ROUNDS
+    assert base == 110.0
+    rows = {row["impl"]: row for row in results.rows}
+    assert rows["bf16_cublas"]["us"] == 110.0
+    assert rows["triton"]["us"] == 120.0 and rows["triton"]["rel_err_vs_naive"] == 0.0
+    assert rows["triton"]["speedup"] == 1.0  # rounds: 100/120, 130/130, 110/100 -> median 1.0 (medians: 110/120)
+    assert "no kernel" in rows["tilelang"]["error"] and "us" not in rows["tilelang"]

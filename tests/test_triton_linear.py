@@ -49,25 +49,24 @@ def layer(n: int, k: int, g: int, seed: int, *, e_low: int = -6, e_high: int = 4
     return [t if t is None else t.to(DEVICE) for t in (packed, exponents, bias_t)], gen
 
 
-def forced_branch(two_step, rows_per_output: int):
-    """A two-step path (forward or grad-x) with its branch forced: column order (huge ratio)
-    or digit planes (0)."""
+def forced_branch(two_step, planes: bool):
+    """A two-step path (forward or grad-x) with its branch forced: digit planes or column order."""
 
     def run(*args, **kwargs):
-        saved = kernels.PLANES_ROWS_PER_OUTPUT, kernels.PLANES_MIN_BLOCKS
-        kernels.PLANES_ROWS_PER_OUTPUT, kernels.PLANES_MIN_BLOCKS = rows_per_output, 0
+        saved = kernels._plane_order
+        kernels._plane_order = lambda *_: planes
         try:
             return two_step(*args, **kwargs)
         finally:
-            kernels.PLANES_ROWS_PER_OUTPUT, kernels.PLANES_MIN_BLOCKS = saved
+            kernels._plane_order = saved
 
     return run
 
 
 def forward_paths(m: int):
     paths = [("dispatch", kernels.forward), ("fused", kernels.forward_fused), ("two_step", kernels.forward_two_step),
-             ("two_step_columns", forced_branch(kernels.forward_two_step, 2**40)),
-             ("two_step_planes", forced_branch(kernels.forward_two_step, 0))]
+             ("two_step_columns", forced_branch(kernels.forward_two_step, False)),
+             ("two_step_planes", forced_branch(kernels.forward_two_step, True))]
     return paths + ([("gemv", kernels.forward_gemv)] if m <= kernels.GEMV_MAX_ROWS else [])
 
 
@@ -104,8 +103,8 @@ def test_grad_x_matches_reference(m, n, k, g):
     kw = dict(in_features=k, group_size=g)
     expected = reference.grad_x(grad_y, packed, exponents, **kw)
     paths = [("dispatch", kernels.grad_x), ("two_step", kernels.grad_x_two_step),
-             ("two_step_columns", forced_branch(kernels.grad_x_two_step, 2**40)),
-             ("two_step_planes", forced_branch(kernels.grad_x_two_step, 0))]
+             ("two_step_columns", forced_branch(kernels.grad_x_two_step, False)),
+             ("two_step_planes", forced_branch(kernels.grad_x_two_step, True))]
     if m <= kernels.GEMV_MAX_ROWS:
         paths.append(("gemv", kernels.grad_x_gemv))
     if m <= kernels.GRAD_X_FUSED_ROWS:
@@ -411,8 +410,8 @@ def test_corrupt_bytes_poison_outputs_instead_of_decoding():
             assert torch.isnan(y[:, [2, 4]]).all(), (name, dtype)
             assert torch.isfinite(y[:, [0, 1, 3]]).all(), (name, dtype)
     for dtype in (torch.float32, torch.bfloat16, torch.float16):
-        paths = [(3, "planes", forced_branch(kernels.grad_x_two_step, 0)),
-                 (3, "columns", forced_branch(kernels.grad_x_two_step, 2**40)),
+        paths = [(3, "planes", forced_branch(kernels.grad_x_two_step, True)),
+                 (3, "columns", forced_branch(kernels.grad_x_two_step, False)),
                  (1, "gemv", kernels.grad_x_gemv), (2, "gemv", kernels.grad_x_gemv),
                  (3, "fused", kernels.grad_x_fused), (1, "fused", kernels.grad_x_fused),
                  (3, "fused_quotients", functools.partial(kernels.grad_x_fused, pairs=False))]

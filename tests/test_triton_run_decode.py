@@ -157,3 +157,17 @@ def test_runs_sit_one_per_lane_so_that_pairs_are_neighbouring_lanes():
         assert layouts == [["1", "32"]]
         assert shared == 0
         assert (shuffles, stores) == (8 * max(runs_per_thread, 1), 5 * max(runs_per_thread, 1))
+
+
+@GPU
+def test_layers_the_run_decode_takes_never_decode_in_digit_planes():
+    """The two-step paths pick digit-plane order below ``N / PLANES_ROWS_PER_OUTPUT`` rows only where
+    the run decode cannot build the buffer (another group size or buffer dtype): it writes columns as
+    fast as the plane decode writes planes, so planes would only add the regrouping."""
+    n, k = 4096, 4099
+    packed = random_packed(n, k, generator=torch.Generator().manual_seed(4)).to(DEVICE)
+    rows = n // kernels.PLANES_ROWS_PER_OUTPUT - 1
+    assert not kernels._plane_order(rows, packed, 40, torch.bfloat16)
+    assert kernels._plane_order(rows, packed, 15, torch.bfloat16)
+    assert kernels._plane_order(rows, packed, 40, torch.float32)
+    assert not kernels._plane_order(rows + 1, packed, 15, torch.bfloat16)

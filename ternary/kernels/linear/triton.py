@@ -105,11 +105,12 @@ PLANE_BLOCK_B = 128
 PLANE_BLOCK_N = 8
 # Two-step forwards and grad-x with M * PLANES_ROWS_PER_OUTPUT < N decode in digit-plane order
 # (regrouping x, or the grad-x output, to match); the decode saves time in proportion to N * K,
-# the regrouping costs it in proportion to M * K. With the integer column decode (1.4-1.6 TB/s
+# the regrouping costs it in proportion to M * K. With the per-weight column decode (1.4-1.6 TB/s
 # against the plane decode's 2.2) the break-even moved from 3 to about 8-11 (H100,
-# benchmarks/results/h100/column_decode/planes_threshold.log): columns now win at M = 512 on
-# 4096^2 and 4096x14336 and at M = 2048 on 14336x4096; planes keep 16384^2 at M = 512 and are
-# within 4% of columns at M = 2048 there.
+# benchmarks/results/h100/column_decode/planes_threshold.log). Layers the run decode takes (bf16,
+# G a multiple of 20) never use planes: it writes columns as fast as the plane decode writes planes
+# (2.2-2.4 TB/s), so planes only add the regrouping (benchmarks/results/h100/run_decode/
+# planes_threshold.log: columns level or ahead at M = 512-8192 on the four benchmark shapes).
 PLANES_ROWS_PER_OUTPUT = 8
 # ... and only with at least this many plane blocks per row: the plane layout pads K to whole
 # blocks of 5 * PLANE_BLOCK_B columns, so a narrow layer would multiply the GEMM's work.
@@ -556,9 +557,12 @@ def plane_block() -> int:
     return 16 if triton_interpreted() else PLANE_BLOCK_B
 
 
-def _plane_order(rows: int, T_packed: torch.Tensor) -> bool:
-    """Whether a two-step call with ``rows`` activation rows decodes in digit-plane order."""
+def _plane_order(rows: int, T_packed: torch.Tensor, group_size: int, dtype: torch.dtype) -> bool:
+    """Whether a two-step call with ``rows`` activation rows and a ``dtype`` buffer decodes in
+    digit-plane order (never where the run decode takes the layer)."""
     n, kb = T_packed.shape
+    if triton_run_decode.takes(T_packed, group_size, dtype):
+        return False
     return rows * PLANES_ROWS_PER_OUTPUT < n and kb >= PLANES_MIN_BLOCKS * plane_block()
 
 
@@ -719,14 +723,15 @@ def _buffer_dtype(dtype: torch.dtype) -> torch.dtype:
 def forward_two_step(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits):
     """Dense decode into a transient buffer in ``x.dtype`` (fp32 for fp16), then cuBLAS.
 
-    While ``M * PLANES_ROWS_PER_OUTPUT < N`` (and the layer is at least ``PLANES_MIN_BLOCKS``
-    plane blocks wide) the buffer is in digit-plane order (each digit of a byte block is one
-    contiguous run, so the decode stores whole runs: 1.4x faster than column order on an
-    H100) and the activations are regrouped into the same order; the product is the same
-    sum. Otherwise column order (no regrouping of ``x``).
+    Where :func:`_plane_order` says so (``M * PLANES_ROWS_PER_OUTPUT < N``, a layer at least
+    ``PLANES_MIN_BLOCKS`` plane blocks wide, and not one the run decode takes) the buffer is in
+    digit-plane order (each digit of a byte block is one contiguous run, so the decode stores whole
+    runs: 1.4x faster than the per-weight column decode on an H100) and the activations are
+    regrouped into the same order; the product is the same sum. Otherwise column order (no
+    regrouping of ``x``).
     """
     out_dtype, dtype = x.dtype, _buffer_dtype(x.dtype)
-    if _plane_order(x.shape[0], T_packed):
+    if _plane_order(x.shape[0], T_packed, group_size, dtype):
         w = dequantize_planes(T_packed, E, group_size=group_size, dtype=dtype)
         kb_padded = w.shape[1] // 5
         x = digit_planes(x, x.shape[0], kb_padded, plane_block(), z_form=False, dtype=dtype, blocked=True)
@@ -849,7 +854,7 @@ def grad_x_two_step(grad_y, T_packed, E, *, in_features, group_size):
     """
     dtype = _buffer_dtype(grad_y.dtype)
     m = grad_y.shape[0]
-    if _plane_order(m, T_packed):
+    if _plane_order(m, T_packed, group_size, dtype):
         w = dequantize_planes(T_packed, E, group_size=group_size, dtype=dtype)
         block_b = plane_block()
         planes = (grad_y.to(dtype) @ w).view(m, -1, 5, block_b)
