@@ -73,7 +73,7 @@ REPEATS = 15
 GRAPH_MIN_MS = 3.0
 GRAPH_WARM_MS = 30.0
 # Rounds in turns of the forward and grad-x rows (cuBLAS and each backend; :func:`time_interleaved`).
-LINEAR_ROUNDS = 3
+LINEAR_ROUNDS = 5
 
 
 @attrs.frozen
@@ -276,6 +276,10 @@ def layer_of(T_packed: torch.Tensor, E: torch.Tensor, k: int):
                        in_features=k, out_features=n, group_size=GROUP_SIZE)
 
 
+def _rounded(times: list[float]) -> list[float]:
+    return [round(t, 2) for t in times]
+
+
 def time_against_cublas(results: Results, op: str, shape: tuple[int, int, int], cublas: list[Callable[[], object]],
                         ours: dict[str, tuple[Callable[[], dict], list[Callable[[], object]]]], flops: int,
                         packed_bytes: int | None) -> float:
@@ -297,11 +301,12 @@ def time_against_cublas(results: Results, op: str, shape: tuple[int, int, int], 
     times = time_interleaved(calls, rounds=LINEAR_ROUNDS, timer=time_in_graph)
     base_times = times.pop("bf16_cublas")
     base = statistics.median(base_times)
-    results.add(op, n, k, m, "bf16_cublas", base, tflops=flops / base / 1e6)
+    results.add(op, n, k, m, "bf16_cublas", base, tflops=flops / base / 1e6, rounds_us=_rounded(base_times))
     for name, backend_times in times.items():
         us = statistics.median(backend_times)
         extra = dict(packed_tbps=packed_bytes / us / 1e6) if packed_bytes else {}
-        results.add(op, n, k, m, name, us, speedup=paired_ratio(base_times, backend_times), **extra, **checks[name])
+        results.add(op, n, k, m, name, us, speedup=paired_ratio(base_times, backend_times),
+                    rounds_us=_rounded(backend_times), **extra, **checks[name])
     return base
 
 
@@ -576,8 +581,9 @@ def suspicious(row: dict) -> bool:
 
 
 def format_table(report: dict) -> str:
-    """One line per (op, shape, M): microseconds per implementation and speedup over bf16
-    (``auto[triton]``: the auto row and the backend it picked); then the TileLang compile times."""
+    """One line per (op, shape, M): microseconds per implementation and speedup over bf16 (the row's
+    own ``speedup`` where it has one, e.g. paired by round; else the ratio of the medians;
+    ``auto[triton]``: the auto row and the backend it picked); then the TileLang compile times."""
     env = report["environment"]
     lines = [f"{env['device']} | torch {env['torch']} | triton {env['triton']} | times in us (x = bf16 time / ours)"]
     groups: dict[tuple, dict[str, dict]] = {}
@@ -593,7 +599,7 @@ def format_table(report: dict) -> str:
                 continue
             cell = f"{label}={row['us']:.1f}"
             if base is not None and row is not base and op != "decode" and impl != "t_packed_check":
-                cell += f" ({base['us'] / row['us']:.2f}x)"
+                cell += f" ({row.get('speedup', base['us'] / row['us']):.2f}x)"
             if suspicious(row):
                 cell += " WRONG?"
             cells.append(cell)

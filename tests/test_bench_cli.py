@@ -59,7 +59,7 @@ def test_linear_rows_time_cublas_and_each_backend_in_turns(monkeypatch):
     ``LINEAR_ROUNDS`` rounds; a row gets its median and a speedup paired by round; a backend whose
     check raises gets an error row and is never timed."""
     order = []
-    times = {"cublas": iter([100.0, 130.0, 110.0]), "triton": iter([120.0, 130.0, 100.0])}
+    times = {"cublas": iter([100.0, 130.0, 110.0, 90.0, 140.0]), "triton": iter([120.0, 130.0, 100.0, 95.0, 160.0])}
 
     def fake_timer(calls):
         order.append(calls[0]())
@@ -69,15 +69,17 @@ def test_linear_rows_time_cublas_and_each_backend_in_turns(monkeypatch):
         raise RuntimeError("no kernel")
 
     monkeypatch.setattr(benchmarks.kernels, "time_in_graph", fake_timer)
+    monkeypatch.setattr(benchmarks.kernels, "LINEAR_ROUNDS", 5)
     results = benchmarks.kernels.Results()
     ours = {"triton": (lambda: {"rel_err_vs_naive": 0.0}, [lambda: "triton"]),
             "tilelang": (broken, [lambda: "tilelang"])}
     base = benchmarks.kernels.time_against_cublas(results, "forward", (8, 16, 2), [lambda: "cublas"], ours,
                                                   flops=512, packed_bytes=40)
-    assert order == ["cublas", "triton"] * benchmarks.kernels.LINEAR_ROUNDS
+    assert order == ["cublas", "triton"] * 5
     assert base == 110.0
     rows = {row["impl"]: row for row in results.rows}
-    assert rows["bf16_cublas"]["us"] == 110.0
+    assert rows["bf16_cublas"]["us"] == 110.0 and rows["bf16_cublas"]["rounds_us"] == [100.0, 130.0, 110.0, 90.0, 140.0]
     assert rows["triton"]["us"] == 120.0 and rows["triton"]["rel_err_vs_naive"] == 0.0
-    assert rows["triton"]["speedup"] == 1.0  # rounds: 100/120, 130/130, 110/100 -> median 1.0 (medians: 110/120)
+    # rounds: 100/120, 130/130, 110/100, 90/95, 140/160 -> median 0.947 (the medians give 110/120 = 0.917)
+    assert abs(rows["triton"]["speedup"] - 90 / 95) < 1e-12
     assert "no kernel" in rows["tilelang"]["error"] and "us" not in rows["tilelang"]
