@@ -171,3 +171,19 @@ def test_layers_the_run_decode_takes_never_decode_in_digit_planes():
     assert kernels._plane_order(rows, packed, 15, torch.bfloat16)
     assert kernels._plane_order(rows, packed, 40, torch.float32)
     assert not kernels._plane_order(rows + 1, packed, 15, torch.bfloat16)
+
+
+@GPU
+def test_run_decode_reads_row_padded_and_offset_views():
+    """``T_packed`` and ``E`` as views into wider, offset storage (rows not aligned to anything): the
+    run decode reads them through their row strides, byte by byte, and equals the reference."""
+    n, k, g = 23, 1001, 40
+    packed, exponents = _layer(n, k, g, seed=12)
+    wide_p = torch.full((n, packed.shape[1] + 13), 255, dtype=torch.uint8, device=DEVICE)
+    wide_p[:, 5:5 + packed.shape[1]] = packed
+    wide_e = torch.zeros((n, exponents.shape[1] + 3), dtype=torch.int8, device=DEVICE)
+    wide_e[:, 1:1 + exponents.shape[1]] = exponents
+    view_p, view_e = wide_p[:, 5:5 + packed.shape[1]], wide_e[:, 1:1 + exponents.shape[1]]
+    got = kernels.dequantize(view_p, view_e, in_features=k, group_size=g)
+    assert not torch.isnan(got).any()  # the 255s around the view are never read
+    assert torch.equal(got.cpu(), _want(packed, exponents, k, g))

@@ -25,10 +25,12 @@ Forward takes one of six paths, picked by the number of activation rows ``M``:
   SMs busy at small M; the partial sums go to an fp32 workspace ``[splits, M, N]`` that
   one finishing kernel reduces (and adds the bias to).
 - ``M >= TWO_STEP_MIN_ROWS``: decode the layer into a transient dense buffer in the
-  activation dtype (about ``N*K*2`` bytes for bf16, freed after the call), then cuBLAS;
-  for ``M < N / PLANES_ROWS_PER_OUTPUT`` in digit-plane column order (bf16: the pair decode)
-  with the activations regrouped to match (one transient copy of ``x``). On H100 the fused
-  kernel took 64 us at 4096 x 4096, M = 128, against 15 us for bf16.
+  activation dtype (about ``N*K*2`` bytes for bf16, freed after the call), then cuBLAS. bf16
+  buffers of layers with ``G`` a multiple of 20 come from the run decode (``triton_run_decode``:
+  eight bytes per lane, column order, 2.2-2.4 TB/s on an H100); other layers, for
+  ``M < N / PLANES_ROWS_PER_OUTPUT``, in digit-plane column order (bf16: the pair decode) with
+  the activations regrouped to match (one transient copy of ``x``), else the per-weight column
+  decode. On H100 the fused kernel took 64 us at 4096 x 4096, M = 128, against 15 us for bf16.
 
 ``grad_x`` for ``M <= GEMV_MAX_ROWS`` runs a CUDA-core GEMV over the weight rows (each byte
 read once, no buffer; ``_grad_x_gemv_kernel``); for bf16 up to ``WGMMA_GRAD_X_MAX_ROWS`` rows on
@@ -36,8 +38,8 @@ sm_90+, ``wgmma`` on weights decoded into shared memory, where its workspace pay
 (``triton_wgmma_grad_x``); otherwise for ``M <= GRAD_X_FUSED_ROWS`` a fused
 tensor-core kernel (``_grad_x_kernel``: the forward's tile decode, ``grad_y`` tiles as the left
 operand, split over the weight rows); above that the two-step path: ``grad_y @ W`` in
-cuBLAS, with ``W`` in digit-plane order and the output's columns put back by one strided
-copy while ``M < N / PLANES_ROWS_PER_OUTPUT``, else in column order.
+cuBLAS, with ``W`` from the same decodes as the forward's (in digit-plane order, the output's
+columns put back by one strided copy, where the forward would use planes).
 
 See ``benchmarks/NOTES.md`` for the measured history (a faster v2 of the small-M kernels
 gave wrong results on the GPU at large shapes and was reverted).
