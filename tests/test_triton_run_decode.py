@@ -142,7 +142,7 @@ for (block_n, block_r, warps), bytes_per_group in ((runs.RUN_DECODE_TILE, 8), ((
     layouts = re.findall(r"#blocked\\d* = #ttg.blocked<\\{sizePerThread = \\[(\\d+)\\], threadsPerWarp = \\[(\\d+)\\]",
                          compiled.asm["ttgir"])
     sass = compiled.asm["sass"]
-    report.append([layouts, compiled.metadata.shared, sass.count("SHFL.BFLY"), sass.count("STG.E.128"),
+    report.append([layouts, compiled.metadata.shared, sass.count("SHFL.BFLY"), sass.count("STG.E.EL.128"),
                    block_n * block_r // (32 * warps)])
 print(json.dumps(report))
 """
@@ -152,7 +152,7 @@ def test_runs_sit_one_per_lane_so_that_pairs_are_neighbouring_lanes():
     """Compiled offline for sm_90: the kernel's one-dimensional tiles give each lane one element in turn
     (``sizePerThread = [1]``, 32 lanes per warp), which the shuffles of the run decode rely on to find
     the neighbouring run in lane ``L ^ 1``; nothing goes through shared memory; each run costs eight
-    shuffles and five 16-byte stores."""
+    shuffles and five 16-byte stores (evict-last)."""
     for layouts, shared, shuffles, stores, runs_per_thread in _compile_offline(_OFFLINE_COMPILE):
         assert layouts == [["1", "32"]]
         assert shared == 0

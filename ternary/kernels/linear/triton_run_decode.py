@@ -36,7 +36,11 @@ ROW_ALIGN = 64
 # (BLOCK_N, BLOCK_R, warps): weight rows and runs per program. H100, same process, ten tiles
 # (benchmarks/results/h100/run_decode/run_decode_bench.log): one row of 256 runs on 8 warps was best on
 # three of the four benchmark shapes (16384^2 225.8 us, 2.38 TB/s written; the per-weight decode 363 us)
-# and within 3% of the best on 4096^2; 16 rows of 32 runs on 4 warps was the slowest (275 us).
+# and within 3% of the best on 4096^2; 16 rows of 32 runs on 4 warps was the slowest (275 us). The stores
+# ask L2 to keep the buffer (evict_last), which cuBLAS reads next: 4096^2 14.0 against 15.7 us, level
+# elsewhere; evict_first and .cs were 4-25% slower, and fully coalesced stores (a [runs, 32] tile Triton
+# converts through shared memory) no faster (run_decode/decode_ab.log, decode_hints.log). At ~2.4 TB/s
+# it writes what a copy kernel does; a plain fill_ of the buffer reaches 3.3 TB/s on the same card.
 RUN_DECODE_TILE = (1, 256, 8)
 
 _RUN_BYTES = tl.constexpr(RUN_BYTES)
@@ -63,6 +67,12 @@ def _run_scale(row_scales, first, BYTES_PER_GROUP: tl.constexpr, NG):
 def _quad(a, b, c, d):
     """``[..., 4]`` of four equally shaped tensors, in that order along the new last axis."""
     return tl.reshape(tl.join(tl.join(a, c), tl.join(b, d)), a.shape + (4,))
+
+
+@triton.jit
+def _store_sector_half(pointers, words, mask):
+    """One 16-byte store per run, asking L2 to keep the lines for the GEMM that reads them next."""
+    tl.store(pointers, words, mask=mask, eviction_policy="evict_last")
 
 
 @triton.jit
@@ -95,16 +105,15 @@ def _run_decode_kernel(p_ptr, e_ptr, w_ptr, N, KB, NG, RUNS, stride_pn, stride_e
     row_ok = rn < N
     own = row_ok & (runs < RUNS)
     partner = row_ok & ((runs ^ 1) < RUNS)
+    first_two = tl.where(parity == 0, own, partner)[:, None]
+    last_two = tl.where(parity == 0, partner, own)[:, None]
     pair_base = rn.to(tl.int64) * (stride_w16 * 4) + _HALF_RUN_COLUMNS * (runs - parity) + 4 * parity
     out = w_ptr + pair_base[:, None] + tl.arange(0, 4)[None, :]
-    tl.store(out, _quad(words[0], words[1], words[2], words[3]), mask=tl.where(parity == 0, own, partner)[:, None])
-    tl.store(out + 8, _quad(words[4], words[5], words[6], words[7]),
-             mask=tl.where(parity == 0, own, partner)[:, None])
-    tl.store(out + 16, _quad(words[8], words[9], words[10], words[11]), mask=own[:, None])
-    tl.store(out + 24, _quad(words[12], words[13], words[14], words[15]),
-             mask=tl.where(parity == 0, partner, own)[:, None])
-    tl.store(out + 32, _quad(words[16], words[17], words[18], words[19]),
-             mask=tl.where(parity == 0, partner, own)[:, None])
+    _store_sector_half(out, _quad(words[0], words[1], words[2], words[3]), first_two)
+    _store_sector_half(out + 8, _quad(words[4], words[5], words[6], words[7]), first_two)
+    _store_sector_half(out + 16, _quad(words[8], words[9], words[10], words[11]), own[:, None])
+    _store_sector_half(out + 24, _quad(words[12], words[13], words[14], words[15]), last_two)
+    _store_sector_half(out + 32, _quad(words[16], words[17], words[18], words[19]), last_two)
 
 
 def takes(T_packed: torch.Tensor, group_size: int, dtype: torch.dtype) -> bool:
