@@ -247,6 +247,10 @@ class Results:
         self.rows.append({"op": op, "N": n, "K": k, "M": m, "impl": impl, "us": round(us, 2), **extra})
         print(f"  {op:8s} {n}x{k} M={m:<5d} {impl:14s} {us:10.1f} us", flush=True)
 
+    def error(self, op: str, n: int, k: int, m: int, impl: str, error: BaseException) -> None:
+        """An error row: ``impl`` failed for this (op, shape, M); the run goes on."""
+        self.rows.append({"op": op, "N": n, "K": k, "M": m, "impl": impl, "error": repr(error)[:300]})
+
     def measure(self, op: str, n: int, k: int, m: int, impl: str,
                 fn: Callable[[], tuple[float, dict]]) -> float | None:
         """Record ``fn() -> (us, extra)``; a failure becomes an error row, not a failed run."""
@@ -254,7 +258,7 @@ class Results:
             us, extra = fn()
         except Exception as error:
             traceback.print_exc()
-            self.rows.append({"op": op, "N": n, "K": k, "M": m, "impl": impl, "error": repr(error)[:300]})
+            self.error(op, n, k, m, impl, error)
             return None
         self.add(op, n, k, m, impl, us, **extra)
         return us
@@ -287,26 +291,44 @@ def time_against_cublas(results: Results, op: str, shape: tuple[int, int, int], 
     (``name -> (check, calls)``; ``check()`` runs the backend once and returns its error columns) in
     turns, ``LINEAR_ROUNDS`` rounds of :func:`time_in_graph` (:func:`time_interleaved`), and record a
     row each: medians, with speedups paired by round (:func:`paired_ratio`). A backend whose check
-    raises gets an error row and is not timed. Returns cuBLAS's median microseconds."""
+    raises, or whose timing raises in any round, gets an error row and no timings (cuBLAS failing
+    fails the call). Returns cuBLAS's median microseconds."""
     n, k, m = shape
-    checks, calls = {}, {"bf16_cublas": cublas}
+    checks, calls, failures = {}, {"bf16_cublas": ("bf16_cublas", cublas)}, {}
     for name, (check, backend_calls) in ours.items():
         try:
             checks[name] = check()
         except Exception as error:
             traceback.print_exc()
-            results.rows.append({"op": op, "N": n, "K": k, "M": m, "impl": name, "error": repr(error)[:300]})
+            results.error(op, n, k, m, name, error)
             continue
-        calls[name] = backend_calls
-    times = time_interleaved(calls, rounds=LINEAR_ROUNDS, timer=time_in_graph)
+        calls[name] = (name, backend_calls)
+
+    def timer(item: tuple[str, list[Callable[[], object]]]) -> float:
+        name, timed_calls = item
+        if name in failures:
+            return math.nan
+        try:
+            return time_in_graph(timed_calls)
+        except Exception as error:
+            if name == "bf16_cublas":
+                raise
+            traceback.print_exc()
+            failures[name] = error
+            return math.nan
+
+    times = time_interleaved(calls, rounds=LINEAR_ROUNDS, timer=timer)
     base_times = times.pop("bf16_cublas")
     base = statistics.median(base_times)
     results.add(op, n, k, m, "bf16_cublas", base, tflops=flops / base / 1e6, rounds_us=_rounded(base_times))
     for name, backend_times in times.items():
+        if name in failures:
+            results.error(op, n, k, m, name, failures[name])
+            continue
         us = statistics.median(backend_times)
-        extra = dict(packed_tbps=packed_bytes / us / 1e6) if packed_bytes else {}
-        results.add(op, n, k, m, name, us, speedup=paired_ratio(base_times, backend_times),
-                    rounds_us=_rounded(backend_times), **extra, **checks[name])
+        fields = {**checks[name], **(dict(packed_tbps=packed_bytes / us / 1e6) if packed_bytes else {})}
+        fields.update(speedup=paired_ratio(base_times, backend_times), rounds_us=_rounded(backend_times))
+        results.add(op, n, k, m, name, us, **fields)
     return base
 
 

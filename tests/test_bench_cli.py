@@ -83,3 +83,28 @@ def test_linear_rows_time_cublas_and_each_backend_in_turns(monkeypatch):
     # rounds: 100/120, 130/130, 110/100, 90/95, 140/160 -> median 0.947 (the medians give 110/120 = 0.917)
     assert abs(rows["triton"]["speedup"] - 90 / 95) < 1e-12
     assert "no kernel" in rows["tilelang"]["error"] and "us" not in rows["tilelang"]
+
+
+def test_a_backend_whose_timing_fails_gets_an_error_row_and_the_others_their_rows(monkeypatch):
+    """A backend that times once and then raises (a graph that cannot be captured, an out-of-memory)
+    is left out of the later rounds and recorded as an error; cuBLAS and the other backends keep
+    their medians and paired speedups."""
+    calls = {"cublas": 0, "triton": 0, "tilelang": 0}
+
+    def fake_timer(timed):
+        name = timed[0]()
+        calls[name] += 1
+        if name == "tilelang" and calls[name] == 2:
+            raise RuntimeError("capture failed")
+        return {"cublas": 100.0, "triton": 125.0, "tilelang": 50.0}[name]
+
+    monkeypatch.setattr(benchmarks.kernels, "time_in_graph", fake_timer)
+    monkeypatch.setattr(benchmarks.kernels, "LINEAR_ROUNDS", 3)
+    results = benchmarks.kernels.Results()
+    ours = {name: (dict, [lambda name=name: name]) for name in ("triton", "tilelang")}
+    benchmarks.kernels.time_against_cublas(results, "grad_x", (8, 16, 2), [lambda: "cublas"], ours, 512, None)
+    assert calls == {"cublas": 3, "triton": 3, "tilelang": 2}
+    rows = {row["impl"]: row for row in results.rows}
+    assert rows["triton"]["us"] == 125.0 and rows["triton"]["speedup"] == 0.8
+    assert "capture failed" in rows["tilelang"]["error"] and "us" not in rows["tilelang"]
+    assert rows["bf16_cublas"]["us"] == 100.0

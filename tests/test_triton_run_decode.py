@@ -4,17 +4,21 @@ byte value by ``test_base3_asm.py::test_run_decode_gives_every_byte_its_columns`
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 import torch
+import triton
 
 from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on CPU)
 
+from test_base3_asm import MASK, run_asm  # noqa: E402
 from test_triton_register_decode import _compile_offline  # noqa: E402
 
 from ternary.kernels.linear import reference  # noqa: E402
 from ternary.kernels.linear import triton as kernels  # noqa: E402
 from ternary.kernels.linear import triton_run_decode  # noqa: E402
-from ternary.state.packing import packed_width, random_packed  # noqa: E402
+from ternary.kernels.linear.triton_launch import round_up  # noqa: E402
+from ternary.state.packing import byte_to_trits_table, packed_width, random_packed  # noqa: E402
 
 GPU = pytest.mark.skipif(DEVICE != "cuda", reason="the run decode is inline PTX: compiled GPUs only")
 
@@ -61,8 +65,8 @@ def test_run_decode_of_every_byte_value_in_every_position():
 
 
 @GPU
-@pytest.mark.parametrize("column", [0, 37, 1499])
-def test_a_corrupt_byte_gives_nan_in_exactly_its_columns(column):
+@pytest.mark.parametrize("byte", [0, 37, 1499])
+def test_a_corrupt_byte_gives_nan_in_exactly_its_columns(byte):
     """A byte > 242 at the start, middle or end of a row turns its five weights (those inside K)
     into NaN and nothing else; the other rows are untouched."""
     n, k, g = 9, 7497, 40
@@ -70,19 +74,19 @@ def test_a_corrupt_byte_gives_nan_in_exactly_its_columns(column):
     want = _want(packed, exponents, k, g)
     for value in (243, 255):
         bad = packed.clone()
-        bad[4, column] = value
+        bad[4, byte] = value
         got = kernels.dequantize(bad, exponents, in_features=k, group_size=g).cpu()
         nan = torch.isnan(got)
-        inside = range(5 * column, min(5 * column + 5, k))
+        inside = range(5 * byte, min(5 * byte + 5, k))
         assert nan[4, list(inside)].all() and nan.sum() == len(inside)
         assert torch.equal(got[~nan], want[~nan])
 
 
 @GPU
-@pytest.mark.parametrize("tile", [(1, 32, 1), (8, 16, 4), (2, 128, 8)])
+@pytest.mark.parametrize("tile", [(1, 32, 1), (8, 16, 4), (2, 128, 8), (16, 32, 4)])
 def test_run_decode_launch_tiles_agree(tile):
-    """Launch overrides (rows and runs per program, warps) give the same buffer, with N and the run
-    count not multiples of the tile."""
+    """Launch overrides (rows and runs per program, warps; four runs per thread in the last) give the
+    same buffer, with N and the run count not multiples of the tile."""
     n, k, g = 67, 2999, 40
     packed, exponents = _layer(n, k, g, seed=9)
     got = triton_run_decode.dequantize_runs(packed, exponents, in_features=k, group_size=g, tile=tile)
@@ -91,9 +95,13 @@ def test_run_decode_launch_tiles_agree(tile):
 
 @GPU
 @pytest.mark.parametrize("m", [64, 300])
-def test_two_step_paths_use_the_run_decode_and_match_the_reference(m):
-    """bf16 forward and grad-x from the two-step path (digit-plane order below N / 8 rows, column order
-    above) against float64 references, within the bf16 budget of ``test_triton_linear``."""
+def test_two_step_paths_use_the_run_decode_and_match_the_reference(m, monkeypatch):
+    """bf16 forward and grad-x from the two-step path take the run decode (in column order, below
+    N / PLANES_ROWS_PER_OUTPUT rows too) and match float64 references within the bf16 budget of
+    ``test_triton_linear``."""
+    decoded = []
+    real = triton_run_decode.dequantize_runs
+    monkeypatch.setattr(triton_run_decode, "dequantize_runs", lambda *a, **kw: decoded.append(1) or real(*a, **kw))
     n, k, g = 2048, 1500, 40
     packed, exponents = _layer(n, k, g, seed=m)
     exponents = exponents.clamp(-6, 4)
@@ -103,6 +111,7 @@ def test_two_step_paths_use_the_run_decode_and_match_the_reference(m):
     w = reference.dequantize(packed.cpu(), exponents.cpu(), in_features=k, group_size=g).double()
     y = kernels.forward_two_step(x, packed, exponents, None, in_features=k, group_size=g, bias_frac_bits=16)
     gx = kernels.grad_x_two_step(grad_y, packed, exponents, in_features=k, group_size=g)
+    assert len(decoded) == 2  # m = 64 is below N / PLANES_ROWS_PER_OUTPUT = 256, where planes used to apply
     for got, want in ((y, x.double().cpu() @ w.T), (gx, grad_y.double().cpu() @ w)):
         error = (got.double().cpu() - want).norm() / want.norm()
         assert error <= 1e-2
@@ -110,8 +119,18 @@ def test_two_step_paths_use_the_run_decode_and_match_the_reference(m):
 
 def test_run_decode_refuses_what_it_cannot_do():
     """fp32 buffers, group sizes that split a 4-byte run between scales, and the CPU or the
-    interpreter are refused by ``takes``; asking for the decode anyway is a clear error."""
+    interpreter are refused by ``takes``; asking for the decode anyway, with tensors that do not fit
+    ``in_features``, or with a tile that breaks the lane pairing is a clear error."""
     packed, exponents = _layer(4, 83, 15, seed=1)
+    wide, _ = _layer(4, 160, 40, seed=1)
+    with pytest.raises(ValueError, match=r"T_packed \[4, 32\].*in_features=83"):
+        triton_run_decode.dequantize_runs(wide, exponents[:, :3], in_features=83, group_size=40)
+    for tile in ((1, 16, 1), (0, 64, 1), (2, 1, 1), (1, 48, 1), (1, 64, 3)):
+        with pytest.raises(ValueError, match="tile"):
+            triton_run_decode.check_tile(tile)
+    triton_run_decode.check_tile(triton_run_decode.RUN_DECODE_TILE)
+    with pytest.raises(ValueError, match="tile"):
+        kernels.dequantize(packed, exponents[:, :3], in_features=83, group_size=40, runs=True, tile=(16, 256, 4))
     assert not triton_run_decode.takes(packed, 15, torch.bfloat16)
     assert not triton_run_decode.takes(packed, 40, torch.float32)
     with pytest.raises(ValueError, match="group_size=15"):
@@ -133,11 +152,14 @@ from ternary.kernels.linear import triton_run_decode as runs
 
 names = "p_ptr e_ptr w_ptr N KB NG RUNS stride_pn stride_en stride_w16".split()
 signature = dict(zip(names, ["*u8", "*i8", "*i32"] + ["i32"] * 7))
-signature.update(dict.fromkeys(("BYTES_PER_GROUP", "BLOCK_N", "BLOCK_R"), "constexpr"))
+signature.update(dict.fromkeys(("BYTES_PER_GROUP", "ONE_SCALE_PER_RUN", "BLOCK_N", "BLOCK_R"), "constexpr"))
 report = []
-for (block_n, block_r, warps), bytes_per_group in ((runs.RUN_DECODE_TILE, 8), ((1, 32, 1), 4), ((2, 128, 8), 12)):
+for (block_n, block_r, warps), bytes_per_group in ((runs.RUN_DECODE_TILE, 8), ((1, 32, 1), 4), ((2, 128, 8), 12),
+                                                   ((16, 32, 4), 8)):
+    constexprs = {"BYTES_PER_GROUP": bytes_per_group, "ONE_SCALE_PER_RUN": bytes_per_group % 8 == 0,
+                  "BLOCK_N": block_n, "BLOCK_R": block_r}
     source = ASTSource(runs._run_decode_kernel, signature=signature, attrs={(2,): [["tt.divisibility", 16]]},
-                       constexprs={"BYTES_PER_GROUP": bytes_per_group, "BLOCK_N": block_n, "BLOCK_R": block_r})
+                       constexprs=constexprs)
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
     layouts = re.findall(r"#blocked\\d* = #ttg.blocked<\\{sizePerThread = \\[(\\d+)\\], threadsPerWarp = \\[(\\d+)\\]",
                          compiled.asm["ttgir"])
@@ -187,3 +209,80 @@ def test_run_decode_reads_row_padded_and_offset_views():
     got = kernels.dequantize(view_p, view_e, in_features=k, group_size=g)
     assert not torch.isnan(got).any()  # the 255s around the view are never read
     assert torch.equal(got.cpu(), _want(packed, exponents, k, g))
+
+
+class _AsmResults:
+    def __init__(self, outputs):
+        self.outputs = outputs
+
+    def get_result(self, index):
+        return self.outputs[index]
+
+
+def _modelled_inline_asm(builder, asm, constraints, values, types, is_pure, pack):
+    """The interpreter's inline asm, run by the NumPy model of ``test_base3_asm``: element ``i`` of the
+    program's tile is lane ``i`` (what the offline compile test pins for the compiled kernel)."""
+    from triton.runtime.interpreter import TensorHandle
+
+    outputs = sum(1 for c in constraints.split(",") if c.startswith("="))
+    shape = np.asarray(values[0].data).shape
+    operands = {f"${outputs + i}": (np.asarray(v.data).reshape(-1).astype(np.int64) & 0xFFFFFFFF).astype(np.uint64)
+                for i, v in enumerate(values)}
+    registers = run_asm(asm, operands)
+    return _AsmResults([TensorHandle((registers[f"${i}"] & MASK).astype(np.uint32).view(np.int32).reshape(shape),
+                                     triton.language.int32) for i in range(outputs)])
+
+
+def _table_weights(packed, exponents, k, g):
+    """bf16 ``T * 2^E`` by the byte table, NaN in the five columns of a corrupt byte."""
+    table = byte_to_trits_table().numpy().astype(np.float64)
+    p = packed.cpu().numpy().astype(np.int64)
+    trits = table[np.minimum(p, 242)]
+    trits[p > 242] = np.nan
+    scale = np.repeat(2.0 ** exponents.cpu().numpy().astype(np.float64), g, axis=1)[:, :k]
+    return torch.from_numpy(trits.reshape(p.shape[0], -1)[:, :k] * scale).to(torch.bfloat16)
+
+
+@pytest.mark.skipif(DEVICE != "cpu", reason="the Triton interpreter runs the kernel with its PTX modelled in NumPy")
+@pytest.mark.parametrize("n,k,g,tile,corrupt", [
+    (1, 7, 40, (1, 32, 1), ()),
+    (6, 79, 20, (8, 4, 1), ((5, 15, 243),)),  # two runs per row, the second one short
+    (11, 83, 20, (2, 16, 1), ((0, 0, 255), (10, 16, 250))),  # an odd number of runs per row
+    (5, 1213, 60, (1, 64, 2), ((2, 242, 243),)),  # runs straddle scale groups; the last byte corrupt
+    (9, 747, 40, (1, 32, 1), ((4, 37, 255), (8, 148, 243))),
+])
+def test_the_kernel_writes_exactly_its_runs(monkeypatch, n, k, g, tile, corrupt):
+    """The compiled kernel's indexing and masks, run on the CPU: ``T_packed`` and ``E`` as offset views
+    into storage poisoned around them, the buffer between guard words. Every word of the row's runs is
+    written, bit-exact (NaN in exactly the five columns of a corrupt byte), and nothing else is: not
+    the row padding past the runs, not the guards, whether the row has an odd or even run count."""
+    from triton.runtime.interpreter import InterpreterBuilder
+
+    monkeypatch.setattr(InterpreterBuilder, "create_inline_asm", _modelled_inline_asm, raising=False)
+    gen = torch.Generator().manual_seed(k)
+    packed = random_packed(n, k, generator=gen)
+    for row, byte, value in corrupt:
+        packed[row, byte] = value
+    exponents = torch.randint(-128, 128, (n, -(-k // g)), generator=gen).to(torch.int8)
+    kb, groups = packed.shape[1], exponents.shape[1]
+    wide_p = torch.full((n, kb + 9), 255, dtype=torch.uint8)
+    wide_p[:, 4:4 + kb] = packed
+    wide_e = torch.full((n, groups + 3), 127, dtype=torch.int8)
+    wide_e[:, 1:1 + groups] = exponents
+    columns = round_up(round_up(k, triton_run_decode.RUN_COLUMNS), triton_run_decode.ROW_ALIGN)
+    sentinel, guard = 0x12345678, 64  # as two bf16 lanes, values no weight can take (mantissas non-zero)
+    storage = torch.full((2 * guard + n * columns // 2,), sentinel, dtype=torch.int32)
+    words = storage[guard:guard + n * columns // 2].view(n, columns // 2)
+    triton_run_decode.launch(wide_p[:, 4:4 + kb], wide_e[:, 1:1 + groups], words, group_size=g, tile=tile)
+    runs = -(-kb // triton_run_decode.RUN_BYTES)
+    assert (storage[:guard] == sentinel).all() and (storage[-guard:] == sentinel).all()
+    assert (words[:, :20 * runs] != sentinel).all() and (words[:, 20 * runs:] == sentinel).all()
+    # past K the run holds the padding digits (zeros) and bytes read as 121 (zeros), but a corrupt
+    # last byte is NaN in all its five columns, inside K or not
+    width = triton_run_decode.RUN_COLUMNS * runs
+    padded = torch.cat([packed, torch.full((n, 8 * runs - kb), 121, dtype=torch.uint8)], dim=1)
+    padded_e = torch.cat([exponents, torch.zeros((n, -(-width // g) - groups), dtype=torch.int8)], dim=1)
+    got = words.view(torch.bfloat16)[:, :width]
+    want = _table_weights(padded, padded_e, width, g)
+    assert torch.equal(torch.isnan(got), torch.isnan(want))
+    assert torch.equal(got[~torch.isnan(got)].view(torch.int16), want[~torch.isnan(want)].view(torch.int16))

@@ -540,6 +540,9 @@ def dequantize(T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int, gro
     if runs:
         if dtype != torch.bfloat16:
             raise ValueError(f"dequantize: the run decode writes bf16 only (asked for {dtype})")
+        if tile is not None:
+            raise ValueError("dequantize: tile is the per-weight decode's launch; the run decode takes "
+                             "triton_run_decode.dequantize_runs(..., tile=)")
         return triton_run_decode.dequantize_runs(T_packed, E, in_features=in_features, group_size=group_size)
     n = T_packed.shape[0]
     block_n, block_c, warps = (16, 32, 4) if triton_interpreted() else COLUMN_DECODE_TILE
@@ -848,8 +851,8 @@ def grad_x_wgmma(grad_y, T_packed, E, *, in_features, group_size, tile=None, val
 def grad_x_two_step(grad_y, T_packed, E, *, in_features, group_size):
     """Dense decode into a transient buffer in ``grad_y.dtype`` (fp32 for fp16), then cuBLAS.
 
-    Under the forward's rule (:func:`forward_two_step`) the buffer is in digit-plane order (the
-    fast decode) and the product's columns are put back in order by one strided copy of the
+    Under the forward's rule (:func:`forward_two_step`) the buffer is in digit-plane order (where that
+    decode pays) and the product's columns are put back in order by one strided copy of the
     ``[M, K]`` output (the slice past ``K`` makes the result a strided view ``[M, K]`` with row
     stride ``5 * plane_block() * blocks``, at most ``1 / PLANES_MIN_BLOCKS`` wider than ``K``);
     otherwise column order.

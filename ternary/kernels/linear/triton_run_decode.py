@@ -10,9 +10,10 @@ order as twenty 32-bit words, about 4 instructions per weight where the per-weig
 A run's 80 bytes start 16 bytes into a 32-byte sector when the run is odd, so a lane storing its own
 run alone would write half sectors (H100: twice the L2 sector writes, and partial sectors evicted
 before the other half arrived cost DRAM reads; 0.5-1.1 TB/s). The two runs of a pair therefore sit in
-neighbouring lanes (the tile is one-dimensional with runs fastest, so lane ``L`` holds run ``L`` of its
-row modulo 32; ``BLOCK_R`` is even) and swap two chunks through shuffles: each of the five 16-byte
-stores of the pair writes one whole sector.
+neighbouring lanes (the tile is one-dimensional with runs fastest and one element per lane in turn, so
+elements ``2 i`` and ``2 i + 1``, runs ``2 q`` and ``2 q + 1`` of one row as ``BLOCK_R`` is even, sit in
+lanes ``L`` and ``L ^ 1``) and swap two chunks through shuffles: each of the five 16-byte stores of the
+pair writes one whole sector.
 
 A run lies within one scale group per four bytes when ``G`` is a multiple of 20, the condition of
 :func:`takes`. The buffer's rows hold whole runs and whole 128-byte lines (``Kp = round_up(round_up(K,
@@ -28,6 +29,7 @@ import triton.language as tl
 from ternary.kernels.linear.triton_base3 import RUN_COLUMNS_ASM, bf16_exp2_bits
 from ternary.kernels.linear.triton_launch import round_up
 from ternary.kernels.registry import triton_interpreted
+from ternary.state.packing import packed_width
 
 RUN_BYTES = 8
 RUN_COLUMNS = 5 * RUN_BYTES
@@ -77,9 +79,11 @@ def _store_sector_half(pointers, words, mask):
 
 @triton.jit
 def _run_decode_kernel(p_ptr, e_ptr, w_ptr, N, KB, NG, RUNS, stride_pn, stride_en, stride_w16,
-                       BYTES_PER_GROUP: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_R: tl.constexpr):
+                       BYTES_PER_GROUP: tl.constexpr, ONE_SCALE_PER_RUN: tl.constexpr, BLOCK_N: tl.constexpr,
+                       BLOCK_R: tl.constexpr):
     """``w [N, 40 RUNS]`` (viewed as int32 pairs of bf16) ``= T * 2^E`` in column order; corrupt bytes
-    (> 242) give NaN in their five columns. ``stride_w16`` is the row stride in 16-byte units."""
+    (> 242) give NaN in their five columns. ``stride_w16`` is the row stride in 16-byte units;
+    ``ONE_SCALE_PER_RUN``: the eight bytes of a run share one scale group."""
     index = tl.arange(0, BLOCK_N * BLOCK_R)  # runs fastest: a warp's lanes take consecutive runs of a row
     rn = tl.program_id(0) * BLOCK_N + index // BLOCK_R
     runs = tl.program_id(1) * BLOCK_R + index % BLOCK_R
@@ -88,7 +92,7 @@ def _run_decode_kernel(p_ptr, e_ptr, w_ptr, N, KB, NG, RUNS, stride_pn, stride_e
     row_bytes = p_ptr + rows * stride_pn
     row_scales = e_ptr + rows * stride_en
     low = _run_scale(row_scales, first, BYTES_PER_GROUP, NG)
-    if BYTES_PER_GROUP % _RUN_BYTES == 0:
+    if ONE_SCALE_PER_RUN:
         high = low
     else:
         high = _run_scale(row_scales, first + 4, BYTES_PER_GROUP, NG)
@@ -98,7 +102,7 @@ def _run_decode_kernel(p_ptr, e_ptr, w_ptr, N, KB, NG, RUNS, stride_pn, stride_e
         [_run_byte(row_bytes, first, 0, KB), _run_byte(row_bytes, first, 1, KB), _run_byte(row_bytes, first, 2, KB),
          _run_byte(row_bytes, first, 3, KB), _run_byte(row_bytes, first, 4, KB), _run_byte(row_bytes, first, 5, KB),
          _run_byte(row_bytes, first, 6, KB), _run_byte(row_bytes, first, 7, KB), low, high, parity],
-        dtype=(tl.int32,) * 20, is_pure=True, pack=1)
+        dtype=(tl.int32,) * 20, is_pure=False, pack=1)  # not pure: its shuffles need the whole warp here
     # Store j of a lane pair writes sector j of its 160 bytes: the even run's lane the first half, the
     # odd run's lane the second half. A lane writes its partner's chunks (stores 3, 4 of the even
     # lane, 0, 1 of the odd) only where the partner run exists.
@@ -123,22 +127,46 @@ def takes(T_packed: torch.Tensor, group_size: int, dtype: torch.dtype) -> bool:
             and group_size % (5 * 4) == 0)
 
 
+def launch(T_packed: torch.Tensor, E: torch.Tensor, words: torch.Tensor, *, group_size: int,
+           tile: tuple[int, int, int]) -> None:
+    """Run the kernel into ``words [N, Kp / 2]`` (int32, row stride a multiple of 4 words, ``Kp`` at least
+    40 columns per run); the caller has checked the shapes (:func:`dequantize_runs`)."""
+    n, kb = T_packed.shape
+    block_n, block_r, warps = tile
+    runs = triton.cdiv(kb, RUN_BYTES)
+    bytes_per_group = group_size // 5
+    _run_decode_kernel[(triton.cdiv(n, block_n), triton.cdiv(runs, block_r))](
+        T_packed, E, words, n, kb, E.shape[1], runs, T_packed.stride(0), E.stride(0), words.stride(0) // 4,
+        BYTES_PER_GROUP=bytes_per_group, ONE_SCALE_PER_RUN=bytes_per_group % RUN_BYTES == 0, BLOCK_N=block_n,
+        BLOCK_R=block_r, num_warps=warps,
+    )
+
+
+def check_tile(tile: tuple[int, int, int]) -> None:
+    """Powers of two, an even number of runs per program (lane pairs hold run pairs) and at least one
+    run per thread (smaller tiles replicate runs across threads and lose the 16-byte stores)."""
+    block_n, block_r, warps = tile
+    powers = all(v >= 1 and v & (v - 1) == 0 for v in tile)
+    if not powers or block_r < 2 or block_n * block_r < 32 * warps:
+        raise ValueError(f"dequantize_runs: tile (BLOCK_N, BLOCK_R, warps) = {tile} needs powers of two, "
+                         "BLOCK_R >= 2 and at least one run per thread (BLOCK_N * BLOCK_R >= 32 * warps)")
+
+
 def dequantize_runs(T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int, group_size: int,
                     tile: tuple[int, int, int] | None = None) -> torch.Tensor:
     """Dense bf16 ``W [N, K] = T * 2^E`` (a view of an ``[N, Kp]`` buffer, see above), for layers
     :func:`takes` accepts; ``tile = (BLOCK_N, BLOCK_R, warps)`` overrides the launch."""
+    n, kb = T_packed.shape
+    if kb != packed_width(in_features) or E.shape != (n, -(-in_features // group_size)):
+        raise ValueError(f"dequantize_runs: T_packed {list(T_packed.shape)} and E {list(E.shape)} do not fit "
+                         f"in_features={in_features}, group_size={group_size}: expected "
+                         f"[{n}, {packed_width(in_features)}] and [{n}, {-(-in_features // group_size)}]")
+    tile = tile or RUN_DECODE_TILE
+    check_tile(tile)
     if not takes(T_packed, group_size, torch.bfloat16):
         raise ValueError("dequantize_runs: needs a CUDA T_packed, compiled Triton and a group size that is "
                          f"a multiple of 20 (got group_size={group_size})")
-    n, kb = T_packed.shape
-    block_n, block_r, warps = tile or RUN_DECODE_TILE
-    if block_r < 2 or block_r & (block_r - 1) or block_n & (block_n - 1):
-        raise ValueError(f"dequantize_runs: tile {(block_n, block_r, warps)} needs powers of two, at least 2 runs")
-    runs = triton.cdiv(kb, RUN_BYTES)
     columns = round_up(round_up(in_features, RUN_COLUMNS), ROW_ALIGN)
     w = torch.empty((n, columns), dtype=torch.bfloat16, device=T_packed.device)
-    _run_decode_kernel[(triton.cdiv(n, block_n), triton.cdiv(runs, block_r))](
-        T_packed, E, w.view(torch.int32), n, kb, E.shape[1], runs, T_packed.stride(0), E.stride(0), w.stride(0) // 8,
-        BYTES_PER_GROUP=group_size // 5, BLOCK_N=block_n, BLOCK_R=block_r, num_warps=warps,
-    )
+    launch(T_packed, E, w.view(torch.int32), group_size=group_size, tile=tile)
     return w[:, :in_features]
