@@ -395,7 +395,8 @@ def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: 
         if m > triton_linear.WGMMA_MAX_ROWS:  # bf16 rows the two-step path takes
             def decode():
                 calls = [lambda s=s: triton_linear.dequantize(s[0], s[1], **static) for s in states[:4]]
-                return time_in_graph(calls), dict(buffer_mb=n * k * 2 / 1e6)
+                buffer_mb = calls[0]().untyped_storage().nbytes() / 1e6  # the whole buffer, row padding included
+                return time_in_graph(calls), dict(buffer_mb=buffer_mb)
             results.measure("decode", n, k, m, "triton_two_step", decode)
         grad_x_calls = {
             name: (lambda gx=module.grad_x: dict(rel_err_vs_bf16=relative_rms(
