@@ -258,7 +258,8 @@ def _run_columns_asm() -> str:
     lines += _WORD_DECODE_CONSTANTS
     for half in range(2):
         first = 20 + 4 * half
-        lines += [f"prmt.b32 b01, ${first}, ${first + 1}, 0x0040;", f"prmt.b32 b23, ${first + 2}, ${first + 3}, 0x0040;",
+        lines += [f"prmt.b32 b01, ${first}, ${first + 1}, 0x0040;",
+                  f"prmt.b32 b23, ${first + 2}, ${first + 3}, 0x0040;",
                   "prmt.b32 word, b01, b23, 0x5410;",
                   "and.b32 flag, word, 0x7F7F7F7F;", "add.u32 flag, flag, 0x0D0D0D0D;", "and.b32 flag, flag, word;",
                   "prmt.b32 mask, flag, 0, 0x9988;", f"or.b32 k01, mask, ${28 + half};",
