@@ -141,18 +141,30 @@ def time_back_to_back(fn: Callable[[], object], calls: int = 4, repeats: int = 5
                              for _ in range(repeats))
 
 
-def time_interleaved(fns: dict[str, object], rounds: int = 4, timer: Callable[[object], float] | None = None
-                     ) -> dict[str, list[float]]:
+def time_interleaved(fns: dict[str, object], rounds: int = 4, timer: Callable[[object], float] | None = None,
+                     failures: dict[str, BaseException] | None = None) -> dict[str, list[float]]:
     """``timer(fns[name])`` (default :func:`time_back_to_back`) of each of ``fns`` in turn, ``rounds``
     times over: microseconds per call, round by round. Kernels that run for milliseconds move the
     card's clock (power and heat), so a baseline timed once before or after the others drifts from
     them; taken in turns, round ``r`` of every call ran under about the same clock (compare them
-    with :func:`paired_ratio`)."""
+    with :func:`paired_ratio`).
+
+    With ``failures`` given, a name whose timing raises is recorded there and left out of the later
+    rounds (the others go on); the first name, the baseline, still raises."""
     timer = timer or time_back_to_back
     times: dict[str, list[float]] = {name: [] for name in fns}
+    baseline = next(iter(fns), None)
     for _ in range(rounds):
         for name, fn in fns.items():
-            times[name].append(timer(fn))
+            if failures is not None and name in failures:
+                continue
+            try:
+                times[name].append(timer(fn))
+            except Exception as error:
+                if failures is None or name == baseline:
+                    raise
+                traceback.print_exc()
+                failures[name] = error
     return times
 
 
@@ -294,7 +306,7 @@ def time_against_cublas(results: Results, op: str, shape: tuple[int, int, int], 
     raises, or whose timing raises in any round, gets an error row and no timings (cuBLAS failing
     fails the call). Returns cuBLAS's median microseconds."""
     n, k, m = shape
-    checks, calls, failures = {}, {"bf16_cublas": ("bf16_cublas", cublas)}, {}
+    checks, calls, failures = {}, {"bf16_cublas": cublas}, {}
     for name, (check, backend_calls) in ours.items():
         try:
             checks[name] = check()
@@ -302,22 +314,8 @@ def time_against_cublas(results: Results, op: str, shape: tuple[int, int, int], 
             traceback.print_exc()
             results.error(op, n, k, m, name, error)
             continue
-        calls[name] = (name, backend_calls)
-
-    def timer(item: tuple[str, list[Callable[[], object]]]) -> float:
-        name, timed_calls = item
-        if name in failures:
-            return math.nan
-        try:
-            return time_in_graph(timed_calls)
-        except Exception as error:
-            if name == "bf16_cublas":
-                raise
-            traceback.print_exc()
-            failures[name] = error
-            return math.nan
-
-    times = time_interleaved(calls, rounds=LINEAR_ROUNDS, timer=timer)
+        calls[name] = backend_calls
+    times = time_interleaved(calls, rounds=LINEAR_ROUNDS, timer=time_in_graph, failures=failures)
     base_times = times.pop("bf16_cublas")
     base = statistics.median(base_times)
     results.add(op, n, k, m, "bf16_cublas", base, tflops=flops / base / 1e6, rounds_us=_rounded(base_times))
@@ -433,14 +431,10 @@ def bench_update(results: Results, n: int, k: int, m: int, device: torch.device)
     def ours_step():  # as a training step calls it: T_packed checked once per step for all layers (timed below)
         return triton_update.update(packed, E, E_accum, T_accum, bias, x, grad_y, validated=True, **rule)
 
-    baselines = {"gemm": lambda: grad_y.T @ x, "ste": ste_step}
-    failure = None
-    try:
-        times = time_interleaved(baselines | {"ours": ours_step})
-    except Exception as error:  # noqa: BLE001 - our update failed: time the baselines alone, record the error
-        traceback.print_exc()
-        failure, times = error, time_interleaved(baselines)
-    del master, optimizer, baselines
+    failures: dict[str, BaseException] = {}
+    times = time_interleaved({"gemm": lambda: grad_y.T @ x, "ste": ste_step, "ours": ours_step}, failures=failures)
+    failure = failures.get("ours")
+    del master, optimizer
     torch.cuda.empty_cache()
     gemm, ste = statistics.median(times["gemm"]), statistics.median(times["ste"])
     results.add("update", n, k, m, "bf16_wgrad_gemm", gemm, tflops=2 * m * n * k / gemm / 1e6)

@@ -62,6 +62,11 @@ def _fma_bf16x2(a: np.ndarray, b: np.ndarray, c: np.ndarray) -> np.ndarray:
     return lanes[0] | lanes[1]
 
 
+def _exponent_bits(exponent: int) -> int:
+    """The bf16 bits of ``2^exponent`` for an int8 exponent (subnormals below -126)."""
+    return (exponent + 127) << 7 if exponent >= -126 else 1 << (exponent + 133)
+
+
 def run_asm(text: str, operands: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
     """Execute the instructions of ``text`` on uint64 arrays holding 32-bit values; element ``i`` of
     every array is lane ``i`` (``shfl.sync.bfly`` reads element ``i ^ mask``)."""
@@ -138,9 +143,7 @@ def test_pair_decode_gives_every_byte_pairs_weights(exponents):
     low, high = np.meshgrid(np.arange(256, dtype=np.uint64), np.arange(256, dtype=np.uint64), indexing="ij")
     low, high = low.ravel(), high.ravel()
     e_low, e_high = exponents
-    bits = torch.tensor([e_low, e_high]).to(torch.int32)
-    scale_bits = [int(b) & 0xFFFF for b in torch.where(
-        bits >= -126, (bits + 127) << 7, torch.ones_like(bits) << torch.clamp(bits + 133, min=0))]
+    scale_bits = [_exponent_bits(e_low), _exponent_bits(e_high)]
     packed_scale = np.full_like(low, scale_bits[0] | (scale_bits[1] << 16))
     out = run_asm(_asm_text(), {"$5": low | (high << np.uint64(8)) | np.uint64(0xABCD0000), "$6": packed_scale})
 
@@ -180,7 +183,7 @@ def test_word_decode_gives_each_byte_position_its_weights():
     rng = np.random.default_rng(0)
     values = np.arange(243, dtype=np.uint64)
     for exponent in (0, -128, -127, -126, 127, 5):
-        bits = (exponent + 127) << 7 if exponent >= -126 else 1 << (exponent + 133)
+        bits = _exponent_bits(exponent)
         for position in range(4):
             others = rng.integers(0, 243, size=(3, values.size)).astype(np.uint64)
             column = iter(others)
@@ -192,10 +195,6 @@ def test_word_decode_gives_each_byte_position_its_weights():
                     lane = (out[f"${2 * digit + p // 2}"] >> np.uint64(16 * (p % 2))) & np.uint64(0xFFFF)
                     want = table[byte.astype(np.int64), digit] * 2.0**exponent
                     assert np.array_equal(_bf16_to_float(lane), want), (exponent, position, p, digit)
-
-
-def _exponent_bits(exponent: int) -> int:
-    return (exponent + 127) << 7 if exponent >= -126 else 1 << (exponent + 133)
 
 
 def _pair_image(out: dict[str, np.ndarray]) -> np.ndarray:
