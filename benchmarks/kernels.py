@@ -390,7 +390,7 @@ def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: 
                 us = time_in_graph([lambda layer=layer: layer(x) for layer in gem])
                 return us, dict(speedup=base / us, first_call_s=round(tune_s, 1))
             results.measure("forward", n, k, m, "gemlite_2bit", gemlite)
-        if m > triton_linear.WGMMA_MAX_ROWS:  # bf16 rows the two-step path takes
+        if m > triton_linear.WGMMA_MAX_ROWS or triton_linear.buffer_stays_in_l2(m, n, k):  # two-step calls
             def decode():
                 calls = [lambda s=s: triton_linear.dequantize(s[0], s[1], **static) for s in states[:4]]
                 buffer_mb = calls[0]().untyped_storage().nbytes() / 1e6  # the whole buffer, row padding included

@@ -23,6 +23,7 @@ from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on 
 
 from ternary.kernels.linear import reference  # noqa: E402
 from ternary.kernels.linear import triton as kernels  # noqa: E402
+from ternary.kernels.linear import triton_launch  # noqa: E402
 from ternary.state.packing import random_packed  # noqa: E402
 
 FP32_BUDGET = 1e-5
@@ -265,6 +266,30 @@ def test_forward_scales_exactly_with_powers_of_two():
     for name, path in forward_paths(3) + [("gemv", kernels.forward_gemv)]:
         rows = x[:kernels.GEMV_MAX_ROWS] if name == "gemv" else x
         assert torch.equal(path(2 * rows, packed, exponents, None, **kw), 2 * path(rows, packed, exponents, None, **kw)), name
+
+
+@pytest.mark.parametrize("wide", [False, pytest.param(True, marks=pytest.mark.skipif(
+    DEVICE != "cuda", reason="the interpreter runs one block size"))])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+def test_two_step_bias_is_added_once_to_the_product(dtype, wide, monkeypatch):
+    """The two-step forward adds the bias in fp32 to the product as cuBLAS rounded it, in one pass
+    (``finish_splits``, with its narrow and its wide block): bit for bit the old ``(y.float() + bias *
+    2^-B).to(dtype)``, with the bias's value rounded once from float64 and biases past 2^24 (where
+    int32 -> fp32 rounds) included."""
+    monkeypatch.setattr(triton_launch, "FINISH_WIDE_ELEMENTS", 0 if wide else 1 << 62)
+    m, n, k, g = 70, 48, 333, 40
+    (packed, exponents, bias), gen = layer(n, k, g, seed=5)
+    bias[:4] = torch.tensor([2**31 - 1, -(2**31), 2**24 + 1, -(2**25) - 3], dtype=torch.int32)
+    x = torch.randn(m, k, generator=gen).to(DEVICE, dtype)
+    kw = dict(in_features=k, group_size=g, bias_frac_bits=FRAC_BITS)
+    buffer_dtype = torch.float32 if dtype == torch.float16 else dtype
+    w = kernels.dequantize(packed, exponents, in_features=k, group_size=g, dtype=buffer_dtype)
+    total = torch.nn.functional.linear(x.to(buffer_dtype), w).float() + (bias.double() * 2.0**-FRAC_BITS).float()
+    want = total.to(dtype)
+    if DEVICE == "cpu" and dtype == torch.bfloat16:  # the interpreter's fp32 -> bf16 cast truncates
+        want = (total.view(torch.int32) & -(2**16)).view(torch.float32).to(dtype)
+    got = forced_branch(kernels.forward_two_step, False)(x, packed, exponents, bias, **kw)
+    assert got.dtype == dtype and torch.equal(got, want)
 
 
 @pytest.mark.parametrize("n", [256, 64])

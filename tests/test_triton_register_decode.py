@@ -266,7 +266,9 @@ def test_padded_and_offset_views_read_only_their_bytes(kernel, m):
 @GPU_ONLY
 def test_dispatch_takes_each_register_decode_kernel_only_for_its_calls(monkeypatch):
     """2-16 bf16 rows go to the mma.sync kernel, 17 to ``WGMMA_MAX_ROWS`` to the wgmma kernel, when
-    the layer allows word reads and whole-run groups; every other call keeps the older paths."""
+    the layer allows word reads and whole-run groups (and is not one the two-step path takes from 64
+    rows: none here); every other call keeps the older paths."""
+    monkeypatch.setattr(kernels, "TWO_STEP_BYTES_PER_ROW", 0)
     calls = []
     for name in ("forward_mma", "forward_wgmma"):
         original = getattr(kernels, name)
@@ -290,6 +292,31 @@ def test_dispatch_takes_each_register_decode_kernel_only_for_its_calls(monkeypat
         calls.clear()
         budget = BF16_BUDGET if dtype == torch.bfloat16 else 5e-5
         assert relative_rms(got, float64_forward(x, packed, exponents, bias, 1001, g)) < budget
+
+
+@GPU_ONLY
+def test_small_layers_leave_wgmma_for_the_two_step_path_from_64_rows(monkeypatch):
+    """From ``TWO_STEP_MIN_ROWS`` rows the wgmma kernel leaves layers whose bf16 buffer ``2 N K`` is at
+    most ``M * TWO_STEP_BYTES_PER_ROW`` bytes to the two-step path: on each side of that bound, and
+    never below 64 rows; both paths match the float64 forward."""
+    calls = []
+    for name in ("forward_wgmma", "forward_two_step"):
+        original = getattr(kernels, name)
+        monkeypatch.setattr(kernels, name, lambda *a, _name=name, _original=original, **kw:
+                            calls.append(_name) or _original(*a, **kw))
+    n, k, g = 96, 1001, 40
+    packed, exponents, bias, gen = layer(n, k, g, seed=3)
+    buffer = 2 * n * k
+    for m, per_row, taken in ((64, -(-buffer // 64), "forward_two_step"), (64, buffer // 64 - 1, "forward_wgmma"),
+                              (128, -(-buffer // 128), "forward_two_step"), (128, buffer // 128 - 1, "forward_wgmma"),
+                              (63, buffer, "forward_wgmma"), (kernels.WGMMA_MAX_ROWS, buffer, "forward_two_step")):
+        monkeypatch.setattr(kernels, "TWO_STEP_BYTES_PER_ROW", per_row)
+        x = torch.randn(m, k, generator=gen).to(torch.bfloat16)
+        got = kernels.forward(x.cuda(), packed.cuda(), exponents.cuda(), bias.cuda(), in_features=k, group_size=g,
+                              bias_frac_bits=FRAC_BITS)
+        assert calls == [taken], (m, per_row)
+        calls.clear()
+        assert relative_rms(got, float64_forward(x, packed, exponents, bias, k, g)) < BF16_BUDGET
 
 
 @pytest.mark.parametrize("m,k,block_t", [(3, 333, 8), (17, 7, 32), (40, 1280, 64), (130, 161, 128), (5, 515, 16)])

@@ -10,7 +10,8 @@ Forward takes one of six paths, picked by the number of activation rows ``M``:
   into the left operand's registers (``triton_mma_forward``, a Gluon kernel).
 - ``17 <= M <= WGMMA_MAX_ROWS``, same conditions: ``wgmma`` products with the weights decoded the
   same way into the register operand and the activations staged in shared memory by TMA
-  (``triton_wgmma_forward``, a Gluon kernel).
+  (``triton_wgmma_forward``, a Gluon kernel); from ``TWO_STEP_MIN_ROWS`` rows not for layers whose
+  bf16 buffer is at most ``TWO_STEP_BYTES_PER_ROW`` per row (the two-step path below is faster there).
 - ``M <= GEMV_MAX_ROWS``: a CUDA-core GEMV that never forms a weight (grad-x has its own, below).
   With shifted quotients ``r_i = floor(b / 3^i) - 1`` of a byte ``b``, the byte's dot
   product is ``sum_i d_i x_i - sum_i x_i = sum_i r_i z_i + z_5`` where ``z_0 = x_0``,
@@ -103,6 +104,13 @@ WGMMA_MAX_ROWS = 256
 # From this many rows the forward decodes into a transient buffer for cuBLAS, unless a register-decode
 # kernel takes the call (bf16 up to WGMMA_MAX_ROWS rows).
 TWO_STEP_MIN_ROWS = 64
+# ... and the wgmma kernel does not take layers whose bf16 buffer is at most this many bytes per
+# activation row: the run decode's buffer then stays in L2 for cuBLAS. H100, same process, in turns
+# (benchmarks/results/h100/bias_finish/probe18c.log; wgmma against two-step): 1024^2 M = 64 / 128
+# 15.8 / 24.0 against 8.0 / 8.1 us; 2048^2 M = 64 17.3 against 12.9; 32 MiB buffers (4096^2, 2048 x
+# 8192, 8192 x 2048) at M = 128 34.9-37.6 against 27.9-35.4 and at M = 64 level to 1.4x the other way
+# (8192 x 2048: 25.0 against 34.1); 64 MiB buffers at M = 128 46.5 against 54.1-56.6, at M = 256 level.
+TWO_STEP_BYTES_PER_ROW = 256 * 1024
 PLANE_BLOCK_B = 128
 PLANE_BLOCK_N = 8
 # Two-step forwards and grad-x with M * PLANES_ROWS_PER_OUTPUT < N decode in digit-plane order
@@ -593,10 +601,6 @@ def dequantize_planes(T_packed: torch.Tensor, E: torch.Tensor, *, group_size: in
     return w
 
 
-def _bias_value(bias: torch.Tensor, bias_frac_bits: int) -> torch.Tensor:
-    return bias.to(torch.float64).mul(2.0**-bias_frac_bits).to(torch.float32)
-
-
 def _gemv_tile(name: str, m: int, tile, default: tuple[int, int, int]) -> tuple[int, int, int]:
     """``(BLOCK_N, BLOCK_B, warps)`` of a GEMV launch (``tile[:3]`` overrides), after checking
     that it takes ``m`` rows."""
@@ -744,10 +748,16 @@ def forward_two_step(x, T_packed, E, bias, *, in_features, group_size, bias_frac
     else:
         w = dequantize(T_packed, E, in_features=in_features, group_size=group_size, dtype=dtype)
         x = x.to(dtype)
+    y = torch.nn.functional.linear(x, w)
     if bias is None:
-        return torch.nn.functional.linear(x, w).to(out_dtype)
-    y = torch.nn.functional.linear(x, w).to(torch.float32) if dtype != torch.float32 else x @ w.T
-    return (y + _bias_value(bias, bias_frac_bits)).to(out_dtype)
+        return y.to(out_dtype)
+    return finish_splits(y[None], bias, bias_frac_bits, out_dtype)
+
+
+def buffer_stays_in_l2(m: int, n: int, k: int) -> bool:
+    """Whether a forward of ``m`` rows through an ``[n, k]`` layer takes the two-step path rather than
+    the wgmma kernel for the size of its bf16 buffer (``TWO_STEP_BYTES_PER_ROW``)."""
+    return m >= TWO_STEP_MIN_ROWS and 2 * n * k <= m * TWO_STEP_BYTES_PER_ROW
 
 
 def forward(
@@ -768,7 +778,8 @@ def forward(
         return torch.zeros((m, T_packed.shape[0]), dtype=x.dtype, device=x.device)
     if mma_forward_takes(x, T_packed, E, group_size):
         return forward_mma(x, T_packed, E, bias, validated=True, **kwargs)
-    if m <= WGMMA_MAX_ROWS and wgmma_forward_takes(x, T_packed, E, group_size):
+    if (m <= WGMMA_MAX_ROWS and not buffer_stays_in_l2(m, T_packed.shape[0], in_features)
+            and wgmma_forward_takes(x, T_packed, E, group_size)):
         return forward_wgmma(x, T_packed, E, bias, validated=True, **kwargs)
     if m >= TWO_STEP_MIN_ROWS:
         return forward_two_step(x, T_packed, E, bias, **kwargs)

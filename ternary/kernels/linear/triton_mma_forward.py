@@ -31,6 +31,8 @@ Above 16 rows the ``wgmma`` kernel (``triton_wgmma_forward``) is faster.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -65,6 +67,7 @@ MMA_MAX_SPLITS = 64
 _STEP = gl.constexpr(MMA_STEP_BYTES)
 
 
+@functools.cache
 def run_layout(block_n: int, warps: int) -> gl.DistributedLinearLayout:
     """``[block_n, 8 runs, 4 bytes]``: the layout of the MMA's left operand (``k_width = 4``, 16-row
     tiles stacked over the warps, then repeated in registers) over a step's 32 bytes, with each
@@ -140,6 +143,7 @@ def fragment_planes(x: torch.Tensor, block_t: int, steps: int) -> torch.Tensor:
     return out
 
 
+@functools.cache
 def fragment_layout(block_t: int, warps: int) -> gl.DistributedLinearLayout:
     """``[4 block_t, 8]``: row ``4 t + q`` of a step's fragment-order tile read by lane ``(t mod 8, q)``
     (16 contiguous bytes; every warp reads the whole tile)."""

@@ -22,6 +22,8 @@ bias); a single split writes the output and its bias from the kernel.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -186,6 +188,7 @@ def takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: 
     return word_decode_takes("wgmma_forward", x, T_packed, E, group_size, (WGMMA_MIN_ROWS, WGMMA_ROWS_LIMIT))
 
 
+@functools.cache
 def x_layout(block_t: int) -> gl.NVMMASharedLayout:
     """Shared layout of the activation tiles ``[block_t, 32]`` bf16 (64-byte rows, 64-byte swizzle)."""
     return gl.NVMMASharedLayout.get_default_for([block_t, WGMMA_STEP_BYTES], gl.bfloat16)

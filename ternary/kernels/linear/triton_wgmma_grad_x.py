@@ -25,6 +25,8 @@ and slower from M = 64; from M = 128 the two-step path is faster on most shapes.
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 from triton.experimental import gluon
@@ -59,6 +61,7 @@ _ROWS = gl.constexpr(GRAD_X_ROWS)
 _BYTES = gl.constexpr(GRAD_X_BYTES)
 
 
+@functools.cache
 def run_layout(warps: int) -> gl.BlockedLayout:
     """``[64 rows, 16 runs, 4 bytes]`` over ``warps`` warps: each lane holds whole runs (the four
     bytes of a word in consecutive registers, as ``word_weights`` takes them)."""
@@ -197,9 +200,16 @@ def pays(grad_y: torch.Tensor, T_packed: torch.Tensor) -> bool:
     return splits * m * 5 * blocks * GRAD_X_BYTES * 4 <= GRAD_X_MAX_WORKSPACE_RATIO * n * kb
 
 
+@functools.cache
 def g_layout(block_t: int) -> gl.NVMMASharedLayout:
     """Shared layout of a ``grad_y`` tile ``[block_t, 64]`` bf16 (128-byte rows and swizzle)."""
     return gl.NVMMASharedLayout.get_default_for([block_t, GRAD_X_ROWS], gl.bfloat16)
+
+
+@functools.cache
+def w_layout() -> gl.NVMMASharedLayout:
+    """Shared layout of a step's decoded weight tiles ``[64 rows, 64 bytes]`` bf16."""
+    return gl.NVMMASharedLayout.get_default_for([GRAD_X_ROWS, GRAD_X_BYTES], gl.bfloat16)
 
 
 def wgmma_grad_x(grad_y: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int,
@@ -222,6 +232,6 @@ def wgmma_grad_x(grad_y: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, 
         g_desc, T_packed, E, ws, m, n, kb, E.shape[1], T_packed.stride(0), E.stride(0), ws.stride(0), ws.stride(1),
         triton.cdiv(byte_span(T_packed), 4), triton.cdiv(row_steps, splits), BYTES_PER_GROUP=group_size // 5,
         BLOCK_T=block_t, STAGES=stages, RUN_LAYOUT=run_layout(warps),
-        W_LAYOUT=gl.NVMMASharedLayout.get_default_for([GRAD_X_ROWS, GRAD_X_BYTES], gl.bfloat16), num_warps=warps,
+        W_LAYOUT=w_layout(), num_warps=warps,
     )
     return finish_splits(ws[:, :, :in_features], None, 0, grad_y.dtype)

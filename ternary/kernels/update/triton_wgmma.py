@@ -21,6 +21,8 @@ Only groups inside one byte block (``BLOCK_B`` a multiple of ``G / 5``) and even
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 from triton.experimental import gluon
@@ -235,8 +237,14 @@ def hook_descriptors(x: torch.Tensor, grad_y: torch.Tensor, blocks: int, block_m
     planes = hook_planes(x, block_m, block_b, blocks, x.dtype)
     grad_y = tma_rows(grad_y)
 
-    def boxes(tensor: torch.Tensor, box: list[int]) -> TensorDescriptor:
-        return TensorDescriptor.from_tensor(tensor, box, gl.NVMMASharedLayout.get_default_for(box, dtype))
+    def boxes(tensor: torch.Tensor, box: tuple[int, int]) -> TensorDescriptor:
+        return TensorDescriptor.from_tensor(tensor, list(box), box_layout(box, dtype))
 
-    return (grad_y, boxes(grad_y, [block_m, block_n]), boxes(planes, [block_m, 4 * block_b]),
-            boxes(planes, [block_m, block_b]))
+    return (grad_y, boxes(grad_y, (block_m, block_n)), boxes(planes, (block_m, 4 * block_b)),
+            boxes(planes, (block_m, block_b)))
+
+
+@functools.cache
+def box_layout(box: tuple[int, int], dtype) -> gl.NVMMASharedLayout:
+    """Shared layout of a TMA box ``box`` of ``dtype`` (built once: a layout costs the host ~10 us)."""
+    return gl.NVMMASharedLayout.get_default_for(list(box), dtype)
