@@ -133,12 +133,19 @@ def time_in_graph(calls: list[Callable[[], object]]) -> float:
 
 def time_back_to_back(fn: Callable[[], object], calls: int = 4, repeats: int = 5) -> float:
     """Median microseconds per call of ``calls`` calls of ``fn`` queued back to back between two
-    CUDA events (after a warm-up): the host's launch work overlaps the card's, as in a training
-    step, instead of adding to every call as in :func:`time_with_events`."""
+    CUDA events, behind one more call that is not timed: the card runs that lead call while the
+    host queues the timed ones, so, as in a training step, the host's launch work overlaps the
+    card's and shows only where it takes longer than the card's. (Without the lead call a
+    window of four calls carried a quarter of one call's host work: the wgmma update at 4096^2
+    M = 8192, 593 us back to back against 537 us in a CUDA graph, results/h100/bias_finish/.)"""
     fn()
     torch.cuda.synchronize()
-    return statistics.median(_event_ms(lambda: [fn() for _ in range(calls)]) * 1000.0 / calls
-                             for _ in range(repeats))
+
+    def window() -> float:
+        fn()
+        return _event_ms(lambda: [fn() for _ in range(calls)])
+
+    return statistics.median(window() * 1000.0 / calls for _ in range(repeats))
 
 
 def time_interleaved(fns: dict[str, object], rounds: int = 4, timer: Callable[[object], float] | None = None,
@@ -174,8 +181,11 @@ def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
 
 
 def time_with_events(fn: Callable[[], object], repeats: int = 5) -> float:
-    """Median microseconds of ``fn`` timed one call at a time with CUDA events (after a warm-up)."""
-    return time_back_to_back(fn, calls=1, repeats=repeats)
+    """Median microseconds of ``fn`` timed one call at a time with CUDA events (after a warm-up),
+    the host's launch work included."""
+    fn()
+    torch.cuda.synchronize()
+    return statistics.median(_event_ms(fn) * 1000.0 for _ in range(repeats))
 
 
 def time_graph_or_events(calls: list[Callable[[], object]]) -> tuple[float, str]:

@@ -54,6 +54,26 @@ def test_interleaved_timing_takes_turns_and_pairs_the_ratios_by_round(monkeypatc
     assert ratio != sorted(times["ours"])[1] / sorted(times["gemm"])[1]  # 165 / 150 = 1.1 across rounds
 
 
+def test_back_to_back_timing_queues_a_lead_call_before_each_window(monkeypatch):
+    """One warm-up call, then per repeat one untimed lead call and ``calls`` calls inside the event
+    window (so the host has queued the window's first call by the time the card reaches it); the
+    time is the median window divided by ``calls``."""
+    log, windows = [], iter([8.0, 4.0, 6.0])
+
+    def fake_event_ms(work):
+        log.append("start")
+        work()
+        log.append("stop")
+        return next(windows)
+
+    monkeypatch.setattr(benchmarks.kernels, "_event_ms", fake_event_ms)
+    monkeypatch.setattr(benchmarks.kernels.torch.cuda, "synchronize", lambda: log.append("sync"))
+    us = benchmarks.kernels.time_back_to_back(lambda: log.append("call"), calls=2, repeats=3)
+    assert us == 3000.0  # median window 6 ms over 2 calls
+    window = ["call", "start", "call", "call", "stop"]
+    assert log == ["call", "sync"] + window * 3
+
+
 def test_linear_rows_time_cublas_and_each_backend_in_turns(monkeypatch):
     """The forward / grad-x rows: cuBLAS and every backend whose check passes take turns for
     ``LINEAR_ROUNDS`` rounds; a row gets its median and a speedup paired by round; a backend whose
