@@ -292,6 +292,34 @@ def test_two_step_bias_is_added_once_to_the_product(dtype, wide, monkeypatch):
     assert got.dtype == dtype and torch.equal(got, want)
 
 
+@pytest.mark.parametrize("m,dtype", [(1, torch.float32), (3, torch.float32), (70, torch.float32),
+                                     (40, torch.bfloat16), (70, torch.bfloat16)])
+def test_a_strided_bias_gives_what_a_contiguous_one_does(m, dtype):
+    """A bias that is a strided view (every other element of a longer tensor) gives every forward path
+    exactly the output of the same bias made contiguous (the kernels read it with its stride or copy it;
+    on a GPU M = 40 bf16 is the wgmma kernel's single-split epilogue)."""
+    n, k, g = 48, 333, 40
+    (packed, exponents, bias), gen = layer(n, k, g, seed=m)
+    longer = torch.zeros(2 * n, dtype=torch.int32, device=bias.device)
+    longer[::2] = bias
+    strided = longer[::2]
+    assert not strided.is_contiguous() and torch.equal(strided, bias)
+    x = torch.randn(m, k, generator=gen).to(DEVICE, dtype)
+    kw = dict(in_features=k, group_size=g, bias_frac_bits=FRAC_BITS)
+    for name, path in forward_paths(m):
+        assert torch.equal(path(x, packed, exponents, strided, **kw), path(x, packed, exponents, bias, **kw)), name
+
+
+@pytest.mark.skipif(DEVICE != "cuda", reason="65537 programs: too many for the interpreter")
+def test_finish_takes_more_rows_than_a_grid_axis_of_65535():
+    """Rows sit on the grid's first axis: 65537 rows (the second axis stops at 65535) reduce, with the
+    bias, to what torch gives."""
+    ws = torch.randn(2, 65537, 8, device=DEVICE)
+    bias = torch.arange(-4, 4, dtype=torch.int32, device=DEVICE) * 2**16
+    got = triton_launch.finish_splits(ws, bias, FRAC_BITS, torch.float32)
+    assert torch.allclose(got, ws.sum(0) + bias.float() * 2.0**-FRAC_BITS, rtol=1e-6, atol=1e-6)
+
+
 @pytest.mark.parametrize("n", [256, 64])
 def test_fp16_two_step_keeps_large_exponents(n):
     """fp16 cannot hold 2^E for E >= 16: the two-step paths (plane order at N = 256, column

@@ -80,7 +80,8 @@ GEMV_MAX_ROWS = 2
 # 50 us against the GEMV's 78 us (benchmarks/results/h100/table_gemv/); 2 to 16 bf16 rows by
 # register-decoded mma.sync (triton_mma_forward), 16384^2 72-95 us against the GEMV's 103 us (M = 2)
 # and the fused kernel's 166 us (M = 16) (benchmarks/results/h100/mma_forward/, mma_wide/); 17 to
-# WGMMA_MAX_ROWS by register-decoded wgmma (triton_wgmma_forward).
+# WGMMA_MAX_ROWS by register-decoded wgmma (triton_wgmma_forward), but for the small layers that
+# TWO_STEP_BYTES_PER_ROW leaves to the two-step path from 64 rows.
 GLUON_MIN_CAPABILITY = (9, 0)
 # GEMV split-K (blocks of 32 rows x 32 bytes): about GEMV_BLOCKS_PER_SPLIT byte blocks per
 # program, but at least GEMV_MIN_PROGRAMS_PER_SM programs per SM, at most MAX_SPLITS splits and
@@ -682,7 +683,8 @@ def wgmma_forward_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor
 
 
 def forward_wgmma(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bits, tile=None, validated=False):
-    """bf16 activation rows (at least 2; the dispatch sends 17 to ``WGMMA_MAX_ROWS``) by ``wgmma`` on
+    """bf16 activation rows (at least 2; the dispatch sends 17 to ``WGMMA_MAX_ROWS``, small layers from
+    ``TWO_STEP_MIN_ROWS`` excepted, see ``buffer_stays_in_l2``) by ``wgmma`` on
     register-decoded weights and TMA-staged activations (``triton_wgmma_forward``); ``tile =
     (BLOCK_T, BLOCK_N, warps, stages, programs per SM)`` overrides the launch; ``validated``: the
     caller has already checked ``wgmma_forward_takes``."""

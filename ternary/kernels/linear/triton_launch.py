@@ -98,34 +98,38 @@ def capability(device: torch.device) -> tuple[int, int]:
 
 
 @triton.jit
-def _finish_kernel(ws_ptr, bias_ptr, out_ptr, M, C, stride_ws, stride_wm, stride_om, bias_scale, SPLITS,
+def _finish_kernel(ws_ptr, bias_ptr, out_ptr, M, C, stride_ws, stride_wm, stride_om, stride_b, bias_scale, SPLITS,
                    HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
-    """``out[m, c] = sum_s ws[s, m, c] (+ bias[c] * bias_scale)`` rounded to the output dtype."""
-    m = tl.program_id(1)
-    c = tl.program_id(0) * BLOCK + tl.arange(0, BLOCK)
+    """``out[m, c] = sum_s ws[s, m, c] (+ bias[c] * bias_scale)`` rounded to the output dtype; rows on
+    the grid's first axis (up to 2^31 - 1 of them; the second axis stops at 65535), offsets in int64."""
+    m = tl.program_id(0).to(tl.int64)
+    c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = c < C
     total = tl.zeros((BLOCK,), dtype=tl.float32)
     for s in range(0, SPLITS):
         total += tl.load(ws_ptr + s * stride_ws + m * stride_wm + c, mask=mask, other=0.0)
     if HAS_BIAS:
-        total += tl.load(bias_ptr + c, mask=mask, other=0).to(tl.float32) * bias_scale
+        total += tl.load(bias_ptr + c * stride_b, mask=mask, other=0).to(tl.float32) * bias_scale
     tl.store(out_ptr + m * stride_om + c, total.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-# Columns per program of the finishing kernel: 1024 for outputs of at least FINISH_WIDE_ELEMENTS, 256
-# below (more programs for the small-M splits). H100, same process (results/h100/bias_finish/probe18a.log):
-# the two-step forward's bias on a [2048, 16384] bf16 product took 46.5 us with 1024 against 81.0 with 256.
+# Columns per program of the finishing kernel without splits to reduce (the two-step forward's bias): 1024
+# for outputs of at least FINISH_WIDE_ELEMENTS, else 256, as for every split-K reduction (not measured with
+# 1024). H100, same process (results/h100/bias_finish/probe18a.log): the bias on a [2048, 16384] bf16
+# product took 46.5 us with 1024 against 81.0 with 256.
 FINISH_WIDE_ELEMENTS = 1 << 20
 
 
 def finish_splits(ws: torch.Tensor, bias: torch.Tensor | None, bias_frac_bits: int, dtype: torch.dtype) -> torch.Tensor:
     """Reduce the split workspace ``[S, M, C]`` (unit column stride) to ``[M, C]`` in ``dtype``, adding the
-    bias ``[C]`` (int32) times ``2^-bias_frac_bits`` in fp32 before rounding to ``dtype``."""
+    bias ``[C]`` (int32, any stride) times ``2^-bias_frac_bits`` in fp32 before rounding to ``dtype``."""
     splits, m, c = ws.shape
     out = torch.empty((m, c), dtype=dtype, device=ws.device)
-    block = 32 if triton_interpreted() else 1024 if m * c >= FINISH_WIDE_ELEMENTS else 256
-    _finish_kernel[(triton.cdiv(c, block), m)](
+    wide = splits == 1 and m * c >= FINISH_WIDE_ELEMENTS
+    block = 32 if triton_interpreted() else 1024 if wide else 256
+    _finish_kernel[(m, triton.cdiv(c, block))](
         ws, bias if bias is not None else ws, out, m, c, ws.stride(0), ws.stride(1), out.stride(0),
-        2.0**-bias_frac_bits, splits, HAS_BIAS=bias is not None, BLOCK=block,
+        bias.stride(0) if bias is not None else 0, 2.0**-bias_frac_bits, splits, HAS_BIAS=bias is not None,
+        BLOCK=block,
     )
     return out

@@ -213,6 +213,7 @@ def wgmma_forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias
                           raise_error=True)
     m = x.shape[0]
     n, kb = T_packed.shape
+    bias = None if bias is None else bias.contiguous()  # the single-split kernel reads it with unit stride
     block_t, block_n, warps, stages, per_sm = tile if tile is not None else default_tile(m)
     steps = triton.cdiv(kb, WGMMA_STEP_BYTES)
     t_tiles = triton.cdiv(m, block_t)
