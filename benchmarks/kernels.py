@@ -12,7 +12,8 @@ Everything is timed in one process on one card, with the baseline in the same ru
   the L2 cache, so no call is served from L2 (the update rows, ours and the baselines alike,
   reuse one set of inputs);
 - the update rows (ours, the weight-gradient GEMM, GEMM + AdamW) are timed as four calls queued
-  back to back between CUDA events, per call, with ``update(..., validated=True)`` as a training
+  back to back between CUDA events behind one untimed lead call (:func:`time_back_to_back`), per
+  call, with ``update(..., validated=True)`` as a training
   step calls it; the three take turns for four rounds (:func:`time_interleaved`: a millisecond-long
   GEMM moves the card's clock, so a baseline timed once would drift from ours) and each row
   gives the median per call, its ratios the median of the rounds' ratios; the step's ``T_packed``
