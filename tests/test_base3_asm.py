@@ -244,3 +244,21 @@ def test_run_decode_gives_every_byte_its_columns(exponents):
                     want = table[np.minimum(byte, 242).astype(np.int64), digit] * scale
                     assert np.isnan(got[corrupt]).all(), (position, lane_parity, p, digit)
                     assert np.array_equal(got[~corrupt], want[~corrupt]), (exponents, position, lane_parity, p, digit)
+
+
+def test_natural_signs_regroup_into_digit_planes():
+    """``sign_planes.NATURAL_TO_PLANES_ASM`` on rows of distinct bytes: the 320 bytes of a row in natural
+    column order come out as its five digit planes (byte ``5 j + d`` at ``64 d + j``), every byte once."""
+    from ternary.kernels.update import sign_planes
+
+    assert {line.split()[0] for line in sign_planes.NATURAL_TO_PLANES_ASM.splitlines()
+            if line not in "{}" and not line.startswith(".reg")} == {"prmt.b32"}
+    rng = np.random.default_rng(5)
+    rows = np.stack([rng.permutation(320) for _ in range(6)])  # distinct values: 16-bit "bytes" for the check
+    for half in (rows % 256, rows // 256 * 85):  # low and high bits of each label, as two byte images
+        natural = half.astype(np.uint8)
+        words = natural.view("<u4").astype(np.uint64)
+        out = run_asm(sign_planes.NATURAL_TO_PLANES_ASM, {f"${80 + i}": words[:, i].copy() for i in range(80)})
+        planes = np.stack([out[f"${i}"] for i in range(80)], 1).astype(np.uint32).view(np.uint8)
+        expected = np.concatenate([natural[:, digit::5] for digit in range(5)], 1)
+        assert np.array_equal(planes.reshape(natural.shape), expected)

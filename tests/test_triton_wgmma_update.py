@@ -58,6 +58,27 @@ def test_wgmma_update_matches_reference_bit_for_bit(m, n, k, g, dtype, with_bias
 
 
 @needs_wgmma
+@pytest.mark.parametrize("k", [1200, 1002])
+def test_ws_update_reads_hooks_that_are_views(k):
+    """``x`` (read by TMA as it is, in natural column order) as a column slice of a wider buffer: rows
+    ``K + 24`` apart (16-byte multiples for K = 1200, so TMA reads the view in place) or at an odd
+    offset (not 16-byte aligned, so it is copied first), with 300 hook rows: bit for bit against the
+    reference on the contiguous hooks."""
+    m, n, g = 300, 200, 40
+    gen = torch.Generator().manual_seed(k)
+    state = layer_state(n, k, g, gen)
+    x, grad_y = hooks(m, n, k, gen)
+    args = [state[name] for name in FIELDS]
+    expected = reference.update(*args, x, grad_y, **rule(k, g))
+    for offset in (0, 1):
+        wide = torch.zeros(m, k + 24, dtype=torch.bfloat16, device=DEVICE)
+        wide[:, offset:offset + k] = x
+        actual = triton_wgmma_ws.ws_update(*args, wide[:, offset:offset + k], grad_y.bfloat16(), poisoned_like(state),
+                                           **rule(k, g))
+        assert_bitwise(expected, actual)
+
+
+@needs_wgmma
 def test_update_on_the_wgmma_path_refuses_corrupt_state_after_its_kernel_without_writing_any_input():
     """``update()`` queues its ``T_packed`` check and reads it after the kernels: with 16-bit hooks
     of 64+ rows the warp-specialised kernel runs on the corrupt byte first, and still the byte is

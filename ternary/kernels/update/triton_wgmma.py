@@ -1,15 +1,16 @@
 """Building blocks of the ``wgmma`` update for 16-bit hooks (Gluon: compiled sm_90 GPUs only, never
 under ``TRITON_INTERPRET``); the kernel that uses them is ``triton_wgmma_ws.py``.
 
-The update forms each tile's gradient ``grad_y[:, rows].T @ x_planes`` (``BLOCK_N`` weight rows by
-``BLOCK_B = 64`` packed bytes, i.e. ``5 BLOCK_B`` input columns) on tensor cores and applies the
+The update forms each tile's gradient ``grad_y[:, rows].T @ x[:, columns]`` (``BLOCK_N`` weight rows
+by ``BLOCK_B = 64`` packed bytes, i.e. ``5 BLOCK_B`` input columns) on tensor cores and applies the
 rule of the Triton kernel (``triton.py``; ``vote_bytes``, ``step_exponent``, ``step_bias``) to it
 without writing any gradient. With explicit layouts:
 
-- each warpgroup owns 64 weight rows, so one ``wgmma`` of width ``4 BLOCK_B = 256`` covers its
-  digits 0..3 and one of width ``BLOCK_B`` digit 4 (:func:`product_step`); each step's ``grad_y``
-  box is the left operand (transposed in shared memory), the two digit-plane boxes the right ones,
-  all three by TMA (:func:`fetch_step`, :func:`hook_descriptors`);
+- each warpgroup owns 64 weight rows, so one ``wgmma`` of width ``4 BLOCK_B = 256`` covers the
+  first 256 of the tile's input columns and one of width ``BLOCK_B`` the last 64
+  (:func:`product_step`); each step's ``grad_y`` box is the left operand (transposed in shared
+  memory), the two boxes of ``x`` the right ones, all three by TMA (:func:`fetch_step`,
+  :func:`hook_descriptors`); the signs are regrouped into digit planes afterwards (``sign_planes``);
 - a lane's byte pair owns ten consecutive ``T_accum`` columns, read and written as five 16-bit
   pieces instead of ten bytes (:func:`load_accumulator_pairs`; even ``K``);
 - the exponent rule runs on a tile's byte scores (:func:`step_tile_exponents`); the bias rule's
@@ -32,7 +33,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ternary.kernels.linear.triton_launch import tma_rows
 from ternary.kernels.update import UpdatedTensors
-from ternary.kernels.update.triton_rule import hook_planes, load_exponents, store_stepped_exponents
+from ternary.kernels.update.triton_rule import load_exponents, store_stepped_exponents
 
 # Packed bytes per tile: four digits make one 256-wide wgmma (the widest there is).
 WGMMA_BLOCK_B = 64
@@ -43,8 +44,8 @@ _DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 def fetch_step(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, step, slot, n0, column,
                BLOCK_M: gl.constexpr, BLOCK_B: gl.constexpr):
     """Start the TMA copies of hook-row step ``step`` into ring slot ``slot``: ``grad_y`` rows
-    ``BLOCK_M step ..`` at columns ``n0 ..`` and the two digit-plane boxes of the byte block at
-    plane column ``column``; ``ready[slot]`` completes when all three have landed."""
+    ``BLOCK_M step ..`` at columns ``n0 ..`` and the two boxes of ``x`` of the byte block at
+    column ``column``; ``ready[slot]`` completes when all three have landed."""
     bar = ready.index(slot)
     nbytes: gl.constexpr = g_desc.block_type.nbytes + xl_desc.block_type.nbytes + xh_desc.block_type.nbytes
     mbarrier.expect(bar, nbytes)
@@ -65,9 +66,9 @@ def accumulator_layout(warps, width):
 @gluon.jit
 def product_step(g_tiles, xl_tiles, xh_tiles, ones, ready, slot, phase, acc_low, acc_high, acc_sums,
                  SUMS: gl.constexpr):
-    """Wait for ring slot ``slot`` to arrive (``phase``), issue its two products (digits 0..3 and
-    digit 4, the ``grad_y`` box transposed as the left operand), with ``SUMS`` a third one against
-    ``ones`` (:func:`ones_operand`) that adds the box's column sums to column 0 of
+    """Wait for ring slot ``slot`` to arrive (``phase``), issue its two products (the tile's first 256
+    input columns and its last 64, the ``grad_y`` box transposed as the left operand), with ``SUMS`` a
+    third one against ``ones`` (:func:`ones_operand`) that adds the box's column sums to column 0 of
     ``acc_sums``, and retire this warpgroup's products of the previous step: returns ``acc_low``,
     ``acc_high``, ``acc_sums``."""
     mbarrier.wait(ready.index(slot), phase)
@@ -228,20 +229,21 @@ def check_outputs(state: UpdatedTensors, new: UpdatedTensors, group_size: int) -
                          f"(G must be 5 times a divisor of {WGMMA_BLOCK_B})")
 
 
-def hook_descriptors(x: torch.Tensor, grad_y: torch.Tensor, blocks: int, block_m: int, block_n: int,
+def hook_descriptors(x: torch.Tensor, grad_y: torch.Tensor, block_m: int, block_n: int,
                      block_b: int) -> tuple[torch.Tensor, TensorDescriptor, TensorDescriptor, TensorDescriptor]:
     """``grad_y`` as TMA reads it and the three TMA descriptors of a step: ``grad_y`` boxes
-    ``[block_m, block_n]`` and the digit planes of ``x`` (``blocks`` byte blocks) in boxes
-    ``[block_m, 4 block_b]`` (digits 0..3) and ``[block_m, block_b]`` (digit 4)."""
+    ``[block_m, block_n]`` and ``x`` in natural column order (no pass over it before the kernel) in
+    boxes ``[block_m, 4 block_b]`` and ``[block_m, block_b]``, read at column ``5 block_b`` times the
+    byte block; the boxes fill past ``x``'s rows and columns with zeros."""
     dtype = _DTYPES[x.dtype]
-    planes = hook_planes(x, block_m, block_b, blocks, x.dtype)
+    x = tma_rows(x)
     grad_y = tma_rows(grad_y)
 
     def boxes(tensor: torch.Tensor, box: tuple[int, int]) -> TensorDescriptor:
         return TensorDescriptor.from_tensor(tensor, list(box), box_layout(box, dtype))
 
-    return (grad_y, boxes(grad_y, (block_m, block_n)), boxes(planes, (block_m, 4 * block_b)),
-            boxes(planes, (block_m, block_b)))
+    return (grad_y, boxes(grad_y, (block_m, block_n)), boxes(x, (block_m, 4 * block_b)),
+            boxes(x, (block_m, block_b)))
 
 
 @functools.cache

@@ -10,7 +10,9 @@ of warps working at once:
   refilled once the products that read it retire (``ready`` barriers per slot); each tile's
   gradient, then only its signs, ``[64, 320]`` int8, go to shared memory (the rule needs nothing
   else of the gradient) and the next tile's product starts at once (``signs_ready`` /
-  ``signs_free`` barriers);
+  ``signs_free`` barriers). ``x`` is read as it is, in natural column order, so the product warps
+  regroup the signs into the rule's digit planes in shared memory before handing them over
+  (``sign_planes``; digit planes of ``x`` would cost a pass over ``x`` before the kernel);
 - **rule** (the default partition, ``warps``): the rule on the stored signs, a few rows at a time
   in a blocked layout of byte pairs (``T_accum`` as 16-bit pieces), then the exponents, while the
   product warps accumulate the next tile.
@@ -36,6 +38,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from ternary.kernels.linear.triton_launch import sm_count
 from ternary.kernels.update import UpdatedTensors
+from ternary.kernels.update.sign_planes import natural_to_planes, signs_layout
 from ternary.kernels.update.triton_rule import GROUP_N, step_bias, tile_at, vote_bytes
 from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layout, check_outputs, fetch_step,
                                                  hook_descriptors, load_accumulator_pairs, load_tile_exponents,
@@ -52,8 +55,6 @@ from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layo
 WS_UPDATE_TILE = (64, 64, WGMMA_BLOCK_B, 4, 8)
 WS_RULE_ROWS = 8
 WS_PRODUCT_REGISTERS = 216
-
-
 @gluon.jit
 def _fetch_next(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, cursor, steps, row_tiles, byte_blocks,
                 BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr, STAGES: gl.constexpr,
@@ -122,10 +123,10 @@ def _step_tile_bias(acc_sums, bias_ptr, new_bias_ptr, N, n0, bias_step):
 def _product(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, ready, signs_low, signs_high, signs_ready,
              signs_free, bias_ptr, new_bias_ptr, M, N, KB, bias_step, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
              BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr, STAGES: gl.constexpr, GROUP_N: gl.constexpr):
-    """Each tile's ``grad_y[:, rows].T @ x_planes`` (``[BLOCK_N, 5 BLOCK_B]`` fp32 in registers),
-    handed over as signs: ``signs_low [BLOCK_N, 4 BLOCK_B]`` (digits 0..3), ``signs_high``. With
-    ``HAS_BIAS`` the tiles of the first byte block also sum ``grad_y``'s columns, by one more product
-    per step, and step the bias of their rows."""
+    """Each tile's ``grad_y[:, rows].T @ x[:, columns]`` (``[BLOCK_N, 5 BLOCK_B]`` fp32 in registers),
+    handed over as signs regrouped into digit planes: ``signs_low [BLOCK_N, 4 BLOCK_B]`` (digits
+    0..3), ``signs_high``. With ``HAS_BIAS`` the tiles of the first byte block also sum ``grad_y``'s
+    columns, by one more product per step, and step the bias of their rows."""
     row_tiles = gl.cdiv(N, BLOCK_N)
     byte_blocks = gl.cdiv(KB, BLOCK_B)
     steps = gl.cdiv(M, BLOCK_M)
@@ -152,6 +153,7 @@ def _product(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, ready,
         mbarrier.wait(signs_free, (handoffs & 1) ^ 1)
         signs_low.store(sign_low)
         signs_high.store(sign_high)
+        natural_to_planes(signs_low, signs_high)
         mbarrier.arrive(signs_ready)
         handoffs += 1
 
@@ -227,9 +229,8 @@ def _ws_vote_kernel(
     PRODUCT_REGISTERS: gl.constexpr,
 ):
     """Shared memory and barriers of one persistent program, then the two partitions (module
-    docstring). ``grad_y [M, N]`` is read by ``g_desc`` (``[BLOCK_M, BLOCK_N]`` boxes), the digit
-    planes of ``x`` (``[Mp, blocks * 5 BLOCK_B]``) by ``xl_desc`` / ``xh_desc`` (``[BLOCK_M, 4 BLOCK_B]``
-    / ``[BLOCK_M, BLOCK_B]`` boxes); the state tensors and their new copies by pointer with the
+    docstring). ``grad_y [M, N]`` is read by ``g_desc`` (``[BLOCK_M, BLOCK_N]`` boxes), ``x [M, K]`` by
+    ``xl_desc`` / ``xh_desc`` (``[BLOCK_M, 4 BLOCK_B]`` / ``[BLOCK_M, BLOCK_B]`` boxes); the state tensors and their new copies by pointer with the
     given row strides. ``ones`` is the right operand of the bias's column sums (filled, unused
     without a bias)."""
     g_tiles = gl.allocate_shared_memory(g_desc.dtype, [STAGES, BLOCK_M, BLOCK_N], g_desc.layout)
@@ -239,7 +240,7 @@ def _ws_vote_kernel(
     # written here by the default warps; the fence below and the barrier entering the partitions
     # order these stores before the product warps' wgmma reads them
     ones = gl.allocate_shared_memory(g_desc.dtype, [8, BLOCK_M], ONES, ones_operand(BLOCK_M, g_desc.dtype))
-    SIGNS: gl.constexpr = gl.SwizzledSharedLayout(vec=2, per_phase=1, max_phase=RULE_ROWS, order=[1, 0])
+    SIGNS: gl.constexpr = signs_layout()
     signs_low = gl.allocate_shared_memory(gl.int8, [BLOCK_N, 4 * BLOCK_B], SIGNS)
     signs_high = gl.allocate_shared_memory(gl.int8, [BLOCK_N, BLOCK_B], SIGNS)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
@@ -269,7 +270,7 @@ def ws_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensor
     check_outputs(UpdatedTensors(T_packed, E, E_accum, T_accum, bias), new, group_size)
     blocks = triton.cdiv(kb, block_b)
     grad_y, g_desc, xl_desc, xh_desc = hook_descriptors(  # grad_y: what g_desc reads, alive till the launch
-        x, grad_y, blocks, block_m, block_n, block_b)
+        x, grad_y, block_m, block_n, block_b)
     stand_in = E  # never read or written without a bias (HAS_BIAS)
     _ws_vote_kernel[(min(triton.cdiv(n, block_n) * blocks, sm_count(x.device)),)](
         g_desc, xl_desc, xh_desc, T_packed, T_accum, E, E_accum, stand_in if bias is None else bias,
