@@ -63,7 +63,8 @@ def test_ws_update_reads_hooks_that_are_views(k):
     """``x`` (read by TMA as it is, in natural column order) as a column slice of a wider buffer: rows
     ``K + 24`` apart (16-byte multiples for K = 1200, so TMA reads the view in place) or at an odd
     offset (not 16-byte aligned, so it is copied first), with 300 hook rows: bit for bit against the
-    reference on the contiguous hooks."""
+    reference on the contiguous hooks. The columns around the slice hold large values, so a box that
+    read past ``K`` into them instead of filling zeros would change the signs."""
     m, n, g = 300, 200, 40
     gen = torch.Generator().manual_seed(k)
     state = layer_state(n, k, g, gen)
@@ -71,7 +72,7 @@ def test_ws_update_reads_hooks_that_are_views(k):
     args = [state[name] for name in FIELDS]
     expected = reference.update(*args, x, grad_y, **rule(k, g))
     for offset in (0, 1):
-        wide = torch.zeros(m, k + 24, dtype=torch.bfloat16, device=DEVICE)
+        wide = torch.full((m, k + 24), 4096.0, dtype=torch.bfloat16, device=DEVICE)
         wide[:, offset:offset + k] = x
         actual = triton_wgmma_ws.ws_update(*args, wide[:, offset:offset + k], grad_y.bfloat16(), poisoned_like(state),
                                            **rule(k, g))
@@ -325,9 +326,18 @@ for bytes_per_group, has_bias in [(size, True) for size in (1, 2, 4, 8, 16, 32, 
     lines = sass.splitlines()
     wgmma_lines = [i for i, line in enumerate(lines) if "HGMMA" in line]
     step_loops = "\\n".join(lines[wgmma_lines[0]:wgmma_lines[-1] + 1])
+    # shared-memory traffic and barriers in order, repeats collapsed: the signs' regrouping must be
+    # natural stores, barrier, reloads, barrier, plane stores, barrier, hand-over
+    marks = {"st.shared.v2.b8": "store", "ld.shared.v4.b32": "reload", "st.shared.v4.b32": "planes",
+             "bar.sync": "barrier", "mbarrier.arrive.shared": "arrive"}
+    order = []
+    for line in ptx:
+        for key, mark in marks.items():
+            if key in line and (not order or order[-1] != mark):
+                order.append(mark)
     report.append([has_bias, compiled.metadata.shared, sass.count("STL") + sass.count("LDL"),
                    step_loops.count("STL") + step_loops.count("LDL"), [sass.count(product) for product in products],
-                   len(arrives), len(fenced), refills, early])
+                   len(arrives), len(fenced), refills, early, " ".join(order)])
 print(json.dumps(report))
 """
 
@@ -349,8 +359,11 @@ def test_ws_update_compiles_for_sm_90_within_shared_memory_without_spills_and_wi
       (Triton's lowering of the arrive emits that barrier; this guards the kernel against a compiler
       that stops doing so). The ring needs no arrive: the warps that read a slot refill it, and in
       the PTX every copy after the first products comes after a wait for the products committed
-      before it (a slot refilled before its readers retire would fail here)."""
-    for has_bias, shared, spills, loop_spills, products, arrives, fenced, refills, early in _compile_offline(
+      before it (a slot refilled before its readers retire would fail here);
+    - the product warps regroup the signs (``sign_planes``) as natural stores, barrier, reloads,
+      barrier, plane stores, barrier, hand-over, so no lane reloads a word before it is stored or
+      overwrites one before it is reloaded (Triton's barrier analysis places the inner two)."""
+    for has_bias, shared, spills, loop_spills, products, arrives, fenced, refills, early, order in _compile_offline(
             _WS_OFFLINE_COMPILE):
         loops = 2 if has_bias else 1  # with a bias, the tiles with column sums have their own step loop
         assert shared <= 227 * 1024
@@ -359,3 +372,4 @@ def test_ws_update_compiles_for_sm_90_within_shared_memory_without_spills_and_wi
         assert products == [4 * loops, 4 * loops, 4 * (loops - 1)]
         assert arrives == fenced == 2
         assert refills > 0 and early == 0
+        assert "store barrier reload barrier planes barrier arrive" in order

@@ -59,6 +59,7 @@ NATURAL_TO_PLANES_ASM = natural_to_planes_asm()
 _ASM = gl.constexpr(NATURAL_TO_PLANES_ASM)
 _CONSTRAINTS = gl.constexpr(",".join(["=r"] * ROW_WORDS + ["r"] * ROW_WORDS))
 _WORDS = gl.constexpr(PLANE_WORDS)
+_BYTES = gl.constexpr(PLANE_BYTES)
 
 
 @triton.constexpr_function
@@ -80,7 +81,9 @@ def natural_to_planes(signs_low, signs_high):
     """Regroup the signs in ``signs_low [R, 256]`` / ``signs_high [R, 64]`` (int8, natural column
     order, :func:`signs_layout`) into digit planes in place: plane ``d < 4`` at columns
     ``64 d ..`` of ``signs_low``, plane 4 in ``signs_high``. Run by one warpgroup (``R = 64``):
-    warp ``w`` takes rows ``16 w ..``, two lanes a row."""
+    warp ``w`` takes rows ``16 w ..``, the rows it stored; both lanes of a row do the whole row (a
+    row's natural words do not split into halves that a layout can give each lane)."""
+    gl.static_assert(signs_high.shape[1] == _BYTES, "tiles of PLANE_BYTES bytes")
     ROWS: gl.constexpr = signs_low.shape[0]
     ROW: gl.constexpr = gl.BlockedLayout([1, _WORDS], [16, 2], [gl.num_warps(), 1], [1, 0])
     low = signs_low._reinterpret(gl.int32, [ROWS, 4 * _WORDS], _words_layout())

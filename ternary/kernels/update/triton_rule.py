@@ -128,7 +128,7 @@ def step_bias(bias, col_sum, bias_step):
 def tile_at(index, row_tiles, byte_blocks, GROUP_N: tl.constexpr):
     """``(pid_n, pid_b)`` of linear tile ``index``: tiles come in groups of ``GROUP_N`` row tiles,
     byte blocks outer within a group, so the tiles in flight together share both the ``grad_y``
-    columns of a few row tiles and the ``x`` planes of a few byte blocks (both re-read from L2
+    columns of a few row tiles and the ``x`` columns of a few byte blocks (both re-read from L2
     instead of DRAM)."""
     in_group = GROUP_N * byte_blocks
     first_n = (index // in_group) * GROUP_N

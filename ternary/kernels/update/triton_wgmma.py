@@ -35,7 +35,7 @@ from ternary.kernels.linear.triton_launch import tma_rows
 from ternary.kernels.update import UpdatedTensors
 from ternary.kernels.update.triton_rule import load_exponents, store_stepped_exponents
 
-# Packed bytes per tile: four digits make one 256-wide wgmma (the widest there is).
+# Packed bytes per tile: 320 input columns, one 256-wide wgmma (the widest there is) and one 64-wide.
 WGMMA_BLOCK_B = 64
 _DTYPES = {torch.bfloat16: gl.bfloat16, torch.float16: gl.float16}
 
@@ -58,8 +58,8 @@ def fetch_step(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, ste
 @triton.constexpr_function
 def accumulator_layout(warps, width):
     """Register layout of a ``[R, width]`` fp32 ``wgmma`` accumulator of ``warps`` warps (one
-    warpgroup per 64 rows): the digits-0..3 (``width = 4 BLOCK_B``), digit-4 (``BLOCK_B``) and
-    column-sum (8) accumulators."""
+    warpgroup per 64 rows): the accumulators of a tile's first ``4 BLOCK_B`` input columns, of its
+    last ``BLOCK_B`` and of the column sums (8)."""
     return gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[warps, 1], instr_shape=[16, width, 16])
 
 

@@ -55,6 +55,8 @@ from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layo
 WS_UPDATE_TILE = (64, 64, WGMMA_BLOCK_B, 4, 8)
 WS_RULE_ROWS = 8
 WS_PRODUCT_REGISTERS = 216
+
+
 @gluon.jit
 def _fetch_next(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, cursor, steps, row_tiles, byte_blocks,
                 BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr, STAGES: gl.constexpr,
@@ -229,10 +231,10 @@ def _ws_vote_kernel(
     PRODUCT_REGISTERS: gl.constexpr,
 ):
     """Shared memory and barriers of one persistent program, then the two partitions (module
-    docstring). ``grad_y [M, N]`` is read by ``g_desc`` (``[BLOCK_M, BLOCK_N]`` boxes), ``x [M, K]`` by
-    ``xl_desc`` / ``xh_desc`` (``[BLOCK_M, 4 BLOCK_B]`` / ``[BLOCK_M, BLOCK_B]`` boxes); the state tensors and their new copies by pointer with the
-    given row strides. ``ones`` is the right operand of the bias's column sums (filled, unused
-    without a bias)."""
+    docstring). ``grad_y [M, N]`` is read by ``g_desc`` (``[BLOCK_M, BLOCK_N]`` boxes), ``x [M, K]``
+    by ``xl_desc`` / ``xh_desc`` (``[BLOCK_M, 4 BLOCK_B]`` / ``[BLOCK_M, BLOCK_B]`` boxes); the state
+    tensors and their new copies by pointer with the given row strides. ``ones`` is the right
+    operand of the bias's column sums (filled, unused without a bias)."""
     g_tiles = gl.allocate_shared_memory(g_desc.dtype, [STAGES, BLOCK_M, BLOCK_N], g_desc.layout)
     xl_tiles = gl.allocate_shared_memory(xl_desc.dtype, [STAGES, BLOCK_M, 4 * BLOCK_B], xl_desc.layout)
     xh_tiles = gl.allocate_shared_memory(xh_desc.dtype, [STAGES, BLOCK_M, BLOCK_B], xh_desc.layout)
