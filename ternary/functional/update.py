@@ -92,21 +92,20 @@ def update_layer(
     return attrs.evolve(layer, **new._asdict())
 
 
-def _hooks_in_state_order(state: Any, hooks: Any) -> list[Any]:
-    """Hooks (or None) for each leaf of ``state`` flattened with ``is_leaf=is_layer``, matched by path.
+def _hooks_in_state_order(state_keys: list[str], hooks: Any) -> list[Any]:
+    """Hooks (or None) for each leaf of the state, given the key strings ``state_keys`` of the state
+    flattened with ``is_leaf=is_layer``, matched by path.
 
     Matching by path, not by tree shape, lets a state hold integer tensors outside
     layer records (counts, edges): ``value_and_hooks`` gives those None, which a
     record stores as an absent child, so the two trees need not have equal arity.
     """
-    state_flat, _ = pytree.tree_flatten_with_path(state, is_leaf=is_layer)
     hook_flat, _ = pytree.tree_flatten_with_path(hooks, is_leaf=lambda node: node is None or isinstance(node, LinearHooks))
     by_path = {pytree.keystr(path): h for path, h in hook_flat if h is not None}
-    state_paths = {pytree.keystr(path) for path, _ in state_flat}
-    stray = sorted(set(by_path) - state_paths)
+    stray = sorted(set(by_path).difference(state_keys))
     if stray:
         raise ValueError(f"update: hooks tree does not match the state tree: no state at {stray[0].lstrip('.')}")
-    return [by_path.get(pytree.keystr(path)) for path, _ in state_flat]
+    return [by_path.get(key) for key in state_keys]
 
 
 def paired_layers(state: Any, hooks: Any) -> tuple[list[Any], Any, list[LinearHooks | None], list[str]]:
@@ -120,8 +119,9 @@ def paired_layers(state: Any, hooks: Any) -> tuple[list[Any], Any, list[LinearHo
     """
     flat, spec = pytree.tree_flatten_with_path(state, is_leaf=is_layer)
     leaves = [leaf for _, leaf in flat]
-    paths = [pytree.keystr(path).lstrip(".") or "<root>" for path, _ in flat]
-    layer_hooks = _hooks_in_state_order(state, hooks)
+    keys = [pytree.keystr(path) for path, _ in flat]
+    paths = [key.lstrip(".") or "<root>" for key in keys]
+    layer_hooks = _hooks_in_state_order(keys, hooks)
     layer_hooks = [h if h is None or h.rows else None for h in layer_hooks]
     named: list[tuple[str, torch.Tensor]] = []
     for path, layer, h in zip(paths, leaves, layer_hooks):
