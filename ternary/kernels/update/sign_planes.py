@@ -1,7 +1,7 @@
 """A tile's signs from natural column order into digit planes, in shared memory (Gluon, compiled
 sm_90 GPUs only).
 
-The ``wgmma`` update can read ``x`` as it is, in natural column order, instead of its digit planes
+The ``wgmma`` update reads ``x`` as it is, in natural column order, instead of its digit planes
 (which cost a pass over ``x`` before the kernel). Its product tile then holds the gradient of
 input columns ``c = 5 j + d`` of the tile's byte block in column ``c``, while the rule wants
 digit ``d`` of byte ``j`` at column ``64 d + j`` (a tile of 64 bytes). Column ``c`` goes to
@@ -38,7 +38,7 @@ def _prmt_selector(picks: list[tuple[int, int]]) -> int:
 
 def natural_to_planes_asm() -> str:
     """The PTX of one row: operands ``$0 .. $79`` are the plane words (plane ``d`` word ``m`` is
-    ``$(16 d + m)``), ``$80 .. $159`` the natural words in order. Each plane word takes one byte
+    ``$(16 d + m)``), ``$80 .. $159`` the natural words in order (``ROW_WORDS = 80``). Each plane word takes one byte
     from each of four distinct natural words: two ``prmt`` gather two bytes each, a third joins them."""
     lines = ["{", ".reg .b32 lo, hi;"]
     for digit in range(5):
@@ -47,9 +47,10 @@ def natural_to_planes_asm() -> str:
             natural = [source_word for source_word, _ in sources]
             assert len(set(natural)) == 4 and natural == sorted(natural)
             (w0, b0), (w1, b1), (w2, b2), (w3, b3) = sources
-            out = 16 * digit + word
-            lines.append(f"prmt.b32 lo, ${80 + w0}, ${80 + w1}, {_prmt_selector([(0, b0), (1, b1), None, None]):#x};")
-            lines.append(f"prmt.b32 hi, ${80 + w2}, ${80 + w3}, {_prmt_selector([None, None, (0, b2), (1, b3)]):#x};")
+            out = PLANE_WORDS * digit + word
+            a0, a1, a2, a3 = (ROW_WORDS + w for w in (w0, w1, w2, w3))
+            lines.append(f"prmt.b32 lo, ${a0}, ${a1}, {_prmt_selector([(0, b0), (1, b1), None, None]):#x};")
+            lines.append(f"prmt.b32 hi, ${a2}, ${a3}, {_prmt_selector([None, None, (0, b2), (1, b3)]):#x};")
             lines.append(f"prmt.b32 ${out}, lo, hi, {_prmt_selector([(0, 0), (0, 1), (1, 2), (1, 3)]):#x};")
     lines.append("}")
     return "\n".join(lines)
