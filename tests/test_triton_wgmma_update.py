@@ -347,10 +347,11 @@ def test_ws_update_compiles_for_sm_90_within_shared_memory_without_spills_and_wi
     a bias and one without:
 
     - the ring and the signs' buffer fit an H100's 227 KB of shared memory per block;
-    - nothing touches local memory in the product warps' step loops, and without a bias nowhere; with
-      a bias at most four local loads or stores in the whole kernel (the product's second step loop,
-      for the bias's column sums, takes registers the rule warps then miss; the 12 warps' split
-      between a 216-register product and a rule of the rest is what makes that hold);
+    - nothing touches local memory in the product warps' step loops, and without a bias (G = 40)
+      nowhere; with a bias at most four local loads or stores in the whole kernel (the product's
+      second step loop, for the bias's column sums, takes registers the rule warps then miss; the 12
+      warps' split between a 216-register product and a rule of the rest is what makes that hold).
+      Not held, so not compiled here: G = 5 without a bias, whose rule spills 13 words per tile;
     - each step issues the four ``64x256`` and four ``64x64`` products of its 64 hook rows, and in
       the step loop of the tiles that sum ``grad_y`` for the bias four ``64x8`` more;
     - each ``mbarrier.arrive`` (the signs handed over by the product warps, the signs released by
