@@ -14,7 +14,7 @@ Everything is timed in one process on one card, with the baseline in the same ru
 - the update rows (ours, the weight-gradient GEMM, GEMM + AdamW) are timed as four calls queued
   back to back between CUDA events behind one untimed lead call (:func:`time_back_to_back`), per
   call, with ``update(..., validated=True)`` as a training
-  step calls it; the three take turns for four rounds (:func:`time_interleaved`: a millisecond-long
+  step calls it; the three take turns for ``UPDATE_ROUNDS`` rounds (:func:`time_interleaved`: a millisecond-long
   GEMM moves the card's clock, so a baseline timed once would drift from ours) and each row
   gives the median per call, its ratios the median of the rounds' ratios; the step's ``T_packed``
   check (one reduction and a host sync per step for all layers) is the separate
@@ -75,6 +75,10 @@ GRAPH_MIN_MS = 3.0
 GRAPH_WARM_MS = 30.0
 # Rounds in turns of the forward and grad-x rows (cuBLAS and each backend; :func:`time_interleaved`).
 LINEAR_ROUNDS = 5
+# Rounds in turns of the update rows (GEMM, GEMM + AdamW, ours). On an H200 the rounds' ratios of ours to
+# the GEMM at 16384^2 M = 8192 spread over 1.16-1.27x within one process and across processes
+# (results/h200/twentieth/): six rounds, with the spread in every row.
+UPDATE_ROUNDS = 6
 
 
 @attrs.frozen
@@ -178,7 +182,18 @@ def time_interleaved(fns: dict[str, object], rounds: int = 4, timer: Callable[[o
 
 def paired_ratio(numerator: list[float], denominator: list[float]) -> float:
     """Median over rounds of ``numerator[r] / denominator[r]`` (times from :func:`time_interleaved`)."""
-    return statistics.median(a / b for a, b in zip(numerator, denominator, strict=True))
+    return statistics.median(_round_ratios(numerator, denominator))
+
+
+def ratio_range(numerator: list[float], denominator: list[float]) -> list[float]:
+    """``[lowest, highest]`` of the rounds' ratios ``numerator[r] / denominator[r]``: the spread that
+    :func:`paired_ratio`'s median hides."""
+    ratios = _round_ratios(numerator, denominator)
+    return [round(min(ratios), 4), round(max(ratios), 4)]
+
+
+def _round_ratios(numerator: list[float], denominator: list[float]) -> list[float]:
+    return [a / b for a, b in zip(numerator, denominator, strict=True)]
 
 
 def time_with_events(fn: Callable[[], object], repeats: int = 5) -> float:
@@ -443,23 +458,35 @@ def bench_update(results: Results, n: int, k: int, m: int, device: torch.device)
         return triton_update.update(packed, E, E_accum, T_accum, bias, x, grad_y, validated=True, **rule)
 
     failures: dict[str, BaseException] = {}
-    times = time_interleaved({"gemm": lambda: grad_y.T @ x, "ste": ste_step, "ours": ours_step}, failures=failures)
+    times = time_interleaved({"gemm": lambda: grad_y.T @ x, "ste": ste_step, "ours": ours_step},
+                             rounds=UPDATE_ROUNDS, failures=failures)
     failure = failures.get("ours")
     del master, optimizer
     torch.cuda.empty_cache()
-    gemm, ste = statistics.median(times["gemm"]), statistics.median(times["ste"])
-    results.add("update", n, k, m, "bf16_wgrad_gemm", gemm, tflops=2 * m * n * k / gemm / 1e6)
-    results.add("update", n, k, m, "ste_gemm_adamw", ste, vs_gemm=paired_ratio(times["ste"], times["gemm"]))
+    gemm_times = times["gemm"]
+    gemm = statistics.median(gemm_times)
+    results.add("update", n, k, m, "bf16_wgrad_gemm", gemm, tflops=2 * m * n * k / gemm / 1e6,
+                rounds_us=_rounded(gemm_times))
+    results.add("update", n, k, m, "ste_gemm_adamw", statistics.median(times["ste"]),
+                **_versus_gemm(times["ste"], gemm_times))
 
     def ours():
         if failure is not None:
             raise failure
         return statistics.median(times["ours"]), dict(
-            vs_gemm=paired_ratio(times["ours"], times["gemm"]), vs_ste=paired_ratio(times["ours"], times["ste"]),
+            **_versus_gemm(times["ours"], gemm_times), vs_ste=paired_ratio(times["ours"], times["ste"]),
             **update_agreement(packed, E, E_accum, T_accum, bias, x, grad_y, rule))
     results.measure("update", n, k, m, "triton", ours)
     results.measure("update", n, k, m, "t_packed_check",
                     lambda: (time_with_events(lambda: check_packed_all([("T_packed", packed)])), {}))
+
+
+def _versus_gemm(times: list[float], gemm_times: list[float]) -> dict:
+    """An update row's fields against the weight-gradient GEMM timed in the same rounds: its rounds, its
+    time over the GEMM's (median of the rounds' ratios, and their range) and the table's speedup (the
+    GEMM's time over its, paired the same way)."""
+    return dict(vs_gemm=paired_ratio(times, gemm_times), vs_gemm_range=ratio_range(times, gemm_times),
+                speedup=paired_ratio(gemm_times, times), rounds_us=_rounded(times))
 
 
 def update_agreement(packed, E, E_accum, T_accum, bias, x, grad_y, rule) -> dict:
@@ -611,7 +638,8 @@ def suspicious(row: dict) -> bool:
 def format_table(report: dict) -> str:
     """One line per (op, shape, M): microseconds per implementation and speedup over bf16 (the row's
     own ``speedup`` where it has one, e.g. paired by round; else the ratio of the medians;
-    ``auto[triton]``: the auto row and the backend it picked); then the TileLang compile times."""
+    ``auto[triton]``: the auto row and the backend it picked; an update row's time over the GEMM's,
+    lowest to highest round, in brackets); then the TileLang compile times."""
     env = report["environment"]
     lines = [f"{env['device']} | torch {env['torch']} | triton {env['triton']} | times in us (x = bf16 time / ours)"]
     groups: dict[tuple, dict[str, dict]] = {}
@@ -628,6 +656,9 @@ def format_table(report: dict) -> str:
             cell = f"{label}={row['us']:.1f}"
             if base is not None and row is not base and op != "decode" and impl != "t_packed_check":
                 cell += f" ({row.get('speedup', base['us'] / row['us']):.2f}x)"
+            if "vs_gemm_range" in row:
+                low, high = row["vs_gemm_range"]
+                cell += f" [{low:.2f}-{high:.2f}x the GEMM]"
             if suspicious(row):
                 cell += " WRONG?"
             cells.append(cell)

@@ -1,6 +1,9 @@
-"""``ternary bench kernels`` option parsing (the benchmark itself needs a GPU: ``run`` is replaced)."""
+"""``ternary bench kernels``: option parsing, timing in turns and the table (the benchmark itself needs a GPU:
+``run`` is replaced)."""
 
 from __future__ import annotations
+
+import statistics
 
 from click.testing import CliRunner
 
@@ -128,3 +131,24 @@ def test_a_backend_whose_timing_fails_gets_an_error_row_and_the_others_their_row
     assert rows["triton"]["us"] == 125.0 and rows["triton"]["speedup"] == 0.8
     assert "capture failed" in rows["tilelang"]["error"] and "us" not in rows["tilelang"]
     assert rows["bf16_cublas"]["us"] == 100.0
+
+
+def test_update_rows_pair_every_ratio_with_the_gemm_by_round_and_show_the_spread():
+    """An update row's speedup and its time over the GEMM are medians of the rounds' own ratios, its
+    range the lowest and highest round, and the table shows both; rows without a range (forward
+    rows) print no brackets."""
+    gemm = [100.0, 200.0, 150.0, 120.0]
+    ours = [120.0, 250.0, 165.0, 150.0]  # ratios 1.2, 1.25, 1.1, 1.25
+    fields = benchmarks.kernels._versus_gemm(ours, gemm)
+    assert fields["vs_gemm"] == statistics.median([1.2, 1.25, 1.1, 1.25])
+    assert fields["vs_gemm_range"] == [1.1, 1.25]
+    assert fields["speedup"] == statistics.median([100 / 120, 200 / 250, 150 / 165, 120 / 150])
+    assert fields["rounds_us"] == ours
+    env = dict(device="fake GPU", torch="2", triton="3")
+    rows = [dict(op="update", N=64, K=80, M=8, impl="bf16_wgrad_gemm", us=135.0),
+            dict(op="update", N=64, K=80, M=8, impl="triton", us=157.5, **fields),
+            dict(op="forward", N=64, K=80, M=8, impl="bf16_cublas", us=10.0),
+            dict(op="forward", N=64, K=80, M=8, impl="triton", us=20.0, speedup=0.5)]
+    table = benchmarks.kernels.format_table(dict(environment=env, rows=rows))
+    assert f"triton=157.5 ({fields['speedup']:.2f}x) [1.10-1.25x the GEMM]" in table
+    assert "triton=20.0 (0.50x)\n" in table + "\n" and table.count("the GEMM]") == 1
