@@ -23,7 +23,9 @@ Everything is timed in one process on one card, with the baseline in the same ru
 Columns per (op, N x K, M): bf16 ``F.linear`` / ``grad_y @ W`` (cuBLAS); ``auto``, i.e.
 ``ternary.functional.linear(..., backend="auto")`` under ``torch.no_grad()`` (what the
 registry picks for inference; the row records which backend that was); our forward and
-grad-x per backend the registry can import (``triton``, ``tilelang``); a naive PyTorch path
+grad-x per backend the registry can import (``triton``, ``tilelang``); at M = 1 with Triton,
+``triton_tiled``, the forward of a layer prepared for decoding (``DecodeLinearState``: the
+row-tiled copy, whose size and one-off build time the row records); a naive PyTorch path
 (lookup-table unpack + dequantise + cuBLAS), gemlite's ternary kernel where it imports,
 and for the update the STE trainer's per-step cost (bf16 weight-gradient GEMM, and GEMM +
 fused AdamW on an fp32 master). Every timed kernel is also checked: forward against the
@@ -356,6 +358,27 @@ def time_against_cublas(results: Results, op: str, shape: tuple[int, int, int], 
     return base
 
 
+def tiled_forward_calls(x: torch.Tensor, states: list, reference_y: torch.Tensor, k: int):
+    """``(check, calls)`` of the one-row forward over the decode layout (``DecodeLinearState``'s tiles,
+    built here for every rotating copy; the check also reports the tiles' size and the time to build
+    them once, which a decoding run pays once per layer, not per call)."""
+    from ternary.kernels.linear import triton as triton_linear
+    from ternary.state.decode_state import tile_rows
+
+    tiles = [tile_rows(p, e, GROUP_SIZE) for p, e in states]
+    static = dict(in_features=k, group_size=GROUP_SIZE, bias_frac_bits=16)
+
+    def check() -> dict:
+        y = triton_linear.forward_decode(x, *states[0], *tiles[0], None, **static)
+        tiles_mb = sum(t.untyped_storage().nbytes() for t in tiles[0]) / 1e6
+        build_us = time_with_events(lambda: tile_rows(*states[0], GROUP_SIZE), repeats=3)
+        return dict(rel_err_vs_naive=relative_rms(y, reference_y), tiles_mb=round(tiles_mb, 2),
+                    tiles_build_us=round(build_us, 1))
+
+    return check, [lambda s=s, t=t: triton_linear.forward_decode(x, *s, *t, None, **static)
+                   for s, t in zip(states, tiles)]
+
+
 def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: torch.device) -> None:
     from ternary.functional import linear
     from ternary.kernels.linear import triton as triton_linear
@@ -392,6 +415,8 @@ def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: 
                    [lambda s=s, fwd=module.forward: fwd(x, s[0], s[1], None, bias_frac_bits=16, **static)
                     for s in states])
             for name, module in backends.items()}
+        if m == 1 and "triton" in backends:
+            forward_calls["triton_tiled"] = tiled_forward_calls(x, states, reference_y, k)
         base = time_against_cublas(results, "forward", (n, k, m), [lambda w=w: F.linear(x, w) for w in dense],
                                    forward_calls, flops, packed_bytes)
         if "auto" in config.backends:

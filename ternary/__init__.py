@@ -18,7 +18,7 @@ from ternary.functional import (
 )
 from ternary.io import SnapshotError, diff, load, save
 from ternary.kernels.registry import BackendError
-from ternary.state import Audit, CorruptStateError, LinearState, audit, pack, unpack
+from ternary.state import Audit, CorruptStateError, DecodeLinearState, LinearState, audit, pack, unpack
 
 __version__ = "0.1.0"
 
@@ -26,6 +26,7 @@ __all__ = [
     "Audit",
     "BackendError",
     "CorruptStateError",
+    "DecodeLinearState",
     "LinearHooks",
     "LinearState",
     "NonFiniteError",

@@ -55,7 +55,7 @@ def test_tables_give_every_byte_its_dot_product():
     x = torch.randn(1, k, generator=gen).to(DEVICE)
     columns = 8  # two programs of TABLE_BLOCK_C columns
     tables = torch.empty((columns // 2, 32, 4), dtype=torch.float32, device=DEVICE)
-    table_gemv._tables_kernel[(columns // table_gemv.TABLE_BLOCK_C,)](x[0], tables, k,
+    table_gemv.tables_kernel[(columns // table_gemv.TABLE_BLOCK_C,)](x[0], tables, k,
                                                                      BLOCK_C=table_gemv.TABLE_BLOCK_C)
     tables = tables.cpu().double()
     trits = byte_to_trits_table(torch.device("cpu")).double()
@@ -126,6 +126,16 @@ def test_table_gemv_matches_float64(n, k, g, dtype, tile):
 def test_table_gemv_poisons_rows_of_corrupt_bytes_and_keeps_extreme_exponents():
     """Bytes 243 and 255 at a row's first and last column and 250 inside make those rows NaN and
     no other; exponents 127 and -128 stay exact (activations scaled so nothing overflows)."""
+    packed, exponents, x, check = corrupt_layer()
+    check(kernels.forward_table_gemv(x.cuda(), packed.cuda(), exponents.cuda(), None, in_features=x.shape[1],
+                                     group_size=40, bias_frac_bits=FRAC_BITS))
+
+
+def corrupt_layer():
+    """``(packed, exponents, x, check)`` of a 1000 x 4099 layer (G = 40) with bytes 243 and 255 at a
+    row's first and last column and 250 inside, and exponents 127 and -128 in two other rows;
+    ``check(y)`` asserts that exactly the corrupt rows of a one-row forward ``y`` are NaN and the
+    rest match float64 within ``FP32_BUDGET`` (activations scaled so that nothing overflows)."""
     n, k, g = 1000, 4099, 40
     packed, exponents, _, gen = layer(n, k, g, seed=5)
     corrupt = {7: (0, 243), 999: (-1, 255), 500: (333, 250)}
@@ -137,13 +147,16 @@ def test_table_gemv_poisons_rows_of_corrupt_bytes_and_keeps_extreme_exponents():
     for row, (column, value) in corrupt.items():
         packed[row, column] = value
         clean[row, column] = 121
-    got = kernels.forward_table_gemv(x.cuda(), packed.cuda(), exponents.cuda(), None, in_features=k, group_size=g,
-                                     bias_frac_bits=FRAC_BITS).cpu()[0]
     bad = torch.zeros(n, dtype=torch.bool)
     bad[list(corrupt)] = True
-    assert torch.isnan(got[bad]).all() and torch.isfinite(got[~bad]).all()
     expected = float64_forward(x, clean, exponents, None, k, g)[0]
-    assert relative_rms(got[~bad], expected[~bad]) < FP32_BUDGET
+
+    def check(y: torch.Tensor) -> None:
+        got = y.cpu()[0]
+        assert torch.isnan(got[bad]).all() and torch.isfinite(got[~bad]).all()
+        assert relative_rms(got[~bad], expected[~bad]) < FP32_BUDGET
+
+    return packed, exponents, x, check
 
 
 @GPU_ONLY

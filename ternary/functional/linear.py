@@ -8,16 +8,17 @@ from typing import Any
 import torch
 
 from ternary.functional.hooks import current_tape
-from ternary.kernels.linear.bridge import LinearStatic, TernaryLinearFunction
-from ternary.kernels.registry import resolve
+from ternary.kernels.linear.bridge import LinearStatic, TernaryLinearFunction, run_forward
+from ternary.kernels.registry import implementation, resolve
+from ternary.state.decode_state import DecodeLinearState
 from ternary.state.linear_state import LinearState
 
 
-def static_of(state: LinearState) -> LinearStatic:
+def static_of(state: LinearState | DecodeLinearState) -> LinearStatic:
     return LinearStatic(state.in_features, state.group_size, state.bias_frac_bits)
 
 
-def check_input(state: LinearState, x: torch.Tensor, name: str = "x") -> None:
+def check_input(state: LinearState | DecodeLinearState, x: torch.Tensor, name: str = "x") -> None:
     if not isinstance(x, torch.Tensor) or not x.dtype.is_floating_point:
         raise TypeError(f"linear: {name} must be a float tensor, got {getattr(x, 'dtype', type(x).__name__)}")
     if x.dim() == 0 or x.shape[-1] != state.in_features:
@@ -55,4 +56,27 @@ def ternary_linear(state: LinearState, x: torch.Tensor, *, backend: str | None =
     y2d = TernaryLinearFunction.apply(x2d, probe, state.T_packed, state.E, state.bias, static_of(state), name)
     if tape is not None:
         tape.record(state, x2d, y2d)
+    return y2d.reshape(*x.shape[:-1], state.out_features)
+
+
+@linear.register
+def decode_linear(state: DecodeLinearState, x: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
+    """:func:`linear` for a :class:`DecodeLinearState`: the forward only, for inference. One
+    activation row on the Triton backend reads the row-tiled decode layout; anything else runs the
+    backend's forward on ``T_packed``. Raises where gradients or hooks are being taken (train the
+    :class:`LinearState` instead)."""
+    check_input(state, x)
+    if current_tape() is not None or (torch.is_grad_enabled() and x.requires_grad):
+        raise RuntimeError("linear: a DecodeLinearState is for inference only (no grad_x, no hooks); "
+                           "take gradients through the LinearState it was built from")
+    x2d = x.reshape(-1, state.in_features)
+    if not x2d.is_contiguous():
+        x2d = x2d.contiguous()
+    name = resolve(backend, x.device, grad_enabled=False)
+    if name == "triton":
+        y2d = implementation("linear", name).forward_decode(
+            x2d, state.T_packed, state.E, state.T_tiles, state.E_tiles, state.bias, in_features=state.in_features,
+            group_size=state.group_size, bias_frac_bits=state.bias_frac_bits)
+    else:
+        y2d = run_forward(name, x2d, state.T_packed, state.E, state.bias, static_of(state))
     return y2d.reshape(*x.shape[:-1], state.out_features)

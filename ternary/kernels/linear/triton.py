@@ -4,6 +4,8 @@ Forward takes one of six paths, picked by the number of activation rows ``M``:
 
 - ``M = 1`` on sm_90 or newer, for layers whose storage allows aligned reads: warp-shuffle
   lookup tables (``triton_table_gemv``, a Gluon kernel; about 11 instructions per packed byte).
+  A layer prepared for decoding (``ternary.state.DecodeLinearState``, :func:`forward_decode`)
+  feeds the same lookups from its row-tiled copy with coalesced loads (``triton_tiled_gemv``).
 - ``2 <= M <= 16`` with bf16 activations on sm_90 or newer, for layers whose groups are whole
   4-byte runs and whose storage allows aligned word reads: ``mma.sync`` products with the
   weights decoded four bytes at a time by bf16x2 FMAs (``triton_base3.WORD_WEIGHTS_ASM``) straight
@@ -65,8 +67,8 @@ from ternary.kernels.linear.triton_base3 import (
     weight_tiles_bf16,
 )
 from ternary.kernels.layer_checks import check_layer_tensors
-from ternary.kernels.linear import (triton_mma_forward, triton_run_decode, triton_table_gemv, triton_wgmma_forward,
-                                   triton_wgmma_grad_x)
+from ternary.kernels.linear import (triton_mma_forward, triton_run_decode, triton_table_gemv, triton_tiled_gemv,
+                                   triton_wgmma_forward, triton_wgmma_grad_x)
 from ternary.kernels.linear.triton_launch import (capability, even_splits, finish_splits, program_splits, round_up,
                                                   sm_count)
 from ternary.kernels.registry import triton_interpreted
@@ -790,6 +792,37 @@ def forward(
     if m <= GEMV_MAX_ROWS:
         return forward_gemv(x, T_packed, E, bias, **kwargs)
     return forward_fused(x, T_packed, E, bias, **kwargs)
+
+
+def forward_decode(
+    x: torch.Tensor,
+    T_packed: torch.Tensor,
+    E: torch.Tensor,
+    T_tiles: torch.Tensor,
+    E_tiles: torch.Tensor,
+    bias: torch.Tensor | None,
+    *,
+    in_features: int,
+    group_size: int,
+    bias_frac_bits: int,
+    tile: tuple[int, int, int] | None = None,
+) -> torch.Tensor:
+    """:func:`forward` of a layer that also holds the decode layout's ``T_tiles [ceil(N / 32),
+    KB32 / 16, 32, 16]`` / ``E_tiles`` (``ternary.state.decode_state``): one activation row on a
+    Gluon card reads the tiles (``triton_tiled_gemv``); anything else is :func:`forward` on
+    ``T_packed`` and ``E``. ``tile = (rows per lane, warps, programs per SM)`` overrides the
+    launch (benchmark sweeps)."""
+    if x.dim() != 2 or x.shape[0] != 1 or T_packed.shape[0] == 0 or not gluon_runs(x):
+        return forward(x, T_packed, E, bias, in_features=in_features, group_size=group_size,
+                       bias_frac_bits=bias_frac_bits)
+    _check("forward", x, T_packed, E, in_features, group_size, in_features, "in_features", bias)
+    for name, tiles in (("T_tiles", T_tiles), ("E_tiles", E_tiles)):
+        if tiles.device != x.device or not tiles.is_contiguous():
+            raise ValueError(f"triton forward: {name} must be contiguous on {x.device}, got {tiles.device} "
+                             f"with strides {list(tiles.stride())}")
+    ws = triton_tiled_gemv.tiled_gemv(x, T_tiles, E_tiles, out_features=T_packed.shape[0], group_size=group_size,
+                                      tile=tile)
+    return finish_splits(ws, bias, bias_frac_bits, x.dtype)
 
 
 def grad_x_gemv_tile(m: int) -> tuple[int, int, int]:

@@ -57,14 +57,14 @@ TABLE_BLOCK_C = 4
 
 
 @gluon.jit
-def _lane_entry(table, index):
+def lane_entry(table, index):
     """``table`` as held by lane ``index`` of the same warp (``shfl.sync.idx``; every lane must run it)."""
     return gl.inline_asm_elementwise("shfl.sync.idx.b32 $0, $1, $2, 31, -1;", "=f,f,r", [table, index],
                                      dtype=gl.float32, is_pure=True, pack=1)
 
 
 @triton.jit
-def _tables_kernel(x_ptr, tab_ptr, K, BLOCK_C: tl.constexpr):
+def tables_kernel(x_ptr, tab_ptr, K, BLOCK_C: tl.constexpr):
     """``tab [columns / 2, 32, 4]``: for each pair of byte columns ``2p, 2p + 1`` and lane ``L``,
     ``(low_2p[L], high_2p[L], low_2p+1[L], high_2p+1[L])`` (activations past ``K`` read as zero,
     so columns past the row hold zero dot products)."""
@@ -84,7 +84,7 @@ def _tables_kernel(x_ptr, tab_ptr, K, BLOCK_C: tl.constexpr):
 
 
 @gluon.jit
-def _pair_tables(tab_ptr, pair, layout: gl.constexpr):
+def pair_tables(tab_ptr, pair, layout: gl.constexpr):
     """``(low_2p, high_2p, low_2p+1, high_2p+1)`` of byte-column pair ``pair``, each ``[1, LANES]``
     in ``layout`` (one 16-byte load per lane)."""
     WARPS: gl.constexpr = gl.num_warps()
@@ -104,13 +104,13 @@ def _pair_tables(tab_ptr, pair, layout: gl.constexpr):
 
 
 @gluon.jit
-def _byte_dot(byte, low, high):
+def byte_dot(byte, low, high):
     """Dot product of each byte (``[RPT, LANES]`` int32) of one column with its activations, from
     that column's tables (``[1, LANES]``)."""
     hi = (byte * 19) >> 9
     low, lo = gl.broadcast(low, byte - 27 * hi)
     high, hi = gl.broadcast(high, hi)
-    return _lane_entry(low, lo) + _lane_entry(high, hi)
+    return lane_entry(low, lo) + lane_entry(high, hi)
 
 
 @gluon.jit
@@ -195,30 +195,39 @@ def _row_words(loaded, odd_word, odd_pair, shift, CB: gl.constexpr):
 
 
 @gluon.jit
-def _step(acc, loaded, exponents, odd_word, odd_pair, shift, e_first, tab_ptr, step, KB, layout: gl.constexpr,
-          BYTES_PER_GROUP: gl.constexpr, CB: gl.constexpr, MASKED: gl.constexpr):
-    """``acc [RPT, LANES]`` plus the scaled dot products of byte columns ``step * CB ..`` (bytes
-    past the row read as 121, all-zero trits, when ``MASKED``)."""
+def words_dot(acc, words, scales, tab_ptr, first, KB, layout: gl.constexpr, BYTES_PER_GROUP: gl.constexpr,
+              CB: gl.constexpr, MASKED: gl.constexpr):
+    """``acc [RPT, LANES]`` plus the dot products of byte columns ``first .. first + CB - 1``, held as
+    ``CB / 4`` words per lane and row in ``words``, times their groups' ``scales`` (one per group in
+    byte order, or one for a step inside a group); bytes past the row read as 121 (all-zero trits)
+    when ``MASKED``."""
     CHUNK: gl.constexpr = CB if CB < BYTES_PER_GROUP else BYTES_PER_GROUP
-    first = step * CB
-    aligned = _row_words(loaded, odd_word, odd_pair, shift, CB)
-    scales = _group_scales(exponents, e_first, step, BYTES_PER_GROUP, CB)
     part = gl.zeros_like(acc)
     for j in gl.static_range(CB // 4):
         for h in gl.static_range(2):
-            low0, high0, low1, high1 = _pair_tables(tab_ptr, first // 2 + 2 * j + h, layout)
+            low0, high0, low1, high1 = pair_tables(tab_ptr, first // 2 + 2 * j + h, layout)
             for i in gl.static_range(2):
-                byte = (aligned[j] >> (8 * (2 * h + i))) & 0xFF
+                byte = (words[j] >> (8 * (2 * h + i))) & 0xFF
                 if MASKED:
                     byte = gl.where(first + 4 * j + 2 * h + i < KB, byte, 121)
                 if i == 0:
-                    part += _byte_dot(byte, low0, high0)
+                    part += byte_dot(byte, low0, high0)
                 else:
-                    part += _byte_dot(byte, low1, high1)
+                    part += byte_dot(byte, low1, high1)
                 if (4 * j + 2 * h + i) % CHUNK == CHUNK - 1:
                     acc += part * scales[(4 * j + 2 * h + i) // CHUNK]
                     part = gl.zeros_like(acc)
     return acc
+
+
+@gluon.jit
+def _step(acc, loaded, exponents, odd_word, odd_pair, shift, e_first, tab_ptr, step, KB, layout: gl.constexpr,
+          BYTES_PER_GROUP: gl.constexpr, CB: gl.constexpr, MASKED: gl.constexpr):
+    """``acc [RPT, LANES]`` plus the scaled dot products of byte columns ``step * CB ..`` (bytes
+    past the row read as 121, all-zero trits, when ``MASKED``)."""
+    aligned = _row_words(loaded, odd_word, odd_pair, shift, CB)
+    scales = _group_scales(exponents, e_first, step, BYTES_PER_GROUP, CB)
+    return words_dot(acc, aligned, scales, tab_ptr, step * CB, KB, layout, BYTES_PER_GROUP, CB, MASKED)
 
 
 @gluon.jit
@@ -237,19 +246,28 @@ def _steps(acc, loaded, exponents, start, stop, words, chunk0, chunks_end, quad,
 
 
 @gluon.jit
-def _table_gemv_kernel(tab_ptr, p_ptr, e_ptr, out_ptr, N, KB, NG, stride_pn, stride_en, stride_os, chunks_end,
-                       e_words_end, STEPS_PER_SPLIT, BYTES_PER_GROUP: gl.constexpr, CB: gl.constexpr,
-                       RPT: gl.constexpr):
-    """Partial ``out[s, n] = sum_k x[k] W[n, k]`` over split ``s = program_id(1)`` of the byte
-    columns, for ``RPT * 32 * warps`` weight rows per program (``program_id(0)``)."""
-    WARPS: gl.constexpr = gl.num_warps()
-    LANES: gl.constexpr = 32 * WARPS
-    wide: gl.constexpr = gl.BlockedLayout([RPT, 1, 4], [1, 32, 1], [1, WARPS, 1], [2, 0, 1])
+def lane_rows(wide: gl.constexpr, RPT: gl.constexpr):
+    """``(quad [4], rows [RPT, LANES])`` of this program: the word index inside a lane's 16-byte
+    chunk, and the weight row of each lane's ``RPT`` rows (``RPT * 32 * warps`` rows per program,
+    row ``r`` of lane ``L`` is ``r * LANES + L``), in the slices of ``wide`` ``[RPT, LANES, 4]``."""
+    LANES: gl.constexpr = 32 * gl.num_warps()
     layout: gl.constexpr = gl.SliceLayout(2, wide)
     quad = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, wide)))
     rows = (gl.program_id(0) * (RPT * LANES)
             + gl.expand_dims(gl.arange(0, RPT, layout=gl.SliceLayout(1, layout)), 1) * LANES
             + gl.expand_dims(gl.arange(0, LANES, layout=gl.SliceLayout(0, layout)), 0))
+    return quad, rows
+
+
+@gluon.jit
+def _table_gemv_kernel(tab_ptr, p_ptr, e_ptr, out_ptr, N, KB, NG, stride_pn, stride_en, stride_os, chunks_end,
+                       e_words_end, STEPS_PER_SPLIT, BYTES_PER_GROUP: gl.constexpr, CB: gl.constexpr,
+                       RPT: gl.constexpr):
+    """Partial ``out[s, n] = sum_k x[k] W[n, k]`` over split ``s = program_id(1)`` of the byte
+    columns, for ``RPT * 32 * warps`` weight rows per program (``program_id(0)``)."""
+    wide: gl.constexpr = gl.BlockedLayout([RPT, 1, 4], [1, 32, 1], [1, gl.num_warps(), 1], [2, 0, 1])
+    layout: gl.constexpr = gl.SliceLayout(2, wide)
+    quad, rows = lane_rows(wide, RPT)
     clamped = gl.minimum(rows, N - 1)
     first_byte = clamped.to(gl.int64) * stride_pn
     chunk0 = first_byte >> 4
@@ -264,7 +282,7 @@ def _table_gemv_kernel(tab_ptr, p_ptr, e_ptr, out_ptr, N, KB, NG, stride_pn, str
     first = gl.program_id(1) * STEPS_PER_SPLIT
     last = gl.minimum(first + STEPS_PER_SPLIT, steps)
     whole = gl.maximum(gl.minimum(last, (KB - 1) // CB), first)
-    acc = gl.zeros([RPT, LANES], gl.float32, layout)
+    acc = gl.zeros(rows.shape, gl.float32, layout)
     loaded, exponents = _step_loads(words, chunk0, chunks_end, quad, e_words, e_first, e_words_end, e_rows, first, NG,
                                     ((), ()), layout, BYTES_PER_GROUP, CB, True)
     acc, loaded, exponents = _steps(acc, loaded, exponents, first, whole, words, chunk0, chunks_end, quad, e_words,
@@ -274,6 +292,14 @@ def _table_gemv_kernel(tab_ptr, p_ptr, e_ptr, out_ptr, N, KB, NG, stride_pn, str
                                     e_first, e_words_end, e_rows, odd_word, odd_pair, shift, tab_ptr, KB, NG, layout,
                                     BYTES_PER_GROUP, CB, True)
     gl.store(out_ptr + gl.program_id(1) * stride_os + rows, acc, mask=rows < N)
+
+
+def build_tables(x: torch.Tensor, columns: int) -> torch.Tensor:
+    """The lane tables ``[columns / 2, 32, 4]`` fp32 of the one activation row ``x [1, K]`` for
+    ``columns`` byte columns (a multiple of ``TABLE_BLOCK_C``; see :func:`tables_kernel`)."""
+    tables = torch.empty((columns // 2, 32, 4), dtype=torch.float32, device=x.device)
+    tables_kernel[(columns // TABLE_BLOCK_C,)](x[0].contiguous(), tables, x.shape[1], BLOCK_C=TABLE_BLOCK_C)
+    return tables
 
 
 def step_bytes(bytes_per_group: int) -> int | None:
@@ -311,8 +337,7 @@ def table_gemv(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, grou
     if splits <= 0:
         splits = TABLE_PROGRAMS_PER_SM * sm_count(x.device) // row_blocks
     splits = even_splits(max(1, min(splits, steps)), steps)
-    tables = torch.empty((steps * cb // 2, 32, 4), dtype=torch.float32, device=x.device)
-    _tables_kernel[(steps * cb // TABLE_BLOCK_C,)](x[0].contiguous(), tables, x.shape[1], BLOCK_C=TABLE_BLOCK_C)
+    tables = build_tables(x, steps * cb)
     ws = torch.empty((splits, 1, n), dtype=torch.float32, device=x.device)
     _table_gemv_kernel[(row_blocks, splits)](
         tables, T_packed, E, ws, n, kb, E.shape[1], T_packed.stride(0), E.stride(0), ws.stride(0),

@@ -1,0 +1,144 @@
+"""A ternary linear layer prepared for one-row forwards (token-by-token decoding).
+
+:class:`DecodeLinearState` holds what a forward needs from a :class:`LinearState` (``T_packed``,
+``E``, ``bias``) plus a second copy of the same bytes in the **row-tiled decode layout**, which the
+one-row Triton kernel (``ternary.kernels.linear.triton_tiled_gemv``) reads with coalesced loads:
+
+- ``T_tiles`` uint8 ``[ceil(N / 32), KB32 / 16, 32, 16]``: ``T_tiles[b, c, r, i]`` is byte
+  ``16 c + i`` of row ``32 b + r``, where ``KB32`` is ``ceil(K / 5)`` rounded up to a multiple of
+  32. So the 16-byte chunks of 32 consecutive rows lie side by side (one 512-byte run), whereas in
+  ``T_packed`` they are ``ceil(K / 5)`` bytes apart. Bytes past a row and rows past ``N`` hold 121
+  (five zero trits).
+- ``E_tiles`` int8 ``[ceil(N / 32), ceil(groups / 4), 32, 4]``: ``E_tiles[b, w, r, i]`` is the
+  exponent of group ``4 w + i`` of row ``32 b + r``, for the groups that cover ``KB32`` bytes;
+  padding holds 0.
+
+Only the order of the bytes changes: same base-3 digits, same exponents, no floats. The copy costs
+about ``N * ceil(K / 5)`` more bytes (a tenth of a bf16 weight). It is for inference: it is built
+from a layer, never trained or saved; training and snapshots keep the canonical
+:class:`LinearState`.
+
+The layout needs ``G / 5`` bytes per group to divide 32 or be a multiple of 32 (every 32-byte step
+of a row then holds whole groups or lies inside one): G in 5, 10, 20, 40 (the default), 80, 160,
+or a multiple of 160.
+"""
+
+from __future__ import annotations
+
+import attrs
+import torch
+
+from ternary.state.linear_state import LinearState, _dtype, _group_size, _positive, groups_per_row
+from ternary.state.packing import check_packed, packed_width
+from ternary.state.pytree import pytree_record
+
+TILE_ROWS = 32
+CHUNK_BYTES = 16
+STEP_BYTES = 32
+EXPONENTS_PER_WORD = 4
+ZERO_TRITS_BYTE = 121
+
+
+def decode_layout_fits(group_size: int) -> bool:
+    """Whether groups of ``group_size`` weights suit the decode layout (see the module docstring)."""
+    per_group = group_size // 5
+    return group_size % 5 == 0 and per_group > 0 and (STEP_BYTES % per_group == 0 or per_group % STEP_BYTES == 0)
+
+
+def tiled_shapes(out_features: int, in_features: int, group_size: int) -> tuple[tuple[int, ...], tuple[int, ...]]:
+    """Shapes of ``T_tiles`` and ``E_tiles`` for a layer of this size."""
+    blocks = -(-out_features // TILE_ROWS)
+    width = -(-packed_width(in_features) // STEP_BYTES) * STEP_BYTES
+    groups = max(-(-width // (group_size // 5)), groups_per_row(in_features, group_size))
+    words = -(-groups // EXPONENTS_PER_WORD)
+    return (blocks, width // CHUNK_BYTES, TILE_ROWS, CHUNK_BYTES), (blocks, words, TILE_ROWS, EXPONENTS_PER_WORD)
+
+
+def tile_rows(T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(T_tiles, E_tiles)`` of ``T_packed [N, ceil(K / 5)]`` and ``E [N, ceil(K / G)]`` (new tensors)."""
+    n, width = T_packed.shape
+    (blocks, chunks, _, _), (_, words, _, _) = tiled_shapes(n, width * 5, group_size)
+    rows = torch.full((blocks * TILE_ROWS, chunks * CHUNK_BYTES), ZERO_TRITS_BYTE, dtype=torch.uint8,
+                      device=T_packed.device)
+    rows[:n, :width] = T_packed
+    exponents = torch.zeros((blocks * TILE_ROWS, words * EXPONENTS_PER_WORD), dtype=torch.int8, device=E.device)
+    exponents[:n, : E.shape[1]] = E
+    T_tiles = rows.view(blocks, TILE_ROWS, chunks, CHUNK_BYTES).transpose(1, 2).contiguous()
+    E_tiles = exponents.view(blocks, TILE_ROWS, words, EXPONENTS_PER_WORD).transpose(1, 2).contiguous()
+    return T_tiles, E_tiles
+
+
+def untile_rows(T_tiles: torch.Tensor, E_tiles: torch.Tensor, out_features: int, in_features: int,
+                group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The inverse of :func:`tile_rows`: ``(T_packed, E)`` in the canonical layout (new tensors)."""
+    blocks, chunks, _, _ = T_tiles.shape
+    words = E_tiles.shape[1]
+    rows = T_tiles.transpose(1, 2).reshape(blocks * TILE_ROWS, chunks * CHUNK_BYTES)
+    exponents = E_tiles.transpose(1, 2).reshape(blocks * TILE_ROWS, words * EXPONENTS_PER_WORD)
+    width, groups = packed_width(in_features), groups_per_row(in_features, group_size)
+    return rows[:out_features, :width].contiguous(), exponents[:out_features, :groups].contiguous()
+
+
+@pytree_record(child_fields=("T_packed", "E", "bias", "T_tiles", "E_tiles"))
+@attrs.frozen(eq=False, kw_only=True)
+class DecodeLinearState:
+    """One ternary linear layer for inference, in both layouts (see the module docstring).
+
+    Tensors: ``T_packed`` uint8 ``[N, ceil(K/5)]``, ``E`` int8 ``[N, ceil(K/G)]``, ``bias`` int32
+    ``[N]`` or None (as in :class:`LinearState`), ``T_tiles`` and ``E_tiles`` (:func:`tiled_shapes`).
+    Static: ``in_features``, ``out_features``, ``group_size``, ``bias_frac_bits``. Build it with
+    :meth:`from_layer`; ``ternary.functional.linear`` takes it like a :class:`LinearState`, without
+    gradients.
+    """
+
+    T_packed: torch.Tensor = attrs.field(validator=_dtype(torch.uint8))
+    E: torch.Tensor = attrs.field(validator=_dtype(torch.int8))
+    bias: torch.Tensor | None = attrs.field(default=None, validator=_dtype(torch.int32))
+    T_tiles: torch.Tensor = attrs.field(validator=_dtype(torch.uint8))
+    E_tiles: torch.Tensor = attrs.field(validator=_dtype(torch.int8))
+    in_features: int = attrs.field(validator=_positive)
+    out_features: int = attrs.field(validator=_positive)
+    group_size: int = attrs.field(validator=_group_size)
+    bias_frac_bits: int = attrs.field()
+
+    def __attrs_post_init__(self) -> None:
+        n, k = self.out_features, self.in_features
+        if not decode_layout_fits(self.group_size):
+            raise ValueError(f"DecodeLinearState: group_size={self.group_size} does not suit the decode layout "
+                             "(G / 5 bytes per group must divide 32 or be a multiple of 32)")
+        t_shape, e_shape = tiled_shapes(n, k, self.group_size)
+        expected = {"T_packed": (n, packed_width(k)), "E": (n, groups_per_row(k, self.group_size)),
+                    "T_tiles": t_shape, "E_tiles": e_shape}
+        if self.bias is not None:
+            expected["bias"] = (n,)
+        for name, shape in expected.items():
+            actual = tuple(getattr(self, name).shape)
+            if actual != shape:
+                raise ValueError(f"DecodeLinearState.{name}: expected shape {list(shape)} for out_features={n}, "
+                                 f"in_features={k}, group_size={self.group_size}; got {list(actual)}")
+        devices = {getattr(self, name).device for name in expected}
+        if len(devices) > 1:
+            raise ValueError(f"DecodeLinearState: tensors on several devices {sorted(map(str, devices))}")
+
+    @classmethod
+    def from_layer(cls, layer: LinearState) -> DecodeLinearState:
+        """The decode form of ``layer`` (its ``T_packed``, ``E`` and ``bias`` shared, the tiles new).
+        Raises ``ValueError`` naming the group size where the layout does not suit it."""
+        if not isinstance(layer, LinearState):
+            raise TypeError(f"DecodeLinearState.from_layer: expected a LinearState, got {type(layer).__name__}")
+        if not decode_layout_fits(layer.group_size):
+            raise ValueError(f"DecodeLinearState.from_layer: group_size={layer.group_size} does not suit the decode "
+                             "layout (G / 5 bytes per group must divide 32 or be a multiple of 32)")
+        T_tiles, E_tiles = tile_rows(layer.T_packed, layer.E, layer.group_size)
+        return cls(T_packed=layer.T_packed, E=layer.E, bias=layer.bias, T_tiles=T_tiles, E_tiles=E_tiles,
+                   in_features=layer.in_features, out_features=layer.out_features, group_size=layer.group_size,
+                   bias_frac_bits=layer.bias_frac_bits)
+
+    @property
+    def device(self) -> torch.device:
+        return self.T_packed.device
+
+    def validate(self, name: str = "DecodeLinearState") -> None:
+        """Check the packed bytes of both copies (raises naming the tensor and the offset)."""
+        check_packed(self.T_packed, f"{name}.T_packed")
+        check_packed(self.T_tiles, f"{name}.T_tiles")
