@@ -8,7 +8,16 @@ from triton.experimental.gluon import language as gl
 
 from ternary.kernels.linear.triton_base3 import exact_exp2
 from ternary.kernels.linear.triton_launch import even_splits, finish_splits, sm_count
-from ternary.kernels.linear.triton_table_gemv import TABLE_BLOCK_C, _byte_dot, _pair_tables, _tables_kernel
+from ternary.kernels.linear.triton_table_gemv import TABLE_BLOCK_C, lane_entry, pair_tables as _pair_tables, tables_kernel as _tables_kernel
+
+
+@gluon.jit
+def _byte_dot(byte, low, high):
+    hi = (byte * 19) >> 9
+    low, lo = gl.broadcast(low, byte - 27 * hi)
+    high, hi = gl.broadcast(high, hi)
+    return lane_entry(low, lo) + lane_entry(high, hi)
+
 
 CB = gl.constexpr(32)  # bytes per step
 
