@@ -415,7 +415,7 @@ def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: 
                    [lambda s=s, fwd=module.forward: fwd(x, s[0], s[1], None, bias_frac_bits=16, **static)
                     for s in states])
             for name, module in backends.items()}
-        if m == 1 and "triton" in backends:
+        if m == 1 and "triton" in backends and triton_linear.gluon_runs(x):
             forward_calls["triton_tiled"] = tiled_forward_calls(x, states, reference_y, k)
         base = time_against_cublas(results, "forward", (n, k, m), [lambda w=w: F.linear(x, w) for w in dense],
                                    forward_calls, flops, packed_bytes)

@@ -11,9 +11,10 @@ import pytest
 import torch
 import torch.utils._pytree as pytree
 
+import ternary
 from ternary import DecodeLinearState, LinearState, audit, linear, value_and_hooks
 from ternary.state.decode_state import (
-    CHUNK_BYTES, STEP_BYTES, TILE_ROWS, ZERO_TRITS_BYTE, decode_layout_fits, tile_rows, untile_rows,
+    CHUNK_BYTES, STEP_BYTES, TILE_ROWS, ZERO_TRITS_BYTE, check_tiles, decode_layout_fits, tile_rows, untile_rows,
 )
 from ternary.state.packing import CorruptStateError
 
@@ -75,12 +76,51 @@ def test_constructor_names_a_tensor_of_the_wrong_shape_or_dtype():
     decode = DecodeLinearState.from_layer(layer(33, 333, 40))
     fields = dict(T_packed=decode.T_packed, E=decode.E, bias=decode.bias, T_tiles=decode.T_tiles,
                   E_tiles=decode.E_tiles, in_features=333, out_features=33, group_size=40, bias_frac_bits=16)
-    with pytest.raises(ValueError, match=r"T_tiles: expected shape \[2, 6, 32, 16\]"):
+    with pytest.raises(ValueError, match=r"T_tiles has shape \[1, 6, 32, 16\]; expected \[2, 6, 32, 16\]"):
         DecodeLinearState(**(fields | {"T_tiles": decode.T_tiles[:1]}))
-    with pytest.raises(ValueError, match="E_tiles"):
+    with pytest.raises(ValueError, match="E_tiles has shape"):
         DecodeLinearState(**(fields | {"E_tiles": decode.E_tiles[:, :1]}))
     with pytest.raises(TypeError, match="T_tiles: expected dtype torch.uint8"):
         DecodeLinearState(**(fields | {"T_tiles": decode.T_tiles.to(torch.int16)}))
+    with pytest.raises(ValueError, match=r"bias_frac_bits must be in \[0, 30\], got -7"):
+        DecodeLinearState(**(fields | {"bias_frac_bits": -7}))
+    with pytest.raises(ValueError, match="E_tiles on meta"):
+        DecodeLinearState(**(fields | {"E_tiles": decode.E_tiles.to("meta")}))
+    with pytest.raises(ValueError, match="group_size=60 does not suit"):
+        DecodeLinearState(**(fields | {"group_size": 60}))
+
+
+def test_tile_rows_and_untile_rows_name_what_does_not_fit():
+    state = layer(33, 333, 40)
+    with pytest.raises(ValueError, match="tile_rows: group_size=60"):
+        tile_rows(state.T_packed, state.E, 60)
+    with pytest.raises(TypeError, match="T_packed must be a 2-D uint8 tensor"):
+        tile_rows(state.T_packed.to(torch.int16), state.E, 40)
+    with pytest.raises(ValueError, match=r"E must be int8 \[33, 9\]"):
+        tile_rows(state.T_packed, state.E[:, :5], 40)
+    T_tiles, E_tiles = tile_rows(state.T_packed, state.E, 40)
+    with pytest.raises(ValueError, match="untile_rows: T_tiles has shape"):
+        untile_rows(T_tiles, E_tiles, 33, 5000, 40)
+    with pytest.raises(TypeError, match="E_tiles must be a torch.int8 tensor"):
+        check_tiles(T_tiles, E_tiles.to(torch.uint8), 33, 333, 40)
+
+
+def test_validate_names_tiles_that_do_not_hold_the_layer():
+    decode = DecodeLinearState.from_layer(layer(33, 333, 40))
+    decode.E_tiles[0, 1, 3, 2] += 1
+    with pytest.raises(ValueError, match="head.E_tiles: does not hold the layer's E"):
+        decode.validate("head")
+    fresh = DecodeLinearState.from_layer(layer(33, 333, 40))
+    fresh.T_tiles[1, 0, 0, 0] = (int(fresh.T_tiles[1, 0, 0, 0]) + 1) % 243
+    with pytest.raises(ValueError, match="T_tiles: does not hold the layer's T_packed"):
+        fresh.validate()
+
+
+def test_save_refuses_the_inference_copy(tmp_path):
+    decode = DecodeLinearState.from_layer(layer(8, 50, 10))
+    with pytest.raises(TypeError, match=r"save: \['head'\] is a DecodeLinearState"):
+        ternary.save(tmp_path / "s.safetensors", {"head": decode})
+    assert not (tmp_path / "s.safetensors").exists()
 
 
 def test_validate_names_a_corrupt_byte_in_the_tiles():

@@ -25,9 +25,11 @@ from test_triton_table_gemv import (BF16_BUDGET, FP32_BUDGET, FRAC_BITS, corrupt
 GPU_ONLY = pytest.mark.skipif(DEVICE != "cuda", reason="the Gluon kernel runs only compiled on a GPU")
 
 # (N, K, G): N = 1, rows past a whole tile and past a whole program, K not a multiple of 5 or of
-# G, every group size the layout takes (1, 2, 4, 8, 16, 32 and 64 bytes per group).
+# G, every group size the layout takes (1, 2, 4, 8, 16, 32, 64 and 96 bytes per group). Launch tiles
+# (rows per lane, warps, programs per SM): the default, small and large programs, and one split
+# (programs per SM 0), which walks many steps in one program with the next step's loads in flight.
 SHAPES = [(1, 7, 40), (33, 333, 40), (1000, 4099, 40), (300, 161, 5), (513, 1001, 10), (130, 640, 20),
-          (257, 999, 80), (64, 2000, 160), (100, 3000, 320), (4096, 4096, 40)]
+          (257, 999, 80), (64, 2000, 160), (100, 3000, 320), (50, 5000, 480), (4096, 4096, 40)]
 
 
 def decode_state(n, k, g, seed):
@@ -42,7 +44,7 @@ def decode_state(n, k, g, seed):
 @GPU_ONLY
 @pytest.mark.parametrize("n,k,g", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("tile", [None, (1, 2, 1), (2, 4, 3), (4, 8, 2)])
+@pytest.mark.parametrize("tile", [None, (1, 2, 1), (2, 4, 3), (4, 8, 2), (4, 4, 0)])
 def test_tiled_gemv_matches_float64(n, k, g, dtype, tile):
     state, gen = decode_state(n, k, g, seed=n + k + g)
     x = torch.randn(1, k, generator=gen).to(dtype)
@@ -80,6 +82,16 @@ def test_linear_takes_the_tiled_kernel_for_one_row_only(monkeypatch):
 
 
 @GPU_ONLY
+def test_linear_takes_a_token_of_a_batch_with_the_default_backend():
+    state, gen = decode_state(257, 999, 40, seed=3)
+    x = torch.randn(1, 1, 999, generator=gen).to(torch.bfloat16)
+    with torch.no_grad():
+        got = linear(state, x.cuda())
+    assert got.shape == (1, 1, 257) and got.dtype == torch.bfloat16
+    assert relative_rms(got[0], float64_forward(x[0], state.T_packed, state.E, state.bias, 999, 40)) < BF16_BUDGET
+
+
+@GPU_ONLY
 def test_tiles_must_be_contiguous_on_the_activations_device():
     state, gen = decode_state(64, 500, 40, seed=2)
     x = torch.randn(1, 500, generator=gen).cuda()
@@ -88,6 +100,26 @@ def test_tiles_must_be_contiguous_on_the_activations_device():
     with pytest.raises(ValueError, match="T_tiles must be contiguous"):
         kernels.forward_decode(x, state.T_packed, state.E, strided, state.E_tiles, None, in_features=500, group_size=40,
                                bias_frac_bits=FRAC_BITS)
+    storage = torch.empty(state.E_tiles.numel() + 1, dtype=torch.int8, device="cuda")
+    shifted = storage[1:].view(state.E_tiles.shape)  # one byte past an aligned start
+    shifted.copy_(state.E_tiles)
+    with pytest.raises(ValueError, match="E_tiles must be contiguous on cuda:0 and start 4-byte aligned"):
+        kernels.forward_decode(x, state.T_packed, state.E, state.T_tiles, shifted, None, in_features=500, group_size=40,
+                               bias_frac_bits=FRAC_BITS)
+    with pytest.raises(ValueError, match="E_tiles must be contiguous on cuda:0"):
+        kernels.forward_decode(x, state.T_packed, state.E, state.T_tiles, state.E_tiles.cpu(), None, in_features=500,
+                               group_size=40, bias_frac_bits=FRAC_BITS)
+
+
+def test_forward_decode_checks_the_tiles_against_the_layer_on_every_path():
+    state, gen = decode_state(64, 500, 40, seed=2)
+    x = torch.randn(1, 500, generator=gen).to(DEVICE)
+    with pytest.raises(ValueError, match="triton forward: T_tiles has shape"):
+        kernels.forward_decode(x, state.T_packed, state.E, state.T_tiles[:, :-2], state.E_tiles, None,
+                               in_features=500, group_size=40, bias_frac_bits=FRAC_BITS)
+    with pytest.raises(ValueError, match="triton forward: group_size=60 does not suit"):
+        kernels.forward_decode(x, state.T_packed, state.E, state.T_tiles, state.E_tiles, None, in_features=500,
+                               group_size=60, bias_frac_bits=FRAC_BITS)
 
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="checks the interpreter's dispatch")

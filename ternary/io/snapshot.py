@@ -32,6 +32,7 @@ from ternary.io.atomic import atomic_write_bytes
 from ternary.io.encoding import decode_tree, decode_value, encode_tree, encode_value
 from ternary.io.errors import SnapshotError
 from ternary.state.audit import leaf_paths
+from ternary.state.decode_state import DecodeLinearState
 from ternary.state.linear_state import LinearState
 from ternary.state.packing import CorruptStateError, check_packed
 
@@ -90,6 +91,10 @@ def to_bytes(state: Any, *, meta: dict[str, Any] | None = None) -> bytes:
         if _is_float(leaf):
             raise TypeError(f"save: leaf {name} has dtype {leaf.dtype}; snapshots hold integer state only")
         tensors[name] = _standalone(leaf, seen)
+    inference_copy = first_decode_state(state)
+    if inference_copy is not None:
+        raise TypeError(f"save: {inference_copy or 'the state'} is a DecodeLinearState, a copy for inference; "
+                        "save the LinearState it was built from")
     problem = first_layer_problem(state)
     if problem:
         raise ValueError(f"save: refusing to write corrupt state: {problem}")
@@ -226,6 +231,15 @@ def _rebuild(path: Path, tree: Any, tensors: dict[str, torch.Tensor]) -> Any:
     if rebuilt != used:
         raise _fail(path, "tensor names do not match the tree structure: corrupted header")
     return state
+
+
+def first_decode_state(state: Any) -> str | None:
+    """The path of the first :class:`DecodeLinearState` in ``state`` (``""`` for the root), or None."""
+    flat, _ = pytree.tree_flatten_with_path(state, is_leaf=lambda n: isinstance(n, DecodeLinearState))
+    for key_path, node in flat:
+        if isinstance(node, DecodeLinearState):
+            return pytree.keystr(key_path).lstrip(".")
+    return None
 
 
 def first_layer_problem(state: Any) -> str | None:

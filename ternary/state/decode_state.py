@@ -15,8 +15,8 @@ one-row Triton kernel (``ternary.kernels.linear.triton_tiled_gemv``) reads with 
 
 Only the order of the bytes changes: same base-3 digits, same exponents, no floats. The copy costs
 about ``N * ceil(K / 5)`` more bytes (a tenth of a bf16 weight). It is for inference: it is built
-from a layer, never trained or saved; training and snapshots keep the canonical
-:class:`LinearState`.
+from a layer, ``linear`` refuses gradients on it and ``ternary.save`` refuses it; training and
+snapshots keep the canonical :class:`LinearState`.
 
 The layout needs ``G / 5`` bytes per group to divide 32 or be a multiple of 32 (every 32-byte step
 of a row then holds whole groups or lies inside one): G in 5, 10, 20, 40 (the default), 80, 160,
@@ -54,15 +54,44 @@ def tiled_shapes(out_features: int, in_features: int, group_size: int) -> tuple[
     return (blocks, width // CHUNK_BYTES, TILE_ROWS, CHUNK_BYTES), (blocks, words, TILE_ROWS, EXPONENTS_PER_WORD)
 
 
+def _fit_error(where: str, group_size: int) -> ValueError:
+    return ValueError(f"{where}: group_size={group_size} does not suit the decode layout "
+                      "(G / 5 bytes per group must divide 32 or be a multiple of 32)")
+
+
+def check_tiles(T_tiles: torch.Tensor, E_tiles: torch.Tensor, out_features: int, in_features: int, group_size: int,
+                where: str = "decode layout") -> None:
+    """Raise a one-line error naming the tensor when ``T_tiles`` / ``E_tiles`` are not uint8 / int8 of
+    :func:`tiled_shapes` for this layer, or the group size does not suit the layout."""
+    if not decode_layout_fits(group_size):
+        raise _fit_error(where, group_size)
+    for name, tensor, dtype, shape in zip(("T_tiles", "E_tiles"), (T_tiles, E_tiles), (torch.uint8, torch.int8),
+                                          tiled_shapes(out_features, in_features, group_size)):
+        if not isinstance(tensor, torch.Tensor) or tensor.dtype != dtype:
+            raise TypeError(f"{where}: {name} must be a {dtype} tensor, got {getattr(tensor, 'dtype', type(tensor))}")
+        if tuple(tensor.shape) != shape:
+            raise ValueError(f"{where}: {name} has shape {list(tensor.shape)}; expected {list(shape)} for "
+                             f"out_features={out_features}, in_features={in_features}, group_size={group_size}")
+
+
 def tile_rows(T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(T_tiles, E_tiles)`` of ``T_packed [N, ceil(K / 5)]`` and ``E [N, ceil(K / G)]`` (new tensors)."""
+    """``(T_tiles, E_tiles)`` of ``T_packed [N, ceil(K / 5)]`` (uint8) and ``E [N, ceil(K / G)]`` (int8),
+    new tensors; raises naming the tensor or the group size that does not fit."""
+    if not decode_layout_fits(group_size):
+        raise _fit_error("tile_rows", group_size)
+    if T_packed.dtype != torch.uint8 or T_packed.dim() != 2:
+        raise TypeError(f"tile_rows: T_packed must be a 2-D uint8 tensor, got {T_packed.dtype} {list(T_packed.shape)}")
     n, width = T_packed.shape
+    groups = -(-width // (group_size // 5))
+    if E.dtype != torch.int8 or tuple(E.shape) != (n, groups):
+        raise ValueError(f"tile_rows: E must be int8 [{n}, {groups}] for T_packed {list(T_packed.shape)} and "
+                         f"group_size={group_size}, got {E.dtype} {list(E.shape)}")
     (blocks, chunks, _, _), (_, words, _, _) = tiled_shapes(n, width * 5, group_size)
     rows = torch.full((blocks * TILE_ROWS, chunks * CHUNK_BYTES), ZERO_TRITS_BYTE, dtype=torch.uint8,
                       device=T_packed.device)
     rows[:n, :width] = T_packed
     exponents = torch.zeros((blocks * TILE_ROWS, words * EXPONENTS_PER_WORD), dtype=torch.int8, device=E.device)
-    exponents[:n, : E.shape[1]] = E
+    exponents[:n, :groups] = E
     T_tiles = rows.view(blocks, TILE_ROWS, chunks, CHUNK_BYTES).transpose(1, 2).contiguous()
     E_tiles = exponents.view(blocks, TILE_ROWS, words, EXPONENTS_PER_WORD).transpose(1, 2).contiguous()
     return T_tiles, E_tiles
@@ -71,6 +100,7 @@ def tile_rows(T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> tuple
 def untile_rows(T_tiles: torch.Tensor, E_tiles: torch.Tensor, out_features: int, in_features: int,
                 group_size: int) -> tuple[torch.Tensor, torch.Tensor]:
     """The inverse of :func:`tile_rows`: ``(T_packed, E)`` in the canonical layout (new tensors)."""
+    check_tiles(T_tiles, E_tiles, out_features, in_features, group_size, "untile_rows")
     blocks, chunks, _, _ = T_tiles.shape
     words = E_tiles.shape[1]
     rows = T_tiles.transpose(1, 2).reshape(blocks * TILE_ROWS, chunks * CHUNK_BYTES)
@@ -103,12 +133,8 @@ class DecodeLinearState:
 
     def __attrs_post_init__(self) -> None:
         n, k = self.out_features, self.in_features
-        if not decode_layout_fits(self.group_size):
-            raise ValueError(f"DecodeLinearState: group_size={self.group_size} does not suit the decode layout "
-                             "(G / 5 bytes per group must divide 32 or be a multiple of 32)")
-        t_shape, e_shape = tiled_shapes(n, k, self.group_size)
-        expected = {"T_packed": (n, packed_width(k)), "E": (n, groups_per_row(k, self.group_size)),
-                    "T_tiles": t_shape, "E_tiles": e_shape}
+        check_tiles(self.T_tiles, self.E_tiles, n, k, self.group_size, "DecodeLinearState")
+        expected = {"T_packed": (n, packed_width(k)), "E": (n, groups_per_row(k, self.group_size))}
         if self.bias is not None:
             expected["bias"] = (n,)
         for name, shape in expected.items():
@@ -116,9 +142,12 @@ class DecodeLinearState:
             if actual != shape:
                 raise ValueError(f"DecodeLinearState.{name}: expected shape {list(shape)} for out_features={n}, "
                                  f"in_features={k}, group_size={self.group_size}; got {list(actual)}")
-        devices = {getattr(self, name).device for name in expected}
-        if len(devices) > 1:
-            raise ValueError(f"DecodeLinearState: tensors on several devices {sorted(map(str, devices))}")
+        if not 0 <= self.bias_frac_bits <= 30:
+            raise ValueError(f"DecodeLinearState.bias_frac_bits must be in [0, 30], got {self.bias_frac_bits}")
+        devices = {name: getattr(self, name).device for name in (*expected, "T_tiles", "E_tiles")}
+        if len(set(devices.values())) > 1:
+            placed = ", ".join(f"{name} on {device}" for name, device in devices.items())
+            raise ValueError(f"DecodeLinearState: tensors on several devices ({placed})")
 
     @classmethod
     def from_layer(cls, layer: LinearState) -> DecodeLinearState:
@@ -127,8 +156,7 @@ class DecodeLinearState:
         if not isinstance(layer, LinearState):
             raise TypeError(f"DecodeLinearState.from_layer: expected a LinearState, got {type(layer).__name__}")
         if not decode_layout_fits(layer.group_size):
-            raise ValueError(f"DecodeLinearState.from_layer: group_size={layer.group_size} does not suit the decode "
-                             "layout (G / 5 bytes per group must divide 32 or be a multiple of 32)")
+            raise _fit_error("DecodeLinearState.from_layer", layer.group_size)
         T_tiles, E_tiles = tile_rows(layer.T_packed, layer.E, layer.group_size)
         return cls(T_packed=layer.T_packed, E=layer.E, bias=layer.bias, T_tiles=T_tiles, E_tiles=E_tiles,
                    in_features=layer.in_features, out_features=layer.out_features, group_size=layer.group_size,
@@ -139,6 +167,13 @@ class DecodeLinearState:
         return self.T_packed.device
 
     def validate(self, name: str = "DecodeLinearState") -> None:
-        """Check the packed bytes of both copies (raises naming the tensor and the offset)."""
+        """Check the packed bytes of both copies (raises naming the tensor and the offset) and that the
+        tiles hold exactly ``T_packed`` and ``E`` in the decode layout (``ValueError`` naming the one
+        that differs)."""
         check_packed(self.T_packed, f"{name}.T_packed")
         check_packed(self.T_tiles, f"{name}.T_tiles")
+        for tile_name, tiles, expected in zip(("T_tiles", "E_tiles"), (self.T_tiles, self.E_tiles),
+                                              tile_rows(self.T_packed, self.E, self.group_size)):
+            if not torch.equal(tiles, expected):
+                raise ValueError(f"{name}.{tile_name}: does not hold the layer's "
+                                 f"{'T_packed' if tile_name == 'T_tiles' else 'E'} in the decode layout")

@@ -72,6 +72,7 @@ from ternary.kernels.linear import (triton_mma_forward, triton_run_decode, trito
 from ternary.kernels.linear.triton_launch import (capability, even_splits, finish_splits, program_splits, round_up,
                                                   sm_count)
 from ternary.kernels.registry import triton_interpreted
+from ternary.state.decode_state import check_tiles
 
 # Activation rows the GEMV takes (sharing each byte's decode). H100, 16384^2: M = 2 101.7 us
 # against the fused kernel's ~161 us; 4 rows (the next power of two, for M = 3 or 4) took
@@ -812,14 +813,16 @@ def forward_decode(
     Gluon card reads the tiles (``triton_tiled_gemv``); anything else is :func:`forward` on
     ``T_packed`` and ``E``. ``tile = (rows per lane, warps, programs per SM)`` overrides the
     launch (benchmark sweeps)."""
+    check_tiles(T_tiles, E_tiles, T_packed.shape[0], in_features, group_size, "triton forward")
     if x.dim() != 2 or x.shape[0] != 1 or T_packed.shape[0] == 0 or not gluon_runs(x):
         return forward(x, T_packed, E, bias, in_features=in_features, group_size=group_size,
                        bias_frac_bits=bias_frac_bits)
     _check("forward", x, T_packed, E, in_features, group_size, in_features, "in_features", bias)
-    for name, tiles in (("T_tiles", T_tiles), ("E_tiles", E_tiles)):
-        if tiles.device != x.device or not tiles.is_contiguous():
-            raise ValueError(f"triton forward: {name} must be contiguous on {x.device}, got {tiles.device} "
-                             f"with strides {list(tiles.stride())}")
+    for name, tiles, align in (("T_tiles", T_tiles, 16), ("E_tiles", E_tiles, 4)):
+        if tiles.device != x.device or not tiles.is_contiguous() or tiles.data_ptr() % align:
+            raise ValueError(f"triton forward: {name} must be contiguous on {x.device} and start {align}-byte "
+                             f"aligned, got {tiles.device} with strides {list(tiles.stride())} at address "
+                             f"{tiles.data_ptr():#x}")
     ws = triton_tiled_gemv.tiled_gemv(x, T_tiles, E_tiles, out_features=T_packed.shape[0], group_size=group_size,
                                       tile=tile)
     return finish_splits(ws, bias, bias_frac_bits, x.dtype)

@@ -11,10 +11,11 @@ so the same warp load is one contiguous 512-byte run (4 L1 wavefronts instead of
 chunk starts aligned; rows are padded to whole 32-byte steps with zero-trit bytes and the row count
 to whole 32-row tiles, so the main loop needs no masks.
 
-Exponents come as 4-byte words of ``E_tiles`` (one coalesced 128-byte warp load per row tile and
-step). The tables are built once per call into a small fp32 workspace
-(``triton_table_gemv.build_tables``), and the partial sums of each split are added, with the bias,
-by ``finish_splits``.
+Exponents come as 4-byte words of ``E_tiles``, each a coalesced 128-byte warp load per row tile: one
+word per step for ``G = 40``, two, four or eight for ``G = 20, 10, 5``, and for larger groups the
+word of the step's group (steps inside one group read the same word again). The tables are built
+once per call into a small fp32 workspace (``triton_table_gemv.build_tables``), and the partial
+sums of each split are added, with the bias, by ``finish_splits``.
 
 H200, bf16 activations, bf16 cuBLAS in the same run (``benchmarks/NOTES.md``, "twenty-first"):
 16384 x 16384 33.2 us (3.73x; the table GEMV on ``T_packed`` 47.9 us), 1.5-2.4x on the smaller
