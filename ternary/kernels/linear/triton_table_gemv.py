@@ -119,7 +119,13 @@ def _chunk_words(words, chunk, chunks_end, quad, layout: gl.constexpr):
     load per lane; chunks from ``chunks_end`` on (past the tensor) read as zero."""
     offsets = gl.expand_dims(chunk * 4, 2) + gl.expand_dims(gl.expand_dims(quad, 0), 0)
     offsets = gl.max_contiguous(gl.multiple_of(offsets, [1, 1, 4]), [1, 1, 4])
-    vector = gl.load(words + offsets, mask=gl.expand_dims(chunk < chunks_end, 2), other=0)
+    return chunk_words(gl.load(words + offsets, mask=gl.expand_dims(chunk < chunks_end, 2), other=0), layout)
+
+
+@gluon.jit
+def chunk_words(vector, layout: gl.constexpr):
+    """The four words ``[RPT, LANES]`` (int32, in ``layout``) of each lane's loaded 16-byte chunk
+    ``vector [RPT, LANES, 4]``, in byte order."""
     evens, odds = gl.split(gl.reshape(vector, [vector.shape[0], vector.shape[1], 2, 2]))
     w0, w2 = gl.split(evens)
     w1, w3 = gl.split(odds)

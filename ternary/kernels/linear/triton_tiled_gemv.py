@@ -31,7 +31,7 @@ from triton.experimental.gluon import language as gl
 
 from ternary.kernels.linear.triton_base3 import exact_exp2
 from ternary.kernels.linear.triton_launch import even_splits, sm_count
-from ternary.kernels.linear.triton_table_gemv import build_tables, lane_rows, words_dot
+from ternary.kernels.linear.triton_table_gemv import build_tables, chunk_words, lane_rows, words_dot
 from ternary.state.decode_state import CHUNK_BYTES, STEP_BYTES, TILE_ROWS
 
 _STEP = gl.constexpr(STEP_BYTES)
@@ -52,14 +52,7 @@ def _load_step(chunks, exponents, step, quad, layout: gl.constexpr, BYTES_PER_GR
     for c in gl.static_range(_STEP // _CHUNK):
         offsets = (step * (_STEP // _CHUNK) + c) * (_ROWS * _CHUNK // 4)
         pointers = gl.expand_dims(chunks + offsets, 2) + gl.expand_dims(gl.expand_dims(quad, 0), 0)
-        vector = gl.load(pointers)
-        evens, odds = gl.split(gl.reshape(vector, [vector.shape[0], vector.shape[1], 2, 2]))
-        w0, w2 = gl.split(evens)
-        w1, w3 = gl.split(odds)
-        words = words + (gl.convert_layout(w0, layout, assert_trivial=True),
-                         gl.convert_layout(w1, layout, assert_trivial=True),
-                         gl.convert_layout(w2, layout, assert_trivial=True),
-                         gl.convert_layout(w3, layout, assert_trivial=True))
+        words = words + chunk_words(gl.load(pointers), layout)
     GROUPS: gl.constexpr = _STEP // BYTES_PER_GROUP
     loaded = ()
     if GROUPS >= 4:
