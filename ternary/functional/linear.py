@@ -29,6 +29,12 @@ def check_input(state: LinearState | DecodeLinearState, x: torch.Tensor, name: s
         raise ValueError(f"linear: {name} is on {x.device} but the layer state is on {state.device}")
 
 
+def as_rows(state: LinearState | DecodeLinearState, x: torch.Tensor) -> torch.Tensor:
+    """``x [..., K]`` as contiguous rows ``[M, K]`` (a view where it already is one)."""
+    x2d = x.reshape(-1, state.in_features)
+    return x2d if x2d.is_contiguous() else x2d.contiguous()
+
+
 @functools.singledispatch
 def linear(state: Any, x: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
     """``y [..., N] = x [..., K] @ W.T + bias`` with ``W = T * 2^E``; differentiable in ``x``.
@@ -46,9 +52,7 @@ def linear(state: Any, x: torch.Tensor, *, backend: str | None = None) -> torch.
 def ternary_linear(state: LinearState, x: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
     """:func:`linear` for a :class:`LinearState`."""
     check_input(state, x)
-    x2d = x.reshape(-1, state.in_features)
-    if not x2d.is_contiguous():
-        x2d = x2d.contiguous()
+    x2d = as_rows(state, x)
     tape = current_tape()
     probe = tape.probe(state, x.device) if tape is not None else None
     taking_grad = torch.is_grad_enabled() and (x.requires_grad or probe is not None)
@@ -69,14 +73,12 @@ def decode_linear(state: DecodeLinearState, x: torch.Tensor, *, backend: str | N
     if current_tape() is not None or (torch.is_grad_enabled() and x.requires_grad):
         raise RuntimeError("linear: a DecodeLinearState is for inference only (no grad_x, no hooks); "
                            "take gradients through the LinearState it was built from")
-    x2d = x.reshape(-1, state.in_features)
-    if not x2d.is_contiguous():
-        x2d = x2d.contiguous()
+    x2d = as_rows(state, x)
     name = resolve(backend, x.device, grad_enabled=False)
-    if name == "triton":
+    if name == "triton":  # the record's checks cover the tiles against the layer
         y2d = implementation("linear", name).forward_decode(
             x2d, state.T_packed, state.E, state.T_tiles, state.E_tiles, state.bias, in_features=state.in_features,
-            group_size=state.group_size, bias_frac_bits=state.bias_frac_bits)
+            group_size=state.group_size, bias_frac_bits=state.bias_frac_bits, validated=True)
     else:
         y2d = run_forward(name, x2d, state.T_packed, state.E, state.bias, static_of(state))
     return y2d.reshape(*x.shape[:-1], state.out_features)

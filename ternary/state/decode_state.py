@@ -28,7 +28,8 @@ from __future__ import annotations
 import attrs
 import torch
 
-from ternary.state.linear_state import LinearState, _dtype, _group_size, _positive, groups_per_row
+from ternary.state.linear_state import (LinearState, _dtype, _group_size, _positive, check_field_shapes,
+                                        groups_per_row)
 from ternary.state.packing import check_packed, packed_width
 from ternary.state.pytree import pytree_record
 
@@ -49,7 +50,7 @@ def tiled_shapes(out_features: int, in_features: int, group_size: int) -> tuple[
     """Shapes of ``T_tiles`` and ``E_tiles`` for a layer of this size."""
     blocks = -(-out_features // TILE_ROWS)
     width = -(-packed_width(in_features) // STEP_BYTES) * STEP_BYTES
-    groups = max(-(-width // (group_size // 5)), groups_per_row(in_features, group_size))
+    groups = -(-width // (group_size // 5))  # covers the padded steps too: at least ceil(K / G)
     words = -(-groups // EXPONENTS_PER_WORD)
     return (blocks, width // CHUNK_BYTES, TILE_ROWS, CHUNK_BYTES), (blocks, words, TILE_ROWS, EXPONENTS_PER_WORD)
 
@@ -137,11 +138,7 @@ class DecodeLinearState:
         expected = {"T_packed": (n, packed_width(k)), "E": (n, groups_per_row(k, self.group_size))}
         if self.bias is not None:
             expected["bias"] = (n,)
-        for name, shape in expected.items():
-            actual = tuple(getattr(self, name).shape)
-            if actual != shape:
-                raise ValueError(f"DecodeLinearState.{name}: expected shape {list(shape)} for out_features={n}, "
-                                 f"in_features={k}, group_size={self.group_size}; got {list(actual)}")
+        check_field_shapes(self, expected)
         if not 0 <= self.bias_frac_bits <= 30:
             raise ValueError(f"DecodeLinearState.bias_frac_bits must be in [0, 30], got {self.bias_frac_bits}")
         devices = {name: getattr(self, name).device for name in (*expected, "T_tiles", "E_tiles")}

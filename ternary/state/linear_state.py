@@ -25,6 +25,18 @@ def groups_per_row(in_features: int, group_size: int) -> int:
     return -(-in_features // group_size)
 
 
+def check_field_shapes(record: Any, expected: dict[str, tuple[int, ...]]) -> None:
+    """Raise ``ValueError`` naming the first tensor field of ``record`` (a layer record with
+    ``out_features``, ``in_features``, ``group_size``) whose shape is not ``expected[name]``."""
+    for name, shape in expected.items():
+        actual = tuple(getattr(record, name).shape)
+        if actual != shape:
+            raise ValueError(
+                f"{type(record).__name__}.{name}: expected shape {list(shape)} for out_features={record.out_features}, "
+                f"in_features={record.in_features}, group_size={record.group_size}; got {list(actual)}"
+            )
+
+
 def _dtype(expected: torch.dtype) -> Any:
     def check(record: Any, attribute: attrs.Attribute, value: Any) -> None:
         if value is None and attribute.name == "bias":
@@ -80,13 +92,7 @@ class LinearState:
         }
         if self.bias is not None:
             expected["bias"] = (n,)
-        for name, shape in expected.items():
-            actual = tuple(getattr(self, name).shape)
-            if actual != shape:
-                raise ValueError(
-                    f"LinearState.{name}: expected shape {list(shape)} for out_features={n}, "
-                    f"in_features={k}, group_size={self.group_size}; got {list(actual)}"
-                )
+        check_field_shapes(self, expected)
         if not 0 <= self.bias_frac_bits <= 30:
             raise ValueError(f"LinearState.bias_frac_bits must be in [0, 30], got {self.bias_frac_bits}")
 

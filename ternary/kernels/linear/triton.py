@@ -807,13 +807,16 @@ def forward_decode(
     group_size: int,
     bias_frac_bits: int,
     tile: tuple[int, int, int] | None = None,
+    validated: bool = False,
 ) -> torch.Tensor:
     """:func:`forward` of a layer that also holds the decode layout's ``T_tiles [ceil(N / 32),
     KB32 / 16, 32, 16]`` / ``E_tiles`` (``ternary.state.decode_state``): one activation row on a
     Gluon card reads the tiles (``triton_tiled_gemv``); anything else is :func:`forward` on
     ``T_packed`` and ``E``. ``tile = (rows per lane, warps, programs per SM)`` overrides the
-    launch (benchmark sweeps)."""
-    check_tiles(T_tiles, E_tiles, T_packed.shape[0], in_features, group_size, "triton forward")
+    launch (benchmark sweeps). ``validated``: the caller has already checked the tiles against the
+    layer (a ``DecodeLinearState`` does on construction)."""
+    if not validated:
+        check_tiles(T_tiles, E_tiles, T_packed.shape[0], in_features, group_size, "triton forward")
     if x.dim() != 2 or x.shape[0] != 1 or T_packed.shape[0] == 0 or not gluon_runs(x):
         return forward(x, T_packed, E, bias, in_features=in_features, group_size=group_size,
                        bias_frac_bits=bias_frac_bits)
