@@ -23,7 +23,7 @@ Everything is timed in one process on one card, with the baseline in the same ru
 Columns per (op, N x K, M): bf16 ``F.linear`` / ``grad_y @ W`` (cuBLAS); ``auto``, i.e.
 ``ternary.functional.linear(..., backend="auto")`` under ``torch.no_grad()`` (what the
 registry picks for inference; the row records which backend that was); our forward and
-grad-x per backend the registry can import (``triton``, ``tilelang``); at M = 1 with Triton,
+grad-x per backend the registry can import (``triton``, ``tilelang``); at M = 1 to 16 with Triton,
 ``triton_tiled``, the forward of a layer prepared for decoding (``DecodeLinearState``: the
 row-tiled copy, whose size and one-off build time the row records); a naive PyTorch path
 (lookup-table unpack + dequantise + cuBLAS), gemlite's ternary kernel where it imports,
@@ -359,9 +359,10 @@ def time_against_cublas(results: Results, op: str, shape: tuple[int, int, int], 
 
 
 def tiled_forward_calls(x: torch.Tensor, states: list, reference_y: torch.Tensor, k: int):
-    """``(check, calls)`` of the one-row forward over the decode layout (``DecodeLinearState``'s tiles,
-    built here for every rotating copy; the check also reports the tiles' size and the time to build
-    them once, which a decoding run pays once per layer, not per call)."""
+    """``(check, calls)`` of the forward over the decode layout (``DecodeLinearState``'s tiles, built here
+    for every rotating copy): the shuffle-table GEMV for one row, the table-decoded ``mma.sync`` kernel
+    for 2 to 16; the check also reports the tiles' size and the time to build them once, which a decoding
+    run pays once per layer, not per call."""
     from ternary.kernels.linear import triton as triton_linear
     from ternary.state.decode_state import tile_rows
 
@@ -382,6 +383,7 @@ def tiled_forward_calls(x: torch.Tensor, states: list, reference_y: torch.Tensor
 def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: torch.device) -> None:
     from ternary.functional import linear
     from ternary.kernels.linear import triton as triton_linear
+    from ternary.kernels.linear.triton_tiled_mma import TILED_MMA_MAX_ROWS
     from ternary.kernels.registry import resolve
     from ternary.state.packing import byte_to_trits_table, random_packed, unpack
 
@@ -415,7 +417,7 @@ def bench_linear(results: Results, n: int, k: int, config: BenchConfig, device: 
                    [lambda s=s, fwd=module.forward: fwd(x, s[0], s[1], None, bias_frac_bits=16, **static)
                     for s in states])
             for name, module in backends.items()}
-        if m == 1 and "triton" in backends and triton_linear.gluon_runs(x):
+        if m <= TILED_MMA_MAX_ROWS and "triton" in backends and triton_linear.gluon_runs(x):
             forward_calls["triton_tiled"] = tiled_forward_calls(x, states, reference_y, k)
         base = time_against_cublas(results, "forward", (n, k, m), [lambda w=w: F.linear(x, w) for w in dense],
                                    forward_calls, flops, packed_bytes)

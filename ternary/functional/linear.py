@@ -66,9 +66,9 @@ def ternary_linear(state: LinearState, x: torch.Tensor, *, backend: str | None =
 @linear.register
 def decode_linear(state: DecodeLinearState, x: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
     """:func:`linear` for a :class:`DecodeLinearState`: the forward only, for inference. One
-    activation row on the Triton backend reads the row-tiled decode layout; anything else runs the
-    backend's forward on ``T_packed``. Raises where gradients or hooks are being taken (train the
-    :class:`LinearState` instead)."""
+    activation row, or 2 to 16 bf16 rows, on the Triton backend read the row-tiled decode layout;
+    anything else runs the backend's forward on ``T_packed``. Raises where gradients or hooks are
+    being taken (train the :class:`LinearState` instead)."""
     check_input(state, x)
     if current_tape() is not None or (torch.is_grad_enabled() and x.requires_grad):
         raise RuntimeError("linear: a DecodeLinearState is for inference only (no grad_x, no hooks); "

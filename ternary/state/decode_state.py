@@ -1,8 +1,10 @@
-"""A ternary linear layer prepared for one-row forwards (token-by-token decoding).
+"""A ternary linear layer prepared for decoding: forwards of one token, or of up to 16 (a batch of
+sequences, or draft tokens), at a time.
 
 :class:`DecodeLinearState` holds what a forward needs from a :class:`LinearState` (``T_packed``,
 ``E``, ``bias``) plus a second copy of the same bytes in the **row-tiled decode layout**, which the
-one-row Triton kernel (``ternary.kernels.linear.triton_tiled_gemv``) reads with coalesced loads:
+Triton kernels for one row (``ternary.kernels.linear.triton_tiled_gemv``) and for 2 to 16 bf16 rows
+(``triton_tiled_mma``) read with coalesced loads:
 
 - ``T_tiles`` uint8 ``[ceil(N / 32), KB32 / 16, 32, 16]``: ``T_tiles[b, c, r, i]`` is byte
   ``16 c + i`` of row ``32 b + r``, where ``KB32`` is ``ceil(K / 5)`` rounded up to a multiple of
@@ -20,7 +22,8 @@ snapshots keep the canonical :class:`LinearState`.
 
 The layout needs ``G / 5`` bytes per group to divide 32 or be a multiple of 32 (every 32-byte step
 of a row then holds whole groups or lies inside one): G in 5, 10, 20, 40 (the default), 80, 160,
-or a multiple of 160.
+or a multiple of 160. The kernel for several rows also needs ``G / 5`` to be a multiple of 8 (G = 40,
+80 or a multiple of 160); other layers run those calls on ``T_packed``.
 """
 
 from __future__ import annotations

@@ -5,7 +5,9 @@ Forward takes one of six paths, picked by the number of activation rows ``M``:
 - ``M = 1`` on sm_90 or newer, for layers whose storage allows aligned reads: warp-shuffle
   lookup tables (``triton_table_gemv``, a Gluon kernel; about 11 instructions per packed byte).
   A layer prepared for decoding (``ternary.state.DecodeLinearState``, :func:`forward_decode`)
-  feeds the same lookups from its row-tiled copy with coalesced loads (``triton_tiled_gemv``).
+  feeds the same lookups from its row-tiled copy with coalesced loads (``triton_tiled_gemv``),
+  and takes ``2 <= M <= 16`` bf16 rows there too, for ``G / 5`` a multiple of 8: ``mma.sync``
+  products on weights decoded by a shared-memory table (``triton_tiled_mma``).
 - ``2 <= M <= 16`` with bf16 activations on sm_90 or newer, for layers whose groups are whole
   4-byte runs and whose storage allows aligned word reads: ``mma.sync`` products with the
   weights decoded four bytes at a time by bf16x2 FMAs (``triton_base3.WORD_WEIGHTS_ASM``) straight
@@ -68,7 +70,7 @@ from ternary.kernels.linear.triton_base3 import (
 )
 from ternary.kernels.layer_checks import check_layer_tensors
 from ternary.kernels.linear import (triton_mma_forward, triton_run_decode, triton_table_gemv, triton_tiled_gemv,
-                                   triton_wgmma_forward, triton_wgmma_grad_x)
+                                   triton_tiled_mma, triton_wgmma_forward, triton_wgmma_grad_x)
 from ternary.kernels.linear.triton_launch import (capability, even_splits, finish_splits, program_splits, round_up,
                                                   sm_count)
 from ternary.kernels.registry import triton_interpreted
@@ -806,18 +808,22 @@ def forward_decode(
     in_features: int,
     group_size: int,
     bias_frac_bits: int,
-    tile: tuple[int, int, int] | None = None,
+    tile: tuple[int, ...] | None = None,
     validated: bool = False,
 ) -> torch.Tensor:
     """:func:`forward` of a layer that also holds the decode layout's ``T_tiles [ceil(N / 32),
-    KB32 / 16, 32, 16]`` / ``E_tiles`` (``ternary.state.decode_state``): one activation row on a
-    Gluon card reads the tiles (``triton_tiled_gemv``); anything else is :func:`forward` on
-    ``T_packed`` and ``E``. ``tile = (rows per lane, warps, programs per SM)`` overrides the
-    launch (benchmark sweeps). ``validated``: the caller has already checked the tiles against the
-    layer (a ``DecodeLinearState`` does on construction)."""
+    KB32 / 16, 32, 16]`` / ``E_tiles`` (``ternary.state.decode_state``). On a Gluon card one activation
+    row reads the tiles by shuffle lookups (``triton_tiled_gemv``), and 2 to 16 bf16 rows by
+    ``mma.sync`` on table-decoded weights (``triton_tiled_mma``, for ``G / 5`` a multiple of 8);
+    anything else is :func:`forward` on ``T_packed`` and ``E``. ``tile`` overrides the launch of the
+    kernel the call takes (benchmark sweeps): ``(rows per lane, warps, programs per SM)`` for one
+    row, ``(warps, programs per SM)`` for more. ``validated``: the caller has already checked the
+    tiles against the layer (a ``DecodeLinearState`` does on construction)."""
     if not validated:
         check_tiles(T_tiles, E_tiles, T_packed.shape[0], in_features, group_size, "triton forward")
-    if x.dim() != 2 or x.shape[0] != 1 or T_packed.shape[0] == 0 or not gluon_runs(x):
+    one_row = x.dim() == 2 and x.shape[0] == 1
+    if (x.dim() != 2 or T_packed.shape[0] == 0 or not gluon_runs(x)
+            or not (one_row or triton_tiled_mma.takes(x, group_size))):
         return forward(x, T_packed, E, bias, in_features=in_features, group_size=group_size,
                        bias_frac_bits=bias_frac_bits)
     _check("forward", x, T_packed, E, in_features, group_size, in_features, "in_features", bias)
@@ -826,8 +832,12 @@ def forward_decode(
             raise ValueError(f"triton forward: {name} must be contiguous on {x.device} and start {align}-byte "
                              f"aligned, got {tiles.device} with strides {list(tiles.stride())} at address "
                              f"{tiles.data_ptr():#x}")
-    ws = triton_tiled_gemv.tiled_gemv(x, T_tiles, E_tiles, out_features=T_packed.shape[0], group_size=group_size,
-                                      tile=tile)
+    if one_row:
+        ws = triton_tiled_gemv.tiled_gemv(x, T_tiles, E_tiles, out_features=T_packed.shape[0], group_size=group_size,
+                                          tile=tile)
+    else:
+        ws = triton_tiled_mma.tiled_mma(x, T_tiles, E_tiles, out_features=T_packed.shape[0], group_size=group_size,
+                                        tile=tile)
     return finish_splits(ws, bias, bias_frac_bits, x.dtype)
 
 

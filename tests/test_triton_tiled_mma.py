@@ -1,0 +1,224 @@
+"""Forwards of 2 to 16 bf16 rows over the row-tiled decode layout (``triton_tiled_mma``).
+
+The Gluon kernel runs only compiled on a GPU; on the CPU the activation regrouping (a plain Triton
+kernel) runs under the interpreter against its definition in torch, the kernel is compiled offline
+for sm_90, and the dispatch falls back to the forward on ``T_packed``. Outputs are compared with a
+float64 product of the reference weights and the bf16 activations: the kernel's fp32 partial sums
+by relative RMS error within ``MMA_BUDGET``, the finished bf16 outputs within ``BF16_BUDGET``.
+"""
+
+from __future__ import annotations
+
+
+import pytest
+import torch
+
+from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on CPU)
+
+from ternary import linear  # noqa: E402
+from ternary.kernels.linear import triton as kernels  # noqa: E402
+from ternary.kernels.linear import triton_tiled_mma as tiled_mma  # noqa: E402
+from ternary.state.decode_state import tile_rows  # noqa: E402
+from test_triton_linear import relative_rms  # noqa: E402
+from test_triton_register_decode import _compile_offline  # noqa: E402
+from test_triton_table_gemv import BF16_BUDGET, FRAC_BITS, float64_forward, layer  # noqa: E402
+from test_triton_tiled_gemv import decode_state  # noqa: E402
+
+GPU_ONLY = pytest.mark.skipif(DEVICE != "cuda", reason="the Gluon kernel runs only compiled on a GPU")
+# Products of trits, powers of two and bf16 values are exact; the tensor cores add them in fp32 but
+# truncate each addition to the accumulator, so a program's sum may drift by up to about one ulp (2^-23)
+# per 16-column product: a whole K = 4099 row in one split (257 products) measured 3.9e-6 on an H200,
+# above the 2e-6 of the CUDA-core kernels, which round.
+MMA_BUDGET = 3e-5
+
+# (N, K, G, M): N = 1 and rows past whole tiles and programs, K not a multiple of 5 or of G, every group
+# size the kernel takes up to 160 bytes (8, 16, 32, 64 and 160 bytes per group), M from 2 to 16 with
+# one or two column tiles and padded columns.
+SHAPES = [(1, 7, 40, 2), (33, 333, 40, 16), (1000, 4099, 40, 3), (257, 999, 80, 9), (64, 2000, 160, 16),
+          (100, 3000, 320, 5), (130, 1600, 800, 13), (4096, 4096, 40, 8), (300, 161, 40, 11)]
+
+
+def _words(rows):
+    """bf16 bit pairs of ``rows [M, C]`` (int16 views) as int32 words ``low | high << 16``."""
+    bits = rows.view(torch.int16).to(torch.int32) & 0xFFFF
+    return bits[..., 0::2] | (bits[..., 1::2] << 16)
+
+
+def reference_fragments(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """``fragments`` by its definition: lane ``(g, q)``, column tile ``c``, activation row ``8 c + g``;
+    words ``2 u, 2 u + 1`` columns ``5 j .. 5 j + 3`` of byte ``j = 32 s + 8 q + u``, words ``16 + 2 v + h``
+    column ``5 j + 4`` of bytes ``j = 32 s + 8 q + 4 v + 2 h`` and ``j + 1``; zero past ``K`` and ``M``."""
+    m, k = x.shape
+    tiles = -(-m // 8)
+    padded = torch.zeros(tiles * 8, steps * 160, dtype=torch.bfloat16)
+    padded[:m, :k] = x.cpu()
+    by_byte = padded.view(tiles * 8, steps, 4, 8, 5)  # [row, step, q, byte of the lane, digit]
+    low = by_byte[..., :4].reshape(tiles * 8, steps, 4, 8 * 4)  # bytes u, digits 0..3
+    digit4 = by_byte[..., 4].reshape(tiles * 8, steps, 4, 8)  # bytes 0..7, digit 4
+    words = torch.cat([_words(low), _words(digit4)], dim=-1)  # [row, step, q, 20]
+    words = words.view(tiles, 8, steps, 4, 20).permute(2, 0, 1, 3, 4)  # [step, tile, g, q, 20]
+    return words.reshape(steps, tiles, 32, 20)
+
+
+@pytest.mark.parametrize("m,k", [(2, 7), (9, 333), (16, 1601), (5, 160)])
+def test_fragments_put_each_activation_where_the_lanes_read_it(m, k):
+    steps = -(-(-(-k // 5)) // 32)
+    x = torch.randn(m, k, generator=torch.Generator().manual_seed(m + k)).to(torch.bfloat16)
+    got = tiled_mma.fragments(x.to(DEVICE), steps).cpu()
+    assert torch.equal(got, reference_fragments(x, steps))
+
+
+def test_fragments_read_strided_activations():
+    x = torch.randn(6, 900, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
+    wide = torch.zeros(6, 1000, dtype=torch.bfloat16)
+    wide[:, 50:950] = x
+    view = wide.to(DEVICE)[:, 50:950]
+    assert not view.is_contiguous()
+    assert torch.equal(tiled_mma.fragments(view, 6).cpu(), reference_fragments(x, 6))
+
+
+@pytest.mark.parametrize("rows,g,takes", [(2, 40, True), (16, 40, True), (16, 160, True), (5, 480, True),
+                                          (1, 40, False), (17, 40, False), (8, 20, False), (8, 10, False)])
+def test_takes_bf16_rows_2_to_16_with_whole_lane_runs_per_group(rows, g, takes):
+    assert tiled_mma.takes(torch.zeros(rows, 10, dtype=torch.bfloat16), g) == takes
+    assert not tiled_mma.takes(torch.zeros(rows, 10, dtype=torch.float32), g)
+
+
+_OFFLINE_COMPILE = """
+import json, triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource
+from ternary.kernels.linear import triton_tiled_mma as tiled
+
+names = "fragment_ptr t_ptr e_ptr out_ptr M N BLOCKS CHUNKS EWORDS STEPS stride_os stride_om STEPS_PER_SPLIT".split()
+signature = dict(zip(names, ["*i32", "*u8", "*i8", "*fp32"] + ["i32"] * 9))
+signature.update(dict.fromkeys(("BYTES_PER_GROUP", "TILES"), "constexpr"))
+report = []
+for bytes_per_group, tiles, warps in ((8, 2, tiled.TILED_MMA_TILE[0]), (8, 1, 4), (32, 2, 2), (64, 1, 8)):
+    source = GluonASTSource(tiled._tiled_mma_kernel, signature=signature,
+                            constexprs={"BYTES_PER_GROUP": bytes_per_group, "TILES": tiles},
+                            attrs={(i,): [["tt.divisibility", 16]] for i in range(4)})
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    ptx = compiled.asm["ptx"]
+    report.append([compiled.metadata.shared, ptx.count("mma.sync.aligned.m16n8k16"), ptx.count("ld.shared.v2.b32"),
+                   ptx.count("ld.global.v4.b32"), compiled.asm["sass"].count("STL")])
+print(json.dumps(report))
+"""
+
+
+def test_kernel_compiles_for_sm90_with_the_table_as_its_only_shared_memory():
+    """Compiled offline for sm_90: the kernel's shared memory is exactly the 32 KB table (its PTX reads
+    the table at ``global_smem``, the start of that memory, so no other buffer may come first), one loop
+    issues 10 products per operand tile, column tile and step (8 for digits 0..3, 2 for digit 4), 8 table
+    reads per row (4 rows per lane) and 5 16-byte activation loads per column tile, and nothing spills."""
+    report = _compile_offline(_OFFLINE_COMPILE)
+    for tiles, (shared, products, lookups, vector_loads, spills) in zip((2, 1, 2, 1), report, strict=True):
+        assert shared == 256 * 16 * 2 * 4
+        assert products == 2 * tiles * 10
+        assert lookups == 4 * 8
+        assert vector_loads == 2 * 5 * tiles  # the first step's loads, then the next step's in the loop
+        assert spills == 0
+
+
+def _forward(state, x, tile=None):
+    return kernels.forward_decode(x, state.T_packed, state.E, state.T_tiles, state.E_tiles, state.bias,
+                                  in_features=state.in_features, group_size=state.group_size,
+                                  bias_frac_bits=FRAC_BITS, tile=tile)
+
+
+@GPU_ONLY
+@pytest.mark.parametrize("n,k,g,m", SHAPES)
+@pytest.mark.parametrize("tile", [None, (4, 1), (2, 3), (8, 0), (4, 0)])
+def test_tiled_mma_matches_float64(n, k, g, m, tile):
+    """Partial sums and the finished forward (bias added, bf16) against float64; launch tiles with
+    small and large programs and one split (``0``: many steps in one program, each next step's loads
+    in flight)."""
+    state, gen = decode_state(n, k, g, seed=n + k + g + m)
+    x = (torch.randn(m, k, generator=gen) * torch.exp(torch.randn(m, k, generator=gen))).to(torch.bfloat16)
+    sums = tiled_mma.tiled_mma(x.cuda(), state.T_tiles, state.E_tiles, out_features=n, group_size=g, tile=tile)
+    assert sums.shape[1:] == (m, n)
+    assert relative_rms(sums.sum(0), float64_forward(x, state.T_packed, state.E, None, k, g)) < MMA_BUDGET
+    got = _forward(state, x.cuda(), tile=tile)
+    assert got.dtype == torch.bfloat16 and got.shape == (m, n)
+    assert relative_rms(got, float64_forward(x, state.T_packed, state.E, state.bias, k, g)) < BF16_BUDGET
+
+
+@GPU_ONLY
+def test_tiled_mma_poisons_rows_of_corrupt_bytes_and_keeps_extreme_exponents():
+    """Bytes 243, 255 and 250 at a row's first, last and a middle column make those rows NaN for every
+    activation row and no other; rows with exponents 127 and -128 stay exact (activations scaled so that
+    nothing overflows)."""
+    n, k, g, m = 1000, 4099, 40, 6
+    packed, exponents, _, gen = layer(n, k, g, seed=5)
+    corrupt = {7: (0, 243), 999: (-1, 255), 500: (333, 250)}
+    exponents[3, 5:] = 127
+    exponents[4, :5] = -128
+    x = torch.randn(m, k, generator=gen) * 1e-30
+    x[:, :200] = torch.randn(m, 200, generator=gen)
+    x = x.to(torch.bfloat16)
+    clean = packed.clone()
+    for row, (column, value) in corrupt.items():
+        packed[row, column] = value
+        clean[row, column] = 121
+    T_tiles, E_tiles = (t.cuda() for t in tile_rows(packed, exponents, g))
+    got = tiled_mma.tiled_mma(x.cuda(), T_tiles, E_tiles, out_features=n, group_size=g).sum(0).cpu()
+    bad = torch.zeros(n, dtype=torch.bool)
+    bad[list(corrupt)] = True
+    assert torch.isnan(got[:, bad]).all() and torch.isfinite(got[:, ~bad]).all()
+    expected = float64_forward(x, clean, exponents, None, k, g)
+    assert relative_rms(got[:, ~bad], expected[:, ~bad]) < MMA_BUDGET
+    for row in (3, 4):
+        assert relative_rms(got[:, row], expected[:, row]) < MMA_BUDGET
+
+
+@GPU_ONLY
+def test_forward_decode_takes_the_tiled_mma_for_bf16_rows_2_to_16(monkeypatch):
+    """bf16 with 2..16 rows and whole lane runs per group take the kernel; fp32, one row, 17 rows and
+    G = 20 do not (they run the tiled GEMV or the forward on ``T_packed``); every result matches."""
+    calls = []
+    original = tiled_mma.tiled_mma
+    monkeypatch.setattr(tiled_mma, "tiled_mma", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    for g, rows, dtype, takes in ((40, 2, torch.bfloat16, True), (40, 16, torch.bfloat16, True),
+                                  (40, 17, torch.bfloat16, False), (40, 1, torch.bfloat16, False),
+                                  (40, 8, torch.float32, False), (20, 8, torch.bfloat16, False)):
+        state, gen = decode_state(513, 1001, g, seed=rows)
+        x = torch.randn(rows, 1001, generator=gen).to(dtype)
+        got = _forward(state, x.cuda())
+        assert (len(calls) == 1) == takes, (g, rows, dtype)
+        calls.clear()
+        budget = BF16_BUDGET if dtype == torch.bfloat16 else 5e-5
+        assert relative_rms(got, float64_forward(x, state.T_packed, state.E, state.bias, 1001, g)) < budget
+
+
+@GPU_ONLY
+def test_linear_takes_a_batch_of_tokens_with_the_default_backend():
+    state, gen = decode_state(257, 999, 40, seed=4)
+    x = torch.randn(2, 3, 999, generator=gen).to(torch.bfloat16)
+    with torch.no_grad():
+        got = linear(state, x.cuda())
+    assert got.shape == (2, 3, 257) and got.dtype == torch.bfloat16
+    expected = float64_forward(x.reshape(6, 999), state.T_packed, state.E, state.bias, 999, 40)
+    assert relative_rms(got.reshape(6, 257), expected) < BF16_BUDGET
+
+
+@GPU_ONLY
+def test_misaligned_tiles_are_refused_for_several_rows():
+    state, gen = decode_state(64, 500, 40, seed=2)
+    x = torch.randn(4, 500, generator=gen).to(torch.bfloat16).cuda()
+    storage = torch.empty(state.T_tiles.numel() + 1, dtype=torch.uint8, device="cuda")
+    shifted = storage[1:].view(state.T_tiles.shape)
+    shifted.copy_(state.T_tiles)
+    with pytest.raises(ValueError, match="T_tiles must be contiguous on cuda:0 and start 16-byte aligned"):
+        kernels.forward_decode(x, state.T_packed, state.E, shifted, state.E_tiles, None, in_features=500, group_size=40,
+                               bias_frac_bits=FRAC_BITS)
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="checks the interpreter's dispatch")
+def test_interpreter_dispatch_runs_the_forward_on_t_packed_for_several_rows(monkeypatch):
+    called = []
+    monkeypatch.setattr(tiled_mma, "tiled_mma", lambda *a, **k: called.append(1))
+    state, gen = decode_state(64, 150, 40, seed=1)
+    x = torch.randn(4, 150, generator=gen).to(torch.bfloat16)
+    got = _forward(state, x)
+    assert not called
+    assert relative_rms(got, float64_forward(x, state.T_packed, state.E, state.bias, 150, 40)) < BF16_BUDGET
