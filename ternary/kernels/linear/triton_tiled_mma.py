@@ -94,8 +94,9 @@ def _fragments_kernel(x_ptr, out_ptr, M, K, stride_xm, stride_xk, TILES: tl.cons
     k0 = tl.where(word < 16, low, 5 * digit4_byte + 4)
     k1 = tl.where(word < 16, low + 1, 5 * digit4_byte + 9)
     keep = (row < M) & (word < WORDS)
-    first = tl.load(x_ptr + row * stride_xm + k0 * stride_xk, mask=keep & (k0 < K), other=0).to(tl.int32)
-    second = tl.load(x_ptr + row * stride_xm + k1 * stride_xk, mask=keep & (k1 < K), other=0).to(tl.int32)
+    rows = x_ptr + row.to(tl.int64) * stride_xm  # int64: a strided view may span more than 2^31 elements
+    first = tl.load(rows + k0.to(tl.int64) * stride_xk, mask=keep & (k0 < K), other=0).to(tl.int32)
+    second = tl.load(rows + k1.to(tl.int64) * stride_xk, mask=keep & (k1 < K), other=0).to(tl.int32)
     tl.store(out_ptr + ((step * TILES + tile) * 32 + lane) * WORDS + word, (first & 0xFFFF) | (second << 16),
              mask=word < WORDS)
 
@@ -256,7 +257,8 @@ def _tiled_mma_kernel(fragment_ptr, t_ptr, e_ptr, out_ptr, M, N, BLOCKS, CHUNKS,
     acc = ()
     for _ in gl.static_range(2 * TILES):
         acc = acc + ((zero, zero, zero, zero),)
-    loaded = _step_loads(fragment_ptr, words, e_ptr, first, block, lane, CHUNKS, EWORDS, BYTES_PER_GROUP, TILES, ONE)
+    loaded = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(first, STEPS - 1), block, lane, CHUNKS, EWORDS,
+                         BYTES_PER_GROUP, TILES, ONE)  # an empty split (none today: even_splits) reads in bounds
     for step in range(first, last):
         ahead = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(step + 1, last - 1), block, lane, CHUNKS, EWORDS,
                             BYTES_PER_GROUP, TILES, ONE)
