@@ -95,31 +95,41 @@ from ternary.kernels.linear import triton_tiled_mma as tiled
 
 names = "fragment_ptr t_ptr e_ptr out_ptr M N BLOCKS CHUNKS EWORDS STEPS stride_os stride_om STEPS_PER_SPLIT".split()
 signature = dict(zip(names, ["*i32", "*u8", "*i8", "*fp32"] + ["i32"] * 9))
-signature.update(dict.fromkeys(("BYTES_PER_GROUP", "TILES"), "constexpr"))
+signature.update(dict.fromkeys(("BYTES_PER_GROUP", "TILES", "UNROLL"), "constexpr"))
 report = []
 for bytes_per_group, tiles, warps in ((8, 2, tiled.TILED_MMA_TILE[0]), (8, 1, 4), (32, 2, 2), (64, 1, 8)):
     source = GluonASTSource(tiled._tiled_mma_kernel, signature=signature,
-                            constexprs={"BYTES_PER_GROUP": bytes_per_group, "TILES": tiles},
+                            constexprs={"BYTES_PER_GROUP": bytes_per_group, "TILES": tiles, "UNROLL": tiles == 1},
                             attrs={(i,): [["tt.divisibility", 16]] for i in range(4)})
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
     ptx = compiled.asm["ptx"]
+    scale_stores = [line for line in ptx.splitlines() if "shared" in line and "+32768]" in line
+                    and ("st.shared" in line or "stmatrix" in line)]
     report.append([compiled.metadata.shared, ptx.count("mma.sync.aligned.m16n8k16"), ptx.count("ld.shared.v2.b32"),
-                   ptx.count("ld.global.v4.b32"), compiled.asm["sass"].count("STL")])
+                   ptx.count("ld.shared.b32"), ptx.count("ld.global.v4.b32"), len(scale_stores),
+                   compiled.asm["sass"].count("STL")])
 print(json.dumps(report))
 """
 
 
-def test_kernel_compiles_for_sm90_with_the_table_as_its_only_shared_memory():
-    """Compiled offline for sm_90: the kernel's shared memory is exactly the 32 KB table (its PTX reads
-    the table at ``global_smem``, the start of that memory, so no other buffer may come first), one loop
-    issues 10 products per operand tile, column tile and step (8 for digits 0..3, 2 for digit 4), 8 table
-    reads per row (4 rows per lane) and 5 16-byte activation loads per column tile, and nothing spills."""
+def test_kernel_compiles_for_sm90_with_the_tables_as_its_only_shared_memory():
+    """Compiled offline for sm_90: the kernel's shared memory is exactly the 32 KB digit table and the
+    1 KB of scale words stored right after it (its PTX reads both at fixed offsets from ``global_smem``,
+    the start of that memory, so no other buffer may come first or between). Per step, 10 products
+    per operand tile and column tile (8 for digits 0..3, 2 for digit 4), 8 table reads and one scale
+    read per row (4 rows per lane) and 5 16-byte activation loads per column tile; one column tile
+    takes two steps a turn (their loads alternate between two register sets), two take one; nothing
+    spills."""
     report = _compile_offline(_OFFLINE_COMPILE)
-    for tiles, (shared, products, lookups, vector_loads, spills) in zip((2, 1, 2, 1), report, strict=True):
-        assert shared == 256 * 16 * 2 * 4
-        assert products == 2 * tiles * 10
-        assert lookups == 4 * 8
-        assert vector_loads == 2 * 5 * tiles  # the first step's loads, then the next step's in the loop
+    for tiles, (shared, products, lookups, scales, vector_loads, scale_stores, spills) in zip(
+            (2, 1, 2, 1), report, strict=True):
+        steps = 2 if tiles == 1 else 1  # steps in the loop's body
+        assert shared == 256 * 16 * 2 * 4 + 256 * 4
+        assert scale_stores >= 1
+        assert products == 2 * tiles * 10 * steps
+        assert lookups == 4 * 8 * steps
+        assert scales == 4 * steps
+        assert vector_loads == (1 + steps) * 5 * tiles  # the first step's loads, then the next steps' in the loop
         assert spills == 0
 
 

@@ -14,20 +14,26 @@ digit 4:
 - digits 0..3 come from a table in shared memory, ``(t0, t1)`` and ``(t2, t3)`` of every byte value as
   bf16 pairs (one ``ld.shared.v2`` per byte; 16 copies side by side so that the lanes of a
   half-warp read 16 different banks); a corrupt byte (> 242) reads NaN, so its row's outputs are NaN;
-- digit 4 of four bytes at a time by byte-parallel arithmetic: ``b >= 81`` and ``b >= 162`` as the
-  top bit of each byte (no carry between bytes), sign-replicated into 16-bit lanes by ``prmt``, and
-  two masks give the bf16 bits of ``-1 / 0 / +1``;
+- digit 4 of four bytes at a time by byte-parallel arithmetic: ``b < 81`` and ``b >= 162`` as the
+  top bit of each byte (no borrow between bytes), and three ``prmt`` turn them into the bf16 bits of
+  ``-1 / 0 / +1`` (ten integer instructions per four bytes, :func:`_digit4_pairs`);
 - every operand word is multiplied by ``2^E`` in bf16 (exact: ``E`` is an int8 and bf16 has fp32's
-  exponent range, subnormals included).
+  exponent range, subnormals included); the bf16 pair of ``2^E`` is read from a second table of the
+  256 exponents, right after the digit table.
+
+With one column tile (``M <= 8``) the loop takes two steps a turn, so that the next step's loads
+alternate between two sets of registers instead of being copied at the end of every step; with two,
+the registers for that are not there (156 per thread, one program per SM: slower).
 
 The activations are regrouped first (:func:`fragments`, a small Triton kernel) into the right
 operand's registers: per step, column tile and lane, 20 words (bf16 pairs) read as five 16-byte loads.
 The products accumulate in fp32; split-K programs write partial sums ``[splits, M, N]`` that the
 caller reduces with the bias (``finish_splits``).
 
-The kernel's only shared buffer is the table, which PTX reads at ``global_smem`` (the start of the
-kernel's shared memory): ``tests/test_triton_tiled_mma.py`` compiles it offline and checks that the
-table is all the shared memory there is.
+The kernel's only shared buffers are the two tables, which PTX reads at fixed offsets from
+``global_smem`` (the start of the kernel's shared memory): ``tests/test_triton_tiled_mma.py`` compiles
+it offline and checks that they are all the shared memory there is and that the scale words land
+right after the digit table.
 
 H200, bf16 cuBLAS in the same process (``benchmarks/NOTES.md``, "twenty-second"): 16384 x 16384 at
 M = 16 in 53.1 us (2.34x; the ``mma.sync`` kernel on ``T_packed``, ``triton_mma_forward``, 90.7 us,
@@ -60,12 +66,14 @@ TILED_MMA_TILE = (8, 2)
 # Byte values in the table (all of them: values past 242 decode to NaN) and copies side by side.
 _TABLE_WORDS = 256 * 16 * 2
 
+# The scale words follow the digit table in shared memory (the offline-compile test checks where they land).
+_SCALE_ASM = gl.constexpr("{ .reg .u32 a; mov.u32 a, global_smem; mad.lo.u32 a, $1, 4, a; "
+                          f"ld.shared.b32 $0, [a+{4 * _TABLE_WORDS + 4 * 128}]; }}")
 _WORDS = gl.constexpr(FRAGMENT_WORDS)
 _LANE = gl.constexpr(LANE_BYTES)
 _TABLE = gl.constexpr(_TABLE_WORDS)
 _ROWS = gl.constexpr(TILE_ROWS)
 _STEP = gl.constexpr(STEP_BYTES)
-_BF16_MINUS_ONES = gl.constexpr(-1082081408)  # 0xBF80BF80
 _HIGH_BITS = gl.constexpr(-2139062144)  # 0x80808080
 
 
@@ -113,9 +121,10 @@ def fragments(x: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 @gluon.jit
-def _fill_table(WARPS: gl.constexpr):
-    """The digit table ``[256 byte values, 16 copies, 2 words]`` (int32) in shared memory: word 0 the bf16
-    pair ``(t0, t1)`` of the byte's trits, word 1 ``(t2, t3)``; NaN pairs for bytes past 242."""
+def _fill_tables(WARPS: gl.constexpr):
+    """The tables in shared memory (int32): the digit table ``[256 byte values, 16 copies, 2 words]``,
+    word 0 the bf16 pair ``(t0, t1)`` of the byte's trits, word 1 ``(t2, t3)``, NaN pairs for bytes past
+    242; after it the scale words ``[256]``, ``scale_bits(e)`` for ``e = -128 .. 127``."""
     fill: gl.constexpr = gl.BlockedLayout([4], [32], [WARPS], [0])
     table = gl.allocate_shared_memory(gl.int32, [_TABLE], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     index = gl.arange(0, _TABLE, layout=fill)
@@ -126,8 +135,10 @@ def _fill_table(WARPS: gl.constexpr):
     first = gl.where(first == 0, 0xBF80, gl.where(first == 2, 0x3F80, 0))
     second = gl.where(second == 0, 0xBF80, gl.where(second == 2, 0x3F80, 0))
     table.store(gl.where(byte >= 243, 0x7FC07FC0, first | (second << 16)))
+    scales = gl.allocate_shared_memory(gl.int32, [256], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    scales.store(scale_bits(gl.arange(0, 256, layout=gl.BlockedLayout([1], [32], [WARPS], [0])) - 128))
     gl.thread_barrier()
-    return table
+    return table, scales
 
 
 @gluon.jit
@@ -139,6 +150,12 @@ def _table_pairs(offset):
 
 
 @gluon.jit
+def _table_scale(e):
+    """The scale word of exponent ``e`` (int8 widened to int32) from the table after the digit table."""
+    return gl.inline_asm_elementwise(_SCALE_ASM, "=r,r", [e.to(gl.int32)], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
 def _times(pair, scale):
     """bf16 pair ``pair`` times ``scale`` (both int32 bits; exact for trits and powers of two)."""
     return gl.inline_asm_elementwise("mul.rn.bf16x2 $0, $1, $2;", "=r,r,r", [pair, scale], dtype=gl.int32,
@@ -146,24 +163,45 @@ def _times(pair, scale):
 
 
 @gluon.jit
-def _sign_lanes(flags, PRMT: gl.constexpr):
-    """16-bit lanes of all ones where the bytes of ``flags`` that the sign-replicating ``PRMT`` picks
-    have their top bit set."""
-    return gl.inline_asm_elementwise(PRMT, "=r,r", [flags], dtype=gl.int32, is_pure=True, pack=1)
+def _prmt(a, b, SELECT: gl.constexpr):
+    """``prmt.b32`` of ``a`` and ``b`` with the selector in the asm string ``SELECT``."""
+    return gl.inline_asm_elementwise(SELECT, "=r,r,r", [a, b], dtype=gl.int32, is_pure=True, pack=1)
+
+
+@gluon.jit
+def _table_offset(word, lane_offset, U: gl.constexpr):
+    """Byte offset in the table of byte ``U`` of ``word``: the byte's 16 copies of 8 bytes start at
+    ``value * 128`` (one ``prmt`` moves the byte down, one integer multiply-add places it)."""
+    if U == 0:
+        byte = _prmt(word, 0, "prmt.b32 $0, $1, $2, 0x4440;")
+    elif U == 1:
+        byte = _prmt(word, 0, "prmt.b32 $0, $1, $2, 0x4441;")
+    elif U == 2:
+        byte = _prmt(word, 0, "prmt.b32 $0, $1, $2, 0x4442;")
+    else:
+        byte = _prmt(word, 0, "prmt.b32 $0, $1, $2, 0x4443;")
+    return byte * 128 + lane_offset
 
 
 @gluon.jit
 def _digit4_pairs(word):
-    """Digit 4 of the four bytes of ``word`` as bf16 trits: pairs (bytes 0, 1) and (bytes 2, 3). A byte is
-    ``>= 81`` iff its top bit is set or ``(b | 128) - 81`` keeps it, ``>= 162`` iff its top bit is set and
-    ``(b & 127) + 128 - 34`` keeps it (no borrow leaves a byte)."""
-    at_least_81 = (((word | _HIGH_BITS) - 0x51515151) | word) & _HIGH_BITS
-    at_least_162 = (((word & 0x7F7F7F7F) | _HIGH_BITS) - 0x22222222) & word & _HIGH_BITS
-    bytes01: gl.constexpr = "prmt.b32 $0, $1, $1, 0x9988;"
-    bytes23: gl.constexpr = "prmt.b32 $0, $1, $1, 0xBBAA;"
-    low = (~_sign_lanes(at_least_81, bytes01) & _BF16_MINUS_ONES) ^ (_sign_lanes(at_least_162, bytes01) & 0x3F803F80)
-    high = (~_sign_lanes(at_least_81, bytes23) & _BF16_MINUS_ONES) ^ (_sign_lanes(at_least_162, bytes23) & 0x3F803F80)
-    return low, high
+    """Digit 4 of the four bytes of ``word`` as bf16 trits: pairs (bytes 0, 1) and (bytes 2, 3).
+
+    The trit's bf16 is ``0xBF80`` (digit 0, ``b < 81``), ``0`` (digit 1) or ``0x3F80`` (digit 2,
+    ``b >= 162``): its low byte is ``0x80`` unless the digit is 1, its high byte ``0xBF``, ``0`` or
+    ``0x3F``. With every byte's top bit set, subtracting 81 or 34 from each byte borrows nothing
+    across bytes and keeps the top bit iff ``b & 127`` reaches 81 or 34, so (top bits only):
+    ``b < 81`` iff neither ``b`` nor ``(b | 128) - 81`` has it, ``b >= 162`` iff both ``b`` and
+    ``(b | 128) - 34`` have it, and ``low`` (either) is the low bytes. A sign-replicating ``prmt``
+    widens ``low`` to whole bytes for the high bytes' ``0x3F``; two more ``prmt`` interleave low
+    and high bytes into the pairs."""
+    raised = word | _HIGH_BITS
+    below_81 = ~((raised - 0x51515151) | word) & _HIGH_BITS
+    from_162 = (raised - 0x22222222) & word & _HIGH_BITS
+    low = below_81 | from_162
+    high = (_prmt(low, low, "prmt.b32 $0, $1, $2, 0xBA98;") & 0x3F3F3F3F) | below_81
+    return (_prmt(low, high, "prmt.b32 $0, $1, $2, 0x5140;"),
+            _prmt(low, high, "prmt.b32 $0, $1, $2, 0x7362;"))
 
 
 @gluon.jit
@@ -174,12 +212,7 @@ def _row_operands(first_word, second_word, scale, lane_offset):
     lows = ()
     highs = ()
     for u in gl.static_range(_LANE):
-        word = first_word if u < 4 else second_word
-        if u % 4 == 0:
-            offset = ((word << 7) & 0x7F80) | lane_offset  # byte value * 128: its 16 copies of 8 bytes
-        else:
-            offset = ((word >> (8 * (u % 4) - 7)) & 0x7F80) | lane_offset
-        low, high = _table_pairs(offset)
+        low, high = _table_pairs(_table_offset(first_word if u < 4 else second_word, lane_offset, u % 4))
         lows = lows + (_times(low, scale),)
         highs = highs + (_times(high, scale),)
     p0, p1 = _digit4_pairs(first_word)
@@ -236,14 +269,36 @@ def _step_loads(fragment_ptr, words, e_ptr, step, block, lane, CHUNKS, EWORDS, B
 
 
 @gluon.jit
+def _step_products(loaded, acc, lane_offset, TILES: gl.constexpr):
+    """``acc`` (``2 * TILES`` accumulator quadruples: operand tile ``half``, column tile ``tile`` at
+    ``half * TILES + tile``) plus one step's products from what :func:`_step_loads` read."""
+    x = loaded[0]
+    updated = ()
+    for half in gl.static_range(2):  # the warp's two 16-row operand tiles: rows g, g + 8 / g + 16, g + 24
+        top = loaded[1][2 * half]
+        bottom = loaded[1][2 * half + 1]
+        a = _row_operands(top[0], top[1], _table_scale(top[2]), lane_offset)
+        b = _row_operands(bottom[0], bottom[1], _table_scale(bottom[2]), lane_offset)
+        for tile in gl.static_range(TILES):
+            c = acc[half * TILES + tile]
+            for u in gl.static_range(_LANE):
+                c = _mma(a[0][u], b[0][u], a[1][u], b[1][u], x[tile * _WORDS + 2 * u], x[tile * _WORDS + 2 * u + 1], c)
+            for v in gl.static_range(2):
+                c = _mma(a[2][2 * v], b[2][2 * v], a[2][2 * v + 1], b[2][2 * v + 1], x[tile * _WORDS + 16 + 2 * v],
+                         x[tile * _WORDS + 17 + 2 * v], c)
+            updated = updated + (c,)
+    return updated
+
+
+@gluon.jit
 def _tiled_mma_kernel(fragment_ptr, t_ptr, e_ptr, out_ptr, M, N, BLOCKS, CHUNKS, EWORDS, STEPS, stride_os, stride_om,
-                      STEPS_PER_SPLIT, BYTES_PER_GROUP: gl.constexpr, TILES: gl.constexpr):
+                      STEPS_PER_SPLIT, BYTES_PER_GROUP: gl.constexpr, TILES: gl.constexpr, UNROLL: gl.constexpr):
     """Partial ``out[s, t, n] = sum_k x[t, k] W[n, k]`` over split ``s = program_id(1)`` of the steps, for
     the 32-row tiles ``program_id(0) * warps ..`` (one per warp) and ``8 * TILES`` activation rows
     (:func:`fragments`); ``BLOCKS`` / ``CHUNKS`` / ``EWORDS`` are the tiles' row tiles, chunks and
     exponent words per row."""
     WARPS: gl.constexpr = gl.num_warps()
-    table = _fill_table(WARPS)
+    table, scales = _fill_tables(WARPS)
     ONE: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
     thread = gl.arange(0, 32 * WARPS, layout=ONE)
     lane = thread % 32
@@ -259,27 +314,23 @@ def _tiled_mma_kernel(fragment_ptr, t_ptr, e_ptr, out_ptr, M, N, BLOCKS, CHUNKS,
         acc = acc + ((zero, zero, zero, zero),)
     loaded = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(first, STEPS - 1), block, lane, CHUNKS, EWORDS,
                          BYTES_PER_GROUP, TILES, ONE)  # an empty split (none today: even_splits) reads in bounds
-    for step in range(first, last):
-        ahead = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(step + 1, last - 1), block, lane, CHUNKS, EWORDS,
-                            BYTES_PER_GROUP, TILES, ONE)
-        x = loaded[0]
-        updated = ()
-        for half in gl.static_range(2):  # the warp's two 16-row operand tiles: rows g, g + 8 / g + 16, g + 24
-            top = loaded[1][2 * half]
-            bottom = loaded[1][2 * half + 1]
-            a = _row_operands(top[0], top[1], scale_bits(top[2]), lane_offset)
-            b = _row_operands(bottom[0], bottom[1], scale_bits(bottom[2]), lane_offset)
-            for tile in gl.static_range(TILES):
-                c = acc[half * TILES + tile]
-                for u in gl.static_range(_LANE):
-                    c = _mma(a[0][u], b[0][u], a[1][u], b[1][u], x[tile * _WORDS + 2 * u], x[tile * _WORDS + 2 * u + 1], c)
-                for v in gl.static_range(2):
-                    c = _mma(a[2][2 * v], b[2][2 * v], a[2][2 * v + 1], b[2][2 * v + 1], x[tile * _WORDS + 16 + 2 * v],
-                             x[tile * _WORDS + 17 + 2 * v], c)
-                updated = updated + (c,)
-        acc = updated
-        loaded = ahead
+    if UNROLL:  # two steps a turn, the loads ahead alternating between two sets (no copies between turns)
+        for step in range(first, last, 2):
+            ahead = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(step + 1, last - 1), block, lane, CHUNKS,
+                                EWORDS, BYTES_PER_GROUP, TILES, ONE)
+            acc = _step_products(loaded, acc, lane_offset, TILES)
+            loaded = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(step + 2, last - 1), block, lane, CHUNKS,
+                                 EWORDS, BYTES_PER_GROUP, TILES, ONE)
+            if step + 1 < last:
+                acc = _step_products(ahead, acc, lane_offset, TILES)
+    else:
+        for step in range(first, last):
+            ahead = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(step + 1, last - 1), block, lane, CHUNKS,
+                                EWORDS, BYTES_PER_GROUP, TILES, ONE)
+            acc = _step_products(loaded, acc, lane_offset, TILES)
+            loaded = ahead
     table._keep_alive()
+    scales._keep_alive()
     g = lane // 4
     for half in gl.static_range(2):
         for tile in gl.static_range(TILES):
@@ -307,6 +358,6 @@ def tiled_mma(x: torch.Tensor, T_tiles: torch.Tensor, E_tiles: torch.Tensor, *, 
     _tiled_mma_kernel[(row_programs, splits)](
         x_fragments, T_tiles, E_tiles, ws, x.shape[0], out_features, blocks, chunks, E_tiles.shape[1], steps,
         ws.stride(0), ws.stride(1), triton.cdiv(steps, splits), BYTES_PER_GROUP=group_size // 5,
-        TILES=x_fragments.shape[1], num_warps=warps,
+        TILES=x_fragments.shape[1], UNROLL=x_fragments.shape[1] == 1, num_warps=warps,
     )
     return ws
