@@ -35,9 +35,9 @@ The kernel's only shared buffers are the two tables, which PTX reads at fixed of
 it offline and checks that they are all the shared memory there is and that the scale words land
 right after the digit table.
 
-H200, bf16 cuBLAS in the same process (``benchmarks/NOTES.md``, "twenty-second"): 16384 x 16384 at
-M = 16 in 53.1 us (2.34x; the ``mma.sync`` kernel on ``T_packed``, ``triton_mma_forward``, 90.7 us,
-1.37x), at M = 2 in 48-50 us (2.5x; 70.9 us), 1.14-1.71x on the smaller benchmark shapes at M = 16.
+H200, bf16 cuBLAS in the same process, whole forward calls (``benchmarks/NOTES.md``, "twenty-third"):
+16384 x 16384 at M = 16 in 49.8 us (2.54x; the ``mma.sync`` kernel on ``T_packed``, ``triton_mma_forward``,
+90.2 us, 1.40x), at M = 2 and 8 in 41-42 us (3.0-3.1x), 1.16-1.79x on the smaller benchmark shapes at M = 16.
 """
 
 from __future__ import annotations
