@@ -159,10 +159,12 @@ def test_tiled_mma_matches_float64(n, k, g, m, tile):
 
 
 @GPU_ONLY
-def test_tiled_mma_poisons_exactly_the_rows_of_corrupt_bytes():
+@pytest.mark.parametrize("m", [6, 12])
+def test_tiled_mma_poisons_exactly_the_rows_of_corrupt_bytes(m):
     """Bytes 243, 255 and 250 at a row's first, last and a middle column make those rows NaN for every
-    activation row and no other; the other rows match float64."""
-    n, k, g, m = 1000, 4099, 40, 6
+    activation row and no other; the other rows match float64. One column tile (two steps a turn) and
+    two."""
+    n, k, g = 1000, 4099, 40
     packed, exponents, _, gen = layer(n, k, g, seed=5)
     corrupt = {7: (0, 243), 999: (-1, 255), 500: (333, 250)}
     x = torch.randn(m, k, generator=gen).to(torch.bfloat16)
@@ -179,20 +181,39 @@ def test_tiled_mma_poisons_exactly_the_rows_of_corrupt_bytes():
 
 
 @GPU_ONLY
+@pytest.mark.parametrize("m", [4, 12])
 @pytest.mark.parametrize("exponent,scale", [(127, -120), (-127, 100), (-128, 100), (-126, 100)])
-def test_tiled_mma_keeps_extreme_exponents_exact(exponent, scale):
-    """Every group at ``exponent`` (``2^-127`` and ``2^-128`` are bf16 subnormals: the scale, its products
-    with the trits and the tensor-core inputs must keep them), activations scaled by ``2^scale`` so that
-    the outputs are normal fp32."""
+def test_tiled_mma_keeps_extreme_exponents_exact(exponent, scale, m):
+    """Every group at ``exponent`` (``2^-127`` and ``2^-128`` are bf16 subnormals: the scale words, their
+    products with the trits and the tensor-core inputs must keep them), activations scaled by
+    ``2^scale`` so that the outputs are normal fp32; one column tile and two."""
     n, k, g = 64, 800, 40
     packed, exponents, _, gen = layer(n, k, g, seed=exponent & 255)
     exponents.fill_(exponent)
-    x = (torch.randn(4, k, generator=gen) * 2.0**scale).to(torch.bfloat16)
+    x = (torch.randn(m, k, generator=gen) * 2.0**scale).to(torch.bfloat16)
     T_tiles, E_tiles = (t.cuda() for t in tile_rows(packed, exponents, g))
     got = tiled_mma.tiled_mma(x.cuda(), T_tiles, E_tiles, out_features=n, group_size=g).sum(0).cpu()
     expected = float64_forward(x, packed, exponents, None, k, g)
     assert expected.abs().min() > 0 and expected.abs().max() > 1e-30  # normal fp32, far from subnormal
     assert per_row_rms(got, expected) < ROW_MMA_BUDGET
+
+
+@GPU_ONLY
+@pytest.mark.parametrize("m", [3, 12])
+def test_tiled_mma_scales_by_every_exponent(m):
+    """Row ``r`` of 256 has every group at exponent ``r - 128``, so each of the 256 scale words is read
+    by one row: rows whose outputs are normal fp32 (exponents from -100 on, activations ``~2^-10``)
+    match float64 row by row, and the rest are finite (subnormal or zero, never NaN)."""
+    n, k, g = 256, 1000, 40
+    packed, exponents, _, gen = layer(n, k, g, seed=17 + m)
+    exponents.copy_((torch.arange(n) - 128).to(torch.int8)[:, None].expand_as(exponents))
+    x = (torch.randn(m, k, generator=gen) * 2.0**-10).to(torch.bfloat16)
+    T_tiles, E_tiles = (t.cuda() for t in tile_rows(packed, exponents, g))
+    got = tiled_mma.tiled_mma(x.cuda(), T_tiles, E_tiles, out_features=n, group_size=g).sum(0).cpu()
+    expected = float64_forward(x, packed, exponents, None, k, g)
+    normal = torch.arange(n) >= 28
+    assert per_row_rms(got[:, normal], expected[:, normal]) < ROW_MMA_BUDGET
+    assert torch.isfinite(got).all()
 
 
 @GPU_ONLY
