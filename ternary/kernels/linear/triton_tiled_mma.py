@@ -63,18 +63,20 @@ FRAGMENT_WORDS = 20
 # 8 warps and 2 programs per SM were best or within 3% of the best of six launches on 16384^2,
 # 4096 x 14336 and 4096^2 at M = 2 and 16.
 TILED_MMA_TILE = (8, 2)
-# Byte values in the table (all of them: values past 242 decode to NaN) and copies side by side.
-_TABLE_WORDS = 256 * 16 * 2
+# int32 words of the digit table: byte values (all of them: values past 242 decode to NaN), copies side by
+# side, two words each. The 256 scale words follow it in shared memory.
+TABLE_WORDS = 256 * 16 * 2
 
 # The scale words follow the digit table in shared memory (the offline-compile test checks where they land).
 _SCALE_ASM = gl.constexpr("{ .reg .u32 a; mov.u32 a, global_smem; mad.lo.u32 a, $1, 4, a; "
-                          f"ld.shared.b32 $0, [a+{4 * _TABLE_WORDS + 4 * 128}]; }}")
+                          f"ld.shared.b32 $0, [a+{4 * TABLE_WORDS + 4 * 128}]; }}")
 _WORDS = gl.constexpr(FRAGMENT_WORDS)
 _LANE = gl.constexpr(LANE_BYTES)
-_TABLE = gl.constexpr(_TABLE_WORDS)
+_TABLE = gl.constexpr(TABLE_WORDS)
 _ROWS = gl.constexpr(TILE_ROWS)
 _STEP = gl.constexpr(STEP_BYTES)
 _HIGH_BITS = gl.constexpr(-2139062144)  # 0x80808080
+_BYTE_SELECT = gl.constexpr(tuple(f"prmt.b32 $0, $1, $2, 0x444{u};" for u in range(4)))  # byte u, zeros above
 
 
 def takes(x: torch.Tensor, group_size: int) -> bool:
@@ -151,7 +153,8 @@ def _table_pairs(offset):
 
 @gluon.jit
 def _table_scale(e):
-    """The scale word of exponent ``e`` (int8 widened to int32) from the table after the digit table."""
+    """The scale word of exponent ``e`` (int8, sign-extended: the address steps back from the middle of the
+    table) from the table after the digit table."""
     return gl.inline_asm_elementwise(_SCALE_ASM, "=r,r", [e.to(gl.int32)], dtype=gl.int32, is_pure=False, pack=1)
 
 
@@ -172,15 +175,8 @@ def _prmt(a, b, SELECT: gl.constexpr):
 def _table_offset(word, lane_offset, U: gl.constexpr):
     """Byte offset in the table of byte ``U`` of ``word``: the byte's 16 copies of 8 bytes start at
     ``value * 128`` (one ``prmt`` moves the byte down, one integer multiply-add places it)."""
-    if U == 0:
-        byte = _prmt(word, 0, "prmt.b32 $0, $1, $2, 0x4440;")
-    elif U == 1:
-        byte = _prmt(word, 0, "prmt.b32 $0, $1, $2, 0x4441;")
-    elif U == 2:
-        byte = _prmt(word, 0, "prmt.b32 $0, $1, $2, 0x4442;")
-    else:
-        byte = _prmt(word, 0, "prmt.b32 $0, $1, $2, 0x4443;")
-    return byte * 128 + lane_offset
+    SELECT: gl.constexpr = _BYTE_SELECT[U]
+    return _prmt(word, 0, SELECT) * 128 + lane_offset
 
 
 @gluon.jit
@@ -206,7 +202,7 @@ def _digit4_pairs(word):
 
 @gluon.jit
 def _row_operands(first_word, second_word, scale, lane_offset):
-    """One row's left-operand words for a step, times ``scale`` (the bf16 bits of ``2^E``): for each of
+    """One row's left-operand words for a step, times ``scale`` (the bf16 pair of ``2^E``): for each of
     the lane's 8 bytes ``u`` the pairs ``(t0, t1)`` and ``(t2, t3)``, and the digit-4 pairs of bytes
     ``(0, 1), (2, 3), (4, 5), (6, 7)``."""
     lows = ()
@@ -292,12 +288,13 @@ def _step_products(loaded, acc, lane_offset, TILES: gl.constexpr):
 
 @gluon.jit
 def _tiled_mma_kernel(fragment_ptr, t_ptr, e_ptr, out_ptr, M, N, BLOCKS, CHUNKS, EWORDS, STEPS, stride_os, stride_om,
-                      STEPS_PER_SPLIT, BYTES_PER_GROUP: gl.constexpr, TILES: gl.constexpr, UNROLL: gl.constexpr):
+                      STEPS_PER_SPLIT, BYTES_PER_GROUP: gl.constexpr, TILES: gl.constexpr):
     """Partial ``out[s, t, n] = sum_k x[t, k] W[n, k]`` over split ``s = program_id(1)`` of the steps, for
     the 32-row tiles ``program_id(0) * warps ..`` (one per warp) and ``8 * TILES`` activation rows
     (:func:`fragments`); ``BLOCKS`` / ``CHUNKS`` / ``EWORDS`` are the tiles' row tiles, chunks and
-    exponent words per row."""
+    exponent words per row. With one column tile the loop takes two steps a turn."""
     WARPS: gl.constexpr = gl.num_warps()
+    UNROLL: gl.constexpr = TILES == 1
     table, scales = _fill_tables(WARPS)
     ONE: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
     thread = gl.arange(0, 32 * WARPS, layout=ONE)
@@ -314,6 +311,8 @@ def _tiled_mma_kernel(fragment_ptr, t_ptr, e_ptr, out_ptr, M, N, BLOCKS, CHUNKS,
         acc = acc + ((zero, zero, zero, zero),)
     loaded = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(first, STEPS - 1), block, lane, CHUNKS, EWORDS,
                          BYTES_PER_GROUP, TILES, ONE)  # an empty split (none today: even_splits) reads in bounds
+    # Loads run one step ahead, clamped to the split's last step: each split reads its last step once more
+    # than it uses (twice when an unrolled split has an odd count), always in bounds.
     if UNROLL:  # two steps a turn, the loads ahead alternating between two sets (no copies between turns)
         for step in range(first, last, 2):
             ahead = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(step + 1, last - 1), block, lane, CHUNKS,
@@ -358,6 +357,6 @@ def tiled_mma(x: torch.Tensor, T_tiles: torch.Tensor, E_tiles: torch.Tensor, *, 
     _tiled_mma_kernel[(row_programs, splits)](
         x_fragments, T_tiles, E_tiles, ws, x.shape[0], out_features, blocks, chunks, E_tiles.shape[1], steps,
         ws.stride(0), ws.stride(1), triton.cdiv(steps, splits), BYTES_PER_GROUP=group_size // 5,
-        TILES=x_fragments.shape[1], UNROLL=x_fragments.shape[1] == 1, num_warps=warps,
+        TILES=x_fragments.shape[1], num_warps=warps,
     )
     return ws
