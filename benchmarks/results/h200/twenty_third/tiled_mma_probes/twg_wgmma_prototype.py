@@ -404,7 +404,7 @@ def images(x: torch.Tensor, steps: int, n: int) -> torch.Tensor:
     return out.view(torch.int32)
 
 
-def _wgmma_asm(n: int, lbo: int, sbo: int) -> str:
+def _wgmma_asm(n: int, lbo: int, sbo: int, wait: bool = True) -> str:
     d = n // 2
     acc = ", ".join(f"${j}" for j in range(d))
     lines = ["{", ".reg .pred p;", ".reg .b64 desc;", ".reg .b32 lo, hi;", "setp.eq.u32 p, 1, 1;"]
@@ -417,8 +417,18 @@ def _wgmma_asm(n: int, lbo: int, sbo: int) -> str:
         lines += ["mov.b64 desc, {lo, hi};",
                   f"wgmma.mma_async.sync.aligned.m64n{n}k16.f32.bf16.bf16 {{{acc}}}, {{{a}}}, desc, p, 1, 1, 0;",
                   f"add.u32 lo, lo, {(n * 32) >> 4};"]
-    lines += ["wgmma.commit_group.sync.aligned;", "wgmma.wait_group.sync.aligned 0;", "}"]
+    lines += ["wgmma.commit_group.sync.aligned;"] + (["wgmma.wait_group.sync.aligned 0;"] if wait else []) + ["}"]
     return " ".join(lines)
+
+
+def _wait_asm(n: int) -> str:
+    d = n // 2
+    return " ".join(["{", "wgmma.wait_group.sync.aligned 0;"] + [f"mov.b32 ${j}, ${2 * d + j};" for j in range(2 * d)] + ["}"])
+
+
+_WG_ISSUE_ASM = gl.constexpr(tuple(_wgmma_asm(n, 128, 256, wait=False) for n in (8, 16)))
+_WAIT_ASM = gl.constexpr(tuple(_wait_asm(n) for n in (8, 16)))
+_WAIT_CONSTRAINTS = gl.constexpr(tuple(",".join(["=f"] * (8 * t) + ["f"] * (8 * t)) for t in (1, 2)))
 
 
 _WG_ASM = gl.constexpr(tuple(_wgmma_asm(n, lbo, sbo) for n in (8, 16) for lbo, sbo in ((128, 256), (256, 128))))
@@ -444,6 +454,37 @@ def _wgmma_half(a, b, acc, address, TILES: gl.constexpr, LAYOUT: gl.constexpr):
 
 
 @gluon.jit
+def _wgmma_issue(a, b, acc, address, TILES: gl.constexpr):
+    """:func:`_wgmma_half` without the wait: the products stay in flight until :func:`_wgmma_wait`."""
+    ASM: gl.constexpr = _WG_ISSUE_ASM[TILES - 1]
+    ops = ()
+    for u in gl.static_range(_LANE):
+        ops = ops + (a[0][u], b[0][u], a[1][u], b[1][u])
+    for v in gl.static_range(2):
+        ops = ops + (a[2][2 * v], b[2][2 * v], a[2][2 * v + 1], b[2][2 * v + 1])
+    CONSTRAINTS: gl.constexpr = _WG_CONSTRAINTS[TILES - 1]
+    D: gl.constexpr = 4 * TILES
+    return gl.inline_asm_elementwise(ASM, CONSTRAINTS, acc + ops + (address,), dtype=(gl.float32,) * D,
+                                     is_pure=False, pack=1)
+
+
+@gluon.jit
+def _wgmma_wait(acc0, acc1, TILES: gl.constexpr):
+    """Both halves' accumulators once every product in flight has landed."""
+    ASM: gl.constexpr = _WAIT_ASM[TILES - 1]
+    CONSTRAINTS: gl.constexpr = _WAIT_CONSTRAINTS[TILES - 1]
+    D: gl.constexpr = 4 * TILES
+    out = gl.inline_asm_elementwise(ASM, CONSTRAINTS, acc0 + acc1, dtype=(gl.float32,) * (2 * D), is_pure=False,
+                                    pack=1)
+    first = ()
+    second = ()
+    for j in gl.static_range(D):
+        first = first + (out[j],)
+        second = second + (out[D + j],)
+    return first, second
+
+
+@gluon.jit
 def _step_rows(words, e_ptr, step, block, lane, CHUNKS, EWORDS, BYTES_PER_GROUP: gl.constexpr, ONE: gl.constexpr):
     WARPS: gl.constexpr = gl.num_warps()
     pair: gl.constexpr = gl.BlockedLayout([1, 2], [32, 1], [WARPS, 1], [1, 0])
@@ -466,7 +507,8 @@ def _step_rows(words, e_ptr, step, block, lane, CHUNKS, EWORDS, BYTES_PER_GROUP:
 
 @gluon.jit
 def _wg_kernel(image_ptr, t_ptr, e_ptr, out_ptr, M, N, BLOCKS, CHUNKS, EWORDS, STEPS, stride_os, stride_om,
-               STEPS_PER_SPLIT, BYTES_PER_GROUP: gl.constexpr, TILES: gl.constexpr, LAYOUT: gl.constexpr):
+               STEPS_PER_SPLIT, BYTES_PER_GROUP: gl.constexpr, TILES: gl.constexpr, LAYOUT: gl.constexpr,
+               ASYNC: gl.constexpr):
     WARPS: gl.constexpr = gl.num_warps()
     NCOL: gl.constexpr = 8 * TILES
     IMAGE: gl.constexpr = 128 * NCOL  # int32 words per step image (16 chunks, 10 used)
@@ -502,14 +544,25 @@ def _wg_kernel(image_ptr, t_ptr, e_ptr, out_ptr, M, N, BLOCKS, CHUNKS, EWORDS, S
         address = gl.full([32 * WARPS], X_OFFSET, gl.int32, ONE) + ((step - first) % 2) * (4 * IMAGE)
         address = gl.inline_asm_elementwise("{ .reg .u32 a; mov.u32 a, global_smem; add.u32 $0, a, $1; }", "=r,r",
                                             [address], dtype=gl.int32, is_pure=True, pack=1)
-        updated = ()
-        for half in gl.static_range(2):
-            top = loaded[2 * half]
-            bottom = loaded[2 * half + 1]
-            a = _row_operands(top[0], top[1], _wg_table_scale(top[2], TILES), lane_offset)
-            b = _row_operands(bottom[0], bottom[1], _wg_table_scale(bottom[2], TILES), lane_offset)
-            updated = updated + (_wgmma_half(a, b, acc[half], address, TILES, LAYOUT),)
-        acc = updated
+        if ASYNC:  # half 0's products run while half 1 decodes
+            issued = ()
+            for half in gl.static_range(2):
+                top = loaded[2 * half]
+                bottom = loaded[2 * half + 1]
+                a = _row_operands(top[0], top[1], _wg_table_scale(top[2], TILES), lane_offset)
+                b = _row_operands(bottom[0], bottom[1], _wg_table_scale(bottom[2], TILES), lane_offset)
+                issued = issued + (_wgmma_issue(a, b, acc[half], address, TILES),)
+            first_half, second_half = _wgmma_wait(issued[0], issued[1], TILES)
+            acc = (first_half, second_half)
+        else:
+            updated = ()
+            for half in gl.static_range(2):
+                top = loaded[2 * half]
+                bottom = loaded[2 * half + 1]
+                a = _row_operands(top[0], top[1], _wg_table_scale(top[2], TILES), lane_offset)
+                b = _row_operands(bottom[0], bottom[1], _wg_table_scale(bottom[2], TILES), lane_offset)
+                updated = updated + (_wgmma_half(a, b, acc[half], address, TILES, LAYOUT),)
+            acc = updated
         if (step - first) % 2 == 0:
             xbuf.slice(IMAGE, IMAGE).store(image)
         else:
@@ -530,7 +583,8 @@ def _wg_kernel(image_ptr, t_ptr, e_ptr, out_ptr, M, N, BLOCKS, CHUNKS, EWORDS, S
                          mask=(n < N) & (column < M))
 
 
-def wg_forward(x, T_tiles, E_tiles, *, out_features, group_size, tile=None, layout=0):
+def wg_forward(x, T_tiles, E_tiles, *, out_features, group_size, tile=None, layout=0, asynchronous=False,
+               maxnreg=0):
     blocks, chunks = T_tiles.shape[:2]
     steps = chunks * CHUNK_BYTES // STEP_BYTES
     warps, per_sm = tile or (4, 4)
@@ -542,5 +596,5 @@ def wg_forward(x, T_tiles, E_tiles, *, out_features, group_size, tile=None, layo
     _wg_kernel[(row_programs, splits)](
         img, T_tiles, E_tiles, ws, x.shape[0], out_features, blocks, chunks, E_tiles.shape[1], steps,
         ws.stride(0), ws.stride(1), triton.cdiv(steps, splits), BYTES_PER_GROUP=group_size // 5,
-        TILES=tiles, LAYOUT=layout, num_warps=warps)
+        TILES=tiles, LAYOUT=layout, ASYNC=asynchronous, num_warps=warps, **({"maxnreg": maxnreg} if maxnreg else {}))
     return ws
