@@ -46,6 +46,12 @@ def decode_state(n, k, g, seed):
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("tile", [None, (1, 2, 1), (2, 4, 3), (4, 8, 2), (4, 4, 0)])
 def test_tiled_gemv_matches_float64(n, k, g, dtype, tile):
+    check_one_row_against_float64(n, k, g, dtype, tile)
+
+
+def check_one_row_against_float64(n, k, g, dtype, tile):
+    """``forward_decode`` of one ``dtype`` row of the shared test layer (``N x K``, groups of ``g``) with the
+    launch ``tile`` against float64, within the budget of ``dtype``."""
     state, gen = decode_state(n, k, g, seed=n + k + g)
     x = torch.randn(1, k, generator=gen).to(dtype)
     expected = float64_forward(x, state.T_packed, state.E, state.bias, k, g)

@@ -5,8 +5,9 @@ Forward takes one of six paths, picked by the number of activation rows ``M``:
 - ``M = 1`` on sm_90 or newer, for layers whose storage allows aligned reads: warp-shuffle
   lookup tables (``triton_table_gemv``, a Gluon kernel; about 11 instructions per packed byte).
   A layer prepared for decoding (``ternary.state.DecodeLinearState``, :func:`forward_decode`)
-  feeds the same lookups from its row-tiled copy with coalesced loads (``triton_tiled_gemv``),
-  and takes ``2 <= M <= 16`` bf16 rows there too, for ``G / 5`` a multiple of 8: ``mma.sync``
+  feeds the same lookups from its row-tiled copy with coalesced loads (``triton_tiled_gemv``), or
+  for large layers one shared-memory table lookup per byte (``triton_lut_gemv``), and takes
+  ``2 <= M <= 16`` bf16 rows there too, for ``G / 5`` a multiple of 8: ``mma.sync``
   products on weights decoded by a shared-memory table (``triton_tiled_mma``).
 - ``2 <= M <= 16`` with bf16 activations on sm_90 or newer, for layers whose groups are whole
   4-byte runs and whose storage allows aligned word reads: ``mma.sync`` products with the
@@ -69,8 +70,8 @@ from ternary.kernels.linear.triton_base3 import (
     weight_tiles_bf16,
 )
 from ternary.kernels.layer_checks import check_layer_tensors
-from ternary.kernels.linear import (triton_mma_forward, triton_run_decode, triton_table_gemv, triton_tiled_gemv,
-                                   triton_tiled_mma, triton_wgmma_forward, triton_wgmma_grad_x)
+from ternary.kernels.linear import (triton_lut_gemv, triton_mma_forward, triton_run_decode, triton_table_gemv,
+                                   triton_tiled_gemv, triton_tiled_mma, triton_wgmma_forward, triton_wgmma_grad_x)
 from ternary.kernels.linear.triton_launch import (capability, even_splits, finish_splits, program_splits, round_up,
                                                   sm_count)
 from ternary.kernels.registry import triton_interpreted
@@ -813,11 +814,14 @@ def forward_decode(
 ) -> torch.Tensor:
     """:func:`forward` of a layer that also holds the decode layout's ``T_tiles [ceil(N / 32),
     KB32 / 16, 32, 16]`` / ``E_tiles`` (``ternary.state.decode_state``). On a Gluon card one activation
-    row reads the tiles by shuffle lookups (``triton_tiled_gemv``), and 2 to 16 bf16 rows by
-    ``mma.sync`` on table-decoded weights (``triton_tiled_mma``, for ``G / 5`` a multiple of 8);
-    anything else is :func:`forward` on ``T_packed`` and ``E``. ``tile`` overrides the launch of the
-    kernel the call takes (benchmark sweeps): ``(rows per lane, warps, programs per SM)`` for one
-    row, ``(warps, programs per SM)`` for more. ``validated``: the caller has already checked the
+    row reads the tiles by one shared-memory table lookup per byte (``triton_lut_gemv``, for ``G / 5``
+    a multiple of 8 and layers of at least ``LUT_MIN_BYTES``) or else by shuffle lookups
+    (``triton_tiled_gemv``), and 2 to 16 bf16 rows by ``mma.sync`` on table-decoded weights
+    (``triton_tiled_mma``, for ``G / 5`` a multiple of 8); anything else is :func:`forward` on
+    ``T_packed`` and ``E``. ``tile`` overrides the launch of the kernel the call takes (benchmark
+    sweeps) and picks it for one row by its length: ``(rows per lane, blocks per program, warps,
+    programs per SM)`` the table lookup, ``(rows per lane, warps, programs per SM)`` the shuffles;
+    ``(warps, programs per SM)`` for more rows. ``validated``: the caller has already checked the
     tiles against the layer (a ``DecodeLinearState`` does on construction)."""
     if not validated:
         check_tiles(T_tiles, E_tiles, T_packed.shape[0], in_features, group_size, "triton forward")
@@ -832,7 +836,10 @@ def forward_decode(
             raise ValueError(f"triton forward: {name} must be contiguous on {x.device} and start {align}-byte "
                              f"aligned, got {tiles.device} with strides {list(tiles.stride())} at address "
                              f"{tiles.data_ptr():#x}")
-    if one_row:
+    if one_row and (len(tile) == 4 if tile is not None else triton_lut_gemv.takes(x, T_tiles, group_size)):
+        ws = triton_lut_gemv.lut_gemv(x, T_tiles, E_tiles, out_features=T_packed.shape[0], group_size=group_size,
+                                      tile=tile)
+    elif one_row:
         ws = triton_tiled_gemv.tiled_gemv(x, T_tiles, E_tiles, out_features=T_packed.shape[0], group_size=group_size,
                                           tile=tile)
     else:

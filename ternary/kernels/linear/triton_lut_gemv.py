@@ -1,0 +1,325 @@
+"""Forward for one activation row over the row-tiled decode layout by one table lookup per byte
+(a Gluon kernel: compiled NVIDIA GPUs only, never under ``TRITON_INTERPRET``; its table kernel is
+plain Triton).
+
+For each 32-byte step ``s`` of the rows a small Triton kernel writes the dot product of every byte
+value with the step's activations (:func:`build_tables`)::
+
+    table[s, v, c] = sum_{t < 5} (digit_t(v) - 1) x[5 (32 s + c) + t]     v < 243, c < 32
+
+and NaN for ``v >= 243`` (a corrupt byte poisons its row). The main kernel copies step ``s``'s 32 KB
+table into shared memory (``cp.async``, double-buffered: the next step's copy is in flight while
+this one is read) and each byte of a weight row then costs one ``prmt``, one ``ld.shared`` and one
+fused multiply-add with its group's ``2^E``: about 4.7 SASS instructions per byte and row in all
+(sm_90, offline), against ~10 for the two-shuffle lookups of ``triton_tiled_gemv``. The tables are
+``ceil(K / 160)`` x 32 KB of fp32 that live for one call (3.3 MB at K = 16384); each program copies
+those of its steps from L2.
+
+**No bank conflicts.** Lanes own rows, so a naive lookup would have all 32 lanes read the same
+table column at 32 different byte values. Instead lane ``L`` holds its row's step permuted: its
+register byte ``i`` is column ``i ^ L``. Loading the two 16-byte chunks in swapped order gives bit 4,
+four selects bit 3, and one ``prmt`` per word with a per-lane selector bits 2..0. The table lives at
+``v * 256 + 128 * buffer + 4 * column`` in shared memory, so the address of register byte ``i`` is
+byte ``i`` placed at bits 8..15 over ``4 (i ^ L)`` at bits 0..7: one ``prmt`` of the weight word and a
+per-lane word of four such offsets. At any instruction the 32 lanes read 32 different columns, one
+per bank, whatever the bytes are.
+
+The groups follow the permutation: register bytes ``8 t .. 8 t + 7`` are group ``t ^ (L >> 3)`` of the
+step when ``G / 5 = 8`` (``t ^ (L >> 4)`` of two for 16 bytes; one group for 32 or more), so each
+exponent is one sign-extending ``prmt`` and one read of a 1 KB table of ``2^e`` (exact for every int8
+``e``, subnormals included) that follows the byte tables in shared memory.
+
+A program walks ``SUB`` blocks of ``RPT`` rows per lane for each of its steps (one table copy serves
+them all) and writes partial sums of its split of the steps; :func:`balanced_splits` picks the
+split count that gives every program the same number of steps. The caller adds the splits and
+the bias (``finish_splits``).
+
+H200, bf16 activations, bf16 cuBLAS in the same process (``benchmarks/NOTES.md``, "twenty-fourth"):
+whole 16384 x 16384 forward calls 28.8 us against 33.2 for ``triton_tiled_gemv`` (4.32x against 3.74x),
+14336 x 4096 11.9 against 12.7 us, 4096 x 14336 14.3 against 14.6 us.
+"""
+
+from __future__ import annotations
+
+import torch
+import triton
+import triton.language as tl
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.ampere import async_copy
+
+from ternary.kernels.linear.triton_launch import sm_count
+from ternary.kernels.linear.triton_table_gemv import chunk_words
+from ternary.state.decode_state import CHUNK_BYTES, STEP_BYTES, TILE_ROWS
+
+# Byte values per table (243 trit patterns and 13 corrupt values) and words per step's table.
+TABLE_VALUES = 256
+TABLE_WORDS = TABLE_VALUES * STEP_BYTES
+# Launch tiles (rows per lane and block, blocks per program, warps, programs per SM) and when they are
+# used. H200, same process (benchmarks/results/h200/twenty_fourth/): the large tile was fastest of nine
+# at 16384^2; the small one at 4096 x 14336 and 14336 x 4096; below LUT_MIN_BYTES of T_tiles (4096^2)
+# the shuffle GEMV of triton_tiled_gemv stays faster.
+LUT_TILE_LARGE = (2, 4, 8, 2)
+LUT_TILE_SMALL = (1, 2, 8, 3)
+LUT_LARGE_BYTES = 32 << 20
+LUT_MIN_BYTES = 8 << 20
+# The byte tables' shared memory: [256 values, 2 buffers, 32 columns] fp32; the 256 exponent scales follow.
+_SHARED_TABLE_BYTES = TABLE_VALUES * 2 * STEP_BYTES * 4
+_SCALE_ADDRESS = _SHARED_TABLE_BYTES + 4 * 128  # 2^e at 4 (e + 128) past the byte tables
+
+# prmt selectors for register byte u of a word: byte 0 from the offset word's byte u, byte 1 the weight
+# byte u, bytes 2 and 3 the offset byte's sign (zero: offsets are below 128).
+_ADDRESS_SELECT = tuple(f"0x{0xC + u:x}{0xC + u:x}{u}{4 + u}" for u in range(4))
+_LOOKUP_ASM = gl.constexpr(tuple(
+    f"{{ .reg .u32 a, b; prmt.b32 a, $1, $2, {_ADDRESS_SELECT[u]}; mov.u32 b, global_smem; add.u32 a, a, b; "
+    f"ld.shared.f32 $0, [a+{128 * buffer}]; }}" for buffer in range(2) for u in range(4)))
+_SCALE_ASM = gl.constexpr("{ .reg .u32 a, b; prmt.b32 a, $1, 0, $2; mov.u32 b, global_smem; mad.lo.u32 a, a, 4, b; "
+                          f"ld.shared.f32 $0, [a+{_SCALE_ADDRESS}]; }}")
+_ROWS = gl.constexpr(TILE_ROWS)
+_STEP = gl.constexpr(STEP_BYTES)
+_CHUNK = gl.constexpr(CHUNK_BYTES)
+_TABLE_WORDS = gl.constexpr(TABLE_WORDS)
+
+
+@triton.jit
+def _tables_kernel(x_ptr, out_ptr, K, stride_xk, V_BLOCK: tl.constexpr):
+    """``out[s, v, c]`` (fp32 ``[steps, 256, 32]``) for step ``s = program_id(0)`` and byte values
+    ``program_id(1) * V_BLOCK ..``: the dot product of byte ``v``'s trits with activations
+    ``5 (32 s + c) ..`` (zero past ``K``), NaN for ``v >= 243``."""
+    step = tl.program_id(0)
+    value = tl.program_id(1) * V_BLOCK + tl.arange(0, V_BLOCK)[:, None]
+    column = 32 * step + tl.arange(0, 32)[None, :]
+    total = tl.zeros((V_BLOCK, 32), tl.float32)
+    power = 1
+    for t in tl.static_range(5):
+        k = 5 * column + t
+        x = tl.load(x_ptr + k.to(tl.int64) * stride_xk, mask=k < K, other=0.0).to(tl.float32)
+        total += ((value // power) % 3 - 1).to(tl.float32) * x
+        power *= 3
+    tl.store(out_ptr + step * (256 * 32) + value * 32 + tl.arange(0, 32)[None, :],
+             tl.where(value < 243, total, float("nan")))
+
+
+def build_tables(x: torch.Tensor, steps: int) -> torch.Tensor:
+    """The byte tables ``[steps, 256, 32]`` (fp32) of one activation row ``x [1, K]`` (any float dtype,
+    any stride), see :func:`_tables_kernel`: ``steps * 32`` KB that live for one call."""
+    tables = torch.empty((steps, TABLE_VALUES, STEP_BYTES), dtype=torch.float32, device=x.device)
+    _tables_kernel[(steps, 2)](x, tables, x.shape[-1], x.stride(-1), V_BLOCK=TABLE_VALUES // 2)
+    return tables
+
+
+@gluon.jit
+def _prmt(a, b, select):
+    """``prmt.b32`` of ``a`` and ``b`` with a per-lane selector register ``select``."""
+    return gl.inline_asm_elementwise("prmt.b32 $0, $1, $2, $3;", "=r,r,r,r", [a, b, select], dtype=gl.int32,
+                                     is_pure=True, pack=1)
+
+
+@gluon.jit
+def _lookup(word, offsets, BUFFER: gl.constexpr, U: gl.constexpr):
+    """The table entry of byte ``U`` of ``word`` at the column whose ``4 * column`` is byte ``U`` of
+    ``offsets``, in table buffer ``BUFFER``."""
+    ASM: gl.constexpr = _LOOKUP_ASM[4 * BUFFER + U]
+    return gl.inline_asm_elementwise(ASM, "=f,r,r", [word, offsets], dtype=gl.float32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _scale(word, select):
+    """``2^e`` (fp32) of the int8 ``e`` that ``select`` picks (sign-extended) from exponent ``word``."""
+    return gl.inline_asm_elementwise(_SCALE_ASM, "=f,r,r", [word, select], dtype=gl.float32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _load_rows(words, exponents, chunks, eword, step, swap, quad, layout: gl.constexpr, BYTES_PER_GROUP: gl.constexpr):
+    """Step ``step`` of one block of rows (``chunks`` / ``eword``: int32 word offsets ``[RPT, LANES]`` of
+    each row's first chunk and exponent word): register chunk ``j`` is the step's chunk ``j ^ swap``
+    (eight words per row, in chunk order), and the exponent word that covers the step."""
+    loaded = ()
+    for j in gl.static_range(2):
+        offsets = chunks + (2 * step + (j ^ swap)) * (_ROWS * _CHUNK // 4)
+        pointers = words + (gl.expand_dims(offsets, 2) + gl.expand_dims(gl.expand_dims(quad, 0), 0))
+        loaded = loaded + chunk_words(gl.load(pointers), layout)
+    return loaded, gl.load(exponents + eword + (step * _STEP // BYTES_PER_GROUP // 4) * _ROWS)
+
+
+@gluon.jit
+def _permute(loaded, high_swap, select):
+    """Register word ``w`` of each chunk := loaded word ``w ^ ((L >> 2) & 3)`` with its bytes ``u ^ (L & 3)``:
+    bit 3 of the lane by selects (``high_swap``), bits 2..0 by one ``prmt`` per word (``select``)."""
+    out = ()
+    for j in gl.static_range(2):
+        m = loaded[4 * j: 4 * j + 4]
+        a = (gl.where(high_swap, m[2], m[0]), gl.where(high_swap, m[3], m[1]),
+             gl.where(high_swap, m[0], m[2]), gl.where(high_swap, m[1], m[3]))
+        for w in gl.static_range(4):
+            out = out + (_prmt(a[w], a[w ^ 1], select),)
+    return out
+
+
+@gluon.jit
+def _rows_dot(acc, words, eword, offsets, scale_selects, BUFFER: gl.constexpr, BLOCK: gl.constexpr):
+    """``acc [RPT, LANES]`` plus one step of each row: 32 lookups times their groups' ``2^E`` in four
+    independent chains of eight (register bytes ``8 c .. 8 c + 7``)."""
+    scales = ()
+    for t in gl.static_range(32 // BLOCK):
+        scales = scales + (_scale(eword, scale_selects[t]),)
+    chains = ()
+    for c in gl.static_range(4):
+        chain = _lookup(words[2 * c], offsets[2 * c], BUFFER, 0) * scales[(8 * c) // BLOCK]
+        for i in gl.static_range(8 * c + 1, 8 * c + 8):
+            chain = chain + _lookup(words[i // 4], offsets[i // 4], BUFFER, i % 4) * scales[i // BLOCK]
+        chains = chains + (chain,)
+    return acc + ((chains[0] + chains[1]) + (chains[2] + chains[3]))
+
+
+@gluon.jit
+def _lane_constants(lane, rpt_index):
+    """Per-lane words (broadcast to ``[RPT, LANES]``): the chunk swap (lane bit 4), the word-pair swap
+    (bit 3), the byte selector of :func:`_permute` and the eight offset words of :func:`_lookup`
+    (byte ``u`` of word ``q``: ``4 * ((4 q + u) ^ L)``)."""
+    swap = gl.broadcast(lane >> 4 & 1, rpt_index)[0]
+    high_swap = gl.broadcast(((lane >> 3) & 1) == 1, rpt_index)[0]
+    select = 0
+    for u in gl.static_range(4):
+        select = select | (((u ^ (lane & 3)) + 4 * ((lane >> 2) & 1)) << (4 * u))
+    offsets = ()
+    for q in gl.static_range(8):
+        word = 0
+        for u in gl.static_range(4):
+            word = word | ((4 * ((4 * q + u) ^ lane)) << (8 * u))
+        offsets = offsets + (gl.broadcast(word, rpt_index)[0],)
+    return swap, high_swap, gl.broadcast(select, rpt_index)[0], offsets
+
+
+@gluon.jit
+def _shared_tables(WARPS: gl.constexpr):
+    """The byte tables' shared buffer ``[256, 64]`` (fp32, filled per step) and after it the scale
+    table ``[256]``: ``2^e`` exactly for ``e = -128 .. 127``."""
+    table = gl.allocate_shared_memory(gl.float32, [256, 64], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
+    scales = gl.allocate_shared_memory(gl.float32, [256], gl.SwizzledSharedLayout(1, 1, 1, [0]))
+    e = gl.arange(0, 256, layout=gl.BlockedLayout([1], [32], [WARPS], [0])) - 128
+    bits = gl.where(e >= -126, (e + 127) << 23, 1 << gl.maximum(e + 149, 0))
+    scales.store(bits.to(gl.float32, bitcast=True))
+    return table, scales
+
+
+@gluon.jit
+def _copy_table(table, tab_ptr, step, table_offsets, BUFFER: gl.constexpr):
+    """Start copying step ``step``'s byte table into buffer ``BUFFER`` (``cp.async``, one group)."""
+    async_copy.async_copy_global_to_shared(table.slice(BUFFER * 32, 32, dim=1),
+                                           tab_ptr + step * _TABLE_WORDS + table_offsets)
+    async_copy.commit_group()
+
+
+@gluon.jit
+def _lut_gemv_kernel(tab_ptr, t_ptr, e_ptr, out_ptr, N, ROWS, CHUNKS, EWORDS, STEPS, stride_os, STEPS_PER_SPLIT,
+                     BYTES_PER_GROUP: gl.constexpr, RPT: gl.constexpr, SUB: gl.constexpr):
+    """Partial ``out[s, n] = sum_k x[k] W[n, k]`` over split ``s = program_id(1)`` of the steps, for the
+    ``SUB * RPT * 32 * warps`` rows of program ``program_id(0)``; ``ROWS`` is the tiles' padded row count,
+    ``CHUNKS`` / ``EWORDS`` their chunks and exponent words per row. Two steps a turn, one per table
+    buffer."""
+    WARPS: gl.constexpr = gl.num_warps()
+    LANES: gl.constexpr = 32 * WARPS
+    BLOCK: gl.constexpr = BYTES_PER_GROUP if BYTES_PER_GROUP < 32 else 32
+    GROUPS: gl.constexpr = 32 // BLOCK
+    wide: gl.constexpr = gl.BlockedLayout([RPT, 1, 4], [1, 32, 1], [1, WARPS, 1], [2, 0, 1])
+    layout: gl.constexpr = gl.SliceLayout(2, wide)
+    copy: gl.constexpr = gl.BlockedLayout([1, 4], [4, 8], [WARPS, 1], [1, 0])
+    table, scales = _shared_tables(WARPS)
+    quad = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, wide)))
+    lanes = gl.expand_dims(gl.arange(0, LANES, layout=gl.SliceLayout(0, layout)), 0)
+    lane = lanes % 32
+    rpt_index = gl.expand_dims(gl.arange(0, RPT, layout=gl.SliceLayout(1, layout)), 1)
+    swap, high_swap, select, offsets = _lane_constants(lane, rpt_index)
+    table_offsets = (gl.expand_dims(gl.arange(0, 256, layout=gl.SliceLayout(1, copy)), 1) * 32
+                     + gl.expand_dims(gl.arange(0, 32, layout=gl.SliceLayout(0, copy)), 0))
+    words = t_ptr.to(gl.pointer_type(gl.int32))
+    exponents = e_ptr.to(gl.pointer_type(gl.int32))
+    first = gl.program_id(1) * STEPS_PER_SPLIT
+    last = gl.minimum(first + STEPS_PER_SPLIT, STEPS)
+    first_row = gl.program_id(0) * (SUB * RPT * LANES)
+    chunks = ()
+    ewords = ()
+    accs = ()
+    for k in gl.static_range(SUB):
+        rows = gl.minimum(first_row + k * (RPT * LANES) + rpt_index * LANES + lanes, ROWS - 1)
+        chunks = chunks + ((rows // _ROWS) * (CHUNKS * (_ROWS * _CHUNK // 4)) + (rows % _ROWS) * (_CHUNK // 4),)
+        ewords = ewords + ((rows // _ROWS) * (EWORDS * _ROWS) + rows % _ROWS,)
+        accs = accs + (gl.zeros([RPT, LANES], gl.float32, layout),)
+    _copy_table(table, tab_ptr, first, table_offsets, 0)
+    loaded = _load_rows(words, exponents, chunks[0], ewords[0], first, swap, quad, layout, BYTES_PER_GROUP)
+    for pair in range(first, last, 2):
+        for buffer in gl.static_range(2):
+            step = pair + buffer
+            if step < last:
+                ahead_step = gl.minimum(step + 1, last - 1)
+                _copy_table(table, tab_ptr, ahead_step, table_offsets, 1 - buffer)
+                async_copy.wait_group(1)
+                gl.thread_barrier()  # this step's table is in; the scale table too on the first step
+                selects = ()
+                for t in gl.static_range(GROUPS):
+                    if BYTES_PER_GROUP <= 32:
+                        byte = (step * GROUPS + (t ^ ((lane // BLOCK) % GROUPS))) % 4
+                    else:
+                        byte = (step * _STEP // BYTES_PER_GROUP) % 4
+                    selects = selects + (gl.broadcast(byte * 0x1111 + 0x8880, rpt_index)[0],)
+                updated = ()
+                for k in gl.static_range(SUB):
+                    if k + 1 < SUB:
+                        ahead = _load_rows(words, exponents, chunks[k + 1], ewords[k + 1], step, swap, quad, layout,
+                                           BYTES_PER_GROUP)
+                    else:
+                        ahead = _load_rows(words, exponents, chunks[0], ewords[0], ahead_step, swap, quad, layout,
+                                           BYTES_PER_GROUP)
+                    updated = updated + (_rows_dot(accs[k], _permute(loaded[0], high_swap, select), loaded[1],
+                                                   offsets, selects, buffer, BLOCK),)
+                    loaded = ahead
+                accs = updated
+                gl.thread_barrier()  # everyone is done with this buffer before the next copy into it
+    async_copy.wait_group(0)
+    table._keep_alive()
+    scales._keep_alive()
+    for k in gl.static_range(SUB):
+        rows = first_row + k * (RPT * LANES) + rpt_index * LANES + lanes
+        gl.store(out_ptr + gl.program_id(1) * stride_os + rows, accs[k], mask=rows < N)
+
+
+def balanced_splits(steps: int, row_blocks: int, slots: int) -> int:
+    """The split count of ``steps`` that minimises (steps per split) x (waves of ``row_blocks * splits``
+    programs over ``slots``), the fewest splits among equals; every split gets work."""
+    best = None
+    for per_split in range(1, steps + 1):
+        splits = -(-steps // per_split)
+        cost = (per_split * -(-(row_blocks * splits) // slots), splits)
+        best = cost if best is None else min(best, cost)
+    return best[1]
+
+
+def takes(x: torch.Tensor, T_tiles: torch.Tensor, group_size: int) -> bool:
+    """Whether the default one-row forward of these tiles takes this kernel: ``G / 5`` a multiple of 8,
+    at least ``LUT_MIN_BYTES`` of ``T_tiles`` (smaller layers are faster on ``triton_tiled_gemv``) and
+    word offsets that fit int32."""
+    return ((group_size // 5) % 8 == 0 and LUT_MIN_BYTES <= T_tiles.numel() < 2**33
+            and x.dtype in (torch.float32, torch.bfloat16, torch.float16))
+
+
+def lut_gemv(x: torch.Tensor, T_tiles: torch.Tensor, E_tiles: torch.Tensor, *, out_features: int, group_size: int,
+             tile: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+    """Partial sums ``[splits, 1, N]`` (fp32) of ``x [1, K] @ W.T`` from the decode layout's contiguous
+    ``T_tiles`` / ``E_tiles`` (``ternary.state.decode_state``), for ``G / 5`` a multiple of 8; ``tile =
+    (rows per lane, blocks per program, warps, programs per SM)`` overrides the launch (benchmark
+    sweeps; 0 programs per SM means one split)."""
+    if (group_size // 5) % 8:
+        raise ValueError(f"lut_gemv: group_size={group_size} needs G / 5 to be a multiple of 8")
+    blocks, chunks = T_tiles.shape[:2]
+    steps = chunks * CHUNK_BYTES // STEP_BYTES
+    rpt, sub, warps, per_sm = tile or (LUT_TILE_LARGE if T_tiles.numel() >= LUT_LARGE_BYTES else LUT_TILE_SMALL)
+    row_blocks = triton.cdiv(blocks * TILE_ROWS, rpt * sub * 32 * warps)
+    splits = balanced_splits(steps, row_blocks, per_sm * sm_count(x.device)) if per_sm > 0 else 1
+    tables = build_tables(x, steps)
+    ws = torch.empty((splits, 1, out_features), dtype=torch.float32, device=x.device)
+    _lut_gemv_kernel[(row_blocks, splits)](
+        tables, T_tiles, E_tiles, ws, out_features, blocks * TILE_ROWS, chunks, E_tiles.shape[1], steps, ws.stride(0),
+        triton.cdiv(steps, splits), BYTES_PER_GROUP=group_size // 5, RPT=rpt, SUB=sub, num_warps=warps,
+    )
+    return ws

@@ -1,0 +1,205 @@
+"""The one-row forward by one shared-memory table lookup per byte (``triton_lut_gemv``).
+
+The byte tables (a Triton kernel) run under the interpreter against their definition in float64;
+the Gluon kernel is compiled offline for sm_90 (its shared memory and instruction counts) and runs
+only on a GPU, where it is compared with a float64 product of the reference weights by relative RMS
+error with the budgets of the other one-row kernels (``test_triton_table_gemv``): fp32 activations
+``FP32_BUDGET``, bf16 ``BF16_BUDGET``.
+"""
+
+from __future__ import annotations
+
+import random
+
+import pytest
+import torch
+
+from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on CPU)
+
+from ternary.kernels.linear import triton as kernels  # noqa: E402
+from ternary.kernels.linear import triton_lut_gemv as lut  # noqa: E402
+from ternary.kernels.linear import triton_tiled_gemv as tiled  # noqa: E402
+from ternary.state.decode_state import tile_rows  # noqa: E402
+from test_triton_linear import relative_rms  # noqa: E402
+from test_triton_register_decode import _compile_offline  # noqa: E402
+from test_triton_table_gemv import FP32_BUDGET, FRAC_BITS, corrupt_layer, float64_forward  # noqa: E402
+from test_triton_tiled_gemv import check_one_row_against_float64, decode_state  # noqa: E402
+
+GPU_ONLY = pytest.mark.skipif(DEVICE != "cuda", reason="the Gluon kernel runs only compiled on a GPU")
+
+
+def _digits(value: int) -> list[int]:
+    return [value // 3**t % 3 for t in range(5)]
+
+
+@pytest.mark.parametrize("k,dtype,stride", [(333, torch.float32, 1), (17, torch.bfloat16, 1), (200, torch.float32, 3)])
+def test_tables_hold_every_byte_values_dot_product_with_its_step(k, dtype, stride):
+    """``table[s, v, c]`` is the dot product of byte ``v``'s trits (digit - 1) with activations
+    ``5 (32 s + c) ..`` for ``v < 243`` (zero past ``K``: those columns are padding) and NaN for the
+    13 corrupt values, for contiguous and strided ``x``."""
+    gen = torch.Generator().manual_seed(k)
+    wide = torch.randn(1, k * stride, generator=gen).to(dtype)
+    x = wide[:, ::stride].to(DEVICE)
+    steps = -(-k // 160) + 1  # one whole step past the activations as well
+    got = lut.build_tables(x, steps).cpu().double()
+    padded = torch.zeros(steps * 160, dtype=torch.float64)
+    padded[:k] = x.cpu().double()[0]
+    trits = torch.tensor([[d - 1 for d in _digits(v)] for v in range(243)], dtype=torch.float64)  # [243, 5]
+    expected = torch.einsum("vt,sct->svc", trits, padded.view(steps, 32, 5))
+    assert got.shape == (steps, 256, 32)
+    assert torch.isnan(got[:, 243:]).all()
+    torch.testing.assert_close(got[:, :243], expected, rtol=1e-6, atol=1e-6 * float(padded.abs().max()))
+    assert (got[-1, :243] == 0).all()
+
+
+def _prmt(a: int, b: int, select: int) -> int:
+    """PTX ``prmt.b32`` (default mode): byte ``i`` of the result is byte ``select`` nibble ``i`` (bits
+    0..2) of ``b:a``, replicated from its top bit when the nibble's bit 3 is set."""
+    source = a | (b << 32)
+    out = 0
+    for i in range(4):
+        nibble = (select >> (4 * i)) & 0xF
+        byte = (source >> (8 * (nibble & 7))) & 0xFF
+        out |= (0xFF if byte & 0x80 else 0) << (8 * i) if nibble & 8 else byte << (8 * i)
+    return out
+
+
+def test_address_selectors_place_the_byte_over_its_lane_offset():
+    """Each lookup's ``prmt`` selector turns weight byte ``u`` and offset byte ``u`` (``4 * column``, below
+    128) into ``byte * 256 + offset`` with zero high bytes: the byte tables' row pitch is 256 bytes."""
+    rng = random.Random(0)
+    for u, text in enumerate(lut._ADDRESS_SELECT):
+        for _ in range(500):
+            word = rng.getrandbits(32)
+            offsets = sum(4 * rng.randrange(32) << (8 * i) for i in range(4))
+            got = _prmt(word, offsets, int(text, 16))
+            assert got == ((word >> (8 * u)) & 0xFF) * 256 + ((offsets >> (8 * u)) & 0xFF)
+
+
+def test_balanced_splits_give_every_split_work_at_the_least_cost():
+    """Every split has steps, and no other split count has fewer (steps per split) x (program waves)."""
+    def cost(steps, splits, row_blocks, slots):
+        per_split = -(-steps // splits)
+        return per_split * -(-(row_blocks * -(-steps // per_split)) // slots)
+
+    for steps in (1, 2, 7, 26, 103, 449):
+        for row_blocks in (1, 3, 8, 16, 64):
+            for slots in (132, 264, 396):
+                splits = lut.balanced_splits(steps, row_blocks, slots)
+                per_split = -(-steps // splits)
+                assert 1 <= splits <= steps and (splits - 1) * per_split < steps
+                best = min(cost(steps, s, row_blocks, slots) for s in range(1, steps + 1))
+                assert cost(steps, splits, row_blocks, slots) == best
+    assert lut.balanced_splits(103, 8, 264) == 26  # four steps per program, 208 programs in one wave
+
+
+def test_groups_that_split_a_lane_run_are_refused():
+    x = torch.zeros(1, 100)
+    tiles = tile_rows(torch.full((4, 20), 121, dtype=torch.uint8), torch.zeros((4, 5), dtype=torch.int8), 20)
+    with pytest.raises(ValueError, match="group_size=20 needs G / 5 to be a multiple of 8"):
+        lut.lut_gemv(x, *tiles, out_features=4, group_size=20, tile=lut.LUT_TILE_SMALL)
+
+
+_OFFLINE_COMPILE = """
+import json, triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource
+from ternary.kernels.linear import triton_lut_gemv as lut
+
+names = "tab_ptr t_ptr e_ptr out_ptr N ROWS CHUNKS EWORDS STEPS stride_os STEPS_PER_SPLIT".split()
+signature = dict(zip(names, ["*fp32", "*u8", "*i8", "*fp32"] + ["i32"] * 7))
+signature.update(dict.fromkeys(("BYTES_PER_GROUP", "RPT", "SUB"), "constexpr"))
+report = []
+for bytes_per_group, (rpt, sub, warps, _) in ((8, lut.LUT_TILE_LARGE), (8, lut.LUT_TILE_SMALL), (16, (1, 1, 4, 1)),
+                                             (64, (2, 1, 8, 1))):
+    source = GluonASTSource(lut._lut_gemv_kernel, signature=signature,
+                            constexprs={"BYTES_PER_GROUP": bytes_per_group, "RPT": rpt, "SUB": sub},
+                            attrs={(i,): [["tt.divisibility", 16]] for i in range(4)})
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    ptx, sass = compiled.asm["ptx"], compiled.asm["sass"]
+    scale_stores = [line for line in ptx.splitlines() if f"+{lut._SHARED_TABLE_BYTES}]" in line
+                    and ("st.shared" in line or "stmatrix" in line)]
+    report.append([compiled.metadata.shared, ptx.count("[a+0]; }"),
+                   ptx.count("[a+128]; }"), ptx.count(f"[a+{lut._SCALE_ADDRESS}]; }}"), len(scale_stores),
+                   ptx.count("cp.async.cg.shared.global"), sass.count("STL"), rpt * sub])
+print(json.dumps(report))
+"""
+
+
+def test_kernel_compiles_for_sm90_with_both_tables_at_their_fixed_offsets():
+    """Compiled offline for sm_90: the shared memory is exactly the two 32 KB byte-table buffers and the
+    1 KB of exponent scales stored right after them (the lookups read both at fixed offsets from
+    ``global_smem``, so no other buffer may come first or between); each of the two steps of a turn
+    makes 32 lookups per row in its own buffer and one scale read per row and group; each thread copies
+    8 16-byte pieces of a table per copy (8 warps; 16 with 4); nothing spills."""
+    report = _compile_offline(_OFFLINE_COMPILE)
+    for bytes_per_group, (shared, buffer0, buffer1, scales, scale_stores, copies, spills, rows) in zip(
+            (8, 8, 16, 64), report, strict=True):
+        groups = 32 // min(bytes_per_group, 32)
+        assert shared == 2 * 32 * 1024 + 1024
+        assert scale_stores >= 1
+        assert buffer0 == buffer1 == 32 * rows
+        assert scales == 2 * groups * rows
+        assert copies in (3 * 8, 3 * 16)  # the first table, then one per step of a turn
+        assert spills == 0
+
+
+@GPU_ONLY
+@pytest.mark.parametrize("n,k,g", [(1, 7, 40), (33, 333, 40), (1000, 4099, 40), (257, 999, 80), (64, 2000, 160),
+                                   (100, 3000, 320), (50, 5000, 480), (5000, 2000, 40)])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("tile", [lut.LUT_TILE_LARGE, lut.LUT_TILE_SMALL, (2, 2, 4, 0), (1, 1, 8, 1)])
+def test_lut_gemv_matches_float64(n, k, g, dtype, tile):
+    """N = 1, rows past a whole tile and a whole program, K not a multiple of 5 or of G, groups of 8,
+    16, 32, 64 and 96 bytes; the two shipped tiles, one split (many steps and both buffers in one
+    program) and one block per program."""
+    check_one_row_against_float64(n, k, g, dtype, tile)
+
+
+@GPU_ONLY
+@pytest.mark.parametrize("tile", [lut.LUT_TILE_LARGE, (1, 1, 4, 0)])
+def test_lut_gemv_poisons_rows_of_corrupt_bytes_and_keeps_extreme_exponents(tile):
+    """Bytes 243 and 255 at a row's first and last column and 250 inside make those rows NaN and no
+    other; exponents 127 and -128 stay exact (activations scaled so nothing overflows)."""
+    packed, exponents, x, check = corrupt_layer()
+    T_tiles, E_tiles = (t.cuda() for t in tile_rows(packed, exponents, 40))
+    check(kernels.forward_decode(x.cuda(), packed.cuda(), exponents.cuda(), T_tiles, E_tiles, None,
+                                 in_features=x.shape[1], group_size=40, bias_frac_bits=FRAC_BITS, tile=tile))
+
+
+@GPU_ONLY
+def test_lut_gemv_scales_by_every_exponent():
+    """Each of the 256 int8 exponents in its own row (two activation scales, so that products of the
+    largest and smallest stay finite and normal) against float64."""
+    n, k, g = 256, 400, 40
+    state, gen = decode_state(n, k, g, seed=11)
+    packed = state.T_packed.cpu()
+    exponents = torch.arange(-128, 128, dtype=torch.int16).to(torch.int8)[:, None].repeat(1, k // g)
+    T_tiles, E_tiles = (t.cuda() for t in tile_rows(packed, exponents, g))
+    for scale in (2.0**-60, 2.0**60):
+        x = torch.randn(1, k, generator=gen) * scale
+        expected = float64_forward(x, packed, exponents, None, k, g)[0]
+        got = kernels.forward_decode(x.cuda(), packed.cuda(), exponents.cuda(), T_tiles, E_tiles, None,
+                                     in_features=k, group_size=g, bias_frac_bits=FRAC_BITS,
+                                     tile=lut.LUT_TILE_SMALL).cpu()[0].double()
+        finite = expected.abs() < 2.0**120
+        assert finite.sum() > 100
+        assert relative_rms(got[finite], expected[finite]) < FP32_BUDGET
+
+
+@GPU_ONLY
+def test_forward_decode_takes_the_lut_kernel_for_large_layers_only(monkeypatch):
+    calls = []
+    for module, name in ((lut, "lut_gemv"), (tiled, "tiled_gemv")):
+        original = getattr(module, name)
+        monkeypatch.setattr(module, name, lambda *a, _o=original, _n=name, **kw: calls.append(_n) or _o(*a, **kw))
+    for n, k, g, taken in ((4096, 10240, 40, "lut_gemv"), (4096, 10240, 20, "tiled_gemv"),
+                           (1000, 4099, 40, "tiled_gemv")):
+        state, gen = decode_state(n, k, g, seed=4)
+        x = torch.randn(1, k, generator=gen).cuda()
+        got = kernels.forward_decode(x, state.T_packed, state.E, state.T_tiles, state.E_tiles, state.bias,
+                                     in_features=k, group_size=g, bias_frac_bits=FRAC_BITS)
+        assert calls == [taken], (n, k, g)
+        calls.clear()
+        assert relative_rms(got.cpu(), float64_forward(x.cpu(), state.T_packed.cpu(), state.E.cpu(),
+                                                       state.bias.cpu(), k, g)) < FP32_BUDGET
