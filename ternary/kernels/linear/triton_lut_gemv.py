@@ -41,6 +41,8 @@ whole 16384 x 16384 forward calls 28.8 us against 33.2 for ``triton_tiled_gemv``
 
 from __future__ import annotations
 
+import functools
+
 import torch
 import triton
 import triton.language as tl
@@ -284,9 +286,11 @@ def _lut_gemv_kernel(tab_ptr, t_ptr, e_ptr, out_ptr, N, ROWS, CHUNKS, EWORDS, ST
         gl.store(out_ptr + gl.program_id(1) * stride_os + rows, accs[k], mask=rows < N)
 
 
+@functools.lru_cache(maxsize=None)
 def balanced_splits(steps: int, row_blocks: int, slots: int) -> int:
     """The split count of ``steps`` that minimises (steps per split) x (waves of ``row_blocks * splits``
-    programs over ``slots``), the fewest splits among equals; every split gets work."""
+    programs over ``slots``), the fewest splits among equals; every split gets work (cached: a decoding
+    loop asks the same question for every call of a layer)."""
     best = None
     for per_split in range(1, steps + 1):
         splits = -(-steps // per_split)
