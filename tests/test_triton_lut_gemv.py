@@ -97,7 +97,7 @@ def test_groups_that_split_a_lane_run_are_refused():
     x = torch.zeros(1, 100)
     tiles = tile_rows(torch.full((4, 20), 121, dtype=torch.uint8), torch.zeros((4, 5), dtype=torch.int8), 20)
     with pytest.raises(ValueError, match="group_size=20 needs G / 5 to be a multiple of 8"):
-        lut.lut_gemv(x, *tiles, out_features=4, group_size=20, tile=lut.LUT_TILE_SMALL)
+        lut.lut_gemv(x, *tiles, out_features=4, group_size=20, tile=(1,))
 
 
 _OFFLINE_COMPILE = """
@@ -108,39 +108,45 @@ from ternary.kernels.linear import triton_lut_gemv as lut
 
 names = "tab_ptr t_ptr e_ptr out_ptr N ROWS CHUNKS EWORDS STEPS stride_os STEPS_PER_SPLIT".split()
 signature = dict(zip(names, ["*fp32", "*u8", "*i8", "*fp32"] + ["i32"] * 7))
-signature.update(dict.fromkeys(("BYTES_PER_GROUP", "RPT", "SUB"), "constexpr"))
+signature["BYTES_PER_GROUP"] = "constexpr"
 report = []
-for bytes_per_group, (rpt, sub, warps, _) in ((8, lut.LUT_TILE_LARGE), (8, lut.LUT_TILE_SMALL), (16, (1, 1, 4, 1)),
-                                             (64, (2, 1, 8, 1))):
-    source = GluonASTSource(lut._lut_gemv_kernel, signature=signature,
-                            constexprs={"BYTES_PER_GROUP": bytes_per_group, "RPT": rpt, "SUB": sub},
+for bytes_per_group in (8, 16, 64):
+    source = GluonASTSource(lut._lut_gemv_kernel, signature=signature, constexprs={"BYTES_PER_GROUP": bytes_per_group},
                             attrs={(i,): [["tt.divisibility", 16]] for i in range(4)})
-    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": lut.LUT_WARPS})
     ptx, sass = compiled.asm["ptx"], compiled.asm["sass"]
-    scale_stores = [line for line in ptx.splitlines() if f"+{lut._SHARED_TABLE_BYTES}]" in line
+    scale_stores = [line for line in ptx.splitlines() if f"+{lut._SCALES_AT}]" in line
                     and ("st.shared" in line or "stmatrix" in line)]
-    report.append([compiled.metadata.shared, ptx.count("[a+0]; }"),
-                   ptx.count("[a+128]; }"), ptx.count(f"[a+{lut._SCALE_ADDRESS}]; }}"), len(scale_stores),
-                   ptx.count("cp.async.cg.shared.global"), sass.count("STL"), rpt * sub])
+    report.append([compiled.metadata.shared, ptx.count("[a+0]; }"), ptx.count("[a+128]; }"),
+                   ptx.count(f"[a+{lut._SCALE_ADDRESS}]; }}"), len(scale_stores), ptx.count("ld.shared.v4.b32 {"),
+                   ptx.count(f"cp.async.cg.shared.global [a+{lut._RING_ADDRESS}]"),
+                   ptx.count(f"cp.async.ca.shared.global [a+{lut._EXPONENT_RING_ADDRESS}]"),
+                   ptx.count("cp.async.commit_group"), ptx.count("cp.async.wait_group 1"), sass.count("BAR.SYNC"),
+                   sass.count("STL")])
 print(json.dumps(report))
 """
 
 
-def test_kernel_compiles_for_sm90_with_both_tables_at_their_fixed_offsets():
-    """Compiled offline for sm_90: the shared memory is exactly the two 32 KB byte-table buffers and the
-    1 KB of exponent scales stored right after them (the lookups read both at fixed offsets from
-    ``global_smem``, so no other buffer may come first or between); each of the two steps of a turn
-    makes 32 lookups per row in its own buffer and one scale read per row and group; each thread copies
-    8 16-byte pieces of a table per copy (8 warps; 16 with 4); nothing spills."""
+def test_kernel_compiles_for_sm90_with_its_buffers_at_their_fixed_offsets():
+    """Compiled offline for sm_90: the shared memory is exactly the two 32 KB byte-table buffers, the 32 KB ring
+    of rows, the 4 KB ring of exponent words and the 1 KB of scales, in that order (the PTX reads and writes all
+    but the tables' copies at fixed offsets from ``global_smem``, so the scales must land where the lookups
+    read them). Per turn of two steps, for each of the two blocks of two rows per lane: 32 lookups per row in
+    the step's buffer, one scale read per row and group, two 16-byte ring reads and copies per row and one
+    exponent copy per row, one commit and one wait; one barrier per step and one for the scales; no spills."""
     report = _compile_offline(_OFFLINE_COMPILE)
-    for bytes_per_group, (shared, buffer0, buffer1, scales, scale_stores, copies, spills, rows) in zip(
-            (8, 8, 16, 64), report, strict=True):
+    for bytes_per_group, (shared, buffer0, buffer1, scales, scale_stores, ring_reads, ring_copies, exponent_copies,
+                          commits, waits, barriers, spills) in zip((8, 16, 64), report, strict=True):
+        rows = lut.LUT_ROWS_PER_LANE * lut.LUT_BLOCKS  # per lane and step
         groups = 32 // min(bytes_per_group, 32)
-        assert shared == 2 * 32 * 1024 + 1024
+        assert shared == 2 * 32 * 1024 + lut.LUT_PROGRAM_ROWS * (32 + 4) + 1024 == lut._SCALES_AT + 1024
         assert scale_stores >= 1
         assert buffer0 == buffer1 == 32 * rows
         assert scales == 2 * groups * rows
-        assert copies in (3 * 8, 3 * 16)  # the first table, then one per step of a turn
+        assert ring_reads == 2 * 2 * rows
+        assert ring_copies == 3 * 2 * rows and exponent_copies == 3 * rows  # the first step's, then one per step
+        assert commits == 3 * lut.LUT_BLOCKS and waits == 2 * lut.LUT_BLOCKS
+        assert barriers <= 4
         assert spills == 0
 
 
@@ -148,16 +154,16 @@ def test_kernel_compiles_for_sm90_with_both_tables_at_their_fixed_offsets():
 @pytest.mark.parametrize("n,k,g", [(1, 7, 40), (33, 333, 40), (1000, 4099, 40), (257, 999, 80), (64, 2000, 160),
                                    (100, 3000, 320), (50, 5000, 480), (5000, 2000, 40)])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("tile", [lut.LUT_TILE_LARGE, lut.LUT_TILE_SMALL, (2, 2, 4, 0), (1, 1, 8, 1)])
+@pytest.mark.parametrize("tile", [(lut.LUT_PROGRAMS_PER_SM,), (lut.LUT_PROGRAMS_PER_SM_SMALL,), (0,)])
 def test_lut_gemv_matches_float64(n, k, g, dtype, tile):
     """N = 1, rows past a whole tile and a whole program, K not a multiple of 5 or of G, groups of 8,
-    16, 32, 64 and 96 bytes; the two shipped tiles, one split (many steps and both buffers in one
-    program) and one block per program."""
+    16, 32, 64 and 96 bytes; the two shipped launches and one split (many steps, both table buffers and
+    the ring's refills in one program)."""
     check_one_row_against_float64(n, k, g, dtype, tile)
 
 
 @GPU_ONLY
-@pytest.mark.parametrize("tile", [lut.LUT_TILE_LARGE, (1, 1, 4, 0)])
+@pytest.mark.parametrize("tile", [(lut.LUT_PROGRAMS_PER_SM,), (0,)])
 def test_lut_gemv_poisons_rows_of_corrupt_bytes_and_keeps_extreme_exponents(tile):
     """Bytes 243 and 255 at a row's first and last column and 250 inside make those rows NaN and no
     other; exponents 127 and -128 stay exact (activations scaled so nothing overflows)."""
@@ -181,7 +187,7 @@ def test_lut_gemv_scales_by_every_exponent():
         expected = float64_forward(x, packed, exponents, None, k, g)[0]
         got = kernels.forward_decode(x.cuda(), packed.cuda(), exponents.cuda(), T_tiles, E_tiles, None,
                                      in_features=k, group_size=g, bias_frac_bits=FRAC_BITS,
-                                     tile=lut.LUT_TILE_SMALL).cpu()[0].double()
+                                     tile=(lut.LUT_PROGRAMS_PER_SM,)).cpu()[0].double()
         finite = expected.abs() < 2.0**120
         assert finite.sum() > 100
         assert relative_rms(got[finite], expected[finite]) < FP32_BUDGET

@@ -819,8 +819,8 @@ def forward_decode(
     (``triton_tiled_gemv``), and 2 to 16 bf16 rows by ``mma.sync`` on table-decoded weights
     (``triton_tiled_mma``, for ``G / 5`` a multiple of 8); anything else is :func:`forward` on
     ``T_packed`` and ``E``. ``tile`` overrides the launch of the kernel the call takes (benchmark
-    sweeps) and picks it for one row by its length: ``(rows per lane, blocks per program, warps,
-    programs per SM)`` the table lookup, ``(rows per lane, warps, programs per SM)`` the shuffles;
+    sweeps) and picks it for one row by its length: ``(programs per SM,)`` the table lookup,
+    ``(rows per lane, warps, programs per SM)`` the shuffles;
     ``(warps, programs per SM)`` for more rows. ``validated``: the caller has already checked the
     tiles against the layer (a ``DecodeLinearState`` does on construction)."""
     if not validated:
@@ -836,7 +836,7 @@ def forward_decode(
             raise ValueError(f"triton forward: {name} must be contiguous on {x.device} and start {align}-byte "
                              f"aligned, got {tiles.device} with strides {list(tiles.stride())} at address "
                              f"{tiles.data_ptr():#x}")
-    if one_row and (len(tile) == 4 if tile is not None else triton_lut_gemv.takes(x, T_tiles, group_size)):
+    if one_row and (len(tile) == 1 if tile is not None else triton_lut_gemv.takes(x, T_tiles, group_size)):
         ws = triton_lut_gemv.lut_gemv(x, T_tiles, E_tiles, out_features=T_packed.shape[0], group_size=group_size,
                                       tile=tile)
     elif one_row:

@@ -10,10 +10,10 @@ value with the step's activations (:func:`build_tables`)::
 and NaN for ``v >= 243`` (a corrupt byte poisons its row). The main kernel copies step ``s``'s 32 KB
 table into shared memory (``cp.async``, double-buffered: the next step's copy is in flight while
 this one is read) and each byte of a weight row then costs one ``prmt``, one ``ld.shared`` and one
-fused multiply-add with its group's ``2^E``: about 4.7 SASS instructions per byte and row in all
-(sm_90, offline), against ~10 for the two-shuffle lookups of ``triton_tiled_gemv``. The tables are
-``ceil(K / 160)`` x 32 KB of fp32 that live for one call (3.3 MB at K = 16384); each program copies
-those of its steps from L2.
+fused multiply-add with its group's ``2^E``: about 5 SASS instructions per byte and row in all
+(sm_90, offline, the loop's body), against ~10 for the two-shuffle lookups of ``triton_tiled_gemv``.
+The tables are ``ceil(K / 160)`` x 32 KB of fp32 that live for one call (3.3 MB at K = 16384); each
+program copies those of its steps from L2.
 
 **No bank conflicts.** Lanes own rows, so a naive lookup would have all 32 lanes read the same
 table column at 32 different byte values. Instead lane ``L`` holds its row's step permuted: its
@@ -27,16 +27,19 @@ per bank, whatever the bytes are.
 The groups follow the permutation: register bytes ``8 t .. 8 t + 7`` are group ``t ^ (L >> 3)`` of the
 step when ``G / 5 = 8`` (``t ^ (L >> 4)`` of two for 16 bytes; one group for 32 or more), so each
 exponent is one sign-extending ``prmt`` and one read of a 1 KB table of ``2^e`` (exact for every int8
-``e``, subnormals included) that follows the byte tables in shared memory.
+``e``, subnormals included) at the end of the kernel's shared memory.
 
-A program walks ``SUB`` blocks of ``RPT`` rows per lane for each of its steps (one table copy serves
-them all) and writes partial sums of its split of the steps; :func:`balanced_splits` picks the
-split count that gives every program the same number of steps. The caller adds the splits and
-the bias (``finish_splits``).
+**The rows arrive through shared memory.** A program owns 1024 rows (8 warps, two blocks of two rows per
+lane) and each thread copies its own rows' next step, and their exponent words, into a private ring slot with
+``cp.async`` one step ahead (32 KB + 4 KB per program): no registers hold loads in flight and no barrier is
+needed for them, because each thread reads back only what it copied. The copies, their commits and waits and
+the ring reads are PTX at fixed offsets, so the compiler adds no barriers of its own; one barrier per step
+guards the table buffers. The split count gives every program the same number of steps
+(:func:`balanced_splits`); the caller adds the splits and the bias (``finish_splits``).
 
-H200, bf16 activations, bf16 cuBLAS in the same process (``benchmarks/NOTES.md``, "twenty-fourth"):
-whole 16384 x 16384 forward calls 28.8 us against 33.2 for ``triton_tiled_gemv`` (4.32x against 3.74x),
-14336 x 4096 11.9 against 12.7 us, 4096 x 14336 14.3 against 14.6 us.
+H200, bf16 activations, bf16 cuBLAS in the same process (``benchmarks/NOTES.md``, "twenty-fourth"): whole
+16384 x 16384 forward calls 25.9 us (4.77x) against 28.7 us when each block's rows were loaded into registers
+one block ahead, and 33.2 us (3.74x) for ``triton_tiled_gemv``.
 """
 
 from __future__ import annotations
@@ -51,23 +54,33 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
 
 from ternary.kernels.linear.triton_launch import sm_count
-from ternary.kernels.linear.triton_table_gemv import chunk_words
 from ternary.state.decode_state import CHUNK_BYTES, STEP_BYTES, TILE_ROWS
 
 # Byte values per table (243 trit patterns and 13 corrupt values) and words per step's table.
 TABLE_VALUES = 256
 TABLE_WORDS = TABLE_VALUES * STEP_BYTES
-# Launch tiles (rows per lane and block, blocks per program, warps, programs per SM) and when they are
-# used. H200, same process (benchmarks/results/h200/twenty_fourth/): the large tile was fastest of nine
-# at 16384^2; the small one at 4096 x 14336 and 14336 x 4096; below LUT_MIN_BYTES of T_tiles (4096^2)
-# the shuffle GEMV of triton_tiled_gemv stays faster.
-LUT_TILE_LARGE = (2, 4, 8, 2)
-LUT_TILE_SMALL = (1, 2, 8, 3)
+# The program's geometry (fixed: the ring's PTX offsets follow from it): rows per lane and block, blocks, warps.
+LUT_ROWS_PER_LANE = 2
+LUT_BLOCKS = 2
+LUT_WARPS = 8
+LUT_PROGRAM_ROWS = LUT_ROWS_PER_LANE * LUT_BLOCKS * 32 * LUT_WARPS
+# Programs per SM, and when this kernel is the default. H200, same process (benchmarks/results/h200/twenty_fourth/):
+# two programs per SM at 16384^2, one at 4096 x 14336 and 14336 x 4096 (level with the shuffle GEMV there); below
+# LUT_MIN_BYTES of T_tiles (4096^2) the shuffle GEMV of triton_tiled_gemv stays faster.
+LUT_PROGRAMS_PER_SM = 2
+LUT_PROGRAMS_PER_SM_SMALL = 1
 LUT_LARGE_BYTES = 32 << 20
 LUT_MIN_BYTES = 8 << 20
-# The byte tables' shared memory: [256 values, 2 buffers, 32 columns] fp32; the 256 exponent scales follow.
+# Shared memory (bytes from global_smem; the allocator places larger buffers first, and the offline test checks
+# where the scales land): the byte tables [256 values, 2 buffers, 32 columns] fp32, the ring of rows
+# [2 blocks x 2 chunks, 2 rows, 256 lanes, 16 bytes], the ring of exponent words [2 blocks, 2 rows, 256 lanes],
+# the 256 scales.
 _SHARED_TABLE_BYTES = TABLE_VALUES * 2 * STEP_BYTES * 4
-_SCALE_ADDRESS = _SHARED_TABLE_BYTES + 4 * 128  # 2^e at 4 (e + 128) past the byte tables
+_RING_ADDRESS = _SHARED_TABLE_BYTES
+_RING_BYTES = LUT_PROGRAM_ROWS * STEP_BYTES
+_EXPONENT_RING_ADDRESS = _RING_ADDRESS + _RING_BYTES
+_SCALES_AT = _EXPONENT_RING_ADDRESS + LUT_PROGRAM_ROWS * 4
+_SCALE_ADDRESS = _SCALES_AT + 4 * 128  # 2^e at 4 (e + 128) past the start of the scales
 
 # prmt selectors for register byte u of a word: byte 0 from the offset word's byte u, byte 1 the weight
 # byte u, bytes 2 and 3 the offset byte's sign (zero: offsets are below 128).
@@ -77,6 +90,19 @@ _LOOKUP_ASM = gl.constexpr(tuple(
     f"ld.shared.f32 $0, [a+{128 * buffer}]; }}" for buffer in range(2) for u in range(4)))
 _SCALE_ASM = gl.constexpr("{ .reg .u32 a, b; prmt.b32 a, $1, 0, $2; mov.u32 b, global_smem; mad.lo.u32 a, a, 4, b; "
                           f"ld.shared.f32 $0, [a+{_SCALE_ADDRESS}]; }}")
+_RING_READ_ASM = gl.constexpr("{ .reg .u32 a; mov.u32 a, global_smem; add.u32 a, a, $4; "
+                               f"ld.shared.v4.b32 {{$0, $1, $2, $3}}, [a+{_RING_ADDRESS}]; }}")
+_EXPONENT_READ_ASM = gl.constexpr("{ .reg .u32 a; mov.u32 a, global_smem; add.u32 a, a, $1; "
+                                  f"ld.shared.b32 $0, [a+{_EXPONENT_RING_ADDRESS}]; }}")
+_RING_COPY_ASM = gl.constexpr("{ .reg .u32 a; mov.u32 a, global_smem; add.u32 a, a, $2; "
+                              f"cp.async.cg.shared.global [a+{_RING_ADDRESS}], [$1], 16; mov.u32 $0, 0; }}")
+_EXPONENT_COPY_ASM = gl.constexpr("{ .reg .u32 a; mov.u32 a, global_smem; add.u32 a, a, $2; "
+                                  f"cp.async.ca.shared.global [a+{_EXPONENT_RING_ADDRESS}], [$1], 4; mov.u32 $0, 0; }}")
+_COMMIT_ASM = gl.constexpr("cp.async.commit_group; mov.u32 $0, 0;")
+_WAIT_ASM = gl.constexpr(f"cp.async.wait_group {LUT_BLOCKS - 1}; mov.u32 $0, 0;")
+_RPT = gl.constexpr(LUT_ROWS_PER_LANE)
+_SUB = gl.constexpr(LUT_BLOCKS)
+_PROGRAM_ROWS = gl.constexpr(LUT_PROGRAM_ROWS)
 _ROWS = gl.constexpr(TILE_ROWS)
 _STEP = gl.constexpr(STEP_BYTES)
 _CHUNK = gl.constexpr(CHUNK_BYTES)
@@ -132,16 +158,37 @@ def _scale(word, select):
 
 
 @gluon.jit
-def _load_rows(words, exponents, chunks, eword, step, swap, quad, layout: gl.constexpr, BYTES_PER_GROUP: gl.constexpr):
-    """Step ``step`` of one block of rows (``chunks`` / ``eword``: int32 word offsets ``[RPT, LANES]`` of
-    each row's first chunk and exponent word): register chunk ``j`` is the step's chunk ``j ^ swap``
-    (eight words per row, in chunk order), and the exponent word that covers the step."""
-    loaded = ()
+def _copy_rows(words, exponents, chunks, eword, slots, step, swap, K: gl.constexpr, BYTES_PER_GROUP: gl.constexpr):
+    """Start copying step ``step`` of block ``K`` into ring slot ``K`` (no commit): register chunk ``j`` is the step's
+    chunk ``j ^ swap`` (``chunks`` / ``eword``: int32 word offsets ``[RPT, LANES]`` of each row's first chunk and
+    exponent word; ``slots``: each row's place in a ring slot)."""
+    LANES: gl.constexpr = 32 * gl.num_warps()
     for j in gl.static_range(2):
-        offsets = chunks + (2 * step + (j ^ swap)) * (_ROWS * _CHUNK // 4)
-        pointers = words + (gl.expand_dims(offsets, 2) + gl.expand_dims(gl.expand_dims(quad, 0), 0))
-        loaded = loaded + chunk_words(gl.load(pointers), layout)
-    return loaded, gl.load(exponents + eword + (step * _STEP // BYTES_PER_GROUP // 4) * _ROWS)
+        gl.inline_asm_elementwise(_RING_COPY_ASM, "=r,l,r",
+                                  [words + (chunks + (2 * step + (j ^ swap)) * (_ROWS * _CHUNK // 4)),
+                                   (slots + (2 * K + j) * (_RPT * LANES)) * 16], dtype=gl.int32, is_pure=False, pack=1)
+    gl.inline_asm_elementwise(_EXPONENT_COPY_ASM, "=r,l,r",
+                              [exponents + eword + (step * _STEP // BYTES_PER_GROUP // 4) * _ROWS,
+                               (slots + K * (_RPT * LANES)) * 4], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _ring_rows(slots, K: gl.constexpr):
+    """Ring slot ``K``: the eight words (chunk order) and the exponent word of each of the thread's rows."""
+    LANES: gl.constexpr = 32 * gl.num_warps()
+    words = ()
+    for j in gl.static_range(2):
+        w = gl.inline_asm_elementwise(_RING_READ_ASM, "=r,=r,=r,=r,r", [(slots + (2 * K + j) * (_RPT * LANES)) * 16],
+                                      dtype=(gl.int32, gl.int32, gl.int32, gl.int32), is_pure=False, pack=1)
+        words = words + (w[0], w[1], w[2], w[3])
+    return words, gl.inline_asm_elementwise(_EXPONENT_READ_ASM, "=r,r", [(slots + K * (_RPT * LANES)) * 4],
+                                            dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _async(ASM: gl.constexpr, like):
+    """A ``cp.async`` commit or wait (PTX, so that the compiler adds no barrier), once per element of ``like``."""
+    return gl.inline_asm_elementwise(ASM, "=r,r", [like], dtype=gl.int32, is_pure=False, pack=1)
 
 
 @gluon.jit
@@ -195,14 +242,18 @@ def _lane_constants(lane, rpt_index):
 
 @gluon.jit
 def _shared_tables(WARPS: gl.constexpr):
-    """The byte tables' shared buffer ``[256, 64]`` (fp32, filled per step) and after it the scale
-    table ``[256]``: ``2^e`` exactly for ``e = -128 .. 127``."""
+    """The shared buffers, largest first as the allocator places them: the byte tables ``[256, 64]`` (fp32,
+    filled per step), the two rings (read and written only by PTX) and the scale table ``[256]``: ``2^e``
+    exactly for ``e = -128 .. 127``."""
+    LANES: gl.constexpr = 32 * WARPS
     table = gl.allocate_shared_memory(gl.float32, [256, 64], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
+    ring = gl.allocate_shared_memory(gl.int32, [2 * _SUB, _RPT, LANES, 4], gl.SwizzledSharedLayout(1, 1, 1, [2, 1, 0]))
+    exponent_ring = gl.allocate_shared_memory(gl.int32, [_SUB, _RPT, LANES], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
     scales = gl.allocate_shared_memory(gl.float32, [256], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     e = gl.arange(0, 256, layout=gl.BlockedLayout([1], [32], [WARPS], [0])) - 128
     bits = gl.where(e >= -126, (e + 127) << 23, 1 << gl.maximum(e + 149, 0))
     scales.store(bits.to(gl.float32, bitcast=True))
-    return table, scales
+    return table, (ring, exponent_ring, scales)
 
 
 @gluon.jit
@@ -215,49 +266,49 @@ def _copy_table(table, tab_ptr, step, table_offsets, BUFFER: gl.constexpr):
 
 @gluon.jit
 def _lut_gemv_kernel(tab_ptr, t_ptr, e_ptr, out_ptr, N, ROWS, CHUNKS, EWORDS, STEPS, stride_os, STEPS_PER_SPLIT,
-                     BYTES_PER_GROUP: gl.constexpr, RPT: gl.constexpr, SUB: gl.constexpr):
+                     BYTES_PER_GROUP: gl.constexpr):
     """Partial ``out[s, n] = sum_k x[k] W[n, k]`` over split ``s = program_id(1)`` of the steps, for the
-    ``SUB * RPT * 32 * warps`` rows of program ``program_id(0)``; ``ROWS`` is the tiles' padded row count,
-    ``CHUNKS`` / ``EWORDS`` their chunks and exponent words per row. Two steps a turn, one per table
-    buffer."""
+    ``LUT_PROGRAM_ROWS`` rows of program ``program_id(0)``; ``ROWS`` is the tiles' padded row count,
+    ``CHUNKS`` / ``EWORDS`` their chunks and exponent words per row. Two steps a turn, one per table buffer;
+    per block: wait for its ring slot, compute, refill the slot with the next step."""
     WARPS: gl.constexpr = gl.num_warps()
     LANES: gl.constexpr = 32 * WARPS
     BLOCK: gl.constexpr = BYTES_PER_GROUP if BYTES_PER_GROUP < 32 else 32
     GROUPS: gl.constexpr = 32 // BLOCK
-    wide: gl.constexpr = gl.BlockedLayout([RPT, 1, 4], [1, 32, 1], [1, WARPS, 1], [2, 0, 1])
-    layout: gl.constexpr = gl.SliceLayout(2, wide)
+    gl.static_assert(_SUB * _RPT * LANES == _PROGRAM_ROWS, "the ring's PTX offsets assume LUT_WARPS warps")
+    layout: gl.constexpr = gl.BlockedLayout([_RPT, 1], [1, 32], [1, WARPS], [0, 1])
     copy: gl.constexpr = gl.BlockedLayout([1, 4], [4, 8], [WARPS, 1], [1, 0])
-    table, scales = _shared_tables(WARPS)
-    quad = gl.arange(0, 4, layout=gl.SliceLayout(0, gl.SliceLayout(0, wide)))
-    lanes = gl.expand_dims(gl.arange(0, LANES, layout=gl.SliceLayout(0, layout)), 0)
+    table, others = _shared_tables(WARPS)
+    thread = gl.arange(0, LANES, layout=gl.SliceLayout(0, layout))  # one element per thread: commits and waits
+    lanes = gl.expand_dims(thread, 0)
     lane = lanes % 32
-    rpt_index = gl.expand_dims(gl.arange(0, RPT, layout=gl.SliceLayout(1, layout)), 1)
+    rpt_index = gl.expand_dims(gl.arange(0, _RPT, layout=gl.SliceLayout(1, layout)), 1)
     swap, high_swap, select, offsets = _lane_constants(lane, rpt_index)
+    slots = rpt_index * LANES + lanes
     table_offsets = (gl.expand_dims(gl.arange(0, 256, layout=gl.SliceLayout(1, copy)), 1) * 32
                      + gl.expand_dims(gl.arange(0, 32, layout=gl.SliceLayout(0, copy)), 0))
     words = t_ptr.to(gl.pointer_type(gl.int32))
     exponents = e_ptr.to(gl.pointer_type(gl.int32))
     first = gl.program_id(1) * STEPS_PER_SPLIT
     last = gl.minimum(first + STEPS_PER_SPLIT, STEPS)
-    first_row = gl.program_id(0) * (SUB * RPT * LANES)
+    first_row = gl.program_id(0) * (_SUB * _RPT * LANES)
     chunks = ()
     ewords = ()
     accs = ()
-    for k in gl.static_range(SUB):
-        rows = gl.minimum(first_row + k * (RPT * LANES) + rpt_index * LANES + lanes, ROWS - 1)
+    for k in gl.static_range(_SUB):
+        rows = gl.minimum(first_row + k * (_RPT * LANES) + slots, ROWS - 1)
         chunks = chunks + ((rows // _ROWS) * (CHUNKS * (_ROWS * _CHUNK // 4)) + (rows % _ROWS) * (_CHUNK // 4),)
         ewords = ewords + ((rows // _ROWS) * (EWORDS * _ROWS) + rows % _ROWS,)
-        accs = accs + (gl.zeros([RPT, LANES], gl.float32, layout),)
-    _copy_table(table, tab_ptr, first, table_offsets, 0)
-    loaded = _load_rows(words, exponents, chunks[0], ewords[0], first, swap, quad, layout, BYTES_PER_GROUP)
+        accs = accs + (gl.zeros([_RPT, LANES], gl.float32, layout),)
+    async_copy.async_copy_global_to_shared(table.slice(0, 32, dim=1), tab_ptr + first * _TABLE_WORDS + table_offsets)
+    for k in gl.static_range(_SUB):  # one group per block; the first also holds the first table
+        _copy_rows(words, exponents, chunks[k], ewords[k], slots, first, swap, k, BYTES_PER_GROUP)
+        _async(_COMMIT_ASM, thread)
     for pair in range(first, last, 2):
         for buffer in gl.static_range(2):
             step = pair + buffer
             if step < last:
                 ahead_step = gl.minimum(step + 1, last - 1)
-                _copy_table(table, tab_ptr, ahead_step, table_offsets, 1 - buffer)
-                async_copy.wait_group(1)
-                gl.thread_barrier()  # this step's table is in; the scale table too on the first step
                 selects = ()
                 for t in gl.static_range(GROUPS):
                     if BYTES_PER_GROUP <= 32:
@@ -266,23 +317,24 @@ def _lut_gemv_kernel(tab_ptr, t_ptr, e_ptr, out_ptr, N, ROWS, CHUNKS, EWORDS, ST
                         byte = (step * _STEP // BYTES_PER_GROUP) % 4
                     selects = selects + (gl.broadcast(byte * 0x1111 + 0x8880, rpt_index)[0],)
                 updated = ()
-                for k in gl.static_range(SUB):
-                    if k + 1 < SUB:
-                        ahead = _load_rows(words, exponents, chunks[k + 1], ewords[k + 1], step, swap, quad, layout,
-                                           BYTES_PER_GROUP)
-                    else:
-                        ahead = _load_rows(words, exponents, chunks[0], ewords[0], ahead_step, swap, quad, layout,
-                                           BYTES_PER_GROUP)
-                    updated = updated + (_rows_dot(accs[k], _permute(loaded[0], high_swap, select), loaded[1],
-                                                   offsets, selects, buffer, BLOCK),)
-                    loaded = ahead
+                for k in gl.static_range(_SUB):
+                    _async(_WAIT_ASM, thread)  # this block's slot (and, for block 0, this step's table) is in
+                    if k == 0:
+                        gl.thread_barrier()  # every thread's table copies are in; the other buffer is free
+                        async_copy.async_copy_global_to_shared(table.slice((1 - buffer) * 32, 32, dim=1),
+                                                               tab_ptr + ahead_step * _TABLE_WORDS + table_offsets)
+                    loaded, eword = _ring_rows(slots, k)
+                    updated = updated + (_rows_dot(accs[k], _permute(loaded, high_swap, select), eword, offsets,
+                                                   selects, buffer, BLOCK),)
+                    _copy_rows(words, exponents, chunks[k], ewords[k], slots, ahead_step, swap, k, BYTES_PER_GROUP)
+                    _async(_COMMIT_ASM, thread)
                 accs = updated
-                gl.thread_barrier()  # everyone is done with this buffer before the next copy into it
     async_copy.wait_group(0)
     table._keep_alive()
-    scales._keep_alive()
-    for k in gl.static_range(SUB):
-        rows = first_row + k * (RPT * LANES) + rpt_index * LANES + lanes
+    for buffer in gl.static_range(3):
+        others[buffer]._keep_alive()
+    for k in gl.static_range(_SUB):
+        rows = first_row + k * (_RPT * LANES) + slots
         gl.store(out_ptr + gl.program_id(1) * stride_os + rows, accs[k], mask=rows < N)
 
 
@@ -308,22 +360,24 @@ def takes(x: torch.Tensor, T_tiles: torch.Tensor, group_size: int) -> bool:
 
 
 def lut_gemv(x: torch.Tensor, T_tiles: torch.Tensor, E_tiles: torch.Tensor, *, out_features: int, group_size: int,
-             tile: tuple[int, int, int, int] | None = None) -> torch.Tensor:
+             tile: tuple[int] | None = None) -> torch.Tensor:
     """Partial sums ``[splits, 1, N]`` (fp32) of ``x [1, K] @ W.T`` from the decode layout's contiguous
     ``T_tiles`` / ``E_tiles`` (``ternary.state.decode_state``), for ``G / 5`` a multiple of 8; ``tile =
-    (rows per lane, blocks per program, warps, programs per SM)`` overrides the launch (benchmark
-    sweeps; 0 programs per SM means one split)."""
+    (programs per SM,)`` overrides the launch (benchmark sweeps; 0 means one split)."""
     if (group_size // 5) % 8:
         raise ValueError(f"lut_gemv: group_size={group_size} needs G / 5 to be a multiple of 8")
     blocks, chunks = T_tiles.shape[:2]
     steps = chunks * CHUNK_BYTES // STEP_BYTES
-    rpt, sub, warps, per_sm = tile or (LUT_TILE_LARGE if T_tiles.numel() >= LUT_LARGE_BYTES else LUT_TILE_SMALL)
-    row_blocks = triton.cdiv(blocks * TILE_ROWS, rpt * sub * 32 * warps)
+    if tile is None:
+        per_sm = LUT_PROGRAMS_PER_SM if T_tiles.numel() >= LUT_LARGE_BYTES else LUT_PROGRAMS_PER_SM_SMALL
+    else:
+        (per_sm,) = tile
+    row_blocks = triton.cdiv(blocks * TILE_ROWS, LUT_PROGRAM_ROWS)
     splits = balanced_splits(steps, row_blocks, per_sm * sm_count(x.device)) if per_sm > 0 else 1
     tables = build_tables(x, steps)
     ws = torch.empty((splits, 1, out_features), dtype=torch.float32, device=x.device)
     _lut_gemv_kernel[(row_blocks, splits)](
         tables, T_tiles, E_tiles, ws, out_features, blocks * TILE_ROWS, chunks, E_tiles.shape[1], steps, ws.stride(0),
-        triton.cdiv(steps, splits), BYTES_PER_GROUP=group_size // 5, RPT=rpt, SUB=sub, num_warps=warps,
+        triton.cdiv(steps, splits), BYTES_PER_GROUP=group_size // 5, num_warps=LUT_WARPS,
     )
     return ws
