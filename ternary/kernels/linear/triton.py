@@ -836,6 +836,9 @@ def forward_decode(
             raise ValueError(f"triton forward: {name} must be contiguous on {x.device} and start {align}-byte "
                              f"aligned, got {tiles.device} with strides {list(tiles.stride())} at address "
                              f"{tiles.data_ptr():#x}")
+    if one_row and tile is not None and len(tile) not in (1, 3):
+        raise ValueError(f"triton forward: tile={tile} for one row must be (programs per SM,) for the table lookup "
+                         "or (rows per lane, warps, programs per SM) for the shuffle GEMV")
     if one_row and (len(tile) == 1 if tile is not None else triton_lut_gemv.takes(x, T_tiles, group_size)):
         ws = triton_lut_gemv.lut_gemv(x, T_tiles, E_tiles, out_features=T_packed.shape[0], group_size=group_size,
                                       tile=tile)

@@ -38,8 +38,9 @@ guards the table buffers. The split count gives every program the same number of
 (:func:`balanced_splits`); the caller adds the splits and the bias (``finish_splits``).
 
 H200, bf16 activations, bf16 cuBLAS in the same process (``benchmarks/NOTES.md``, "twenty-fourth"): whole
-16384 x 16384 forward calls 25.9 us (4.77x) against 28.7 us when each block's rows were loaded into registers
-one block ahead, and 33.2 us (3.74x) for ``triton_tiled_gemv``.
+16384 x 16384 forward calls 25.5 us (4.88x) against 33.4 us (3.72x) for ``triton_tiled_gemv``; in another run
+25.9 us against 28.7 us when each block's rows were loaded into registers one block ahead. On a split's last
+step nothing is copied (its commits stay, empty), which took the call from 26.5 to 25.5 us.
 """
 
 from __future__ import annotations
@@ -65,8 +66,8 @@ LUT_BLOCKS = 2
 LUT_WARPS = 8
 LUT_PROGRAM_ROWS = LUT_ROWS_PER_LANE * LUT_BLOCKS * 32 * LUT_WARPS
 # Programs per SM, and when this kernel is the default. H200, same process (benchmarks/results/h200/twenty_fourth/):
-# two programs per SM at 16384^2, one at 4096 x 14336 and 14336 x 4096 (level with the shuffle GEMV there); below
-# LUT_MIN_BYTES of T_tiles (4096^2) the shuffle GEMV of triton_tiled_gemv stays faster.
+# two programs per SM at 16384^2, one at 4096 x 14336 and 14336 x 4096 (a little faster than the shuffle GEMV there);
+# below LUT_MIN_BYTES of T_tiles (a 4096^2 layer has 3.4 MB) the shuffle GEMV of triton_tiled_gemv is as fast.
 LUT_PROGRAMS_PER_SM = 2
 LUT_PROGRAMS_PER_SM_SMALL = 1
 LUT_LARGE_BYTES = 32 << 20
@@ -308,7 +309,6 @@ def _lut_gemv_kernel(tab_ptr, t_ptr, e_ptr, out_ptr, N, ROWS, CHUNKS, EWORDS, ST
         for buffer in gl.static_range(2):
             step = pair + buffer
             if step < last:
-                ahead_step = gl.minimum(step + 1, last - 1)
                 selects = ()
                 for t in gl.static_range(GROUPS):
                     if BYTES_PER_GROUP <= 32:
@@ -321,13 +321,15 @@ def _lut_gemv_kernel(tab_ptr, t_ptr, e_ptr, out_ptr, N, ROWS, CHUNKS, EWORDS, ST
                     _async(_WAIT_ASM, thread)  # this block's slot (and, for block 0, this step's table) is in
                     if k == 0:
                         gl.thread_barrier()  # every thread's table copies are in; the other buffer is free
-                        async_copy.async_copy_global_to_shared(table.slice((1 - buffer) * 32, 32, dim=1),
-                                                               tab_ptr + ahead_step * _TABLE_WORDS + table_offsets)
+                        if step + 1 < last:
+                            async_copy.async_copy_global_to_shared(table.slice((1 - buffer) * 32, 32, dim=1),
+                                                                   tab_ptr + (step + 1) * _TABLE_WORDS + table_offsets)
                     loaded, eword = _ring_rows(slots, k)
                     updated = updated + (_rows_dot(accs[k], _permute(loaded, high_swap, select), eword, offsets,
                                                    selects, buffer, BLOCK),)
-                    _copy_rows(words, exponents, chunks[k], ewords[k], slots, ahead_step, swap, k, BYTES_PER_GROUP)
-                    _async(_COMMIT_ASM, thread)
+                    if step + 1 < last:
+                        _copy_rows(words, exponents, chunks[k], ewords[k], slots, step + 1, swap, k, BYTES_PER_GROUP)
+                    _async(_COMMIT_ASM, thread)  # a group per block and step, empty on the split's last step
                 accs = updated
     async_copy.wait_group(0)
     table._keep_alive()
@@ -354,9 +356,16 @@ def balanced_splits(steps: int, row_blocks: int, slots: int) -> int:
 def takes(x: torch.Tensor, T_tiles: torch.Tensor, group_size: int) -> bool:
     """Whether the default one-row forward of these tiles takes this kernel: ``G / 5`` a multiple of 8,
     at least ``LUT_MIN_BYTES`` of ``T_tiles`` (smaller layers are faster on ``triton_tiled_gemv``) and
-    word offsets that fit int32."""
-    return ((group_size // 5) % 8 == 0 and LUT_MIN_BYTES <= T_tiles.numel() < 2**33
+    word offsets that fit int32 (:func:`fits_int32_offsets`)."""
+    return ((group_size // 5) % 8 == 0 and T_tiles.numel() >= LUT_MIN_BYTES and fits_int32_offsets(T_tiles)
             and x.dtype in (torch.float32, torch.bfloat16, torch.float16))
+
+
+def fits_int32_offsets(T_tiles: torch.Tensor) -> bool:
+    """Whether the kernel's int32 word offsets reach every word of ``T_tiles`` (``E_tiles`` is smaller) and
+    of the byte tables (``TABLE_WORDS`` per 32-byte step)."""
+    steps = T_tiles.shape[1] * CHUNK_BYTES // STEP_BYTES
+    return T_tiles.numel() // 4 < 2**31 and steps * TABLE_WORDS < 2**31
 
 
 def lut_gemv(x: torch.Tensor, T_tiles: torch.Tensor, E_tiles: torch.Tensor, *, out_features: int, group_size: int,
@@ -368,6 +377,9 @@ def lut_gemv(x: torch.Tensor, T_tiles: torch.Tensor, E_tiles: torch.Tensor, *, o
         raise ValueError(f"lut_gemv: group_size={group_size} needs G / 5 to be a multiple of 8")
     blocks, chunks = T_tiles.shape[:2]
     steps = chunks * CHUNK_BYTES // STEP_BYTES
+    if not fits_int32_offsets(T_tiles):
+        raise ValueError(f"lut_gemv: T_tiles of shape {list(T_tiles.shape)} is too large for the kernel's int32 word "
+                         "offsets (tiles or tables past 2^31 words)")
     if tile is None:
         per_sm = LUT_PROGRAMS_PER_SM if T_tiles.numel() >= LUT_LARGE_BYTES else LUT_PROGRAMS_PER_SM_SMALL
     else:
