@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import random
 
+import numpy as np
 import pytest
 import torch
 
@@ -21,6 +22,7 @@ from ternary.kernels.linear import triton as kernels  # noqa: E402
 from ternary.kernels.linear import triton_lut_gemv as lut  # noqa: E402
 from ternary.kernels.linear import triton_tiled_gemv as tiled  # noqa: E402
 from ternary.state.decode_state import tile_rows  # noqa: E402
+from test_base3_asm import _prmt  # noqa: E402
 from test_triton_linear import relative_rms  # noqa: E402
 from test_triton_register_decode import _compile_offline  # noqa: E402
 from test_triton_table_gemv import FP32_BUDGET, FRAC_BITS, corrupt_layer, float64_forward  # noqa: E402
@@ -53,18 +55,6 @@ def test_tables_hold_every_byte_values_dot_product_with_its_step(k, dtype, strid
     assert (got[-1, :243] == 0).all()
 
 
-def _prmt(a: int, b: int, select: int) -> int:
-    """PTX ``prmt.b32`` (default mode): byte ``i`` of the result is byte ``select`` nibble ``i`` (bits
-    0..2) of ``b:a``, replicated from its top bit when the nibble's bit 3 is set."""
-    source = a | (b << 32)
-    out = 0
-    for i in range(4):
-        nibble = (select >> (4 * i)) & 0xF
-        byte = (source >> (8 * (nibble & 7))) & 0xFF
-        out |= (0xFF if byte & 0x80 else 0) << (8 * i) if nibble & 8 else byte << (8 * i)
-    return out
-
-
 def test_address_selectors_place_the_byte_over_its_lane_offset():
     """Each lookup's ``prmt`` selector turns weight byte ``u`` and offset byte ``u`` (``4 * column``, below
     128) into ``byte * 256 + offset`` with zero high bytes: the byte tables' row pitch is 256 bytes."""
@@ -73,7 +63,7 @@ def test_address_selectors_place_the_byte_over_its_lane_offset():
         for _ in range(500):
             word = rng.getrandbits(32)
             offsets = sum(4 * rng.randrange(32) << (8 * i) for i in range(4))
-            got = _prmt(word, offsets, int(text, 16))
+            got = int(_prmt(np.array([word]), np.array([offsets]), int(text, 16))[0])
             assert got == ((word >> (8 * u)) & 0xFF) * 256 + ((offsets >> (8 * u)) & 0xFF)
 
 

@@ -28,6 +28,19 @@ def program_splits(per_sm: int, tiles: int, most: int, blocks: int, device: torc
     return even_splits(max(1, min(per_sm * sm_count(device) // tiles, most)), blocks)
 
 
+@functools.lru_cache(maxsize=None)
+def balanced_splits(steps: int, row_blocks: int, slots: int) -> int:
+    """The split count of ``steps`` that minimises (steps per split) x (waves of ``row_blocks * splits``
+    programs over ``slots``), the fewest splits among equals; every split gets work (cached: a decoding
+    loop asks the same question for every call of a layer)."""
+    best = None
+    for per_split in range(1, steps + 1):
+        splits = -(-steps // per_split)
+        cost = (per_split * -(-(row_blocks * splits) // slots), splits)
+        best = cost if best is None else min(best, cost)
+    return best[1]
+
+
 def round_up(value: int, multiple: int) -> int:
     return -(-value // multiple) * multiple
 

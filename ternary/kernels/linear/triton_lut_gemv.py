@@ -35,7 +35,7 @@ lane) and each thread copies its own rows' next step, and their exponent words, 
 needed for them, because each thread reads back only what it copied. The copies, their commits and waits and
 the ring reads are PTX at fixed offsets, so the compiler adds no barriers of its own; one barrier per step
 guards the table buffers. The split count gives every program the same number of steps
-(:func:`balanced_splits`); the caller adds the splits and the bias (``finish_splits``).
+(``triton_launch.balanced_splits``); the caller adds the splits and the bias (``finish_splits``).
 
 H200, bf16 activations, bf16 cuBLAS in the same process (``benchmarks/NOTES.md``, "twenty-fourth"): whole
 16384 x 16384 forward calls 25.5 us (4.88x) against 33.4 us (3.72x) for ``triton_tiled_gemv``; in another run
@@ -45,8 +45,6 @@ step nothing is copied (its commits stay, empty), which took the call from 26.5 
 
 from __future__ import annotations
 
-import functools
-
 import torch
 import triton
 import triton.language as tl
@@ -54,7 +52,8 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
 
-from ternary.kernels.linear.triton_launch import sm_count
+from ternary.kernels.linear.triton_base3 import exact_exp2
+from ternary.kernels.linear.triton_launch import balanced_splits, sm_count
 from ternary.state.decode_state import CHUNK_BYTES, STEP_BYTES, TILE_ROWS
 
 # Byte values per table (243 trit patterns and 13 corrupt values) and words per step's table.
@@ -251,9 +250,7 @@ def _shared_tables(WARPS: gl.constexpr):
     ring = gl.allocate_shared_memory(gl.int32, [2 * _SUB, _RPT, LANES, 4], gl.SwizzledSharedLayout(1, 1, 1, [2, 1, 0]))
     exponent_ring = gl.allocate_shared_memory(gl.int32, [_SUB, _RPT, LANES], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
     scales = gl.allocate_shared_memory(gl.float32, [256], gl.SwizzledSharedLayout(1, 1, 1, [0]))
-    e = gl.arange(0, 256, layout=gl.BlockedLayout([1], [32], [WARPS], [0])) - 128
-    bits = gl.where(e >= -126, (e + 127) << 23, 1 << gl.maximum(e + 149, 0))
-    scales.store(bits.to(gl.float32, bitcast=True))
+    scales.store(exact_exp2(gl.arange(0, 256, layout=gl.BlockedLayout([1], [32], [WARPS], [0])) - 128))
     return table, (ring, exponent_ring, scales)
 
 
@@ -338,19 +335,6 @@ def _lut_gemv_kernel(tab_ptr, t_ptr, e_ptr, out_ptr, N, ROWS, CHUNKS, EWORDS, ST
     for k in gl.static_range(_SUB):
         rows = first_row + k * (_RPT * LANES) + slots
         gl.store(out_ptr + gl.program_id(1) * stride_os + rows, accs[k], mask=rows < N)
-
-
-@functools.lru_cache(maxsize=None)
-def balanced_splits(steps: int, row_blocks: int, slots: int) -> int:
-    """The split count of ``steps`` that minimises (steps per split) x (waves of ``row_blocks * splits``
-    programs over ``slots``), the fewest splits among equals; every split gets work (cached: a decoding
-    loop asks the same question for every call of a layer)."""
-    best = None
-    for per_split in range(1, steps + 1):
-        splits = -(-steps // per_split)
-        cost = (per_split * -(-(row_blocks * splits) // slots), splits)
-        best = cost if best is None else min(best, cost)
-    return best[1]
 
 
 def takes(x: torch.Tensor, T_tiles: torch.Tensor, group_size: int) -> bool:
