@@ -320,6 +320,28 @@ def test_finish_takes_more_rows_than_a_grid_axis_of_65535():
     assert torch.allclose(got, ws.sum(0) + bias.float() * 2.0**-FRAC_BITS, rtol=1e-6, atol=1e-6)
 
 
+@pytest.mark.parametrize("splits", [2, 19])
+def test_finish_adds_few_programs_splits_a_tile_at_a_time(splits):
+    """A one-row workspace (fewer programs than ``FINISH_FEW_PROGRAMS``) is added ``FINISH_SPLIT_BLOCK`` splits
+    at a time (19: a masked second tile): within 1e-6 of float64 relative to the sum of absolute values, the
+    bias added, and the same bits on a second call; a workspace with enough rows is added one split at a time,
+    bit for bit the fp32 sum in split order."""
+    gen = torch.Generator().manual_seed(splits)
+    bias = torch.randint(-(2**20), 2**20, (300,), generator=gen, dtype=torch.int32).to(DEVICE)
+    ws = torch.randn(splits, 1, 300, generator=gen).to(DEVICE)
+    assert 1 * -(-300 // 256) < triton_launch.FINISH_FEW_PROGRAMS
+    got = triton_launch.finish_splits(ws, bias, FRAC_BITS, torch.float32)
+    want = ws.double().sum(0) + bias.double() * 2.0**-FRAC_BITS
+    scale = ws.double().abs().sum(0) + bias.double().abs() * 2.0**-FRAC_BITS
+    assert float(((got.double() - want).abs() / scale).max()) < 1e-6
+    assert torch.equal(triton_launch.finish_splits(ws, bias, FRAC_BITS, torch.float32), got)
+    rows = torch.randn(splits, triton_launch.FINISH_FEW_PROGRAMS, 8, generator=gen).to(DEVICE)
+    in_order = rows[0].clone()
+    for split in rows[1:]:
+        in_order += split
+    assert torch.equal(triton_launch.finish_splits(rows, None, 0, torch.float32), in_order)
+
+
 @pytest.mark.parametrize("n", [256, 64])
 def test_fp16_two_step_keeps_large_exponents(n):
     """fp16 cannot hold 2^E for E >= 16: the two-step paths (plane order at N = 256, column

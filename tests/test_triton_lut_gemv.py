@@ -1,10 +1,10 @@
 """The one-row forward by one shared-memory table lookup per byte (``triton_lut_gemv``).
 
-The byte tables (a Triton kernel) run under the interpreter against their definition in float64;
-the Gluon kernel is compiled offline for sm_90 (its shared memory and instruction counts) and runs
-only on a GPU, where it is compared with a float64 product of the reference weights by relative RMS
-error with the budgets of the other one-row kernels (``test_triton_table_gemv``): fp32 activations
-``FP32_BUDGET``, bf16 ``BF16_BUDGET``.
+The Gluon kernel is compiled offline for sm_90 (its shared memory, the table writes and the instruction
+counts) and runs only on a GPU, where it is compared with a float64 product of the reference weights by
+relative RMS error with the budgets of the other one-row kernels (``test_triton_table_gemv``): fp32
+activations ``FP32_BUDGET``, bf16 ``BF16_BUDGET``; with small-integer activations every byte value's
+product is exact, and the kernel must match float64 bit for bit.
 """
 
 from __future__ import annotations
@@ -29,30 +29,6 @@ from test_triton_table_gemv import FP32_BUDGET, FRAC_BITS, corrupt_layer, float6
 from test_triton_tiled_gemv import check_one_row_against_float64, decode_state  # noqa: E402
 
 GPU_ONLY = pytest.mark.skipif(DEVICE != "cuda", reason="the Gluon kernel runs only compiled on a GPU")
-
-
-def _digits(value: int) -> list[int]:
-    return [value // 3**t % 3 for t in range(5)]
-
-
-@pytest.mark.parametrize("k,dtype,stride", [(333, torch.float32, 1), (17, torch.bfloat16, 1), (200, torch.float32, 3)])
-def test_tables_hold_every_byte_values_dot_product_with_its_step(k, dtype, stride):
-    """``table[s, v, c]`` is the dot product of byte ``v``'s trits (digit - 1) with activations
-    ``5 (32 s + c) ..`` for ``v < 243`` (zero past ``K``: those columns are padding) and NaN for the
-    13 corrupt values, for contiguous and strided ``x``."""
-    gen = torch.Generator().manual_seed(k)
-    wide = torch.randn(1, k * stride, generator=gen).to(dtype)
-    x = wide[:, ::stride].to(DEVICE)
-    steps = -(-k // 160) + 1  # one whole step past the activations as well
-    got = lut.build_tables(x, steps).cpu().double()
-    padded = torch.zeros(steps * 160, dtype=torch.float64)
-    padded[:k] = x.cpu().double()[0]
-    trits = torch.tensor([[d - 1 for d in _digits(v)] for v in range(243)], dtype=torch.float64)  # [243, 5]
-    expected = torch.einsum("vt,sct->svc", trits, padded.view(steps, 32, 5))
-    assert got.shape == (steps, 256, 32)
-    assert torch.isnan(got[:, 243:]).all()
-    torch.testing.assert_close(got[:, :243], expected, rtol=1e-6, atol=1e-6 * float(padded.abs().max()))
-    assert (got[-1, :243] == 0).all()
 
 
 def test_address_selectors_place_the_byte_over_its_lane_offset():
@@ -85,13 +61,13 @@ def test_balanced_splits_give_every_split_work_at_the_least_cost():
 
 
 def test_int32_offsets_bound_the_layers_the_kernel_takes():
-    """``T_tiles`` words and the byte tables' words (32 KB per 32-byte step) must stay below 2^31."""
+    """``T_tiles`` words must stay below 2^31."""
     def tiles(blocks, chunks):
         return torch.empty((blocks, chunks, 32, 16), dtype=torch.uint8, device="meta")
 
     assert lut.fits_int32_offsets(tiles(4096, 2048))
-    assert not lut.fits_int32_offsets(tiles(1 << 14, 1 << 12))  # 2^33 bytes of tiles
-    assert not lut.fits_int32_offsets(tiles(1, 1 << 19))  # 2^18 steps of tables
+    assert lut.fits_int32_offsets(tiles(1 << 12, (1 << 12) - 1))
+    assert not lut.fits_int32_offsets(tiles(1 << 12, 1 << 12))  # 2^33 bytes of tiles, 2^31 words
 
 
 def test_groups_that_split_a_lane_run_are_refused():
@@ -107,8 +83,8 @@ from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
 from ternary.kernels.linear import triton_lut_gemv as lut
 
-names = "tab_ptr t_ptr e_ptr out_ptr N ROWS CHUNKS EWORDS STEPS stride_os STEPS_PER_SPLIT".split()
-signature = dict(zip(names, ["*fp32", "*u8", "*i8", "*fp32"] + ["i32"] * 7))
+names = "x_ptr t_ptr e_ptr out_ptr N K ROWS CHUNKS EWORDS STEPS stride_os STEPS_PER_SPLIT".split()
+signature = dict(zip(names, ["*bf16", "*u8", "*i8", "*fp32"] + ["i32"] * 8))
 signature["BYTES_PER_GROUP"] = "constexpr"
 report = []
 for bytes_per_group in (8, 16, 64):
@@ -118,7 +94,13 @@ for bytes_per_group in (8, 16, 64):
     ptx, sass = compiled.asm["ptx"], compiled.asm["sass"]
     scale_stores = [line for line in ptx.splitlines() if f"+{lut._SCALES_AT}]" in line
                     and ("st.shared" in line or "stmatrix" in line)]
-    report.append([compiled.metadata.shared, ptx.count("[a+0]; }"), ptx.count("[a+128]; }"),
+    lookups = [line for line in ptx.splitlines() if "prmt.b32 a," in line and "ld.shared.f32" in line]
+    entry_stores = [line for line in ptx.splitlines() if "st.shared.f32 [a+" in line]
+    readbacks = [line for line in ptx.splitlines() if "add.u32 a, a, %r" in line and "ld.shared.f32" in line]
+    report.append([compiled.metadata.shared, sum("[a+0]; }" in line for line in lookups),
+                   sum("[a+128]; }" in line for line in lookups), len(entry_stores),
+                   sum(line.lstrip().startswith("{") and "@p st.shared" in line for line in entry_stores),
+                   sorted({int(line.split("[a+")[1].split("]")[0]) % 256 for line in entry_stores}), len(readbacks),
                    ptx.count(f"[a+{lut._SCALE_ADDRESS}]; }}"), len(scale_stores), ptx.count("ld.shared.v4.b32 {"),
                    ptx.count(f"cp.async.cg.shared.global [a+{lut._RING_ADDRESS}]"),
                    ptx.count(f"cp.async.ca.shared.global [a+{lut._EXPONENT_RING_ADDRESS}]"),
@@ -131,19 +113,24 @@ print(json.dumps(report))
 def test_kernel_compiles_for_sm90_with_its_buffers_at_their_fixed_offsets():
     """Compiled offline for sm_90: the shared memory is exactly the two 32 KB byte-table buffers, the 32 KB ring
     of rows, the 4 KB ring of exponent words and the 1 KB of scales, in that order (the PTX reads and writes all
-    but the tables' copies at fixed offsets from ``global_smem``, so the scales must land where the lookups
-    read them). Per turn of two steps, for each of the two blocks of two rows per lane: 32 lookups per row in
-    the step's buffer, one scale read per row and group, two 16-byte ring reads and copies per row and one
+    but the scales' first store at fixed offsets from ``global_smem``, so the scales must land where the lookups
+    read them). Each table write (the first step's before the loop, then one per step into the other buffer) is
+    31 stores per thread, one of them predicated, with 4 read-backs; four stores (one predicated) poison the
+    corrupt values. Per turn of two steps, for each of the two blocks of two rows per lane: 32 lookups per row
+    in the step's buffer, one scale read per row and group, two 16-byte ring reads and copies per row and one
     exponent copy per row, one commit and one wait; one barrier per step and one after the last wait; no
     spills."""
     report = _compile_offline(_OFFLINE_COMPILE)
-    for bytes_per_group, (shared, buffer0, buffer1, scales, scale_stores, ring_reads, ring_copies, exponent_copies,
-                          commits, waits, barriers, spills) in zip((8, 16, 64), report, strict=True):
+    for bytes_per_group, (shared, buffer0, buffer1, entry_stores, predicated, columns, readbacks, scales,
+                          scale_stores, ring_reads, ring_copies, exponent_copies, commits, waits, barriers,
+                          spills) in zip((8, 16, 64), report, strict=True):
         rows = lut.LUT_ROWS_PER_LANE * lut.LUT_BLOCKS  # per lane and step
         groups = 32 // min(bytes_per_group, 32)
         assert shared == 2 * 32 * 1024 + lut.LUT_PROGRAM_ROWS * (32 + 4) + 1024 == lut._SCALES_AT + 1024
         assert scale_stores == 1
         assert buffer0 == buffer1 == 32 * rows
+        assert entry_stores == 3 * 31 + 4 and predicated == 3 + 1 and readbacks == 3 * 4
+        assert columns == [0, 128]  # whole rows of 256 bytes; buffer 1 at 128
         assert scales == 2 * groups * rows
         assert ring_reads == 2 * 2 * rows
         assert ring_copies == 3 * 2 * rows and exponent_copies == 3 * rows  # the first step's, then one per step
@@ -173,6 +160,27 @@ def test_lut_gemv_poisons_rows_of_corrupt_bytes_and_keeps_extreme_exponents(tile
     T_tiles, E_tiles = (t.cuda() for t in tile_rows(packed, exponents, 40))
     check(kernels.forward_decode(x.cuda(), packed.cuda(), exponents.cuda(), T_tiles, E_tiles, None,
                                  in_features=x.shape[1], group_size=40, bias_frac_bits=FRAC_BITS, tile=tile))
+
+
+@GPU_ONLY
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("tile", [(lut.LUT_PROGRAMS_PER_SM,), (0,)])
+def test_lut_gemv_reads_every_byte_value_exactly(dtype, tile):
+    """Row ``v`` holds byte ``v`` at every column of four steps (K = 487: the last step partly past ``K``), so
+    every table entry of both buffers is read, each column's by its own lane. With activations in -8..8 and
+    exponents in -2..2 every product and sum is exact in fp32: the 243 valid rows equal float64 bit for bit
+    (the all-zero byte 121 gives exactly 0), and the 13 corrupt ones are NaN."""
+    k, g = 487, 40
+    gen = torch.Generator().manual_seed(5)
+    packed = torch.arange(256, dtype=torch.int32).to(torch.uint8)[:, None].repeat(1, -(-k // 5))
+    exponents = torch.randint(-2, 3, (256, -(-k // g)), generator=gen).to(torch.int8)
+    x = torch.randint(-8, 9, (1, k), generator=gen).to(dtype)
+    T_tiles, E_tiles = (t.cuda() for t in tile_rows(packed, exponents, g))
+    got = lut.lut_gemv(x.cuda(), T_tiles, E_tiles, out_features=256, group_size=g, tile=tile).sum(0)[0].cpu()
+    expected = float64_forward(x.float(), packed[:243], exponents[:243], None, k, g)[0]
+    assert torch.equal(got[:243].double(), expected)
+    assert expected.abs().max() > 100 and got[121] == 0
+    assert torch.isnan(got[243:]).all()
 
 
 @GPU_ONLY
@@ -221,13 +229,13 @@ def test_one_row_tiles_of_another_length_are_refused():
 
 
 @GPU_ONLY
-def test_forward_decode_takes_the_lut_kernel_for_large_layers_only(monkeypatch):
+def test_forward_decode_takes_the_lut_kernel_when_groups_are_whole_lane_runs(monkeypatch):
     calls = []
     for module, name in ((lut, "lut_gemv"), (tiled, "tiled_gemv")):
         original = getattr(module, name)
         monkeypatch.setattr(module, name, lambda *a, _o=original, _n=name, **kw: calls.append(_n) or _o(*a, **kw))
-    for n, k, g, taken in ((4096, 10240, 40, "lut_gemv"), (4096, 10240, 20, "tiled_gemv"),
-                           (1000, 4099, 40, "tiled_gemv")):
+    for n, k, g, taken in ((4096, 10240, 40, "lut_gemv"), (4096, 10240, 20, "tiled_gemv"), (1000, 4099, 80, "lut_gemv"),
+                           (33, 333, 10, "tiled_gemv")):
         state, gen = decode_state(n, k, g, seed=4)
         x = torch.randn(1, k, generator=gen).cuda()
         got = kernels.forward_decode(x, state.T_packed, state.E, state.T_tiles, state.E_tiles, state.bias,

@@ -68,7 +68,8 @@ def test_tiled_gemv_poisons_rows_of_corrupt_bytes_and_keeps_extreme_exponents():
     packed, exponents, x, check = corrupt_layer()
     T_tiles, E_tiles = (t.cuda() for t in tile_rows(packed, exponents, 40))
     check(kernels.forward_decode(x.cuda(), packed.cuda(), exponents.cuda(), T_tiles, E_tiles, None,
-                                 in_features=x.shape[1], group_size=40, bias_frac_bits=FRAC_BITS))
+                                 in_features=x.shape[1], group_size=40, bias_frac_bits=FRAC_BITS,
+                                 tile=(tiled.TILED_ROWS_PER_LANE, tiled.TILED_WARPS, tiled.TILED_PROGRAMS_PER_SM)))
 
 
 @GPU_ONLY
@@ -76,10 +77,10 @@ def test_linear_takes_the_tiled_kernel_for_one_row_only(monkeypatch):
     calls = []
     original = tiled.tiled_gemv
     monkeypatch.setattr(tiled, "tiled_gemv", lambda *a, **kw: calls.append(1) or original(*a, **kw))
-    state, gen = decode_state(513, 1001, 40, seed=9)
+    state, gen = decode_state(513, 1001, 10, seed=9)  # G / 5 = 2: not the one-lookup kernel's
     for rows, takes in ((1, True), (3, False)):
         x = torch.randn(rows, 1001, generator=gen)
-        expected = float64_forward(x, state.T_packed, state.E, state.bias, 1001, 40)
+        expected = float64_forward(x, state.T_packed, state.E, state.bias, 1001, 10)
         with torch.no_grad():
             got = linear(state, x.cuda(), backend="triton")
         assert (len(calls) == 1) == takes

@@ -112,15 +112,19 @@ def capability(device: torch.device) -> tuple[int, int]:
 
 @triton.jit
 def _finish_kernel(ws_ptr, bias_ptr, out_ptr, M, C, stride_ws, stride_wm, stride_om, stride_b, bias_scale, SPLITS,
-                   HAS_BIAS: tl.constexpr, BLOCK: tl.constexpr):
-    """``out[m, c] = sum_s ws[s, m, c] (+ bias[c] * bias_scale)`` rounded to the output dtype; rows on
-    the grid's first axis (up to 2^31 - 1 of them; the second axis stops at 65535), offsets in int64."""
+                   HAS_BIAS: tl.constexpr, SPLIT_BLOCK: tl.constexpr, BLOCK: tl.constexpr):
+    """``out[m, c] = sum_s ws[s, m, c] (+ bias[c] * bias_scale)`` rounded to the output dtype, ``SPLIT_BLOCK``
+    splits at a time (each tile's sum in a fixed tree order; one split at a time adds them in split order);
+    rows on the grid's first axis (up to 2^31 - 1 of them; the second axis stops at 65535), offsets in int64."""
     m = tl.program_id(0).to(tl.int64)
     c = tl.program_id(1) * BLOCK + tl.arange(0, BLOCK)
     mask = c < C
+    s = tl.arange(0, SPLIT_BLOCK)[:, None]
     total = tl.zeros((BLOCK,), dtype=tl.float32)
-    for s in range(0, SPLITS):
-        total += tl.load(ws_ptr + s * stride_ws + m * stride_wm + c, mask=mask, other=0.0)
+    for first in range(0, SPLITS, SPLIT_BLOCK):
+        part = tl.load(ws_ptr + (first + s) * stride_ws + m * stride_wm + c[None, :],
+                       mask=mask[None, :] & (first + s < SPLITS), other=0.0)
+        total += tl.sum(part, axis=0)
     if HAS_BIAS:
         total += tl.load(bias_ptr + c * stride_b, mask=mask, other=0).to(tl.float32) * bias_scale
     tl.store(out_ptr + m * stride_om + c, total.to(out_ptr.dtype.element_ty), mask=mask)
@@ -131,6 +135,12 @@ def _finish_kernel(ws_ptr, bias_ptr, out_ptr, M, C, stride_ws, stride_wm, stride
 # 1024). H100, same process (results/h100/bias_finish/probe18a.log): the bias on a [2048, 16384] bf16
 # product took 46.5 us with 1024 against 81.0 with 256.
 FINISH_WIDE_ELEMENTS = 1 << 20
+# Below FINISH_FEW_PROGRAMS programs of 256 columns (two per SM of an H100 / H200), each program adds
+# FINISH_SPLIT_BLOCK splits at a time over 64 columns. H200, same process (results/h200/twenty_fifth/probes/
+# pieces_gpu1.log): a one-row 16384-column reduction of 15 splits 2.22 -> 1.89 us; whole one-row 4096 x 4096
+# calls (results/h200/twenty_fifth/probes/inkernel_tables_gpu2.log) 7.34 -> 6.58 us.
+FINISH_FEW_PROGRAMS = 256
+FINISH_SPLIT_BLOCK = 16
 
 
 def finish_splits(ws: torch.Tensor, bias: torch.Tensor | None, bias_frac_bits: int, dtype: torch.dtype) -> torch.Tensor:
@@ -139,10 +149,11 @@ def finish_splits(ws: torch.Tensor, bias: torch.Tensor | None, bias_frac_bits: i
     splits, m, c = ws.shape
     out = torch.empty((m, c), dtype=dtype, device=ws.device)
     wide = splits == 1 and m * c >= FINISH_WIDE_ELEMENTS
-    block = 32 if triton_interpreted() else 1024 if wide else 256
+    few = splits > 1 and m * triton.cdiv(c, 256) < FINISH_FEW_PROGRAMS
+    block = 32 if triton_interpreted() else 1024 if wide else 64 if few else 256
     _finish_kernel[(m, triton.cdiv(c, block))](
         ws, bias if bias is not None else ws, out, m, c, ws.stride(0), ws.stride(1), out.stride(0),
         bias.stride(0) if bias is not None else 0, 2.0**-bias_frac_bits, splits, HAS_BIAS=bias is not None,
-        BLOCK=block,
+        SPLIT_BLOCK=FINISH_SPLIT_BLOCK if few else 1, BLOCK=block,
     )
     return out

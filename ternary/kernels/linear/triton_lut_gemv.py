@@ -1,19 +1,26 @@
 """Forward for one activation row over the row-tiled decode layout by one table lookup per byte
-(a Gluon kernel: compiled NVIDIA GPUs only, never under ``TRITON_INTERPRET``; its table kernel is
-plain Triton).
+(a Gluon kernel: compiled NVIDIA GPUs only, never under ``TRITON_INTERPRET``).
 
-For each 32-byte step ``s`` of the rows a small Triton kernel writes the dot product of every byte
-value with the step's activations (:func:`build_tables`)::
+For each 32-byte step ``s`` of the rows the program writes, into shared memory, the dot product of every
+byte value with the step's activations::
 
     table[s, v, c] = sum_{t < 5} (digit_t(v) - 1) x[5 (32 s + c) + t]     v < 243, c < 32
 
-and NaN for ``v >= 243`` (a corrupt byte poisons its row). The main kernel copies step ``s``'s 32 KB
-table into shared memory (``cp.async``, double-buffered: the next step's copy is in flight while
-this one is read) and each byte of a weight row then costs one ``prmt``, one ``ld.shared`` and one
-fused multiply-add with its group's ``2^E``: about 5 SASS instructions per byte and row in all
-(sm_90, offline, the loop's body), against ~10 for the two-shuffle lookups of ``triton_tiled_gemv``.
-The tables are ``ceil(K / 160)`` x 32 KB of fp32 that live for one call (3.3 MB at K = 16384); each
-program copies those of its steps from L2.
+and NaN for ``v >= 243`` (a corrupt byte poisons its row). Each byte of a weight row then costs one
+``prmt``, one ``ld.shared`` and one fused multiply-add with its group's ``2^E``: about 5 SASS instructions
+per byte and row (sm_90, offline, the loop's body), against ~10 for the two-shuffle lookups of
+``triton_tiled_gemv``.
+
+**The tables are written in the kernel**, double-buffered: after each step's barrier every thread writes
+its column's share of the next step's 32 KB table into the other buffer, about 90 instructions a step
+against the ~700 of its lookups. Thread ``(warp w, lane c)`` writes column ``c`` of values ``27 w + b``
+(``b < 27``: the low three digits, whose sums it builds from pairs so that a zero trit adds nothing) and,
+for the ninth block of 27 values (``216 ..  242``), those with ``b = 8 j + w``, as its own value ``27 w + b``
+read back plus the change of the two high digits. The 13 NaN rows are written once. The activations of the
+step after next are loaded (five per thread) while a step is computed. Every program writes the tables of
+its own steps, so nothing is staged in global memory: the earlier version's table kernel (2.4 us at
+K = 16384, 3.1 us inside a call) and each program's copies of 32 KB per step from L2 (as many bytes as
+the weights) are gone.
 
 **No bank conflicts.** Lanes own rows, so a naive lookup would have all 32 lanes read the same
 table column at 32 different byte values. Instead lane ``L`` holds its row's step permuted: its
@@ -37,17 +44,15 @@ the ring reads are PTX at fixed offsets, so the compiler adds no barriers of its
 guards the table buffers. The split count gives every program the same number of steps
 (``triton_launch.balanced_splits``); the caller adds the splits and the bias (``finish_splits``).
 
-H200, bf16 activations, bf16 cuBLAS in the same process (``benchmarks/NOTES.md``, "twenty-fourth"): whole
-16384 x 16384 forward calls 25.5 us (4.88x) against 33.4 us (3.72x) for ``triton_tiled_gemv``; in another run
-25.9 us against 28.7 us when each block's rows were loaded into registers one block ahead. On a split's last
-step nothing is copied (its commits stay, empty), which took the call from 26.5 to 25.5 us.
+H200, bf16 activations, bf16 cuBLAS in the same process (``benchmarks/NOTES.md``, "twenty-fifth" and
+"twenty-fourth"): whole 16384 x 16384 forward calls 24.0 us (5.22x) with the tables written in the kernel,
+against 25.6 us (4.90x) with a table kernel and copies, and 33.5 us (3.74x) for ``triton_tiled_gemv``.
 """
 
 from __future__ import annotations
 
 import torch
 import triton
-import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.ampere import async_copy
@@ -56,21 +61,20 @@ from ternary.kernels.linear.triton_base3 import exact_exp2
 from ternary.kernels.linear.triton_launch import balanced_splits, sm_count
 from ternary.state.decode_state import CHUNK_BYTES, STEP_BYTES, TILE_ROWS
 
-# Byte values per table (243 trit patterns and 13 corrupt values) and words per step's table.
+# Byte values per table: 243 trit patterns and 13 corrupt values.
 TABLE_VALUES = 256
-TABLE_WORDS = TABLE_VALUES * STEP_BYTES
 # The program's geometry (fixed: the ring's PTX offsets follow from it): rows per lane and block, blocks, warps.
 LUT_ROWS_PER_LANE = 2
 LUT_BLOCKS = 2
 LUT_WARPS = 8
 LUT_PROGRAM_ROWS = LUT_ROWS_PER_LANE * LUT_BLOCKS * 32 * LUT_WARPS
-# Programs per SM, and when this kernel is the default. H200, same process (benchmarks/results/h200/twenty_fourth/):
-# two programs per SM at 16384^2, one at 4096 x 14336 and 14336 x 4096 (a little faster than the shuffle GEMV there);
-# below LUT_MIN_BYTES of T_tiles (a 4096^2 layer has 3.4 MB) the shuffle GEMV of triton_tiled_gemv is as fast.
+# Programs per SM: two from LUT_LARGE_BYTES of T_tiles, else one. H200, whole calls in one process
+# (benchmarks/results/h200/twenty_fifth/probes/): two faster at 16384^2 (53.7 MB; 24.0 against 27.0 us) and 8192^2
+# (13.6 MB; 10.8 against 11.4), one at 14336 x 4096 and 4096 x 14336 (11.7 MB; 10.2 against 10.5, 11.3 against
+# 12.2), equal on smaller layers. Every measured layer, down to 1024^2, was faster here than on the shuffle GEMV.
 LUT_PROGRAMS_PER_SM = 2
 LUT_PROGRAMS_PER_SM_SMALL = 1
-LUT_LARGE_BYTES = 32 << 20
-LUT_MIN_BYTES = 8 << 20
+LUT_LARGE_BYTES = 12 << 20
 # Shared memory (bytes from global_smem; the allocator places larger buffers first, and the offline test checks
 # where the scales land): the byte tables [256 values, 2 buffers, 32 columns] fp32, the ring of rows
 # [2 blocks x 2 chunks, 2 rows, 256 lanes, 16 bytes], the ring of exponent words [2 blocks, 2 rows, 256 lanes],
@@ -100,40 +104,23 @@ _EXPONENT_COPY_ASM = gl.constexpr("{ .reg .u32 a; mov.u32 a, global_smem; add.u3
                                   f"cp.async.ca.shared.global [a+{_EXPONENT_RING_ADDRESS}], [$1], 4; mov.u32 $0, 0; }}")
 _COMMIT_ASM = gl.constexpr("cp.async.commit_group; mov.u32 $0, 0;")
 _WAIT_ASM = gl.constexpr(f"cp.async.wait_group {LUT_BLOCKS - 1}; mov.u32 $0, 0;")
+# The table's entries, written and read back by the thread of their column at fixed offsets from a per-thread base
+# address (row ``r`` of the base's 27 at ``256 r + 128 buffer``); the predicated store takes a flag as ``$3``.
+_ENTRY_STORE_ASM = gl.constexpr(tuple(
+    f"{{ .reg .u32 a; mov.u32 a, global_smem; add.u32 a, a, $2; st.shared.f32 [a+{256 * r + 128 * buffer}], $1; "
+    "mov.u32 $0, 0; }" for r in range(27) for buffer in range(2)))
+_ENTRY_LOAD_ASM = gl.constexpr(tuple(
+    f"{{ .reg .u32 a; mov.u32 a, global_smem; add.u32 a, a, $1; ld.shared.f32 $0, [a+{256 * r + 128 * buffer}]; }}"
+    for r in range(27) for buffer in range(2)))
+_ENTRY_STORE_IF_ASM = gl.constexpr(tuple(
+    f"{{ .reg .u32 a; .reg .pred p; setp.ne.u32 p, $3, 0; mov.u32 a, global_smem; add.u32 a, a, $2; "
+    f"@p st.shared.f32 [a+{256 * r + 128 * buffer}], $1; mov.u32 $0, 0; }}" for r in range(27) for buffer in range(2)))
 _RPT = gl.constexpr(LUT_ROWS_PER_LANE)
 _SUB = gl.constexpr(LUT_BLOCKS)
 _PROGRAM_ROWS = gl.constexpr(LUT_PROGRAM_ROWS)
 _ROWS = gl.constexpr(TILE_ROWS)
 _STEP = gl.constexpr(STEP_BYTES)
 _CHUNK = gl.constexpr(CHUNK_BYTES)
-_TABLE_WORDS = gl.constexpr(TABLE_WORDS)
-
-
-@triton.jit
-def _tables_kernel(x_ptr, out_ptr, K, stride_xk, V_BLOCK: tl.constexpr):
-    """``out[s, v, c]`` (fp32 ``[steps, 256, 32]``) for step ``s = program_id(0)`` and byte values
-    ``program_id(1) * V_BLOCK ..``: the dot product of byte ``v``'s trits with activations
-    ``5 (32 s + c) ..`` (zero past ``K``), NaN for ``v >= 243``."""
-    step = tl.program_id(0)
-    value = tl.program_id(1) * V_BLOCK + tl.arange(0, V_BLOCK)[:, None]
-    column = 32 * step + tl.arange(0, 32)[None, :]
-    total = tl.zeros((V_BLOCK, 32), tl.float32)
-    power = 1
-    for t in tl.static_range(5):
-        k = 5 * column + t
-        x = tl.load(x_ptr + k.to(tl.int64) * stride_xk, mask=k < K, other=0.0).to(tl.float32)
-        total += ((value // power) % 3 - 1).to(tl.float32) * x
-        power *= 3
-    tl.store(out_ptr + step * (256 * 32) + value * 32 + tl.arange(0, 32)[None, :],
-             tl.where(value < 243, total, float("nan")))
-
-
-def build_tables(x: torch.Tensor, steps: int) -> torch.Tensor:
-    """The byte tables ``[steps, 256, 32]`` (fp32) of one activation row ``x [1, K]`` (any float dtype,
-    any stride), see :func:`_tables_kernel`: ``steps * 32`` KB that live for one call."""
-    tables = torch.empty((steps, TABLE_VALUES, STEP_BYTES), dtype=torch.float32, device=x.device)
-    _tables_kernel[(steps, 2)](x, tables, x.shape[-1], x.stride(-1), V_BLOCK=TABLE_VALUES // 2)
-    return tables
 
 
 @gluon.jit
@@ -255,36 +242,113 @@ def _shared_tables(WARPS: gl.constexpr):
 
 
 @gluon.jit
-def _copy_table(table, tab_ptr, step, table_offsets, BUFFER: gl.constexpr):
-    """Start copying step ``step``'s byte table into buffer ``BUFFER`` (``cp.async``, one group)."""
-    async_copy.async_copy_global_to_shared(table.slice(BUFFER * 32, 32, dim=1),
-                                           tab_ptr + step * _TABLE_WORDS + table_offsets)
-    async_copy.commit_group()
+def _store_entry(value, address, R: gl.constexpr, BUFFER: gl.constexpr):
+    """Write ``value`` at row ``R`` past ``address`` in table buffer ``BUFFER`` (see ``_ENTRY_STORE_ASM``)."""
+    gl.inline_asm_elementwise(_ENTRY_STORE_ASM[2 * R + BUFFER], "=r,f,r", [value, address], dtype=gl.int32,
+                              is_pure=False, pack=1)
 
 
 @gluon.jit
-def _lut_gemv_kernel(tab_ptr, t_ptr, e_ptr, out_ptr, N, ROWS, CHUNKS, EWORDS, STEPS, stride_os, STEPS_PER_SPLIT,
+def _activations(x_ptr, K, step, column):
+    """The five activations ``x[5 (32 step + column) + t]`` (fp32, zero past ``K``) of the thread's table column."""
+    xs = ()
+    for t in gl.static_range(5):
+        k = 5 * (32 * step + column) + t
+        xs = xs + (gl.load(x_ptr + k, mask=k < K, other=0.0).to(gl.float32),)
+    return xs
+
+
+@gluon.jit
+def _signed(x, DIGIT: gl.constexpr):
+    """``(DIGIT - 1) x`` for a digit 0 or 2."""
+    if DIGIT == 0:
+        return -x
+    else:
+        return x
+
+
+@gluon.jit
+def _build_table(xs, warp, base, readback, extra, BUFFER: gl.constexpr):
+    """Write the thread's column of a step's table into buffer ``BUFFER``: the entries of byte values ``27 warp + b``
+    (``b < 27``) at ``base``, then those of ``216 + 8 j + warp`` (``8 j + warp < 27``) at ``extra`` as the thread's
+    value ``27 warp + 8 j + warp`` (read back at ``readback``) plus the difference of the two high parts. With
+    ``v = d0 + 3 d1 + 9 d2 + 27 a`` the entry is the low digits' sum plus the high part ``h(a)``, and a term of
+    digit 1 is never added: a byte of zero trits gives exactly 0 and one non-zero trit exactly ``+-x``."""
+    x0, x1, x2, x3, x4 = xs
+    c3 = (warp % 3 - 1).to(gl.float32)
+    c4 = (warp // 3 - 1).to(gl.float32)
+    high = c3 * x3 + c4 * x4
+    pairs = (-x0 - x1, x0 - x1, x1 - x0, x0 + x1)  # (d0, d1) = (0, 0), (2, 0), (0, 2), (2, 2)
+    for d2 in gl.static_range(3):
+        if d2 == 1:
+            low = high
+        else:
+            low = high + _signed(x2, d2)
+        for d1 in gl.static_range(3):
+            for d0 in gl.static_range(3):
+                if d1 == 1:
+                    if d0 == 1:
+                        entry = low
+                    else:
+                        entry = low + _signed(x0, d0)
+                else:
+                    if d0 == 1:
+                        entry = low + _signed(x1, d1)
+                    else:
+                        entry = low + pairs[d0 // 2 + d1]
+                _store_entry(entry, base, d0 + 3 * d1 + 9 * d2, BUFFER)
+    change = (1.0 - c3) * x3 + (1.0 - c4) * x4  # h(8) - h(warp): digits 3 and 4 of 216 .. 242 are both 2
+    for j in gl.static_range(4):
+        entry = gl.inline_asm_elementwise(_ENTRY_LOAD_ASM[2 * (8 * j) + BUFFER], "=f,r", [readback], dtype=gl.float32,
+                                          is_pure=False, pack=1) + change
+        if j < 3:
+            _store_entry(entry, extra, 8 * j, BUFFER)
+        else:
+            gl.inline_asm_elementwise(_ENTRY_STORE_IF_ASM[2 * (8 * j) + BUFFER], "=r,f,r,r",
+                                      [entry, extra, (warp < 3).to(gl.int32)], dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
+def _poison_corrupt_values(thread):
+    """NaN in both buffers for the 13 byte values ``243 .. 255`` (832 words from row 243, four stores a thread)."""
+    nan = gl.full(thread.shape, float("nan"), gl.float32, thread.type.layout)
+    for i in gl.static_range(4):
+        address = 243 * 256 + 4 * thread
+        if i < 3:
+            _store_entry(nan, address, 4 * i, 0)
+        else:
+            gl.inline_asm_elementwise(_ENTRY_STORE_IF_ASM[2 * (4 * i)], "=r,f,r,r",
+                                      [nan, address, (thread < 832 - 768).to(gl.int32)], dtype=gl.int32, is_pure=False,
+                                      pack=1)
+
+
+@gluon.jit
+def _lut_gemv_kernel(x_ptr, t_ptr, e_ptr, out_ptr, N, K, ROWS, CHUNKS, EWORDS, STEPS, stride_os, STEPS_PER_SPLIT,
                      BYTES_PER_GROUP: gl.constexpr):
     """Partial ``out[s, n] = sum_k x[k] W[n, k]`` over split ``s = program_id(1)`` of the steps, for the
-    ``LUT_PROGRAM_ROWS`` rows of program ``program_id(0)``; ``ROWS`` is the tiles' padded row count,
-    ``CHUNKS`` / ``EWORDS`` their chunks and exponent words per row. Two steps a turn, one per table buffer;
-    per block: wait for its ring slot, compute, refill the slot with the next step."""
+    ``LUT_PROGRAM_ROWS`` rows of program ``program_id(0)``; ``x`` is ``[K]`` (unit stride), ``ROWS`` the tiles'
+    padded row count, ``CHUNKS`` / ``EWORDS`` their chunks and exponent words per row. Two steps a turn, one per
+    table buffer; after each step's barrier the threads write the next step's table into the other buffer; per
+    block: wait for its ring slot, compute, refill the slot with the next step."""
     WARPS: gl.constexpr = gl.num_warps()
     LANES: gl.constexpr = 32 * WARPS
     BLOCK: gl.constexpr = BYTES_PER_GROUP if BYTES_PER_GROUP < 32 else 32
     GROUPS: gl.constexpr = 32 // BLOCK
     gl.static_assert(_SUB * _RPT * LANES == _PROGRAM_ROWS, "the ring's PTX offsets assume LUT_WARPS warps")
+    gl.static_assert(WARPS == 8, "the table's rows are written 27 per warp by eight warps")
     layout: gl.constexpr = gl.BlockedLayout([_RPT, 1], [1, 32], [1, WARPS], [0, 1])
-    copy: gl.constexpr = gl.BlockedLayout([1, 4], [4, 8], [WARPS, 1], [1, 0])
     table, others = _shared_tables(WARPS)
-    thread = gl.arange(0, LANES, layout=gl.SliceLayout(0, layout))  # one element per thread: commits and waits
+    thread = gl.arange(0, LANES, layout=gl.SliceLayout(0, layout))  # one element per thread
+    column = thread % 32
+    warp = thread // 32
+    base = 4 * column + (27 * 256) * warp
+    readback = base + 256 * warp
+    extra = (216 * 256) + 4 * column + 256 * warp
     lanes = gl.expand_dims(thread, 0)
     lane = lanes % 32
     rpt_index = gl.expand_dims(gl.arange(0, _RPT, layout=gl.SliceLayout(1, layout)), 1)
     swap, high_swap, select, offsets = _lane_constants(lane, rpt_index)
     slots = rpt_index * LANES + lanes
-    table_offsets = (gl.expand_dims(gl.arange(0, 256, layout=gl.SliceLayout(1, copy)), 1) * 32
-                     + gl.expand_dims(gl.arange(0, 32, layout=gl.SliceLayout(0, copy)), 0))
     words = t_ptr.to(gl.pointer_type(gl.int32))
     exponents = e_ptr.to(gl.pointer_type(gl.int32))
     first = gl.program_id(1) * STEPS_PER_SPLIT
@@ -298,10 +362,12 @@ def _lut_gemv_kernel(tab_ptr, t_ptr, e_ptr, out_ptr, N, ROWS, CHUNKS, EWORDS, ST
         chunks = chunks + ((rows // _ROWS) * (CHUNKS * (_ROWS * _CHUNK // 4)) + (rows % _ROWS) * (_CHUNK // 4),)
         ewords = ewords + ((rows // _ROWS) * (EWORDS * _ROWS) + rows % _ROWS,)
         accs = accs + (gl.zeros([_RPT, LANES], gl.float32, layout),)
-    async_copy.async_copy_global_to_shared(table.slice(0, 32, dim=1), tab_ptr + first * _TABLE_WORDS + table_offsets)
-    for k in gl.static_range(_SUB):  # one group per block; the first also holds the first table
+    for k in gl.static_range(_SUB):  # one group per block
         _copy_rows(words, exponents, chunks[k], ewords[k], slots, first, swap, k, BYTES_PER_GROUP)
         _async(_COMMIT_ASM, thread)
+    _poison_corrupt_values(thread)
+    _build_table(_activations(x_ptr, K, first, column), warp, base, readback, extra, 0)
+    xs = _activations(x_ptr, K, first + 1, column)
     for pair in range(first, last, 2):
         for buffer in gl.static_range(2):
             step = pair + buffer
@@ -315,12 +381,12 @@ def _lut_gemv_kernel(tab_ptr, t_ptr, e_ptr, out_ptr, N, ROWS, CHUNKS, EWORDS, ST
                     selects = selects + (gl.broadcast(byte * 0x1111 + 0x8880, rpt_index)[0],)
                 updated = ()
                 for k in gl.static_range(_SUB):
-                    _async(_WAIT_ASM, thread)  # this block's slot (and, for block 0, this step's table) is in
+                    _async(_WAIT_ASM, thread)  # this block's slot is in
                     if k == 0:
-                        gl.thread_barrier()  # every thread's table copies are in; the other buffer is free
+                        gl.thread_barrier()  # this step's table is written; the other buffer is free
                         if step + 1 < last:
-                            async_copy.async_copy_global_to_shared(table.slice((1 - buffer) * 32, 32, dim=1),
-                                                                   tab_ptr + (step + 1) * _TABLE_WORDS + table_offsets)
+                            _build_table(xs, warp, base, readback, extra, 1 - buffer)
+                        xs = _activations(x_ptr, K, step + 2, column)
                     loaded, eword = _ring_rows(slots, k)
                     updated = updated + (_rows_dot(accs[k], _permute(loaded, high_swap, select), eword, offsets,
                                                    selects, buffer, BLOCK),)
@@ -338,18 +404,16 @@ def _lut_gemv_kernel(tab_ptr, t_ptr, e_ptr, out_ptr, N, ROWS, CHUNKS, EWORDS, ST
 
 
 def takes(x: torch.Tensor, T_tiles: torch.Tensor, group_size: int) -> bool:
-    """Whether the default one-row forward of these tiles takes this kernel: ``G / 5`` a multiple of 8,
-    at least ``LUT_MIN_BYTES`` of ``T_tiles`` (smaller layers are faster on ``triton_tiled_gemv``) and
+    """Whether the default one-row forward of these tiles takes this kernel: ``G / 5`` a multiple of 8 and
     word offsets that fit int32 (:func:`fits_int32_offsets`)."""
-    return ((group_size // 5) % 8 == 0 and T_tiles.numel() >= LUT_MIN_BYTES and fits_int32_offsets(T_tiles)
+    return ((group_size // 5) % 8 == 0 and fits_int32_offsets(T_tiles)
             and x.dtype in (torch.float32, torch.bfloat16, torch.float16))
 
 
 def fits_int32_offsets(T_tiles: torch.Tensor) -> bool:
-    """Whether the kernel's int32 word offsets reach every word of ``T_tiles`` (``E_tiles`` is smaller) and
-    of the byte tables (``TABLE_WORDS`` per 32-byte step)."""
-    steps = T_tiles.shape[1] * CHUNK_BYTES // STEP_BYTES
-    return T_tiles.numel() // 4 < 2**31 and steps * TABLE_WORDS < 2**31
+    """Whether the kernel's int32 word offsets reach every word of ``T_tiles`` (``E_tiles`` is smaller, and
+    the activations' ``K`` smaller still)."""
+    return T_tiles.numel() // 4 < 2**31
 
 
 def lut_gemv(x: torch.Tensor, T_tiles: torch.Tensor, E_tiles: torch.Tensor, *, out_features: int, group_size: int,
@@ -363,17 +427,17 @@ def lut_gemv(x: torch.Tensor, T_tiles: torch.Tensor, E_tiles: torch.Tensor, *, o
     steps = chunks * CHUNK_BYTES // STEP_BYTES
     if not fits_int32_offsets(T_tiles):
         raise ValueError(f"lut_gemv: T_tiles of shape {list(T_tiles.shape)} is too large for the kernel's int32 word "
-                         "offsets (tiles or tables past 2^31 words)")
+                         "offsets (past 2^31 words)")
     if tile is None:
         per_sm = LUT_PROGRAMS_PER_SM if T_tiles.numel() >= LUT_LARGE_BYTES else LUT_PROGRAMS_PER_SM_SMALL
     else:
         (per_sm,) = tile
     row_blocks = triton.cdiv(blocks * TILE_ROWS, LUT_PROGRAM_ROWS)
     splits = balanced_splits(steps, row_blocks, per_sm * sm_count(x.device)) if per_sm > 0 else 1
-    tables = build_tables(x, steps)
     ws = torch.empty((splits, 1, out_features), dtype=torch.float32, device=x.device)
     _lut_gemv_kernel[(row_blocks, splits)](
-        tables, T_tiles, E_tiles, ws, out_features, blocks * TILE_ROWS, chunks, E_tiles.shape[1], steps, ws.stride(0),
-        triton.cdiv(steps, splits), BYTES_PER_GROUP=group_size // 5, num_warps=LUT_WARPS,
+        x if x.stride(-1) == 1 else x.contiguous(), T_tiles, E_tiles, ws, out_features, x.shape[-1], blocks * TILE_ROWS,
+        chunks, E_tiles.shape[1], steps, ws.stride(0), triton.cdiv(steps, splits), BYTES_PER_GROUP=group_size // 5,
+        num_warps=LUT_WARPS,
     )
     return ws

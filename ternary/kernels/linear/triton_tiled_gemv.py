@@ -1,8 +1,8 @@
 """Forward for one activation row over the row-tiled decode layout (a Gluon kernel: compiled
 NVIDIA GPUs only, never under ``TRITON_INTERPRET``).
 
-Layers of at least ``triton_lut_gemv.LUT_MIN_BYTES`` with ``G / 5`` a multiple of 8 take the one-lookup
-kernel of ``triton_lut_gemv`` instead (faster there); this one serves the rest.
+Layers with ``G / 5`` a multiple of 8 take the one-lookup kernel of ``triton_lut_gemv`` instead (faster
+on every measured shape); this one serves the other group sizes.
 
 The arithmetic is the warp-shuffle table lookup of ``triton_table_gemv``: lane ``L`` of a warp owns
 weight rows, all 32 lanes walk the same byte columns, and a byte ``b = lo + 27 hi`` costs two
