@@ -25,7 +25,7 @@ from ternary.state.decode_state import tile_rows  # noqa: E402
 from test_base3_asm import _prmt  # noqa: E402
 from test_triton_linear import relative_rms  # noqa: E402
 from test_triton_register_decode import _compile_offline  # noqa: E402
-from test_triton_table_gemv import FP32_BUDGET, FRAC_BITS, corrupt_layer, float64_forward  # noqa: E402
+from test_triton_table_gemv import BF16_BUDGET, FP32_BUDGET, FRAC_BITS, corrupt_layer, float64_forward  # noqa: E402
 from test_triton_tiled_gemv import check_one_row_against_float64, decode_state  # noqa: E402
 
 GPU_ONLY = pytest.mark.skipif(DEVICE != "cuda", reason="the Gluon kernel runs only compiled on a GPU")
@@ -181,6 +181,23 @@ def test_lut_gemv_reads_every_byte_value_exactly(dtype, tile):
     assert torch.equal(got[:243].double(), expected)
     assert expected.abs().max() > 100 and got[121] == 0
     assert torch.isnan(got[243:]).all()
+
+
+@GPU_ONLY
+@pytest.mark.parametrize("dtype", [torch.float16, torch.bfloat16, torch.float32])
+def test_lut_gemv_reads_strided_activations_of_every_float_dtype(dtype):
+    """Every third element of a longer row (the kernel gets a contiguous copy) gives the same bits as that row
+    made contiguous, within the dtype's budget of float64 (fp16 inputs at the bf16 budget: same products in fp32)."""
+    n, k, g = 300, 1001, 40
+    state, gen = decode_state(n, k, g, seed=13)
+    wide = torch.randn(1, 3 * k, generator=gen).to(dtype).cuda()
+    strided = wide[:, ::3]
+    assert strided.stride(-1) == 3
+    kw = dict(out_features=n, group_size=g, tile=(lut.LUT_PROGRAMS_PER_SM,))
+    got = lut.lut_gemv(strided, state.T_tiles, state.E_tiles, **kw)
+    assert torch.equal(got, lut.lut_gemv(strided.contiguous(), state.T_tiles, state.E_tiles, **kw))
+    expected = float64_forward(strided.cpu().float(), state.T_packed, state.E, None, k, g)
+    assert relative_rms(got.sum(0).cpu(), expected) < (FP32_BUDGET if dtype == torch.float32 else BF16_BUDGET)
 
 
 @GPU_ONLY
