@@ -299,7 +299,11 @@ def _build_table(xs, warp, base, readback, extra, BUFFER: gl.constexpr):
                 _store_entry(entry, base, d0 + 3 * d1 + 9 * d2, BUFFER)
     change = (1.0 - c3) * x3 + (1.0 - c4) * x4  # h(8) - h(warp): digits 3 and 4 of 216 .. 242 are both 2
     for j in gl.static_range(4):
-        entry = gl.inline_asm_elementwise(_ENTRY_LOAD_ASM[2 * (8 * j) + BUFFER], "=f,r", [readback], dtype=gl.float32,
+        if j < 3:
+            source = readback
+        else:  # warps from 3 have no value 216 + 24 + warp: they read their own value 27 warp + 26, unused
+            source = gl.where(warp < 3, readback, base + 2 * 256)
+        entry = gl.inline_asm_elementwise(_ENTRY_LOAD_ASM[2 * (8 * j) + BUFFER], "=f,r", [source], dtype=gl.float32,
                                           is_pure=False, pack=1) + change
         if j < 3:
             _store_entry(entry, extra, 8 * j, BUFFER)
