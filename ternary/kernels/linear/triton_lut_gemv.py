@@ -229,9 +229,9 @@ def _lane_constants(lane, rpt_index):
 
 @gluon.jit
 def _shared_tables(WARPS: gl.constexpr):
-    """The shared buffers, largest first as the allocator places them: the byte tables ``[256, 64]`` (fp32,
-    filled per step), the two rings (read and written only by PTX) and the scale table ``[256]``: ``2^e``
-    exactly for ``e = -128 .. 127``."""
+    """The shared buffers, largest first as the allocator places them (all but the scales' first store are read
+    and written only by PTX at fixed offsets): the byte tables ``[256, 64]`` (fp32, two buffers of 32 columns,
+    written a step ahead), the two rings and the scale table ``[256]``: ``2^e`` exactly for ``e = -128 .. 127``."""
     LANES: gl.constexpr = 32 * WARPS
     table = gl.allocate_shared_memory(gl.float32, [256, 64], gl.SwizzledSharedLayout(1, 1, 1, [1, 0]))
     ring = gl.allocate_shared_memory(gl.int32, [2 * _SUB, _RPT, LANES, 4], gl.SwizzledSharedLayout(1, 1, 1, [2, 1, 0]))
