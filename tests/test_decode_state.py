@@ -2,7 +2,8 @@
 
 The layout is checked against its definition byte by byte; the forward on the CPU backends must
 equal the forward of the ``LinearState`` it was built from bit for bit (both run the same kernels
-on ``T_packed``). The tiled kernel itself runs only on a GPU (``test_triton_tiled_gemv.py``).
+on ``T_packed``). The tiled kernels themselves run only on a GPU (``test_triton_lut_gemv.py``,
+``test_triton_tiled_gemv.py``).
 """
 
 from __future__ import annotations
@@ -139,7 +140,8 @@ def test_forward_equals_the_layers_forward(backend, rows):
     if backend == "triton":
         pytest.importorskip("triton")
         if torch.cuda.is_available():
-            pytest.skip("CPU check: on a GPU the tiled kernel runs and is compared in test_triton_tiled_gemv.py")
+            pytest.skip("CPU check: on a GPU the tiled kernels run and are compared in test_triton_lut_gemv.py and "
+                        "test_triton_tiled_gemv.py")
     state = layer(33, 333, 40)
     decode = DecodeLinearState.from_layer(state)
     x = torch.randn(2, rows, 333, generator=torch.Generator().manual_seed(rows))[:1]

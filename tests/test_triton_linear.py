@@ -320,12 +320,27 @@ def test_finish_takes_more_rows_than_a_grid_axis_of_65535():
     assert torch.allclose(got, ws.sum(0) + bias.float() * 2.0**-FRAC_BITS, rtol=1e-6, atol=1e-6)
 
 
+class _SplitBlockSpy:
+    """Stands for ``triton_launch._finish_kernel``: launches it and records each launch's ``SPLIT_BLOCK``."""
+
+    def __init__(self, kernel):
+        self.kernel, self.split_blocks = kernel, []
+
+    def __getitem__(self, grid):
+        def launch(*args, **kwargs):
+            self.split_blocks.append(kwargs["SPLIT_BLOCK"])
+            return self.kernel[grid](*args, **kwargs)
+        return launch
+
+
 @pytest.mark.parametrize("splits", [2, 19])
-def test_finish_adds_few_programs_splits_a_tile_at_a_time(splits):
+def test_finish_adds_few_programs_splits_a_tile_at_a_time(splits, monkeypatch):
     """A one-row workspace (fewer programs than ``FINISH_FEW_PROGRAMS``) is added ``FINISH_SPLIT_BLOCK`` splits
     at a time (19: a masked second tile): within 1e-6 of float64 relative to the sum of absolute values, the
     bias added, and the same bits on a second call; a workspace with enough rows is added one split at a time,
     bit for bit the fp32 sum in split order."""
+    spy = _SplitBlockSpy(triton_launch._finish_kernel)
+    monkeypatch.setattr(triton_launch, "_finish_kernel", spy)
     gen = torch.Generator().manual_seed(splits)
     bias = torch.randint(-(2**20), 2**20, (300,), generator=gen, dtype=torch.int32).to(DEVICE)
     ws = torch.randn(splits, 1, 300, generator=gen).to(DEVICE)
@@ -340,6 +355,8 @@ def test_finish_adds_few_programs_splits_a_tile_at_a_time(splits):
     for split in rows[1:]:
         in_order += split
     assert torch.equal(triton_launch.finish_splits(rows, None, 0, torch.float32), in_order)
+    block = triton_launch.FINISH_SPLIT_BLOCK
+    assert block > 1 and spy.split_blocks == [block, block, 1]
 
 
 @pytest.mark.parametrize("n", [256, 64])

@@ -164,19 +164,25 @@ def test_lut_gemv_poisons_rows_of_corrupt_bytes_and_keeps_extreme_exponents(tile
 
 @GPU_ONLY
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-@pytest.mark.parametrize("tile", [(lut.LUT_PROGRAMS_PER_SM,), (0,)])
-def test_lut_gemv_reads_every_byte_value_exactly(dtype, tile):
-    """Row ``v`` holds byte ``v`` at every column of four steps (K = 487: the last step partly past ``K``), so
-    every table entry of both buffers is read, each column's by its own lane. With activations in -8..8 and
-    exponents in -2..2 every product and sum is exact in fp32: the 243 valid rows equal float64 bit for bit
-    (the all-zero byte 121 gives exactly 0), and the 13 corrupt ones are NaN."""
-    k, g = 487, 40
+@pytest.mark.parametrize("tile,sms,splits", [((0,), None, 1), ((2,), None, 5), ((2,), 1, 2)])
+def test_lut_gemv_reads_every_byte_value_exactly(dtype, tile, sms, splits, monkeypatch):
+    """Row ``v`` holds byte ``v`` at every column of five steps (K = 647: the last step partly past ``K``), so
+    every table entry is read, each column's by its own lane: in both buffers by one split of five steps and by
+    a split of three and one of two starting at step 3 (one SM, two programs), in buffer 0 by five one-step
+    splits. With activations in -8..8 and exponents in -2..2 every product and sum is exact in fp32: the 243
+    valid rows equal float64 bit for bit (the all-zero byte 121 gives exactly 0), and the 13 corrupt ones are
+    NaN."""
+    if sms is not None:
+        monkeypatch.setattr(lut, "sm_count", lambda device: sms)
+    k, g = 647, 40
     gen = torch.Generator().manual_seed(5)
     packed = torch.arange(256, dtype=torch.int32).to(torch.uint8)[:, None].repeat(1, -(-k // 5))
     exponents = torch.randint(-2, 3, (256, -(-k // g)), generator=gen).to(torch.int8)
     x = torch.randint(-8, 9, (1, k), generator=gen).to(dtype)
     T_tiles, E_tiles = (t.cuda() for t in tile_rows(packed, exponents, g))
-    got = lut.lut_gemv(x.cuda(), T_tiles, E_tiles, out_features=256, group_size=g, tile=tile).sum(0)[0].cpu()
+    ws = lut.lut_gemv(x.cuda(), T_tiles, E_tiles, out_features=256, group_size=g, tile=tile)
+    assert ws.shape[0] == splits
+    got = ws.sum(0)[0].cpu()
     expected = float64_forward(x.float(), packed[:243], exponents[:243], None, k, g)[0]
     assert torch.equal(got[:243].double(), expected)
     assert expected.abs().max() > 100 and got[121] == 0

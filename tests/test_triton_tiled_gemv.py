@@ -26,8 +26,9 @@ GPU_ONLY = pytest.mark.skipif(DEVICE != "cuda", reason="the Gluon kernel runs on
 
 # (N, K, G): N = 1, rows past a whole tile and past a whole program, K not a multiple of 5 or of
 # G, every group size the layout takes (1, 2, 4, 8, 16, 32, 64 and 96 bytes per group). Launch tiles
-# (rows per lane, warps, programs per SM): the default, small and large programs, and one split
-# (programs per SM 0), which walks many steps in one program with the next step's loads in flight.
+# (rows per lane, warps, programs per SM): None is the default dispatch (this kernel for G = 5, 10 and
+# 20, the one-lookup kernel of ``triton_lut_gemv`` for the rest); then small and large programs, and one
+# split (programs per SM 0), which walks many steps in one program with the next step's loads in flight.
 SHAPES = [(1, 7, 40), (33, 333, 40), (1000, 4099, 40), (300, 161, 5), (513, 1001, 10), (130, 640, 20),
           (257, 999, 80), (64, 2000, 160), (100, 3000, 320), (50, 5000, 480), (4096, 4096, 40)]
 

@@ -41,8 +41,8 @@ lane) and each thread copies its own rows' next step, and their exponent words, 
 ``cp.async`` one step ahead (32 KB + 4 KB per program): no registers hold loads in flight and no barrier is
 needed for them, because each thread reads back only what it copied. The copies, their commits and waits and
 the ring reads are PTX at fixed offsets, so the compiler adds no barriers of its own; one barrier per step
-guards the table buffers. The split count gives every program the same number of steps
-(``triton_launch.balanced_splits``); the caller adds the splits and the bias (``finish_splits``).
+guards the table buffers. The split count gives every split but the last the same number of steps, and the
+last no more (``triton_launch.balanced_splits``); the caller adds the splits and the bias (``finish_splits``).
 
 H200, bf16 activations, bf16 cuBLAS in the same process (``benchmarks/NOTES.md``, "twenty-fifth" and
 "twenty-fourth"): whole 16384 x 16384 forward calls 24.0 us (5.22x) with the tables written in the kernel,
@@ -272,8 +272,9 @@ def _build_table(xs, warp, base, readback, extra, BUFFER: gl.constexpr):
     """Write the thread's column of a step's table into buffer ``BUFFER``: the entries of byte values ``27 warp + b``
     (``b < 27``) at ``base``, then those of ``216 + 8 j + warp`` (``8 j + warp < 27``) at ``extra`` as the thread's
     value ``27 warp + 8 j + warp`` (read back at ``readback``) plus the difference of the two high parts. With
-    ``v = d0 + 3 d1 + 9 d2 + 27 a`` the entry is the low digits' sum plus the high part ``h(a)``, and a term of
-    digit 1 is never added: a byte of zero trits gives exactly 0 and one non-zero trit exactly ``+-x``."""
+    ``v = d0 + 3 d1 + 9 d2 + 27 a`` the entry is the low digits' sum plus the high part ``h(a)``; no low digit 1
+    adds a term and the high part's are ``0 * x``: a byte of zero trits gives exactly 0 (NaN for an infinite
+    activation, as in the reference) and one non-zero trit exactly ``+-x``."""
     x0, x1, x2, x3, x4 = xs
     c3 = (warp % 3 - 1).to(gl.float32)
     c4 = (warp // 3 - 1).to(gl.float32)
