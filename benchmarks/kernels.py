@@ -360,9 +360,10 @@ def time_against_cublas(results: Results, op: str, shape: tuple[int, int, int], 
 
 def tiled_forward_calls(x: torch.Tensor, states: list, reference_y: torch.Tensor, k: int):
     """``(check, calls)`` of the forward over the decode layout (``DecodeLinearState``'s tiles, built here
-    for every rotating copy): for one row the one-lookup-per-byte kernel on large layers and the
-    shuffle-table GEMV on small ones, the table-decoded ``mma.sync`` kernel for 2 to 16; the check also reports the tiles' size and the time to build them once, which a decoding
-    run pays once per layer, not per call."""
+    for every rotating copy): for one row the one-lookup-per-byte kernel (``G / 5`` a multiple of 8, as
+    here) or the shuffle-table GEMV, the table-decoded ``mma.sync`` kernel for 2 to 16; the check also
+    reports the tiles' size and the time to build them once, which a decoding run pays once per layer,
+    not per call."""
     from ternary.kernels.linear import triton as triton_linear
     from ternary.state.decode_state import tile_rows
 

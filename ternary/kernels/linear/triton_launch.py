@@ -130,12 +130,13 @@ def _finish_kernel(ws_ptr, bias_ptr, out_ptr, M, C, stride_ws, stride_wm, stride
     tl.store(out_ptr + m * stride_om + c, total.to(out_ptr.dtype.element_ty), mask=mask)
 
 
-# Columns per program of the finishing kernel without splits to reduce (the two-step forward's bias): 1024
-# for outputs of at least FINISH_WIDE_ELEMENTS, else 256, as for every split-K reduction (not measured with
-# 1024). H100, same process (results/h100/bias_finish/probe18a.log): the bias on a [2048, 16384] bf16
-# product took 46.5 us with 1024 against 81.0 with 256.
+# Columns per program of the finishing kernel: FINISH_BLOCK; without splits to reduce (the two-step forward's
+# bias) 1024 for outputs of at least FINISH_WIDE_ELEMENTS (split-K reductions were not measured with 1024).
+# H100, same process (results/h100/bias_finish/probe18a.log): the bias on a [2048, 16384] bf16 product took
+# 46.5 us with 1024 against 81.0 with 256.
+FINISH_BLOCK = 256
 FINISH_WIDE_ELEMENTS = 1 << 20
-# Below FINISH_FEW_PROGRAMS programs of 256 columns (two per SM of an H100 / H200), each program adds
+# Below FINISH_FEW_PROGRAMS programs of FINISH_BLOCK columns (two per SM of an H100 / H200), each program adds
 # FINISH_SPLIT_BLOCK splits at a time over 64 columns. H200, same process (results/h200/twenty_fifth/probes/
 # pieces_gpu1.log): a one-row 16384-column reduction of 15 splits 2.22 -> 1.89 us; whole one-row 4096 x 4096
 # calls (results/h200/twenty_fifth/probes/inkernel_tables_gpu2.log) 7.34 -> 6.58 us.
@@ -149,8 +150,8 @@ def finish_splits(ws: torch.Tensor, bias: torch.Tensor | None, bias_frac_bits: i
     splits, m, c = ws.shape
     out = torch.empty((m, c), dtype=dtype, device=ws.device)
     wide = splits == 1 and m * c >= FINISH_WIDE_ELEMENTS
-    few = splits > 1 and m * triton.cdiv(c, 256) < FINISH_FEW_PROGRAMS
-    block = 32 if triton_interpreted() else 1024 if wide else 64 if few else 256
+    few = splits > 1 and m * triton.cdiv(c, FINISH_BLOCK) < FINISH_FEW_PROGRAMS
+    block = 32 if triton_interpreted() else 1024 if wide else 64 if few else FINISH_BLOCK
     _finish_kernel[(m, triton.cdiv(c, block))](
         ws, bias if bias is not None else ws, out, m, c, ws.stride(0), ws.stride(1), out.stride(0),
         bias.stride(0) if bias is not None else 0, 2.0**-bias_frac_bits, splits, HAS_BIAS=bias is not None,

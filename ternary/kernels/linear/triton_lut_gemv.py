@@ -249,6 +249,13 @@ def _store_entry(value, address, R: gl.constexpr, BUFFER: gl.constexpr):
 
 
 @gluon.jit
+def _store_entry_if(value, address, keep, R: gl.constexpr, BUFFER: gl.constexpr):
+    """:func:`_store_entry` where ``keep`` (a boolean tensor) holds (see ``_ENTRY_STORE_IF_ASM``)."""
+    gl.inline_asm_elementwise(_ENTRY_STORE_IF_ASM[2 * R + BUFFER], "=r,f,r,r", [value, address, keep.to(gl.int32)],
+                              dtype=gl.int32, is_pure=False, pack=1)
+
+
+@gluon.jit
 def _activations(x_ptr, K, step, column):
     """The five activations ``x[5 (32 step + column) + t]`` (fp32, zero past ``K``) of the thread's table column."""
     xs = ()
@@ -309,8 +316,7 @@ def _build_table(xs, warp, base, readback, extra, BUFFER: gl.constexpr):
         if j < 3:
             _store_entry(entry, extra, 8 * j, BUFFER)
         else:
-            gl.inline_asm_elementwise(_ENTRY_STORE_IF_ASM[2 * (8 * j) + BUFFER], "=r,f,r,r",
-                                      [entry, extra, (warp < 3).to(gl.int32)], dtype=gl.int32, is_pure=False, pack=1)
+            _store_entry_if(entry, extra, warp < 3, 8 * j, BUFFER)
 
 
 @gluon.jit
@@ -322,9 +328,7 @@ def _poison_corrupt_values(thread):
         if i < 3:
             _store_entry(nan, address, 4 * i, 0)
         else:
-            gl.inline_asm_elementwise(_ENTRY_STORE_IF_ASM[2 * (4 * i)], "=r,f,r,r",
-                                      [nan, address, (thread < 832 - 768).to(gl.int32)], dtype=gl.int32, is_pure=False,
-                                      pack=1)
+            _store_entry_if(nan, address, thread < 832 - 768, 4 * i, 0)
 
 
 @gluon.jit
