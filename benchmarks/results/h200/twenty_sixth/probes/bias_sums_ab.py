@@ -1,7 +1,7 @@
 """Bias column sums by torch.sum before the kernel (working tree) against the committed kernel's product against
 a column of ones (ws_before), same process, in turns with the bf16 weight-gradient GEMM; outputs compared."""
 import statistics, sys, torch
-sys.path.insert(0, "scratch/s26")  
+sys.path.insert(0, "scratch/s26")  # ws_before, wgmma_before: the modules of 15fdf02 (git show), put there
 import ws_before
 from ternary.kernels.update import triton_wgmma_ws as ws, UpdatedTensors
 from ternary.state.packing import random_packed

@@ -1,7 +1,7 @@
 """Update with the tail split against the committed kernel (ws_before), same process, in turns with the bf16
 weight-gradient GEMM; outputs compared (equal where no tile splits)."""
 import sys, statistics, torch
-sys.path.insert(0, "scratch/s26")  
+sys.path.insert(0, "scratch/s26")  # ws_before, wgmma_before: the modules of 15fdf02 (git show), put there
 import ws_before
 from ternary.kernels.update import triton_wgmma_ws as ws, UpdatedTensors
 from ternary.state.packing import random_packed
