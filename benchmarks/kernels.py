@@ -486,8 +486,10 @@ def bench_update(results: Results, n: int, k: int, m: int, device: torch.device)
         return triton_update.update(packed, E, E_accum, T_accum, bias, x, grad_y, validated=True, **rule)
 
     failures: dict[str, BaseException] = {}
+    card_before = card_state(device)
     times = time_interleaved({"gemm": lambda: grad_y.T @ x, "ste": ste_step, "ours": ours_step},
                              rounds=UPDATE_ROUNDS, failures=failures)
+    card = {"card_before": card_before, "card_after": card_state(device)}
     failure = failures.get("ours")
     del master, optimizer
     torch.cuda.empty_cache()
@@ -503,7 +505,7 @@ def bench_update(results: Results, n: int, k: int, m: int, device: torch.device)
             raise failure
         return statistics.median(times["ours"]), dict(
             **_versus_gemm(times["ours"], gemm_times), vs_ste=paired_ratio(times["ours"], times["ste"]),
-            **update_agreement(packed, E, E_accum, T_accum, bias, x, grad_y, rule))
+            **update_agreement(packed, E, E_accum, T_accum, bias, x, grad_y, rule), **card)
     results.measure("update", n, k, m, "triton", ours)
     results.measure("update", n, k, m, "t_packed_check",
                     lambda: (time_with_events(lambda: check_packed_all([("T_packed", packed)])), {}))
@@ -533,6 +535,25 @@ def update_agreement(packed, E, E_accum, T_accum, bias, x, grad_y, rule) -> dict
     del ours, expected
     torch.cuda.empty_cache()
     return shares
+
+
+def card_state(device: torch.device, run: Callable = subprocess.run) -> dict | None:
+    """The card's SM clock (MHz), temperature (C) and power draw (W) now, read with ``nvidia-smi`` (``None``
+    where it is missing or gives no reading). The update rows carry one before and one after their rounds:
+    the card runs the GEMM and the update at its power limit, so how hot it is moves the update's ratio to
+    the GEMM (16384^2 M = 8192: 1.09-1.16x on a fresh card, 1.26x after two minutes of large GEMMs;
+    ``benchmarks/NOTES.md``, "twenty-sixth")."""
+    uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
+    card = f"GPU-{uuid}" if uuid is not None else str(device.index or 0)
+    try:
+        done = run(["nvidia-smi", f"--id={card}", "--query-gpu=clocks.sm,temperature.gpu,power.draw",
+                    "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10)
+        clock, temperature, power = (float(value) for value in done.stdout.strip().splitlines()[0].split(","))
+    except (OSError, subprocess.SubprocessError, IndexError, ValueError):
+        return None
+    if done.returncode != 0:
+        return None
+    return {"sm_clock_mhz": clock, "temperature_c": temperature, "power_w": power}
 
 
 def environment(device: torch.device) -> dict:
@@ -667,7 +688,8 @@ def format_table(report: dict) -> str:
     """One line per (op, shape, M): microseconds per implementation and speedup over bf16 (the row's
     own ``speedup`` where it has one, e.g. paired by round; else the ratio of the medians;
     ``auto[triton]``: the auto row and the backend it picked; an update row's time over the GEMM's,
-    lowest to highest round, in brackets); then the TileLang compile times."""
+    lowest to highest round, in brackets, and the card's temperature and SM clock before and after its
+    rounds, in braces); then the TileLang compile times."""
     env = report["environment"]
     lines = [f"{env['device']} | torch {env['torch']} | triton {env['triton']} | times in us (x = bf16 time / ours)"]
     groups: dict[tuple, dict[str, dict]] = {}
@@ -687,6 +709,10 @@ def format_table(report: dict) -> str:
             if "vs_gemm_range" in row:
                 low, high = row["vs_gemm_range"]
                 cell += f" [{low:.2f}-{high:.2f}x the GEMM]"
+            if row.get("card_before") and row.get("card_after"):
+                before, after = row["card_before"], row["card_after"]
+                cell += (f" {{card {before['temperature_c']:.0f}->{after['temperature_c']:.0f} C, "
+                         f"{before['sm_clock_mhz']:.0f}->{after['sm_clock_mhz']:.0f} MHz}}")
             if suspicious(row):
                 cell += " WRONG?"
             cells.append(cell)

@@ -152,3 +152,50 @@ def test_update_rows_pair_every_ratio_with_the_gemm_by_round_and_show_the_spread
     table = benchmarks.kernels.format_table(dict(environment=env, rows=rows))
     assert f"triton=157.5 ({fields['speedup']:.2f}x) [1.10-1.25x the GEMM]" in table
     assert "triton=20.0 (0.50x)\n" in table + "\n" and table.count("the GEMM]") == 1
+
+
+class _Done:
+    def __init__(self, stdout: str, returncode: int = 0):
+        self.stdout, self.returncode = stdout, returncode
+
+
+def test_card_state_reads_clock_temperature_and_power_or_gives_none(monkeypatch):
+    """``nvidia-smi``'s line becomes numbers; a missing tool, a failed call or an unreadable line give
+    ``None``, never an exception (the benchmark goes on without them)."""
+    class Properties:
+        uuid = "1234"
+
+    monkeypatch.setattr(benchmarks.kernels.torch.cuda, "get_device_properties", lambda device: Properties())
+    device = benchmarks.kernels.torch.device("cuda", 0)
+    asked = []
+
+    def smi(args, **kwargs):
+        asked.append(args)
+        return _Done("1755, 48, 612.30\n")
+
+    assert benchmarks.kernels.card_state(device, run=smi) == {"sm_clock_mhz": 1755.0, "temperature_c": 48.0,
+                                                              "power_w": 612.3}
+    assert "--id=GPU-1234" in asked[0]
+
+    def missing(args, **kwargs):
+        raise FileNotFoundError("nvidia-smi")
+
+    assert benchmarks.kernels.card_state(device, run=missing) is None
+    assert benchmarks.kernels.card_state(device, run=lambda args, **kw: _Done("", returncode=9)) is None
+    assert benchmarks.kernels.card_state(device, run=lambda args, **kw: _Done("[N/A], 40, 80\n")) is None
+    assert benchmarks.kernels.card_state(device, run=lambda args, **kw: _Done("1, 2, 3\n", returncode=6)) is None
+
+
+def test_update_rows_show_the_card_state_around_their_rounds():
+    """An update row with readings before and after its rounds shows temperature and clock in braces; a row
+    whose readings are missing shows none."""
+    env = dict(device="fake GPU", torch="2", triton="3")
+    before = dict(sm_clock_mhz=1980.0, temperature_c=41.0, power_w=90.0)
+    after = dict(sm_clock_mhz=1515.0, temperature_c=67.0, power_w=699.0)
+    rows = [dict(op="update", N=64, K=80, M=8, impl="bf16_wgrad_gemm", us=100.0),
+            dict(op="update", N=64, K=80, M=8, impl="triton", us=120.0, card_before=before, card_after=after),
+            dict(op="update", N=64, K=80, M=16, impl="bf16_wgrad_gemm", us=100.0),
+            dict(op="update", N=64, K=80, M=16, impl="triton", us=120.0, card_before=None, card_after=after)]
+    table = benchmarks.kernels.format_table(dict(environment=env, rows=rows))
+    assert "triton=120.0 (0.83x) {card 41->67 C, 1980->1515 MHz}" in table
+    assert table.count("{card") == 1
