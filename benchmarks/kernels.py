@@ -540,9 +540,8 @@ def update_agreement(packed, E, E_accum, T_accum, bias, x, grad_y, rule) -> dict
 def card_state(device: torch.device, run: Callable = subprocess.run) -> dict | None:
     """The card's SM clock (MHz), temperature (C) and power draw (W) now, read with ``nvidia-smi`` (``None``
     where it is missing or gives no reading). The update rows carry one before and one after their rounds:
-    the card runs the GEMM and the update at its power limit, so how hot it is moves the update's ratio to
-    the GEMM (16384^2 M = 8192: 1.09-1.16x on a fresh card, 1.26x after two minutes of large GEMMs;
-    ``benchmarks/NOTES.md``, "twenty-sixth")."""
+    the card runs the GEMM and the update at its power limit, with its SM clock far below the top one, and
+    the update's ratio to the GEMM moves from run to run (``benchmarks/NOTES.md``, "twenty-sixth")."""
     uuid = getattr(torch.cuda.get_device_properties(device), "uuid", None)
     card = f"GPU-{uuid}" if uuid is not None else str(device.index or 0)
     try:
