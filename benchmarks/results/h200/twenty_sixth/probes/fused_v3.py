@@ -20,7 +20,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from ternary.kernels.linear.triton_base3 import RUN_COLUMNS_ASM
 from ternary.kernels.linear.triton_launch import round_up, sm_count, tma_rows
 
-TILE_BM, TILE_BN, BK, TILE_STAGES = 128, 256, 64, 4
+TILE_BM, TILE_BN, BK, TILE_STAGES = 128, 256, 64, 3
 CHUNK_RUNS = 32  # one run per lane: 256 bytes, 1280 columns, 20 K-steps
 UNIT_ROWS = 16
 REGS = (168, 24, 96)  # consumer warpgroup 1, loader, decoder
@@ -121,7 +121,7 @@ def _decode(t_ptr, e_ptr, w_ptr, flags_ptr, order_ptr, N, KB, NG, RUNS, stride_p
 
 @gluon.jit
 def _load(x_desc, w_desc, x_tiles, w_tiles, ready, free, flags_ptr, tiles, m_tiles, k_steps, CHUNKS,
-          FUSED: gl.constexpr, PIECES: gl.constexpr, STEPS_PER_CHUNK: gl.constexpr, STAGES: gl.constexpr):
+          WAIT: gl.constexpr, PIECES: gl.constexpr, STEPS_PER_CHUNK: gl.constexpr, STAGES: gl.constexpr):
     """The loader warp: every step's two boxes into the ring once both consumers freed the slot (and, the first
     time a tile reaches a chunk of W, once the chunk's flag counts all its units)."""
     BM_: gl.constexpr = x_desc.block_type.shape[0]
@@ -133,7 +133,7 @@ def _load(x_desc, w_desc, x_tiles, w_tiles, ready, free, flags_ptr, tiles, m_til
         j = t // m_tiles
         m = t % m_tiles
         for s in range(k_steps):
-            if FUSED:
+            if WAIT:
                 if s % STEPS_PER_CHUNK == 0:
                     flag = flags_ptr + j * CHUNKS + s // STEPS_PER_CHUNK
                     v = gl.load(flag, volatile=True)
@@ -151,7 +151,7 @@ def _load(x_desc, w_desc, x_tiles, w_tiles, ready, free, flags_ptr, tiles, m_til
 
 
 @gluon.jit
-def _consume(x_tiles, w_tiles, ready, free, y_ptr, M, N, stride_ym, tiles, m_tiles, k_steps, WG: gl.constexpr,
+def _consume(x_tiles, w_tiles, ready, free, y_desc, c_smem, tiles, m_tiles, k_steps, WG: gl.constexpr,
              STAGES: gl.constexpr):
     """One consumer warpgroup (its own partition): rows ``WG * BM / 2 ..`` of each tile."""
     BM_: gl.constexpr = x_tiles.shape[1]
@@ -173,16 +173,17 @@ def _consume(x_tiles, w_tiles, ready, free, y_ptr, M, N, stride_ym, tiles, m_til
             count += 1
         acc = warpgroup_mma_wait(0, deps=[acc])
         mbarrier.arrive(free.index((count + STAGES - 1) % STAGES), count=1)
-        rows = m * BM_ + HALF * WG + gl.arange(0, HALF, layout=gl.SliceLayout(1, ACC))
-        cols = j * BN_ + gl.arange(0, BN_, layout=gl.SliceLayout(0, ACC))
-        out = y_ptr + gl.expand_dims(rows.to(gl.int64) * stride_ym, 1) + gl.expand_dims(cols, 0)
-        gl.store(out, acc.to(gl.bfloat16), mask=gl.expand_dims(rows < M, 1) & gl.expand_dims(cols < N, 0))
+        tma.store_wait(0)
+        c_smem.store(acc.to(gl.bfloat16))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(y_desc, [m * BM_ + HALF * WG, j * BN_], c_smem)
+    tma.store_wait(0)
 
 
 @gluon.jit
-def _fused_kernel(x_desc, w_desc, t_ptr, e_ptr, w_ptr, flags_ptr, order_ptr, y_ptr, M, N, KB, NG, RUNS, stride_pn,
+def _fused_kernel(x_desc, w_desc, y_desc, t_ptr, e_ptr, w_ptr, flags_ptr, order_ptr, y_ptr, M, N, KB, NG, RUNS, stride_pn,
                   stride_en, stride_w16, stride_ym, UNITS, CHUNKS, tiles, m_tiles, k_steps,
-                  BYTES_PER_GROUP: gl.constexpr, ONE_SCALE_PER_RUN: gl.constexpr, FUSED: gl.constexpr,
+                  BYTES_PER_GROUP: gl.constexpr, ONE_SCALE_PER_RUN: gl.constexpr, WAIT: gl.constexpr,
                   STAGES: gl.constexpr, UNIT_ROWS: gl.constexpr, STEPS_PER_CHUNK: gl.constexpr,
                   CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr, DECODER_REGS: gl.constexpr,
                   DECODER_WARPS: gl.constexpr):
@@ -191,6 +192,8 @@ def _fused_kernel(x_desc, w_desc, t_ptr, e_ptr, w_ptr, flags_ptr, order_ptr, y_p
     BN_: gl.constexpr = w_desc.block_type.shape[0]
     x_tiles = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BM_, BK_], x_desc.layout)
     w_tiles = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BN_, BK_], w_desc.layout)
+    c0 = gl.allocate_shared_memory(gl.bfloat16, [BM_ // 2, BN_], y_desc.layout)
+    c1 = gl.allocate_shared_memory(gl.bfloat16, [BM_ // 2, BN_], y_desc.layout)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     free = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     for each in gl.static_range(STAGES):
@@ -198,9 +201,9 @@ def _fused_kernel(x_desc, w_desc, t_ptr, e_ptr, w_ptr, flags_ptr, order_ptr, y_p
         mbarrier.init(free.index(each), count=2)
     fence_async_shared()
     gl.warp_specialize([
-        (_consume, (x_tiles, w_tiles, ready, free, y_ptr, M, N, stride_ym, tiles, m_tiles, k_steps, 0, STAGES)),
-        (_consume, (x_tiles, w_tiles, ready, free, y_ptr, M, N, stride_ym, tiles, m_tiles, k_steps, 1, STAGES)),
-        (_load, (x_desc, w_desc, x_tiles, w_tiles, ready, free, flags_ptr, tiles, m_tiles, k_steps, CHUNKS, FUSED,
+        (_consume, (x_tiles, w_tiles, ready, free, y_desc, c0, tiles, m_tiles, k_steps, 0, STAGES)),
+        (_consume, (x_tiles, w_tiles, ready, free, y_desc, c1, tiles, m_tiles, k_steps, 1, STAGES)),
+        (_load, (x_desc, w_desc, x_tiles, w_tiles, ready, free, flags_ptr, tiles, m_tiles, k_steps, CHUNKS, WAIT,
                  BN_ // UNIT_ROWS, STEPS_PER_CHUNK, STAGES)),
         (_decode, (t_ptr, e_ptr, w_ptr, flags_ptr, order_ptr, N, KB, NG, RUNS, stride_pn, stride_en, stride_w16,
                    UNITS, CHUNKS, BYTES_PER_GROUP, ONE_SCALE_PER_RUN, BN_, UNIT_ROWS)),
@@ -220,7 +223,7 @@ def unit_order(n_tiles: int, chunks: int, m_tiles: int, programs: int, pieces: i
     return torch.tensor(ids, dtype=torch.int32, device=device)
 
 
-def forward(x, T_packed, E, *, in_features, group_size, fused=True, w=None, programs=None, regs=REGS, tile=None):
+def forward(x, T_packed, E, *, in_features, group_size, fused=True, w=None, programs=None, regs=REGS, tile=None, interfere=False):
     """y = x @ W.T (bf16). fused=False multiplies the given pre-decoded buffer w [N, Kp] (GEMM alone)."""
     m, k = x.shape
     n, kb = T_packed.shape
@@ -230,21 +233,23 @@ def forward(x, T_packed, E, *, in_features, group_size, fused=True, w=None, prog
     width = 40 * runs
     kp = round_up(width, 64)
     chunks = triton.cdiv(runs, CHUNK_RUNS)
+    decode_into = torch.empty((n, kp), dtype=torch.bfloat16, device=x.device) if (fused or interfere) else w
     if fused:
-        w = torch.empty((n, kp), dtype=torch.bfloat16, device=x.device)
+        w = decode_into
     n_tiles, m_tiles = triton.cdiv(n, BN), triton.cdiv(m, BM)
     tiles = n_tiles * m_tiles
     programs = min(programs or sm_count(x.device), tiles)
     flags = torch.zeros(n_tiles * chunks, dtype=torch.int32, device=x.device)
     order = unit_order(n_tiles, chunks, m_tiles, programs, BN // UNIT_ROWS, x.device)
-    y = torch.empty((m, n), dtype=torch.bfloat16, device=x.device)
+    y = torch.empty((m, round_up(n, 8)), dtype=torch.bfloat16, device=x.device)[:, :n]
     x_desc = TensorDescriptor.from_tensor(x, [BM, BK], _layout(BM, BK))
     w_desc = TensorDescriptor(w, [n, width], [w.stride(0), 1], [BN, BK], _layout(BN, BK))
     bpg = group_size // 5
+    y_desc = TensorDescriptor.from_tensor(y, [BM // 2, BN], _layout(BM // 2, BN))
     _fused_kernel[(programs, )](
-        x_desc, w_desc, T_packed, E, w.view(torch.int32), flags, order, y, m, n, kb, E.shape[1], runs,
-        T_packed.stride(0), E.stride(0), w.stride(0) // 8, y.stride(0), order.numel() if fused else 0, chunks, tiles,
-        m_tiles, triton.cdiv(width, BK), BYTES_PER_GROUP=bpg, ONE_SCALE_PER_RUN=bpg % 8 == 0, FUSED=fused,
+        x_desc, w_desc, y_desc, T_packed, E, decode_into.view(torch.int32), flags, order, y, m, n, kb, E.shape[1], runs,
+        T_packed.stride(0), E.stride(0), w.stride(0) // 8, y.stride(0), order.numel() if (fused or interfere) else 0, chunks, tiles,
+        m_tiles, triton.cdiv(width, BK), BYTES_PER_GROUP=bpg, ONE_SCALE_PER_RUN=bpg % 8 == 0, WAIT=fused,
         STAGES=STAGES, UNIT_ROWS=UNIT_ROWS, STEPS_PER_CHUNK=CHUNK_RUNS * 40 // BK,
         CONSUMER_REGS=regs[0], LOADER_REGS=regs[1], DECODER_REGS=regs[2], DECODER_WARPS=DECODER_WARPS, num_warps=4)
     return y, w
