@@ -2,18 +2,11 @@
 a column of ones (ws_before), same process, in turns with the bf16 weight-gradient GEMM; outputs compared."""
 import statistics, sys, torch
 sys.path.insert(0, "scratch/s26")  # ws_before, wgmma_before: the modules of 15fdf02 (git show), put there
+sys.path.insert(0, "benchmarks/results/h200/twenty_sixth/probes")
 import ws_before
+from probe_common import timed
 from ternary.kernels.update import triton_wgmma_ws as ws, UpdatedTensors
 from ternary.state.packing import random_packed
-
-def timed(fn, calls=4):
-    fn(); torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(calls):
-        fn()
-    b.record(); b.synchronize()
-    return a.elapsed_time(b) * 1000 / calls
 
 for m, n, k in [(8192, 4096, 4096), (8192, 16384, 16384), (8192, 14336, 4096), (8192, 4096, 14336), (2048, 4096, 4096)]:
     g = 40

@@ -1,51 +1,17 @@
 """fused_v3 split into its parts: GEMM alone, GEMM with the decoder writing a separate buffer (no waits), and fused."""
-import sys, statistics, torch
+import sys
 import torch.nn.functional as F
 sys.path.insert(0, "benchmarks/results/h200/twenty_sixth/probes")
 import fused_v3 as f
+from probe_common import layer, print_medians
 from ternary.kernels.linear.triton_run_decode import dequantize_runs
 
-def make(n, k, g, seed=0):
-    gen = torch.Generator(device="cuda").manual_seed(seed)
-    T = torch.randint(0, 243, (n, -(-k // 5)), device="cuda", generator=gen, dtype=torch.int32).to(torch.uint8)
-    E = torch.randint(-9, -3, (n, -(-k // g)), device="cuda", generator=gen, dtype=torch.int32).to(torch.int8)
-    return T, E
-
-def full(w_view, kp):
-    return torch.as_strided(w_view, (w_view.shape[0], kp), (w_view.stride(0), 1))
-
-def graph_time(fn, reps=6, rounds=5):
-    fn(); torch.cuda.synchronize()
-    s = torch.cuda.Stream()
-    with torch.cuda.stream(s):
-        fn()
-    torch.cuda.synchronize()
-    g = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(g):
-        for _ in range(reps):
-            fn()
-    out = []
-    for _ in range(rounds):
-        a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-        a.record(); g.replay(); b.record(); b.synchronize()
-        out.append(a.elapsed_time(b) * 1000 / reps)
-    return out
-
-
 for m, n, k in [(2048, 4096, 4096), (2048, 14336, 4096), (2048, 16384, 16384)]:
+    T, E, x, w_ref, wf = layer(m, n, k)
     g = 40
-    T, E = make(n, k, g)
-    x = torch.randn(m, k, device="cuda").to(torch.bfloat16)
-    w_ref = dequantize_runs(T, E, in_features=k, group_size=g)
-    wf = full(w_ref, w_ref.stride(0))
     fns = {"cublas": lambda: F.linear(x, w_ref),
            "gemm": lambda: f.forward(x, T, E, in_features=k, group_size=g, fused=False, w=wf),
            "gemm_plus_decoder": lambda: f.forward(x, T, E, in_features=k, group_size=g, fused=False, w=wf, interfere=True),
            "fused": lambda: f.forward(x, T, E, in_features=k, group_size=g, fused=True),
            "decode_alone": lambda: dequantize_runs(T, E, in_features=k, group_size=g)}
-    times = {name: [] for name in fns}
-    for _ in range(2):
-        for name, fn in fns.items():
-            times[name] += graph_time(fn)
-    med = {name: statistics.median(v) for name, v in times.items()}
-    print(f"M={m} {n}x{k}: " + "  ".join(f"{name} {t:8.1f}us" for name, t in med.items()), flush=True)
+    print_medians(f"M={m} {n}x{k}", fns, turns=2)

@@ -2,7 +2,9 @@
 weight-gradient GEMM; outputs compared (equal where no tile splits)."""
 import sys, statistics, torch
 sys.path.insert(0, "scratch/s26")  # ws_before, wgmma_before: the modules of 15fdf02 (git show), put there
+sys.path.insert(0, "benchmarks/results/h200/twenty_sixth/probes")
 import ws_before
+from probe_common import timed
 from ternary.kernels.update import triton_wgmma_ws as ws, UpdatedTensors
 from ternary.state.packing import random_packed
 
@@ -17,15 +19,6 @@ def run(mod, args, x, gy, k, g):
     new = UpdatedTensors(*[None if t is None else torch.empty_like(t) for t in args])
     return mod.ws_update(*args, x, gy, new, in_features=k, group_size=g, theta_t=2, theta_e=2, e_min=-3, e_max=3,
                          bias_step=64)
-
-def timed(fn, calls=4):
-    fn(); torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(calls):
-        fn()
-    b.record(); b.synchronize()
-    return a.elapsed_time(b) * 1000 / calls
 
 for m, n, k in [(8192, 4096, 4096), (8192, 14336, 4096), (8192, 4096, 14336), (8192, 16384, 16384),
                 (2048, 4096, 4096), (2048, 14336, 4096), (8192, 1024, 1024), (8192, 2048, 2048)]:

@@ -1,6 +1,8 @@
 """Why the update row of the benchmark (8.1 ms at 16384^2 M = 8192) is slower than a probe's (7.1 ms): the same
 kernel under each condition, in turns with the bf16 weight-gradient GEMM (and GEMM + AdamW where marked)."""
 import statistics, sys, torch
+sys.path.insert(0, "benchmarks/results/h200/twenty_sixth/probes")
+from probe_common import timed
 from ternary.kernels.update import triton as triton_update, triton_wgmma_ws as ws, UpdatedTensors
 from ternary.state.packing import random_packed
 
@@ -36,15 +38,6 @@ def dispatch(state, bias, rule):
     e_acc = state["E"].clone()
     return lambda: triton_update.update(packed, state["E"], e_acc, state["T_accum"], state["bias"] if bias else None,
                                         x, gy, validated=True, **rule)
-
-def timed(fn, calls=4):
-    fn(); torch.cuda.synchronize()
-    a, b = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
-    a.record()
-    for _ in range(calls):
-        fn()
-    b.record(); b.synchronize()
-    return a.elapsed_time(b) * 1000 / calls
 
 cases = {
     "A probe: random state, no bias, probe rule, direct": (direct(rand, False, probe_rule), False),
