@@ -1,4 +1,5 @@
-"""Fused decode + GEMM prototype v3 against v2's GEMM: correctness against the shipped two-step path, then timings (CUDA graphs).
+"""Fused decode + GEMM prototype v3 against v2's GEMM: correctness against the shipped two-step path, then
+timings (CUDA graphs)
 (fused_v2.py: see fused_v2_gpu.py)."""
 import sys
 import torch.nn.functional as F
@@ -9,7 +10,8 @@ from probe_common import check, layer, print_medians
 from ternary.kernels.linear.triton_run_decode import dequantize_runs
 
 if sys.argv[1] == "check":
-    ok = all([check(f, 300, 1000, 1001, 40), check(f, 129, 513, 2600, 40, corrupt=True), check(f, 2048, 4096, 4096, 40)])
+    ok = all([check(f, 300, 1000, 1001, 40), check(f, 129, 513, 2600, 40, corrupt=True),
+              check(f, 2048, 4096, 4096, 40)])
     print("ALL OK" if ok else "FAILED")
 else:
     for m, n, k in [(2048, 4096, 4096), (2048, 14336, 4096), (2048, 4096, 14336), (2048, 16384, 16384),
