@@ -11,7 +11,8 @@ for m, n, k in [(2048, 4096, 4096), (2048, 14336, 4096), (2048, 16384, 16384)]:
     g = 40
     fns = {"cublas": lambda: F.linear(x, w_ref),
            "gemm": lambda: f.forward(x, T, E, in_features=k, group_size=g, fused=False, w=wf),
-           "gemm_plus_decoder": lambda: f.forward(x, T, E, in_features=k, group_size=g, fused=False, w=wf, interfere=True),
+           "gemm_plus_decoder": lambda: f.forward(x, T, E, in_features=k, group_size=g, fused=False, w=wf,
+                                                  interfere=True),
            "fused": lambda: f.forward(x, T, E, in_features=k, group_size=g, fused=True),
            "decode_alone": lambda: dequantize_runs(T, E, in_features=k, group_size=g)}
     print_medians(f"M={m} {n}x{k}", fns, turns=2)

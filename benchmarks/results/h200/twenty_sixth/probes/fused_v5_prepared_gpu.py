@@ -11,12 +11,14 @@ from ternary.kernels.linear.triton_run_decode import dequantize_runs
 ok = all([check(f, 300, 1000, 1001, 40, pre_chunks=1), check(f, 129, 513, 2600, 20, corrupt=True, pre_chunks=2),
           check(f, 2048, 4096, 4096, 40, pre_chunks=99), check(f, 700, 3000, 9000, 40, corrupt=True, pre_chunks=1)])
 print("ALL OK" if ok else "FAILED")
-for m, n, k in [(2048, 4096, 4096), (2048, 14336, 4096), (2048, 4096, 14336), (2048, 16384, 16384), (8192, 16384, 16384)]:
+for m, n, k in [(2048, 4096, 4096), (2048, 14336, 4096), (2048, 4096, 14336), (2048, 16384, 16384), (8192, 16384,
+                                                                                                     16384)]:
     T, E, x, w_ref, wf = layer(m, n, k)
     g = 40
     fns = {"cublas": lambda: F.linear(x, w_ref),
            "two_step": lambda: F.linear(x, dequantize_runs(T, E, in_features=k, group_size=g)),
            "gemm": lambda: f.forward(x, T, E, in_features=k, group_size=g, fused=False, w=wf)}
     for pre in (0, 1, 2, 99):
-        fns[f"fused_pre{pre}"] = lambda pre=pre: f.forward(x, T, E, in_features=k, group_size=g, fused=True, pre_chunks=pre)
+        fns[f"fused_pre{pre}"] = lambda pre=pre: f.forward(x, T, E, in_features=k, group_size=g, fused=True,
+                                                           pre_chunks=pre)
     print_medians(f"M={m} {n}x{k}", fns, turns=2)

@@ -11,7 +11,8 @@ m, G = 8192, 40
 gen = torch.Generator().manual_seed(1)
 groups = -(-k // G)
 packed = random_packed(n, k, generator=gen).cuda()
-zero = dict(E=torch.zeros(n, groups, dtype=torch.int8, device="cuda"), T_accum=torch.zeros(n, k, dtype=torch.int8, device="cuda"),
+zero = dict(E=torch.zeros(n, groups, dtype=torch.int8, device="cuda"),
+            T_accum=torch.zeros(n, k, dtype=torch.int8, device="cuda"),
             bias=torch.zeros(n, dtype=torch.int32, device="cuda"))
 rand = dict(E=torch.randint(-3, 4, (n, groups), generator=gen).to(torch.int8).cuda(),
             T_accum=torch.randint(-4, 5, (n, k), generator=gen).to(torch.int8).cuda(),
