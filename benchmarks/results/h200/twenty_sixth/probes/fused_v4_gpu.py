@@ -17,8 +17,8 @@ for m, n, k, g in [(300, 1000, 1001, 40), (129, 513, 2600, 20)]:
     y0, _ = f.forward(x, T, E, in_features=k, group_size=g, fused=False, w=full(w_ref, w_ref.stride(0)))
     print("check", m, n, k, g, torch.equal(wb[:, :k].view(torch.int16), w_ref.view(torch.int16)),
           torch.equal(y0.view(torch.int16), y1.view(torch.int16)), flush=True)
-for m, n, k in [(2048, 4096, 4096), (2048, 14336, 4096), (2048, 4096, 14336), (2048, 16384, 16384), (8192, 16384,
-                                                                                                     16384)]:
+for m, n, k in [(2048, 4096, 4096), (2048, 14336, 4096), (2048, 4096, 14336), (2048, 16384, 16384),
+                (8192, 16384, 16384)]:
     T, E, x, w_ref, wf = layer(m, n, k)
     g = 40
     fns = {"cublas": lambda: F.linear(x, w_ref),

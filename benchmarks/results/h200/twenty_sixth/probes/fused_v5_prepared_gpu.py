@@ -11,8 +11,8 @@ from ternary.kernels.linear.triton_run_decode import dequantize_runs
 ok = all([check(f, 300, 1000, 1001, 40, pre_chunks=1), check(f, 129, 513, 2600, 20, corrupt=True, pre_chunks=2),
           check(f, 2048, 4096, 4096, 40, pre_chunks=99), check(f, 700, 3000, 9000, 40, corrupt=True, pre_chunks=1)])
 print("ALL OK" if ok else "FAILED")
-for m, n, k in [(2048, 4096, 4096), (2048, 14336, 4096), (2048, 4096, 14336), (2048, 16384, 16384), (8192, 16384,
-                                                                                                     16384)]:
+for m, n, k in [(2048, 4096, 4096), (2048, 14336, 4096), (2048, 4096, 14336), (2048, 16384, 16384),
+                (8192, 16384, 16384)]:
     T, E, x, w_ref, wf = layer(m, n, k)
     g = 40
     fns = {"cublas": lambda: F.linear(x, w_ref),
