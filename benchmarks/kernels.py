@@ -547,10 +547,10 @@ def card_state(device: torch.device, run: Callable = subprocess.run) -> dict | N
     try:
         done = run(["nvidia-smi", f"--id={card}", "--query-gpu=clocks.sm,temperature.gpu,power.draw",
                     "--format=csv,noheader,nounits"], capture_output=True, text=True, timeout=10)
+        if done.returncode != 0:
+            return None
         clock, temperature, power = (float(value) for value in done.stdout.strip().splitlines()[0].split(","))
     except (OSError, subprocess.SubprocessError, IndexError, ValueError):
-        return None
-    if done.returncode != 0:
         return None
     return {"sm_clock_mhz": clock, "temperature_c": temperature, "power_w": power}
 
