@@ -1,6 +1,6 @@
 """Triton backend of the ternary linear op: reads ``T_packed`` and ``E`` directly.
 
-Forward takes one of six paths, picked by the number of activation rows ``M``:
+Forward takes one of seven paths, picked by the number of activation rows ``M``:
 
 - ``M = 1`` on sm_90 or newer, for layers whose storage allows aligned reads: warp-shuffle
   lookup tables (``triton_table_gemv``, a Gluon kernel; about 11 instructions per packed byte).
@@ -37,6 +37,10 @@ Forward takes one of six paths, picked by the number of activation rows ``M``:
   ``M < N / PLANES_ROWS_PER_OUTPUT``, in digit-plane column order (bf16: the pair decode) with
   the activations regrouped to match (one transient copy of ``x``), else the per-weight column
   decode. On H100 the fused kernel took 64 us at 4096 x 4096, M = 128, against 15 us for bf16.
+- ``DECODE_GEMM_ROWS`` with bf16 activations on sm_90, for layers the run decode takes and enough
+  output tiles for every SM: the same buffer decoded inside a persistent warp-specialised GEMM
+  by decoder warps while tensor-core warps multiply what is already decoded
+  (``triton_decode_gemm``, a Gluon kernel).
 
 ``grad_x`` for ``M <= GEMV_MAX_ROWS`` runs a CUDA-core GEMV over the weight rows (each byte
 read once, no buffer; ``_grad_x_gemv_kernel``); for bf16 up to ``WGMMA_GRAD_X_MAX_ROWS`` rows on
@@ -70,8 +74,9 @@ from ternary.kernels.linear.triton_base3 import (
     weight_tiles_bf16,
 )
 from ternary.kernels.layer_checks import check_layer_tensors
-from ternary.kernels.linear import (triton_lut_gemv, triton_mma_forward, triton_run_decode, triton_table_gemv,
-                                   triton_tiled_gemv, triton_tiled_mma, triton_wgmma_forward, triton_wgmma_grad_x)
+from ternary.kernels.linear import (triton_decode_gemm, triton_lut_gemv, triton_mma_forward, triton_run_decode,
+                                   triton_table_gemv, triton_tiled_gemv, triton_tiled_mma, triton_wgmma_forward,
+                                   triton_wgmma_grad_x)
 from ternary.kernels.linear.triton_launch import (capability, even_splits, finish_splits, program_splits, round_up,
                                                   sm_count)
 from ternary.kernels.registry import triton_interpreted
@@ -118,6 +123,13 @@ TWO_STEP_MIN_ROWS = 64
 # 8192, 8192 x 2048) at M = 128 34.9-37.6 against 27.9-35.4 and at M = 64 level to 1.4x the other way
 # (8192 x 2048: 25.0 against 34.1); 64 MiB buffers at M = 128 46.5 against 54.1-56.6, at M = 256 level.
 TWO_STEP_BYTES_PER_ROW = 256 * 1024
+# Rows for which the two-step forward decodes inside the GEMM (triton_decode_gemm) instead of before cuBLAS.
+# H200, same process, in turns, against cuBLAS on the four benchmark shapes (benchmarks/results/h200/
+# twenty_seventh/probes/decode_gemm_m.log): M = 2048 0.86-0.97x where the two-step path gave 0.86-0.88x,
+# M = 4096 0.89-1.00x against 0.90-0.92x; M = 1024 0.65-0.75x against 0.77-0.78x (too few row tiles per
+# row block to hide the decode), M = 8192 0.91-0.95x against 0.97-0.98x (the decode is a few percent of
+# the two-step time there, and cuBLAS's GEMM beats ours).
+DECODE_GEMM_ROWS = (2048, 6144)
 PLANE_BLOCK_B = 128
 PLANE_BLOCK_N = 8
 # Two-step forwards and grad-x with M * PLANES_ROWS_PER_OUTPUT < N decode in digit-plane order
@@ -762,6 +774,15 @@ def forward_two_step(x, T_packed, E, bias, *, in_features, group_size, bias_frac
     return finish_splits(y[None], bias, bias_frac_bits, out_dtype)
 
 
+def decode_gemm_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
+    """Whether a forward goes to the decode-in-GEMM kernel: ``DECODE_GEMM_ROWS`` activation rows, at least
+    one output tile per SM, and a call ``triton_decode_gemm.takes``."""
+    m, n = x.shape[0], T_packed.shape[0]
+    return (DECODE_GEMM_ROWS[0] <= m <= DECODE_GEMM_ROWS[1] and gluon_runs(x)
+            and triton_decode_gemm.takes(x, T_packed, E, group_size)
+            and triton_decode_gemm.output_tiles(m, n) >= sm_count(x.device))
+
+
 def buffer_stays_in_l2(m: int, n: int, k: int) -> bool:
     """Whether a forward of ``m`` rows through an ``[n, k]`` layer takes the two-step path rather than
     the wgmma kernel for the size of its bf16 buffer (``TWO_STEP_BYTES_PER_ROW``)."""
@@ -789,6 +810,8 @@ def forward(
     if (m <= WGMMA_MAX_ROWS and not buffer_stays_in_l2(m, T_packed.shape[0], in_features)
             and wgmma_forward_takes(x, T_packed, E, group_size)):
         return forward_wgmma(x, T_packed, E, bias, validated=True, **kwargs)
+    if decode_gemm_takes(x, T_packed, E, group_size):
+        return triton_decode_gemm.forward(x, T_packed, E, bias, **kwargs)
     if m >= TWO_STEP_MIN_ROWS:
         return forward_two_step(x, T_packed, E, bias, **kwargs)
     if m == 1 and table_gemv_takes(x, T_packed, E, group_size):

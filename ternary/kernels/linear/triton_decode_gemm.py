@@ -1,0 +1,351 @@
+"""The two-step forward with its decode inside the GEMM: one persistent warp-specialised kernel decodes the
+layer into the transient bf16 buffer and multiplies it as it is written (a Gluon kernel with inline PTX:
+compiled sm_90 GPUs only, never under ``TRITON_INTERPRET``).
+
+``y [M, N] = x [M, K] @ W.T (+ bias * 2^-B)`` for bf16 ``x``, with ``W = T * 2^E`` decoded into ``w [N, Kp]``
+(the run decode's buffer, ``triton_run_decode``). Every program (one per SM) has four partitions:
+
+- two consumer warpgroups, each multiplying 64 rows of a ``128 x 256`` output tile by ``wgmma`` from a ring
+  of shared-memory slots, and storing its half of the tile (bias added in fp32) through shared memory by TMA;
+- a loader warp that fills the ring by TMA, ``x`` boxes ``[128, 64]`` and ``w`` boxes ``[256, 64]``;
+- decoder warps (one warp each) that write ``w`` in units of ``UNIT_ROWS`` rows by ``CHUNK_RUNS`` runs of
+  eight bytes (forty columns), one run per lane, the decode of ``triton_run_decode``.
+
+A *chunk* is the ``256``-row tile of ``w`` that one output tile's row block reads, by ``CHUNK_RUNS`` runs:
+``flags[j * CHUNKS + c]`` counts its decoded units. A decoder publishes a unit with a proxy fence (its
+generic-proxy stores become visible to TMA), a ``gpu``-scope fence, a warp barrier and one
+``red.release``; the loader, before its first box from a chunk, spins on the flag with volatile loads,
+then fences (acquire, proxy). Units are claimed from a counter in the order the tiles first need their
+chunks (:func:`unit_order`), so decoders that run at all decode every unit: no program waits on a
+program that is not resident.
+
+The first round of output tiles needs the first chunk of every row block it touches at once, which the
+decoders cannot deliver in time; those ``PRE_CHUNKS`` chunks are decoded by the full-card run decode just
+before the kernel, and the loader does not wait for them.
+"""
+
+from __future__ import annotations
+
+import functools
+
+import torch
+import triton
+from triton.experimental import gluon
+from triton.experimental.gluon import language as gl
+from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, tma, warpgroup_mma
+from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma_wait
+from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
+
+from ternary.kernels.linear import triton_run_decode
+from ternary.kernels.linear.gluon_words import scale_bits
+from ternary.kernels.linear.triton_base3 import RUN_COLUMNS_ASM
+from ternary.kernels.linear.triton_launch import round_up, sm_count, tma_rows
+
+BLOCK_M, BLOCK_N, BLOCK_K, STAGES = 128, 256, 64, 3
+# (CHUNK_RUNS, UNIT_ROWS, decoder warps, PRE_CHUNKS).
+# H200, same process, in turns (benchmarks/results/h200/twenty_seventh/probes/decode_gemm_configs.log,
+# decode_gemm_m.log): chunks of 32 runs (1280 columns) in 16-row units were the fastest or within the
+# run-to-run spread of it at M = 2048-8192; chunks of 8 runs were 2-10% slower (four rows a step: 64-byte
+# pieces of rows); two pre-decoded chunks gained up to 8% over one at M = 2048, 4096^2.
+DECODE_GEMM_CONFIG = (32, 16, 2, 2)
+# Registers per thread: consumer warpgroups, loader, decoders. ptxas gives the 64 x 256 products 168 only
+# with at most 12 warps in all.
+REGISTERS = (168, 24, 96)
+
+_ASM = gl.constexpr(RUN_COLUMNS_ASM)
+_CONSTRAINTS = gl.constexpr(",".join(["=r"] * 20 + ["r"] * 11))
+_CLAIM = gl.constexpr(
+    "{ .reg .pred p; .reg .u32 l, v;\n"
+    "mov.u32 v, 0;\n"
+    "mov.u32 l, %laneid;\n"
+    "setp.eq.u32 p, l, 0;\n"
+    "@p atom.global.add.u32 v, [$1], 1;\n"
+    "shfl.sync.idx.b32 $0, v, 0, 0x1f, 0xffffffff; }")
+_RELEASE = gl.constexpr(
+    "{ .reg .pred p; .reg .u32 l;\n"
+    "fence.proxy.async.global;\n"
+    "fence.acq_rel.gpu;\n"
+    "bar.warp.sync 0xffffffff;\n"
+    "mov.u32 l, %laneid;\n"
+    "setp.eq.u32 p, l, 0;\n"
+    "@p red.release.gpu.global.add.u32 [$1], 1;\n"
+    "mov.u32 $0, 0; }")
+_ACQUIRE = gl.constexpr("fence.acq_rel.gpu;\nfence.proxy.async.global;\nmov.u32 $0, $1;")
+
+
+@gluon.jit
+def _claim(counter_ptr, LANES: gl.constexpr):
+    """The next unit index for this warp (lane 0 adds one to the counter; a scalar)."""
+    pointers = counter_ptr + gl.full([32], 0, gl.int32, LANES)
+    claimed = gl.inline_asm_elementwise(_CLAIM, "=r,l", [pointers], dtype=gl.int32, is_pure=False, pack=1)
+    return gl.max(claimed, axis=0)
+
+
+@gluon.jit
+def _quad(a, b, c, d, QUADS: gl.constexpr):
+    """``[32, 4]`` of four ``[32]`` word tensors, in that order along the last axis."""
+    return gl.convert_layout(gl.reshape(gl.join(gl.join(a, c), gl.join(b, d)), [a.shape[0], 4]), QUADS)
+
+
+@gluon.jit
+def _decode_rows(t_ptr, e_ptr, w_ptr, rn, runs, parity, N, KB, NG, RUNS, stride_pn, stride_en, stride_w16,
+                 BYTES_PER_GROUP: gl.constexpr, ONE_SCALE_PER_RUN: gl.constexpr, QUADS: gl.constexpr):
+    """Run ``runs [32]`` of row ``rn [32]`` per lane into ``w`` (int32 words, row stride ``4 stride_w16``);
+    lanes ``2 i, 2 i + 1`` hold the two runs of a 160-byte pair and each of their five stores writes one
+    whole 32-byte sector (``triton_run_decode``)."""
+    row_ok = rn < N
+    rows = gl.minimum(rn, N - 1).to(gl.int64)
+    row_bytes = t_ptr + rows * stride_pn
+    row_scales = e_ptr + rows * stride_en
+    first = 8 * runs
+    b0 = gl.load(row_bytes + first, mask=row_ok & (first < KB), other=121).to(gl.int32)
+    b1 = gl.load(row_bytes + first + 1, mask=row_ok & (first + 1 < KB), other=121).to(gl.int32)
+    b2 = gl.load(row_bytes + first + 2, mask=row_ok & (first + 2 < KB), other=121).to(gl.int32)
+    b3 = gl.load(row_bytes + first + 3, mask=row_ok & (first + 3 < KB), other=121).to(gl.int32)
+    b4 = gl.load(row_bytes + first + 4, mask=row_ok & (first + 4 < KB), other=121).to(gl.int32)
+    b5 = gl.load(row_bytes + first + 5, mask=row_ok & (first + 5 < KB), other=121).to(gl.int32)
+    b6 = gl.load(row_bytes + first + 6, mask=row_ok & (first + 6 < KB), other=121).to(gl.int32)
+    b7 = gl.load(row_bytes + first + 7, mask=row_ok & (first + 7 < KB), other=121).to(gl.int32)
+    g_low = first // BYTES_PER_GROUP
+    low = scale_bits(gl.load(row_scales + g_low, mask=g_low < NG, other=0))
+    if ONE_SCALE_PER_RUN:
+        high = low
+    else:
+        g_high = (first + 4) // BYTES_PER_GROUP
+        high = scale_bits(gl.load(row_scales + g_high, mask=g_high < NG, other=0))
+    words = gl.inline_asm_elementwise(_ASM, _CONSTRAINTS, [b0, b1, b2, b3, b4, b5, b6, b7, low, high, parity],
+                                      dtype=(gl.int32, ) * 20, is_pure=False, pack=1)
+    own = row_ok & (runs < RUNS)
+    partner = row_ok & ((runs ^ 1) < RUNS)
+    ROWS: gl.constexpr = gl.SliceLayout(1, QUADS)
+    four = gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, QUADS)), 0)
+    first_two = gl.expand_dims(gl.convert_layout(gl.where(parity == 0, own, partner), ROWS), 1) & (four >= 0)
+    last_two = gl.expand_dims(gl.convert_layout(gl.where(parity == 0, partner, own), ROWS), 1) & (four >= 0)
+    own_quads = gl.expand_dims(gl.convert_layout(own, ROWS), 1) & (four >= 0)
+    base = rn.to(gl.int64) * (stride_w16 * 4) + 20 * (runs - parity) + 4 * parity
+    out = w_ptr + gl.expand_dims(gl.convert_layout(base, ROWS), 1) + four
+    gl.store(out, _quad(words[0], words[1], words[2], words[3], QUADS), mask=first_two)
+    gl.store(out + 8, _quad(words[4], words[5], words[6], words[7], QUADS), mask=first_two)
+    gl.store(out + 16, _quad(words[8], words[9], words[10], words[11], QUADS), mask=own_quads)
+    gl.store(out + 24, _quad(words[12], words[13], words[14], words[15], QUADS), mask=last_two)
+    gl.store(out + 32, _quad(words[16], words[17], words[18], words[19], QUADS), mask=last_two)
+
+
+@gluon.jit
+def _decode(t_ptr, e_ptr, w_ptr, flags_ptr, counter_ptr, order_ptr, N, KB, NG, RUNS, stride_pn, stride_en,
+            stride_w16, UNITS, CHUNKS, BYTES_PER_GROUP: gl.constexpr, ONE_SCALE_PER_RUN: gl.constexpr,
+            BN: gl.constexpr, UNIT_ROWS: gl.constexpr, CHUNK_RUNS: gl.constexpr):
+    """One decoder warp: claims units ``order[k]`` until none is left; unit ``(j * CHUNKS + c) * PIECES + q``
+    is rows ``j BN + q UNIT_ROWS ..`` (``UNIT_ROWS``) by runs ``c CHUNK_RUNS ..`` (``CHUNK_RUNS``) of ``w``,
+    ``32 / CHUNK_RUNS`` rows a step; its end adds one to ``flags[j * CHUNKS + c]``."""
+    PIECES: gl.constexpr = BN // UNIT_ROWS
+    ROWS_PER_STEP: gl.constexpr = 32 // CHUNK_RUNS
+    LANES: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
+    QUADS: gl.constexpr = gl.BlockedLayout([1, 4], [32, 1], [1, 1], [1, 0])
+    lane = gl.arange(0, 32, layout=LANES)
+    parity = lane % 2
+    k = _claim(counter_ptr, LANES)
+    while k < UNITS:
+        unit = gl.load(order_ptr + k)
+        chunk = unit // PIECES
+        row0 = (chunk // CHUNKS) * BN + (unit % PIECES) * UNIT_ROWS + lane // CHUNK_RUNS
+        runs = (chunk % CHUNKS) * CHUNK_RUNS + lane % CHUNK_RUNS
+        for step in range(UNIT_ROWS // ROWS_PER_STEP):
+            _decode_rows(t_ptr, e_ptr, w_ptr, row0 + step * ROWS_PER_STEP, runs, parity, N, KB, NG, RUNS,
+                         stride_pn, stride_en, stride_w16, BYTES_PER_GROUP, ONE_SCALE_PER_RUN, QUADS)
+        gl.inline_asm_elementwise(_RELEASE, "=r,l", [flags_ptr + chunk + gl.full([32], 0, gl.int32, LANES)],
+                                  dtype=gl.int32, is_pure=False, pack=1)
+        k = _claim(counter_ptr, LANES)
+
+
+@gluon.jit
+def _load(x_desc, w_desc, x_tiles, w_tiles, ready, free, flags_ptr, tiles, m_tiles, k_steps, CHUNKS, PRE_TILES,
+          PRE_CHUNKS, PIECES: gl.constexpr, STEPS_PER_CHUNK: gl.constexpr, STAGES: gl.constexpr):
+    """The loader warp: each step's two boxes into the ring once both consumers freed the slot, and before
+    the first box of a chunk of ``w`` its flag's wait (not for chunks ``c < PRE_CHUNKS`` of row blocks
+    ``j < PRE_TILES``, decoded before the kernel)."""
+    BM: gl.constexpr = x_desc.block_type.shape[0]
+    BK: gl.constexpr = x_desc.block_type.shape[1]
+    BN: gl.constexpr = w_desc.block_type.shape[0]
+    LANES: gl.constexpr = gl.BlockedLayout([1], [32], [1], [0])
+    count = 0
+    for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
+        j = t // m_tiles
+        m = t % m_tiles
+        for s in range(k_steps):
+            c = s // STEPS_PER_CHUNK
+            if (s % STEPS_PER_CHUNK == 0) & ((j >= PRE_TILES) | (c >= PRE_CHUNKS)):
+                flag = flags_ptr + j * CHUNKS + c
+                v = gl.load(flag, volatile=True)
+                while v < PIECES:
+                    v = gl.load(flag, volatile=True)
+                gl.inline_asm_elementwise(_ACQUIRE, "=r,r", [gl.full([32], 0, gl.int32, LANES) + v],
+                                          dtype=gl.int32, is_pure=False, pack=1)
+            slot = count % STAGES
+            mbarrier.wait(free.index(slot), ((count // STAGES) & 1) ^ 1)
+            bar = ready.index(slot)
+            mbarrier.expect(bar, x_desc.block_type.nbytes + w_desc.block_type.nbytes)
+            tma.async_copy_global_to_shared(x_desc, [m * BM, s * BK], bar, x_tiles.index(slot))
+            tma.async_copy_global_to_shared(w_desc, [j * BN, s * BK], bar, w_tiles.index(slot))
+            count += 1
+
+
+@gluon.jit
+def _consume(x_tiles, w_tiles, ready, free, y_desc, out_tile, bias_ptr, N, stride_b, bias_scale, tiles, m_tiles,
+             k_steps, HALF_INDEX: gl.constexpr, HAS_BIAS: gl.constexpr, STAGES: gl.constexpr):
+    """One consumer warpgroup: rows ``HALF_INDEX * BM / 2 ..`` of each output tile, accumulated in fp32 from
+    the bias (so that its 64 columns per thread are live only where the accumulator is built), rounded to bf16
+    once and stored by TMA through ``out_tile``."""
+    BM: gl.constexpr = x_tiles.shape[1]
+    HALF: gl.constexpr = BM // 2
+    BN: gl.constexpr = w_tiles.shape[1]
+    ACC: gl.constexpr = gl.NVMMADistributedLayout(version=[3, 0], warps_per_cta=[4, 1], instr_shape=[16, BN, 16])
+    count = 0
+    for t in range(gl.program_id(0), tiles, gl.num_programs(0)):
+        j = t // m_tiles
+        m = t % m_tiles
+        acc = gl.zeros([HALF, BN], gl.float32, ACC)
+        if HAS_BIAS:
+            cols = j * BN + gl.arange(0, BN, layout=gl.SliceLayout(0, ACC))
+            bias = gl.load(bias_ptr + cols * stride_b, mask=cols < N, other=0).to(gl.float32) * bias_scale
+            acc = acc + gl.expand_dims(bias, 0)
+        for s in range(k_steps):
+            slot = count % STAGES
+            mbarrier.wait(ready.index(slot), (count // STAGES) & 1)
+            acc = warpgroup_mma(x_tiles.index(slot).slice(HALF * HALF_INDEX, HALF, dim=0),
+                                w_tiles.index(slot).permute((1, 0)), acc, is_async=True)
+            acc = warpgroup_mma_wait(1, deps=[acc])
+            mbarrier.arrive(free.index((count + STAGES - 1) % STAGES), count=1, pred=s > 0)
+            count += 1
+        acc = warpgroup_mma_wait(0, deps=[acc])
+        mbarrier.arrive(free.index((count + STAGES - 1) % STAGES), count=1)
+        tma.store_wait(0)
+        out_tile.store(acc.to(gl.bfloat16))
+        fence_async_shared()
+        tma.async_copy_shared_to_global(y_desc, [m * BM + HALF * HALF_INDEX, j * BN], out_tile)
+    tma.store_wait(0)
+
+
+@gluon.jit
+def _decode_gemm_kernel(x_desc, w_desc, y_desc, t_ptr, e_ptr, w_ptr, flags_ptr, counter_ptr, order_ptr, bias_ptr,
+                        N, KB, NG, RUNS, stride_pn, stride_en, stride_w16, stride_b, bias_scale, UNITS, CHUNKS,
+                        PRE_TILES, PRE_CHUNKS, tiles, m_tiles, k_steps, BYTES_PER_GROUP: gl.constexpr,
+                        ONE_SCALE_PER_RUN: gl.constexpr, HAS_BIAS: gl.constexpr, STAGES: gl.constexpr,
+                        UNIT_ROWS: gl.constexpr, CHUNK_RUNS: gl.constexpr, DECODERS: gl.constexpr,
+                        CONSUMER_REGS: gl.constexpr, LOADER_REGS: gl.constexpr, DECODER_REGS: gl.constexpr):
+    BM: gl.constexpr = x_desc.block_type.shape[0]
+    BK: gl.constexpr = x_desc.block_type.shape[1]
+    BN: gl.constexpr = w_desc.block_type.shape[0]
+    x_tiles = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BM, BK], x_desc.layout)
+    w_tiles = gl.allocate_shared_memory(gl.bfloat16, [STAGES, BN, BK], w_desc.layout)
+    out_low = gl.allocate_shared_memory(gl.bfloat16, [BM // 2, BN], y_desc.layout)
+    out_high = gl.allocate_shared_memory(gl.bfloat16, [BM // 2, BN], y_desc.layout)
+    ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    free = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
+    for each in gl.static_range(STAGES):
+        mbarrier.init(ready.index(each), count=1)
+        mbarrier.init(free.index(each), count=2)
+    fence_async_shared()
+    decode = (t_ptr, e_ptr, w_ptr, flags_ptr, counter_ptr, order_ptr, N, KB, NG, RUNS, stride_pn, stride_en,
+              stride_w16, UNITS, CHUNKS, BYTES_PER_GROUP, ONE_SCALE_PER_RUN, BN, UNIT_ROWS, CHUNK_RUNS)
+    gl.static_assert(DECODERS == 2, "two decoder warps")
+    gl.warp_specialize([
+        (_consume, (x_tiles, w_tiles, ready, free, y_desc, out_low, bias_ptr, N, stride_b, bias_scale, tiles,
+                    m_tiles, k_steps, 0, HAS_BIAS, STAGES)),
+        (_consume, (x_tiles, w_tiles, ready, free, y_desc, out_high, bias_ptr, N, stride_b, bias_scale, tiles,
+                    m_tiles, k_steps, 1, HAS_BIAS, STAGES)),
+        (_load, (x_desc, w_desc, x_tiles, w_tiles, ready, free, flags_ptr, tiles, m_tiles, k_steps, CHUNKS,
+                 PRE_TILES, PRE_CHUNKS, BN // UNIT_ROWS, CHUNK_RUNS * 40 // BK, STAGES)),
+        (_decode, decode), (_decode, decode)],
+        [4, 1, 1, 1], [CONSUMER_REGS, LOADER_REGS, DECODER_REGS, DECODER_REGS])
+
+
+@functools.cache
+def _shared_layout(rows: int, cols: int):
+    return gl.NVMMASharedLayout.get_default_for([rows, cols], gl.bfloat16)
+
+
+@functools.lru_cache(maxsize=64)
+def unit_order(row_blocks: int, chunks: int, m_tiles: int, programs: int, pieces: int, pre_tiles: int,
+               pre_chunks: int) -> tuple[int, ...]:
+    """Unit ids ``(j * chunks + c) * pieces + q`` in the order the output tiles first need chunk ``c`` of
+    row block ``j`` (the round of row block ``j``'s first tile, then ``c``), without the chunks decoded
+    before the kernel (``c < pre_chunks`` of ``j < pre_tiles``)."""
+    keys = sorted(((j * m_tiles) // programs, c, j) for j in range(row_blocks) for c in range(chunks)
+                  if not (j < pre_tiles and c < pre_chunks))
+    return tuple((j * chunks + c) * pieces + q for _, c, j in keys for q in range(pieces))
+
+
+@functools.lru_cache(maxsize=64)
+def _unit_order_on(device: torch.device, *key: int) -> torch.Tensor:
+    return torch.tensor(unit_order(*key), dtype=torch.int32, device=device)
+
+
+def output_tiles(m: int, n: int) -> int:
+    """Output tiles ``[BLOCK_M, BLOCK_N]`` of an ``[m, n]`` product."""
+    return triton.cdiv(m, BLOCK_M) * triton.cdiv(n, BLOCK_N)
+
+
+def takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
+    """Whether the kernel can take the call: bf16 activations on a compiled sm_90 card (``wgmma``), a layer the
+    run decode takes (``G`` a multiple of 20) and ``T_packed`` and ``E`` rows with unit column stride."""
+    return (x.dtype == torch.bfloat16 and triton_run_decode.takes(T_packed, group_size, torch.bfloat16)
+            and x.is_cuda and torch.cuda.get_device_capability(x.device)[0] == 9 and T_packed.stride(1) == 1
+            and E.stride(1) == 1)
+
+
+def check_config(config: tuple[int, int, int, int]) -> None:
+    """``(CHUNK_RUNS, UNIT_ROWS, decoder warps, PRE_CHUNKS)``: chunks of whole runs per lane and whole steps,
+    units of whole row steps in whole row blocks, two decoder warps (the 12-warp limit of the products)."""
+    chunk_runs, unit_rows, decoders, pre_chunks = config
+    fits = (chunk_runs in (1, 2, 4, 8, 16, 32) and (triton_run_decode.RUN_COLUMNS * chunk_runs) % BLOCK_K == 0
+            and unit_rows > 0 and BLOCK_N % unit_rows == 0 and unit_rows % (32 // chunk_runs) == 0
+            and decoders == 2 and pre_chunks >= 0)
+    if not fits:
+        raise ValueError(f"triton_decode_gemm: config {config} needs CHUNK_RUNS dividing 32 with chunks of whole "
+                         f"{BLOCK_K}-column steps, UNIT_ROWS dividing {BLOCK_N} in whole steps of 32 / CHUNK_RUNS "
+                         "rows, two decoder warps and PRE_CHUNKS >= 0")
+
+
+def forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias: torch.Tensor | None, *,
+            in_features: int, group_size: int, bias_frac_bits: int, config: tuple[int, int, int, int] | None = None,
+            keep_buffer: bool = False):
+    """``y [M, N] = x [M, K] @ W.T + bias [N] * 2^-bias_frac_bits`` in bf16 for a call :func:`takes` accepts
+    (the caller checked the layer's shapes). ``config = (CHUNK_RUNS, UNIT_ROWS, decoder warps, PRE_CHUNKS)``
+    overrides ``DECODE_GEMM_CONFIG``; ``keep_buffer`` also returns the decoded buffer ``w [N, Kp]``."""
+    config = config or DECODE_GEMM_CONFIG
+    check_config(config)
+    chunk_runs, unit_rows, decoders, pre_chunks = config
+    m = x.shape[0]
+    n, kb = T_packed.shape
+    x = tma_rows(x)
+    runs = triton.cdiv(kb, triton_run_decode.RUN_BYTES)
+    width = triton_run_decode.RUN_COLUMNS * runs
+    w = torch.empty((n, round_up(width, triton_run_decode.ROW_ALIGN)), dtype=torch.bfloat16, device=x.device)
+    chunks = triton.cdiv(runs, chunk_runs)
+    row_blocks, m_tiles, tiles = triton.cdiv(n, BLOCK_N), triton.cdiv(m, BLOCK_M), output_tiles(m, n)
+    programs = min(sm_count(x.device), tiles)
+    pre_tiles = min(row_blocks, triton.cdiv(programs, m_tiles)) if pre_chunks else 0
+    pre_chunks = min(pre_chunks, chunks)
+    if pre_tiles:
+        rows, cols = min(n, pre_tiles * BLOCK_N), min(kb, pre_chunks * chunk_runs * triton_run_decode.RUN_BYTES)
+        triton_run_decode.launch(T_packed[:rows, :cols], E[:rows, :triton.cdiv(cols, group_size // 5)],
+                                 w.view(torch.int32)[:rows], group_size=group_size,
+                                 tile=triton_run_decode.RUN_DECODE_TILE)
+    order = _unit_order_on(x.device, row_blocks, chunks, m_tiles, programs, BLOCK_N // unit_rows, pre_tiles,
+                           pre_chunks)
+    flags = torch.zeros(row_blocks * chunks + 1, dtype=torch.int32, device=x.device)
+    y = torch.empty((m, round_up(n, 8)), dtype=torch.bfloat16, device=x.device)[:, :n]
+    x_desc = TensorDescriptor.from_tensor(x, [BLOCK_M, BLOCK_K], _shared_layout(BLOCK_M, BLOCK_K))
+    w_desc = TensorDescriptor(w, [n, width], [w.stride(0), 1], [BLOCK_N, BLOCK_K], _shared_layout(BLOCK_N, BLOCK_K))
+    y_desc = TensorDescriptor.from_tensor(y, [BLOCK_M // 2, BLOCK_N], _shared_layout(BLOCK_M // 2, BLOCK_N))
+    bytes_per_group = group_size // 5
+    _decode_gemm_kernel[(programs, )](
+        x_desc, w_desc, y_desc, T_packed, E, w.view(torch.int32), flags, flags[-1:], order,
+        bias if bias is not None else flags, n, kb, E.shape[1], runs, T_packed.stride(0), E.stride(0),
+        w.stride(0) // 8, bias.stride(0) if bias is not None else 0, 2.0**-bias_frac_bits, order.numel(), chunks,
+        pre_tiles, pre_chunks, tiles, m_tiles, triton.cdiv(width, BLOCK_K), BYTES_PER_GROUP=bytes_per_group,
+        ONE_SCALE_PER_RUN=bytes_per_group % triton_run_decode.RUN_BYTES == 0, HAS_BIAS=bias is not None,
+        STAGES=STAGES, UNIT_ROWS=unit_rows, CHUNK_RUNS=chunk_runs, DECODERS=decoders, CONSUMER_REGS=REGISTERS[0],
+        LOADER_REGS=REGISTERS[1], DECODER_REGS=REGISTERS[2], num_warps=4)
+    return (y, w) if keep_buffer else y

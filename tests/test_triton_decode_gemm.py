@@ -1,0 +1,197 @@
+"""The decode-in-GEMM forward (``triton_decode_gemm``): the order its decoders take units in, its
+configurations, the dispatch rule, its sm_90 build (offline, on CPU) and, on a GPU, its buffer bit for bit
+against the run decode and its output against a float64 product."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on CPU)
+
+from test_triton_register_decode import _compile_offline, per_row_rms  # noqa: E402
+from test_triton_table_gemv import FRAC_BITS, float64_forward, layer  # noqa: E402
+from ternary.kernels.linear import triton as kernels  # noqa: E402
+from ternary.kernels.linear import triton_decode_gemm as decode_gemm  # noqa: E402
+from ternary.kernels.linear import triton_run_decode  # noqa: E402
+
+GPU_ONLY = pytest.mark.skipif(DEVICE != "cuda", reason="the Gluon kernel runs only compiled on a GPU")
+# bf16 output: one rounding of an fp32 sum (relative 2^-9 at most per element, ~1.7e-3 RMS measured).
+OUTPUT_BUDGET = 4e-3
+
+
+def _need(row_blocks: int, chunks: int, m_tiles: int, programs: int, unit: int, pieces: int) -> tuple[int, int]:
+    chunk = unit // pieces
+    j, c = divmod(chunk, chunks)
+    return (j * m_tiles) // programs, c
+
+
+@pytest.mark.parametrize("row_blocks, chunks, m_tiles, programs, pre_tiles, pre_chunks",
+                         [(16, 4, 16, 132, 9, 2), (64, 13, 16, 132, 9, 2), (3, 1, 1, 3, 0, 0), (5, 7, 2, 4, 2, 99),
+                          (1, 1, 1, 1, 1, 1)])
+def test_unit_order_is_every_unit_left_once_in_the_order_of_need(row_blocks, chunks, m_tiles, programs, pre_tiles,
+                                                                 pre_chunks):
+    """Every unit of a chunk that was not pre-decoded appears exactly once, the pieces of a chunk together,
+    and the (round, chunk) at which the tiles first need them never decreases."""
+    pieces = 16
+    order = decode_gemm.unit_order(row_blocks, chunks, m_tiles, programs, pieces, pre_tiles, pre_chunks)
+    left = {(j * chunks + c) * pieces + q for j in range(row_blocks) for c in range(chunks) for q in range(pieces)
+            if not (j < pre_tiles and c < pre_chunks)}
+    assert len(order) == len(set(order)) == len(left) and set(order) == left
+    needs = [_need(row_blocks, chunks, m_tiles, programs, unit, pieces) for unit in order]
+    assert needs == sorted(needs)
+    assert all(order[i] // pieces == order[i + pieces - 1] // pieces for i in range(0, len(order), pieces))
+
+
+@pytest.mark.parametrize("config", [(3, 16, 2, 1), (64, 16, 2, 1), (4, 16, 2, 1), (32, 24, 2, 1), (8, 2, 2, 1),
+                                    (32, 16, 3, 1), (32, 16, 2, -1)])
+def test_configs_that_do_not_fit_are_refused_by_name(config):
+    """Chunks must hold whole 64-column steps and divide a warp's lanes, units whole row steps of a
+    256-row block; the kernel has two decoder warps."""
+    with pytest.raises(ValueError, match=r"triton_decode_gemm: config .* needs CHUNK_RUNS"):
+        decode_gemm.check_config(config)
+
+
+def test_shipped_config_fits():
+    decode_gemm.check_config(decode_gemm.DECODE_GEMM_CONFIG)
+
+
+def test_dispatch_leaves_cpu_calls_and_other_rows_to_the_other_paths():
+    """On CPU (interpreted) nothing goes to the kernel; on a card only bf16 calls with ``DECODE_GEMM_ROWS``
+    rows and a full round of output tiles do."""
+    packed, exponents, _, _ = layer(4096, 400, 40, seed=1)
+    x = torch.zeros(2048, 400, dtype=torch.bfloat16)
+    assert not kernels.decode_gemm_takes(x, packed, exponents, 40)
+    assert not decode_gemm.takes(x, packed, exponents, 40)
+    low, high = kernels.DECODE_GEMM_ROWS
+    assert low > kernels.WGMMA_MAX_ROWS and high >= low
+    if DEVICE == "cuda":
+        packed, exponents = packed.cuda(), exponents.cuda()
+        for rows, dtype, g, taken in [(low, torch.bfloat16, 40, True), (high, torch.bfloat16, 40, True),
+                                      (low - 1, torch.bfloat16, 40, False), (high + 1, torch.bfloat16, 40, False),
+                                      (low, torch.float32, 40, False), (low, torch.bfloat16, 10, False)]:
+            e = exponents if g == 40 else torch.zeros((4096, 40), dtype=torch.int8, device="cuda")
+            x = torch.zeros(rows, 400, dtype=dtype, device="cuda")
+            capable = torch.cuda.get_device_capability()[0] == 9
+            assert kernels.decode_gemm_takes(x, packed, e, g) == (taken and capable), (rows, dtype, g)
+        few_tiles = torch.zeros(low, 400, dtype=torch.bfloat16, device="cuda")
+        assert not kernels.decode_gemm_takes(few_tiles, packed[:256], exponents[:256], 40)
+
+
+_OFFLINE_COMPILE = """
+import json, triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource
+from ternary.kernels.linear import triton_decode_gemm as d
+
+names = ("x_desc w_desc y_desc t_ptr e_ptr w_ptr flags_ptr counter_ptr order_ptr bias_ptr N KB NG RUNS stride_pn "
+         "stride_en stride_w16 stride_b bias_scale UNITS CHUNKS PRE_TILES PRE_CHUNKS tiles m_tiles k_steps").split()
+bm, bn, bk = d.BLOCK_M, d.BLOCK_N, d.BLOCK_K
+types = [f"tensordesc<bf16[{bm}, {bk}],{d._shared_layout(bm, bk)!r}>",
+         f"tensordesc<bf16[{bn}, {bk}],{d._shared_layout(bn, bk)!r}>",
+         f"tensordesc<bf16[{bm // 2}, {bn}],{d._shared_layout(bm // 2, bn)!r}>",
+         "*u8", "*i8", "*i32", "*i32", "*i32", "*i32", "*i32"] + ["i32"] * 8 + ["fp32"] + ["i32"] * 7
+chunk_runs, unit_rows, decoders, _ = d.DECODE_GEMM_CONFIG
+report = []
+for bytes_per_group, has_bias in [(8, True), (8, False), (4, False), (12, True)]:
+    constexprs = dict(BYTES_PER_GROUP=bytes_per_group, ONE_SCALE_PER_RUN=bytes_per_group % 8 == 0,
+                      HAS_BIAS=has_bias, STAGES=d.STAGES, UNIT_ROWS=unit_rows, CHUNK_RUNS=chunk_runs,
+                      DECODERS=decoders, CONSUMER_REGS=d.REGISTERS[0], LOADER_REGS=d.REGISTERS[1],
+                      DECODER_REGS=d.REGISTERS[2])
+    signature = dict(zip(names, types)) | {name: "constexpr" for name in constexprs}
+    source = GluonASTSource(d._decode_gemm_kernel, signature=signature, constexprs=constexprs,
+                            attrs={(i,): [["tt.divisibility", 16]] for i in range(3, 10)})
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+    sass, ptx = compiled.asm["sass"], compiled.asm["ptx"]
+    report.append([compiled.metadata.shared, sass.count("STL") + sass.count("LDL"),
+                   sass.count("HGMMA.64x256x16.F32.BF16"), ptx.count("atom.global.add.u32"),
+                   ptx.count("red.release.gpu.global.add.u32"), ptx.count("ld.volatile.global"),
+                   ptx.count("fence.proxy.async.global"), ptx.count("cp.async.bulk.tensor.2d.shared::cluster"),
+                   ptx.count("cp.async.bulk.tensor.2d.global.shared::cta")])
+print(json.dumps(report))
+"""
+
+
+def test_kernel_compiles_for_sm_90_within_shared_memory_without_spills():
+    """Compiled offline for sm_90 with the shipped constants (groups of 8, 4 and 12 bytes, with and without
+    a bias): the ring and the two output tiles fit an H100's 227 KB of shared memory per block, nothing
+    spills (the bias seeds the accumulator, so its columns are never live beside it), each consumer issues
+    its four ``64x256x16`` products per step, the decoders claim units with an atomic and publish them
+    with a release after a proxy fence, the loader spins with volatile loads and fences after them, and
+    the ring is filled by two TMA loads a step and emptied by one TMA store per consumer."""
+    for shared, spills, products, claims, releases, spins, proxy_fences, loads, stores in _compile_offline(
+            _OFFLINE_COMPILE):
+        assert shared <= 227 * 1024
+        assert spills == 0
+        assert products == 8
+        assert claims == 4 and releases == 2  # per decoder partition: claims before and in the loop, one release
+        assert spins >= 2 and proxy_fences == 3  # two decoder releases, one loader acquire
+        assert loads == 2 and stores == 2
+
+
+def _cuda_layer(m, n, k, g, seed, corrupt=None):
+    packed, exponents, bias, gen = layer(n, k, g, seed=seed)
+    if corrupt is not None:
+        packed[corrupt] = 250
+    x = torch.randn(m, k, generator=gen).to(torch.bfloat16)
+    return packed.cuda(), exponents.cuda(), bias.cuda(), x.cuda()
+
+
+# (M, N, K, G): M = 1, M not a multiple of the 128-row tile; N not a multiple of 256 and N below one
+# tile; K not a multiple of 5, of G, of a run or of a 1280-column chunk; groups of 4, 8, 12 and 16 bytes.
+SHAPES = [(1, 300, 4100, 60), (129, 513, 2600, 20), (300, 1000, 1001, 40), (700, 3000, 9000, 40),
+          (2048, 4096, 4096, 40), (64, 17, 333, 80), (2100, 600, 12801, 40)]
+
+
+@GPU_ONLY
+@pytest.mark.parametrize("m, n, k, g", SHAPES)
+@pytest.mark.parametrize("pre_chunks", [0, 1, 2, 99])
+@pytest.mark.parametrize("with_bias", [False, True])
+def test_buffer_is_the_run_decode_and_output_the_product(m, n, k, g, pre_chunks, with_bias):
+    """The transient buffer equals ``dequantize_runs`` bit for bit (whether its chunks came from the
+    pre-decode or the kernel's decoders) and the output is the float64 product within ``OUTPUT_BUDGET``
+    per output column."""
+    packed, exponents, bias, x = _cuda_layer(m, n, k, g, seed=m + n + k)
+    bias = bias if with_bias else None
+    config = decode_gemm.DECODE_GEMM_CONFIG[:3] + (pre_chunks,)
+    y, w = decode_gemm.forward(x, packed, exponents, bias, in_features=k, group_size=g, bias_frac_bits=FRAC_BITS,
+                               config=config, keep_buffer=True)
+    want = triton_run_decode.dequantize_runs(packed, exponents, in_features=k, group_size=g)
+    assert torch.equal(w[:, :k].view(torch.int16), want.view(torch.int16))
+    assert y.dtype == torch.bfloat16 and y.shape == (m, n)
+    assert per_row_rms(y.cpu(), float64_forward(x, packed, exponents, bias, k, g)) < OUTPUT_BUDGET
+
+
+@GPU_ONLY
+@pytest.mark.parametrize("config", [(8, 64, 2, 1), (16, 32, 2, 0), (32, 8, 2, 3), (32, 256, 2, 1)])
+def test_other_unit_shapes_give_the_same_output(config):
+    """Every fitting configuration decodes the same buffer and, as the products and their order do not
+    depend on it, gives the same output bit for bit."""
+    packed, exponents, bias, x = _cuda_layer(700, 3000, 9000, 40, seed=5)
+    kw = dict(in_features=9000, group_size=40, bias_frac_bits=FRAC_BITS)
+    y = decode_gemm.forward(x, packed, exponents, bias, **kw)
+    assert torch.equal(decode_gemm.forward(x, packed, exponents, bias, config=config, **kw).view(torch.int16),
+                       y.view(torch.int16))
+
+
+@GPU_ONLY
+def test_a_corrupt_byte_gives_nan_in_its_output_column_only():
+    """A byte > 242 of row ``r`` makes ``y[:, r]`` NaN and no other column."""
+    packed, exponents, bias, x = _cuda_layer(2048, 4096, 4096, 40, seed=3, corrupt=(1000, 7))
+    y = decode_gemm.forward(x, packed, exponents, bias, in_features=4096, group_size=40, bias_frac_bits=FRAC_BITS)
+    bad = (~torch.isfinite(y.float())).any(0).nonzero().flatten().tolist()
+    assert bad == [1000]
+    assert torch.isnan(y[:, 1000].float()).all()
+
+
+@GPU_ONLY
+def test_forward_dispatch_takes_the_kernel_for_training_rows(monkeypatch):
+    """``triton.forward`` with ``DECODE_GEMM_ROWS`` bf16 rows goes to the kernel on an sm_90 card (and to
+    the two-step path elsewhere) and matches the float64 product either way."""
+    packed, exponents, bias, x = _cuda_layer(2048, 4096, 1000, 40, seed=9)
+    calls = []
+    original = decode_gemm.forward
+    monkeypatch.setattr(decode_gemm, "forward", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    y = kernels.forward(x, packed, exponents, bias, in_features=1000, group_size=40, bias_frac_bits=FRAC_BITS)
+    assert len(calls) == (torch.cuda.get_device_capability()[0] == 9)
+    assert per_row_rms(y.cpu(), float64_forward(x, packed, exponents, bias, 1000, 40)) < OUTPUT_BUDGET
