@@ -125,8 +125,8 @@ TWO_STEP_MIN_ROWS = 64
 TWO_STEP_BYTES_PER_ROW = 256 * 1024
 # Rows for which the two-step forward decodes inside the GEMM (triton_decode_gemm) instead of before cuBLAS.
 # H200, same process, in turns, against cuBLAS on the four benchmark shapes (benchmarks/results/h200/
-# twenty_seventh/probes/decode_gemm_m.log): M = 2048 0.86-0.97x where the two-step path gave 0.86-0.88x,
-# M = 4096 0.89-1.00x against 0.90-0.92x; M = 1024 0.65-0.75x against 0.77-0.78x (too few row tiles per
+# twenty_seventh/probes/decode_gemm_m.log): M = 2048 0.84-0.97x where the two-step path gave 0.86-0.88x,
+# M = 4096 0.89-0.97x against 0.90-0.92x; M = 1024 0.60-0.72x against 0.77-0.78x (too few row tiles per
 # row block to hide the decode), M = 8192 0.91-0.95x against 0.97-0.98x (the decode is a few percent of
 # the two-step time there, and cuBLAS's GEMM beats ours).
 DECODE_GEMM_ROWS = (2048, 6144)
