@@ -3,7 +3,7 @@
 import sys
 import torch
 sys.path.insert(0, "benchmarks/results/h200/twenty_sixth/probes")
-sys.path.insert(0, "scratch/s27")
+sys.path.insert(0, "scratch/s27")  # dgx.py: the module + decode_gemm_grad_x.diff + decode_gemm_grad_x_ready.diff
 import dgx
 from probe_common import full, layer, print_medians
 from ternary.kernels.linear import triton as kernels
