@@ -1,6 +1,6 @@
-"""The decode-in-GEMM forward (``triton_decode_gemm``): the order its decoders take units in, its
+"""The decode-in-GEMM forward and grad-x (``triton_decode_gemm``): the order its decoders take units in, its
 configurations, the dispatch rule, its sm_90 build (offline, on CPU) and, on a GPU, its buffer bit for bit
-against the run decode and its output against a float64 product."""
+against the run decode and its outputs against float64 products."""
 
 from __future__ import annotations
 
@@ -11,6 +11,7 @@ from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on 
 
 from test_triton_register_decode import _compile_offline, per_row_rms  # noqa: E402
 from test_triton_table_gemv import FRAC_BITS, float64_forward, layer  # noqa: E402
+from ternary.kernels.linear import reference  # noqa: E402
 from ternary.kernels.linear import triton as kernels  # noqa: E402
 from ternary.kernels.linear import triton_decode_gemm as decode_gemm  # noqa: E402
 from ternary.kernels.linear import triton_run_decode  # noqa: E402
@@ -20,25 +21,30 @@ GPU_ONLY = pytest.mark.skipif(DEVICE != "cuda", reason="the Gluon kernel runs on
 OUTPUT_BUDGET = 4e-3
 
 
-def _need(row_blocks: int, chunks: int, m_tiles: int, programs: int, unit: int, pieces: int) -> tuple[int, int]:
-    chunk = unit // pieces
-    j, c = divmod(chunk, chunks)
+def _need(chunks: int, m_tiles: int, programs: int, unit: int, pieces: int, tiles_per_chunk: int) -> tuple:
+    """(round, step) at which the first tile that reads the unit's chunk ``(j, c)`` reaches it: forward, output
+    row block ``j`` at its chunk ``c``; grad-x, column tile ``c * tiles_per_chunk`` at its row block ``j``."""
+    j, c = divmod(unit // pieces, chunks)
+    if tiles_per_chunk:
+        return (c * tiles_per_chunk * m_tiles) // programs, j
     return (j * m_tiles) // programs, c
 
 
-@pytest.mark.parametrize("row_blocks, chunks, m_tiles, programs, pre_tiles, pre_chunks",
-                         [(16, 4, 16, 132, 9, 2), (64, 13, 16, 132, 9, 2), (3, 1, 1, 3, 0, 0), (5, 7, 2, 4, 2, 99),
-                          (1, 1, 1, 1, 1, 1)])
+@pytest.mark.parametrize("row_blocks, chunks, m_tiles, programs, pre_tiles, pre_chunks, tiles_per_chunk",
+                         [(16, 4, 16, 132, 9, 2, 0), (64, 13, 16, 132, 9, 2, 0), (3, 1, 1, 3, 0, 0, 0),
+                          (5, 7, 2, 4, 2, 99, 0), (1, 1, 1, 1, 1, 1, 0), (16, 4, 16, 132, 1, 2, 5),
+                          (56, 4, 16, 132, 1, 2, 5), (16, 12, 8, 132, 0, 0, 5), (3, 2, 1, 2, 99, 1, 5)])
 def test_unit_order_is_every_unit_left_once_in_the_order_of_need(row_blocks, chunks, m_tiles, programs, pre_tiles,
-                                                                 pre_chunks):
+                                                                 pre_chunks, tiles_per_chunk):
     """Every unit of a chunk that was not pre-decoded appears exactly once, the pieces of a chunk together,
-    and the (round, chunk) at which the tiles first need them never decreases."""
+    and the (round, step) at which the tiles first need them never decreases, for the forward and grad-x."""
     pieces = 16
-    order = decode_gemm.unit_order(row_blocks, chunks, m_tiles, programs, pieces, pre_tiles, pre_chunks)
+    order = decode_gemm.unit_order(row_blocks, chunks, m_tiles, programs, pieces, pre_tiles, pre_chunks,
+                                   tiles_per_chunk)
     left = {(j * chunks + c) * pieces + q for j in range(row_blocks) for c in range(chunks) for q in range(pieces)
             if not (j < pre_tiles and c < pre_chunks)}
     assert len(order) == len(set(order)) == len(left) and set(order) == left
-    needs = [_need(row_blocks, chunks, m_tiles, programs, unit, pieces) for unit in order]
+    needs = [_need(chunks, m_tiles, programs, unit, pieces, tiles_per_chunk) for unit in order]
     assert needs == sorted(needs)
     assert all(order[i] // pieces == order[i + pieces - 1] // pieces for i in range(0, len(order), pieces))
 
@@ -52,13 +58,24 @@ def test_configs_that_do_not_fit_are_refused_by_name(config):
         decode_gemm.check_config(config)
 
 
-def test_shipped_config_fits():
+@pytest.mark.parametrize("config", [(8, 16, 2, 1), (16, 16, 2, 1)])
+def test_grad_x_needs_chunks_of_whole_output_tiles(config):
+    """Grad-x chunks are whole 256-column output tiles (32 runs: 1280 columns, five tiles); the forward takes
+    these."""
+    decode_gemm.check_config(config)
+    with pytest.raises(ValueError, match=r"triton_decode_gemm: grad-x config .* whole 256-column tiles"):
+        decode_gemm.check_config(config, grad_x=True)
+
+
+def test_shipped_configs_fit():
     decode_gemm.check_config(decode_gemm.DECODE_GEMM_CONFIG)
+    decode_gemm.check_config(decode_gemm.DECODE_GEMM_GRAD_X_CONFIG, grad_x=True)
 
 
 def test_dispatch_leaves_cpu_calls_and_other_rows_to_the_other_paths():
     """On CPU (interpreted) nothing goes to the kernel; on a card only bf16 calls with ``DECODE_GEMM_ROWS``
-    rows and a full round of output tiles do."""
+    rows and a full round of output tiles do, and grad-x calls only for layers of at least
+    ``DECODE_GEMM_GRAD_X_MIN_WEIGHTS`` weights."""
     packed, exponents, _, _ = layer(4096, 400, 40, seed=1)
     x = torch.zeros(2048, 400, dtype=torch.bfloat16)
     assert not kernels.decode_gemm_takes(x, packed, exponents, 40)
@@ -76,6 +93,11 @@ def test_dispatch_leaves_cpu_calls_and_other_rows_to_the_other_paths():
             assert kernels.decode_gemm_takes(x, packed, e, g) == (taken and capable), (rows, dtype, g)
         few_tiles = torch.zeros(low, 400, dtype=torch.bfloat16, device="cuda")
         assert not kernels.decode_gemm_takes(few_tiles, packed[:256], exponents[:256], 40)
+        # grad-x: only layers of DECODE_GEMM_GRAD_X_MIN_WEIGHTS weights, with a full round of output tiles along K
+        big = kernels.DECODE_GEMM_GRAD_X_MIN_WEIGHTS // 4096
+        grad_y = torch.zeros(low, 4096, dtype=torch.bfloat16, device="cuda")
+        assert kernels.decode_gemm_takes(grad_y, packed, exponents, 40, big) == capable
+        assert not kernels.decode_gemm_takes(grad_y, packed, exponents, 40, big - 1)
 
 
 _OFFLINE_COMPILE = """
@@ -84,26 +106,29 @@ from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
 from ternary.kernels.linear import triton_decode_gemm as d
 
-names = ("x_desc w_desc y_desc t_ptr e_ptr w_ptr flags_ptr counter_ptr order_ptr bias_ptr N KB NG RUNS stride_pn "
-         "stride_en stride_w16 stride_b bias_scale UNITS CHUNKS PRE_TILES PRE_CHUNKS tiles m_tiles k_steps").split()
+names = ("x_desc w_desc y_desc t_ptr e_ptr w_ptr flags_ptr counter_ptr done_ptr order_ptr bias_ptr N KB NG RUNS "
+         "stride_pn stride_en stride_w16 stride_b bias_scale UNITS CHUNKS PRE_TILES PRE_CHUNKS tiles m_tiles "
+         "k_steps").split()
 bm, bn, bk = d.BLOCK_M, d.BLOCK_N, d.BLOCK_K
-types = [f"tensordesc<bf16[{bm}, {bk}],{d._shared_layout(bm, bk)!r}>",
-         f"tensordesc<bf16[{bn}, {bk}],{d._shared_layout(bn, bk)!r}>",
-         f"tensordesc<bf16[{bm // 2}, {bn}],{d._shared_layout(bm // 2, bn)!r}>",
-         "*u8", "*i8", "*i32", "*i32", "*i32", "*i32", "*i32"] + ["i32"] * 8 + ["fp32"] + ["i32"] * 7
-chunk_runs, unit_rows, decoders, _ = d.DECODE_GEMM_CONFIG
 report = []
-for bytes_per_group, has_bias in [(8, True), (8, False), (4, False), (12, True)]:
+for bytes_per_group, has_bias, grad_x in [(8, True, False), (8, False, False), (4, False, False), (12, True, False),
+                                          (8, False, True), (4, False, True)]:
+    box = [bk, bn] if grad_x else [bn, bk]
+    types = [f"tensordesc<bf16[{bm}, {bk}],{d._shared_layout(bm, bk)!r}>",
+             f"tensordesc<bf16[{box[0]}, {box[1]}],{d._shared_layout(*box)!r}>",
+             f"tensordesc<bf16[{bm // 2}, {bn}],{d._shared_layout(bm // 2, bn)!r}>",
+             "*u8", "*i8", "*i32", "*i32", "*i32", "*i32", "*i32", "*i32"] + ["i32"] * 8 + ["fp32"] + ["i32"] * 7
+    chunk_runs, unit_rows, decoders, _ = d.DECODE_GEMM_GRAD_X_CONFIG if grad_x else d.DECODE_GEMM_CONFIG
     constexprs = dict(BYTES_PER_GROUP=bytes_per_group, ONE_SCALE_PER_RUN=bytes_per_group % 8 == 0,
-                      HAS_BIAS=has_bias, STAGES=d.STAGES, UNIT_ROWS=unit_rows, CHUNK_RUNS=chunk_runs,
+                      HAS_BIAS=has_bias, GRAD_X=grad_x, STAGES=d.STAGES, UNIT_ROWS=unit_rows, CHUNK_RUNS=chunk_runs,
                       DECODERS=decoders, CONSUMER_REGS=d.REGISTERS[0], LOADER_REGS=d.REGISTERS[1],
                       DECODER_REGS=d.REGISTERS[2])
     signature = dict(zip(names, types)) | {name: "constexpr" for name in constexprs}
     source = GluonASTSource(d._decode_gemm_kernel, signature=signature, constexprs=constexprs,
-                            attrs={(i,): [["tt.divisibility", 16]] for i in range(3, 10)})
+                            attrs={(i,): [["tt.divisibility", 16]] for i in range(3, 11)})
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
     sass, ptx = compiled.asm["sass"], compiled.asm["ptx"]
-    report.append([compiled.metadata.shared, sass.count("STL") + sass.count("LDL"),
+    report.append([grad_x, compiled.metadata.shared, sass.count("STL") + sass.count("LDL"),
                    sass.count("HGMMA.64x256x16.F32.BF16"), ptx.count("atom.global.add.u32"),
                    ptx.count("red.release.gpu.global.add.u32"), ptx.count("ld.volatile.global"),
                    ptx.count("fence.proxy.async.global"), ptx.count("cp.async.bulk.tensor.2d.shared::cluster"),
@@ -113,20 +138,21 @@ print(json.dumps(report))
 
 
 def test_kernel_compiles_for_sm_90_within_shared_memory_without_spills():
-    """Compiled offline for sm_90 with the shipped constants (groups of 8, 4 and 12 bytes, with and without
-    a bias): the ring and the two output tiles fit an H100's 227 KB of shared memory per block, nothing
-    spills (the bias seeds the accumulator, so its columns are never live beside it), each consumer issues
-    its four ``64x256x16`` products per step, the decoders claim units with an atomic and publish them
-    with a release after a proxy fence, the loader spins with volatile loads and fences after them, and
-    the ring is filled by two TMA loads a step and emptied by one TMA store per consumer."""
-    for shared, spills, products, claims, releases, spins, proxy_fences, loads, stores in _compile_offline(
+    """Compiled offline for sm_90 with the shipped constants (forward: groups of 8, 4 and 12 bytes, with and
+    without a bias; grad-x: groups of 8 and 4 bytes): the ring and the two output tiles fit an H100's 227 KB of
+    shared memory per block, nothing spills (the bias seeds the accumulator, so its columns are never live
+    beside it), each consumer issues its four ``64x256x16`` products per step, the decoders claim units with an
+    atomic and publish them with releases (chunk flag, units done) after a proxy fence, the loader spins with
+    volatile loads and fences after them, and the ring is filled by TMA (grad-x: the ``[64, 256]`` box of
+    ``w`` as four ``[64, 64]`` copies, the swizzle's width) and emptied by one TMA store per consumer."""
+    for grad_x, shared, spills, products, claims, releases, spins, proxy_fences, loads, stores in _compile_offline(
             _OFFLINE_COMPILE):
         assert shared <= 227 * 1024
         assert spills == 0
         assert products == 8
-        assert claims == 4 and releases == 2  # per decoder partition: claims before and in the loop, one release
-        assert spins >= 2 and proxy_fences == 3  # two decoder releases, one loader acquire
-        assert loads == 2 and stores == 2
+        assert claims == 4 and releases == 4  # per decoder partition: claims before and in the loop; two adds
+        assert spins >= 2 and proxy_fences == 4  # two decoder releases, the loader's two acquires
+        assert loads == (5 if grad_x else 2) and stores == 2
 
 
 def _cuda_layer(m, n, k, g, seed, corrupt=None):
@@ -195,3 +221,47 @@ def test_forward_dispatch_takes_the_kernel_for_training_rows(monkeypatch):
     y = kernels.forward(x, packed, exponents, bias, in_features=1000, group_size=40, bias_frac_bits=FRAC_BITS)
     assert len(calls) == (torch.cuda.get_device_capability()[0] == 9)
     assert per_row_rms(y.cpu(), float64_forward(x, packed, exponents, bias, 1000, 40)) < OUTPUT_BUDGET
+
+
+def float64_grad_x(grad_y, packed, exponents, k, g):
+    weights = reference.dequantize(packed.cpu(), exponents.cpu(), in_features=k, group_size=g).double()
+    return grad_y.cpu().double() @ weights
+
+
+@GPU_ONLY
+@pytest.mark.parametrize("m, n, k, g", SHAPES)
+@pytest.mark.parametrize("pre", [0, 1, 99])
+def test_grad_x_buffer_is_the_run_decode_and_output_the_product(m, n, k, g, pre):
+    """Grad-x: the buffer equals ``dequantize_runs`` bit for bit (pre-decoded row blocks or not) and
+    ``grad_y @ W`` is the float64 product within ``OUTPUT_BUDGET`` per output column."""
+    packed, exponents, _, _ = _cuda_layer(1, n, k, g, seed=m + n + k)
+    grad_y = torch.randn(m, n, generator=torch.Generator().manual_seed(m)).to(torch.bfloat16).cuda()
+    config = decode_gemm.DECODE_GEMM_GRAD_X_CONFIG[:3] + (pre,)
+    got, w = decode_gemm.grad_x(grad_y, packed, exponents, in_features=k, group_size=g, config=config,
+                                keep_buffer=True)
+    want = triton_run_decode.dequantize_runs(packed, exponents, in_features=k, group_size=g)
+    assert torch.equal(w[:, :k].view(torch.int16), want.view(torch.int16))
+    assert got.dtype == torch.bfloat16 and got.shape == (m, k)
+    assert per_row_rms(got.cpu(), float64_grad_x(grad_y, packed, exponents, k, g)) < OUTPUT_BUDGET
+
+
+@GPU_ONLY
+def test_grad_x_dispatch_takes_the_kernel_for_large_layers(monkeypatch):
+    """``triton.grad_x`` with ``DECODE_GEMM_ROWS`` bf16 rows on a layer of ``DECODE_GEMM_GRAD_X_MIN_WEIGHTS``
+    weights goes to the kernel on an sm_90 card and matches the fp32 product of the decoded weights (cuBLAS
+    without TF32, PyTorch's default); a corrupt byte ``b`` of a weight row turns exactly the output columns of
+    its five weights ``5 b .. 5 b + 4`` into NaN, in every output row."""
+    n, k, g = 16384, kernels.DECODE_GEMM_GRAD_X_MIN_WEIGHTS // 16384, 40
+    packed, exponents, _, _ = _cuda_layer(1, n, k, g, seed=11)
+    grad_y = torch.randn(2048, n, device="cuda").to(torch.bfloat16)
+    calls = []
+    original = decode_gemm.grad_x
+    monkeypatch.setattr(decode_gemm, "grad_x", lambda *a, **kw: calls.append(1) or original(*a, **kw))
+    got = kernels.grad_x(grad_y, packed, exponents, in_features=k, group_size=g)
+    assert len(calls) == (torch.cuda.get_device_capability()[0] == 9)
+    weights = triton_run_decode.dequantize_runs(packed, exponents, in_features=k, group_size=g).float()
+    assert per_row_rms(got.float().cpu(), (grad_y.float() @ weights).cpu()) < OUTPUT_BUDGET
+    packed[5, 3] = 250
+    poisoned = kernels.grad_x(grad_y, packed, exponents, in_features=k, group_size=g)
+    assert torch.isnan(poisoned[:, 15:20].float()).all()
+    assert torch.isfinite(poisoned[:, :15].float()).all() and torch.isfinite(poisoned[:, 20:].float()).all()

@@ -40,7 +40,8 @@ Forward takes one of seven paths, picked by the number of activation rows ``M``:
 - ``DECODE_GEMM_ROWS`` with bf16 activations on sm_90, for layers the run decode takes and enough
   output tiles for every SM: the same buffer decoded inside a persistent warp-specialised GEMM
   by decoder warps while tensor-core warps multiply what is already decoded
-  (``triton_decode_gemm``, a Gluon kernel).
+  (``triton_decode_gemm``, a Gluon kernel). Grad-x takes the same kernel for layers of at least
+  ``DECODE_GEMM_GRAD_X_MIN_WEIGHTS`` weights.
 
 ``grad_x`` for ``M <= GEMV_MAX_ROWS`` runs a CUDA-core GEMV over the weight rows (each byte
 read once, no buffer; ``_grad_x_gemv_kernel``); for bf16 up to ``WGMMA_GRAD_X_MAX_ROWS`` rows on
@@ -130,6 +131,12 @@ TWO_STEP_BYTES_PER_ROW = 256 * 1024
 # row block to hide the decode), M = 8192 0.91-0.95x against 0.97-0.98x (the decode is a few percent of
 # the two-step time there, and cuBLAS's GEMM beats ours).
 DECODE_GEMM_ROWS = (2048, 6144)
+# ... and grad-x (grad_y rows in DECODE_GEMM_ROWS) for layers of at least this many weights. H200, same process
+# (benchmarks/results/h200/twenty_seventh/probes/decode_gemm_grad_x_waits.log): 16384^2 M = 2048 / 4096 0.90-0.91x
+# / 0.96-1.00x of cuBLAS where the two-step path gave 0.85x / 0.93x; on the 58.7M-weight shapes 0.86-0.87x against
+# 0.86-0.89x at M = 2048 and 0.86-0.90x against 0.92-0.93x at M = 4096, and 4096^2 M = 2048 0.80x against 0.86x: the
+# decoders' share of the SMs costs more than the separate decode saves, except on the largest layers.
+DECODE_GEMM_GRAD_X_MIN_WEIGHTS = 1 << 27
 PLANE_BLOCK_B = 128
 PLANE_BLOCK_N = 8
 # Two-step forwards and grad-x with M * PLANES_ROWS_PER_OUTPUT < N decode in digit-plane order
@@ -774,13 +781,17 @@ def forward_two_step(x, T_packed, E, bias, *, in_features, group_size, bias_frac
     return finish_splits(y[None], bias, bias_frac_bits, out_dtype)
 
 
-def decode_gemm_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
-    """Whether a forward goes to the decode-in-GEMM kernel: ``DECODE_GEMM_ROWS`` activation rows, at least
-    one output tile per SM, and a call ``triton_decode_gemm.takes``."""
-    m, n = x.shape[0], T_packed.shape[0]
-    return (DECODE_GEMM_ROWS[0] <= m <= DECODE_GEMM_ROWS[1] and gluon_runs(x)
-            and triton_decode_gemm.takes(x, T_packed, E, group_size)
-            and triton_decode_gemm.output_tiles(m, n) >= sm_count(x.device))
+def decode_gemm_takes(a: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int,
+                      in_features: int | None = None) -> bool:
+    """Whether a forward (``a = x``) or, given ``in_features``, a grad-x (``a = grad_y``) goes to the
+    decode-in-GEMM kernel: ``DECODE_GEMM_ROWS`` rows, at least one output tile per SM, a call
+    ``triton_decode_gemm.takes``, and for grad-x at least ``DECODE_GEMM_GRAD_X_MIN_WEIGHTS`` weights."""
+    m, n = a.shape[0], T_packed.shape[0]
+    grad_x = in_features is not None
+    return (DECODE_GEMM_ROWS[0] <= m <= DECODE_GEMM_ROWS[1] and gluon_runs(a)
+            and (not grad_x or n * in_features >= DECODE_GEMM_GRAD_X_MIN_WEIGHTS)
+            and triton_decode_gemm.takes(a, T_packed, E, group_size)
+            and triton_decode_gemm.output_tiles(m, in_features if grad_x else n) >= sm_count(a.device))
 
 
 def buffer_stays_in_l2(m: int, n: int, k: int) -> bool:
@@ -985,4 +996,6 @@ def grad_x(
         return grad_x_wgmma(grad_y, T_packed, E, validated=True, **kwargs)
     if m <= GRAD_X_FUSED_ROWS:
         return grad_x_fused(grad_y, T_packed, E, **kwargs)
+    if decode_gemm_takes(grad_y, T_packed, E, group_size, in_features):
+        return triton_decode_gemm.grad_x(grad_y, T_packed, E, **kwargs)
     return grad_x_two_step(grad_y, T_packed, E, **kwargs)
