@@ -44,7 +44,8 @@ from ternary.kernels.linear.triton_base3 import RUN_COLUMNS_ASM
 from ternary.kernels.linear.triton_launch import round_up, sm_count, tma_rows
 
 BLOCK_M, BLOCK_N, BLOCK_K, STAGES = 128, 256, 64, 3
-# (CHUNK_RUNS, UNIT_ROWS, decoder warps, PRE_CHUNKS).
+# (CHUNK_RUNS, UNIT_ROWS, decoder warps, PRE): PRE is the chunks of the first round's row blocks decoded
+# before the kernel.
 # H200, same process, in turns (benchmarks/results/h200/twenty_seventh/probes/decode_gemm_configs.log,
 # decode_gemm_m.log): chunks of 32 runs (1280 columns) in 16-row units were the fastest or within the
 # run-to-run spread of it at M = 2048-8192; chunks of 8 runs were 2-10% slower (four rows a step: 64-byte
