@@ -40,7 +40,7 @@ def test_unit_order_is_every_unit_left_once_in_the_order_of_need(row_blocks, chu
     and the (round, step) at which the tiles first need them never decreases, for the forward and grad-x."""
     pieces = 16
     order = decode_gemm.unit_order(row_blocks, chunks, m_tiles, programs, pieces, pre_tiles, pre_chunks,
-                                   tiles_per_chunk)
+                                   tiles_per_chunk, torch.device("cpu")).tolist()
     left = {(j * chunks + c) * pieces + q for j in range(row_blocks) for c in range(chunks) for q in range(pieces)
             if not (j < pre_tiles and c < pre_chunks)}
     assert len(order) == len(set(order)) == len(left) and set(order) == left
@@ -265,3 +265,36 @@ def test_grad_x_dispatch_takes_the_kernel_for_large_layers(monkeypatch):
     poisoned = kernels.grad_x(grad_y, packed, exponents, in_features=k, group_size=g)
     assert torch.isnan(poisoned[:, 15:20].float()).all()
     assert torch.isfinite(poisoned[:, :15].float()).all() and torch.isfinite(poisoned[:, 20:].float()).all()
+
+
+@GPU_ONLY
+@pytest.mark.parametrize("grad_x", [False, True])
+def test_a_first_call_inside_a_cuda_graph_capture_replays_the_eager_result(grad_x):
+    """The unit order of a geometry seen first inside a graph capture is built by the captured operations
+    (not cached, which would keep a tensor written only on replay): the replayed output equals the eager one
+    bit for bit, and an eager call after the capture (which caches the order) too."""
+    n, k, g = 4096, 1000, 40
+    packed, exponents, bias, x = _cuda_layer(2048, n, k, g, seed=21)
+    a = torch.randn(2048, n, device="cuda").to(torch.bfloat16) if grad_x else x
+
+    def call(rows):
+        if grad_x:
+            return decode_gemm.grad_x(a[:rows], packed, exponents, in_features=k, group_size=g)
+        return decode_gemm.forward(a[:rows], packed, exponents, bias, in_features=k, group_size=g,
+                                   bias_frac_bits=FRAC_BITS)
+
+    decode_gemm._cached_unit_order.cache_clear()
+    stream = torch.cuda.Stream()
+    stream.wait_stream(torch.cuda.current_stream())
+    with torch.cuda.stream(stream):
+        call(300)  # compiles the kernels on another geometry
+    torch.cuda.current_stream().wait_stream(stream)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        captured = call(2048)
+    assert decode_gemm._cached_unit_order.cache_info().currsize == 1
+    graph.replay()
+    torch.cuda.synchronize()
+    eager = call(2048)
+    assert decode_gemm._cached_unit_order.cache_info().currsize == 2
+    assert torch.equal(captured.view(torch.int16), eager.view(torch.int16))

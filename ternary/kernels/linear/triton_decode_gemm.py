@@ -305,30 +305,38 @@ def _shared_layout(rows: int, cols: int):
     return gl.NVMMASharedLayout.get_default_for([rows, cols], gl.bfloat16)
 
 
-@functools.lru_cache(maxsize=64)
 def unit_order(row_blocks: int, chunks: int, m_tiles: int, programs: int, pieces: int, pre_tiles: int,
-               pre_chunks: int, tiles_per_chunk: int = 0) -> tuple[int, ...]:
-    """Unit ids ``(j * chunks + c) * pieces + q`` in the order the output tiles first need chunk ``c`` of row
-    block ``j``, without the chunks decoded before the kernel (``c < pre_chunks`` of ``j < pre_tiles``).
+               pre_chunks: int, tiles_per_chunk: int, device: torch.device) -> torch.Tensor:
+    """Unit ids ``(j * chunks + c) * pieces + q`` (int32 on ``device``) in the order the output tiles first need
+    chunk ``c`` of row block ``j``, without the chunks decoded before the kernel (``c < pre_chunks`` of ``j <
+    pre_tiles``); built by device operations only, so that a CUDA graph can capture it.
 
     Forward (``tiles_per_chunk = 0``): the tiles of output row block ``j`` read row block ``j`` of ``w`` chunk by
     chunk, so the order is the round of ``j``'s first tile, then ``c``. Grad-x: the output column tiles ``c *
     tiles_per_chunk ..`` read chunk ``c`` row block by row block, so it is the round of the first of them, then
     ``j``."""
-    def key(pair: tuple[int, int]) -> tuple[int, int, int]:
-        j, c = pair
-        if tiles_per_chunk:
-            return (c * tiles_per_chunk * m_tiles) // programs, j, c
-        return (j * m_tiles) // programs, c, j
-
-    pairs = sorted(((j, c) for j in range(row_blocks) for c in range(chunks)
-                    if not (j < pre_tiles and c < pre_chunks)), key=key)
-    return tuple((j * chunks + c) * pieces + q for j, c in pairs for q in range(pieces))
+    j = torch.arange(row_blocks, device=device).repeat_interleave(chunks)
+    c = torch.arange(chunks, device=device).repeat(row_blocks)
+    if tiles_per_chunk:
+        key = ((c * tiles_per_chunk * m_tiles) // programs * row_blocks + j) * chunks + c
+    else:
+        key = ((j * m_tiles) // programs * chunks + c) * row_blocks + j
+    before = (j < pre_tiles) & (c < pre_chunks)
+    key = torch.where(before, key + key.max() + 1, key)  # keys are distinct: pre-decoded ones sort last
+    left = row_blocks * chunks - min(pre_tiles, row_blocks) * min(pre_chunks, chunks)
+    pairs = torch.argsort(key)[:left]
+    return (pairs[:, None] * pieces + torch.arange(pieces, device=device)).flatten().to(torch.int32)
 
 
 @functools.lru_cache(maxsize=64)
-def _unit_order_on(device: torch.device, *key: int) -> torch.Tensor:
-    return torch.tensor(unit_order(*key), dtype=torch.int32, device=device)
+def _cached_unit_order(*key) -> torch.Tensor:
+    return unit_order(*key)
+
+
+def _unit_order_for_call(*key) -> torch.Tensor:
+    """:func:`unit_order`, kept per layer geometry, but built afresh inside a CUDA graph capture (where the
+    cached tensor would only be written when the graph replays)."""
+    return unit_order(*key) if torch.cuda.is_current_stream_capturing() else _cached_unit_order(*key)
 
 
 def output_tiles(m: int, n: int) -> int:
@@ -393,8 +401,8 @@ def _launch(a: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias: torc
                                  tile=triton_run_decode.RUN_DECODE_TILE)
     else:
         pre_tiles = pre_chunks = 0
-    order = _unit_order_on(a.device, row_blocks, chunks, m_tiles, programs, BLOCK_N // unit_rows, pre_tiles,
-                           pre_chunks, tiles_per_chunk)
+    order = _unit_order_for_call(row_blocks, chunks, m_tiles, programs, BLOCK_N // unit_rows, pre_tiles, pre_chunks,
+                                 tiles_per_chunk, a.device)
     flags = torch.zeros(row_blocks * chunks + 2, dtype=torch.int32, device=a.device)  # + claims, units done
     y = torch.empty((m, round_up(out_columns, 8)), dtype=torch.bfloat16, device=a.device)[:, :out_columns]
     a_desc = TensorDescriptor.from_tensor(a, [BLOCK_M, BLOCK_K], _shared_layout(BLOCK_M, BLOCK_K))
