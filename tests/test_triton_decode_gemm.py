@@ -67,6 +67,18 @@ def test_grad_x_needs_chunks_of_whole_output_tiles(config):
         decode_gemm.check_config(config, grad_x=True)
 
 
+def test_calls_it_cannot_take_are_refused_by_name():
+    """A direct call the kernel cannot take (here: on CPU, where Gluon cannot run) says what it needs and what
+    it got instead of failing inside the launch."""
+    packed, exponents, _, _ = layer(300, 400, 40, seed=2)
+    x = torch.zeros(2048, 400, dtype=torch.float32)
+    with pytest.raises(ValueError, match=r"triton_decode_gemm: takes bf16 x .* got torch.float32"):
+        decode_gemm.forward(x, packed, exponents, None, in_features=400, group_size=40, bias_frac_bits=FRAC_BITS)
+    with pytest.raises(ValueError, match=r"triton_decode_gemm: takes bf16 grad_y"):
+        decode_gemm.grad_x(torch.zeros(2048, 300, dtype=torch.bfloat16), packed, exponents, in_features=400,
+                           group_size=40)
+
+
 def test_shipped_configs_fit():
     decode_gemm.check_config(decode_gemm.DECODE_GEMM_CONFIG)
     decode_gemm.check_config(decode_gemm.DECODE_GEMM_GRAD_X_CONFIG, grad_x=True)

@@ -378,6 +378,10 @@ def _launch(a: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias: torc
     Decoded before the kernel: forward, the first ``PRE`` chunks of the row blocks the first round of tiles
     reads; grad-x, the first ``PRE`` row blocks of the chunks it reads."""
     check_config(config, grad_x)
+    if not takes(a, T_packed, E, group_size):
+        raise ValueError(f"triton_decode_gemm: takes bf16 {'grad_y' if grad_x else 'x'} on a compiled sm_90 card, G a "
+                         f"multiple of 20 and T_packed / E rows with unit column stride; got {a.dtype} on {a.device}, "
+                         f"G={group_size}, T_packed strides {T_packed.stride()}, E strides {E.stride()}")
     chunk_runs, unit_rows, decoders, pre = config
     m = a.shape[0]
     n, kb = T_packed.shape
