@@ -50,7 +50,9 @@ sm_90+, ``wgmma`` on weights decoded into shared memory, where its workspace pay
 tensor-core kernel (``_grad_x_kernel``: the forward's tile decode, ``grad_y`` tiles as the left
 operand, split over the weight rows); above that the two-step path: ``grad_y @ W`` in
 cuBLAS, with ``W`` from the same decodes as the forward's (in digit-plane order, the output's
-columns put back by one strided copy, where the forward would use planes).
+columns put back by one strided copy, where the forward would use planes), or for bf16
+``DECODE_GEMM_ROWS`` rows on layers of ``DECODE_GEMM_GRAD_X_MIN_WEIGHTS`` weights or more the
+decode inside the GEMM (``triton_decode_gemm``).
 
 See ``benchmarks/NOTES.md`` for the measured history (a faster v2 of the small-M kernels
 gave wrong results on the GPU at large shapes and was reverted).
