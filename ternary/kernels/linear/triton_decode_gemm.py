@@ -11,7 +11,8 @@ per SM) has four partitions:
 - a loader warp that fills the ring by TMA: ``x`` (or ``grad_y``) boxes ``[128, 64]``, ``w`` boxes ``[256, 64]``
   (forward, read K-major) or ``[64, 256]`` (grad-x, the right operand MN-major);
 - two decoder warps (one partition each) that write ``w`` in units of ``UNIT_ROWS`` rows by ``CHUNK_RUNS`` runs
-  of eight bytes (forty columns), one run per lane, the decode of ``triton_run_decode``.
+  of eight bytes (forty columns), one run of one row per lane (``32 / CHUNK_RUNS`` rows at a time), the decode of
+  ``triton_run_decode``.
 
 A *chunk* ``(j, c)`` is rows ``256 j ..`` (a row block) by runs ``CHUNK_RUNS c ..`` of ``w``:
 ``flags[j * CHUNKS + c]`` counts its decoded units. A decoder publishes a unit with a proxy fence (its
@@ -41,18 +42,21 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from ternary.kernels.linear import triton_run_decode
 from ternary.kernels.linear.gluon_words import scale_bits
 from ternary.kernels.linear.triton_base3 import RUN_COLUMNS_ASM
-from ternary.kernels.linear.triton_launch import round_up, sm_count, tma_rows
+from ternary.kernels.linear.triton_launch import capability, round_up, sm_count, tma_rows
+from ternary.state.packing import packed_width
 
 BLOCK_M, BLOCK_N, BLOCK_K, STAGES = 128, 256, 64, 3
-# (CHUNK_RUNS, UNIT_ROWS, decoder warps, PRE): PRE is the chunks of the first round's row blocks decoded
-# before the kernel.
+# (CHUNK_RUNS, UNIT_ROWS, PRE): PRE is the chunks of the first round's row blocks decoded before the kernel.
 # H200, same process, in turns (benchmarks/results/h200/twenty_seventh/probes/decode_gemm_configs.log,
 # decode_gemm_m.log): chunks of 32 runs (1280 columns) in 16-row units were the fastest or within the
 # run-to-run spread of it at M = 2048-8192; chunks of 8 runs were 2-10% slower (four rows a step: 64-byte
 # pieces of rows); two pre-decoded chunks gained up to 8% over one at M = 2048, 4096^2.
-DECODE_GEMM_CONFIG = (32, 16, 2, 2)
+DECODE_GEMM_CONFIG = (32, 16, 2)
 # Grad-x: the same units; PRE is the 256-row blocks decoded before the kernel.
-DECODE_GEMM_GRAD_X_CONFIG = (32, 16, 2, 1)
+DECODE_GEMM_GRAD_X_CONFIG = (32, 16, 1)
+# Decoder warps, one partition each: with the loader and the two consumer warpgroups, 11 of the 12 warps
+# ptxas allows the 64 x 256 products' registers.
+DECODERS = 2
 # Registers per thread: consumer warpgroups, loader, decoders. ptxas gives the 64 x 256 products 168 only
 # with at most 12 warps in all.
 REGISTERS = (168, 24, 96)
@@ -328,14 +332,20 @@ def unit_order(row_blocks: int, chunks: int, m_tiles: int, programs: int, pieces
     return (pairs[:, None] * pieces + torch.arange(pieces, device=device)).flatten().to(torch.int32)
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=None)
 def _cached_unit_order(*key) -> torch.Tensor:
-    return unit_order(*key)
+    """Never evicted (a kernel still queued on another stream may read it): at most one entry per layer shape,
+    direction and row tile count (``DECODE_GEMM_ROWS`` spans 33), at most ``4 * 16 * K / 40`` bytes each.
+    Built to completion before any stream uses it."""
+    order = unit_order(*key)
+    if order.is_cuda:
+        torch.cuda.current_stream(order.device).synchronize()
+    return order
 
 
 def _unit_order_for_call(*key) -> torch.Tensor:
-    """:func:`unit_order`, kept per layer geometry, but built afresh inside a CUDA graph capture (where the
-    cached tensor would only be written when the graph replays)."""
+    """:func:`unit_order`, kept per layer geometry, but built afresh inside a CUDA graph capture (a cached tensor
+    made there would only be written when the graph replays, and the graph never holds a cached one)."""
     return unit_order(*key) if torch.cuda.is_current_stream_capturing() else _cached_unit_order(*key)
 
 
@@ -345,44 +355,44 @@ def output_tiles(m: int, n: int) -> int:
 
 
 def takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:
-    """Whether the kernel can take the call: bf16 activations (or ``grad_y``) on a compiled sm_90 card
-    (``wgmma``), a layer the run decode takes (``G`` a multiple of 20) and ``T_packed`` and ``E`` rows with unit
-    column stride."""
-    return (x.dtype == torch.bfloat16 and triton_run_decode.takes(T_packed, group_size, torch.bfloat16)
-            and x.is_cuda and torch.cuda.get_device_capability(x.device)[0] == 9 and T_packed.stride(1) == 1
-            and E.stride(1) == 1)
+    """Whether the kernel can take the call: at least one row of bf16 activations (or ``grad_y``) on a compiled
+    sm_90 card (``wgmma``) with the layer, a layer the run decode takes (``G`` a multiple of 20), and ``T_packed``
+    and ``E`` rows with unit column stride."""
+    return (x.dtype == torch.bfloat16 and x.shape[0] > 0
+            and triton_run_decode.takes(T_packed, group_size, torch.bfloat16) and x.is_cuda and x.device == T_packed.device == E.device and capability(x.device)[0] == 9
+            and T_packed.stride(1) == 1 and E.stride(1) == 1)
 
 
-def check_config(config: tuple[int, int, int, int], grad_x: bool = False) -> None:
-    """``(CHUNK_RUNS, UNIT_ROWS, decoder warps, PRE)``: chunks of whole runs per lane and of whole steps (grad-x:
-    whole output tiles), units of whole row steps in whole row blocks, two decoder warps (the 12-warp limit of
-    the products), ``PRE >= 0``."""
-    chunk_runs, unit_rows, decoders, pre = config
+def check_config(config: tuple[int, int, int], grad_x: bool = False) -> None:
+    """``(CHUNK_RUNS, UNIT_ROWS, PRE)``: chunks of whole runs per lane and of whole steps (grad-x: whole output
+    tiles), units of whole row steps in whole row blocks, ``PRE >= 0``."""
+    chunk_runs, unit_rows, pre = config
     columns = triton_run_decode.RUN_COLUMNS * chunk_runs
     fits = (chunk_runs in (1, 2, 4, 8, 16, 32) and columns % (BLOCK_N if grad_x else BLOCK_K) == 0
             and unit_rows > 0 and BLOCK_N % unit_rows == 0 and unit_rows % (32 // chunk_runs) == 0
-            and decoders == 2 and pre >= 0)
+            and pre >= 0)
     if not fits:
         raise ValueError(f"triton_decode_gemm: {'grad-x ' if grad_x else ''}config {config} needs CHUNK_RUNS "
                          f"dividing 32 with chunks of whole {BLOCK_N if grad_x else BLOCK_K}-column "
                          f"{'tiles' if grad_x else 'steps'}, UNIT_ROWS dividing {BLOCK_N} in whole steps of "
-                         "32 / CHUNK_RUNS rows, two decoder warps and PRE >= 0")
+                         "32 / CHUNK_RUNS rows and PRE >= 0")
 
 
 def _launch(a: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias: torch.Tensor | None, *,
-            out_columns: int, group_size: int, bias_frac_bits: int, config: tuple[int, int, int, int],
+            out_columns: int, group_size: int, bias_frac_bits: int, config: tuple[int, int, int],
             grad_x: bool) -> tuple[torch.Tensor, torch.Tensor]:
     """``a [M, R] @ w.T`` (forward, ``R = K``) or ``a [M, R] @ w`` (grad-x, ``R = N``) into ``[M, out_columns]``
-    bf16, with the buffer ``w [N, Kp]``.
+    bf16, with the buffer ``w [N, Kp]`` (columns past ``40 * ceil(KB / 8)`` unwritten).
 
     Decoded before the kernel: forward, the first ``PRE`` chunks of the row blocks the first round of tiles
     reads; grad-x, the first ``PRE`` row blocks of the chunks it reads."""
     check_config(config, grad_x)
     if not takes(a, T_packed, E, group_size):
-        raise ValueError(f"triton_decode_gemm: takes bf16 {'grad_y' if grad_x else 'x'} on a compiled sm_90 card, G a "
-                         f"multiple of 20 and T_packed / E rows with unit column stride; got {a.dtype} on {a.device}, "
+        raise ValueError(f"triton_decode_gemm: takes bf16 {'grad_y' if grad_x else 'x'} with rows on a compiled sm_90 "
+                         f"card with the layer, G a multiple of 20 and T_packed / E rows with unit column stride; got "
+                         f"{a.dtype} {list(a.shape)} on {a.device}, T_packed on {T_packed.device}, E on {E.device}, "
                          f"G={group_size}, T_packed strides {T_packed.stride()}, E strides {E.stride()}")
-    chunk_runs, unit_rows, decoders, pre = config
+    chunk_runs, unit_rows, pre = config
     m = a.shape[0]
     n, kb = T_packed.shape
     a = tma_rows(a)
@@ -421,26 +431,34 @@ def _launch(a: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias: torc
         pre_tiles, pre_chunks, tiles, m_tiles, triton.cdiv(n if grad_x else width, BLOCK_K),
         BYTES_PER_GROUP=bytes_per_group, ONE_SCALE_PER_RUN=bytes_per_group % triton_run_decode.RUN_BYTES == 0,
         HAS_BIAS=bias is not None, GRAD_X=grad_x, STAGES=STAGES, UNIT_ROWS=unit_rows, CHUNK_RUNS=chunk_runs,
-        DECODERS=decoders, CONSUMER_REGS=REGISTERS[0], LOADER_REGS=REGISTERS[1], DECODER_REGS=REGISTERS[2],
+        DECODERS=DECODERS, CONSUMER_REGS=REGISTERS[0], LOADER_REGS=REGISTERS[1], DECODER_REGS=REGISTERS[2],
         num_warps=4)
     return y, w
 
 
+def _check_width(T_packed: torch.Tensor, in_features: int) -> None:
+    if T_packed.shape[1] != packed_width(in_features):
+        raise ValueError(f"triton_decode_gemm: T_packed {list(T_packed.shape)} does not hold in_features={in_features} "
+                         f"({packed_width(in_features)} bytes a row)")
+
+
 def forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias: torch.Tensor | None, *,
-            in_features: int, group_size: int, bias_frac_bits: int, config: tuple[int, int, int, int] | None = None,
+            in_features: int, group_size: int, bias_frac_bits: int, config: tuple[int, int, int] | None = None,
             keep_buffer: bool = False):
-    """``y [M, N] = x [M, K] @ W.T + bias [N] * 2^-bias_frac_bits`` in bf16 for a call :func:`takes` accepts
-    (the caller checked the layer's shapes). ``config = (CHUNK_RUNS, UNIT_ROWS, decoder warps, PRE)`` overrides
-    ``DECODE_GEMM_CONFIG``; ``keep_buffer`` also returns the decoded buffer ``w [N, Kp]``."""
+    """``y [M, N] = x [M, K] @ W.T + bias [N] * 2^-bias_frac_bits`` in bf16 (a view with row stride ``round_up(N,
+    8)``) for a call :func:`takes` accepts. ``config = (CHUNK_RUNS, UNIT_ROWS, PRE)`` overrides
+    ``DECODE_GEMM_CONFIG``; ``keep_buffer`` also returns the decoded weights ``W [N, K]`` (a view of the buffer)."""
+    _check_width(T_packed, in_features)
     y, w = _launch(x, T_packed, E, bias, out_columns=T_packed.shape[0], group_size=group_size,
                    bias_frac_bits=bias_frac_bits, config=config or DECODE_GEMM_CONFIG, grad_x=False)
-    return (y, w) if keep_buffer else y
+    return (y, w[:, :in_features]) if keep_buffer else y
 
 
 def grad_x(grad_y: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int, group_size: int,
-           config: tuple[int, int, int, int] | None = None, keep_buffer: bool = False):
-    """``grad_x [M, K] = grad_y [M, N] @ W`` in bf16 for a call :func:`takes` accepts (the caller checked the
-    layer's shapes); ``config`` overrides ``DECODE_GEMM_GRAD_X_CONFIG``, ``keep_buffer`` as for :func:`forward`."""
+           config: tuple[int, int, int] | None = None, keep_buffer: bool = False):
+    """``grad_x [M, K] = grad_y [M, N] @ W`` in bf16 for a call :func:`takes` accepts; ``config`` overrides
+    ``DECODE_GEMM_GRAD_X_CONFIG``, ``keep_buffer`` as for :func:`forward`."""
+    _check_width(T_packed, in_features)
     y, w = _launch(grad_y, T_packed, E, None, out_columns=in_features, group_size=group_size, bias_frac_bits=0,
                    config=config or DECODE_GEMM_GRAD_X_CONFIG, grad_x=True)
-    return (y, w) if keep_buffer else y
+    return (y, w[:, :in_features]) if keep_buffer else y
