@@ -9,9 +9,8 @@ import torch
 
 from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on CPU)
 
-from test_triton_register_decode import _compile_offline, per_row_rms  # noqa: E402
+from test_triton_register_decode import _compile_offline, float64_grad_x, per_row_rms  # noqa: E402
 from test_triton_table_gemv import FRAC_BITS, float64_forward, layer  # noqa: E402
-from ternary.kernels.linear import reference  # noqa: E402
 from ternary.kernels.linear import triton as kernels  # noqa: E402
 from ternary.kernels.linear import triton_decode_gemm as decode_gemm  # noqa: E402
 from ternary.kernels.linear import triton_run_decode  # noqa: E402
@@ -245,11 +244,6 @@ def test_forward_dispatch_takes_the_kernel_for_training_rows(monkeypatch):
     y = kernels.forward(x, packed, exponents, bias, in_features=1000, group_size=40, bias_frac_bits=FRAC_BITS)
     assert len(calls) == (torch.cuda.get_device_capability()[0] == 9)
     assert per_row_rms(y.cpu(), float64_forward(x, packed, exponents, bias, 1000, 40)) < OUTPUT_BUDGET
-
-
-def float64_grad_x(grad_y, packed, exponents, k, g):
-    weights = reference.dequantize(packed.cpu(), exponents.cpu(), in_features=k, group_size=g).double()
-    return grad_y.cpu().double() @ weights
 
 
 @GPU_ONLY

@@ -39,11 +39,11 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from ternary.kernels.layer_checks import check_layer_tensors
 from ternary.kernels.linear import triton_run_decode
 from ternary.kernels.linear.gluon_words import scale_bits
 from ternary.kernels.linear.triton_base3 import RUN_COLUMNS_ASM
 from ternary.kernels.linear.triton_launch import capability, round_up, sm_count, tma_rows
-from ternary.state.packing import packed_width
 
 BLOCK_M, BLOCK_N, BLOCK_K, STAGES = 128, 256, 64, 3
 # (CHUNK_RUNS, UNIT_ROWS, PRE): PRE is the chunks of the first round's row blocks decoded before the kernel.
@@ -436,19 +436,14 @@ def _launch(a: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias: torc
     return y, w
 
 
-def _check_width(T_packed: torch.Tensor, in_features: int) -> None:
-    if T_packed.shape[1] != packed_width(in_features):
-        raise ValueError(f"triton_decode_gemm: T_packed {list(T_packed.shape)} does not hold in_features={in_features} "
-                         f"({packed_width(in_features)} bytes a row)")
-
-
 def forward(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias: torch.Tensor | None, *,
             in_features: int, group_size: int, bias_frac_bits: int, config: tuple[int, int, int] | None = None,
             keep_buffer: bool = False):
     """``y [M, N] = x [M, K] @ W.T + bias [N] * 2^-bias_frac_bits`` in bf16 (a view with row stride ``round_up(N,
     8)``) for a call :func:`takes` accepts. ``config = (CHUNK_RUNS, UNIT_ROWS, PRE)`` overrides
     ``DECODE_GEMM_CONFIG``; ``keep_buffer`` also returns the decoded weights ``W [N, K]`` (a view of the buffer)."""
-    _check_width(T_packed, in_features)
+    check_layer_tensors("triton_decode_gemm forward", in_features=in_features, group_size=group_size,
+                        T_packed=T_packed, E=E, bias=bias)
     y, w = _launch(x, T_packed, E, bias, out_columns=T_packed.shape[0], group_size=group_size,
                    bias_frac_bits=bias_frac_bits, config=config or DECODE_GEMM_CONFIG, grad_x=False)
     return (y, w[:, :in_features]) if keep_buffer else y
@@ -458,7 +453,8 @@ def grad_x(grad_y: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, *, in_
            config: tuple[int, int, int] | None = None, keep_buffer: bool = False):
     """``grad_x [M, K] = grad_y [M, N] @ W`` in bf16 for a call :func:`takes` accepts; ``config`` overrides
     ``DECODE_GEMM_GRAD_X_CONFIG``, ``keep_buffer`` as for :func:`forward`."""
-    _check_width(T_packed, in_features)
+    check_layer_tensors("triton_decode_gemm grad_x", in_features=in_features, group_size=group_size,
+                        T_packed=T_packed, E=E)
     y, w = _launch(grad_y, T_packed, E, None, out_columns=in_features, group_size=group_size, bias_frac_bits=0,
                    config=config or DECODE_GEMM_GRAD_X_CONFIG, grad_x=True)
     return (y, w[:, :in_features]) if keep_buffer else y
