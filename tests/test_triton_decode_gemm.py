@@ -114,6 +114,7 @@ def test_dispatch_leaves_cpu_calls_and_other_rows_to_the_other_paths():
 
 
 _OFFLINE_COMPILE = """
+from offline_sass import full_sass
 import json, triton
 from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
@@ -140,7 +141,7 @@ for bytes_per_group, has_bias, grad_x in [(8, True, False), (8, False, False), (
     source = GluonASTSource(d._decode_gemm_kernel, signature=signature, constexprs=constexprs,
                             attrs={(i,): [["tt.divisibility", 16]] for i in range(3, 11)})
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
-    sass, ptx = compiled.asm["sass"], compiled.asm["ptx"]
+    sass, ptx = full_sass(compiled.asm["cubin"]), compiled.asm["ptx"]
     report.append([grad_x, compiled.metadata.shared, sass.count("STL") + sass.count("LDL"),
                    sass.count("HGMMA.64x256x16.F32.BF16"), ptx.count("atom.global.add.u32"),
                    ptx.count("red.release.gpu.global.add.u32"), ptx.count("ld.volatile.global"),

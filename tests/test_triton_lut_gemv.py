@@ -78,6 +78,7 @@ def test_groups_that_split_a_lane_run_are_refused():
 
 
 _OFFLINE_COMPILE = """
+from offline_sass import full_sass
 import json, triton
 from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
@@ -91,7 +92,7 @@ for bytes_per_group in (8, 16, 64):
     source = GluonASTSource(lut._lut_gemv_kernel, signature=signature, constexprs={"BYTES_PER_GROUP": bytes_per_group},
                             attrs={(i,): [["tt.divisibility", 16]] for i in range(4)})
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": lut.LUT_WARPS})
-    ptx, sass = compiled.asm["ptx"], compiled.asm["sass"]
+    ptx, sass = compiled.asm["ptx"], full_sass(compiled.asm["cubin"])
     scale_stores = [line for line in ptx.splitlines() if f"+{lut._SCALES_AT}]" in line
                     and ("st.shared" in line or "stmatrix" in line)]
     lookups = [line for line in ptx.splitlines() if "prmt.b32 a," in line and "ld.shared.f32" in line]

@@ -124,9 +124,10 @@ print(json.dumps(report))
 def _compile_offline(script: str):
     """The JSON report on the last line of ``script``, run in a fresh process without
     ``TRITON_INTERPRET`` (the CPU tests run the Triton interpreter, which replaces the language
-    functions)."""
+    functions), with the project and the tests' folder (``offline_sass``) importable."""
     env = {key: value for key, value in os.environ.items() if key != "TRITON_INTERPRET"}
-    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).resolve().parents[1]), env.get("PYTHONPATH", "")])
+    here = Path(__file__).resolve()
+    env["PYTHONPATH"] = os.pathsep.join([str(here.parents[1]), str(here.parent), env.get("PYTHONPATH", "")])
     done = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=900)
     assert done.returncode == 0, done.stderr[-3000:]
     return json.loads(done.stdout.splitlines()[-1])

@@ -145,6 +145,7 @@ def test_run_decode_refuses_what_it_cannot_do():
 
 
 _OFFLINE_COMPILE = """
+from offline_sass import full_sass
 import json, re, triton
 from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
@@ -163,7 +164,7 @@ for (block_n, block_r, warps), bytes_per_group in ((runs.RUN_DECODE_TILE, 8), ((
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
     layouts = re.findall(r"#blocked\\d* = #ttg.blocked<\\{sizePerThread = \\[(\\d+)\\], threadsPerWarp = \\[(\\d+)\\]",
                          compiled.asm["ttgir"])
-    sass = compiled.asm["sass"]
+    sass = full_sass(compiled.asm["cubin"])
     report.append([layouts, compiled.metadata.shared, sass.count("SHFL.BFLY"), sass.count("STG.E.EL.128"),
                    block_n * block_r // (32 * warps)])
 print(json.dumps(report))

@@ -88,6 +88,7 @@ def test_takes_bf16_rows_2_to_16_with_whole_lane_runs_per_group(rows, g, takes):
 
 
 _OFFLINE_COMPILE = """
+from offline_sass import full_sass
 import json, triton
 from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
@@ -108,7 +109,7 @@ for bytes_per_group, tiles, warps in ((8, 2, tiled.TILED_MMA_TILE[0]), (8, 1, 4)
                     and ("st.shared" in line or "stmatrix" in line)]
     report.append([compiled.metadata.shared, ptx.count("mma.sync.aligned.m16n8k16"), ptx.count("ld.shared.v2.b32"),
                    ptx.count("ld.shared.b32"), ptx.count("ld.global.v4.b32"), len(scale_stores),
-                   compiled.asm["sass"].count("STL")])
+                   full_sass(compiled.asm["cubin"]).count("STL")])
 print(json.dumps(report))
 """
 
