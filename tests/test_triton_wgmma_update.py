@@ -18,7 +18,8 @@ import triton  # noqa: E402
 
 from test_triton_update import FIELDS, assert_bitwise, hooks, layer_state, rule  # noqa: E402
 from test_triton_register_decode import _compile_offline  # noqa: E402
-from ternary.kernels.update import UpdatedTensors, reference, triton_wgmma, triton_wgmma_ws  # noqa: E402
+from ternary.kernels.update import (UpdatedTensors, reference, triton_wgmma, triton_wgmma_wide,  # noqa: E402
+                                    triton_wgmma_ws)
 from ternary.kernels.update import triton as kernels  # noqa: E402
 
 needs_wgmma = pytest.mark.skipif(not kernels.wgmma_runs(torch.empty(0, device=DEVICE)),
@@ -29,6 +30,13 @@ needs_wgmma = pytest.mark.skipif(not kernels.wgmma_runs(torch.empty(0, device=DE
 # and every group size whose groups lie inside one 64-byte block.
 SHAPES = [(1, 1, 8, 5), (64, 128, 160, 40), (100, 200, 334, 40), (130, 257, 1002, 20), (3, 130, 646, 160),
           (700, 64, 90, 10), (513, 300, 1200, 80), (65, 129, 204, 40), (70, 90, 1290, 320)]
+
+
+# Both tile shapes of the kernel: 64 weight rows (``triton_wgmma_ws``) and 128 (``triton_wgmma_wide``), called
+# directly whatever ``kernels.update`` would pick for the layer.
+KERNELS = {"64_rows": triton_wgmma_ws.ws_update, "wide": triton_wgmma_wide.wide_update}
+TILE_ROWS = {"64_rows": triton_wgmma_ws.WS_UPDATE_TILE[1], "wide": triton_wgmma_wide.WIDE_UPDATE_TILE[1]}
+each_kernel = pytest.mark.parametrize("kernel_name", list(KERNELS))
 
 
 def cpu_layer_state(n: int, k: int, g: int, gen: torch.Generator) -> dict:
@@ -42,24 +50,26 @@ def poisoned_like(state: dict) -> UpdatedTensors:
 
 
 @needs_wgmma
+@each_kernel
 @pytest.mark.parametrize("m,n,k,g", SHAPES)
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
 @pytest.mark.parametrize("with_bias", [True, False])
-def test_wgmma_update_matches_reference_bit_for_bit(m, n, k, g, dtype, with_bias):
+def test_wgmma_update_matches_reference_bit_for_bit(kernel_name, m, n, k, g, dtype, with_bias):
     gen = torch.Generator().manual_seed(m * 1009 + n * 17 + k + g)
     state = layer_state(n, k, g, gen, bias=with_bias)
     x, grad_y = hooks(m, n, k, gen)
     static = rule(k, g)
     args = [state[name] for name in FIELDS]
     expected = reference.update(*args, x, grad_y, **static)
-    actual = triton_wgmma_ws.ws_update(*args, x.to(dtype), grad_y.to(dtype), poisoned_like(state), **static)
+    actual = KERNELS[kernel_name](*args, x.to(dtype), grad_y.to(dtype), poisoned_like(state), **static)
     assert_bitwise(expected, actual)
     assert not torch.equal(expected.T_packed.cpu(), state["T_packed"].cpu()), "test drew no trit step"
 
 
 @needs_wgmma
+@each_kernel
 @pytest.mark.parametrize("k", [1200, 1002])
-def test_ws_update_reads_hooks_that_are_views(k):
+def test_ws_update_reads_hooks_that_are_views(kernel_name, k):
     """``x`` (read by TMA as it is, in natural column order) as a column slice of a wider buffer: rows
     ``K + 24`` apart (16-byte multiples for K = 1200, so TMA reads the view in place) or at an odd
     offset (not 16-byte aligned, so it is copied first), with 300 hook rows: bit for bit against the
@@ -74,7 +84,7 @@ def test_ws_update_reads_hooks_that_are_views(k):
     for offset in (0, 1):
         wide = torch.full((m, k + 24), 4096.0, dtype=torch.bfloat16, device=DEVICE)
         wide[:, offset:offset + k] = x
-        actual = triton_wgmma_ws.ws_update(*args, wide[:, offset:offset + k], grad_y.bfloat16(), poisoned_like(state),
+        actual = KERNELS[kernel_name](*args, wide[:, offset:offset + k], grad_y.bfloat16(), poisoned_like(state),
                                            **rule(k, g))
         assert_bitwise(expected, actual)
 
@@ -101,27 +111,29 @@ def test_update_on_the_wgmma_path_refuses_corrupt_state_after_its_kernel_without
 
 
 @needs_wgmma
+@each_kernel
 @pytest.mark.parametrize("m", [64, 150, 256, 257, 6 * 64 + 1])
-def test_ws_update_carries_its_ring_and_hand_over_across_the_tiles_of_each_program(m):
+def test_ws_update_carries_its_ring_and_hand_over_across_the_tiles_of_each_program(kernel_name, m):
     """A layer of several tiles per SM, so each persistent program runs the ring's phases, the signs'
-    hand-over and the rule's loads ahead across tile boundaries, with 1, 3, 4 (= stages), 5 and 7
-    hook-row steps per tile (so the ring's first fills span four tiles, two, exactly one, and not a
-    whole number of tiles): bit for bit against the reference."""
-    n, k, g = 2100, 6002, 40
-    block_n, block_b = triton_wgmma_ws.WS_UPDATE_TILE[1:3]
-    tiles = triton.cdiv(n, block_n) * triton.cdiv(triton.cdiv(k, 5), block_b)
+    hand-over and the rule's loads ahead across tile boundaries, with 1, 3, 4, 5 and 7 hook-row steps per
+    tile (the 64-row kernel's ring has 4 slots, the wide one's 3: the ring's first fills span several
+    tiles, exactly one, and not a whole number of tiles): bit for bit against the reference."""
+    k, g = 6002, 40
+    n = 2100 * TILE_ROWS[kernel_name] // 64
+    tiles = triton.cdiv(n, TILE_ROWS[kernel_name]) * triton.cdiv(triton.cdiv(k, 5), triton_wgmma.WGMMA_BLOCK_B)
     assert tiles >= 3 * torch.cuda.get_device_properties(DEVICE).multi_processor_count
     gen = torch.Generator().manual_seed(11 + m)
     state = layer_state(n, k, g, gen)
     x, grad_y = hooks(m, n, k, gen)
     args = [state[name] for name in FIELDS]
     expected = reference.update(*args, x, grad_y, **rule(k, g))
-    actual = triton_wgmma_ws.ws_update(*args, x.bfloat16(), grad_y.bfloat16(), poisoned_like(state), **rule(k, g))
+    actual = KERNELS[kernel_name](*args, x.bfloat16(), grad_y.bfloat16(), poisoned_like(state), **rule(k, g))
     assert_bitwise(expected, actual)
 
 
 @needs_wgmma
-def test_ws_update_addresses_t_accum_rows_past_2_gib():
+@each_kernel
+def test_ws_update_addresses_t_accum_rows_past_2_gib(kernel_name):
     """``T_accum`` and its new copy as row views 2^30 + 2 bytes apart, so the last row starts past
     2^31: offsets computed in int32 would wrap and write before the buffer (4.3 GB of GPU memory)."""
     m, n, k, g = 64, 3, 80, 40
@@ -140,12 +152,13 @@ def test_ws_update_addresses_t_accum_rows_past_2_gib():
         spread.append(view)
     args[FIELDS.index("T_accum")] = spread[0]
     outputs = poisoned_like(state)._replace(T_accum=spread[1])
-    actual = triton_wgmma_ws.ws_update(*args, x.bfloat16(), grad_y.bfloat16(), outputs, **rule(k, g))
+    actual = KERNELS[kernel_name](*args, x.bfloat16(), grad_y.bfloat16(), outputs, **rule(k, g))
     assert_bitwise(expected, actual)
 
 
 @needs_wgmma
-def test_wgmma_update_saturation_and_limits_over_whole_ranges():
+@each_kernel
+def test_wgmma_update_saturation_and_limits_over_whole_ranges(kernel_name):
     """Accumulators at int8 limits, E at and beyond e_min / e_max, bias near int32 limits."""
     gen = torch.Generator().manual_seed(47)
     n, k, g = 133, 284, 40
@@ -155,7 +168,7 @@ def test_wgmma_update_saturation_and_limits_over_whole_ranges():
     for static in (rule(k, g, theta_t=127, theta_e=127, e_min=-128, e_max=127, bias_step=2**30),
                    rule(k, g, theta_t=1, theta_e=1, e_min=-2, e_max=1)):
         expected = reference.update(*args, x, grad_y, **static)
-        actual = triton_wgmma_ws.ws_update(*args, x.bfloat16(), grad_y.bfloat16(), poisoned_like(state), **static)
+        actual = KERNELS[kernel_name](*args, x.bfloat16(), grad_y.bfloat16(), poisoned_like(state), **static)
         assert_bitwise(expected, actual)
 
 
@@ -182,6 +195,50 @@ def test_update_dispatches_training_rows_to_wgmma(monkeypatch, m, k):
     expected = reference.update(*args, x, grad_y, **rule(k, g))
     assert_bitwise(expected, kernels.update(*args, x.bfloat16(), grad_y.bfloat16(), **rule(k, g)))
     assert calls == ([m] if m >= kernels.WGMMA_UPDATE_MIN_ROWS and k % 2 == 0 else [])
+
+
+def test_wide_tiles_take_layers_of_many_tiles_and_many_hook_rows():
+    """``triton_wgmma_wide.takes``: from ``WIDE_MIN_ROWS`` hook rows and ``WIDE_MIN_ROUNDS`` 128-row tiles per
+    SM, counting partial tiles of rows and bytes as whole; below either, the 64-row kernel."""
+    rows, rounds = triton_wgmma_wide.WIDE_MIN_ROWS, triton_wgmma_wide.WIDE_MIN_ROUNDS
+    programs = 132
+    byte_blocks = 52  # K = 16384: 3277 bytes, the last block partial
+    row_tiles = triton.cdiv(rounds * programs, byte_blocks)  # just enough tiles
+    n = row_tiles * 128 - 127  # the last row tile holds one row
+    assert triton_wgmma_wide.takes(n, 3277, rows, programs)
+    assert not triton_wgmma_wide.takes(n, 3277, rows - 1, programs)
+    assert not triton_wgmma_wide.takes(n - 128, 3277, rows, programs)
+    assert not triton_wgmma_wide.takes(n, 3277, rows, programs + programs // rounds + 1)
+    assert triton_wgmma_wide.takes(16384, 3277, 8192, 132) and not triton_wgmma_wide.takes(4096, 820, 8192, 132)
+
+
+@needs_wgmma
+def test_update_sends_layers_the_wide_tiles_take_to_them(monkeypatch):
+    """With the thresholds lowered to a small layer, ``kernels.update`` runs the wide kernel (and only then):
+    bit for bit against the reference either way."""
+    calls = []
+    original = triton_wgmma_wide.wide_update
+
+    def spy(*args, **kwargs):
+        calls.append(args[0].shape)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(triton_wgmma_wide, "wide_update", spy)
+    monkeypatch.setattr(triton_wgmma_wide, "WIDE_MIN_ROWS", 128)
+    monkeypatch.setattr(triton_wgmma_wide, "WIDE_MIN_ROUNDS", 1)
+    monkeypatch.setattr(kernels, "_new_like", lambda tensor: torch.full_like(tensor, -77))
+    programs = torch.cuda.get_device_properties(DEVICE).multi_processor_count
+    k, g = 2000, 40  # 7 byte blocks
+    for m, n, taken in [(128, 128 * triton.cdiv(programs, 7), True), (127, 128 * triton.cdiv(programs, 7), False),
+                        (128, 128 * (triton.cdiv(programs, 7) - 1), False)]:
+        gen = torch.Generator().manual_seed(m + n)
+        state = layer_state(n, k, g, gen)
+        x, grad_y = hooks(m, n, k, gen)
+        args = [state[name] for name in FIELDS]
+        calls.clear()
+        assert_bitwise(reference.update(*args, x, grad_y, **rule(k, g)),
+                       kernels.update(*args, x.bfloat16(), grad_y.bfloat16(), **rule(k, g)))
+        assert calls == ([(n, 400)] if taken else [])
 
 
 @needs_wgmma
@@ -266,7 +323,8 @@ def test_wgmma_update_refuses_odd_k_behind_an_even_row_stride():
 
 
 @needs_wgmma
-def test_wgmma_update_writes_nothing_past_its_outputs():
+@each_kernel
+def test_wgmma_update_writes_nothing_past_its_outputs(kernel_name):
     """Every output is a view at the head of a larger buffer whose tail holds a sentinel: the
     16-bit ``T_accum`` pieces and the byte stores at the K and N tails must leave it untouched."""
     gen = torch.Generator().manual_seed(8)
@@ -280,7 +338,7 @@ def test_wgmma_update_writes_nothing_past_its_outputs():
         outputs.append(buffer[:state[name].numel()].view(state[name].shape))
     args = [state[name] for name in FIELDS]
     expected = reference.update(*args, x, grad_y, **rule(k, g))
-    actual = triton_wgmma_ws.ws_update(*args, x.bfloat16(), grad_y.bfloat16(), UpdatedTensors(*outputs), **rule(k, g))
+    actual = KERNELS[kernel_name](*args, x.bfloat16(), grad_y.bfloat16(), UpdatedTensors(*outputs), **rule(k, g))
     assert_bitwise(expected, actual)
     for name, buffer in zip(FIELDS, buffers):
         assert torch.all(buffer[-64:] == 55), f"{name}: written past its end"
@@ -377,3 +435,67 @@ def test_ws_update_compiles_for_sm_90_within_shared_memory_without_spills_and_wi
         assert arrives == fenced == 2
         assert refills > 0 and early == 0
         assert "store barrier reload barrier planes barrier arrive" in order
+
+
+_WIDE_OFFLINE_COMPILE = """
+from offline_sass import full_sass
+import json, triton
+from triton.backends.compiler import GPUTarget
+from triton.experimental.gluon._runtime import GluonASTSource
+from triton.experimental.gluon import language as gl
+from ternary.kernels.update import triton_wgmma, triton_wgmma_wide as wide
+
+block_m, block_n, stages, rule_warps, rule_rows = wide.WIDE_UPDATE_TILE
+block_b = triton_wgmma.WGMMA_BLOCK_B
+boxes = ([block_m, block_n], [block_m, 4 * block_b], [block_m, block_b])
+names = ("g_desc xl_desc xh_desc p_ptr ta_ptr table_ptr e_ptr ea_ptr bias_ptr new_p_ptr new_ta_ptr new_e_ptr "
+         "new_ea_ptr new_bias_ptr M N K KB NG stride_pn stride_tn stride_en theta_high theta_low hold theta_e e_min "
+         "e_max bias_step").split()
+types = [f"tensordesc<bf16[{box[0]}, {box[1]}],{gl.NVMMASharedLayout.get_default_for(box, gl.bfloat16)!r}>"
+         for box in boxes]
+types += ["*u8", "*i8", "*i32", "*i8", "*i8", "*i32", "*u8", "*i8", "*i8", "*i8", "*i32"] + ["i32"] * 15
+report = []
+for bytes_per_group, has_bias in [(size, True) for size in (1, 2, 4, 8, 16, 32, 64)] + [(8, False)]:
+    constexprs = dict(BYTES_PER_GROUP=bytes_per_group, HAS_BIAS=has_bias, BLOCK_M=block_m, BLOCK_N=block_n,
+                      BLOCK_B=block_b, STAGES=stages, GROUP_N=8, RULE_WARPS=rule_warps, RULE_ROWS=rule_rows,
+                      PRODUCT_REGISTERS=wide.WIDE_REGISTERS[0], LOADER_REGISTERS=wide.WIDE_REGISTERS[1],
+                      RULE_REGISTERS=wide.WIDE_REGISTERS[2])
+    signature = dict(zip(names, types)) | {name: "constexpr" for name in constexprs}
+    source = GluonASTSource(wide._wide_vote_kernel, signature=signature, constexprs=constexprs,
+                            attrs={(i,): [["tt.divisibility", 16]] for i in range(3, 14)})
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": 4})
+    lines = full_sass(compiled.asm["cubin"]).splitlines()
+    products = [i for i, line in enumerate(lines) if "HGMMA" in line]
+    spills = [i for i, line in enumerate(lines) if "STL" in line or "LDL" in line]
+    loops, first = [], products[0]  # a step loop: a run of products less than 64 instructions apart
+    for before, after in zip(products, products[1:] + [None]):
+        if after is None or after - before >= 64:
+            loops.append([first, before])
+            first = after
+    widths = [sum(f"HGMMA.64x{width}x16.F32.BF16" in line for line in lines) for width in (256, 64, 8)]
+    report.append([bytes_per_group, has_bias, compiled.metadata.shared, len(spills),
+                   sum(start <= i <= end for i in spills for start, end in loops), len(loops), widths])
+print(json.dumps(report))
+"""
+
+
+def test_wide_update_compiles_for_sm_90_within_shared_memory_and_without_spills_in_its_step_loops():
+    """Compiled offline for sm_90 with the shipped constants (whole SASS), every group size with a bias and
+    G = 40 without:
+
+    - three 56 KB slots and the 40 KB of signs fit an H100's 227 KB of shared memory per block;
+    - each product warpgroup issues the four ``64x256`` and four ``64x64`` products of a 64-row step, and in
+      the step loop of the tiles that sum ``grad_y`` for the bias four ``64x8`` more; no step loop touches
+      local memory;
+    - outside them, without a bias at most four local loads or stores; with one the bias's column sums and
+      the registers the 2 x 192 of the products leave (120 for the loader and the rule warps) cost the tile
+      epilogues up to 33 (G >= 20), 61 (G = 10) and 120 (G = 5), once per tile."""
+    bounds = {1: 120, 2: 61}
+    for bytes_per_group, has_bias, shared, spills, loop_spills, loops, widths in _compile_offline(
+            _WIDE_OFFLINE_COMPILE):
+        sums = 2 if has_bias else 1  # with a bias, the tiles with column sums have their own step loop
+        assert shared <= 227 * 1024
+        assert loop_spills == 0
+        assert loops == 2 * sums
+        assert widths == [8 * sums, 8 * sums, 8 * (sums - 1)]
+        assert spills <= (bounds.get(bytes_per_group, 33) if has_bias else 4)

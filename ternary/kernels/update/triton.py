@@ -17,7 +17,8 @@ are read through tensor descriptors, i.e. TMA on the GPU), then, without writing
 
 From ``WGMMA_UPDATE_MIN_ROWS`` bf16 / fp16 hook rows on sm_90 cards the same update runs as a
 persistent, warp-specialised Gluon kernel with explicit ``wgmma`` tiles (``triton_wgmma_ws.py``),
-whose rule runs beside the next tile's product, where it takes the layer.
+whose rule runs beside the next tile's product, where it takes the layer; on layers of many tiles with
+many hook rows, its wide-tile form (``triton_wgmma_wide.py``, ``triton_wgmma_wide.takes``).
 
 Extra memory: the outputs, plus the int32 score buffer only for straddling groups. The
 result equals ``reference.update`` bit for bit whenever the float sums are exact (e.g.
@@ -33,10 +34,10 @@ from triton.tools.tensor_descriptor import TensorDescriptor
 
 from ternary.kernels.linear.triton_base3 import deinterleave_digits, interleave_digits, split_digits
 from ternary.kernels.layer_checks import check_layer_tensors
-from ternary.kernels.linear.triton_launch import capability, tma_rows
+from ternary.kernels.linear.triton_launch import capability, sm_count, tma_rows
 from ternary.kernels.linear.triton import gluon_runs
 from ternary.kernels.registry import triton_interpreted
-from ternary.kernels.update import UpdatedTensors, triton_wgmma, triton_wgmma_ws
+from ternary.kernels.update import UpdatedTensors, triton_wgmma, triton_wgmma_wide, triton_wgmma_ws
 from ternary.kernels.update.triton_rule import (GROUP_N, hook_planes, step_bias, step_exponents_at,
                                                 tile_of_program, vote_bytes)
 from ternary.state.packing import queue_packed_check
@@ -226,9 +227,10 @@ def _queue_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, *, in_features
     if n == 0:
         return new
     if m >= WGMMA_UPDATE_MIN_ROWS and wgmma_runs(x) and triton_wgmma.takes(x, grad_y, T_accum, group_size):
-        return triton_wgmma_ws.ws_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new, in_features=in_features,
-                                         group_size=group_size, theta_t=theta_t, theta_e=theta_e, e_min=e_min,
-                                         e_max=e_max, bias_step=bias_step)
+        wide = triton_wgmma_wide.takes(n, kb, m, sm_count(x.device))
+        return (triton_wgmma_wide.wide_update if wide else triton_wgmma_ws.ws_update)(
+            T_packed, E, E_accum, T_accum, bias, x, grad_y, new, in_features=in_features, group_size=group_size,
+            theta_t=theta_t, theta_e=theta_e, e_min=e_min, e_max=e_max, bias_step=bias_step)
     use_fp32 = torch.float32 in (x.dtype, grad_y.dtype) or triton_interpreted() or x.dtype != grad_y.dtype
     block_m, block_n, block_b, warps, stages = _tiles(m, group_size, use_fp32)
     bytes_per_group = group_size // 5

@@ -33,6 +33,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
 from ternary.kernels.linear.triton_launch import tma_rows
 from ternary.kernels.update import UpdatedTensors
+from ternary.kernels.update.sign_planes import natural_to_planes, signs_layout
 from ternary.kernels.update.triton_rule import load_exponents, store_stepped_exponents
 
 # Packed bytes per tile: 320 input columns, one 256-wide wgmma (the widest there is) and one 64-wide.
@@ -65,14 +66,15 @@ def accumulator_layout(warps, width):
 
 @gluon.jit
 def product_step(g_tiles, xl_tiles, xh_tiles, ones, ready, slot, phase, acc_low, acc_high, acc_sums,
-                 SUMS: gl.constexpr):
+                 SUMS: gl.constexpr, ROW0: gl.constexpr = 0):
     """Wait for ring slot ``slot`` to arrive (``phase``), issue its two products (the tile's first 256
-    input columns and its last 64, the ``grad_y`` box transposed as the left operand), with ``SUMS`` a
-    third one against ``ones`` (:func:`ones_operand`) that adds the box's column sums to column 0 of
-    ``acc_sums``, and retire this warpgroup's products of the previous step: returns ``acc_low``,
-    ``acc_high``, ``acc_sums``."""
+    input columns and its last 64, the ``grad_y`` box's columns ``ROW0 ..`` — this warpgroup's weight
+    rows, as many as the accumulators have — transposed as the left operand), with ``SUMS`` a third one
+    against ``ones`` (:func:`ones_operand`) that adds the box's column sums to column 0 of ``acc_sums``,
+    and retire this warpgroup's products of the previous step: returns ``acc_low``, ``acc_high``,
+    ``acc_sums``."""
     mbarrier.wait(ready.index(slot), phase)
-    g_t = g_tiles.index(slot).permute((1, 0))
+    g_t = g_tiles.index(slot).slice(ROW0, acc_low.shape[0], dim=1).permute((1, 0))
     acc_low = warpgroup_mma(g_t, xl_tiles.index(slot), acc_low, is_async=True)
     acc_high = warpgroup_mma(g_t, xh_tiles.index(slot), acc_high, is_async=True)
     if SUMS:
@@ -81,6 +83,39 @@ def product_step(g_tiles, xl_tiles, xh_tiles, ones, ready, slot, phase, acc_low,
     else:
         acc_low, acc_high = warpgroup_mma_wait(2, deps=[acc_low, acc_high])
     return acc_low, acc_high, acc_sums
+
+
+@gluon.jit
+def allocate_ring_and_signs(g_desc, xl_desc, xh_desc, STAGES: gl.constexpr, BLOCK_M: gl.constexpr,
+                            BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr):
+    """The shared memory of an update program: the ring's ``grad_y`` / ``x`` slots (``[STAGES, BLOCK_M,
+    BLOCK_N]``, ``[STAGES, BLOCK_M, 4 BLOCK_B]``, ``[STAGES, BLOCK_M, BLOCK_B]``), the bias's ``ones`` operand
+    (:func:`ones_operand`, written by the calling warps: fence it before the partitions read it) and the
+    signs' buffers ``[BLOCK_N, 4 BLOCK_B]`` / ``[BLOCK_N, BLOCK_B]`` (int8, ``sign_planes.signs_layout``)."""
+    g_tiles = gl.allocate_shared_memory(g_desc.dtype, [STAGES, BLOCK_M, BLOCK_N], g_desc.layout)
+    xl_tiles = gl.allocate_shared_memory(xl_desc.dtype, [STAGES, BLOCK_M, 4 * BLOCK_B], xl_desc.layout)
+    xh_tiles = gl.allocate_shared_memory(xh_desc.dtype, [STAGES, BLOCK_M, BLOCK_B], xh_desc.layout)
+    ONES: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
+    ones = gl.allocate_shared_memory(g_desc.dtype, [8, BLOCK_M], ONES, ones_operand(BLOCK_M, g_desc.dtype))
+    SIGNS: gl.constexpr = signs_layout()
+    signs_low = gl.allocate_shared_memory(gl.int8, [BLOCK_N, 4 * BLOCK_B], SIGNS)
+    signs_high = gl.allocate_shared_memory(gl.int8, [BLOCK_N, BLOCK_B], SIGNS)
+    return g_tiles, xl_tiles, xh_tiles, ones, signs_low, signs_high
+
+
+@gluon.jit
+def hand_over_signs(acc_low, acc_high, signs_low, signs_high, signs_ready, signs_free, handoffs):
+    """Hand the signs of a tile's gradient (``acc_low [R, 4 BLOCK_B]``, ``acc_high [R, BLOCK_B]`` fp32) to the
+    rule warps: once they freed the buffers (the ``handoffs``-th hand-over), store them as int8 in natural
+    column order into ``signs_low`` / ``signs_high`` (``[R, ..]``, this warpgroup's rows), regroup them into
+    digit planes (``sign_planes``) and arrive on ``signs_ready``."""
+    sign_low = (acc_low > 0).to(gl.int8) - (acc_low < 0).to(gl.int8)
+    sign_high = (acc_high > 0).to(gl.int8) - (acc_high < 0).to(gl.int8)
+    mbarrier.wait(signs_free, (handoffs & 1) ^ 1)
+    signs_low.store(sign_low)
+    signs_high.store(sign_high)
+    natural_to_planes(signs_low, signs_high)
+    mbarrier.arrive(signs_ready)
 
 
 @gluon.jit

@@ -38,12 +38,11 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from ternary.kernels.linear.triton_launch import sm_count
 from ternary.kernels.update import UpdatedTensors
-from ternary.kernels.update.sign_planes import natural_to_planes, signs_layout
 from ternary.kernels.update.triton_rule import GROUP_N, step_bias, tile_at, vote_bytes
-from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layout, check_outputs, fetch_step,
-                                                 hook_descriptors, load_accumulator_pairs, load_tile_exponents,
-                                                 ones_operand, product_step, step_tile_exponents,
-                                                 store_accumulator_pairs)
+from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layout, allocate_ring_and_signs,
+                                                 check_outputs, fetch_step, hand_over_signs, hook_descriptors,
+                                                 load_accumulator_pairs, load_tile_exponents, product_step,
+                                                 step_tile_exponents, store_accumulator_pairs)
 
 # (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, rule warps), rule rows per
 # pass, registers per thread of the product warps. H100, bf16 hooks, same process
@@ -112,7 +111,7 @@ def _accumulate(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, rea
 
 
 @gluon.jit
-def _step_tile_bias(acc_sums, bias_ptr, new_bias_ptr, N, n0, bias_step):
+def step_tile_bias(acc_sums, bias_ptr, new_bias_ptr, N, n0, bias_step):
     """The bias rule for rows ``n0 ..`` of a tile from ``grad_y``'s column sums in column 0 of
     ``acc_sums [BLOCK_N, 8]`` (the other columns are zero, so the row sums are exact)."""
     col_sum = gl.sum(acc_sums, axis=1)
@@ -145,18 +144,12 @@ def _product(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, ready,
             acc_low, acc_high, acc_sums, count, cursor = _accumulate(
                 g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, ready, count, cursor, steps, row_tiles,
                 byte_blocks, BLOCK_M, BLOCK_N, BLOCK_B, STAGES, GROUP_N, True)
-            _step_tile_bias(acc_sums, bias_ptr, new_bias_ptr, N, pid_n * BLOCK_N, bias_step)
+            step_tile_bias(acc_sums, bias_ptr, new_bias_ptr, N, pid_n * BLOCK_N, bias_step)
         else:
             acc_low, acc_high, _, count, cursor = _accumulate(
                 g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, ready, count, cursor, steps, row_tiles,
                 byte_blocks, BLOCK_M, BLOCK_N, BLOCK_B, STAGES, GROUP_N, False)
-        sign_low = (acc_low > 0).to(gl.int8) - (acc_low < 0).to(gl.int8)
-        sign_high = (acc_high > 0).to(gl.int8) - (acc_high < 0).to(gl.int8)
-        mbarrier.wait(signs_free, (handoffs & 1) ^ 1)
-        signs_low.store(sign_low)
-        signs_high.store(sign_high)
-        natural_to_planes(signs_low, signs_high)
-        mbarrier.arrive(signs_ready)
+        hand_over_signs(acc_low, acc_high, signs_low, signs_high, signs_ready, signs_free, handoffs)
         handoffs += 1
 
 
@@ -235,16 +228,10 @@ def _ws_vote_kernel(
     by ``xl_desc`` / ``xh_desc`` (``[BLOCK_M, 4 BLOCK_B]`` / ``[BLOCK_M, BLOCK_B]`` boxes); the state
     tensors and their new copies by pointer with the given row strides. ``ones`` is the right
     operand of the bias's column sums (filled, unused without a bias)."""
-    g_tiles = gl.allocate_shared_memory(g_desc.dtype, [STAGES, BLOCK_M, BLOCK_N], g_desc.layout)
-    xl_tiles = gl.allocate_shared_memory(xl_desc.dtype, [STAGES, BLOCK_M, 4 * BLOCK_B], xl_desc.layout)
-    xh_tiles = gl.allocate_shared_memory(xh_desc.dtype, [STAGES, BLOCK_M, BLOCK_B], xh_desc.layout)
-    ONES: gl.constexpr = gl.NVMMASharedLayout(swizzle_byte_width=128, element_bitwidth=16, rank=2)
-    # written here by the default warps; the fence below and the barrier entering the partitions
-    # order these stores before the product warps' wgmma reads them
-    ones = gl.allocate_shared_memory(g_desc.dtype, [8, BLOCK_M], ONES, ones_operand(BLOCK_M, g_desc.dtype))
-    SIGNS: gl.constexpr = signs_layout()
-    signs_low = gl.allocate_shared_memory(gl.int8, [BLOCK_N, 4 * BLOCK_B], SIGNS)
-    signs_high = gl.allocate_shared_memory(gl.int8, [BLOCK_N, BLOCK_B], SIGNS)
+    # ones is written by these warps; the fence below and the barrier entering the partitions order its
+    # stores before the product warps' wgmma reads them
+    g_tiles, xl_tiles, xh_tiles, ones, signs_low, signs_high = allocate_ring_and_signs(
+        g_desc, xl_desc, xh_desc, STAGES, BLOCK_M, BLOCK_N, BLOCK_B)
     ready = gl.allocate_shared_memory(gl.int64, [STAGES, 1], mbarrier.MBarrierLayout())
     signs_ready = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())
     signs_free = gl.allocate_shared_memory(gl.int64, [1], mbarrier.MBarrierLayout())

@@ -1,7 +1,8 @@
-"""The ``f16x2`` rule's PTX (``pair_rule``) interpreted on the CPU against the integer rule
-(``triton_rule``'s functions, run under the Triton interpreter's semantics by their plain-PyTorch twins
-here: ``reference.step_trits`` / ``reference.step_exponents`` and the base-3 packing) on every case, and
-its table words against the packing."""
+"""The ``f16x2`` rule (``pair_rule``) on the CPU: its PTX text run through a model of the instructions it
+uses (:func:`interpret`, any other instruction fails) against the integer rule ``triton_rule.vote_bytes`` (a
+Triton kernel: under the interpreter on the CPU, on the card where there is one) on every accumulator, sign
+and trit, and its table words against ``unpack``. The kernel built on it is checked on the card
+(``test_triton_wgmma_update.py``)."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import re
 import numpy as np
 import pytest
 import torch
-import triton
-import triton.language as tl
 
-from ternary.kernels.update import pair_rule
-from ternary.kernels.update.triton_rule import vote_bytes
-from ternary.state.packing import unpack
+from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on CPU)
+
+import triton  # noqa: E402
+import triton.language as tl  # noqa: E402
+
+from ternary.kernels.update import pair_rule  # noqa: E402
+from ternary.kernels.update.triton_rule import vote_bytes  # noqa: E402
+from ternary.state.packing import unpack  # noqa: E402
 
 
 def _halves(word: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -146,6 +150,14 @@ def _every_case() -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return sign, byte.to(torch.int32), acc
 
 
+def _integer_rule(sign: torch.Tensor, byte: torch.Tensor, acc: torch.Tensor, K: int, theta_t: int):
+    """``vote_bytes``'s new accumulators ``[5, C, 2]``, bytes and scores ``[C, 2]`` (on the CPU)."""
+    sign, byte, acc = (t.to(DEVICE) for t in (sign, byte, acc))
+    new_acc, new_byte, score = torch.empty_like(acc), torch.empty_like(byte), torch.empty_like(byte)
+    _vote_bytes_kernel[(1,)](sign, byte, acc, new_byte, new_acc, score, K, theta_t, CASES=byte.shape[0])
+    return new_acc.cpu(), new_byte.cpu(), score.cpu()
+
+
 def _pieces(values: torch.Tensor) -> list[np.ndarray]:
     """The five 16-bit pieces of a pair's ten int8 values ``[5 digits, C, 2 bytes]`` in column order."""
     columns = torch.cat([values[:, :, 0], values[:, :, 1]]).numpy().astype(np.int64) & 0xFF  # [10, C]
@@ -175,9 +187,7 @@ def test_pair_rule_ptx_equals_the_integer_rule_on_every_accumulator_sign_and_tri
     included; accumulators, bytes and scores equal ``vote_bytes``'s bit for bit at every threshold,
     those past the last that changes anything (128) among them."""
     sign, byte, acc = _every_case()
-    expected = [torch.empty(5, 4096, 2, dtype=torch.int32), torch.empty(4096, 2, dtype=torch.int32),
-                torch.empty(4096, 2, dtype=torch.int32)]
-    _vote_bytes_kernel[(1,)](sign, byte, acc, expected[1], expected[0], expected[2], 10, theta_t, CASES=4096)
+    expected = _integer_rule(sign, byte, acc, 10, theta_t)
     new_acc, new_byte, score = _ptx_rule(sign, byte, acc, theta_t)
     assert torch.equal(new_acc, expected[0])
     assert torch.equal(new_byte, expected[1])
@@ -193,9 +203,7 @@ def test_pair_rule_keeps_trit_zero_past_k_in_a_partial_byte(partial):
     sign, byte, acc = _every_case()
     sign[partial:, :, 1] = 0  # past K the product's gradient is zero and the kernel reads no accumulator
     acc[partial:, :, 1] = 0
-    expected = [torch.empty(5, 4096, 2, dtype=torch.int32), torch.empty(4096, 2, dtype=torch.int32),
-                torch.empty(4096, 2, dtype=torch.int32)]
-    _vote_bytes_kernel[(1,)](sign, byte, acc, expected[1], expected[0], expected[2], 5 + partial, 16, CASES=4096)
+    expected = _integer_rule(sign, byte, acc, 5 + partial, 16)
     new_acc, new_byte, score = _ptx_rule(sign, byte, acc, 16, partial)
     valid = byte[:, 1] < 243
     assert torch.equal(new_byte[valid], expected[1][valid])
