@@ -499,3 +499,29 @@ def test_wide_update_compiles_for_sm_90_within_shared_memory_and_without_spills_
         assert loops == 2 * sums
         assert widths == [8 * sums, 8 * sums, 8 * (sums - 1)]
         assert spills <= (bounds.get(bytes_per_group, 33) if has_bias else 4)
+
+
+@needs_wgmma
+def test_wide_update_captured_in_a_cuda_graph_builds_its_table_inside_and_replays_the_reference():
+    """The wide kernel's trit table is built by device operations: with the cache empty, a call captured in a
+    CUDA graph builds it inside the capture (and keeps it out of the cache), and the replay gives the
+    reference update bit for bit."""
+    from ternary.kernels.update import pair_rule
+
+    m, n, k, g = 200, 300, 1002, 40
+    gen = torch.Generator().manual_seed(31)
+    state = layer_state(n, k, g, gen)
+    x, grad_y = hooks(m, n, k, gen)
+    args = [state[name] for name in FIELDS]
+    static = rule(k, g)
+    x, grad_y = x.bfloat16(), grad_y.bfloat16()
+    triton_wgmma_wide.wide_update(*args, x, grad_y, poisoned_like(state), **static)  # compiled outside the capture
+    pair_rule._cached_table.cache_clear()
+    outputs = poisoned_like(state)
+    graph = torch.cuda.CUDAGraph()
+    with torch.cuda.graph(graph):
+        triton_wgmma_wide.wide_update(*args, x, grad_y, outputs, **static)
+    assert pair_rule._cached_table.cache_info().currsize == 0
+    graph.replay()
+    torch.cuda.synchronize()
+    assert_bitwise(reference.update(*args, x.float(), grad_y.float(), **static), outputs)

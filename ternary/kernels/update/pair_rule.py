@@ -124,7 +124,6 @@ def trit_words(byte: torch.Tensor, digits: int = 5) -> torch.Tensor:
     """``[..., 4]`` int32 table words of byte values ``byte`` (int64): the half pairs ``(t0, t1)``, ``(t2,
     t3)``, ``(t4, 0)`` and a zero word, with the trits of ``triton_rule.byte_trits`` (a value past 242 has
     ``t4 = 2``); digits ``>= digits`` read as trit 0."""
-    bits = torch.tensor([half_bits(t) for t in (-1, 0, 1, 2)], dtype=torch.int64)
     q = byte.clone()
     trits = []
     for _ in range(4):
@@ -132,19 +131,31 @@ def trit_words(byte: torch.Tensor, digits: int = 5) -> torch.Tensor:
         trits.append(q - 3 * next_q - 1)
         q = next_q
     trits.append(q - 1)
-    halves = [bits[t + 1] if d < digits else torch.zeros_like(t) for d, t in enumerate(trits)]
+    halves = [torch.zeros_like(t) for t in trits]  # device operations only: no copy from the host
+    for trit in (-1, 1, 2):
+        halves = [torch.where(t == trit, half_bits(trit), h) if d < digits else h
+                  for d, (t, h) in enumerate(zip(trits, halves))]
     words = [halves[0] | halves[1] << 16, halves[2] | halves[3] << 16, halves[4], torch.zeros_like(byte)]
     stacked = torch.stack(words, dim=-1)
     return torch.where(stacked >= 1 << 31, stacked - (1 << 32), stacked).to(torch.int32)
 
 
-@functools.cache
+def _build_table(device: torch.device, partial_digits: int) -> torch.Tensor:
+    values = torch.arange(256, dtype=torch.int64, device=device)
+    return torch.stack([trit_words(values), trit_words(values, partial_digits)])
+
+
+_cached_table = functools.cache(_build_table)
+
+
 def trit_table(device: torch.device, partial_digits: int) -> torch.Tensor:
     """``[2, 256, 4]`` int32 on ``device``: :func:`trit_words` of every byte value, then the same with only
     digits ``< partial_digits`` (``K mod 5``: the row's last, partial byte, whose columns past ``K`` keep
-    trit 0). 8 KB per device and ``K mod 5``."""
-    values = torch.arange(256, dtype=torch.int64)
-    return torch.stack([trit_words(values), trit_words(values, partial_digits)]).to(device)
+    trit 0). 8 KB per device and ``K mod 5``, cached; built by device operations, and inside a CUDA graph
+    capture built afresh (a tensor made in a capture is written only when the graph replays)."""
+    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
+        return _build_table(device, partial_digits)
+    return _cached_table(device, partial_digits)
 
 
 @triton.constexpr_function
