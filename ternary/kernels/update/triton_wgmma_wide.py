@@ -3,8 +3,8 @@ each box of ``x``, fed by a loader warp (a Gluon kernel: compiled sm_90 GPUs onl
 ``TRITON_INTERPRET``).
 
 Same work and result as ``triton_wgmma_ws`` (the 64-row kernel), with the tile doubled along the weight rows:
-each step's ``x`` boxes (``[64, 320]``, 40 KB) now feed twice the products, so the shared memory and L2 bytes
-per product fall by about a third. Every SM runs one program with four partitions:
+each step's ``x`` boxes (``[64, 320]``, 40 KB) now feed twice the products, so the bytes a step brings into
+shared memory per product fall by about 40 % (56 KB for 128 x 320 outputs against 48 KB for 64 x 320). Every SM runs one program with four partitions:
 
 - two product warpgroups, rows ``0 .. 63`` and ``64 .. 127`` of the tile, each a ``64 x 256`` and a ``64 x 64``
   ``wgmma`` per 16 hook rows from a ring of ``STAGES`` slots; each releases a slot once its products that read
@@ -42,9 +42,10 @@ from ternary.kernels.update.triton_wgmma_ws import step_tile_bias
 WIDE_UPDATE_TILE = (64, 128, 3, 2, 4)
 WIDE_REGISTERS = (192, 120, 120)
 # When the wide tiles take the update (:func:`takes`). H200, bf16 hooks, same process in turns with the 64-row
-# kernel and the GEMM (benchmarks/results/h200/twenty_eighth/): 16384^2 M = 8192 1.08x the GEMM against 1.20x
-# (6656 tiles, 50 rounds on 132 SMs); 4096 x 14336 and 14336 x 4096 (11 rounds) level or 2 % slower, 4096^2
-# (3.2 rounds) 1.52x against 1.35x; 16384^2 at M = 2048 2.03x against 1.57x, where two rule warps fall behind.
+# kernel and the GEMM (benchmarks/results/h200/twenty_eighth/): 16384^2 M = 8192 1.07-1.08x the GEMM against
+# 1.19-1.20x (6656 tiles, 50 rounds on 132 SMs), at M = 4096 level (1.24x / 1.23x); 4096 x 14336 and
+# 14336 x 4096 (11 rounds) level or 2-4 % slower; 4096^2 (3.2 rounds) 1.52x against 1.35x; 16384^2 at M = 2048
+# 2.03x against 1.57x, where two rule warps fall behind.
 WIDE_MIN_ROWS = 8192
 WIDE_MIN_ROUNDS = 24
 
