@@ -4,7 +4,8 @@ each box of ``x``, fed by a loader warp (a Gluon kernel: compiled sm_90 GPUs onl
 
 Same work and result as ``triton_wgmma_ws`` (the 64-row kernel), with the tile doubled along the weight rows:
 each step's ``x`` boxes (``[64, 320]``, 40 KB) now feed twice the products, so the bytes a step brings
-into shared memory per product fall by about 40 % (56 KB for 128 x 320 outputs, 48 KB for 64 x 320). Every SM runs one program with four partitions:
+into shared memory per product fall by about 40 % (56 KB for 128 x 320 outputs, 48 KB for 64 x 320). Every
+SM runs one program with four partitions:
 
 - two product warpgroups, rows ``0 .. 63`` and ``64 .. 127`` of the tile, each a ``64 x 256`` and a ``64 x 64``
   ``wgmma`` per 16 hook rows from a ring of ``STAGES`` slots; each releases a slot once its products that read
