@@ -227,3 +227,13 @@ def test_trit_table_words_hold_the_unpacked_trits_of_every_byte():
             kept[:, digits:] = 0
         assert torch.equal(got, kept)
         assert (words[:, 3] == 0).all() and (halves[2][1] == 0).all()
+
+
+def test_rule_words_refuse_a_threshold_below_one_and_cap_the_rest():
+    """A threshold below 1 would make both comparisons true (the integer rule never sees one: ``update``
+    refuses it, and so does ``rule_words`` for a direct caller); from 129 on the words are the same, since no
+    saturated accumulator reaches them."""
+    for theta in (0, -3):
+        with pytest.raises(ValueError, match=f"theta_t={theta} must be at least 1"):
+            pair_rule.rule_words(theta)
+    assert pair_rule.rule_words(129) == pair_rule.rule_words(2**20) != pair_rule.rule_words(128)

@@ -24,8 +24,6 @@ The 64-row kernel (``triton_wgmma_ws``) keeps the integer rule: this one was no 
 
 from __future__ import annotations
 
-import functools
-
 import numpy as np
 import torch
 import triton
@@ -57,6 +55,8 @@ def half_pair(low: float, high: float) -> int:
 def rule_words(theta_t: int) -> tuple[int, int, int]:
     """The threshold words of the PTX: ``1152 + theta``, ``1152 - theta`` and ``1 - theta`` in both halves,
     with ``theta = min(theta_t, THETA_CAP)`` (equal results: past 128 no accumulator reaches it)."""
+    if theta_t < 1:
+        raise ValueError(f"pair rule: theta_t={theta_t} must be at least 1")
     theta = min(theta_t, THETA_CAP)
     return (half_pair(BIAS + theta, BIAS + theta), half_pair(BIAS - theta, BIAS - theta),
             half_pair(1 - theta, 1 - theta))
@@ -145,17 +145,26 @@ def _build_table(device: torch.device, partial_digits: int) -> torch.Tensor:
     return torch.stack([trit_words(values), trit_words(values, partial_digits)])
 
 
-_cached_table = functools.cache(_build_table)
+_TABLES: dict[tuple[torch.device, int], torch.Tensor] = {}
 
 
 def trit_table(device: torch.device, partial_digits: int) -> torch.Tensor:
     """``[2, 256, 4]`` int32 on ``device``: :func:`trit_words` of every byte value, then the same with only
     digits ``< partial_digits`` (``K mod 5``: the row's last, partial byte, whose columns past ``K`` keep
-    trit 0). 8 KB per device and ``K mod 5``, cached; built by device operations, and inside a CUDA graph
-    capture built afresh (a tensor made in a capture is written only when the graph replays)."""
+    trit 0). 8 KB per device and ``K mod 5``, built by device operations and kept: the first build waits for
+    its stream, so that a kernel queued on another stream never reads it unfinished. Inside a CUDA graph
+    capture a table not yet kept is built into the graph and not kept (a tensor made in a capture is written
+    only when the graph replays)."""
+    key = (device, partial_digits)
+    if key in _TABLES:
+        return _TABLES[key]
+    table = _build_table(device, partial_digits)
     if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        return _build_table(device, partial_digits)
-    return _cached_table(device, partial_digits)
+        return table
+    if device.type == "cuda":
+        torch.cuda.current_stream(device).synchronize()
+    _TABLES[key] = table
+    return table
 
 
 @triton.constexpr_function
@@ -248,6 +257,8 @@ def rule_partition(signs_low, signs_high, signs_ready, signs_free, p_ptr, ta_ptr
                      "a pass is whole rows of byte pairs, one pair per lane, and whole swizzle phases")
     PAIR: gl.constexpr = pair_layout(WARPS, BLOCK_B)
     PAIRS: gl.constexpr = gl.BlockedLayout([1, 2], [32 // HALF_B, HALF_B], [WARPS, 1], [1, 0])
+    # the int8 buffers' swizzle seen as int16 parts: the rank-2 layout applies to each [RULE_ROWS, ..] part,
+    # whose rows start a swizzle phase since RULE_ROWS is a multiple of 4 (asserted above)
     HALVES: gl.constexpr = gl.SwizzledSharedLayout(vec=8, per_phase=1, max_phase=4, order=[1, 0])
     PARTS: gl.constexpr = BLOCK_N // RULE_ROWS
     planes = signs_low._reinterpret(gl.int16, [PARTS, RULE_ROWS, 2 * BLOCK_B], HALVES)
