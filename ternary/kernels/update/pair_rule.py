@@ -24,6 +24,8 @@ The 64-row kernel (``triton_wgmma_ws``) keeps the integer rule: this one was no 
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import torch
 import triton
@@ -52,9 +54,11 @@ def half_pair(low: float, high: float) -> int:
     return word - (1 << 32) if word >= 1 << 31 else word
 
 
+@functools.cache
 def rule_words(theta_t: int) -> tuple[int, int, int]:
     """The threshold words of the PTX: ``1152 + theta``, ``1152 - theta`` and ``1 - theta`` in both halves,
-    with ``theta = min(theta_t, THETA_CAP)`` (equal results: past 128 no accumulator reaches it)."""
+    with ``theta = min(theta_t, THETA_CAP)`` (equal results: past 128 no accumulator reaches it); cached, since
+    every update call asks for them."""
     if theta_t < 1:
         raise ValueError(f"pair rule: theta_t={theta_t} must be at least 1")
     theta = min(theta_t, THETA_CAP)

@@ -34,7 +34,7 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from ternary.kernels.linear.triton_launch import tma_rows
 from ternary.kernels.update import UpdatedTensors
 from ternary.kernels.update.sign_planes import natural_to_planes, signs_layout
-from ternary.kernels.update.triton_rule import load_exponents, store_stepped_exponents
+from ternary.kernels.update.triton_rule import load_exponents, step_bias, store_stepped_exponents
 
 # Packed bytes per tile: 320 input columns, one 256-wide wgmma (the widest there is) and one 64-wide.
 WGMMA_BLOCK_B = 64
@@ -116,6 +116,16 @@ def hand_over_signs(acc_low, acc_high, signs_low, signs_high, signs_ready, signs
     signs_high.store(sign_high)
     natural_to_planes(signs_low, signs_high)
     mbarrier.arrive(signs_ready)
+
+
+@gluon.jit
+def step_tile_bias(acc_sums, bias_ptr, new_bias_ptr, N, n0, bias_step):
+    """The bias rule for rows ``n0 ..`` of a tile from ``grad_y``'s column sums in column 0 of
+    ``acc_sums [BLOCK_N, 8]`` (the other columns are zero, so the row sums are exact)."""
+    col_sum = gl.sum(acc_sums, axis=1)
+    rb = n0 + gl.arange(0, acc_sums.shape[0], layout=gl.SliceLayout(1, acc_sums.type.layout))
+    bias = gl.load(bias_ptr + rb, mask=rb < N, other=0)
+    gl.store(new_bias_ptr + rb, step_bias(bias, col_sum, bias_step), mask=rb < N)
 
 
 @gluon.jit

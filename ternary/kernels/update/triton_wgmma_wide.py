@@ -33,8 +33,7 @@ from ternary.kernels.update.pair_rule import rule_partition, rule_words, trit_ta
 from ternary.kernels.update.triton_rule import GROUP_N, tile_at
 from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layout, allocate_ring_and_signs,
                                                  check_outputs, fetch_step, hand_over_signs, hook_descriptors,
-                                                 product_step)
-from ternary.kernels.update.triton_wgmma_ws import step_tile_bias
+                                                 product_step, step_tile_bias)
 
 # (BLOCK_M hook rows per step, BLOCK_N weight rows, STAGES, rule warps, rule rows per pass); registers per
 # thread of the product warpgroups, the loader and the rule warps. Three 56 KB slots and the 40 KB of signs

@@ -38,11 +38,11 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 
 from ternary.kernels.linear.triton_launch import sm_count
 from ternary.kernels.update import UpdatedTensors
-from ternary.kernels.update.triton_rule import GROUP_N, step_bias, tile_at, vote_bytes
+from ternary.kernels.update.triton_rule import GROUP_N, tile_at, vote_bytes
 from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layout, allocate_ring_and_signs,
                                                  check_outputs, fetch_step, hand_over_signs, hook_descriptors,
                                                  load_accumulator_pairs, load_tile_exponents, product_step,
-                                                 step_tile_exponents, store_accumulator_pairs)
+                                                 step_tile_bias, step_tile_exponents, store_accumulator_pairs)
 
 # (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, rule warps), rule rows per
 # pass, registers per thread of the product warps. H100, bf16 hooks, same process
@@ -108,16 +108,6 @@ def _accumulate(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, rea
     cursor = _fetch_next(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, cursor, steps, row_tiles,
                          byte_blocks, BLOCK_M, BLOCK_N, BLOCK_B, STAGES, GROUP_N)
     return acc_low, acc_high, acc_sums, count, cursor
-
-
-@gluon.jit
-def step_tile_bias(acc_sums, bias_ptr, new_bias_ptr, N, n0, bias_step):
-    """The bias rule for rows ``n0 ..`` of a tile from ``grad_y``'s column sums in column 0 of
-    ``acc_sums [BLOCK_N, 8]`` (the other columns are zero, so the row sums are exact)."""
-    col_sum = gl.sum(acc_sums, axis=1)
-    rb = n0 + gl.arange(0, acc_sums.shape[0], layout=gl.SliceLayout(1, acc_sums.type.layout))
-    bias = gl.load(bias_ptr + rb, mask=rb < N, other=0)
-    gl.store(new_bias_ptr + rb, step_bias(bias, col_sum, bias_step), mask=rb < N)
 
 
 @gluon.jit
