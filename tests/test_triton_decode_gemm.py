@@ -289,10 +289,11 @@ def test_grad_x_dispatch_takes_the_kernel_for_large_layers(monkeypatch):
 
 @GPU_ONLY
 @pytest.mark.parametrize("grad_x", [False, True])
-def test_a_first_call_inside_a_cuda_graph_capture_replays_the_eager_result(grad_x):
+def test_a_first_call_inside_a_cuda_graph_capture_replays_the_eager_result(monkeypatch, grad_x):
     """The unit order of a geometry seen first inside a graph capture is built by the captured operations
-    (not cached, which would keep a tensor written only on replay): the replayed output equals the eager one
-    bit for bit, and an eager call after the capture (which caches the order) too."""
+    (not kept, which would keep a tensor written only on replay): the replayed output equals the eager one
+    bit for bit, and an eager call after the capture (which keeps the order) too. A capture after that builds
+    nothing (a spy on ``unit_order``) and replays the same output."""
     n, k, g = 4096, 1000, 40
     packed, exponents, bias, x = _cuda_layer(2048, n, k, g, seed=21)
     a = torch.randn(2048, n, device="cuda").to(torch.bfloat16) if grad_x else x
@@ -303,21 +304,31 @@ def test_a_first_call_inside_a_cuda_graph_capture_replays_the_eager_result(grad_
         return decode_gemm.forward(a[:rows], packed, exponents, bias, in_features=k, group_size=g,
                                    bias_frac_bits=FRAC_BITS)
 
-    decode_gemm._cached_unit_order.cache_clear()
+    def captured_call(rows):
+        graph = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(graph):
+            out = call(rows)
+        graph.replay()
+        torch.cuda.synchronize()
+        return out
+
+    decode_gemm._ORDERS.clear()
     stream = torch.cuda.Stream()
     stream.wait_stream(torch.cuda.current_stream())
     with torch.cuda.stream(stream):
         call(300)  # compiles the kernels on another geometry
     torch.cuda.current_stream().wait_stream(stream)
-    graph = torch.cuda.CUDAGraph()
-    with torch.cuda.graph(graph):
-        captured = call(2048)
-    assert decode_gemm._cached_unit_order.cache_info().currsize == 1
-    graph.replay()
-    torch.cuda.synchronize()
+    captured = captured_call(2048)
+    assert len(decode_gemm._ORDERS) == 1
     eager = call(2048)
-    assert decode_gemm._cached_unit_order.cache_info().currsize == 2
+    assert len(decode_gemm._ORDERS) == 2
     assert torch.equal(captured.view(torch.int16), eager.view(torch.int16))
+    built = []
+    build = decode_gemm.unit_order
+    monkeypatch.setattr(decode_gemm, "unit_order", lambda *key: built.append(key) or build(*key))
+    again = captured_call(2048)
+    assert built == [] and len(decode_gemm._ORDERS) == 2
+    assert torch.equal(again.view(torch.int16), eager.view(torch.int16))
 
 
 @GPU_ONLY

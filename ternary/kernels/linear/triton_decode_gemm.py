@@ -39,6 +39,7 @@ from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared,
 from triton.experimental.gluon.language.nvidia.hopper import warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
+from ternary.kernels.kept_tensors import kept
 from ternary.kernels.layer_checks import check_layer_tensors
 from ternary.kernels.linear import triton_run_decode
 from ternary.kernels.linear.gluon_words import scale_bits
@@ -332,21 +333,15 @@ def unit_order(row_blocks: int, chunks: int, m_tiles: int, programs: int, pieces
     return (pairs[:, None] * pieces + torch.arange(pieces, device=device)).flatten().to(torch.int32)
 
 
-@functools.lru_cache(maxsize=None)
-def _cached_unit_order(*key) -> torch.Tensor:
-    """Never evicted (a kernel still queued on another stream may read it): at most one entry per layer shape,
-    direction and row tile count (``DECODE_GEMM_ROWS`` spans 33), at most ``4 * 16 * K / 40`` bytes each.
-    Built to completion before any stream uses it."""
-    order = unit_order(*key)
-    if order.is_cuda:
-        torch.cuda.current_stream(order.device).synchronize()
-    return order
+# Unit orders kept per geometry: at most one per layer shape, direction and row tile count (``DECODE_GEMM_ROWS``
+# spans 33), at most ``4 * 16 * K / 40`` bytes each.
+_ORDERS: dict[tuple, torch.Tensor] = {}
 
 
 def _unit_order_for_call(*key) -> torch.Tensor:
-    """:func:`unit_order`, kept per layer geometry, but built afresh inside a CUDA graph capture (a cached tensor
-    made there would only be written when the graph replays, and the graph never holds a cached one)."""
-    return unit_order(*key) if torch.cuda.is_current_stream_capturing() else _cached_unit_order(*key)
+    """:func:`unit_order`, kept per geometry (``kept_tensors.kept``: a call after the first, captured or not,
+    launches nothing to build it; inside a CUDA graph capture an order not yet kept is built into the graph)."""
+    return kept(_ORDERS, key, key[-1], lambda: unit_order(*key))
 
 
 def output_tiles(m: int, n: int) -> int:

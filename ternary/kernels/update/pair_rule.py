@@ -33,6 +33,7 @@ from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier
 
+from ternary.kernels.kept_tensors import kept
 from ternary.kernels.update.triton_rule import tile_at
 from ternary.kernels.update.triton_wgmma import load_tile_exponents, step_tile_exponents
 
@@ -155,20 +156,9 @@ _TABLES: dict[tuple[torch.device, int], torch.Tensor] = {}
 def trit_table(device: torch.device, partial_digits: int) -> torch.Tensor:
     """``[2, 256, 4]`` int32 on ``device``: :func:`trit_words` of every byte value, then the same with only
     digits ``< partial_digits`` (``K mod 5``: the row's last, partial byte, whose columns past ``K`` keep
-    trit 0). 8 KB per device and ``K mod 5``, built by device operations and kept: the first build waits for
-    its stream, so that a kernel queued on another stream never reads it unfinished. Inside a CUDA graph
-    capture a table not yet kept is built into the graph and not kept (a tensor made in a capture is written
-    only when the graph replays)."""
-    key = (device, partial_digits)
-    if key in _TABLES:
-        return _TABLES[key]
-    table = _build_table(device, partial_digits)
-    if device.type == "cuda" and torch.cuda.is_current_stream_capturing():
-        return table
-    if device.type == "cuda":
-        torch.cuda.current_stream(device).synchronize()
-    _TABLES[key] = table
-    return table
+    trit 0). 8 KB per device and ``K mod 5``, built by device operations and kept (``kept_tensors.kept``:
+    inside a CUDA graph capture a table not yet kept is built into the graph)."""
+    return kept(_TABLES, (device, partial_digits), device, lambda: _build_table(device, partial_digits))
 
 
 @triton.constexpr_function
