@@ -18,7 +18,9 @@ Everything is timed in one process on one card, with the baseline in the same ru
   GEMM moves the card's clock, so a baseline timed once would drift from ours) and each row
   gives the median per call, its ratios the median of the rounds' ratios; the step's ``T_packed``
   check (one reduction and a host sync per step for all layers) is the separate
-  ``t_packed_check`` row, timed alone.
+  ``t_packed_check`` row, timed alone;
+- every forward, grad-x and update row records ``launches``, the nodes one call puts in a CUDA graph
+  (``benchmarks.graph_nodes``; printed in angle brackets), so that per-call work a change adds shows.
 
 Columns per (op, N x K, M): bf16 ``F.linear`` / ``grad_y @ W`` (cuBLAS); ``auto``, i.e.
 ``ternary.functional.linear(..., backend="auto")`` under ``torch.no_grad()`` (what the
@@ -64,6 +66,8 @@ from typing import Callable
 import attrs
 import torch
 import torch.nn.functional as F
+
+from benchmarks.graph_nodes import launches_per_call
 
 SHAPES = ((4096, 4096), (4096, 14336), (14336, 4096), (16384, 16384))
 ROWS = (1, 16, 128, 2048, 8192)
@@ -343,17 +347,20 @@ def time_against_cublas(results: Results, op: str, shape: tuple[int, int, int], 
             results.error(op, n, k, m, name, error)
             continue
         calls[name] = backend_calls
+    launches = {name: launches_per_call(name_calls[0]) for name, name_calls in calls.items()}
     times = time_interleaved(calls, rounds=LINEAR_ROUNDS, timer=time_in_graph, failures=failures)
     base_times = times.pop("bf16_cublas")
     base = statistics.median(base_times)
-    results.add(op, n, k, m, "bf16_cublas", base, tflops=flops / base / 1e6, rounds_us=_rounded(base_times))
+    results.add(op, n, k, m, "bf16_cublas", base, tflops=flops / base / 1e6, rounds_us=_rounded(base_times),
+                launches=launches["bf16_cublas"])
     for name, backend_times in times.items():
         if name in failures:
             results.error(op, n, k, m, name, failures[name])
             continue
         us = statistics.median(backend_times)
         fields = {**checks[name], **(dict(packed_tbps=packed_bytes / us / 1e6) if packed_bytes else {})}
-        fields.update(speedup=paired_ratio(base_times, backend_times), rounds_us=_rounded(backend_times))
+        fields.update(speedup=paired_ratio(base_times, backend_times), rounds_us=_rounded(backend_times),
+                      launches=launches[name])
         results.add(op, n, k, m, name, us, **fields)
     return base
 
@@ -486,6 +493,7 @@ def bench_update(results: Results, n: int, k: int, m: int, device: torch.device)
         return triton_update.update(packed, E, E_accum, T_accum, bias, x, grad_y, validated=True, **rule)
 
     failures: dict[str, BaseException] = {}
+    launches = launches_per_call(ours_step)
     card_before = card_state(device)
     times = time_interleaved({"gemm": lambda: grad_y.T @ x, "ste": ste_step, "ours": ours_step},
                              rounds=UPDATE_ROUNDS, failures=failures)
@@ -505,7 +513,7 @@ def bench_update(results: Results, n: int, k: int, m: int, device: torch.device)
             raise failure
         return statistics.median(times["ours"]), dict(
             **_versus_gemm(times["ours"], gemm_times), vs_ste=paired_ratio(times["ours"], times["ste"]),
-            **update_agreement(packed, E, E_accum, T_accum, bias, x, grad_y, rule), **card)
+            **update_agreement(packed, E, E_accum, T_accum, bias, x, grad_y, rule), **card, launches=launches)
     results.measure("update", n, k, m, "triton", ours)
     results.measure("update", n, k, m, "t_packed_check",
                     lambda: (time_with_events(lambda: check_packed_all([("T_packed", packed)])), {}))
@@ -712,6 +720,8 @@ def format_table(report: dict) -> str:
                 before, after = row["card_before"], row["card_after"]
                 cell += (f" {{card {before['temperature_c']:.0f}->{after['temperature_c']:.0f} C, "
                          f"{before['sm_clock_mhz']:.0f}->{after['sm_clock_mhz']:.0f} MHz}}")
+            if row.get("launches") is not None and impl != "bf16_cublas":
+                cell += f" <{row['launches']} launches>"
             if suspicious(row):
                 cell += " WRONG?"
             cells.append(cell)

@@ -5,8 +5,11 @@ from __future__ import annotations
 
 import statistics
 
+import pytest
+import torch
 from click.testing import CliRunner
 
+import benchmarks.graph_nodes
 import benchmarks.kernels
 from apps.cli import main
 
@@ -91,6 +94,7 @@ def test_linear_rows_time_cublas_and_each_backend_in_turns(monkeypatch):
     def broken():
         raise RuntimeError("no kernel")
 
+    monkeypatch.setattr(benchmarks.kernels, "launches_per_call", lambda call: None)  # fake calls: nothing to capture
     monkeypatch.setattr(benchmarks.kernels, "time_in_graph", fake_timer)
     monkeypatch.setattr(benchmarks.kernels, "LINEAR_ROUNDS", 5)
     results = benchmarks.kernels.Results()
@@ -108,6 +112,32 @@ def test_linear_rows_time_cublas_and_each_backend_in_turns(monkeypatch):
     assert "no kernel" in rows["tilelang"]["error"] and "us" not in rows["tilelang"]
 
 
+def test_linear_rows_record_each_calls_launches_and_the_table_shows_ours(monkeypatch):
+    """Every row records what one of its calls puts in a CUDA graph (``launches``, counted before the turns
+    from the row's first call); the table shows ours in angle brackets, not cuBLAS's, and nothing where the
+    count is missing."""
+    counted = []
+
+    def fake_launches(call):
+        counted.append(call())
+        return {"cublas": 1, "triton": 3, "tilelang": None}[call()]
+
+    monkeypatch.setattr(benchmarks.kernels, "launches_per_call", fake_launches)
+    monkeypatch.setattr(benchmarks.kernels, "time_in_graph", lambda calls: {"cublas": 10.0, "triton": 20.0,
+                                                                             "tilelang": 40.0}[calls[0]()])
+    monkeypatch.setattr(benchmarks.kernels, "LINEAR_ROUNDS", 2)
+    results = benchmarks.kernels.Results()
+    ours = {name: (dict, [lambda name=name: name, lambda: "second call"]) for name in ("triton", "tilelang")}
+    benchmarks.kernels.time_against_cublas(results, "forward", (8, 16, 2), [lambda: "cublas"], ours, 512, None)
+    assert counted == ["cublas", "triton", "tilelang"]
+    rows = {row["impl"]: row for row in results.rows}
+    assert [rows[name]["launches"] for name in ("bf16_cublas", "triton", "tilelang")] == [1, 3, None]
+    env = dict(device="fake GPU", torch="2", triton="3")
+    table = benchmarks.kernels.format_table(dict(environment=env, rows=results.rows))
+    assert "triton=20.0 (0.50x) <3 launches>" in table and "tilelang=40.0 (0.25x)\n" in table + "\n"
+    assert table.count("launches>") == 1
+
+
 def test_a_backend_whose_timing_fails_gets_an_error_row_and_the_others_their_rows(monkeypatch):
     """A backend that times once and then raises (a graph that cannot be captured, an out-of-memory)
     is left out of the later rounds and recorded as an error; cuBLAS and the other backends keep
@@ -121,6 +151,7 @@ def test_a_backend_whose_timing_fails_gets_an_error_row_and_the_others_their_row
             raise RuntimeError("capture failed")
         return {"cublas": 100.0, "triton": 125.0, "tilelang": 50.0}[name]
 
+    monkeypatch.setattr(benchmarks.kernels, "launches_per_call", lambda call: None)  # fake calls: nothing to capture
     monkeypatch.setattr(benchmarks.kernels, "time_in_graph", fake_timer)
     monkeypatch.setattr(benchmarks.kernels, "LINEAR_ROUNDS", 3)
     results = benchmarks.kernels.Results()
@@ -199,3 +230,14 @@ def test_update_rows_show_the_card_state_around_their_rounds():
     table = benchmarks.kernels.format_table(dict(environment=env, rows=rows))
     assert "triton=120.0 (0.83x) {card 41->67 C, 1980->1515 MHz}" in table
     assert table.count("{card") == 1
+
+
+def test_launches_are_none_without_a_card(monkeypatch):
+    """Without CUDA the benchmark's launch count is missing (``None``), not an error, and the call is not made."""
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert benchmarks.graph_nodes.launches_per_call(lambda: pytest.fail("no call without a card")) is None
+
+
+def test_graph_nodes_are_counted_by_kind_with_kernel_names_dropped():
+    nodes = ["kernel:_decode_gemm_kernel", "kernel:?", "memset", "kernel:fill"]
+    assert benchmarks.graph_nodes.node_kinds(nodes) == {"kernel": 3, "memset": 1}

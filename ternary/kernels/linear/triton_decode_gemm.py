@@ -354,7 +354,8 @@ def takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: 
     sm_90 card (``wgmma``) with the layer, a layer the run decode takes (``G`` a multiple of 20), and ``T_packed``
     and ``E`` rows with unit column stride."""
     return (x.dtype == torch.bfloat16 and x.shape[0] > 0
-            and triton_run_decode.takes(T_packed, group_size, torch.bfloat16) and x.is_cuda and x.device == T_packed.device == E.device and capability(x.device)[0] == 9
+            and triton_run_decode.takes(T_packed, group_size, torch.bfloat16) and x.is_cuda
+            and x.device == T_packed.device == E.device and capability(x.device)[0] == 9
             and T_packed.stride(1) == 1 and E.stride(1) == 1)
 
 

@@ -243,8 +243,8 @@ def rule_partition(signs_low, signs_high, signs_ready, signs_free, p_ptr, ta_ptr
     (:func:`vote_pairs`; the bias is the product warps'). The parts run as a loop, not unrolled, so that the
     registers stay those of one part and the next one's loads. Each part's state is loaded while the part before
     it votes (the first part's while the product runs), since the stores keep the compiler from moving the loads
-    up itself; the last part of a tile loads nothing (its rows lie past the tile). ``theta_high`` / ``theta_low`` / ``hold`` are
-    :func:`rule_words`, ``table_ptr`` :func:`trit_table`."""
+    up itself; the last part of a tile loads nothing (its rows lie past the tile). ``theta_high`` / ``theta_low`` /
+    ``hold`` are :func:`rule_words`, ``table_ptr`` :func:`trit_table`."""
     WARPS: gl.constexpr = gl.num_warps()
     HALF_B: gl.constexpr = BLOCK_B // 2
     gl.static_assert((32 % HALF_B == 0) & (RULE_ROWS % (WARPS * 32 // HALF_B) == 0) & (RULE_ROWS % 4 == 0),
