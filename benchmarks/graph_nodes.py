@@ -8,6 +8,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import functools
+import traceback
 from collections.abc import Callable
 
 import torch
@@ -80,25 +81,30 @@ def node_kinds(nodes: list[str]) -> collections.Counter:
 
 def nodes_per_call(call: Callable[[], object], calls: int = 1) -> list[str]:
     """The nodes (:func:`graph_nodes`) of ``calls`` calls of ``call`` captured in one CUDA graph after an eager call
-    (which compiles the kernels and keeps whatever the call keeps). Nothing is replayed."""
+    (which compiles the kernels and keeps whatever the call keeps). Nothing is replayed. Needs a torch whose
+    ``CUDAGraph`` takes ``keep_graph`` (2.9 or later)."""
     call()
     torch.cuda.synchronize()
     graph = torch.cuda.CUDAGraph(keep_graph=True)
-    with torch.cuda.graph(graph):
-        for _ in range(calls):
-            call()
-    nodes = graph_nodes(graph)
-    graph.reset()
-    return nodes
+    try:
+        with torch.cuda.graph(graph):
+            for _ in range(calls):
+                call()
+        return graph_nodes(graph)
+    finally:
+        graph.reset()
 
 
 def launches_per_call(call: Callable[[], object]) -> int | None:
-    """All nodes of one captured call of ``call`` (:func:`nodes_per_call`); ``None`` without a CUDA card or where
-    the driver cannot be read (no ``libcuda``). A call that cannot be captured raises."""
+    """The operations (graph nodes: kernels, memsets, copies) one call of ``call`` puts on the card
+    (:func:`nodes_per_call`), or ``None`` where they cannot be counted: no CUDA card, no ``libcuda``, a torch
+    without ``keep_graph``, or a call that cannot be captured (its traceback is printed; a benchmark row goes on
+    without the count)."""
     if not torch.cuda.is_available():
         return None
     try:
         _driver()
-    except OSError:
+        return len(nodes_per_call(call))
+    except Exception:
+        traceback.print_exc()
         return None
-    return len(nodes_per_call(call))

@@ -19,8 +19,9 @@ Everything is timed in one process on one card, with the baseline in the same ru
   gives the median per call, its ratios the median of the rounds' ratios; the step's ``T_packed``
   check (one reduction and a host sync per step for all layers) is the separate
   ``t_packed_check`` row, timed alone;
-- every forward, grad-x and update row records ``launches``, the nodes one call puts in a CUDA graph
-  (``benchmarks.graph_nodes``; printed in angle brackets), so that per-call work a change adds shows.
+- the forward and grad-x rows timed in turns with cuBLAS (cuBLAS's own, each backend's) and our update row record
+  ``launches``, the operations one call puts in a CUDA graph (``benchmarks.graph_nodes``; ours printed in angle
+  brackets, missing where they cannot be counted), so that per-call work a change adds shows.
 
 Columns per (op, N x K, M): bf16 ``F.linear`` / ``grad_y @ W`` (cuBLAS); ``auto``, i.e.
 ``ternary.functional.linear(..., backend="auto")`` under ``torch.no_grad()`` (what the

@@ -241,3 +241,16 @@ def test_launches_are_none_without_a_card(monkeypatch):
 def test_graph_nodes_are_counted_by_kind_with_kernel_names_dropped():
     nodes = ["kernel:_decode_gemm_kernel", "kernel:?", "memset", "kernel:fill"]
     assert benchmarks.graph_nodes.node_kinds(nodes) == {"kernel": 3, "memset": 1}
+
+
+def test_a_call_that_cannot_be_captured_has_no_launch_count_and_the_row_goes_on(monkeypatch, capsys):
+    """A capture that fails (a call reading a value on the host, a torch without ``keep_graph``) gives ``None``
+    with its traceback printed, not an error that would stop the benchmark."""
+    def refuse(call, calls=1):
+        raise RuntimeError("operation not permitted when stream is capturing")
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(benchmarks.graph_nodes, "_driver", lambda: None)
+    monkeypatch.setattr(benchmarks.graph_nodes, "nodes_per_call", refuse)
+    assert benchmarks.graph_nodes.launches_per_call(lambda: None) is None
+    assert "not permitted when stream is capturing" in capsys.readouterr().err

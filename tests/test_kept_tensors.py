@@ -30,6 +30,7 @@ def test_a_key_is_built_once_and_the_same_tensor_returned_after():
 
 def test_inside_a_capture_a_missing_key_is_built_and_not_kept_and_a_kept_one_is_read(monkeypatch):
     monkeypatch.setattr(torch.cuda, "is_current_stream_capturing", lambda: True)
+    monkeypatch.setattr(torch.cuda, "current_stream", lambda device: pytest.fail("no stream wait inside a capture"))
     store, calls = {}, []
     built = kept_tensors.kept(store, "order", CUDA, _counting_build(calls, 1))
     assert calls == [1] and built.tolist() == [1, 1, 1] and store == {}

@@ -15,7 +15,9 @@ import torch
 
 def kept(store: dict, key: Hashable, device: torch.device, build: Callable[[], torch.Tensor]) -> torch.Tensor:
     """``store[key]`` if kept, else ``build()`` on ``device``, kept in ``store`` unless a CUDA graph capture is
-    under way on the current stream. Entries are never evicted: a graph or a queued kernel may still read them."""
+    under way on the current stream (of the current device: callers build on the device they launch on). Entries
+    are never evicted: a graph or a queued kernel may still read them. ``key`` should name ``device`` with its
+    index (a tensor's ``.device``), so that one device never reads another's tensor."""
     if key in store:
         return store[key]
     tensor = build()

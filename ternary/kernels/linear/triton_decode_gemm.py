@@ -51,7 +51,9 @@ BLOCK_M, BLOCK_N, BLOCK_K, STAGES = 128, 256, 64, 3
 # H200, same process, in turns (benchmarks/results/h200/twenty_seventh/probes/decode_gemm_configs.log,
 # decode_gemm_m.log): chunks of 32 runs (1280 columns) in 16-row units were the fastest or within the
 # run-to-run spread of it at M = 2048-8192; chunks of 8 runs were 2-10% slower (four rows a step: 64-byte
-# pieces of rows); two pre-decoded chunks gained up to 8% over one at M = 2048, 4096^2.
+# pieces of rows); two pre-decoded chunks gained up to 8% over one at M = 2048, 4096^2. Four over two
+# (twenty_ninth/probes/): +0.4-2.2% at M = 2048 in a same-process A/B, -1.8% to +2.0% in another, and a benchmark
+# run with four within the spread of two runs with two; so two stays.
 DECODE_GEMM_CONFIG = (32, 16, 2)
 # Grad-x: the same units; PRE is the 256-row blocks decoded before the kernel.
 DECODE_GEMM_GRAD_X_CONFIG = (32, 16, 1)
@@ -338,10 +340,11 @@ def unit_order(row_blocks: int, chunks: int, m_tiles: int, programs: int, pieces
 _ORDERS: dict[tuple, torch.Tensor] = {}
 
 
-def _unit_order_for_call(*key) -> torch.Tensor:
-    """:func:`unit_order`, kept per geometry (``kept_tensors.kept``: a call after the first, captured or not,
-    launches nothing to build it; inside a CUDA graph capture an order not yet kept is built into the graph)."""
-    return kept(_ORDERS, key, key[-1], lambda: unit_order(*key))
+def _unit_order_for_call(geometry: tuple, device: torch.device) -> torch.Tensor:
+    """:func:`unit_order` of ``geometry`` (its arguments before ``device``), kept per geometry and device
+    (``kept_tensors.kept``: a call after the first, captured or not, launches nothing to build it; inside a CUDA
+    graph capture an order not yet kept is built into the graph)."""
+    return kept(_ORDERS, (*geometry, device), device, lambda: unit_order(*geometry, device))
 
 
 def output_tiles(m: int, n: int) -> int:
@@ -411,8 +414,8 @@ def _launch(a: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias: torc
                                  tile=triton_run_decode.RUN_DECODE_TILE)
     else:
         pre_tiles = pre_chunks = 0
-    order = _unit_order_for_call(row_blocks, chunks, m_tiles, programs, BLOCK_N // unit_rows, pre_tiles, pre_chunks,
-                                 tiles_per_chunk, a.device)
+    order = _unit_order_for_call((row_blocks, chunks, m_tiles, programs, BLOCK_N // unit_rows, pre_tiles, pre_chunks,
+                                  tiles_per_chunk), a.device)
     flags = torch.zeros(row_blocks * chunks + 2, dtype=torch.int32, device=a.device)  # + claims, units done
     y = torch.empty((m, round_up(out_columns, 8)), dtype=torch.bfloat16, device=a.device)[:, :out_columns]
     a_desc = TensorDescriptor.from_tensor(a, [BLOCK_M, BLOCK_K], _shared_layout(BLOCK_M, BLOCK_K))
