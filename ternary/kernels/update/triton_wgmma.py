@@ -31,7 +31,7 @@ from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import mbarrier, tma, warpgroup_mma, warpgroup_mma_wait
 from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 
-from ternary.kernels.linear.triton_launch import tma_rows
+from ternary.kernels.linear.triton_launch import sm_count, tma_rows
 from ternary.kernels.update import UpdatedTensors
 from ternary.kernels.update.sign_planes import natural_to_planes, signs_layout
 from ternary.kernels.update.triton_rule import load_exponents, step_bias, store_stepped_exponents
@@ -289,6 +289,19 @@ def hook_descriptors(x: torch.Tensor, grad_y: torch.Tensor, block_m: int, block_
 
     return (grad_y, boxes(grad_y, (block_m, block_n)), boxes(x, (block_m, 4 * block_b)),
             boxes(x, (block_m, block_b)))
+
+
+def launch_operands(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensors, group_size: int,
+                    block_m: int, block_n: int, block_b: int):
+    """What both ``wgmma`` update launchers pass first, after :func:`check_outputs`: ``grad_y`` as its descriptor
+    reads it (keep it alive till the launch), the three :func:`hook_descriptors`, the programs (one per SM, fewer
+    for fewer ``[block_n, block_b]`` tiles), and the bias and new bias (``E`` stands in for both without a bias:
+    never read or written, ``HAS_BIAS``)."""
+    check_outputs(UpdatedTensors(T_packed, E, E_accum, T_accum, bias), new, group_size)
+    grad_y, *descriptors = hook_descriptors(x, grad_y, block_m, block_n, block_b)
+    n, kb = T_packed.shape
+    programs = min(triton.cdiv(n, block_n) * triton.cdiv(kb, block_b), sm_count(x.device))
+    return grad_y, descriptors, programs, E if bias is None else bias, E if bias is None else new.bias
 
 
 @functools.cache

@@ -31,18 +31,16 @@ that the rule decides (README, "Why 64-byte tiles"). Takes what ``triton_wgmma.t
 
 from __future__ import annotations
 
-import triton
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 from triton.experimental.gluon.language.nvidia.hopper import fence_async_shared, mbarrier, warpgroup_mma_wait
 
-from ternary.kernels.linear.triton_launch import sm_count
 from ternary.kernels.update import UpdatedTensors
 from ternary.kernels.update.triton_rule import GROUP_N, tile_at, vote_bytes
 from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layout, allocate_ring_and_signs,
-                                                 check_outputs, fetch_step, hand_over_signs, hook_descriptors,
-                                                 load_accumulator_pairs, load_tile_exponents, product_step,
-                                                 step_tile_bias, step_tile_exponents, store_accumulator_pairs)
+                                                 fetch_step, hand_over_signs, launch_operands, load_accumulator_pairs,
+                                                 load_tile_exponents, product_step, step_tile_bias,
+                                                 step_tile_exponents, store_accumulator_pairs)
 
 # (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, rule warps), rule rows per
 # pass, registers per thread of the product warps. H100, bf16 hooks, same process
@@ -246,14 +244,10 @@ def ws_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensor
     checked ``triton_wgmma.takes``. One program per SM (fewer for fewer tiles)."""
     n, kb = T_packed.shape
     block_m, block_n, block_b, stages, warps = WS_UPDATE_TILE
-    check_outputs(UpdatedTensors(T_packed, E, E_accum, T_accum, bias), new, group_size)
-    blocks = triton.cdiv(kb, block_b)
-    grad_y, g_desc, xl_desc, xh_desc = hook_descriptors(  # grad_y: what g_desc reads, alive till the launch
-        x, grad_y, block_m, block_n, block_b)
-    stand_in = E  # never read or written without a bias (HAS_BIAS)
-    _ws_vote_kernel[(min(triton.cdiv(n, block_n) * blocks, sm_count(x.device)),)](
-        g_desc, xl_desc, xh_desc, T_packed, T_accum, E, E_accum, stand_in if bias is None else bias,
-        new.T_packed, new.T_accum, new.E, new.E_accum, stand_in if bias is None else new.bias,
+    grad_y, descriptors, programs, bias_in, bias_out = launch_operands(  # grad_y: alive till the launch
+        T_packed, E, E_accum, T_accum, bias, x, grad_y, new, group_size, block_m, block_n, block_b)
+    _ws_vote_kernel[(programs,)](
+        *descriptors, T_packed, T_accum, E, E_accum, bias_in, new.T_packed, new.T_accum, new.E, new.E_accum, bias_out,
         x.shape[0], n, in_features, kb, E.shape[1], T_packed.stride(0), T_accum.stride(0),
         E.stride(0), theta_t, theta_e, e_min, e_max, bias_step,
         BYTES_PER_GROUP=group_size // 5, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n,
