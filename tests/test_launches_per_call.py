@@ -73,11 +73,11 @@ CASES = [
     ("forward", SMALL, 1, 3),  # x's digit planes, the CUDA-core GEMV, the split sum with the bias
     ("forward", SMALL, 16, 3),  # activation fragments, the mma.sync kernel, the split sum
     ("forward", SMALL, 128, 4),  # two-step (the buffer stays in L2): run decode, cuBLAS (split-K: two), the bias
-    ("forward", WIDE, 2048, 3),  # decode-in-GEMM: the first chunks' run decode, zeroed flags, the kernel
+    ("forward", WIDE, 2048, 2),  # decode-in-GEMM: the first chunks' run decode (which zeroes the flags), the kernel
     ("forward", SMALL, 8192, 3),  # two-step: the run decode, cuBLAS, the bias
     ("forward_decode", SMALL, 1, 2),  # the LUT GEMV and the split sum
     ("forward_decode", SMALL, 16, 3),  # regrouped activations, the tiled mma.sync kernel, the split sum
-    ("public_linear", WIDE, 2048, 3),  # as the forward: the bridge adds nothing
+    ("public_linear", WIDE, 2048, 2),  # as the forward: the bridge adds nothing
     ("public_linear", SMALL, 1, 3),
     ("grad_x", SMALL, 1, 2),  # the CUDA-core GEMV over the weight rows, the split sum
     ("grad_x", SMALL, 16, 2),  # the register-decode kernel, the split sum
@@ -100,12 +100,12 @@ def test_a_call_launches_its_kernels_and_nothing_else(path, shape, m, count):
 
 
 def test_fused_grad_x_and_wide_update_launch_theirs(monkeypatch):
-    """The fused grad-x (its weight threshold lowered to reach a small layer: zeroed flags, the first row blocks'
-    run decode, the kernel) and the wide update (forced, and seen to run: x padded for TMA as above and the
-    kernel, its trit table kept after the first call)."""
+    """The fused grad-x (its weight threshold lowered to reach a small layer: the first row blocks' run decode,
+    which also zeroes the flags, and the kernel) and the wide update (forced, and seen to run: x padded for TMA
+    as above and the kernel, its trit table kept after the first call)."""
     monkeypatch.setattr(kernels, "DECODE_GEMM_GRAD_X_MIN_WEIGHTS", 0)
     fused = nodes_per_call(_grad_x(_layer(*DEEP), 2048))
-    assert node_kinds(fused) == {"kernel": 3}, fused
+    assert node_kinds(fused) == {"kernel": 2}, fused
     wide_calls = []
     wide_update = triton_wgmma_wide.wide_update
     monkeypatch.setattr(triton_wgmma_wide, "takes", lambda *args: True)

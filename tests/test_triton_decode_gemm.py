@@ -180,9 +180,14 @@ def _cuda_layer(m, n, k, g, seed, corrupt=None):
 def _poison_next_buffer(n: int, k: int) -> None:
     """Leave a NaN-filled block of exactly the transient buffer's size free in the caching allocator, so the next
     ``w`` is most likely that block: a product that read any weight before its decode would then turn NaN (a
-    reused buffer from an earlier call would already hold the right weights and hide it)."""
-    columns = round_up(triton_run_decode.RUN_COLUMNS * -(-packed_width(k) // 8), triton_run_decode.ROW_ALIGN)
+    reused buffer from an earlier call would already hold the right weights and hide it). Also leave many blocks
+    of the flags' size holding ``2^30`` free, so the next flags most likely start as "every unit decoded": a call
+    that did not clear them would read the NaNs."""
+    runs = -(-packed_width(k) // 8)
+    columns = round_up(triton_run_decode.RUN_COLUMNS * runs, triton_run_decode.ROW_ALIGN)
     torch.full((n, columns), float("nan"), dtype=torch.bfloat16, device="cuda")
+    flags = -(-n // decode_gemm.BLOCK_N) * -(-runs // decode_gemm.DECODE_GEMM_CONFIG[0]) + 2
+    [torch.full((flags, ), 1 << 30, dtype=torch.int32, device="cuda") for _ in range(64)]
     torch.cuda.synchronize()
 
 

@@ -137,6 +137,11 @@ def test_run_decode_refuses_what_it_cannot_do():
         triton_run_decode.dequantize_runs(packed, exponents, in_features=83, group_size=15)
     with pytest.raises(ValueError, match="bf16 only"):
         kernels.dequantize(packed, exponents, in_features=83, group_size=40, dtype=torch.float32, runs=True)
+    words = torch.empty((4, 64), dtype=torch.int32, device=DEVICE)
+    for clear in (torch.zeros(5, dtype=torch.int64, device=DEVICE), torch.zeros((5, 2), dtype=torch.int32,
+                                                                                 device=DEVICE)[:, 0]):
+        with pytest.raises(ValueError, match="clear must be a contiguous int32"):
+            triton_run_decode.launch(packed, exponents, words, group_size=40, tile=(1, 32, 1), clear=clear)
     if DEVICE == "cpu":
         assert not triton_run_decode.takes(packed, 40, torch.bfloat16)
         exponents = exponents[:, :3].clamp(-20, 20)  # the interpreter's bf16 casts flush subnormals
@@ -151,14 +156,15 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from ternary.kernels.linear import triton_run_decode as runs
 
-names = "p_ptr e_ptr w_ptr N KB NG RUNS stride_pn stride_en stride_w16".split()
-signature = dict(zip(names, ["*u8", "*i8", "*i32"] + ["i32"] * 7))
-signature.update(dict.fromkeys(("BYTES_PER_GROUP", "ONE_SCALE_PER_RUN", "BLOCK_N", "BLOCK_R"), "constexpr"))
+names = "p_ptr e_ptr w_ptr zero_ptr N KB NG RUNS ZEROS stride_pn stride_en stride_w16".split()
+signature = dict(zip(names, ["*u8", "*i8", "*i32", "*i32"] + ["i32"] * 8))
+signature.update(dict.fromkeys(("BYTES_PER_GROUP", "ONE_SCALE_PER_RUN", "BLOCK_N", "BLOCK_R", "CLEARS"), "constexpr"))
 report = []
-for (block_n, block_r, warps), bytes_per_group in ((runs.RUN_DECODE_TILE, 8), ((1, 32, 1), 4), ((2, 128, 8), 12),
-                                                   ((16, 32, 4), 8)):
+for (block_n, block_r, warps), bytes_per_group, clears in ((runs.RUN_DECODE_TILE, 8, False),
+                                                           (runs.RUN_DECODE_TILE, 8, True), ((1, 32, 1), 4, False),
+                                                           ((2, 128, 8), 12, True), ((16, 32, 4), 8, False)):
     constexprs = {"BYTES_PER_GROUP": bytes_per_group, "ONE_SCALE_PER_RUN": bytes_per_group % 8 == 0,
-                  "BLOCK_N": block_n, "BLOCK_R": block_r}
+                  "BLOCK_N": block_n, "BLOCK_R": block_r, "CLEARS": clears}
     source = ASTSource(runs._run_decode_kernel, signature=signature, attrs={(2,): [["tt.divisibility", 16]]},
                        constexprs=constexprs)
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
@@ -245,18 +251,19 @@ def _table_weights(packed, exponents, k, g):
 
 
 @pytest.mark.skipif(DEVICE != "cpu", reason="the Triton interpreter runs the kernel with its PTX modelled in NumPy")
-@pytest.mark.parametrize("n,k,g,tile,corrupt", [
-    (1, 7, 40, (1, 32, 1), ()),
-    (6, 79, 20, (8, 4, 1), ((5, 15, 243),)),  # two runs per row, the second one short
-    (11, 83, 20, (2, 16, 1), ((0, 0, 255), (10, 16, 250))),  # an odd number of runs per row
-    (5, 1213, 60, (1, 64, 2), ((2, 242, 243),)),  # runs straddle scale groups; the last byte corrupt
-    (9, 747, 40, (1, 32, 1), ((4, 37, 255), (8, 148, 243))),
+@pytest.mark.parametrize("n,k,g,tile,corrupt,zeros", [
+    (1, 7, 40, (1, 32, 1), (), 0),
+    (6, 79, 20, (8, 4, 1), ((5, 15, 243),), 1),  # two runs per row, the second one short
+    (11, 83, 20, (2, 16, 1), ((0, 0, 255), (10, 16, 250)), 0),  # an odd number of runs per row
+    (5, 1213, 60, (1, 64, 2), ((2, 242, 243),), 129),  # runs straddle scale groups; the last byte corrupt
+    (9, 747, 40, (1, 32, 1), ((4, 37, 255), (8, 148, 243)), 96),  # three whole blocks of zeros
 ])
-def test_the_kernel_writes_exactly_its_runs(monkeypatch, n, k, g, tile, corrupt):
+def test_the_kernel_writes_exactly_its_runs(monkeypatch, n, k, g, tile, corrupt, zeros):
     """The compiled kernel's indexing and masks, run on the CPU: ``T_packed`` and ``E`` as offset views
     into storage poisoned around them, the buffer between guard words. Every word of the row's runs is
     written, bit-exact (NaN in exactly the five columns of a corrupt byte), and nothing else is: not
-    the row padding past the runs, not the guards, whether the row has an odd or even run count."""
+    the row padding past the runs, not the guards, whether the row has an odd or even run count. With
+    ``zeros``, the same launch clears exactly that many words of a guarded ``clear`` tensor."""
     from triton.runtime.interpreter import InterpreterBuilder
 
     monkeypatch.setattr(InterpreterBuilder, "create_inline_asm", _modelled_inline_asm, raising=False)
@@ -274,7 +281,12 @@ def test_the_kernel_writes_exactly_its_runs(monkeypatch, n, k, g, tile, corrupt)
     sentinel, guard = 0x12345678, 64  # as two bf16 lanes, values no weight can take (mantissas non-zero)
     storage = torch.full((2 * guard + n * columns // 2,), sentinel, dtype=torch.int32)
     words = storage[guard:guard + n * columns // 2].view(n, columns // 2)
-    triton_run_decode.launch(wide_p[:, 4:4 + kb], wide_e[:, 1:1 + groups], words, group_size=g, tile=tile)
+    flags = torch.full((2 * guard + zeros,), -7, dtype=torch.int32)
+    clear = flags[guard:guard + zeros] if zeros else None
+    triton_run_decode.launch(wide_p[:, 4:4 + kb], wide_e[:, 1:1 + groups], words, group_size=g, tile=tile,
+                             clear=clear)
+    if zeros:
+        assert (clear == 0).all() and (flags[:guard] == -7).all() and (flags[guard + zeros:] == -7).all()
     runs = -(-kb // triton_run_decode.RUN_BYTES)
     assert (storage[:guard] == sentinel).all() and (storage[-guard:] == sentinel).all()
     assert (words[:, :20 * runs] != sentinel).all() and (words[:, 20 * runs:] == sentinel).all()

@@ -407,16 +407,17 @@ def _launch(a: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias: torc
         pre_tiles, pre_chunks = min(pre, row_blocks), min(chunks, triton.cdiv(first_round, tiles_per_chunk))
     else:
         pre_tiles, pre_chunks = min(row_blocks, first_round), min(pre, chunks)
-    if pre_tiles and pre_chunks:
+    flags = torch.empty(row_blocks * chunks + 2, dtype=torch.int32, device=a.device)  # + claims, units done
+    if pre_tiles and pre_chunks:  # the pre-decode also zeroes the flags
         rows, cols = min(n, pre_tiles * BLOCK_N), min(kb, pre_chunks * chunk_runs * triton_run_decode.RUN_BYTES)
         triton_run_decode.launch(T_packed[:rows, :cols], E[:rows, :triton.cdiv(cols, group_size // 5)],
                                  w.view(torch.int32)[:rows], group_size=group_size,
-                                 tile=triton_run_decode.RUN_DECODE_TILE)
+                                 tile=triton_run_decode.RUN_DECODE_TILE, clear=flags)
     else:
         pre_tiles = pre_chunks = 0
+        flags.zero_()
     order = _unit_order_for_call((row_blocks, chunks, m_tiles, programs, BLOCK_N // unit_rows, pre_tiles, pre_chunks,
                                   tiles_per_chunk), a.device)
-    flags = torch.zeros(row_blocks * chunks + 2, dtype=torch.int32, device=a.device)  # + claims, units done
     y = torch.empty((m, round_up(out_columns, 8)), dtype=torch.bfloat16, device=a.device)[:, :out_columns]
     a_desc = TensorDescriptor.from_tensor(a, [BLOCK_M, BLOCK_K], _shared_layout(BLOCK_M, BLOCK_K))
     box = [BLOCK_K, BLOCK_N] if grad_x else [BLOCK_N, BLOCK_K]

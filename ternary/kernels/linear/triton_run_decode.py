@@ -78,12 +78,24 @@ def _store_sector_half(pointers, words, mask):
 
 
 @triton.jit
-def _run_decode_kernel(p_ptr, e_ptr, w_ptr, N, KB, NG, RUNS, stride_pn, stride_en, stride_w16,
+def _clear(zero_ptr, ZEROS, BLOCK: tl.constexpr):
+    """``zero_ptr[0 : ZEROS] = 0`` (int32) by the first program."""
+    if (tl.program_id(0) == 0) & (tl.program_id(1) == 0):
+        for start in range(0, ZEROS, BLOCK):
+            offsets = start + tl.arange(0, BLOCK)
+            tl.store(zero_ptr + offsets, tl.zeros((BLOCK, ), dtype=tl.int32), mask=offsets < ZEROS)
+
+
+@triton.jit
+def _run_decode_kernel(p_ptr, e_ptr, w_ptr, zero_ptr, N, KB, NG, RUNS, ZEROS, stride_pn, stride_en, stride_w16,
                        BYTES_PER_GROUP: tl.constexpr, ONE_SCALE_PER_RUN: tl.constexpr, BLOCK_N: tl.constexpr,
-                       BLOCK_R: tl.constexpr):
+                       BLOCK_R: tl.constexpr, CLEARS: tl.constexpr):
     """``w [N, 40 RUNS]`` (viewed as int32 pairs of bf16) ``= T * 2^E`` in column order; corrupt bytes
     (> 242) give NaN in their five columns. ``stride_w16`` is the row stride in 16-byte units;
-    ``ONE_SCALE_PER_RUN``: the eight bytes of a run share one scale group."""
+    ``ONE_SCALE_PER_RUN``: the eight bytes of a run share one scale group. ``CLEARS``: also set the ``ZEROS``
+    int32 at ``zero_ptr`` to zero (a caller's flags, saving it a launch)."""
+    if CLEARS:
+        _clear(zero_ptr, ZEROS, BLOCK_N * BLOCK_R)
     index = tl.arange(0, BLOCK_N * BLOCK_R)  # runs fastest: a warp's lanes take consecutive runs of a row
     rn = tl.program_id(0) * BLOCK_N + index // BLOCK_R
     runs = tl.program_id(1) * BLOCK_R + index % BLOCK_R
@@ -128,17 +140,23 @@ def takes(T_packed: torch.Tensor, group_size: int, dtype: torch.dtype) -> bool:
 
 
 def launch(T_packed: torch.Tensor, E: torch.Tensor, words: torch.Tensor, *, group_size: int,
-           tile: tuple[int, int, int]) -> None:
+           tile: tuple[int, int, int], clear: torch.Tensor | None = None) -> None:
     """Run the kernel into ``words [N, Kp / 2]`` (int32, row stride a multiple of 4 words, ``Kp`` at least
-    40 columns per run); the caller has checked the shapes (:func:`dequantize_runs`)."""
+    40 columns per run); the caller has checked the shapes (:func:`dequantize_runs`). ``clear``, a contiguous
+    int32 tensor on the same device, is also set to zero by the same launch."""
+    if clear is not None and (clear.dtype != torch.int32 or not clear.is_contiguous()
+                              or clear.device != words.device):
+        raise ValueError(f"run decode: clear must be a contiguous int32 tensor on {words.device}; got {clear.dtype} "
+                         f"on {clear.device}, contiguous={clear.is_contiguous()}")
     n, kb = T_packed.shape
     block_n, block_r, warps = tile
     runs = triton.cdiv(kb, RUN_BYTES)
     bytes_per_group = group_size // 5
     _run_decode_kernel[(triton.cdiv(n, block_n), triton.cdiv(runs, block_r))](
-        T_packed, E, words, n, kb, E.shape[1], runs, T_packed.stride(0), E.stride(0), words.stride(0) // 4,
+        T_packed, E, words, words if clear is None else clear, n, kb, E.shape[1], runs,
+        0 if clear is None else clear.numel(), T_packed.stride(0), E.stride(0), words.stride(0) // 4,
         BYTES_PER_GROUP=bytes_per_group, ONE_SCALE_PER_RUN=bytes_per_group % RUN_BYTES == 0, BLOCK_N=block_n,
-        BLOCK_R=block_r, num_warps=warps,
+        BLOCK_R=block_r, CLEARS=clear is not None, num_warps=warps,
     )
 
 
