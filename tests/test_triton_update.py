@@ -139,6 +139,24 @@ def test_update_reads_hooks_the_descriptors_cannot_address():
     assert_bitwise(expected, actual)
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_tma_rows_gives_the_same_values_in_aligned_rows(dtype):
+    """Aligned tensors pass through; others come back equal, with unit column stride, rows a multiple of 16
+    bytes apart from an aligned start, in storage of their own; an empty tensor as one zero row."""
+    base = torch.arange(7 * 13, dtype=torch.float32, device=DEVICE).to(dtype).view(7, 13)
+    aligned = torch.zeros((7, 16), dtype=dtype, device=DEVICE)
+    assert tma_rows(aligned) is aligned
+    offset = torch.empty(7 * 13 + 1, dtype=dtype, device=DEVICE)[1:].view(7, 13)
+    offset.copy_(base)
+    for tensor in (base, base.T.contiguous().T, offset, base[:1].expand(7, 13), base[:, 1:12]):
+        rows = tma_rows(tensor)
+        assert torch.equal(rows, tensor) and rows.stride(1) == 1
+        assert rows.data_ptr() % 16 == 0 and rows.stride(0) * rows.element_size() % 16 == 0
+        assert rows.untyped_storage().data_ptr() != tensor.untyped_storage().data_ptr()
+    empty = tma_rows(base[:0])
+    assert empty.shape == (1, 13) and not empty.any()
+
+
 def test_update_bf16_hooks_and_empty_hooks():
     gen = torch.Generator().manual_seed(5)
     n, k, g = 20, 83, 40

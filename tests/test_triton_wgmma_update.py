@@ -73,17 +73,18 @@ def test_wgmma_update_matches_reference_bit_for_bit(kernel_name, m, n, k, g, dty
 def test_ws_update_reads_hooks_that_are_views(kernel_name, k):
     """``x`` (read by TMA as it is, in natural column order) as a column slice of a wider buffer: rows
     ``K + 24`` apart (16-byte multiples for K = 1200, so TMA reads the view in place) or at an odd
-    offset (not 16-byte aligned, so it is copied first), with 300 hook rows: bit for bit against the
-    reference on the contiguous hooks. The columns around the slice hold large values, so a box that
-    read past ``K`` into them instead of filling zeros would change the signs."""
+    offset (not 16-byte aligned, so it is copied first), or rows padded to the next 16 bytes (the copy
+    ``tma_rows`` makes, read in place), with 300 hook rows: bit for bit against the reference on the
+    contiguous hooks. The columns around the slice hold large values, so a box that read past ``K`` into
+    them instead of filling zeros would change the signs."""
     m, n, g = 300, 200, 40
     gen = torch.Generator().manual_seed(k)
     state = layer_state(n, k, g, gen)
     x, grad_y = hooks(m, n, k, gen)
     args = [state[name] for name in FIELDS]
     expected = reference.update(*args, x, grad_y, **rule(k, g))
-    for offset in (0, 1):
-        wide = torch.full((m, k + 24), 4096.0, dtype=torch.bfloat16, device=DEVICE)
+    for width, offset in ((k + 24, 0), (k + 24, 1), (-(-k // 8) * 8, 0)):
+        wide = torch.full((m, width), 4096.0, dtype=torch.bfloat16, device=DEVICE)
         wide[:, offset:offset + k] = x
         actual = KERNELS[kernel_name](*args, wide[:, offset:offset + k], grad_y.bfloat16(), poisoned_like(state),
                                            **rule(k, g))

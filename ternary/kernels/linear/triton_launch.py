@@ -77,16 +77,19 @@ def word_decode_takes(name: str, x: torch.Tensor, T_packed: torch.Tensor, E: tor
 
 def tma_rows(tensor: torch.Tensor) -> torch.Tensor:
     """``tensor [M, N]`` as a TMA descriptor can read it: unit column stride and distinct rows a
-    multiple of 16 bytes apart, from a 16-byte aligned start (else a zero-padded copy; one zero row
-    for an empty tensor)."""
+    multiple of 16 bytes apart, from a 16-byte aligned start. Else a copy into rows padded to 16 bytes,
+    returned as its ``[M, N]`` view: a descriptor made from the view fills the padding columns with
+    zeros itself, so the padding is never written (one launch). An empty tensor gives one zero row."""
     rows, width = tensor.shape
     aligned = (tensor.stride(1) == 1 and tensor.stride(0) >= width and tensor.data_ptr() % 16 == 0
                and (tensor.stride(0) * tensor.element_size()) % 16 == 0)
     if rows > 0 and aligned:
         return tensor
-    padded = torch.zeros((max(rows, 1), round_up(width, 16 // tensor.element_size())), dtype=tensor.dtype,
-                         device=tensor.device)
-    padded[:rows, :width] = tensor
+    shape = (max(rows, 1), round_up(width, 16 // tensor.element_size()))
+    if rows == 0:
+        return torch.zeros(shape, dtype=tensor.dtype, device=tensor.device)[:, :width]
+    padded = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)[:, :width]
+    padded.copy_(tensor)
     return padded
 
 
