@@ -117,6 +117,20 @@ def test_two_step_paths_use_the_run_decode_and_match_the_reference(m, monkeypatc
         assert error <= 1e-2
 
 
+def test_launch_tiles_cover_a_row_with_one_run_a_thread():
+    """For every row width: a tile ``check_tile`` accepts, one row a program and one run a thread, covering
+    the row with fewer than twice its runs (at least one warp), or ``RUN_DECODE_TILE`` for wide rows."""
+    for runs in range(1, 2100):
+        tile = triton_run_decode.launch_tile(runs)
+        triton_run_decode.check_tile(tile)
+        block_n, block_r, warps = tile
+        assert block_n == 1 and block_r == 32 * warps
+        if block_r < triton_run_decode.RUN_DECODE_TILE[1]:
+            assert runs <= block_r and (block_r == 32 or runs > block_r // 2)
+        else:
+            assert tile == triton_run_decode.RUN_DECODE_TILE
+
+
 def test_run_decode_refuses_what_it_cannot_do():
     """fp32 buffers, group sizes that split a 4-byte run between scales, and the CPU or the
     interpreter are refused by ``takes``; asking for the decode anyway, with tensors that do not fit

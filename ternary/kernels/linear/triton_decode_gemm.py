@@ -412,7 +412,8 @@ def _launch(a: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias: torc
         rows, cols = min(n, pre_tiles * BLOCK_N), min(kb, pre_chunks * chunk_runs * triton_run_decode.RUN_BYTES)
         triton_run_decode.launch(T_packed[:rows, :cols], E[:rows, :triton.cdiv(cols, group_size // 5)],
                                  w.view(torch.int32)[:rows], group_size=group_size,
-                                 tile=triton_run_decode.RUN_DECODE_TILE, clear=flags)
+                                 tile=triton_run_decode.launch_tile(triton.cdiv(cols, triton_run_decode.RUN_BYTES)),
+                                 clear=flags)
     else:
         pre_tiles = pre_chunks = 0
         flags.zero_()

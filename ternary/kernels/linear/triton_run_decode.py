@@ -43,7 +43,20 @@ ROW_ALIGN = 64
 # elsewhere; evict_first and .cs were 4-25% slower, and fully coalesced stores (a [runs, 32] tile Triton
 # converts through shared memory) no faster (run_decode/decode_ab.log, decode_hints.log). At ~2.4 TB/s
 # it writes what a copy kernel does; a plain fill_ of the buffer reaches 3.3 TB/s on the same card.
+# Narrower rows take :func:`launch_tile`. H200, same process, in turns (benchmarks/results/h200/thirtieth/probes/
+# tile_ab.log): K = 4096 (103 runs, (1, 128, 4)) decodes 4096^2 in 12.3 against 13.3 us and 14336 x 4096 in 40.4
+# against 41.6; the decode-in-GEMM's pre-decode (64 runs a row, (1, 64, 2)) took the 4096^2 M = 2048 forward from
+# 106.5 to 101.8 us (0.86x -> 0.90x of cuBLAS), the other shapes level.
 RUN_DECODE_TILE = (1, 256, 8)
+
+
+def launch_tile(runs: int) -> tuple[int, int, int]:
+    """The tile for rows of ``runs`` runs: one row a program and one run a thread, as few threads as cover
+    the row (at least one warp), at most ``RUN_DECODE_TILE``. A tile wider than the row leaves its threads
+    idle: K = 4096 has 103 runs, and the decode-in-GEMM's pre-decode 64 a row."""
+    block_r = min(RUN_DECODE_TILE[1], max(32, triton.next_power_of_2(runs)))
+    return 1, block_r, block_r // 32
+
 
 _RUN_BYTES = tl.constexpr(RUN_BYTES)
 _HALF_RUN_COLUMNS = tl.constexpr(RUN_COLUMNS // 2)
@@ -173,13 +186,13 @@ def check_tile(tile: tuple[int, int, int]) -> None:
 def dequantize_runs(T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int, group_size: int,
                     tile: tuple[int, int, int] | None = None) -> torch.Tensor:
     """Dense bf16 ``W [N, K] = T * 2^E`` (a view of an ``[N, Kp]`` buffer, see above), for layers
-    :func:`takes` accepts; ``tile = (BLOCK_N, BLOCK_R, warps)`` overrides the launch."""
+    :func:`takes` accepts; ``tile = (BLOCK_N, BLOCK_R, warps)`` overrides :func:`launch_tile`."""
     n, kb = T_packed.shape
     if kb != packed_width(in_features) or E.shape != (n, -(-in_features // group_size)):
         raise ValueError(f"dequantize_runs: T_packed {list(T_packed.shape)} and E {list(E.shape)} do not fit "
                          f"in_features={in_features}, group_size={group_size}: expected "
                          f"[{n}, {packed_width(in_features)}] and [{n}, {-(-in_features // group_size)}]")
-    tile = tile or RUN_DECODE_TILE
+    tile = tile or launch_tile(triton.cdiv(kb, RUN_BYTES))
     check_tile(tile)
     if not takes(T_packed, group_size, torch.bfloat16):
         raise ValueError("dequantize_runs: needs a CUDA T_packed, compiled Triton and a group size that is "
