@@ -14,7 +14,7 @@ from test_triton_table_gemv import FRAC_BITS, float64_forward, layer  # noqa: E4
 from ternary.kernels.linear import triton as kernels  # noqa: E402
 from ternary.kernels.linear import triton_decode_gemm as decode_gemm  # noqa: E402
 from ternary.kernels.linear import triton_run_decode  # noqa: E402
-from ternary.kernels.linear.triton_launch import round_up  # noqa: E402
+from ternary.kernels.linear.triton_launch import round_up, tma_rows  # noqa: E402
 from ternary.state.packing import packed_width  # noqa: E402
 
 GPU_ONLY = pytest.mark.skipif(DEVICE != "cuda", reason="the Gluon kernel runs only compiled on a GPU")
@@ -187,7 +187,8 @@ def _poison_next_buffer(n: int, k: int) -> None:
     columns = round_up(triton_run_decode.RUN_COLUMNS * runs, triton_run_decode.ROW_ALIGN)
     torch.full((n, columns), float("nan"), dtype=torch.bfloat16, device="cuda")
     flags = -(-n // decode_gemm.BLOCK_N) * -(-runs // decode_gemm.DECODE_GEMM_CONFIG[0]) + 2
-    [torch.full((flags, ), 1 << 30, dtype=torch.int32, device="cuda") for _ in range(64)]
+    for _ in range(64):
+        torch.full((flags, ), 1 << 30, dtype=torch.int32, device="cuda")
     torch.cuda.synchronize()
 
 
@@ -237,6 +238,29 @@ def test_a_corrupt_byte_gives_nan_in_its_output_column_only():
     bad = (~torch.isfinite(y.float())).any(0).nonzero().flatten().tolist()
     assert bad == [1000]
     assert torch.isnan(y[:, 1000].float()).all()
+
+
+@GPU_ONLY
+@pytest.mark.parametrize("grad_x", [False, True])
+def test_rows_padded_for_tma_are_read_only_to_their_width(grad_x):
+    """The activations (forward, ``K = 1001``) or ``grad_y`` (grad-x, ``N = 513``) as the ``[M, width]`` view of
+    rows padded to 16 bytes with NaN past the width (the copy ``tma_rows`` makes, read in place): the
+    descriptor fills zeros past the width, so the output equals the one from contiguous rows bit for bit."""
+    m, n, k, g = 300, 513, 1001, 20
+    packed, exponents, bias, x = _cuda_layer(m, n, k, g, seed=17)
+    a = torch.randn(m, n, generator=torch.Generator().manual_seed(18)).to(torch.bfloat16).cuda() if grad_x else x
+    padded = torch.full((m, round_up(a.shape[1], 8)), float("nan"), dtype=torch.bfloat16, device="cuda")
+    padded[:, :a.shape[1]] = a
+    view = padded[:, :a.shape[1]]
+    assert tma_rows(view) is view
+    if grad_x:
+        call = lambda rows: decode_gemm.grad_x(rows, packed, exponents, in_features=k, group_size=g)
+    else:
+        call = lambda rows: decode_gemm.forward(rows, packed, exponents, bias, in_features=k, group_size=g,
+                                                bias_frac_bits=FRAC_BITS)
+    want = call(a)
+    assert not torch.isnan(want.float()).any()
+    assert torch.equal(call(view).view(torch.int16), want.view(torch.int16))
 
 
 @GPU_ONLY

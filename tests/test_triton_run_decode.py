@@ -176,6 +176,7 @@ signature.update(dict.fromkeys(("BYTES_PER_GROUP", "ONE_SCALE_PER_RUN", "BLOCK_N
 report = []
 for (block_n, block_r, warps), bytes_per_group, clears in ((runs.RUN_DECODE_TILE, 8, False),
                                                            (runs.RUN_DECODE_TILE, 8, True), ((1, 32, 1), 4, False),
+                                                           ((1, 64, 2), 8, True), ((1, 128, 4), 8, False),
                                                            ((2, 128, 8), 12, True), ((16, 32, 4), 8, False)):
     constexprs = {"BYTES_PER_GROUP": bytes_per_group, "ONE_SCALE_PER_RUN": bytes_per_group % 8 == 0,
                   "BLOCK_N": block_n, "BLOCK_R": block_r, "CLEARS": clears}
@@ -214,6 +215,21 @@ def test_layers_the_run_decode_takes_never_decode_in_digit_planes():
     assert kernels._plane_order(rows, packed, 15, torch.bfloat16)
     assert kernels._plane_order(rows, packed, 40, torch.float32)
     assert not kernels._plane_order(rows + 1, packed, 15, torch.bfloat16)
+
+
+@GPU
+def test_a_launch_with_clear_zeroes_it_and_decodes_the_same():
+    """``clear`` (1000 words of ``2^30``, a slice between guards) is all zero after the launch, the guards are
+    untouched, and the buffer equals a launch without it."""
+    packed, exponents = _layer(37, 1500, 40, seed=13)
+    runs = -(-packed.shape[1] // triton_run_decode.RUN_BYTES)
+    words = [torch.zeros((37, 20 * runs), dtype=torch.int32, device=DEVICE) for _ in range(2)]
+    storage = torch.full((1064, ), 1 << 30, dtype=torch.int32, device=DEVICE)
+    tile = triton_run_decode.launch_tile(runs)
+    triton_run_decode.launch(packed, exponents, words[0], group_size=40, tile=tile)
+    triton_run_decode.launch(packed, exponents, words[1], group_size=40, tile=tile, clear=storage[32:1032])
+    assert (storage[32:1032] == 0).all() and (storage[:32] == 1 << 30).all() and (storage[1032:] == 1 << 30).all()
+    assert torch.equal(words[0], words[1])
 
 
 @GPU

@@ -83,7 +83,8 @@ def test_ws_update_reads_hooks_that_are_views(kernel_name, k):
     x, grad_y = hooks(m, n, k, gen)
     args = [state[name] for name in FIELDS]
     expected = reference.update(*args, x, grad_y, **rule(k, g))
-    for width, offset in ((k + 24, 0), (k + 24, 1), (-(-k // 8) * 8, 0)):
+    padded = [(-(-k // 8) * 8, 0)] if k % 8 else []
+    for width, offset in [(k + 24, 0), (k + 24, 1)] + padded:
         wide = torch.full((m, width), 4096.0, dtype=torch.bfloat16, device=DEVICE)
         wide[:, offset:offset + k] = x
         actual = KERNELS[kernel_name](*args, wide[:, offset:offset + k], grad_y.bfloat16(), poisoned_like(state),

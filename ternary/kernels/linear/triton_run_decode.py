@@ -156,11 +156,12 @@ def launch(T_packed: torch.Tensor, E: torch.Tensor, words: torch.Tensor, *, grou
            tile: tuple[int, int, int], clear: torch.Tensor | None = None) -> None:
     """Run the kernel into ``words [N, Kp / 2]`` (int32, row stride a multiple of 4 words, ``Kp`` at least
     40 columns per run); the caller has checked the shapes (:func:`dequantize_runs`). ``clear``, a contiguous
-    int32 tensor on the same device, is also set to zero by the same launch."""
+    int32 tensor on the same device, is also set to zero by program (0, 0) of the launch: kernels launched after
+    it on the stream see zeros, the launch's other programs may not."""
     if clear is not None and (clear.dtype != torch.int32 or not clear.is_contiguous()
                               or clear.device != words.device):
-        raise ValueError(f"run decode: clear must be a contiguous int32 tensor on {words.device}; got {clear.dtype} "
-                         f"on {clear.device}, contiguous={clear.is_contiguous()}")
+        raise ValueError(f"triton_run_decode.launch: clear must be a contiguous int32 tensor on {words.device}; got "
+                         f"{clear.dtype} {list(clear.shape)} with strides {list(clear.stride())} on {clear.device}")
     n, kb = T_packed.shape
     block_n, block_r, warps = tile
     runs = triton.cdiv(kb, RUN_BYTES)
