@@ -24,7 +24,8 @@ decoders that run at all decode every unit: no program waits on a program that i
 
 The first round of output tiles needs its first chunks at once, faster than the decoders deliver; ``PRE`` of
 them (forward: the first chunks of its row blocks; grad-x: the first row blocks of its chunks) are decoded by the
-full-card run decode just before the kernel, and the loader does not wait for them.
+full-card run decode just before the kernel, and the loader does not wait for them. That launch also zeroes the
+flags, the claim counter and the count of units done (``triton_run_decode.launch``'s ``clear``).
 """
 
 from __future__ import annotations
