@@ -412,9 +412,7 @@ def _launch(a: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, bias: torc
     if pre_tiles and pre_chunks:  # the pre-decode also zeroes the flags
         rows, cols = min(n, pre_tiles * BLOCK_N), min(kb, pre_chunks * chunk_runs * triton_run_decode.RUN_BYTES)
         triton_run_decode.launch(T_packed[:rows, :cols], E[:rows, :triton.cdiv(cols, group_size // 5)],
-                                 w.view(torch.int32)[:rows], group_size=group_size,
-                                 tile=triton_run_decode.launch_tile(triton.cdiv(cols, triton_run_decode.RUN_BYTES)),
-                                 clear=flags)
+                                 w.view(torch.int32)[:rows], group_size=group_size, clear=flags)
     else:
         pre_tiles = pre_chunks = 0
         flags.zero_()

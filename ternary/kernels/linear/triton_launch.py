@@ -86,10 +86,8 @@ def tma_rows(tensor: torch.Tensor) -> torch.Tensor:
     if rows > 0 and aligned:
         return tensor
     shape = (max(rows, 1), round_up(width, 16 // tensor.element_size()))
-    if rows == 0:
-        return torch.zeros(shape, dtype=tensor.dtype, device=tensor.device)[:, :width]
-    padded = torch.empty(shape, dtype=tensor.dtype, device=tensor.device)[:, :width]
-    padded.copy_(tensor)
+    padded = (torch.empty if rows else torch.zeros)(shape, dtype=tensor.dtype, device=tensor.device)[:, :width]
+    padded[:rows] = tensor
     return padded
 
 

@@ -153,9 +153,10 @@ def takes(T_packed: torch.Tensor, group_size: int, dtype: torch.dtype) -> bool:
 
 
 def launch(T_packed: torch.Tensor, E: torch.Tensor, words: torch.Tensor, *, group_size: int,
-           tile: tuple[int, int, int], clear: torch.Tensor | None = None) -> None:
+           tile: tuple[int, int, int] | None = None, clear: torch.Tensor | None = None) -> None:
     """Run the kernel into ``words [N, Kp / 2]`` (int32, row stride a multiple of 4 words, ``Kp`` at least
-    40 columns per run); the caller has checked the shapes (:func:`dequantize_runs`). ``clear``, a contiguous
+    40 columns per run) on ``tile`` (default :func:`launch_tile`); the caller has checked the shapes and the
+    tile (:func:`dequantize_runs`). ``clear``, a contiguous
     int32 tensor on the same device, is also set to zero by program (0, 0) of the launch: kernels launched after
     it on the stream see zeros, the launch's other programs may not."""
     if clear is not None and (clear.dtype != torch.int32 or not clear.is_contiguous()
@@ -163,8 +164,8 @@ def launch(T_packed: torch.Tensor, E: torch.Tensor, words: torch.Tensor, *, grou
         raise ValueError(f"triton_run_decode.launch: clear must be a contiguous int32 tensor on {words.device}; got "
                          f"{clear.dtype} {list(clear.shape)} with strides {list(clear.stride())} on {clear.device}")
     n, kb = T_packed.shape
-    block_n, block_r, warps = tile
     runs = triton.cdiv(kb, RUN_BYTES)
+    block_n, block_r, warps = tile or launch_tile(runs)
     bytes_per_group = group_size // 5
     _run_decode_kernel[(triton.cdiv(n, block_n), triton.cdiv(runs, block_r))](
         T_packed, E, words, words if clear is None else clear, n, kb, E.shape[1], runs,
@@ -193,8 +194,8 @@ def dequantize_runs(T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int
         raise ValueError(f"dequantize_runs: T_packed {list(T_packed.shape)} and E {list(E.shape)} do not fit "
                          f"in_features={in_features}, group_size={group_size}: expected "
                          f"[{n}, {packed_width(in_features)}] and [{n}, {-(-in_features // group_size)}]")
-    tile = tile or launch_tile(triton.cdiv(kb, RUN_BYTES))
-    check_tile(tile)
+    if tile is not None:
+        check_tile(tile)
     if not takes(T_packed, group_size, torch.bfloat16):
         raise ValueError("dequantize_runs: needs a CUDA T_packed, compiled Triton and a group size that is "
                          f"a multiple of 20 (got group_size={group_size})")
