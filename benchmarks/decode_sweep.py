@@ -5,9 +5,9 @@
 For each ``(N, K)``, three layouts of the same work (see ``benchmarks/NOTES.md``):
 
 - ``runs``: the shipped column-order decode for bf16 and G a multiple of 20
-  (``triton_run_decode``, eight packed bytes per lane through the PTX word decode, neighbouring
-  lanes completing each other's 32-byte sectors), used by the two-step paths (forward from
-  ``TWO_STEP_MIN_ROWS`` rows, grad-x above ``GRAD_X_FUSED_ROWS``), over ``RUN_TILES``;
+  (``triton_run_decode``, eight packed bytes per lane through the PTX word decode, stores staged
+  through shared memory so that each warp writes 512 contiguous bytes), used by the two-step paths
+  (forward from ``TWO_STEP_MIN_ROWS`` rows, grad-x above ``GRAD_X_FUSED_ROWS``), over ``RUN_BLOCKS``;
 - ``columns``: the per-weight column-order decode (``triton.dequantize(..., runs=False)``, a run of
   consecutive columns per lane decoded one digit each, 16-byte stores), which other layers take
   when ``M * PLANES_ROWS_PER_OUTPUT >= N``, over ``COLUMN_TILES``;
@@ -34,8 +34,8 @@ SHAPES = ((4096, 4096), (4096, 14336), (16384, 16384))
 # (BLOCK_N, run length, PTX pair decode) of the digit-plane decode; the first is the shipped one.
 PLANE_TILES = ((8, 128, True), (8, 128, False), (8, 64, True), (8, 256, True), (16, 128, True), (32, 128, True),
                (4, 256, True))
-# (BLOCK_N, BLOCK_R, warps) of the run decode; the first is the shipped one.
-RUN_TILES = ((1, 256, 8), (1, 128, 4), (2, 128, 8), (4, 64, 8), (2, 64, 4), (16, 32, 4))
+# Runs per program of the run decode; the first is the shipped one.
+RUN_BLOCKS = (64, 32, 128, 256, 512)
 # (BLOCK_N, BLOCK_C, warps) of the per-weight column-order decode; the first is the shipped one.
 COLUMN_TILES = ((16, 256, 4), (64, 128, 4), (32, 128, 4), (128, 64, 4), (64, 64, 4), (64, 256, 8), (128, 128, 8),
                 (32, 256, 4), (256, 64, 8), (128, 128, 4))
@@ -90,8 +90,8 @@ def main() -> None:
         packed = random_packed(n, k, generator=generator).cuda()
         exponents = torch.randint(-20, 5, (n, -(-k // 40)), generator=generator).to(torch.int8).cuda()
         want = reference.dequantize(packed, exponents, in_features=k, group_size=40).to(torch.bfloat16)
-        runs = [("runs", "{}x{}w{}".format(*tile), lambda tile=tile: triton_run_decode.dequantize_runs(
-                     packed, exponents, in_features=k, group_size=40, tile=tile), lambda w: w) for tile in RUN_TILES]
+        runs = [("runs", str(block), lambda block=block: triton_run_decode.dequantize_runs(
+                     packed, exponents, in_features=k, group_size=40, block=block), lambda w: w) for block in RUN_BLOCKS]
         runs += [("columns", "{}x{}w{}".format(*tile), lambda tile=tile: kernels.dequantize(
                      packed, exponents, in_features=k, group_size=40, tile=tile), lambda w: w) for tile in COLUMN_TILES]
         for block_n, block_b, pairs in PLANE_TILES:

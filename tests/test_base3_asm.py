@@ -10,7 +10,6 @@ real instructions are compared bit for bit with the fp32 decode on the GPU
 
 from __future__ import annotations
 
-import re
 
 import numpy as np
 import pytest
@@ -130,8 +129,8 @@ def test_every_instruction_of_the_asm_is_modelled():
                    "and.b32", "or.b32", "fma.rn.bf16x2"}
 
 
-def test_every_instruction_of_the_run_decode_is_modelled():
-    text = triton_base3.RUN_COLUMNS_ASM
+@pytest.mark.parametrize("text", [triton_base3.RUN_COLUMNS_ASM, triton_base3.RUN_COLUMNS_IN_ORDER_ASM])
+def test_every_instruction_of_the_run_decode_is_modelled(text):
     ops = {line.split()[0] for line in text.splitlines()
            if line.strip() and line.strip() not in "{}" and not line.strip().startswith(".reg")}
     assert ops <= {"prmt.b32", "and.b32", "or.b32", "add.u32", "fma.rn.bf16x2", "mov.b32", "shfl.sync.bfly.b32",
@@ -197,27 +196,33 @@ def test_word_decode_gives_each_byte_position_its_weights():
                     assert np.array_equal(_bf16_to_float(lane), want), (exponent, position, p, digit)
 
 
-def _pair_image(out: dict[str, np.ndarray]) -> np.ndarray:
-    """The 160 bytes (as 40 words) that each lane pair ``2 q, 2 q + 1`` stores: the even lane's output
-    chunk ``j`` (``$4j..$4j+3``) at bytes ``32 j``, the odd lane's at ``32 j + 16``."""
+def _pair_image(out: dict[str, np.ndarray], pairs: bool) -> np.ndarray:
+    """The 160 bytes (as 40 words) of each lane pair ``2 q, 2 q + 1``'s runs in column order. With ``pairs``
+    as the lanes store them: the even lane's output chunk ``j`` (``$4j..$4j+3``) at bytes ``32 j``, the odd
+    lane's at ``32 j + 16``; otherwise each lane's ``$0..$19`` are its run's words."""
     lanes = out["$0"].size
     image = np.zeros((lanes // 2, 40), dtype=np.uint64)
     for j in range(5):
         for w in range(4):
-            image[:, 8 * j + w] = out[f"${4 * j + w}"][0::2]
-            image[:, 8 * j + 4 + w] = out[f"${4 * j + w}"][1::2]
+            if pairs:
+                image[:, 8 * j + w] = out[f"${4 * j + w}"][0::2]
+                image[:, 8 * j + 4 + w] = out[f"${4 * j + w}"][1::2]
+            else:
+                image[:, 4 * j + w] = out[f"${4 * j + w}"][0::2]
+                image[:, 20 + 4 * j + w] = out[f"${4 * j + w}"][1::2]
     return image
 
 
+@pytest.mark.parametrize("pairs", [True, False])
 @pytest.mark.parametrize("exponents", [(0, 0, 0, 0), (-128, 127, -127, 5), (120, -126, 3, -128)])
-def test_run_decode_gives_every_byte_its_columns(exponents):
-    """``RUN_COLUMNS_ASM`` on pairs of lanes holding neighbouring runs: every byte value, corrupt
-    ones included, in each of the eight positions of an even and of an odd run, beside random
-    bytes, lands as the lookup-table weights times ``2^E`` of its word in columns ``5 p .. 5 p + 4``
-    of its run in the pair's stored 160 bytes (run ``2 q`` in the first 80, ``2 q + 1`` in the next),
-    and as NaN in exactly those five columns when it is > 242. ``exponents``: the two words' E of
-    even runs, then of odd runs."""
-    text = triton_base3.RUN_COLUMNS_ASM
+def test_run_decode_gives_every_byte_its_columns(exponents, pairs):
+    """``RUN_COLUMNS_ASM`` on pairs of lanes holding neighbouring runs (``RUN_COLUMNS_IN_ORDER_ASM``: on any
+    lanes): every byte value, corrupt ones included, in each of the eight positions of an even and of an
+    odd run, beside random bytes, lands as the lookup-table weights times ``2^E`` of its word in columns
+    ``5 p .. 5 p + 4`` of its run (run ``2 q`` in the pair's first 80 bytes, ``2 q + 1`` in the next), and as
+    NaN in exactly those five columns when it is > 242. ``exponents``: the two words' E of even runs, then
+    of odd runs."""
+    text = triton_base3.RUN_COLUMNS_ASM if pairs else triton_base3.RUN_COLUMNS_IN_ORDER_ASM
     table = byte_to_trits_table().numpy().astype(np.float64)
     rng = np.random.default_rng(1)
     values = np.repeat(np.arange(256, dtype=np.uint64), 2)  # each value in an even and in an odd lane
@@ -231,7 +236,7 @@ def test_run_decode_gives_every_byte_its_columns(exponents):
         # each byte arrives in the low byte of its register; the upper bytes must not matter
         noise = [rng.integers(0, 2**24, size=values.size).astype(np.uint64) << np.uint64(8) for _ in range(8)]
         operands = {f"${20 + p}": b | n for p, (b, n) in enumerate(zip(bytes_, noise))} | scales | {"$30": parity}
-        image = _pair_image(run_asm(text, operands))
+        image = _pair_image(run_asm(text, operands), pairs)
         for lane_parity in (0, 1):
             words = image[:, 20 * lane_parity:20 * lane_parity + 20]
             for p, byte in enumerate(bytes_):

@@ -7,17 +7,14 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-import triton
 
 from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on CPU)
 
-from test_base3_asm import MASK, run_asm  # noqa: E402
 from test_triton_register_decode import _compile_offline  # noqa: E402
 
 from ternary.kernels.linear import reference  # noqa: E402
 from ternary.kernels.linear import triton as kernels  # noqa: E402
 from ternary.kernels.linear import triton_run_decode  # noqa: E402
-from ternary.kernels.linear.triton_launch import round_up  # noqa: E402
 from ternary.state.packing import byte_to_trits_table, packed_width, random_packed  # noqa: E402
 
 GPU = pytest.mark.skipif(DEVICE != "cuda", reason="the run decode is inline PTX: compiled GPUs only")
@@ -46,7 +43,10 @@ def test_run_decode_is_bit_exact_for_every_exponent(n, k, g):
     assert got.dtype == torch.bfloat16 and got.shape == (n, k) and got.stride(1) == 1
     runs = -(-packed_width(k) // triton_run_decode.RUN_BYTES)
     assert got.stride(0) % 64 == 0 and got.stride(0) >= triton_run_decode.RUN_COLUMNS * runs
+    assert got.stride(0) == triton_run_decode.buffer_columns(k)
     assert torch.equal(got.cpu(), _want(packed, exponents, k, g))
+    past_k = got.as_strided((n, got.stride(0) - k), (got.stride(0), 1), got.storage_offset() + k)
+    assert (past_k.view(torch.int16) == 0).all()  # +0.0: the bytes past the row read as zero weights
 
 
 @GPU
@@ -83,13 +83,13 @@ def test_a_corrupt_byte_gives_nan_in_exactly_its_columns(byte):
 
 
 @GPU
-@pytest.mark.parametrize("tile", [(1, 32, 1), (8, 16, 4), (2, 128, 8), (16, 32, 4)])
-def test_run_decode_launch_tiles_agree(tile):
-    """Launch overrides (rows and runs per program, warps; four runs per thread in the last) give the
-    same buffer, with N and the run count not multiples of the tile."""
+@pytest.mark.parametrize("block", [32, 128, 256, 512])
+def test_run_decode_blocks_agree(block):
+    """Runs per program other than ``BLOCK_RUNS`` give the same buffer, with neither N nor the runs of a row
+    nor N times them a multiple of the block."""
     n, k, g = 67, 2999, 40
     packed, exponents = _layer(n, k, g, seed=9)
-    got = triton_run_decode.dequantize_runs(packed, exponents, in_features=k, group_size=g, tile=tile)
+    got = triton_run_decode.dequantize_runs(packed, exponents, in_features=k, group_size=g, block=block)
     assert torch.equal(got.cpu(), _want(packed, exponents, k, g))
 
 
@@ -117,32 +117,29 @@ def test_two_step_paths_use_the_run_decode_and_match_the_reference(m, monkeypatc
         assert error <= 1e-2
 
 
-def test_launch_tiles_cover_a_row_with_one_run_a_thread():
-    """For every row width: a tile ``check_tile`` accepts, one row a program and one run a thread, covering
-    the row with fewer than twice its runs (at least one warp), or ``RUN_DECODE_TILE`` for wide rows."""
-    for runs in range(1, 2100):
-        tile = triton_run_decode.launch_tile(runs)
-        triton_run_decode.check_tile(tile)
-        block_n, block_r, warps = tile
-        assert block_n == 1 and block_r == 32 * warps
-        if block_r < triton_run_decode.RUN_DECODE_TILE[1]:
-            assert runs <= block_r and (block_r == 32 or runs > block_r // 2)
-        else:
-            assert tile == triton_run_decode.RUN_DECODE_TILE
+def test_buffer_rows_are_whole_runs_and_lines_and_no_wider():
+    """For every K up to 3000: ``Kp`` holds every run of the row, is a whole number of runs and of 128-byte
+    lines (so rows lie back to back and the decode's spans are contiguous), and is the narrowest such."""
+    for k in range(1, 3000):
+        columns = triton_run_decode.buffer_columns(k)
+        runs = -(-packed_width(k) // triton_run_decode.RUN_BYTES)
+        assert columns % triton_run_decode.RUN_COLUMNS == 0 and columns % triton_run_decode.ROW_ALIGN == 0
+        assert triton_run_decode.RUN_COLUMNS * runs <= columns < triton_run_decode.RUN_COLUMNS * runs + 320
 
 
 def test_run_decode_refuses_what_it_cannot_do():
     """fp32 buffers, group sizes that split a 4-byte run between scales, and the CPU or the
     interpreter are refused by ``takes``; asking for the decode anyway, with tensors that do not fit
-    ``in_features``, or with a tile that breaks the lane pairing is a clear error."""
+    ``in_features``, a block that is not a power of two from 32 to 512 runs, a ``clear`` that is not
+    contiguous int32 or a buffer too narrow for the runs is a clear error."""
     packed, exponents = _layer(4, 83, 15, seed=1)
     wide, _ = _layer(4, 160, 40, seed=1)
     with pytest.raises(ValueError, match=r"T_packed \[4, 32\].*in_features=83"):
         triton_run_decode.dequantize_runs(wide, exponents[:, :3], in_features=83, group_size=40)
-    for tile in ((1, 16, 1), (0, 64, 1), (2, 1, 1), (1, 48, 1), (1, 64, 3)):
-        with pytest.raises(ValueError, match="tile"):
-            triton_run_decode.check_tile(tile)
-    triton_run_decode.check_tile(triton_run_decode.RUN_DECODE_TILE)
+    for block in (0, 16, 48, 96, 1024):
+        with pytest.raises(ValueError, match=f"block = {block} runs"):
+            triton_run_decode.check_block(block)
+    triton_run_decode.check_block(triton_run_decode.BLOCK_RUNS)
     with pytest.raises(ValueError, match="tile"):
         kernels.dequantize(packed, exponents[:, :3], in_features=83, group_size=40, runs=True, tile=(16, 256, 4))
     assert not triton_run_decode.takes(packed, 15, torch.bfloat16)
@@ -155,7 +152,9 @@ def test_run_decode_refuses_what_it_cannot_do():
     for clear in (torch.zeros(5, dtype=torch.int64, device=DEVICE), torch.zeros((5, 2), dtype=torch.int32,
                                                                                  device=DEVICE)[:, 0]):
         with pytest.raises(ValueError, match="clear must be a contiguous int32"):
-            triton_run_decode.launch(packed, exponents, words, group_size=40, tile=(1, 32, 1), clear=clear)
+            triton_run_decode.launch(packed, exponents, words, group_size=40, block=32, clear=clear)
+    with pytest.raises(ValueError, match=r"words \[4, 59\].*cannot hold 4 rows of 3 runs"):
+        triton_run_decode.launch(packed, exponents, words[:, :59], group_size=40)
     if DEVICE == "cpu":
         assert not triton_run_decode.takes(packed, 40, torch.bfloat16)
         exponents = exponents[:, :3].clamp(-20, 20)  # the interpreter's bf16 casts flush subnormals
@@ -165,42 +164,43 @@ def test_run_decode_refuses_what_it_cannot_do():
 
 _OFFLINE_COMPILE = """
 from offline_sass import full_sass
-import json, re, triton
+import json, triton
 from triton.backends.compiler import GPUTarget
-from triton.compiler import ASTSource
+from triton.experimental.gluon._runtime import GluonASTSource
 from ternary.kernels.linear import triton_run_decode as runs
 
-names = "p_ptr e_ptr w_ptr zero_ptr N KB NG RUNS ZEROS stride_pn stride_en stride_w16".split()
-signature = dict(zip(names, ["*u8", "*i8", "*i32", "*i32"] + ["i32"] * 8))
-signature.update(dict.fromkeys(("BYTES_PER_GROUP", "ONE_SCALE_PER_RUN", "BLOCK_N", "BLOCK_R", "CLEARS"), "constexpr"))
+names = "p_ptr e_ptr w_ptr zero_ptr N KB NG ZEROS stride_pn stride_en stride_wn".split()
+signature = dict(zip(names, ["*u8", "*i8", "*i32", "*i32"] + ["i32"] * 7))
+signature.update(dict.fromkeys(("BYTES_PER_GROUP", "ONE_SCALE_PER_RUN", "ROW_RUNS", "CONTIGUOUS", "BLOCK_R", "CLEARS"),
+                               "constexpr"))
 report = []
-for (block_n, block_r, warps), bytes_per_group, clears in ((runs.RUN_DECODE_TILE, 8, False),
-                                                           (runs.RUN_DECODE_TILE, 8, True), ((1, 32, 1), 4, False),
-                                                           ((1, 64, 2), 8, True), ((1, 128, 4), 8, False),
-                                                           ((2, 128, 8), 12, True), ((16, 32, 4), 8, False)):
+for block, bytes_per_group, row_runs, contiguous, clears in ((runs.BLOCK_RUNS, 8, 104, True, False),
+                                                             (runs.BLOCK_RUNS, 8, 64, False, True), (32, 4, 3, True, False),
+                                                             (512, 12, 359, False, False), (128, 16, 411, True, True)):
     constexprs = {"BYTES_PER_GROUP": bytes_per_group, "ONE_SCALE_PER_RUN": bytes_per_group % 8 == 0,
-                  "BLOCK_N": block_n, "BLOCK_R": block_r, "CLEARS": clears}
-    source = ASTSource(runs._run_decode_kernel, signature=signature, attrs={(2,): [["tt.divisibility", 16]]},
-                       constexprs=constexprs)
-    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
-    layouts = re.findall(r"#blocked\\d* = #ttg.blocked<\\{sizePerThread = \\[(\\d+)\\], threadsPerWarp = \\[(\\d+)\\]",
-                         compiled.asm["ttgir"])
+                  "ROW_RUNS": row_runs, "CONTIGUOUS": contiguous, "BLOCK_R": block, "CLEARS": clears}
+    source = GluonASTSource(runs._run_decode_kernel, signature=signature, constexprs=constexprs,
+                            attrs={(2,): [["tt.divisibility", 16]], (10,): [["tt.divisibility", 16]]})
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": block // 32})
     sass = full_sass(compiled.asm["cubin"])
-    report.append([layouts, compiled.metadata.shared, sass.count("SHFL.BFLY"), sass.count("STG.E.EL.128"),
-                   block_n * block_r // (32 * warps)])
+    report.append([block, compiled.metadata.shared] + [sass.count(op) for op in (
+        "STS.128", "LDS.128", "STG.E.EL.128", "BAR.SYNC", "SHFL", "LDL", "STL", "LDG.E.U8")])
 print(json.dumps(report))
 """
 
 
-def test_runs_sit_one_per_lane_so_that_pairs_are_neighbouring_lanes():
-    """Compiled offline for sm_90: the kernel's one-dimensional tiles give each lane one element in turn
-    (``sizePerThread = [1]``, 32 lanes per warp), which the shuffles of the run decode rely on to find
-    the neighbouring run in lane ``L ^ 1``; nothing goes through shared memory; each run costs eight
-    shuffles and five 16-byte stores (evict-last)."""
-    for layouts, shared, shuffles, stores, runs_per_thread in _compile_offline(_OFFLINE_COMPILE):
-        assert layouts == [["1", "32"]]
-        assert shared == 0
-        assert (shuffles, stores) == (8 * max(runs_per_thread, 1), 5 * max(runs_per_thread, 1))
+def test_stores_go_through_shared_memory_in_whole_pieces():
+    """Compiled offline for sm_90, on both kinds of buffer, with and without ``clear``, from one warp to 512 runs
+    a program: each run is staged by five 16-byte shared stores and leaves as five 16-byte global stores
+    (evict-last) after five 16-byte shared loads, with two barriers (one between the two staging stores, which
+    overlap as views, and the one before the loads), no shuffles, no spills; 80 shared bytes a run (the
+    allocation is rounded to 128); nine or ten byte loads (one or two scale words)."""
+    for block, shared, stores, loads, global_stores, barriers, shuffles, spill_loads, spill_stores, byte_loads in (
+            _compile_offline(_OFFLINE_COMPILE)):
+        assert (stores, loads, global_stores) == (5, 5, 5), block
+        assert barriers == 2 and shuffles == 0 and spill_loads == spill_stores == 0, block
+        assert shared == 128 * block, block
+        assert byte_loads in (9, 10), block
 
 
 @GPU
@@ -225,9 +225,8 @@ def test_a_launch_with_clear_zeroes_it_and_decodes_the_same():
     runs = -(-packed.shape[1] // triton_run_decode.RUN_BYTES)
     words = [torch.zeros((37, 20 * runs), dtype=torch.int32, device=DEVICE) for _ in range(2)]
     storage = torch.full((1064, ), 1 << 30, dtype=torch.int32, device=DEVICE)
-    tile = triton_run_decode.launch_tile(runs)
-    triton_run_decode.launch(packed, exponents, words[0], group_size=40, tile=tile)
-    triton_run_decode.launch(packed, exponents, words[1], group_size=40, tile=tile, clear=storage[32:1032])
+    triton_run_decode.launch(packed, exponents, words[0], group_size=40)
+    triton_run_decode.launch(packed, exponents, words[1], group_size=40, clear=storage[32:1032])
     assert (storage[32:1032] == 0).all() and (storage[:32] == 1 << 30).all() and (storage[1032:] == 1 << 30).all()
     assert torch.equal(words[0], words[1])
 
@@ -248,28 +247,6 @@ def test_run_decode_reads_row_padded_and_offset_views():
     assert torch.equal(got.cpu(), _want(packed, exponents, k, g))
 
 
-class _AsmResults:
-    def __init__(self, outputs):
-        self.outputs = outputs
-
-    def get_result(self, index):
-        return self.outputs[index]
-
-
-def _modelled_inline_asm(builder, asm, constraints, values, types, is_pure, pack):
-    """The interpreter's inline asm, run by the NumPy model of ``test_base3_asm``: element ``i`` of the
-    program's tile is lane ``i`` (what the offline compile test pins for the compiled kernel)."""
-    from triton.runtime.interpreter import TensorHandle
-
-    outputs = sum(1 for c in constraints.split(",") if c.startswith("="))
-    shape = np.asarray(values[0].data).shape
-    operands = {f"${outputs + i}": (np.asarray(v.data).reshape(-1).astype(np.int64) & 0xFFFFFFFF).astype(np.uint64)
-                for i, v in enumerate(values)}
-    registers = run_asm(asm, operands)
-    return _AsmResults([TensorHandle((registers[f"${i}"] & MASK).astype(np.uint32).view(np.int32).reshape(shape),
-                                     triton.language.int32) for i in range(outputs)])
-
-
 def _table_weights(packed, exponents, k, g):
     """bf16 ``T * 2^E`` by the byte table, NaN in the five columns of a corrupt byte."""
     table = byte_to_trits_table().numpy().astype(np.float64)
@@ -280,23 +257,24 @@ def _table_weights(packed, exponents, k, g):
     return torch.from_numpy(trits.reshape(p.shape[0], -1)[:, :k] * scale).to(torch.bfloat16)
 
 
-@pytest.mark.skipif(DEVICE != "cpu", reason="the Triton interpreter runs the kernel with its PTX modelled in NumPy")
-@pytest.mark.parametrize("n,k,g,tile,corrupt,zeros", [
-    (1, 7, 40, (1, 32, 1), (), 0),
-    (6, 79, 20, (8, 4, 1), ((5, 15, 243),), 1),  # two runs per row, the second one short
-    (11, 83, 20, (2, 16, 1), ((0, 0, 255), (10, 16, 250)), 0),  # an odd number of runs per row
-    (5, 1213, 60, (1, 64, 2), ((2, 242, 243),), 129),  # runs straddle scale groups; the last byte corrupt
-    (9, 747, 40, (1, 32, 1), ((4, 37, 255), (8, 148, 243)), 96),  # three whole blocks of zeros
+@GPU
+@pytest.mark.parametrize("n,k,g,block,corrupt,zeros", [
+    (1, 7, 40, 32, (), 0),
+    (6, 79, 20, 32, ((5, 15, 243),), 1),  # two runs per row, the second one short
+    (11, 83, 20, 64, ((0, 0, 255), (10, 16, 250)), 0),  # an odd number of runs per row
+    (5, 1213, 60, 64, ((2, 242, 243),), 129),  # runs straddle scale groups; the last byte corrupt
+    (9, 747, 40, 256, ((4, 37, 255), (8, 148, 243)), 96),  # one program for the whole layer
+    (33, 2999, 40, 128, ((32, 599, 250),), 1000),
 ])
-def test_the_kernel_writes_exactly_its_runs(monkeypatch, n, k, g, tile, corrupt, zeros):
-    """The compiled kernel's indexing and masks, run on the CPU: ``T_packed`` and ``E`` as offset views
-    into storage poisoned around them, the buffer between guard words. Every word of the row's runs is
-    written, bit-exact (NaN in exactly the five columns of a corrupt byte), and nothing else is: not
-    the row padding past the runs, not the guards, whether the row has an odd or even run count. With
-    ``zeros``, the same launch clears exactly that many words of a guarded ``clear`` tensor."""
-    from triton.runtime.interpreter import InterpreterBuilder
-
-    monkeypatch.setattr(InterpreterBuilder, "create_inline_asm", _modelled_inline_asm, raising=False)
+@pytest.mark.parametrize("wider", [0, 4])
+def test_the_kernel_writes_exactly_its_runs(n, k, g, block, corrupt, zeros, wider):
+    """``T_packed`` and ``E`` as offset views into storage poisoned around them, the buffer between guard
+    words. Into the run decode's own buffer (``wider = 0``: rows of ``20 round_up(runs, 8)`` words back to
+    back) every word is written, the runs past the bytes as zeros; into rows ``wider`` words wider
+    (each piece finds its row) exactly the words of the row's runs are, and nothing past them. Either way
+    bit-exact (NaN in exactly the five columns of a corrupt byte, inside K or not: the last run holds the
+    padding digits, zeros), the guards untouched, and with ``zeros`` exactly that many words of a guarded
+    ``clear`` tensor zeroed."""
     gen = torch.Generator().manual_seed(k)
     packed = random_packed(n, k, generator=gen)
     for row, byte, value in corrupt:
@@ -307,25 +285,25 @@ def test_the_kernel_writes_exactly_its_runs(monkeypatch, n, k, g, tile, corrupt,
     wide_p[:, 4:4 + kb] = packed
     wide_e = torch.full((n, groups + 3), 127, dtype=torch.int8)
     wide_e[:, 1:1 + groups] = exponents
-    columns = round_up(round_up(k, triton_run_decode.RUN_COLUMNS), triton_run_decode.ROW_ALIGN)
+    runs = -(-kb // triton_run_decode.RUN_BYTES)
+    row_words = triton_run_decode.buffer_columns(k) // 2 + wider
     sentinel, guard = 0x12345678, 64  # as two bf16 lanes, values no weight can take (mantissas non-zero)
-    storage = torch.full((2 * guard + n * columns // 2,), sentinel, dtype=torch.int32)
-    words = storage[guard:guard + n * columns // 2].view(n, columns // 2)
-    flags = torch.full((2 * guard + zeros,), -7, dtype=torch.int32)
+    storage = torch.full((2 * guard + n * row_words,), sentinel, dtype=torch.int32, device=DEVICE)
+    words = storage[guard:guard + n * row_words].view(n, row_words)
+    flags = torch.full((2 * guard + zeros,), -7, dtype=torch.int32, device=DEVICE)
     clear = flags[guard:guard + zeros] if zeros else None
-    triton_run_decode.launch(wide_p[:, 4:4 + kb], wide_e[:, 1:1 + groups], words, group_size=g, tile=tile,
+    wide_p, wide_e = wide_p.to(DEVICE), wide_e.to(DEVICE)
+    triton_run_decode.launch(wide_p[:, 4:4 + kb], wide_e[:, 1:1 + groups], words, group_size=g, block=block,
                              clear=clear)
     if zeros:
         assert (clear == 0).all() and (flags[:guard] == -7).all() and (flags[guard + zeros:] == -7).all()
-    runs = -(-kb // triton_run_decode.RUN_BYTES)
     assert (storage[:guard] == sentinel).all() and (storage[-guard:] == sentinel).all()
-    assert (words[:, :20 * runs] != sentinel).all() and (words[:, 20 * runs:] == sentinel).all()
-    # past K the run holds the padding digits (zeros) and bytes read as 121 (zeros), but a corrupt
-    # last byte is NaN in all its five columns, inside K or not
-    width = triton_run_decode.RUN_COLUMNS * runs
-    padded = torch.cat([packed, torch.full((n, 8 * runs - kb), 121, dtype=torch.uint8)], dim=1)
+    written = row_words if wider == 0 else 20 * runs
+    assert (words[:, :written] != sentinel).all() and (words[:, written:] == sentinel).all()
+    width = 2 * written
+    padded = torch.cat([packed, torch.full((n, 8 * (width // 40) - kb), 121, dtype=torch.uint8)], dim=1)
     padded_e = torch.cat([exponents, torch.zeros((n, -(-width // g) - groups), dtype=torch.int8)], dim=1)
-    got = words.view(torch.bfloat16)[:, :width]
+    got = words.view(torch.bfloat16)[:, :width].cpu()
     want = _table_weights(padded, padded_e, width, g)
     assert torch.equal(torch.isnan(got), torch.isnan(want))
     assert torch.equal(got[~torch.isnan(got)].view(torch.int16), want[~torch.isnan(want)].view(torch.int16))

@@ -230,15 +230,16 @@ def _word_decode_asm() -> str:
 WORD_WEIGHTS_ASM = _word_decode_asm()
 
 
-def _run_columns_asm() -> str:
+def _run_columns_asm(pairs: bool) -> str:
     """PTX turning a run of eight packed bytes (``$20..$27``, one byte per register, low byte used)
-    into its forty bf16 weights ``T * 2^E`` in column order, ready for five 16-byte stores that
-    write whole 32-byte sectors together with the lane that holds the neighbouring run.
+    into its forty bf16 weights ``T * 2^E`` in column order.
 
     ``$28`` / ``$29`` hold the bf16 bits of ``2^E`` in both lanes for bytes 0-3 / 4-7. The run's
     column words ``w_o`` (``o = 0..19``: columns ``2 o`` in the low lane, ``2 o + 1`` in the high lane,
     column ``5 p + d`` being digit ``d`` of byte ``p``) form five 16-byte chunks ``C_s = w_4s..w_4s+3``.
-    Runs ``2 q`` and ``2 q + 1`` (``$30`` = run parity) must sit in lanes ``L`` and ``L ^ 1``: they swap
+    Without ``pairs`` the outputs ``$0..$19`` are ``w_0..w_19`` (``triton_run_decode``, which stages them
+    through shared memory). With ``pairs`` (the decode-in-GEMM's decoders, which store from registers),
+    runs ``2 q`` and ``2 q + 1`` (``$30`` = run parity) must sit in lanes ``L`` and ``L ^ 1``: they swap
     chunks 1 and 3 (``P_s``: the partner's) so that store ``j`` of the pair writes sector ``j`` of its
     160 bytes whole: the even run's lane outputs ``C0 C2 C4 P1 P3`` (to bytes ``32 j``), the odd one's
     ``P1 P3 C0 C2 C4`` (to bytes ``32 j + 16``), as ``$4j .. $4j+3``.
@@ -248,8 +249,8 @@ def _run_columns_asm() -> str:
     ``prmt`` per output word. A corrupt byte (> 242) is found with three integer operations per
     word (``b > 242`` iff the top bit is set and ``(b & 127) + 13`` carries into it); a
     sign-replicating ``prmt`` turns that bit into an all-ones lane that is OR-ed into the scale of
-    the byte's pair, so its five weights come out NaN (``T * NaN``). About 4 instructions per weight
-    with the swap (8 shuffles, 20 selects)."""
+    the byte's pair, so its five weights come out NaN (``T * NaN``). About 3.5 instructions per weight,
+    4 with the swap (8 shuffles, 20 selects)."""
     digits = [f"d{i}" for i in range(10)]
     words = [f"c{i}" for i in range(20)]
     partner = [f"q{i}" for i in range(8)]
@@ -273,6 +274,9 @@ def _run_columns_asm() -> str:
             (low, x), (high, y) = lanes
             selector = (2 * x) | (2 * x + 1) << 4 | (4 + 2 * y) << 8 | (5 + 2 * y) << 12
             lines.append(f"prmt.b32 {words[10 * half + out]}, {low}, {high}, {selector:#06x};")
+    if not pairs:
+        lines += [f"mov.b32 ${o}, {words[o]};" for o in range(20)]
+        return "\n".join(lines + ["}"]) + "\n"
     chunk = [words[4 * s:4 * s + 4] for s in range(5)]
     for i, own in enumerate(chunk[1] + chunk[3]):
         lines.append(f"shfl.sync.bfly.b32 {partner[i]}, {own}, 1, 0x1f, 0xffffffff;")
@@ -286,7 +290,8 @@ def _run_columns_asm() -> str:
     return "\n".join(lines + ["}"]) + "\n"
 
 
-RUN_COLUMNS_ASM = _run_columns_asm()
+RUN_COLUMNS_ASM = _run_columns_asm(pairs=True)
+RUN_COLUMNS_IN_ORDER_ASM = _run_columns_asm(pairs=False)
 
 
 @triton.jit

@@ -43,7 +43,6 @@ from triton.experimental.gluon.nvidia.hopper import TensorDescriptor
 from ternary.kernels.kept_tensors import kept
 from ternary.kernels.layer_checks import check_layer_tensors
 from ternary.kernels.linear import triton_run_decode
-from ternary.kernels.linear.gluon_words import scale_bits
 from ternary.kernels.linear.triton_base3 import RUN_COLUMNS_ASM
 from ternary.kernels.linear.triton_launch import capability, round_up, sm_count, tma_rows
 
@@ -106,28 +105,11 @@ def _decode_rows(t_ptr, e_ptr, w_ptr, rn, runs, parity, N, KB, NG, RUNS, stride_
                  BYTES_PER_GROUP: gl.constexpr, ONE_SCALE_PER_RUN: gl.constexpr, QUADS: gl.constexpr):
     """Run ``runs [32]`` of row ``rn [32]`` per lane into ``w`` (int32 words, row stride ``4 stride_w16``);
     lanes ``2 i, 2 i + 1`` hold the two runs of a 160-byte pair and each of their five stores writes one
-    whole 32-byte sector (``triton_run_decode``)."""
+    whole 32-byte sector (``RUN_COLUMNS_ASM``'s lane pairs; the operands are the run decode's)."""
     row_ok = rn < N
-    rows = gl.minimum(rn, N - 1).to(gl.int64)
-    row_bytes = t_ptr + rows * stride_pn
-    row_scales = e_ptr + rows * stride_en
-    first = 8 * runs
-    b0 = gl.load(row_bytes + first, mask=row_ok & (first < KB), other=121).to(gl.int32)
-    b1 = gl.load(row_bytes + first + 1, mask=row_ok & (first + 1 < KB), other=121).to(gl.int32)
-    b2 = gl.load(row_bytes + first + 2, mask=row_ok & (first + 2 < KB), other=121).to(gl.int32)
-    b3 = gl.load(row_bytes + first + 3, mask=row_ok & (first + 3 < KB), other=121).to(gl.int32)
-    b4 = gl.load(row_bytes + first + 4, mask=row_ok & (first + 4 < KB), other=121).to(gl.int32)
-    b5 = gl.load(row_bytes + first + 5, mask=row_ok & (first + 5 < KB), other=121).to(gl.int32)
-    b6 = gl.load(row_bytes + first + 6, mask=row_ok & (first + 6 < KB), other=121).to(gl.int32)
-    b7 = gl.load(row_bytes + first + 7, mask=row_ok & (first + 7 < KB), other=121).to(gl.int32)
-    g_low = first // BYTES_PER_GROUP
-    low = scale_bits(gl.load(row_scales + g_low, mask=g_low < NG, other=0))
-    if ONE_SCALE_PER_RUN:
-        high = low
-    else:
-        g_high = (first + 4) // BYTES_PER_GROUP
-        high = scale_bits(gl.load(row_scales + g_high, mask=g_high < NG, other=0))
-    words = gl.inline_asm_elementwise(_ASM, _CONSTRAINTS, [b0, b1, b2, b3, b4, b5, b6, b7, low, high, parity],
+    operands = triton_run_decode.run_operands(t_ptr, e_ptr, gl.minimum(rn, N - 1), runs, row_ok, KB, NG, stride_pn,
+                                              stride_en, BYTES_PER_GROUP, ONE_SCALE_PER_RUN)
+    words = gl.inline_asm_elementwise(_ASM, _CONSTRAINTS, operands + (parity, ),
                                       dtype=(gl.int32, ) * 20, is_pure=False, pack=1)
     own = row_ok & (runs < RUNS)
     partner = row_ok & ((runs ^ 1) < RUNS)
