@@ -91,7 +91,8 @@ def main() -> None:
         exponents = torch.randint(-20, 5, (n, -(-k // 40)), generator=generator).to(torch.int8).cuda()
         want = reference.dequantize(packed, exponents, in_features=k, group_size=40).to(torch.bfloat16)
         runs = [("runs", str(block), lambda block=block: triton_run_decode.dequantize_runs(
-                     packed, exponents, in_features=k, group_size=40, block=block), lambda w: w) for block in RUN_BLOCKS]
+                     packed, exponents, in_features=k, group_size=40, block=block), lambda w: w)
+                for block in RUN_BLOCKS]
         runs += [("columns", "{}x{}w{}".format(*tile), lambda tile=tile: kernels.dequantize(
                      packed, exponents, in_features=k, group_size=40, tile=tile), lambda w: w) for tile in COLUMN_TILES]
         for block_n, block_b, pairs in PLANE_TILES:

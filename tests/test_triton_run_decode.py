@@ -155,6 +155,8 @@ def test_run_decode_refuses_what_it_cannot_do():
             triton_run_decode.launch(packed, exponents, words, group_size=40, block=32, clear=clear)
     with pytest.raises(ValueError, match=r"words \[4, 59\].*cannot hold 4 rows of 3 runs"):
         triton_run_decode.launch(packed, exponents, words[:, :59], group_size=40)
+    with pytest.raises(ValueError, match=r"words \[4, 64\].*whole_rows: contiguous rows of exactly 160 words"):
+        triton_run_decode.launch(packed, exponents, words, group_size=40, whole_rows=True)
     if DEVICE == "cpu":
         assert not triton_run_decode.takes(packed, 40, torch.bfloat16)
         exponents = exponents[:, :3].clamp(-20, 20)  # the interpreter's bf16 casts flush subnormals
@@ -175,8 +177,9 @@ signature.update(dict.fromkeys(("BYTES_PER_GROUP", "ONE_SCALE_PER_RUN", "ROW_RUN
                                "constexpr"))
 report = []
 for block, bytes_per_group, row_runs, contiguous, clears in ((runs.BLOCK_RUNS, 8, 104, True, False),
-                                                             (runs.BLOCK_RUNS, 8, 64, False, True), (32, 4, 3, True, False),
-                                                             (512, 12, 359, False, False), (128, 16, 411, True, True)):
+                                                             (runs.BLOCK_RUNS, 8, 64, False, True),
+                                                             (32, 4, 3, True, False), (512, 12, 359, False, False),
+                                                             (128, 16, 411, True, True)):
     constexprs = {"BYTES_PER_GROUP": bytes_per_group, "ONE_SCALE_PER_RUN": bytes_per_group % 8 == 0,
                   "ROW_RUNS": row_runs, "CONTIGUOUS": contiguous, "BLOCK_R": block, "CLEARS": clears}
     source = GluonASTSource(runs._run_decode_kernel, signature=signature, constexprs=constexprs,
@@ -266,12 +269,13 @@ def _table_weights(packed, exponents, k, g):
     (9, 747, 40, 256, ((4, 37, 255), (8, 148, 243)), 96),  # one program for the whole layer
     (33, 2999, 40, 128, ((32, 599, 250),), 1000),
 ])
-@pytest.mark.parametrize("wider", [0, 4])
-def test_the_kernel_writes_exactly_its_runs(n, k, g, block, corrupt, zeros, wider):
+@pytest.mark.parametrize("whole_rows,wider", [(True, 0), (False, 0), (False, 4), (False, 32)])
+def test_the_kernel_writes_exactly_its_runs(n, k, g, block, corrupt, zeros, whole_rows, wider):
     """``T_packed`` and ``E`` as offset views into storage poisoned around them, the buffer between guard
-    words. Into the run decode's own buffer (``wider = 0``: rows of ``20 round_up(runs, 8)`` words back to
-    back) every word is written, the runs past the bytes as zeros; into rows ``wider`` words wider
-    (each piece finds its row) exactly the words of the row's runs are, and nothing past them. Either way
+    words, its rows ``20 round_up(runs, 8) + wider`` words apart. With ``whole_rows`` (the run decode's own
+    buffer, rows back to back) every word is written, the runs past the bytes as zeros; without (each piece
+    finds its row; rows 4 words wider keep the stride off 16-word multiples, 32 wider on them, where the
+    stores are 16 bytes wide) exactly the words of the row's runs are, and nothing past them. Either way
     bit-exact (NaN in exactly the five columns of a corrupt byte, inside K or not: the last run holds the
     padding digits, zeros), the guards untouched, and with ``zeros`` exactly that many words of a guarded
     ``clear`` tensor zeroed."""
@@ -293,12 +297,12 @@ def test_the_kernel_writes_exactly_its_runs(n, k, g, block, corrupt, zeros, wide
     flags = torch.full((2 * guard + zeros,), -7, dtype=torch.int32, device=DEVICE)
     clear = flags[guard:guard + zeros] if zeros else None
     wide_p, wide_e = wide_p.to(DEVICE), wide_e.to(DEVICE)
-    triton_run_decode.launch(wide_p[:, 4:4 + kb], wide_e[:, 1:1 + groups], words, group_size=g, block=block,
-                             clear=clear)
+    triton_run_decode.launch(wide_p[:, 4:4 + kb], wide_e[:, 1:1 + groups], words, group_size=g,
+                             whole_rows=whole_rows, block=block, clear=clear)
     if zeros:
         assert (clear == 0).all() and (flags[:guard] == -7).all() and (flags[guard + zeros:] == -7).all()
     assert (storage[:guard] == sentinel).all() and (storage[-guard:] == sentinel).all()
-    written = row_words if wider == 0 else 20 * runs
+    written = row_words if whole_rows else 20 * runs
     assert (words[:, :written] != sentinel).all() and (words[:, written:] == sentinel).all()
     width = 2 * written
     padded = torch.cat([packed, torch.full((n, 8 * (width // 40) - kb), 121, dtype=torch.uint8)], dim=1)

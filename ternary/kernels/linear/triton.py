@@ -80,7 +80,7 @@ from ternary.kernels.layer_checks import check_layer_tensors
 from ternary.kernels.linear import (triton_decode_gemm, triton_lut_gemv, triton_mma_forward, triton_run_decode,
                                    triton_table_gemv, triton_tiled_gemv, triton_tiled_mma, triton_wgmma_forward,
                                    triton_wgmma_grad_x)
-from ternary.kernels.linear.triton_launch import (even_splits, finish_splits, gluon_runs, program_splits, round_up,
+from ternary.kernels.linear.triton_launch import (capability, even_splits, finish_splits, program_splits, round_up,
                                                   sm_count)
 from ternary.kernels.registry import triton_interpreted
 from ternary.state.decode_state import check_tiles
@@ -89,6 +89,14 @@ from ternary.state.decode_state import check_tiles
 # against the fused kernel's ~161 us; 4 rows (the next power of two, for M = 3 or 4) took
 # 252-395 us, slower than the fused kernel (benchmarks/results/h100/gemv_rows/gemv_rows.log).
 GEMV_MAX_ROWS = 2
+# The Gluon kernels run on cards of this compute capability or newer (measured on the H100 only):
+# one activation row by warp-shuffle tables (triton_table_gemv) where the layer fits it, 16384^2
+# 50 us against the GEMV's 78 us (benchmarks/results/h100/table_gemv/); 2 to 16 bf16 rows by
+# register-decoded mma.sync (triton_mma_forward), 16384^2 72-95 us against the GEMV's 103 us (M = 2)
+# and the fused kernel's 166 us (M = 16) (benchmarks/results/h100/mma_forward/, mma_wide/); 17 to
+# WGMMA_MAX_ROWS by register-decoded wgmma (triton_wgmma_forward), but for the small layers that
+# TWO_STEP_BYTES_PER_ROW leaves to the two-step path from 64 rows.
+GLUON_MIN_CAPABILITY = (9, 0)
 # GEMV split-K (blocks of 32 rows x 32 bytes): about GEMV_BLOCKS_PER_SPLIT byte blocks per
 # program, but at least GEMV_MIN_PROGRAMS_PER_SM programs per SM, at most MAX_SPLITS splits and
 # never more splits than blocks. H100 (benchmarks/results/h100/gemv_rows/m1_splits.log): 16384^2
@@ -558,9 +566,9 @@ def dequantize(T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int, gro
 
     The result is a view of a buffer whose rows are padded (row stride ``Kp >= K``), which cuBLAS
     takes as its leading dimension. bf16 buffers of layers whose groups are whole 4-byte runs are
-    decoded eight bytes at a time by PTX on Gluon cards (``triton_run_decode``: ``Kp`` holds whole runs of 40
-    columns and whole 128-byte lines, zeros past ``K``). ``runs=False`` forces the per-weight decode, whose rows are whole
-    column tiles (fewer than ``min(BLOCK_C, next_power_of_2(K))`` columns more) and whose launch
+    decoded eight bytes at a time by PTX on the GPU (``triton_run_decode``: ``Kp`` holds whole runs of 40
+    columns and whole 128-byte lines, zeros past ``K``). ``runs=False`` forces the per-weight decode, whose
+    rows are whole column tiles (fewer than ``min(BLOCK_C, next_power_of_2(K))`` columns more) and whose launch
     ``tile = (BLOCK_N, BLOCK_C, warps)`` overrides (benchmark sweeps; a tile also picks that decode).
     """
     if runs is None:
@@ -660,6 +668,12 @@ def forward_gemv(x, T_packed, E, bias, *, in_features, group_size, bias_frac_bit
         BLOCK_B=block_b, SPLIT_K=splits, num_warps=warps,
     )
     return finish_splits(ws, bias, bias_frac_bits, x.dtype)
+
+
+def gluon_runs(x: torch.Tensor) -> bool:
+    """Whether a Gluon kernel can take a call on ``x``: compiled (Gluon has no interpreter), on a
+    card of compute capability ``GLUON_MIN_CAPABILITY`` or newer (where they were measured)."""
+    return not triton_interpreted() and x.is_cuda and capability(x.device) >= GLUON_MIN_CAPABILITY
 
 
 def table_gemv_takes(x: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, group_size: int) -> bool:

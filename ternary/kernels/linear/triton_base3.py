@@ -255,7 +255,7 @@ def _run_columns_asm(pairs: bool) -> str:
     words = [f"c{i}" for i in range(20)]
     partner = [f"q{i}" for i in range(8)]
     lines = ["{", _WORD_DECODE_REGISTERS[:-1] + ", b01, b23, word, flag, mask, k01, k23, "
-             + ", ".join(digits + words + partner) + ";", ".reg .pred odd;"]
+             + ", ".join(digits + words + (partner if pairs else [])) + ";"] + ([".reg .pred odd;"] if pairs else [])
     lines += _WORD_DECODE_CONSTANTS
     for half in range(2):
         first = 20 + 4 * half

@@ -3,8 +3,8 @@ decodes the layer into the transient bf16 buffer and multiplies it as it is writ
 PTX: compiled sm_90 GPUs only, never under ``TRITON_INTERPRET``).
 
 ``y [M, N] = x [M, K] @ W.T (+ bias * 2^-B)`` for bf16 ``x``, or ``grad_x [M, K] = grad_y [M, N] @ W``, with
-``W = T * 2^E`` decoded into ``w [N, Kp]`` (the run decode's buffer, ``triton_run_decode``). Every program (one
-per SM) has four partitions:
+``W = T * 2^E`` decoded into ``w [N, Kp]`` (the run decode's column order, ``triton_run_decode``; rows of whole
+runs rounded up to whole 128-byte lines). Every program (one per SM) has four partitions:
 
 - two consumer warpgroups, each multiplying 64 rows of a ``128 x 256`` output tile by ``wgmma`` from a ring
   of shared-memory slots, and storing its half of the tile through shared memory by TMA;
@@ -12,7 +12,8 @@ per SM) has four partitions:
   (forward, read K-major) or ``[64, 256]`` (grad-x, the right operand MN-major);
 - two decoder warps (one partition each) that write ``w`` in units of ``UNIT_ROWS`` rows by ``CHUNK_RUNS`` runs
   of eight bytes (forty columns), one run of one row per lane (``32 / CHUNK_RUNS`` rows at a time), the decode of
-  ``triton_run_decode``.
+  ``triton_run_decode`` (its ``run_operands``) with stores from registers: neighbouring lanes swap halves so each
+  of their 16-byte stores completes a 32-byte sector (``RUN_COLUMNS_ASM``).
 
 A *chunk* ``(j, c)`` is rows ``256 j ..`` (a row block) by runs ``CHUNK_RUNS c ..`` of ``w``:
 ``flags[j * CHUNKS + c]`` counts its decoded units. A decoder publishes a unit with a proxy fence (its

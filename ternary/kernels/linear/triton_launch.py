@@ -1,8 +1,8 @@
 """Host-side launch arithmetic shared by the Triton linear launchers (``triton``,
 ``triton_table_gemv``, ``triton_mma_forward``, ``triton_wgmma_forward``): split counts, padding,
 whether a tensor's storage can be read as whole aligned words or by TMA, the card's SM count and compute
-capability (looked up once per device, not on every call), whether a Gluon kernel can run there, and
-the reduction of split-K partial sums into the output."""
+capability (looked up once per device, not on every call), and the reduction of split-K partial
+sums into the output."""
 
 from __future__ import annotations
 
@@ -109,23 +109,6 @@ def capability(device: torch.device) -> tuple[int, int]:
     """``(major, minor)`` compute capability of the CUDA ``device``."""
     properties = _properties(_index(device))
     return properties.major, properties.minor
-
-
-# The Gluon kernels run on cards of this compute capability or newer (measured on the H100 and H200 only):
-# one activation row by warp-shuffle tables (triton_table_gemv) where the layer fits it, 16384^2
-# 50 us against the GEMV's 78 us (benchmarks/results/h100/table_gemv/); 2 to 16 bf16 rows by
-# register-decoded mma.sync (triton_mma_forward), 16384^2 72-95 us against the GEMV's 103 us (M = 2)
-# and the fused kernel's 166 us (M = 16) (benchmarks/results/h100/mma_forward/, mma_wide/); 17 to
-# WGMMA_MAX_ROWS by register-decoded wgmma (triton_wgmma_forward), but for the small layers that
-# TWO_STEP_BYTES_PER_ROW leaves to the two-step path from 64 rows; the two-step buffer by the run decode
-# (triton_run_decode), whose stores go through shared memory.
-GLUON_MIN_CAPABILITY = (9, 0)
-
-
-def gluon_runs(x: torch.Tensor) -> bool:
-    """Whether a Gluon kernel can take a call on ``x``: compiled (Gluon has no interpreter), on a
-    card of compute capability ``GLUON_MIN_CAPABILITY`` or newer (where they were measured)."""
-    return not triton_interpreted() and x.is_cuda and capability(x.device) >= GLUON_MIN_CAPABILITY
 
 
 @triton.jit

@@ -1,5 +1,5 @@
 """The two-step buffer in column order, eight packed bytes at a time (a Gluon kernel: compiled NVIDIA GPUs
-of ``GLUON_MIN_CAPABILITY`` or newer only; the decode is inline PTX, and Gluon has no interpreter).
+of ``MIN_CAPABILITY`` or newer only; the decode is inline PTX, and Gluon has no interpreter).
 
 Each thread decodes one *run*: eight consecutive bytes of a weight row, whose forty weights are columns
 ``40 r .. 40 r + 39`` of the row. Eight byte loads, one or two scale words and one call of
@@ -18,9 +18,9 @@ conflicts), and after one barrier each warp stores 512 contiguous bytes an instr
 program left a fifth to a third of the threads idle at K = 4096 and 14336). The buffer's rows are whole
 runs and whole 128-byte lines, ``Kp = 40 round_up(runs, 8)`` columns (:func:`buffer_columns`): a
 program's output is then one contiguous span, and the runs past the row's bytes decode to zeros (bytes
-past ``KB`` read as 121, a zero in every digit). Into any other buffer (the decode-in-GEMM's pre-decode
-of a block of rows and chunks) each 16-byte piece finds its row and run, and only the runs of
-``T_packed`` are written.
+past ``KB`` read as 121, a zero in every digit). Into other buffers (``launch`` without ``whole_rows``: the
+decode-in-GEMM's pre-decode of a block of rows and chunks) each 16-byte piece finds its row and run, and only
+the runs of ``T_packed`` are written.
 
 A run lies within one scale group per four bytes when ``G`` is a multiple of 20, the condition of
 :func:`takes`.
@@ -35,11 +35,15 @@ from triton.experimental.gluon import language as gl
 
 from ternary.kernels.linear.gluon_words import scale_bits
 from ternary.kernels.linear.triton_base3 import RUN_COLUMNS_IN_ORDER_ASM
-from ternary.kernels.linear.triton_launch import gluon_runs, round_up
+from ternary.kernels.linear.triton_launch import capability, round_up
+from ternary.kernels.registry import triton_interpreted
 from ternary.state.packing import packed_width
 
 RUN_BYTES = 8
 RUN_COLUMNS = 5 * RUN_BYTES
+# bf16x2 FMAs need sm_80. Nothing else in the kernel is Hopper's: it compiles for sm_80 to the same staging and
+# stores (five 16-byte shared stores and loads and five 16-byte global stores a run); measured on sm_90 only.
+MIN_CAPABILITY = (8, 0)
 # Columns in a 128-byte line of bf16, and runs in a whole number of lines (8 x 40 = 320 = 5 x 64).
 ROW_ALIGN = 64
 LINE_RUNS = 8
@@ -152,7 +156,7 @@ def _run_decode_kernel(p_ptr, e_ptr, w_ptr, zero_ptr, N, KB, NG, ZEROS, stride_p
     words = gl.inline_asm_elementwise(_ASM, _CONSTRAINTS, operands, dtype=(gl.int32, ) * 20, is_pure=True, pack=1)
     staged = gl.allocate_shared_memory(gl.int32, [8 * BLOCK_R, 4], _ROWS_OF_FOUR)  # shapes are powers of two
     _stage(staged, words, BLOCK_R)
-    gl.thread_barrier()
+    gl.thread_barrier()  # other threads' words are read next (the compiler's own barrier pass would add it too)
     at = gl.arange(0, 4 * BLOCK_R, layout=PIECES)
     for s in gl.static_range(5):
         pieces = staged.slice(s * BLOCK_R, BLOCK_R)._reinterpret(gl.int32, [4 * BLOCK_R], _FLAT).load(PIECES)
@@ -161,9 +165,10 @@ def _run_decode_kernel(p_ptr, e_ptr, w_ptr, zero_ptr, N, KB, NG, ZEROS, stride_p
 
 
 def takes(T_packed: torch.Tensor, group_size: int, dtype: torch.dtype) -> bool:
-    """Whether :func:`dequantize_runs` can build this buffer: bf16, a Gluon card (``gluon_runs``), and
-    every four bytes of a run inside one scale group."""
-    return dtype == torch.bfloat16 and gluon_runs(T_packed) and group_size % (5 * 4) == 0
+    """Whether :func:`dequantize_runs` can build this buffer: bf16, compiled on a CUDA card of
+    ``MIN_CAPABILITY`` or newer, and every four bytes of a run inside one scale group."""
+    return (dtype == torch.bfloat16 and T_packed.is_cuda and not triton_interpreted()
+            and capability(T_packed.device) >= MIN_CAPABILITY and group_size % (5 * 4) == 0)
 
 
 def buffer_columns(in_features: int) -> int:
@@ -172,32 +177,34 @@ def buffer_columns(in_features: int) -> int:
 
 
 def check_block(block: int) -> None:
-    """Runs per program: a power of two from one warp (32, one run a thread) to 512 (40 KB staged)."""
+    """Runs per program: a power of two from one warp (32, one run a thread) to 512 (64 KB of shared memory)."""
     if block < 32 or block > 512 or block & (block - 1):
         raise ValueError(f"dequantize_runs: block = {block} runs per program must be a power of two in [32, 512]")
 
 
 def launch(T_packed: torch.Tensor, E: torch.Tensor, words: torch.Tensor, *, group_size: int,
-           block: int | None = None, clear: torch.Tensor | None = None) -> None:
-    """Decode into ``words [N, >= 20 runs]`` (int32 pairs of bf16, unit column stride) ``block`` runs a program
-    (default ``BLOCK_RUNS``); the caller has checked the shapes and the block (:func:`dequantize_runs`).
-    Where ``words`` is contiguous and ``20 round_up(runs, LINE_RUNS)`` words wide (the buffer of
-    :func:`dequantize_runs`), every word is written, the runs past ``T_packed``'s bytes as zeros; otherwise
-    exactly the words of its runs. ``clear``, a contiguous int32 tensor on the same device, is also set to
-    zero by the launch's first program: kernels launched after it on the stream see zeros, the launch's other
-    programs may not."""
+           whole_rows: bool = False, block: int | None = None, clear: torch.Tensor | None = None) -> None:
+    """Decode into ``words [N', W]`` (int32 pairs of bf16, unit column stride, ``N' >= N`` rows of ``W >= 20 runs``
+    words) ``block`` runs a program (default ``BLOCK_RUNS``; a power of two the caller has checked).
+
+    ``whole_rows``: ``words`` is the buffer of :func:`dequantize_runs`, contiguous rows of exactly ``20
+    round_up(runs, LINE_RUNS)`` words, and every word of its first ``N`` rows is written, the runs past
+    ``T_packed``'s bytes as zeros. Otherwise exactly the words of ``T_packed``'s runs are. Each row width
+    (``ROW_RUNS``, a constant of the kernel) compiles once. ``clear``, a contiguous int32 tensor on the same device,
+    is also set to zero by the launch's first program: kernels launched after it on the stream see zeros, the
+    launch's other programs may not."""
     if clear is not None and (clear.dtype != torch.int32 or not clear.is_contiguous()
                               or clear.device != words.device):
         raise ValueError(f"triton_run_decode.launch: clear must be a contiguous int32 tensor on {words.device}; got "
                          f"{clear.dtype} {list(clear.shape)} with strides {list(clear.stride())} on {clear.device}")
     n, kb = T_packed.shape
     runs = triton.cdiv(kb, RUN_BYTES)
-    whole = round_up(runs, LINE_RUNS)
-    contiguous = words.is_contiguous() and words.shape[1] == 20 * whole
-    row_runs = whole if contiguous else runs
-    if words.shape[0] < n or words.shape[1] < 20 * runs or words.stride(1) != 1:
+    row_runs = round_up(runs, LINE_RUNS) if whole_rows else runs
+    fits = words.shape[0] >= n and words.shape[1] >= 20 * runs and words.stride(1) == 1
+    if not fits or (whole_rows and (not words.is_contiguous() or words.shape[1] != 20 * row_runs)):
         raise ValueError(f"triton_run_decode.launch: words {list(words.shape)} with strides {list(words.stride())} "
-                         f"cannot hold {n} rows of {runs} runs (20 int32 a run, unit column stride)")
+                         f"cannot hold {n} rows of {runs} runs (20 int32 a run, unit column stride"
+                         + (f"; whole_rows: contiguous rows of exactly {20 * row_runs} words)" if whole_rows else ")"))
     if n * row_runs == 0:
         if clear is not None:
             clear.zero_()
@@ -208,7 +215,7 @@ def launch(T_packed: torch.Tensor, E: torch.Tensor, words: torch.Tensor, *, grou
         T_packed, E, words, words if clear is None else clear, n, kb, E.shape[1],
         0 if clear is None else clear.numel(), T_packed.stride(0), E.stride(0), words.stride(0),
         BYTES_PER_GROUP=bytes_per_group, ONE_SCALE_PER_RUN=bytes_per_group % RUN_BYTES == 0, ROW_RUNS=row_runs,
-        CONTIGUOUS=contiguous, BLOCK_R=block, CLEARS=clear is not None, num_warps=block // 32,
+        CONTIGUOUS=whole_rows, BLOCK_R=block, CLEARS=clear is not None, num_warps=block // 32,
     )
 
 
@@ -224,8 +231,9 @@ def dequantize_runs(T_packed: torch.Tensor, E: torch.Tensor, *, in_features: int
     if block is not None:
         check_block(block)
     if not takes(T_packed, group_size, torch.bfloat16):
-        raise ValueError("dequantize_runs: needs a CUDA T_packed on a Gluon card (compiled Triton) and a group size "
-                         f"that is a multiple of 20 (got group_size={group_size})")
+        raise ValueError(f"dequantize_runs: needs a CUDA T_packed on a card of compute capability {MIN_CAPABILITY} "
+                         f"or newer, compiled Triton, and a group size that is a multiple of 20 (got "
+                         f"group_size={group_size})")
     w = torch.empty((n, buffer_columns(in_features)), dtype=torch.bfloat16, device=T_packed.device)
-    launch(T_packed, E, w.view(torch.int32), group_size=group_size, block=block)
+    launch(T_packed, E, w.view(torch.int32), group_size=group_size, whole_rows=True, block=block)
     return w[:, :in_features]
