@@ -87,23 +87,33 @@ def test_shipped_configs_fit():
 
 def test_dispatch_leaves_cpu_calls_and_other_rows_to_the_other_paths():
     """On CPU (interpreted) nothing goes to the kernel; on a card only bf16 calls with ``DECODE_GEMM_ROWS``
-    rows and a full round of output tiles do, and grad-x calls only for layers of at least
-    ``DECODE_GEMM_GRAD_X_MIN_WEIGHTS`` weights."""
+    rows and a full round of output tiles do: a forward on a layer of at least ``DECODE_GEMM_GRAD_X_MIN_WEIGHTS``
+    weights across the whole range, on a smaller layer up to ``DECODE_GEMM_SMALL_LAYER_MAX_ROWS`` rows, and
+    grad-x calls only on the large layers."""
     packed, exponents, _, _ = layer(4096, 400, 40, seed=1)
     x = torch.zeros(2048, 400, dtype=torch.bfloat16)
     assert not kernels.decode_gemm_takes(x, packed, exponents, 40)
     assert not decode_gemm.takes(x, packed, exponents, 40)
     low, high = kernels.DECODE_GEMM_ROWS
-    assert low > kernels.WGMMA_MAX_ROWS and high >= low
+    small_most = kernels.DECODE_GEMM_SMALL_LAYER_MAX_ROWS
+    assert kernels.WGMMA_MAX_ROWS < low <= small_most <= high
     if DEVICE == "cuda":
+        capable = torch.cuda.get_device_capability()[0] == 9
         packed, exponents = packed.cuda(), exponents.cuda()
-        for rows, dtype, g, taken in [(low, torch.bfloat16, 40, True), (high, torch.bfloat16, 40, True),
-                                      (low - 1, torch.bfloat16, 40, False), (high + 1, torch.bfloat16, 40, False),
-                                      (low, torch.float32, 40, False), (low, torch.bfloat16, 10, False)]:
-            e = exponents if g == 40 else torch.zeros((4096, 40), dtype=torch.int8, device="cuda")
+        big_rows = -(-kernels.DECODE_GEMM_GRAD_X_MIN_WEIGHTS // 400)  # a layer of 2^27 weights or just more
+        big_packed = torch.zeros((big_rows, packed.shape[1]), dtype=torch.uint8, device="cuda")
+        big_exponents = torch.zeros((big_rows, exponents.shape[1]), dtype=torch.int8, device="cuda")
+        for rows, dtype, g, big, taken in [
+                (low, torch.bfloat16, 40, False, True), (small_most, torch.bfloat16, 40, False, True),
+                (small_most + 1, torch.bfloat16, 40, False, False), (small_most + 1, torch.bfloat16, 40, True, True),
+                (high, torch.bfloat16, 40, True, True), (high + 1, torch.bfloat16, 40, True, False),
+                (low - 1, torch.bfloat16, 40, True, False), (low, torch.float32, 40, False, False),
+                (low, torch.bfloat16, 10, False, False)]:
+            p, e = (big_packed, big_exponents) if big else (packed, exponents)
+            if g != 40:
+                e = torch.zeros((p.shape[0], 40), dtype=torch.int8, device="cuda")
             x = torch.zeros(rows, 400, dtype=dtype, device="cuda")
-            capable = torch.cuda.get_device_capability()[0] == 9
-            assert kernels.decode_gemm_takes(x, packed, e, g) == (taken and capable), (rows, dtype, g)
+            assert kernels.decode_gemm_takes(x, p, e, g) == (taken and capable), (rows, dtype, g, big)
         few_tiles = torch.zeros(low, 400, dtype=torch.bfloat16, device="cuda")
         assert not kernels.decode_gemm_takes(few_tiles, packed[:256], exponents[:256], 40)
         # grad-x: only layers of DECODE_GEMM_GRAD_X_MIN_WEIGHTS weights, with a full round of output tiles along K
@@ -111,6 +121,8 @@ def test_dispatch_leaves_cpu_calls_and_other_rows_to_the_other_paths():
         grad_y = torch.zeros(low, 4096, dtype=torch.bfloat16, device="cuda")
         assert kernels.decode_gemm_takes(grad_y, packed, exponents, 40, big) == capable
         assert not kernels.decode_gemm_takes(grad_y, packed, exponents, 40, big - 1)
+        grad_y = torch.zeros(high, 4096, dtype=torch.bfloat16, device="cuda")
+        assert kernels.decode_gemm_takes(grad_y, packed, exponents, 40, big) == capable
 
 
 _OFFLINE_COMPILE = """

@@ -40,8 +40,9 @@ Forward takes one of seven paths, picked by the number of activation rows ``M``:
 - ``DECODE_GEMM_ROWS`` with bf16 activations on sm_90, for layers the run decode takes and enough
   output tiles for every SM: the same buffer decoded inside a persistent warp-specialised GEMM
   by decoder warps while tensor-core warps multiply what is already decoded
-  (``triton_decode_gemm``, a Gluon kernel). Grad-x takes the same kernel for layers of at least
-  ``DECODE_GEMM_GRAD_X_MIN_WEIGHTS`` weights.
+  (``triton_decode_gemm``, a Gluon kernel); on layers below ``DECODE_GEMM_GRAD_X_MIN_WEIGHTS``
+  weights only up to ``DECODE_GEMM_SMALL_LAYER_MAX_ROWS`` rows. Grad-x takes the same kernel for layers
+  of at least ``DECODE_GEMM_GRAD_X_MIN_WEIGHTS`` weights.
 
 ``grad_x`` for ``M <= GEMV_MAX_ROWS`` runs a CUDA-core GEMV over the weight rows (each byte
 read once, no buffer; ``_grad_x_gemv_kernel``); for bf16 up to ``WGMMA_GRAD_X_MAX_ROWS`` rows on
@@ -139,6 +140,13 @@ DECODE_GEMM_ROWS = (2048, 6144)
 # 0.86-0.89x at M = 2048 and 0.86-0.90x against 0.92-0.93x at M = 4096, and 4096^2 M = 2048 0.80x against 0.86x: the
 # decoders' share of the SMs costs more than the separate decode saves, except on the largest layers.
 DECODE_GEMM_GRAD_X_MIN_WEIGHTS = 1 << 27
+# ... and the forward on layers below DECODE_GEMM_GRAD_X_MIN_WEIGHTS weights only up to this many rows. H200, same
+# process, in turns, with the thirty-first session's run decode (benchmarks/results/h200/thirty_first/probes/
+# forward_rows_ab.log, dispatch_ab.log), two-step against the kernel on 4096^2, 14336 x 4096 and 4096 x 14336:
+# M = 3072 0.926-0.948x against 0.900-0.920x of cuBLAS, M = 4096 0.932-0.961x against 0.906-0.926x (two runs),
+# M = 6144 0.964-0.994x against 0.879-0.919x; at M = 2048 within 1.5 % either way (0.911-0.924x against
+# 0.909-0.943x). On 16384^2 the kernel led at M = 4096 (0.980x against 0.956x).
+DECODE_GEMM_SMALL_LAYER_MAX_ROWS = 2048
 PLANE_BLOCK_B = 128
 PLANE_BLOCK_N = 8
 # Two-step forwards and grad-x with M * PLANES_ROWS_PER_OUTPUT < N decode in digit-plane order
@@ -787,11 +795,13 @@ def decode_gemm_takes(a: torch.Tensor, T_packed: torch.Tensor, E: torch.Tensor, 
                       in_features: int | None = None) -> bool:
     """Whether a forward (``a = x``) or, given ``in_features``, a grad-x (``a = grad_y``) goes to the
     decode-in-GEMM kernel: ``DECODE_GEMM_ROWS`` rows, at least one output tile per SM, a call
-    ``triton_decode_gemm.takes``, and for grad-x at least ``DECODE_GEMM_GRAD_X_MIN_WEIGHTS`` weights."""
+    ``triton_decode_gemm.takes``; on layers of fewer than ``DECODE_GEMM_GRAD_X_MIN_WEIGHTS`` weights only
+    a forward of at most ``DECODE_GEMM_SMALL_LAYER_MAX_ROWS`` rows."""
     m, n = a.shape[0], T_packed.shape[0]
     grad_x = in_features is not None
-    return (DECODE_GEMM_ROWS[0] <= m <= DECODE_GEMM_ROWS[1] and gluon_runs(a)
-            and (not grad_x or n * in_features >= DECODE_GEMM_GRAD_X_MIN_WEIGHTS)
+    large = n * (in_features if grad_x else a.shape[1]) >= DECODE_GEMM_GRAD_X_MIN_WEIGHTS
+    most = DECODE_GEMM_ROWS[1] if large else DECODE_GEMM_SMALL_LAYER_MAX_ROWS
+    return (DECODE_GEMM_ROWS[0] <= m <= most and gluon_runs(a) and (large or not grad_x)
             and triton_decode_gemm.takes(a, T_packed, E, group_size)
             and triton_decode_gemm.output_tiles(m, in_features if grad_x else n) >= sm_count(a.device))
 
