@@ -97,8 +97,9 @@ def _claim(counter_ptr, LANES: gl.constexpr):
 
 @gluon.jit
 def _quad(a, b, c, d, QUADS: gl.constexpr):
-    """``[32, 4]`` of four ``[32]`` word tensors, in that order along the last axis."""
-    return gl.convert_layout(gl.reshape(gl.join(gl.join(a, c), gl.join(b, d)), [a.shape[0], 4]), QUADS)
+    """``[32, 4]`` of four ``[32]`` word tensors in that order along the last axis (``triton_run_decode.quad``), in
+    layout ``QUADS``."""
+    return gl.convert_layout(triton_run_decode.quad(a, b, c, d), QUADS)
 
 
 @gluon.jit

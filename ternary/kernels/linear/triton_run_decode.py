@@ -68,8 +68,9 @@ def run_operands(t_ptr, e_ptr, rows, runs, row_ok, KB, NG, stride_pn, stride_en,
     """The run asm's ten operands for run ``runs`` of row ``rows`` (int tensors of one layout, ``rows`` inside
     the tensors): its eight bytes as int32 (121, a zero weight in every digit, past ``KB`` or where not
     ``row_ok``), then the bf16 bits of ``2^E`` in both halves for bytes 0-3 and for bytes 4-7."""
-    row_bytes = t_ptr + rows.to(gl.int64) * stride_pn
-    row_scales = e_ptr + rows.to(gl.int64) * stride_en
+    rows = rows.to(gl.int64)
+    row_bytes = t_ptr + rows * stride_pn
+    row_scales = e_ptr + rows * stride_en
     first = _RUN_BYTES * runs
     b0 = gl.load(row_bytes + first, mask=row_ok & (first < KB), other=121).to(gl.int32)
     b1 = gl.load(row_bytes + first + 1, mask=row_ok & (first + 1 < KB), other=121).to(gl.int32)
@@ -90,7 +91,7 @@ def run_operands(t_ptr, e_ptr, rows, runs, row_ok, KB, NG, stride_pn, stride_en,
 
 
 @gluon.jit
-def _quad(a, b, c, d):
+def quad(a, b, c, d):
     """``[R, 4]`` of four ``[R]`` words, in that order along the last axis."""
     return gl.reshape(gl.join(gl.join(a, c), gl.join(b, d)), [a.shape[0], 4])
 
@@ -100,13 +101,13 @@ def _stage(staged, w, BLOCK_R: gl.constexpr):
     """Thread ``t``'s twenty words ``w`` into words ``20 t .. 20 t + 19`` of ``staged``: words 0-15 as one
     ``[R, 16]`` store whose rows are padded by 4 words, words 16-19 as one ``[R, 4]`` store 16 words in,
     padded by 16."""
-    quads = gl.join(gl.join(_quad(w[0], w[1], w[2], w[3]), _quad(w[8], w[9], w[10], w[11])),
-                    gl.join(_quad(w[4], w[5], w[6], w[7]), _quad(w[12], w[13], w[14], w[15])))
+    quads = gl.join(gl.join(quad(w[0], w[1], w[2], w[3]), quad(w[8], w[9], w[10], w[11])),
+                    gl.join(quad(w[4], w[5], w[6], w[7]), quad(w[12], w[13], w[14], w[15])))
     sixteen = gl.reshape(gl.permute(quads, (0, 2, 3, 1)), [BLOCK_R, 16])
     first: gl.constexpr = gl.PaddedSharedLayout.with_identity_for([[16, 4]], [BLOCK_R, 16], [1, 0])
     last: gl.constexpr = gl.PaddedSharedLayout.with_identity_for([[4, 16]], [BLOCK_R, 4], [1, 0])
     staged._reinterpret(gl.int32, [BLOCK_R, 16], first).store(sixteen)
-    staged.slice(4, 1)._reinterpret(gl.int32, [BLOCK_R, 4], last).store(_quad(w[16], w[17], w[18], w[19]))
+    staged.slice(4, 1)._reinterpret(gl.int32, [BLOCK_R, 4], last).store(quad(w[16], w[17], w[18], w[19]))
 
 
 @gluon.jit
