@@ -19,6 +19,7 @@ from ternary import linear  # noqa: E402
 from ternary.kernels.linear import triton as kernels  # noqa: E402
 from ternary.kernels.linear import triton_tiled_mma as tiled_mma  # noqa: E402
 from ternary.state.decode_state import tile_rows  # noqa: E402
+from ternary.state.packing import unpack  # noqa: E402
 from test_triton_linear import relative_rms  # noqa: E402
 from test_triton_register_decode import _compile_offline, per_row_rms  # noqa: E402
 from test_triton_table_gemv import BF16_BUDGET, FRAC_BITS, float64_forward, layer  # noqa: E402
@@ -71,6 +72,19 @@ def test_fragments_put_each_activation_where_the_lanes_read_it(m, k):
     assert torch.equal(got, reference_fragments(x, steps))
 
 
+def test_digit_table_holds_each_byte_values_first_four_trits_in_every_copy():
+    """The kept digit table the kernel copies into shared memory: for every valid byte value and each of
+    its 16 copies, word 0 holds the bf16 pair ``(t0, t1)`` of its trits and word 1 ``(t2, t3)``, equal to
+    ``unpack``'s; every byte past 242 reads NaN in all four halves; a second call returns the kept tensor."""
+    table = tiled_mma.digit_table(torch.device("cpu"))
+    assert table.shape == (256, 16, 2) and table.dtype == torch.int32 and table.numel() == tiled_mma.TABLE_WORDS
+    assert tiled_mma.digit_table(torch.device("cpu")) is table
+    halves = table.view(torch.bfloat16).float().reshape(256, 16, 4)
+    trits = unpack(torch.arange(243, dtype=torch.uint8)[:, None], 5)[:, :4].float()
+    assert torch.equal(halves[:243], trits[:, None, :].expand(243, 16, 4))
+    assert torch.isnan(halves[243:]).all()
+
+
 def test_fragments_read_strided_activations():
     x = torch.randn(6, 900, generator=torch.Generator().manual_seed(1)).to(torch.bfloat16)
     wide = torch.zeros(6, 1000, dtype=torch.bfloat16)
@@ -94,22 +108,25 @@ from triton.backends.compiler import GPUTarget
 from triton.experimental.gluon._runtime import GluonASTSource
 from ternary.kernels.linear import triton_tiled_mma as tiled
 
-names = "fragment_ptr t_ptr e_ptr out_ptr M N BLOCKS CHUNKS EWORDS STEPS stride_os stride_om STEPS_PER_SPLIT".split()
-signature = dict(zip(names, ["*i32", "*u8", "*i8", "*fp32"] + ["i32"] * 9))
+names = ("digit_table fragment_ptr t_ptr e_ptr out_ptr M N BLOCKS CHUNKS EWORDS STEPS stride_os stride_om "
+         "STEPS_PER_SPLIT").split()
+signature = dict(zip(names, ["*i32", "*i32", "*u8", "*i8", "*fp32"] + ["i32"] * 9))
 signature.update(dict.fromkeys(("BYTES_PER_GROUP", "TILES"), "constexpr"))
 report = []
 for bytes_per_group, tiles, warps in ((8, 2, tiled.TILED_MMA_TILE[0]), (8, 1, 4), (32, 2, 2), (64, 1, 8)):
     source = GluonASTSource(tiled._tiled_mma_kernel, signature=signature,
                             constexprs={"BYTES_PER_GROUP": bytes_per_group, "TILES": tiles},
-                            attrs={(i,): [["tt.divisibility", 16]] for i in range(4)})
+                            attrs={(i,): [["tt.divisibility", 16]] for i in range(5)})
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
     ptx = compiled.asm["ptx"]
+    sass = full_sass(compiled.asm["cubin"]).splitlines()
     # the scale words' stores, offset past the digit table in the instruction (today one stmatrix)
     scale_stores = [line for line in ptx.splitlines() if f"+{4 * tiled.TABLE_WORDS}]" in line
                     and ("st.shared" in line or "stmatrix" in line)]
     report.append([compiled.metadata.shared, ptx.count("mma.sync.aligned.m16n8k16"), ptx.count("ld.shared.v2.b32"),
                    ptx.count("ld.shared.b32"), ptx.count("ld.global.v4.b32"), len(scale_stores),
-                   full_sass(compiled.asm["cubin"]).count("STL")])
+                   sum("STL" in line for line in sass), warps,
+                   next(i for i, line in enumerate(sass) if "BAR.SYNC" in line)])
 print(json.dumps(report))
 """
 
@@ -117,21 +134,25 @@ print(json.dumps(report))
 def test_kernel_compiles_for_sm90_with_the_tables_as_its_only_shared_memory():
     """Compiled offline for sm_90: the kernel's shared memory is exactly the 32 KB digit table and the
     1 KB of scale words stored right after it (its PTX reads both at fixed offsets from ``global_smem``,
-    the start of that memory, so no other buffer may come first or between). Per step, 10 products
-    per operand tile and column tile (8 for digits 0..3, 2 for digit 4), 8 table reads and one scale
-    read per row (4 rows per lane) and 5 16-byte activation loads per column tile; one column tile
-    takes two steps a turn (their loads alternate between two register sets), two take one; nothing
-    spills."""
+    the start of that memory, so no other buffer may come first or between). Each thread copies its
+    share of the digit table with 16-byte loads, and what precedes the tables' barrier stays short
+    (computing the table there took ~580 instructions). Per step, 10 products per operand tile and
+    column tile (8 for digits 0..3, 2 for digit 4), 8 table reads and one scale read per row (4 rows per
+    lane) and 5 16-byte activation loads per column tile; one column tile takes two steps a turn (their
+    loads alternate between two register sets), two take one; nothing spills."""
     report = _compile_offline(_OFFLINE_COMPILE)
-    for tiles, (shared, products, lookups, scales, vector_loads, scale_stores, spills) in zip(
+    for tiles, (shared, products, lookups, scales, vector_loads, scale_stores, spills, warps, prologue) in zip(
             (2, 1, 2, 1), report, strict=True):
         steps = 2 if tiles == 1 else 1  # steps in the loop's body
+        table_copies = tiled_mma.TABLE_WORDS // (4 * 32 * warps)  # 16-byte loads per thread
         assert shared == 4 * tiled_mma.TABLE_WORDS + 256 * 4 == 256 * 16 * 8 + 256 * 4
         assert scale_stores >= 1
         assert products == 2 * tiles * 10 * steps
         assert lookups == 4 * 8 * steps
         assert scales == 4 * steps
-        assert vector_loads == (1 + steps) * 5 * tiles  # the first step's loads, then the next steps' in the loop
+        # the table's copy, the first step's loads, then the next steps' in the loop
+        assert vector_loads == table_copies + (1 + steps) * 5 * tiles
+        assert prologue < 150 + 8 * table_copies, prologue
         assert spills == 0
 
 

@@ -30,7 +30,8 @@ operand's registers: per step, column tile and lane, 20 words (bf16 pairs) read 
 The products accumulate in fp32; split-K programs write partial sums ``[splits, M, N]`` that the
 caller reduces with the bias (``finish_splits``).
 
-The kernel's only shared buffers are the two tables, which PTX reads at fixed offsets from
+The kernel's only shared buffers are the two tables: each program copies the digit table from a kept
+global copy (:func:`digit_table`) and computes the 256 scale words. PTX reads both at fixed offsets from
 ``global_smem`` (the start of the kernel's shared memory): ``tests/test_triton_tiled_mma.py`` compiles
 it offline and checks that they are all the shared memory there is and that the scale words land
 right after the digit table.
@@ -38,6 +39,8 @@ right after the digit table.
 H200, bf16 cuBLAS in the same process, whole forward calls (``benchmarks/NOTES.md``, "twenty-third"):
 16384 x 16384 at M = 16 in 49.8 us (2.54x; the ``mma.sync`` kernel on ``T_packed``, ``triton_mma_forward``,
 90.2 us, 1.40x), at M = 2 and 8 in 41-42 us (3.0-3.1x), 1.16-1.79x on the smaller benchmark shapes at M = 16.
+Copying the digit table instead of computing it in each program (thirty-second session, same process, bit for bit):
+level at 16384^2, 1.5-7.4 % off the whole call on the three smaller benchmark shapes at M = 2, 8 and 16.
 """
 
 from __future__ import annotations
@@ -48,6 +51,7 @@ import triton.language as tl
 from triton.experimental import gluon
 from triton.experimental.gluon import language as gl
 
+from ternary.kernels.kept_tensors import kept
 from ternary.kernels.linear.gluon_words import scale_bits
 from ternary.kernels.linear.triton_launch import program_splits
 from ternary.state.decode_state import CHUNK_BYTES, STEP_BYTES, TILE_ROWS
@@ -84,6 +88,32 @@ def takes(x: torch.Tensor, group_size: int) -> bool:
     ``TILED_MMA_MIN_ROWS .. TILED_MMA_MAX_ROWS``, ``G / 5`` a multiple of ``LANE_BYTES``."""
     return (x.dtype == torch.bfloat16 and TILED_MMA_MIN_ROWS <= x.shape[0] <= TILED_MMA_MAX_ROWS
             and (group_size // 5) % LANE_BYTES == 0)
+
+
+def _trit_bits(digit: torch.Tensor) -> torch.Tensor:
+    """bf16 bits of the trit ``digit - 1`` (``digit`` in 0..2): ``0xBF80``, 0 or ``0x3F80``."""
+    return torch.where(digit == 0, 0xBF80, torch.where(digit == 2, 0x3F80, 0))
+
+
+def _build_digit_table(device: torch.device) -> torch.Tensor:
+    byte = torch.arange(256, dtype=torch.int64, device=device)
+    bits = [_trit_bits(byte // 3**i % 3) for i in range(4)]
+    words = torch.stack([bits[0] | bits[1] << 16, bits[2] | bits[3] << 16], dim=-1)
+    words = torch.where((byte >= 243)[:, None], 0x7FC07FC0, words)
+    words = torch.where(words >= 1 << 31, words - (1 << 32), words).to(torch.int32)
+    return words[:, None, :].expand(256, TABLE_WORDS // 512, 2).contiguous()
+
+
+_DIGIT_TABLES: dict[torch.device, torch.Tensor] = {}
+
+
+def digit_table(device: torch.device) -> torch.Tensor:
+    """The kernel's digit table ``[256 byte values, 16 copies, 2 words]`` (int32) on ``device``: word 0 the
+    bf16 pair ``(t0, t1)`` of the byte's trits, word 1 ``(t2, t3)``, NaN pairs for bytes past 242 (so a
+    corrupt byte's row comes out NaN). Each program copies these 32 KB into shared memory with 16-byte
+    loads, which costs it ~110 instructions against ~580 to compute them (offline sm_90). Built by device
+    operations and kept (``kept_tensors.kept``: a call after the first, captured or not, builds nothing)."""
+    return kept(_DIGIT_TABLES, device, device, lambda: _build_digit_table(device))
 
 
 @triton.jit
@@ -123,20 +153,12 @@ def fragments(x: torch.Tensor, steps: int) -> torch.Tensor:
 
 
 @gluon.jit
-def _fill_tables(WARPS: gl.constexpr):
-    """The tables in shared memory (int32): the digit table ``[256 byte values, 16 copies, 2 words]``,
-    word 0 the bf16 pair ``(t0, t1)`` of the byte's trits, word 1 ``(t2, t3)``, NaN pairs for bytes past
-    242; after it the scale words ``[256]``, ``scale_bits(e)`` for ``e = -128 .. 127``."""
-    fill: gl.constexpr = gl.BlockedLayout([4], [32], [WARPS], [0])
+def _fill_tables(digit_table, WARPS: gl.constexpr):
+    """The tables in shared memory (int32): the digit table, copied from ``digit_table``
+    (:func:`digit_table`, ``[256 byte values, 16 copies, 2 words]``), then the scale words ``[256]``,
+    ``scale_bits(e)`` for ``e = -128 .. 127``."""
     table = gl.allocate_shared_memory(gl.int32, [_TABLE], gl.SwizzledSharedLayout(1, 1, 1, [0]))
-    index = gl.arange(0, _TABLE, layout=fill)
-    byte = index // 32
-    high_pair = index % 2
-    first = byte // gl.where(high_pair == 0, 1, 9) % 3
-    second = byte // gl.where(high_pair == 0, 3, 27) % 3
-    first = gl.where(first == 0, 0xBF80, gl.where(first == 2, 0x3F80, 0))
-    second = gl.where(second == 0, 0xBF80, gl.where(second == 2, 0x3F80, 0))
-    table.store(gl.where(byte >= 243, 0x7FC07FC0, first | (second << 16)))
+    table.store(gl.load(digit_table + gl.arange(0, _TABLE, layout=gl.BlockedLayout([4], [32], [WARPS], [0]))))
     scales = gl.allocate_shared_memory(gl.int32, [256], gl.SwizzledSharedLayout(1, 1, 1, [0]))
     scales.store(scale_bits(gl.arange(0, 256, layout=gl.BlockedLayout([1], [32], [WARPS], [0])) - 128))
     gl.thread_barrier()
@@ -287,15 +309,15 @@ def _step_products(loaded, acc, lane_offset, TILES: gl.constexpr):
 
 
 @gluon.jit
-def _tiled_mma_kernel(fragment_ptr, t_ptr, e_ptr, out_ptr, M, N, BLOCKS, CHUNKS, EWORDS, STEPS, stride_os, stride_om,
-                      STEPS_PER_SPLIT, BYTES_PER_GROUP: gl.constexpr, TILES: gl.constexpr):
+def _tiled_mma_kernel(digit_table, fragment_ptr, t_ptr, e_ptr, out_ptr, M, N, BLOCKS, CHUNKS, EWORDS, STEPS,
+                      stride_os, stride_om, STEPS_PER_SPLIT, BYTES_PER_GROUP: gl.constexpr, TILES: gl.constexpr):
     """Partial ``out[s, t, n] = sum_k x[t, k] W[n, k]`` over split ``s = program_id(1)`` of the steps, for
     the 32-row tiles ``program_id(0) * warps ..`` (one per warp) and ``8 * TILES`` activation rows
     (:func:`fragments`); ``BLOCKS`` / ``CHUNKS`` / ``EWORDS`` are the tiles' row tiles, chunks and
     exponent words per row. With one column tile the loop takes two steps a turn."""
     WARPS: gl.constexpr = gl.num_warps()
     UNROLL: gl.constexpr = TILES == 1
-    table, scales = _fill_tables(WARPS)
+    table, scales = _fill_tables(digit_table, WARPS)
     ONE: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
     thread = gl.arange(0, 32 * WARPS, layout=ONE)
     lane = thread % 32
@@ -355,8 +377,8 @@ def tiled_mma(x: torch.Tensor, T_tiles: torch.Tensor, E_tiles: torch.Tensor, *, 
     splits = program_splits(per_sm, row_programs, steps, steps, x.device) if per_sm > 0 else 1
     ws = torch.empty((splits, x.shape[0], out_features), dtype=torch.float32, device=x.device)
     _tiled_mma_kernel[(row_programs, splits)](
-        x_fragments, T_tiles, E_tiles, ws, x.shape[0], out_features, blocks, chunks, E_tiles.shape[1], steps,
-        ws.stride(0), ws.stride(1), triton.cdiv(steps, splits), BYTES_PER_GROUP=group_size // 5,
+        digit_table(x.device), x_fragments, T_tiles, E_tiles, ws, x.shape[0], out_features, blocks, chunks,
+        E_tiles.shape[1], steps, ws.stride(0), ws.stride(1), triton.cdiv(steps, splits), BYTES_PER_GROUP=group_size // 5,
         TILES=x_fragments.shape[1], num_warps=warps,
     )
     return ws
