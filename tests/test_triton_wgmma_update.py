@@ -30,7 +30,8 @@ needs_wgmma = pytest.mark.skipif(not kernels.wgmma_runs(torch.empty(0, device=DE
 # every group size whose groups lie inside one 64-byte block, and a partial last byte at an odd index
 # (K = 1016: byte 203, the second of its lane's pair).
 SHAPES = [(1, 1, 8, 5), (64, 128, 160, 40), (100, 200, 334, 40), (130, 257, 1002, 20), (3, 130, 646, 160),
-          (700, 64, 90, 10), (513, 300, 1200, 80), (65, 129, 204, 40), (70, 90, 1290, 320), (70, 150, 1016, 40)]
+          (700, 64, 90, 10), (513, 300, 1200, 80), (65, 129, 204, 40), (70, 90, 1290, 320), (70, 150, 1016, 40),
+          (200, 100, 1250, 40), (65, 70, 300, 20)]  # the last two: K past the last block's padding (first-block sums)
 
 
 # Both tile shapes of the kernel: 64 weight rows (``triton_wgmma_ws``) and 128 (``triton_wgmma_wide``), called
@@ -48,6 +49,20 @@ def cpu_layer_state(n: int, k: int, g: int, gen: torch.Generator) -> dict:
 def poisoned_like(state: dict) -> UpdatedTensors:
     """Output buffers full of garbage, so an unwritten entry cannot pass."""
     return UpdatedTensors(*[None if state[name] is None else torch.full_like(state[name], -77) for name in FIELDS])
+
+
+def test_bias_sums_go_to_the_last_block_exactly_when_its_last_product_lies_past_k():
+    """``last_block_past_k`` against the columns ``fetch_step`` gives the ``[.., BLOCK_B]`` box of the last byte
+    block's tiles (``5 BLOCK_B b + 4 BLOCK_B ..``): true iff every one of them is ``>= K``, for every ``K`` up
+    to 3000 and three block widths; the test shapes cover both answers."""
+    for block_b in (16, 32, 64):
+        for k in range(1, 3001):
+            last = triton.cdiv(triton.cdiv(k, 5), block_b) - 1
+            first_high = 5 * block_b * last + 4 * block_b
+            past_k = all(column >= k for column in range(first_high, first_high + block_b))
+            assert triton_wgmma.last_block_past_k(k, block_b) == past_k
+    answers = {triton_wgmma.last_block_past_k(k, triton_wgmma.WGMMA_BLOCK_B) for _, _, k, _ in SHAPES}
+    assert answers == {True, False}
 
 
 @needs_wgmma
@@ -363,10 +378,11 @@ types = [f"tensordesc<bf16[{box[0]}, {box[1]}],{gl.NVMMASharedLayout.get_default
          for box in boxes]
 types += ["*u8", "*i8", "*i8", "*i8", "*i32", "*u8", "*i8", "*i8", "*i8", "*i32"] + ["i32"] * 13
 report = []
-for bytes_per_group, has_bias in [(size, True) for size in (1, 2, 4, 8, 16, 32, 64)] + [(8, False)]:
+for bytes_per_group, has_bias, padding in ([(size, True, False) for size in (1, 2, 4, 8, 16, 32, 64)]
+                                           + [(size, True, True) for size in (1, 8)] + [(8, False, False)]):
     constexprs = dict(BYTES_PER_GROUP=bytes_per_group, HAS_BIAS=has_bias, BLOCK_M=block_m, BLOCK_N=block_n,
                       BLOCK_B=block_b, STAGES=stages, GROUP_N=8, RULE_ROWS=ws.WS_RULE_ROWS,
-                      PRODUCT_REGISTERS=ws.WS_PRODUCT_REGISTERS)
+                      PRODUCT_REGISTERS=ws.WS_PRODUCT_REGISTERS, LAST_PAST_K=padding)
     signature = dict(zip(names, types)) | {name: "constexpr" for name in constexprs}
     source = GluonASTSource(ws._ws_vote_kernel, signature=signature, constexprs=constexprs,
                             attrs={(i,): [["tt.divisibility", 16]] for i in range(3, 13)})
@@ -397,7 +413,7 @@ for bytes_per_group, has_bias in [(size, True) for size in (1, 2, 4, 8, 16, 32, 
         for key, mark in marks.items():
             if key in line and (not order or order[-1] != mark):
                 order.append(mark)
-    report.append([bytes_per_group, has_bias, compiled.metadata.shared, sass.count("STL") + sass.count("LDL"),
+    report.append([bytes_per_group, has_bias, padding, compiled.metadata.shared, sass.count("STL") + sass.count("LDL"),
                    step_loops.count("STL") + step_loops.count("LDL"), [sass.count(product) for product in products],
                    len(arrives), len(fenced), refills, early, " ".join(order)])
 print(json.dumps(report))
@@ -417,7 +433,9 @@ def test_ws_update_compiles_for_sm_90_within_shared_memory_without_spills_and_wi
       of code, about half of this kernel. Not held, so not compiled here: G = 5 without a bias, whose
       rule spills 13 words per tile;
     - each step issues the four ``64x256`` and four ``64x64`` products of its 64 hook rows, and in
-      the step loop of the tiles that sum ``grad_y`` for the bias four ``64x8`` more;
+      the step loop of the tiles that sum ``grad_y`` for the bias four ``64x8`` more; with the sums in the
+      last block's tiles, whose ``64x64`` lies past ``K`` (``LAST_PAST_K``, compiled at G = 5 and 40), that
+      loop's ``64x8`` take the place of its ``64x64``;
     - each ``mbarrier.arrive`` (the signs handed over by the product warps, the signs released by
       the rule warps), which one thread performs for its whole partition, comes right after a
       barrier of that partition, so no warp of it can still be writing or reading the signs
@@ -428,13 +446,17 @@ def test_ws_update_compiles_for_sm_90_within_shared_memory_without_spills_and_wi
     - the product warps regroup the signs (``sign_planes``) as natural stores, barrier, reloads,
       barrier, plane stores, barrier, hand-over, so no lane reloads a word before it is stored or
       overwrites one before it is reloaded (Triton's barrier analysis places the inner two)."""
-    for bytes_per_group, has_bias, shared, spills, loop_spills, products, arrives, fenced, refills, early, order in (
-            _compile_offline(_WS_OFFLINE_COMPILE)):
+    report = _compile_offline(_WS_OFFLINE_COMPILE)
+    assert sorted((size, has_bias, padding) for size, has_bias, padding, *_ in report) == sorted(
+        [(size, True, False) for size in (1, 2, 4, 8, 16, 32, 64)] + [(1, True, True), (8, True, True),
+                                                                      (8, False, False)])
+    for (bytes_per_group, has_bias, padding, shared, spills, loop_spills, products, arrives, fenced, refills, early,
+         order) in report:
         loops = 2 if has_bias else 1  # with a bias, the tiles with column sums have their own step loop
         assert shared <= 227 * 1024
         assert loop_spills == 0
         assert spills <= (0 if not has_bias else 8 if bytes_per_group == 1 else 4)
-        assert products == [4 * loops, 4 * loops, 4 * (loops - 1)]
+        assert products == ([8, 4, 4] if padding else [4 * loops, 4 * loops, 4 * (loops - 1)])
         assert arrives == fenced == 2
         assert refills > 0 and early == 0
         assert "store barrier reload barrier planes barrier arrive" in order
@@ -458,11 +480,12 @@ types = [f"tensordesc<bf16[{box[0]}, {box[1]}],{gl.NVMMASharedLayout.get_default
          for box in boxes]
 types += ["*u8", "*i8", "*i32", "*i8", "*i8", "*i32", "*u8", "*i8", "*i8", "*i8", "*i32"] + ["i32"] * 15
 report = []
-for bytes_per_group, has_bias in [(size, True) for size in (1, 2, 4, 8, 16, 32, 64)] + [(8, False)]:
+for bytes_per_group, has_bias, padding in ([(size, True, False) for size in (1, 2, 4, 8, 16, 32, 64)]
+                                           + [(size, True, True) for size in (1, 8)] + [(8, False, False)]):
     constexprs = dict(BYTES_PER_GROUP=bytes_per_group, HAS_BIAS=has_bias, BLOCK_M=block_m, BLOCK_N=block_n,
                       BLOCK_B=block_b, STAGES=stages, GROUP_N=8, RULE_WARPS=rule_warps, RULE_ROWS=rule_rows,
                       PRODUCT_REGISTERS=wide.WIDE_REGISTERS[0], LOADER_REGISTERS=wide.WIDE_REGISTERS[1],
-                      RULE_REGISTERS=wide.WIDE_REGISTERS[2])
+                      RULE_REGISTERS=wide.WIDE_REGISTERS[2], LAST_PAST_K=padding)
     signature = dict(zip(names, types)) | {name: "constexpr" for name in constexprs}
     source = GluonASTSource(wide._wide_vote_kernel, signature=signature, constexprs=constexprs,
                             attrs={(i,): [["tt.divisibility", 16]] for i in range(3, 14)})
@@ -477,7 +500,7 @@ for bytes_per_group, has_bias in [(size, True) for size in (1, 2, 4, 8, 16, 32, 
     ptx = compiled.asm["ptx"].splitlines()
     arrives = [i for i, line in enumerate(ptx) if "mbarrier.arrive.shared::cta.b64" in line]
     fenced = [i for i in arrives if any("bar.sync" in line for line in ptx[i - 4:i])]
-    report.append([bytes_per_group, has_bias, compiled.metadata.shared, spilled(lines),
+    report.append([bytes_per_group, has_bias, padding, compiled.metadata.shared, spilled(lines),
                    [spilled(loop) for loop in steps], [spilled(loop) for loop in parts], widths, len(arrives),
                    len(fenced)])
 print(json.dumps(report))
@@ -490,7 +513,8 @@ def test_wide_update_compiles_for_sm_90_within_shared_memory_and_without_spills_
 
     - three 56 KB slots and the 40 KB of signs fit an H100's 227 KB of shared memory per block;
     - each product warpgroup issues the four ``64x256`` and four ``64x64`` products of a 64-row step, and in
-      the step loop of the tiles that sum ``grad_y`` for the bias four ``64x8`` more; no step loop (two per
+      the step loop of the tiles that sum ``grad_y`` for the bias four ``64x8`` more (in place of its ``64x64``
+      with ``LAST_PAST_K``: the sums in the last block, compiled at G = 5 and 40); no step loop (two per
       warpgroup with a bias, one without) touches local memory;
     - without a bias the rule's part loop does not either, and the kernel has at most four local loads or
       stores. With one, the 2 x 192 registers of the products leave the rule warps too few: its part loop (32
@@ -501,15 +525,17 @@ def test_wide_update_compiles_for_sm_90_within_shared_memory_and_without_spills_
       thread's arrive for the partition needs."""
     loop_bounds = {1: 72, 2: 34}
     kernel_bounds = {1: 120, 2: 61}
-    for (bytes_per_group, has_bias, shared, spills, step_spills, part_spills, widths, arrives,
-         fenced) in _compile_offline(_WIDE_OFFLINE_COMPILE):
+    report = _compile_offline(_WIDE_OFFLINE_COMPILE)
+    assert sum(padding for _, _, padding, *_ in report) == 2
+    for (bytes_per_group, has_bias, padding, shared, spills, step_spills, part_spills, widths, arrives,
+         fenced) in report:
         sums = 2 if has_bias else 1  # with a bias, the tiles with column sums have their own step loop
         assert shared <= 227 * 1024
         assert step_spills == [0] * (2 * sums)
         assert len(part_spills) == 1
         assert part_spills[0] <= (loop_bounds.get(bytes_per_group, 12) if has_bias else 0)
         assert spills <= (kernel_bounds.get(bytes_per_group, 33) if has_bias else 4)
-        assert widths == [8 * sums, 8 * sums, 8 * (sums - 1)]
+        assert widths == ([16, 8, 8] if padding else [8 * sums, 8 * sums, 8 * (sums - 1)])
         assert arrives == fenced > 0
 
 

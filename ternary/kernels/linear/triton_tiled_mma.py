@@ -378,7 +378,7 @@ def tiled_mma(x: torch.Tensor, T_tiles: torch.Tensor, E_tiles: torch.Tensor, *, 
     ws = torch.empty((splits, x.shape[0], out_features), dtype=torch.float32, device=x.device)
     _tiled_mma_kernel[(row_programs, splits)](
         digit_table(x.device), x_fragments, T_tiles, E_tiles, ws, x.shape[0], out_features, blocks, chunks,
-        E_tiles.shape[1], steps, ws.stride(0), ws.stride(1), triton.cdiv(steps, splits), BYTES_PER_GROUP=group_size // 5,
-        TILES=x_fragments.shape[1], num_warps=warps,
+        E_tiles.shape[1], steps, ws.stride(0), ws.stride(1), triton.cdiv(steps, splits),
+        BYTES_PER_GROUP=group_size // 5, TILES=x_fragments.shape[1], num_warps=warps,
     )
     return ws

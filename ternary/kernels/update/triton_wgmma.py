@@ -66,23 +66,39 @@ def accumulator_layout(warps, width):
 
 @gluon.jit
 def product_step(g_tiles, xl_tiles, xh_tiles, ones, ready, slot, phase, acc_low, acc_high, acc_sums,
-                 SUMS: gl.constexpr, ROW0: gl.constexpr = 0):
+                 SUMS: gl.constexpr, ROW0: gl.constexpr = 0, PADDING: gl.constexpr = False):
     """Wait for ring slot ``slot`` to arrive (``phase``), issue its two products (the tile's first 256
     input columns and its last 64, the ``grad_y`` box's columns ``ROW0 ..`` — this warpgroup's weight
     rows, as many as the accumulators have — transposed as the left operand), with ``SUMS`` a third one
     against ``ones`` (:func:`ones_operand`) that adds the box's column sums to column 0 of ``acc_sums``,
     and retire this warpgroup's products of the previous step: returns ``acc_low``, ``acc_high``,
-    ``acc_sums``."""
+    ``acc_sums``. With ``PADDING`` (and ``SUMS``: a tile whose last 64 columns all lie past ``K``, so that
+    their products are zero) the sums take the place of the second product and ``acc_high`` stays as it is."""
     mbarrier.wait(ready.index(slot), phase)
     g_t = g_tiles.index(slot).slice(ROW0, acc_low.shape[0], dim=1).permute((1, 0))
     acc_low = warpgroup_mma(g_t, xl_tiles.index(slot), acc_low, is_async=True)
-    acc_high = warpgroup_mma(g_t, xh_tiles.index(slot), acc_high, is_async=True)
-    if SUMS:
+    if PADDING:
         acc_sums = warpgroup_mma(g_t, ones, acc_sums, is_async=True)
-        acc_low, acc_high, acc_sums = warpgroup_mma_wait(3, deps=[acc_low, acc_high, acc_sums])
+        acc_low, acc_sums = warpgroup_mma_wait(2, deps=[acc_low, acc_sums])
     else:
-        acc_low, acc_high = warpgroup_mma_wait(2, deps=[acc_low, acc_high])
+        acc_high = warpgroup_mma(g_t, xh_tiles.index(slot), acc_high, is_async=True)
+        if SUMS:
+            acc_sums = warpgroup_mma(g_t, ones, acc_sums, is_async=True)
+            acc_low, acc_high, acc_sums = warpgroup_mma_wait(3, deps=[acc_low, acc_high, acc_sums])
+        else:
+            acc_low, acc_high = warpgroup_mma_wait(2, deps=[acc_low, acc_high])
     return acc_low, acc_high, acc_sums
+
+
+def last_block_past_k(in_features: int, block_b: int) -> bool:
+    """Whether the last byte block's last ``block_b`` columns (the ``[.., block_b]`` product of its tiles)
+    all lie past ``K = in_features``. Then, with a bias, those tiles take ``grad_y``'s column sums in place of
+    that product (its operand is zeros: :func:`product_step` ``PADDING``), at no extra product; otherwise the
+    tiles of the first byte block take the sums with a third one. (Without a bias the tiles keep the zero
+    product: leaving it out needs a second step loop, whose registers make the rule warps spill.) True for every
+    ``K`` whose last block holds at most ``4 block_b`` columns (``K mod 5 block_b`` in ``1 .. 4 block_b``)."""
+    blocks = triton.cdiv(triton.cdiv(in_features, 5), block_b)
+    return 5 * block_b * (blocks - 1) + 4 * block_b >= in_features
 
 
 @gluon.jit

@@ -32,7 +32,7 @@ from ternary.kernels.update.pair_rule import rule_partition, rule_words, trit_ta
 from ternary.kernels.update.triton_rule import GROUP_N, tile_at
 from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layout, allocate_ring_and_signs,
                                                  fetch_step, hand_over_signs, launch_operands, product_step,
-                                                 step_tile_bias)
+                                                 step_tile_bias, last_block_past_k)
 
 # (BLOCK_M hook rows per step, BLOCK_N weight rows, STAGES, rule warps, rule rows per pass); registers per
 # thread of the product warpgroups, the loader and the rule warps. Three 56 KB slots and the 40 KB of signs
@@ -78,11 +78,12 @@ def _load(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, free, M,
 
 @gluon.jit
 def _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, free, count, steps, HALF_INDEX: gl.constexpr,
-                SUMS: gl.constexpr):
+                SUMS: gl.constexpr, PADDING: gl.constexpr):
     """One warpgroup's products of a tile over ``steps`` ring slots from the ``count``-th on: its 64 weight
     rows (``HALF_INDEX``) by the tile's 320 columns as ``[64, 256]`` and ``[64, 64]`` fp32, with ``SUMS`` the
-    column sums of ``grad_y`` in column 0 of ``[64, 8]``; each slot is freed once this warpgroup's products
-    that read it retire. Returns the three accumulators and the new ``count``."""
+    column sums of ``grad_y`` in column 0 of ``[64, 8]`` (with ``PADDING`` in place of the ``[64, 64]``
+    product, which stays zero: ``product_step``); each slot is freed once this warpgroup's products that read
+    it retire. Returns the three accumulators and the new ``count``."""
     STAGES: gl.constexpr = g_tiles.shape[0]
     ROWS: gl.constexpr = 64
     BLOCK_B: gl.constexpr = xh_tiles.shape[2]
@@ -94,10 +95,12 @@ def _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, free, count, steps, HA
         slot = count % STAGES
         acc_low, acc_high, acc_sums = product_step(g_tiles, xl_tiles, xh_tiles, ones, ready, slot,
                                                    (count // STAGES) & 1, acc_low, acc_high, acc_sums, SUMS,
-                                                   HALF_INDEX * ROWS)
+                                                   HALF_INDEX * ROWS, PADDING)
         mbarrier.arrive(free.index((count + STAGES - 1) % STAGES), pred=step > 0)
         count += 1
-    if SUMS:
+    if PADDING:
+        acc_low, acc_sums = warpgroup_mma_wait(0, deps=[acc_low, acc_sums])
+    elif SUMS:
         acc_low, acc_high, acc_sums = warpgroup_mma_wait(0, deps=[acc_low, acc_high, acc_sums])
     else:
         acc_low, acc_high = warpgroup_mma_wait(0, deps=[acc_low, acc_high])
@@ -108,10 +111,12 @@ def _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, free, count, steps, HA
 @gluon.jit
 def _product(g_tiles, xl_tiles, xh_tiles, ones, ready, free, signs_low, signs_high, signs_ready, signs_free,
              bias_ptr, new_bias_ptr, M, N, KB, bias_step, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
-             GROUP_N: gl.constexpr, HALF_INDEX: gl.constexpr):
+             GROUP_N: gl.constexpr, HALF_INDEX: gl.constexpr, LAST_PAST_K: gl.constexpr):
     """One product warpgroup: rows ``64 HALF_INDEX ..`` of each tile, handed over as signs in digit planes into
-    its half of ``signs_low [128, 256]`` / ``signs_high [128, 64]``. With ``HAS_BIAS`` the tiles of the first
-    byte block also sum ``grad_y``'s columns and step the bias of their rows."""
+    its half of ``signs_low [128, 256]`` / ``signs_high [128, 64]``. With ``HAS_BIAS`` the tiles of one byte
+    block also sum ``grad_y``'s columns and step the bias of their rows: with ``LAST_PAST_K``
+    (``triton_wgmma.last_block_past_k``) the last block's, in place of their product past ``K``, else the
+    first block's."""
     BLOCK_N: gl.constexpr = g_tiles.shape[2]
     BLOCK_B: gl.constexpr = xh_tiles.shape[2]
     HALF: gl.constexpr = BLOCK_N // 2
@@ -122,15 +127,18 @@ def _product(g_tiles, xl_tiles, xh_tiles, ones, ready, free, signs_low, signs_hi
     steps = gl.cdiv(M, BLOCK_M)
     count = 0
     handoffs = 0
+    sums_block = 0
+    if LAST_PAST_K:
+        sums_block = byte_blocks - 1
     for tile in range(gl.program_id(0), row_tiles * byte_blocks, gl.num_programs(0)):
         pid_n, pid_b = tile_at(tile, row_tiles, byte_blocks, GROUP_N)
-        if HAS_BIAS and pid_b == 0:  # without a bias, a compile-time False: one step loop
+        if HAS_BIAS and pid_b == sums_block:  # without a bias, a compile-time False: one step loop
             acc_low, acc_high, acc_sums, count = _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, free, count,
-                                                             steps, HALF_INDEX, True)
+                                                             steps, HALF_INDEX, True, LAST_PAST_K)
             step_tile_bias(acc_sums, bias_ptr, new_bias_ptr, N, pid_n * BLOCK_N + HALF_INDEX * HALF, bias_step)
         else:
             acc_low, acc_high, _, count = _accumulate(g_tiles, xl_tiles, xh_tiles, ones, ready, free, count, steps,
-                                                      HALF_INDEX, False)
+                                                      HALF_INDEX, False, False)
         hand_over_signs(acc_low, acc_high, own_low, own_high, signs_ready, signs_free, handoffs)
         handoffs += 1
 
@@ -144,7 +152,7 @@ def _wide_vote_kernel(
     BYTES_PER_GROUP: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
     BLOCK_B: gl.constexpr, STAGES: gl.constexpr, GROUP_N: gl.constexpr, RULE_WARPS: gl.constexpr,
     RULE_ROWS: gl.constexpr, PRODUCT_REGISTERS: gl.constexpr, LOADER_REGISTERS: gl.constexpr,
-    RULE_REGISTERS: gl.constexpr,
+    RULE_REGISTERS: gl.constexpr, LAST_PAST_K: gl.constexpr,
 ):
     """Shared memory and barriers of one persistent program, then the four partitions (module docstring; the
     arguments as ``triton_wgmma_ws._ws_vote_kernel``'s, the threshold words and the table of
@@ -166,10 +174,10 @@ def _wide_vote_kernel(
     gl.warp_specialize([
         (_product, (g_tiles, xl_tiles, xh_tiles, ones.permute((1, 0)), ready, free, signs_low, signs_high,
                     signs_ready, signs_free, bias_ptr, new_bias_ptr, M, N, KB, bias_step, HAS_BIAS, BLOCK_M, GROUP_N,
-                    0)),
+                    0, LAST_PAST_K)),
         (_product, (g_tiles, xl_tiles, xh_tiles, ones.permute((1, 0)), ready, free, signs_low, signs_high,
                     signs_ready, signs_free, bias_ptr, new_bias_ptr, M, N, KB, bias_step, HAS_BIAS, BLOCK_M, GROUP_N,
-                    1)),
+                    1, LAST_PAST_K)),
         (_load, (g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, free, M, N, KB, BLOCK_M, BLOCK_N,
                  BLOCK_B, STAGES, GROUP_N)),
         (rule_partition, (signs_low, signs_high, signs_ready, signs_free, p_ptr, ta_ptr, table_ptr, e_ptr, ea_ptr,
@@ -194,5 +202,5 @@ def wide_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTens
         BYTES_PER_GROUP=group_size // 5, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n,
         BLOCK_B=WGMMA_BLOCK_B, STAGES=stages, GROUP_N=GROUP_N, RULE_WARPS=rule_warps, RULE_ROWS=rule_rows,
         PRODUCT_REGISTERS=WIDE_REGISTERS[0], LOADER_REGISTERS=WIDE_REGISTERS[1], RULE_REGISTERS=WIDE_REGISTERS[2],
-        num_warps=4)
+        LAST_PAST_K=last_block_past_k(in_features, WGMMA_BLOCK_B), num_warps=4)
     return new

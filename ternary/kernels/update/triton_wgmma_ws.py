@@ -40,7 +40,7 @@ from ternary.kernels.update.triton_rule import GROUP_N, tile_at, vote_bytes
 from ternary.kernels.update.triton_wgmma import (WGMMA_BLOCK_B, accumulator_layout, allocate_ring_and_signs,
                                                  fetch_step, hand_over_signs, launch_operands, load_accumulator_pairs,
                                                  load_tile_exponents, product_step, step_tile_bias,
-                                                 step_tile_exponents, store_accumulator_pairs)
+                                                 step_tile_exponents, store_accumulator_pairs, last_block_past_k)
 
 # (BLOCK_M hook rows per step, BLOCK_N weight rows, BLOCK_B bytes, STAGES, rule warps), rule rows per
 # pass, registers per thread of the product warps. H100, bf16 hooks, same process
@@ -79,11 +79,12 @@ def _fetch_next(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, cu
 @gluon.jit
 def _accumulate(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, ready, count, cursor, steps, row_tiles,
                 byte_blocks, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr,
-                STAGES: gl.constexpr, GROUP_N: gl.constexpr, SUMS: gl.constexpr):
+                STAGES: gl.constexpr, GROUP_N: gl.constexpr, SUMS: gl.constexpr, PADDING: gl.constexpr):
     """One tile's products over its ``steps`` ring slots from the ``count``-th on, each slot refilled
     (:func:`_fetch_next` at ``cursor``) once its products retire: returns the accumulators
-    ``[BLOCK_N, 4 BLOCK_B]``, ``[BLOCK_N, BLOCK_B]`` and, with ``SUMS``, the column sums of ``grad_y``
-    in column 0 of ``[BLOCK_N, 8]``, and the new ``count`` and ``cursor``."""
+    ``[BLOCK_N, 4 BLOCK_B]``, ``[BLOCK_N, BLOCK_B]`` (left as zeros with ``PADDING``: see
+    ``triton_wgmma.product_step``) and, with ``SUMS``, the column sums of ``grad_y`` in column 0 of ``[BLOCK_N, 8]``, and
+    the new ``count`` and ``cursor``."""
     WARPS: gl.constexpr = gl.num_warps()
     LOW: gl.constexpr = accumulator_layout(WARPS, 4 * BLOCK_B)
     HIGH: gl.constexpr = accumulator_layout(WARPS, BLOCK_B)
@@ -94,12 +95,14 @@ def _accumulate(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, rea
     for step in range(steps):
         slot = count % STAGES
         acc_low, acc_high, acc_sums = product_step(g_tiles, xl_tiles, xh_tiles, ones, ready, slot,
-                                                   (count // STAGES) & 1, acc_low, acc_high, acc_sums, SUMS)
+                                                   (count // STAGES) & 1, acc_low, acc_high, acc_sums, SUMS, 0, PADDING)
         if step > 0:  # the previous step's products are retired: refill its slot
             cursor = _fetch_next(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ready, cursor, steps,
                                  row_tiles, byte_blocks, BLOCK_M, BLOCK_N, BLOCK_B, STAGES, GROUP_N)
         count += 1
-    if SUMS:
+    if PADDING:
+        acc_low, acc_sums = warpgroup_mma_wait(0, deps=[acc_low, acc_sums])
+    elif SUMS:
         acc_low, acc_high, acc_sums = warpgroup_mma_wait(0, deps=[acc_low, acc_high, acc_sums])
     else:
         acc_low, acc_high = warpgroup_mma_wait(0, deps=[acc_low, acc_high])
@@ -111,11 +114,13 @@ def _accumulate(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, rea
 @gluon.jit
 def _product(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, ready, signs_low, signs_high, signs_ready,
              signs_free, bias_ptr, new_bias_ptr, M, N, KB, bias_step, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr,
-             BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr, STAGES: gl.constexpr, GROUP_N: gl.constexpr):
+             BLOCK_N: gl.constexpr, BLOCK_B: gl.constexpr, STAGES: gl.constexpr, GROUP_N: gl.constexpr,
+             LAST_PAST_K: gl.constexpr):
     """Each tile's ``grad_y[:, rows].T @ x[:, columns]`` (``[BLOCK_N, 5 BLOCK_B]`` fp32 in registers),
     handed over as signs regrouped into digit planes: ``signs_low [BLOCK_N, 4 BLOCK_B]`` (digits
-    0..3), ``signs_high``. With ``HAS_BIAS`` the tiles of the first byte block also sum ``grad_y``'s
-    columns, by one more product per step, and step the bias of their rows."""
+    0..3), ``signs_high``. With ``HAS_BIAS`` the tiles of one byte block also sum ``grad_y``'s columns and
+    step the bias of their rows: with ``LAST_PAST_K`` (``triton_wgmma.last_block_past_k``) the last block's,
+    in place of their product past ``K``, else the first block's by one more product."""
     row_tiles = gl.cdiv(N, BLOCK_N)
     byte_blocks = gl.cdiv(KB, BLOCK_B)
     steps = gl.cdiv(M, BLOCK_M)
@@ -126,17 +131,20 @@ def _product(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, ready,
                              byte_blocks, BLOCK_M, BLOCK_N, BLOCK_B, STAGES, GROUP_N)
     count = 0
     handoffs = 0
+    sums_block = 0
+    if LAST_PAST_K:
+        sums_block = byte_blocks - 1
     for tile in range(gl.program_id(0), row_tiles * byte_blocks, gl.num_programs(0)):
         pid_n, pid_b = tile_at(tile, row_tiles, byte_blocks, GROUP_N)
-        if HAS_BIAS and pid_b == 0:  # without a bias, a compile-time False: one step loop
+        if HAS_BIAS and pid_b == sums_block:  # without a bias, a compile-time False: one step loop
             acc_low, acc_high, acc_sums, count, cursor = _accumulate(
                 g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, ready, count, cursor, steps, row_tiles,
-                byte_blocks, BLOCK_M, BLOCK_N, BLOCK_B, STAGES, GROUP_N, True)
+                byte_blocks, BLOCK_M, BLOCK_N, BLOCK_B, STAGES, GROUP_N, True, LAST_PAST_K)
             step_tile_bias(acc_sums, bias_ptr, new_bias_ptr, N, pid_n * BLOCK_N, bias_step)
         else:
             acc_low, acc_high, _, count, cursor = _accumulate(
                 g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, ready, count, cursor, steps, row_tiles,
-                byte_blocks, BLOCK_M, BLOCK_N, BLOCK_B, STAGES, GROUP_N, False)
+                byte_blocks, BLOCK_M, BLOCK_N, BLOCK_B, STAGES, GROUP_N, False, False)
         hand_over_signs(acc_low, acc_high, signs_low, signs_high, signs_ready, signs_free, handoffs)
         handoffs += 1
 
@@ -209,7 +217,7 @@ def _ws_vote_kernel(
     theta_t, theta_e, e_min, e_max, bias_step,
     BYTES_PER_GROUP: gl.constexpr, HAS_BIAS: gl.constexpr, BLOCK_M: gl.constexpr, BLOCK_N: gl.constexpr,
     BLOCK_B: gl.constexpr, STAGES: gl.constexpr, GROUP_N: gl.constexpr, RULE_ROWS: gl.constexpr,
-    PRODUCT_REGISTERS: gl.constexpr,
+    PRODUCT_REGISTERS: gl.constexpr, LAST_PAST_K: gl.constexpr,
 ):
     """Shared memory and barriers of one persistent program, then the two partitions (module
     docstring). ``grad_y [M, N]`` is read by ``g_desc`` (``[BLOCK_M, BLOCK_N]`` boxes), ``x [M, K]``
@@ -234,7 +242,7 @@ def _ws_vote_kernel(
                  e_max, BYTES_PER_GROUP, BLOCK_N, BLOCK_B, RULE_ROWS, GROUP_N)),
         (_product, (g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones.permute((1, 0)), ready, signs_low,
                     signs_high, signs_ready, signs_free, bias_ptr, new_bias_ptr, M, N, KB, bias_step, HAS_BIAS, BLOCK_M,
-                    BLOCK_N, BLOCK_B, STAGES, GROUP_N)),
+                    BLOCK_N, BLOCK_B, STAGES, GROUP_N, LAST_PAST_K)),
     ], [BLOCK_N // 16], [PRODUCT_REGISTERS])
 
 
@@ -252,5 +260,6 @@ def ws_update(T_packed, E, E_accum, T_accum, bias, x, grad_y, new: UpdatedTensor
         E.stride(0), theta_t, theta_e, e_min, e_max, bias_step,
         BYTES_PER_GROUP=group_size // 5, HAS_BIAS=bias is not None, BLOCK_M=block_m, BLOCK_N=block_n,
         BLOCK_B=block_b, STAGES=stages, GROUP_N=GROUP_N, RULE_ROWS=WS_RULE_ROWS,
-        PRODUCT_REGISTERS=WS_PRODUCT_REGISTERS, num_warps=warps)
+        PRODUCT_REGISTERS=WS_PRODUCT_REGISTERS, LAST_PAST_K=last_block_past_k(in_features, block_b),
+        num_warps=warps)
     return new
