@@ -1,4 +1,4 @@
-"""Forwards of 2 to 16 bf16 rows over the row-tiled decode layout (``triton_tiled_mma``).
+"""Forwards of 2 to 48 bf16 rows over the row-tiled decode layout (``triton_tiled_mma``).
 
 The Gluon kernel runs only compiled on a GPU; on the CPU the activation regrouping (a plain Triton
 kernel) runs under the interpreter against its definition in torch, the kernel is compiled offline
@@ -36,10 +36,11 @@ MMA_BUDGET = 3e-5
 ROW_MMA_BUDGET = 1e-4
 
 # (N, K, G, M): N = 1 and rows past whole tiles and programs, K not a multiple of 5 or of G, every group
-# size the kernel takes up to 160 bytes (8, 16, 32, 64 and 160 bytes per group), M from 2 to 16 with
-# one or two column tiles and padded columns.
+# size the kernel takes up to 160 bytes (8, 16, 32, 64 and 160 bytes per group), M from 2 to 48 with
+# one to six column tiles and padded columns.
 SHAPES = [(1, 7, 40, 2), (33, 333, 40, 16), (1000, 4099, 40, 3), (257, 999, 80, 9), (64, 2000, 160, 16),
-          (100, 3000, 320, 5), (130, 1600, 800, 13), (4096, 4096, 40, 8), (300, 161, 40, 11)]
+          (100, 3000, 320, 5), (130, 1600, 800, 13), (4096, 4096, 40, 8), (300, 161, 40, 11),
+          (1, 7, 40, 17), (1000, 4099, 40, 24), (257, 999, 80, 32), (300, 161, 40, 37), (64, 2000, 160, 48)]
 
 
 def _words(rows):
@@ -95,8 +96,9 @@ def test_fragments_read_strided_activations():
 
 
 @pytest.mark.parametrize("rows,g,takes", [(2, 40, True), (16, 40, True), (16, 160, True), (5, 480, True),
-                                          (1, 40, False), (17, 40, False), (8, 20, False), (8, 10, False)])
-def test_takes_bf16_rows_2_to_16_with_whole_lane_runs_per_group(rows, g, takes):
+                                          (17, 40, True), (48, 40, True), (1, 40, False), (49, 40, False),
+                                          (8, 20, False), (8, 10, False)])
+def test_takes_bf16_rows_2_to_48_with_whole_lane_runs_per_group(rows, g, takes):
     assert tiled_mma.takes(torch.zeros(rows, 10, dtype=torch.bfloat16), g) == takes
     assert not tiled_mma.takes(torch.zeros(rows, 10, dtype=torch.float32), g)
 
@@ -113,11 +115,14 @@ names = ("digit_table fragment_ptr t_ptr e_ptr out_ptr M N BLOCKS CHUNKS EWORDS 
 signature = dict(zip(names, ["*i32", "*i32", "*u8", "*i8", "*fp32"] + ["i32"] * 9))
 signature.update(dict.fromkeys(("BYTES_PER_GROUP", "TILES"), "constexpr"))
 report = []
-for bytes_per_group, tiles, warps in ((8, 2, tiled.TILED_MMA_TILE[0]), (8, 1, 4), (32, 2, 2), (64, 1, 8)):
+launches = [(8, 1, 4, 0), (32, 2, 2, 0), (64, 1, 8, 0)]
+launches += [(8, tiles, warps, cap) for tiles, (warps, _, cap) in sorted(tiled.TILED_MMA_LAUNCHES.items())]
+for bytes_per_group, tiles, warps, cap in launches:
     source = GluonASTSource(tiled._tiled_mma_kernel, signature=signature,
                             constexprs={"BYTES_PER_GROUP": bytes_per_group, "TILES": tiles},
                             attrs={(i,): [["tt.divisibility", 16]] for i in range(5)})
-    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options={"num_warps": warps})
+    options = {"num_warps": warps, **({"maxnreg": cap} if cap else {})}
+    compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
     ptx = compiled.asm["ptx"]
     sass = full_sass(compiled.asm["cubin"]).splitlines()
     # the scale words' stores, offset past the digit table in the instruction (today one stmatrix)
@@ -126,7 +131,7 @@ for bytes_per_group, tiles, warps in ((8, 2, tiled.TILED_MMA_TILE[0]), (8, 1, 4)
     report.append([compiled.metadata.shared, ptx.count("mma.sync.aligned.m16n8k16"), ptx.count("ld.shared.v2.b32"),
                    ptx.count("ld.shared.b32"), ptx.count("ld.global.v4.b32"), len(scale_stores),
                    sum("STL" in line for line in sass), warps,
-                   next(i for i, line in enumerate(sass) if "BAR.SYNC" in line)])
+                   next(i for i, line in enumerate(sass) if "BAR.SYNC" in line), tiles])
 print(json.dumps(report))
 """
 
@@ -139,10 +144,11 @@ def test_kernel_compiles_for_sm90_with_the_tables_as_its_only_shared_memory():
     (computing the table there took ~580 instructions). Per step, 10 products per operand tile and
     column tile (8 for digits 0..3, 2 for digit 4), 8 table reads and one scale read per row (4 rows per
     lane) and 5 16-byte activation loads per column tile; one column tile takes two steps a turn (their
-    loads alternate between two register sets), two take one; nothing spills."""
+    loads alternate between two register sets), more take one. Every launch of ``TILED_MMA_LAUNCHES`` and a
+    few others compile; only four column tiles under their 168-register cap spill (two words a step)."""
     report = _compile_offline(_OFFLINE_COMPILE)
-    for tiles, (shared, products, lookups, scales, vector_loads, scale_stores, spills, warps, prologue) in zip(
-            (2, 1, 2, 1), report, strict=True):
+    assert [row[-1] for row in report] == [1, 2, 1] + sorted(tiled_mma.TILED_MMA_LAUNCHES)
+    for shared, products, lookups, scales, vector_loads, scale_stores, spills, warps, prologue, tiles in report:
         steps = 2 if tiles == 1 else 1  # steps in the loop's body
         table_copies = tiled_mma.TABLE_WORDS // (4 * 32 * warps)  # 16-byte loads per thread
         assert shared == 4 * tiled_mma.TABLE_WORDS + 256 * 4 == 256 * 16 * 8 + 256 * 4
@@ -153,7 +159,7 @@ def test_kernel_compiles_for_sm90_with_the_tables_as_its_only_shared_memory():
         # the table's copy, the first step's loads, then the next steps' in the loop
         assert vector_loads == table_copies + (1 + steps) * 5 * tiles
         assert prologue < 150 + 8 * table_copies, prologue
-        assert spills == 0
+        assert spills == (2 if (tiles, warps) == (4, 4) else 0), (tiles, warps, spills)
 
 
 def _forward(state, x, tile=None):
@@ -182,11 +188,36 @@ def test_tiled_mma_matches_float64(n, k, g, m, tile):
 
 
 @GPU_ONLY
-@pytest.mark.parametrize("m", [6, 12])
+@pytest.mark.parametrize("m", [17, 24, 32, 40, 48])
+def test_column_tiles_add_rows_without_changing_any(m):
+    """Each column tile of 8 activation rows has its own accumulators: the partial sums of an ``m``-row call
+    (three to six column tiles on their own launch of ``TILED_MMA_LAUNCHES``) equal bit for bit those of
+    8-row calls on the same rows with that launch (one column tile, two steps a turn)."""
+    n, k, g = 1000, 4099, 40
+    state, gen = decode_state(n, k, g, seed=m)
+    x = (torch.randn(m, k, generator=gen) * 4).to(torch.bfloat16).cuda()
+    launch = tiled_mma.TILED_MMA_LAUNCHES[-(-m // 8)]
+    whole = tiled_mma.tiled_mma(x, state.T_tiles, state.E_tiles, out_features=n, group_size=g)
+    parts = [tiled_mma.tiled_mma(x[i:i + 8], state.T_tiles, state.E_tiles, out_features=n, group_size=g, tile=launch)
+             for i in range(0, m, 8)]
+    assert whole.shape[0] > 1  # several splits: each is compared
+    assert torch.equal(whole.view(torch.int32), torch.cat(parts, dim=1).view(torch.int32))
+
+
+@GPU_ONLY
+def test_a_launch_of_the_wrong_length_is_refused_for_several_rows():
+    state, gen = decode_state(64, 500, 40, seed=3)
+    x = torch.randn(24, 500, generator=gen).to(torch.bfloat16).cuda()
+    with pytest.raises(ValueError, match=r"tile=\(4,\) for 24 rows must be \(warps, programs per SM\)"):
+        _forward(state, x, tile=(4,))
+
+
+@GPU_ONLY
+@pytest.mark.parametrize("m", [6, 12, 40])
 def test_tiled_mma_poisons_exactly_the_rows_of_corrupt_bytes(m):
     """Bytes 243, 255 and 250 at a row's first, last and a middle column make those rows NaN for every
-    activation row and no other; the other rows match float64. One column tile (two steps a turn) and
-    two."""
+    activation row and no other; the other rows match float64. One column tile (two steps a turn), two
+    and five."""
     n, k, g = 1000, 4099, 40
     packed, exponents, _, gen = layer(n, k, g, seed=5)
     corrupt = {7: (0, 243), 999: (-1, 255), 500: (333, 250)}
@@ -204,12 +235,12 @@ def test_tiled_mma_poisons_exactly_the_rows_of_corrupt_bytes(m):
 
 
 @GPU_ONLY
-@pytest.mark.parametrize("m", [4, 12])
+@pytest.mark.parametrize("m", [4, 12, 30])
 @pytest.mark.parametrize("exponent,scale", [(127, -120), (-127, 100), (-128, 100), (-126, 100)])
 def test_tiled_mma_keeps_extreme_exponents_exact(exponent, scale, m):
     """Every group at ``exponent`` (``2^-127`` and ``2^-128`` are bf16 subnormals: the scale words, their
     products with the trits and the tensor-core inputs must keep them), activations scaled by
-    ``2^scale`` so that the outputs are normal fp32; one column tile and two."""
+    ``2^scale`` so that the outputs are normal fp32; one column tile, two and four."""
     n, k, g = 64, 800, 40
     packed, exponents, _, gen = layer(n, k, g, seed=exponent & 255)
     exponents.fill_(exponent)
@@ -217,7 +248,8 @@ def test_tiled_mma_keeps_extreme_exponents_exact(exponent, scale, m):
     T_tiles, E_tiles = (t.cuda() for t in tile_rows(packed, exponents, g))
     got = tiled_mma.tiled_mma(x.cuda(), T_tiles, E_tiles, out_features=n, group_size=g).sum(0).cpu()
     expected = float64_forward(x, packed, exponents, None, k, g)
-    assert expected.abs().min() > 0 and expected.abs().max() > 1e-30  # normal fp32, far from subnormal
+    nonzero = expected[expected != 0]  # an output can cancel to exactly 0 (seen once in 30 x 64)
+    assert nonzero.numel() > 0.99 * expected.numel() and nonzero.abs().min() > 2.0**-126  # normal fp32
     assert per_row_rms(got, expected) < ROW_MMA_BUDGET
 
 
@@ -245,14 +277,15 @@ def test_tiled_mma_scales_by_every_exponent(m):
 
 
 @GPU_ONLY
-def test_forward_decode_takes_the_tiled_mma_for_bf16_rows_2_to_16(monkeypatch):
-    """bf16 with 2..16 rows and whole lane runs per group take the kernel; fp32, one row, 17 rows and
+def test_forward_decode_takes_the_tiled_mma_for_bf16_rows_2_to_48(monkeypatch):
+    """bf16 with 2..48 rows and whole lane runs per group take the kernel; fp32, one row, 49 rows and
     G = 20 do not (they run the tiled GEMV or the forward on ``T_packed``); every result matches."""
     calls = []
     original = tiled_mma.tiled_mma
     monkeypatch.setattr(tiled_mma, "tiled_mma", lambda *a, **kw: calls.append(1) or original(*a, **kw))
     for g, rows, dtype, takes in ((40, 2, torch.bfloat16, True), (40, 16, torch.bfloat16, True),
-                                  (40, 17, torch.bfloat16, False), (40, 1, torch.bfloat16, False),
+                                  (40, 17, torch.bfloat16, True), (40, 48, torch.bfloat16, True),
+                                  (40, 49, torch.bfloat16, False), (40, 1, torch.bfloat16, False),
                                   (40, 8, torch.float32, False), (20, 8, torch.bfloat16, False)):
         state, gen = decode_state(513, 1001, g, seed=rows)
         x = torch.randn(rows, 1001, generator=gen).to(dtype)

@@ -1,4 +1,4 @@
-"""Forward for 2 to 16 bf16 activation rows over the row-tiled decode layout, on ``mma.sync`` tensor
+"""Forward for 2 to 48 bf16 activation rows over the row-tiled decode layout, on ``mma.sync`` tensor
 cores with the weights decoded by a lookup table (a Gluon kernel: compiled NVIDIA GPUs only, never
 under ``TRITON_INTERPRET``).
 
@@ -23,7 +23,10 @@ digit 4:
 
 With one column tile (``M <= 8``) the loop takes two steps a turn, so that the next step's loads
 alternate between two sets of registers instead of being copied at the end of every step; with two,
-the registers for that are not there (156 per thread, one program per SM: slower).
+the registers for that are not there (156 per thread, one program per SM: slower). Each column tile of
+8 activation rows holds 20 more fragment words per lane, and the next step's as well, so from three
+column tiles (17 to 48 rows) the kernel needs 168-248 registers and runs fewer warps per SM
+(``TILED_MMA_LAUNCHES``); the decoded weights of a step are still formed once and feed every column tile.
 
 The activations are regrouped first (:func:`fragments`, a small Triton kernel) into the right
 operand's registers: per step, column tile and lane, 20 words (bf16 pairs) read as five 16-byte loads.
@@ -41,6 +44,9 @@ H200, bf16 cuBLAS in the same process, whole forward calls (``benchmarks/NOTES.m
 90.2 us, 1.40x), at M = 2 and 8 in 41-42 us (3.0-3.1x), 1.16-1.79x on the smaller benchmark shapes at M = 16.
 Copying the digit table instead of computing it in each program (thirty-second session, same process, bit for bit):
 level at 16384^2, 1.5-7.4 % off the whole call on the three smaller benchmark shapes at M = 2, 8 and 16.
+17 to 48 rows (thirty-third session's benchmark, whole calls): 16384^2 M = 24 / 32 / 48 in 63.9 / 72.7 / 98.0 us
+(1.90x / 1.68x / 1.25x bf16) against 111.5 / 113.1 / 144.0 us for the forward on ``T_packed`` these rows took
+before; 1.37-1.75x faster than that on every benchmark shape at 24, 32 and 48 rows.
 """
 
 from __future__ import annotations
@@ -57,16 +63,20 @@ from ternary.kernels.linear.triton_launch import program_splits
 from ternary.state.decode_state import CHUNK_BYTES, STEP_BYTES, TILE_ROWS
 
 TILED_MMA_MIN_ROWS = 2
-TILED_MMA_MAX_ROWS = 16
+TILED_MMA_MAX_ROWS = 48
 # Bytes of a lane's run in one step: a group must hold whole runs (one exponent per row and step).
 LANE_BYTES = 8
 # Right-operand words per lane, column tile and step: 8 digit-0..3 products and 2 digit-4 products,
 # two words each.
 FRAGMENT_WORDS = 20
-# (warps, programs per SM) of the launch. H200, same process (benchmarks/results/h200/twenty_second/):
-# 8 warps and 2 programs per SM were best or within 3% of the best of six launches on 16384^2,
-# 4096 x 14336 and 4096^2 at M = 2 and 16.
-TILED_MMA_TILE = (8, 2)
+# (warps, programs per SM, register cap or 0 for none) of the launch by column tiles (8 activation rows each).
+# H200, same process: for one and two column tiles (benchmarks/results/h200/twenty_second/) 8 warps and 2
+# programs per SM were best or within 3% of the best of six launches on 16384^2, 4096 x 14336 and 4096^2 at
+# M = 2 and 16 (96 and 128 registers); for three to six (thirty_third/) the best or within 1.3% of it of two or
+# three launches on the four benchmark shapes at M = 24, 32 and 48: three programs of 4 warps under 168
+# registers (four column tiles spill two words a step there, and still beat 2 programs of 178), one program of
+# 8 warps with 242-248.
+TILED_MMA_LAUNCHES = {1: (8, 2, 0), 2: (8, 2, 0), 3: (4, 3, 168), 4: (4, 3, 168), 5: (8, 1, 0), 6: (8, 1, 0)}
 # int32 words of the digit table: byte values (all of them: values past 242 decode to NaN), copies side by
 # side, two words each. The 256 scale words follow it in shared memory.
 TABLE_WORDS = 256 * 16 * 2
@@ -364,15 +374,15 @@ def _tiled_mma_kernel(digit_table, fragment_ptr, t_ptr, e_ptr, out_ptr, M, N, BL
 
 
 def tiled_mma(x: torch.Tensor, T_tiles: torch.Tensor, E_tiles: torch.Tensor, *, out_features: int, group_size: int,
-              tile: tuple[int, int] | None = None) -> torch.Tensor:
+              tile: tuple[int, ...] | None = None) -> torch.Tensor:
     """Partial sums ``[splits, M, N]`` (fp32) of ``x [M, K] @ W.T`` from the decode layout's contiguous
     ``T_tiles`` / ``E_tiles`` (``ternary.state.decode_state``) for a call :func:`takes`;
-    ``tile = (warps, programs per SM)`` overrides the launch (benchmark sweeps; 0 programs per SM
-    means one split)."""
+    ``tile = (warps, programs per SM)`` or ``(warps, programs per SM, register cap)`` overrides the launch
+    of ``TILED_MMA_LAUNCHES`` (benchmark sweeps; 0 programs per SM means one split, a cap of 0 none)."""
     blocks, chunks = T_tiles.shape[:2]
     steps = chunks * CHUNK_BYTES // STEP_BYTES
-    warps, per_sm = tile or TILED_MMA_TILE
     x_fragments = fragments(x, steps)
+    warps, per_sm, cap = (tuple(tile) + (0,))[:3] if tile else TILED_MMA_LAUNCHES[x_fragments.shape[1]]
     row_programs = triton.cdiv(blocks, warps)
     splits = program_splits(per_sm, row_programs, steps, steps, x.device) if per_sm > 0 else 1
     ws = torch.empty((splits, x.shape[0], out_features), dtype=torch.float32, device=x.device)
@@ -380,5 +390,6 @@ def tiled_mma(x: torch.Tensor, T_tiles: torch.Tensor, E_tiles: torch.Tensor, *, 
         digit_table(x.device), x_fragments, T_tiles, E_tiles, ws, x.shape[0], out_features, blocks, chunks,
         E_tiles.shape[1], steps, ws.stride(0), ws.stride(1), triton.cdiv(steps, splits),
         BYTES_PER_GROUP=group_size // 5, TILES=x_fragments.shape[1], num_warps=warps,
+        **({"maxnreg": cap} if cap else {}),
     )
     return ws
