@@ -65,7 +65,7 @@ def reference_fragments(x: torch.Tensor, steps: int) -> torch.Tensor:
     return words.reshape(steps, tiles, 32, 20)
 
 
-@pytest.mark.parametrize("m,k", [(2, 7), (9, 333), (16, 1601), (5, 160)])
+@pytest.mark.parametrize("m,k", [(2, 7), (9, 333), (16, 1601), (5, 160), (37, 333), (48, 800)])
 def test_fragments_put_each_activation_where_the_lanes_read_it(m, k):
     steps = -(-(-(-k // 5)) // 32)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(m + k)).to(torch.bfloat16)
@@ -134,6 +134,18 @@ for bytes_per_group, tiles, warps, cap in launches:
                    next(i for i, line in enumerate(sass) if "BAR.SYNC" in line), tiles])
 print(json.dumps(report))
 """
+
+
+def test_every_column_tile_count_the_kernel_takes_has_a_launch():
+    assert set(tiled_mma.TILED_MMA_LAUNCHES) == set(range(1, -(-tiled_mma.TILED_MMA_MAX_ROWS // 8) + 1))
+
+
+@pytest.mark.parametrize("tile", [(4,), (4, 3, 168, 1), ()])
+def test_a_launch_of_the_wrong_length_is_refused_before_anything_runs(tile):
+    state, gen = decode_state(64, 500, 40, seed=3)
+    x = torch.randn(24, 500, generator=gen).to(torch.bfloat16).to(DEVICE)
+    with pytest.raises(ValueError, match=r"tiled_mma: tile=.* must be \(warps, programs per SM\)"):
+        tiled_mma.tiled_mma(x, state.T_tiles, state.E_tiles, out_features=64, group_size=40, tile=tile)
 
 
 def test_kernel_compiles_for_sm90_with_the_tables_as_its_only_shared_memory():

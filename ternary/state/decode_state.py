@@ -1,4 +1,4 @@
-"""A ternary linear layer prepared for decoding: forwards of one token, or of up to 16 (a batch of
+"""A ternary linear layer prepared for decoding: forwards of one token, or of up to 48 (a batch of
 sequences, or draft tokens), at a time.
 
 :class:`DecodeLinearState` holds what a forward needs from a :class:`LinearState` (``T_packed``,

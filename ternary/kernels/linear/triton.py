@@ -866,9 +866,10 @@ def forward_decode(
     (``triton_tiled_mma``, for ``G / 5`` a multiple of 8); anything else is :func:`forward` on
     ``T_packed`` and ``E``. ``tile`` overrides the launch of the kernel the call takes (benchmark
     sweeps) and picks it for one row by its length: ``(programs per SM,)`` the table lookup,
-    ``(rows per lane, warps, programs per SM)`` the shuffles; ``(warps, programs per SM)`` or
-    ``(warps, programs per SM, register cap)`` for more rows. ``validated``: the caller has already
-    checked the tiles against the layer (a ``DecodeLinearState`` does on construction)."""
+    ``(rows per lane, warps, programs per SM)`` the shuffles; ``(warps, programs per SM)`` (no register
+    cap, whatever ``TILED_MMA_LAUNCHES`` caps) or ``(warps, programs per SM, register cap)`` for more rows.
+    ``validated``: the caller has already checked the tiles against the layer (a ``DecodeLinearState``
+    does on construction)."""
     if not validated:
         check_tiles(T_tiles, E_tiles, T_packed.shape[0], in_features, group_size, "triton forward")
     one_row = x.dim() == 2 and x.shape[0] == 1

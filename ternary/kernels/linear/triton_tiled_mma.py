@@ -46,7 +46,7 @@ Copying the digit table instead of computing it in each program (thirty-second s
 level at 16384^2, 1.5-7.4 % off the whole call on the three smaller benchmark shapes at M = 2, 8 and 16.
 17 to 48 rows (thirty-third session's benchmark, whole calls): 16384^2 M = 24 / 32 / 48 in 63.9 / 72.7 / 98.0 us
 (1.90x / 1.68x / 1.25x bf16) against 111.5 / 113.1 / 144.0 us for the forward on ``T_packed`` these rows took
-before; 1.37-1.75x faster than that on every benchmark shape at 24, 32 and 48 rows.
+before; 1.39-1.75x faster than that on every benchmark shape at 24, 32 and 48 rows.
 """
 
 from __future__ import annotations
@@ -72,10 +72,10 @@ FRAGMENT_WORDS = 20
 # (warps, programs per SM, register cap or 0 for none) of the launch by column tiles (8 activation rows each).
 # H200, same process: for one and two column tiles (benchmarks/results/h200/twenty_second/) 8 warps and 2
 # programs per SM were best or within 3% of the best of six launches on 16384^2, 4096 x 14336 and 4096^2 at
-# M = 2 and 16 (96 and 128 registers); for three to six (thirty_third/) the best or within 1.3% of it of two or
+# M = 2 and 16 (96 and 128 registers); for three to six (thirty_third/) the best or within 1.4% of it of two or
 # three launches on the four benchmark shapes at M = 24, 32 and 48: three programs of 4 warps under 168
-# registers (four column tiles spill two words a step there, and still beat 2 programs of 178), one program of
-# 8 warps with 242-248.
+# registers (four column tiles spill two words, reloaded every step, and still beat 2 programs of 176), one
+# program of 8 warps with 242-248.
 TILED_MMA_LAUNCHES = {1: (8, 2, 0), 2: (8, 2, 0), 3: (4, 3, 168), 4: (4, 3, 168), 5: (8, 1, 0), 6: (8, 1, 0)}
 # int32 words of the digit table: byte values (all of them: values past 242 decode to NaN), copies side by
 # side, two words each. The 256 scale words follow it in shared memory.
@@ -378,11 +378,15 @@ def tiled_mma(x: torch.Tensor, T_tiles: torch.Tensor, E_tiles: torch.Tensor, *, 
     """Partial sums ``[splits, M, N]`` (fp32) of ``x [M, K] @ W.T`` from the decode layout's contiguous
     ``T_tiles`` / ``E_tiles`` (``ternary.state.decode_state``) for a call :func:`takes`;
     ``tile = (warps, programs per SM)`` or ``(warps, programs per SM, register cap)`` overrides the launch
-    of ``TILED_MMA_LAUNCHES`` (benchmark sweeps; 0 programs per SM means one split, a cap of 0 none)."""
+    of ``TILED_MMA_LAUNCHES`` (benchmark sweeps; 0 programs per SM means one split, a cap of 0 or none given
+    none: the table's cap is not kept)."""
+    if tile is not None and len(tile) not in (2, 3):
+        raise ValueError(f"tiled_mma: tile={tile} must be (warps, programs per SM) or (warps, programs per SM, "
+                         "register cap)")
     blocks, chunks = T_tiles.shape[:2]
     steps = chunks * CHUNK_BYTES // STEP_BYTES
     x_fragments = fragments(x, steps)
-    warps, per_sm, cap = (tuple(tile) + (0,))[:3] if tile else TILED_MMA_LAUNCHES[x_fragments.shape[1]]
+    warps, per_sm, cap = (*tile, 0)[:3] if tile else TILED_MMA_LAUNCHES[x_fragments.shape[1]]
     row_programs = triton.cdiv(blocks, warps)
     splits = program_splits(per_sm, row_programs, steps, steps, x.device) if per_sm > 0 else 1
     ws = torch.empty((splits, x.shape[0], out_features), dtype=torch.float32, device=x.device)
