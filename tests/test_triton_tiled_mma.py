@@ -157,7 +157,8 @@ def test_kernel_compiles_for_sm90_with_the_tables_as_its_only_shared_memory():
     column tile (8 for digits 0..3, 2 for digit 4), 8 table reads and one scale read per row (4 rows per
     lane) and 5 16-byte activation loads per column tile; one column tile takes two steps a turn (their
     loads alternate between two register sets), more take one. Every launch of ``TILED_MMA_LAUNCHES`` and a
-    few others compile; only four column tiles under their 168-register cap spill (two words a step)."""
+    few others compile; only four column tiles under their 168-register cap spill (two words, stored before the
+    loop and reloaded every step)."""
     report = _compile_offline(_OFFLINE_COMPILE)
     assert [row[-1] for row in report] == [1, 2, 1] + sorted(tiled_mma.TILED_MMA_LAUNCHES)
     for shared, products, lookups, scales, vector_loads, scale_stores, spills, warps, prologue, tiles in report:

@@ -11,11 +11,11 @@ import twg2
 names = ("digit_table x_desc t_ptr e_ptr out_ptr M N BLOCKS CHUNKS EWORDS STEPS stride_os stride_om "
          "STEPS_PER_SPLIT").split()
 for arg in sys.argv[1:]:
-    tiles, warps, stages, cap = (int(v) for v in arg.split(":"))
+    tiles, warps, stages, cap, pipe = (int(v) for v in arg.split(":"))
     ncol = 8 * tiles
     layout = gl.NVMMASharedLayout(swizzle_byte_width=0, element_bitwidth=16, rank=2)
     types = ["*i32", f"tensordesc<i16[{2 * ncol}, 8],{layout!r}>", "*u8", "*i8", "*fp32"] + ["i32"] * 9
-    constexprs = {"BYTES_PER_GROUP": 8, "TILES": tiles, "STAGES": stages, **twg2.offsets(tiles, stages)}
+    constexprs = {"BYTES_PER_GROUP": 8, "TILES": tiles, "STAGES": stages, **twg2.offsets(tiles, stages), "PIPE": bool(pipe)}
     signature = dict(zip(names, types)) | {n: "constexpr" for n in constexprs}
     source = GluonASTSource(twg2._twg_kernel, signature=signature, constexprs=constexprs,
                             attrs={(i,): [["tt.divisibility", 16]] for i in (0, 2, 3, 4)})

@@ -14,8 +14,9 @@ import twg2
 
 dev = torch.device("cuda")
 G = 40
-LAUNCHES = {4: [(4, 2, 3, 0), (8, 2, 3, 0)], 6: [(4, 2, 2, 0)], 8: [(4, 2, 2, 0), (8, 1, 2, 0)],
-            16: [(4, 1, 2, 0), (8, 1, 2, 0)]}
+LAUNCHES = {4: [(8, 2, 3, 0, False), (8, 2, 3, 0, True), (4, 2, 3, 0, True)],
+            8: [(8, 1, 2, 0, False), (8, 1, 3, 0, True), (8, 1, 2, 0, True)],
+            16: [(8, 1, 2, 0, False), (8, 1, 2, 0, True)]}
 ROWS = [int(v) for v in sys.argv[1].split(",")] if len(sys.argv) > 1 else [32, 64, 128]
 for n, k in [(16384, 16384), (4096, 14336), (14336, 4096), (4096, 4096)]:
     gen = torch.Generator().manual_seed(n * 7 + k)
@@ -37,9 +38,9 @@ for n, k in [(16384, 16384), (4096, 14336), (14336, 4096), (4096, 4096)]:
                                                           bias_frac_bits=0, validated=True) for L in layers]}
         checks = []
         for launch in LAUNCHES.get(tiles, [(4, 2, 2, 0)]):
-            name = "twg w{}p{}s{}".format(*launch[:3])
+            name = "twg w{}p{}s{}".format(*launch[:3]) + ("P" if launch[4] else "")
             try:
-                ws = twg2.twg_forward(x, Tt, Et, out_features=n, group_size=G, tile=launch)
+                ws = twg2.twg_forward(x, Tt, Et, out_features=n, group_size=G, tile=launch[:4], pipe=launch[4])
                 sums = ws.sum(0).double()
                 err = ((sums - ref).norm() / ref.norm()).item()
                 rows = ((sums - ref).norm(dim=0) / ref.norm(dim=0)).max().item()
@@ -49,7 +50,8 @@ for n, k in [(16384, 16384), (4096, 14336), (14336, 4096), (4096, 4096)]:
             checks.append(f"{name} rel={err:.1e} worst_row={rows:.1e}")
             if err < 1e-4:
                 fns[name] = [lambda L=L, t=launch: finish_splits(
-                    twg2.twg_forward(x, L[2], L[3], out_features=n, group_size=G, tile=t), None, 0, torch.bfloat16)
+                    twg2.twg_forward(x, L[2], L[3], out_features=n, group_size=G, tile=t[:4], pipe=t[4]), None, 0,
+                    torch.bfloat16)
                     for L in layers]
         times = time_interleaved(fns, rounds=5, timer=time_in_graph)
         print(f"{n}x{k} M={m:3d} " + "  ".join(

@@ -83,10 +83,23 @@ def _wait_asm(n: int) -> str:
                     + ["}"])
 
 
+def _wait_one_asm(n: int) -> str:
+    d = n // 2
+    return " ".join(["{", "wgmma.wait_group.sync.aligned 1;"] + [f"mov.b32 ${j}, ${d + j};" for j in range(d)] + ["}"])
+
+
+def _wait_none_asm(n: int) -> str:
+    d = n // 2
+    return " ".join(["{", "wgmma.wait_group.sync.aligned 0;"] + [f"mov.b32 ${j}, ${d + j};" for j in range(d)] + ["}"])
+
+
 _TILE_COUNTS = tuple(range(1, 17))
 _ISSUE = gl.constexpr(tuple(_wgmma_asm(8 * t, wait=False) for t in _TILE_COUNTS))
 _WAIT = gl.constexpr(tuple(_wait_asm(8 * t) for t in _TILE_COUNTS))
 _ISSUE_CONSTRAINTS = gl.constexpr(tuple(",".join(["=f"] * (4 * t) + ["f"] * (4 * t) + ["r"] * 41) for t in _TILE_COUNTS))
+_WAIT_ONE = gl.constexpr(tuple(_wait_one_asm(8 * t) for t in _TILE_COUNTS))
+_WAIT_NONE = gl.constexpr(tuple(_wait_none_asm(8 * t) for t in _TILE_COUNTS))
+_ONE_CONSTRAINTS = gl.constexpr(tuple(",".join(["=f"] * (4 * t) + ["f"] * (4 * t)) for t in _TILE_COUNTS))
 _WAIT_CONSTRAINTS = gl.constexpr(tuple(",".join(["=f"] * (8 * t) + ["f"] * (8 * t)) for t in _TILE_COUNTS))
 
 
@@ -115,6 +128,14 @@ def _wait(acc0, acc1, TILES: gl.constexpr):
         first = first + (out[j],)
         second = second + (out[D + j],)
     return first, second
+
+
+@gluon.jit
+def _wait_acc(acc, TILES: gl.constexpr, PENDING: gl.constexpr):
+    """``acc`` once at most ``PENDING`` (0 or 1) product groups of this warp are still in flight."""
+    ASM: gl.constexpr = _WAIT_ONE[TILES - 1] if PENDING == 1 else _WAIT_NONE[TILES - 1]
+    CON: gl.constexpr = _ONE_CONSTRAINTS[TILES - 1]
+    return gl.inline_asm_elementwise(ASM, CON, acc, dtype=(gl.float32,) * (4 * TILES), is_pure=False, pack=1)
 
 
 @gluon.jit
@@ -187,7 +208,8 @@ def _operands(first_word, second_word, scale, lane_offset, TABLE_AT: gl.constexp
 @gluon.jit
 def _twg_kernel(digit_table, x_desc, t_ptr, e_ptr, out_ptr, M, N, BLOCKS, CHUNKS, EWORDS, STEPS, stride_os,
                 stride_om, STEPS_PER_SPLIT, BYTES_PER_GROUP: gl.constexpr, TILES: gl.constexpr,
-                STAGES: gl.constexpr, TABLE_AT: gl.constexpr, SCALES_AT: gl.constexpr, RING_AT: gl.constexpr):
+                STAGES: gl.constexpr, TABLE_AT: gl.constexpr, SCALES_AT: gl.constexpr, RING_AT: gl.constexpr,
+                PIPE: gl.constexpr):
     WARPS: gl.constexpr = gl.num_warps()
     NCOL: gl.constexpr = 8 * TILES
     table = gl.allocate_shared_memory(gl.int32, [_TABLE], gl.SwizzledSharedLayout(1, 1, 1, [0]))
@@ -232,15 +254,25 @@ def _twg_kernel(digit_table, x_desc, t_ptr, e_ptr, out_ptr, M, N, BLOCKS, CHUNKS
         b = _operands(bottom[0], bottom[1], _scale_at(bottom[2], SCALES_AT), lane_offset, TABLE_AT)
         mbarrier.wait(bars.index(slot), (i // STAGES) & 1)
         acc0 = _issue(a, b, acc0, address, TILES)
+        if PIPE:  # the previous step's second half has landed: its slot can be refilled
+            acc1 = _wait_acc(acc1, TILES, 1)
+            gl.thread_barrier()
+            before = (i + STAGES - 1) % STAGES
+            _fetch(x_desc, ring, bars, step - 1 + STAGES, before, (i > 0) & (step - 1 + STAGES < last), NCOL)
         top = loaded[2]
         bottom = loaded[3]
         a = _operands(top[0], top[1], _scale_at(top[2], SCALES_AT), lane_offset, TABLE_AT)
         b = _operands(bottom[0], bottom[1], _scale_at(bottom[2], SCALES_AT), lane_offset, TABLE_AT)
         acc1 = _issue(a, b, acc1, address, TILES)
-        acc0, acc1 = _wait(acc0, acc1, TILES)
-        gl.thread_barrier()
-        _fetch(x_desc, ring, bars, step + STAGES, slot, step + STAGES < last, NCOL)
+        if PIPE:
+            acc0 = _wait_acc(acc0, TILES, 1)
+        else:
+            acc0, acc1 = _wait(acc0, acc1, TILES)
+            gl.thread_barrier()
+            _fetch(x_desc, ring, bars, step + STAGES, slot, step + STAGES < last, NCOL)
         loaded = ahead
+    if PIPE:
+        acc1 = _wait_acc(acc1, TILES, 0)
     table._keep_alive()
     scales._keep_alive()
     ring._keep_alive()
@@ -255,7 +287,7 @@ def _twg_kernel(digit_table, x_desc, t_ptr, e_ptr, out_ptr, M, N, BLOCKS, CHUNKS
                          mask=(n < N) & (column < M))
 
 
-def twg_forward(x, T_tiles, E_tiles, *, out_features, group_size, tile=(4, 2, 2, 0)):
+def twg_forward(x, T_tiles, E_tiles, *, out_features, group_size, tile=(4, 2, 2, 0), pipe=False):
     """Partial sums ``[splits, M, N]``; ``tile = (warps, programs per SM, stages, register cap)``."""
     warps, per_sm, stages, cap = tile
     blocks, chunks = T_tiles.shape[:2]
@@ -271,6 +303,6 @@ def twg_forward(x, T_tiles, E_tiles, *, out_features, group_size, tile=(4, 2, 2,
     _twg_kernel[(row_programs, splits)](
         tm.digit_table(x.device), x_desc, T_tiles, E_tiles, ws, x.shape[0], out_features, blocks, chunks,
         E_tiles.shape[1], steps, ws.stride(0), ws.stride(1), triton.cdiv(steps, splits),
-        BYTES_PER_GROUP=group_size // 5, TILES=tiles, STAGES=stages, **offsets(tiles, stages), num_warps=warps,
+        BYTES_PER_GROUP=group_size // 5, TILES=tiles, STAGES=stages, **offsets(tiles, stages), PIPE=pipe, num_warps=warps,
         **({"maxnreg": cap} if cap else {}))
     return ws
