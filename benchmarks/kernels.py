@@ -26,7 +26,7 @@ Everything is timed in one process on one card, with the baseline in the same ru
 Columns per (op, N x K, M): bf16 ``F.linear`` / ``grad_y @ W`` (cuBLAS); ``auto``, i.e.
 ``ternary.functional.linear(..., backend="auto")`` under ``torch.no_grad()`` (what the
 registry picks for inference; the row records which backend that was); our forward and
-grad-x per backend the registry can import (``triton``, ``tilelang``); at M = 1 to 48 with Triton,
+grad-x per backend the registry can import (``triton``, ``tilelang``); at M = 1 to 64 with Triton,
 ``triton_tiled``, the forward of a layer prepared for decoding (``DecodeLinearState``: the
 row-tiled copy, whose size and one-off build time the row records); a naive PyTorch path
 (lookup-table unpack + dequantise + cuBLAS), gemlite's ternary kernel where it imports,
@@ -369,7 +369,7 @@ def time_against_cublas(results: Results, op: str, shape: tuple[int, int, int], 
 def tiled_forward_calls(x: torch.Tensor, states: list, reference_y: torch.Tensor, k: int):
     """``(check, calls)`` of the forward over the decode layout (``DecodeLinearState``'s tiles, built here
     for every rotating copy): for one row the one-lookup-per-byte kernel (``G / 5`` a multiple of 8, as
-    here) or the shuffle-table GEMV, the table-decoded ``mma.sync`` kernel for 2 to 48; the check also
+    here) or the shuffle-table GEMV, the table-decoded ``mma.sync`` kernel for 2 to 64; the check also
     reports the tiles' size and the time to build them once, which a decoding run pays once per layer,
     not per call."""
     from ternary.kernels.linear import triton as triton_linear

@@ -78,7 +78,7 @@ CASES = [
     ("forward_decode", SMALL, 1, 2),  # the LUT GEMV and the split sum
     ("forward_decode", SMALL, 16, 3),  # regrouped activations, the tiled mma.sync kernel, the split sum
     ("forward_decode", SMALL, 40, 3),  # the same with five column tiles (the T_packed fallback would also take 3:
-    # test_triton_tiled_mma's dispatch test checks that 17-48 rows take the tiled kernel)
+    # test_triton_tiled_mma's dispatch test checks that 17-64 rows take the tiled kernel)
     ("public_linear", WIDE, 2048, 2),  # as the forward: the bridge adds nothing
     ("public_linear", SMALL, 1, 3),
     ("grad_x", SMALL, 1, 2),  # the CUDA-core GEMV over the weight rows, the split sum

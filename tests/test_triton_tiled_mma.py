@@ -1,4 +1,4 @@
-"""Forwards of 2 to 48 bf16 rows over the row-tiled decode layout (``triton_tiled_mma``).
+"""Forwards of 2 to 64 bf16 rows over the row-tiled decode layout (``triton_tiled_mma``).
 
 The Gluon kernel runs only compiled on a GPU; on the CPU the activation regrouping (a plain Triton
 kernel) runs under the interpreter against its definition in torch, the kernel is compiled offline
@@ -36,11 +36,12 @@ MMA_BUDGET = 3e-5
 ROW_MMA_BUDGET = 1e-4
 
 # (N, K, G, M): N = 1 and rows past whole tiles and programs, K not a multiple of 5 or of G, every group
-# size the kernel takes up to 160 bytes (8, 16, 32, 64 and 160 bytes per group), M from 2 to 48 with
-# one to six column tiles and padded columns.
+# size the kernel takes up to 160 bytes (8, 16, 32, 64 and 160 bytes per group), M from 2 to 64 with
+# one to eight column tiles (from seven the fragments are loaded in the step) and padded columns.
 SHAPES = [(1, 7, 40, 2), (33, 333, 40, 16), (1000, 4099, 40, 3), (257, 999, 80, 9), (64, 2000, 160, 16),
           (100, 3000, 320, 5), (130, 1600, 800, 13), (4096, 4096, 40, 8), (300, 161, 40, 11),
-          (1, 7, 40, 17), (1000, 4099, 40, 24), (257, 999, 80, 32), (300, 161, 40, 37), (64, 2000, 160, 48)]
+          (1, 7, 40, 17), (1000, 4099, 40, 24), (257, 999, 80, 32), (300, 161, 40, 37), (64, 2000, 160, 48),
+          (1000, 4099, 40, 57), (33, 333, 80, 64)]
 
 
 def _words(rows):
@@ -65,7 +66,7 @@ def reference_fragments(x: torch.Tensor, steps: int) -> torch.Tensor:
     return words.reshape(steps, tiles, 32, 20)
 
 
-@pytest.mark.parametrize("m,k", [(2, 7), (9, 333), (16, 1601), (5, 160), (37, 333), (48, 800)])
+@pytest.mark.parametrize("m,k", [(2, 7), (9, 333), (16, 1601), (5, 160), (37, 333), (48, 800), (61, 900)])
 def test_fragments_put_each_activation_where_the_lanes_read_it(m, k):
     steps = -(-(-(-k // 5)) // 32)
     x = torch.randn(m, k, generator=torch.Generator().manual_seed(m + k)).to(torch.bfloat16)
@@ -96,9 +97,9 @@ def test_fragments_read_strided_activations():
 
 
 @pytest.mark.parametrize("rows,g,takes", [(2, 40, True), (16, 40, True), (16, 160, True), (5, 480, True),
-                                          (17, 40, True), (48, 40, True), (1, 40, False), (49, 40, False),
+                                          (17, 40, True), (64, 40, True), (1, 40, False), (65, 40, False),
                                           (8, 20, False), (8, 10, False)])
-def test_takes_bf16_rows_2_to_48_with_whole_lane_runs_per_group(rows, g, takes):
+def test_takes_bf16_rows_2_to_64_with_whole_lane_runs_per_group(rows, g, takes):
     assert tiled_mma.takes(torch.zeros(rows, 10, dtype=torch.bfloat16), g) == takes
     assert not tiled_mma.takes(torch.zeros(rows, 10, dtype=torch.float32), g)
 
@@ -113,13 +114,14 @@ from ternary.kernels.linear import triton_tiled_mma as tiled
 names = ("digit_table fragment_ptr t_ptr e_ptr out_ptr M N BLOCKS CHUNKS EWORDS STEPS stride_os stride_om "
          "STEPS_PER_SPLIT").split()
 signature = dict(zip(names, ["*i32", "*i32", "*u8", "*i8", "*fp32"] + ["i32"] * 9))
-signature.update(dict.fromkeys(("BYTES_PER_GROUP", "TILES"), "constexpr"))
+signature.update(dict.fromkeys(("BYTES_PER_GROUP", "TILES", "AHEAD"), "constexpr"))
 report = []
 launches = [(8, 1, 4, 0), (32, 2, 2, 0), (64, 1, 8, 0)]
 launches += [(8, tiles, warps, cap) for tiles, (warps, _, cap) in sorted(tiled.TILED_MMA_LAUNCHES.items())]
 for bytes_per_group, tiles, warps, cap in launches:
     source = GluonASTSource(tiled._tiled_mma_kernel, signature=signature,
-                            constexprs={"BYTES_PER_GROUP": bytes_per_group, "TILES": tiles},
+                            constexprs={"BYTES_PER_GROUP": bytes_per_group, "TILES": tiles,
+                                        "AHEAD": tiles <= tiled.FRAGMENTS_AHEAD_TILES},
                             attrs={(i,): [["tt.divisibility", 16]] for i in range(5)})
     options = {"num_warps": warps, **({"maxnreg": cap} if cap else {})}
     compiled = triton.compile(source, target=GPUTarget("cuda", 90, 32), options=options)
@@ -156,9 +158,10 @@ def test_kernel_compiles_for_sm90_with_the_tables_as_its_only_shared_memory():
     (computing the table there took ~580 instructions). Per step, 10 products per operand tile and
     column tile (8 for digits 0..3, 2 for digit 4), 8 table reads and one scale read per row (4 rows per
     lane) and 5 16-byte activation loads per column tile; one column tile takes two steps a turn (their
-    loads alternate between two register sets), more take one. Every launch of ``TILED_MMA_LAUNCHES`` and a
-    few others compile; only four column tiles under their 168-register cap spill (two words, stored before the
-    loop and reloaded every step)."""
+    loads alternate between two register sets), more take one; from seven column tiles the activations are
+    loaded in the step (none before the loop). Every launch of ``TILED_MMA_LAUNCHES`` and a few others
+    compile; only four column tiles under their 168-register cap spill (two words, stored before the loop and
+    reloaded every step)."""
     report = _compile_offline(_OFFLINE_COMPILE)
     assert [row[-1] for row in report] == [1, 2, 1] + sorted(tiled_mma.TILED_MMA_LAUNCHES)
     for shared, products, lookups, scales, vector_loads, scale_stores, spills, warps, prologue, tiles in report:
@@ -169,8 +172,9 @@ def test_kernel_compiles_for_sm90_with_the_tables_as_its_only_shared_memory():
         assert products == 2 * tiles * 10 * steps
         assert lookups == 4 * 8 * steps
         assert scales == 4 * steps
-        # the table's copy, the first step's loads, then the next steps' in the loop
-        assert vector_loads == table_copies + (1 + steps) * 5 * tiles
+        # the table's copy, the first step's loads (ahead only), then the next steps' or this step's in the loop
+        ahead = tiles <= tiled_mma.FRAGMENTS_AHEAD_TILES
+        assert vector_loads == table_copies + ((1 + steps) if ahead else steps) * 5 * tiles
         assert prologue < 150 + 8 * table_copies, prologue
         assert spills == (2 if (tiles, warps) == (4, 4) else 0), (tiles, warps, spills)
 
@@ -201,11 +205,12 @@ def test_tiled_mma_matches_float64(n, k, g, m, tile):
 
 
 @GPU_ONLY
-@pytest.mark.parametrize("m", [17, 24, 32, 40, 48])
+@pytest.mark.parametrize("m", [17, 24, 32, 40, 48, 56, 64])
 def test_column_tiles_add_rows_without_changing_any(m):
     """Each column tile of 8 activation rows has its own accumulators: the partial sums of an ``m``-row call
-    (three to six column tiles on their own launch of ``TILED_MMA_LAUNCHES``) equal bit for bit those of
-    8-row calls on the same rows with that launch (one column tile, two steps a turn)."""
+    (three to eight column tiles on their own launch of ``TILED_MMA_LAUNCHES``, from seven with the fragments
+    loaded in the step) equal bit for bit those of 8-row calls on the same rows with that launch (one column
+    tile, two steps a turn, fragments loaded a step ahead)."""
     n, k, g = 1000, 4099, 40
     state, gen = decode_state(n, k, g, seed=m)
     x = (torch.randn(m, k, generator=gen) * 4).to(torch.bfloat16).cuda()
@@ -226,11 +231,11 @@ def test_a_launch_of_the_wrong_length_is_refused_for_several_rows():
 
 
 @GPU_ONLY
-@pytest.mark.parametrize("m", [6, 12, 40])
+@pytest.mark.parametrize("m", [6, 12, 40, 60])
 def test_tiled_mma_poisons_exactly_the_rows_of_corrupt_bytes(m):
     """Bytes 243, 255 and 250 at a row's first, last and a middle column make those rows NaN for every
-    activation row and no other; the other rows match float64. One column tile (two steps a turn), two
-    and five."""
+    activation row and no other; the other rows match float64. One column tile (two steps a turn), two,
+    five and eight (fragments in the step)."""
     n, k, g = 1000, 4099, 40
     packed, exponents, _, gen = layer(n, k, g, seed=5)
     corrupt = {7: (0, 243), 999: (-1, 255), 500: (333, 250)}
@@ -290,15 +295,15 @@ def test_tiled_mma_scales_by_every_exponent(m):
 
 
 @GPU_ONLY
-def test_forward_decode_takes_the_tiled_mma_for_bf16_rows_2_to_48(monkeypatch):
-    """bf16 with 2..48 rows and whole lane runs per group take the kernel; fp32, one row, 49 rows and
+def test_forward_decode_takes_the_tiled_mma_for_bf16_rows_2_to_64(monkeypatch):
+    """bf16 with 2..64 rows and whole lane runs per group take the kernel; fp32, one row, 65 rows and
     G = 20 do not (they run the tiled GEMV or the forward on ``T_packed``); every result matches."""
     calls = []
     original = tiled_mma.tiled_mma
     monkeypatch.setattr(tiled_mma, "tiled_mma", lambda *a, **kw: calls.append(1) or original(*a, **kw))
     for g, rows, dtype, takes in ((40, 2, torch.bfloat16, True), (40, 16, torch.bfloat16, True),
-                                  (40, 17, torch.bfloat16, True), (40, 48, torch.bfloat16, True),
-                                  (40, 49, torch.bfloat16, False), (40, 1, torch.bfloat16, False),
+                                  (40, 17, torch.bfloat16, True), (40, 64, torch.bfloat16, True),
+                                  (40, 65, torch.bfloat16, False), (40, 1, torch.bfloat16, False),
                                   (40, 8, torch.float32, False), (20, 8, torch.bfloat16, False)):
         state, gen = decode_state(513, 1001, g, seed=rows)
         x = torch.randn(rows, 1001, generator=gen).to(dtype)

@@ -66,7 +66,7 @@ def ternary_linear(state: LinearState, x: torch.Tensor, *, backend: str | None =
 @linear.register
 def decode_linear(state: DecodeLinearState, x: torch.Tensor, *, backend: str | None = None) -> torch.Tensor:
     """:func:`linear` for a :class:`DecodeLinearState`: the forward only, for inference. One
-    activation row, or 2 to 48 bf16 rows, on the Triton backend read the row-tiled decode layout;
+    activation row, or 2 to 64 bf16 rows, on the Triton backend read the row-tiled decode layout;
     anything else runs the backend's forward on ``T_packed``. Raises where gradients or hooks are
     being taken (train the :class:`LinearState` instead)."""
     check_input(state, x)

@@ -1,10 +1,10 @@
-"""A ternary linear layer prepared for decoding: forwards of one token, or of up to 48 (a batch of
+"""A ternary linear layer prepared for decoding: forwards of one token, or of up to 64 (a batch of
 sequences, or draft tokens), at a time.
 
 :class:`DecodeLinearState` holds what a forward needs from a :class:`LinearState` (``T_packed``,
 ``E``, ``bias``) plus a second copy of the same bytes in the **row-tiled decode layout**, which the
 Triton kernels for one row (``ternary.kernels.linear.triton_lut_gemv`` and ``triton_tiled_gemv``) and
-for 2 to 48 bf16 rows (``triton_tiled_mma``) read with coalesced loads:
+for 2 to 64 bf16 rows (``triton_tiled_mma``) read with coalesced loads:
 
 - ``T_tiles`` uint8 ``[ceil(N / 32), KB32 / 16, 32, 16]``: ``T_tiles[b, c, r, i]`` is byte
   ``16 c + i`` of row ``32 b + r``, where ``KB32`` is ``ceil(K / 5)`` rounded up to a multiple of

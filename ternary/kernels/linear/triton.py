@@ -7,7 +7,7 @@ Forward takes one of seven paths, picked by the number of activation rows ``M``:
   A layer prepared for decoding (``ternary.state.DecodeLinearState``, :func:`forward_decode`)
   feeds the same lookups from its row-tiled copy with coalesced loads (``triton_tiled_gemv``), or
   for ``G / 5`` a multiple of 8 one shared-memory table lookup per byte (``triton_lut_gemv``), and takes
-  ``2 <= M <= 48`` bf16 rows there too, for ``G / 5`` a multiple of 8: ``mma.sync``
+  ``2 <= M <= 64`` bf16 rows there too, for ``G / 5`` a multiple of 8: ``mma.sync``
   products on weights decoded by a shared-memory table (``triton_tiled_mma``).
 - ``2 <= M <= 16`` with bf16 activations on sm_90 or newer, for layers whose groups are whole
   4-byte runs and whose storage allows aligned word reads: ``mma.sync`` products with the
@@ -862,7 +862,7 @@ def forward_decode(
     KB32 / 16, 32, 16]`` / ``E_tiles`` (``ternary.state.decode_state``). On a Gluon card one activation
     row reads the tiles by one shared-memory table lookup per byte (``triton_lut_gemv``, for ``G / 5``
     a multiple of 8) or else by shuffle lookups
-    (``triton_tiled_gemv``), and 2 to 48 bf16 rows by ``mma.sync`` on table-decoded weights
+    (``triton_tiled_gemv``), and 2 to 64 bf16 rows by ``mma.sync`` on table-decoded weights
     (``triton_tiled_mma``, for ``G / 5`` a multiple of 8); anything else is :func:`forward` on
     ``T_packed`` and ``E``. ``tile`` overrides the launch of the kernel the call takes (benchmark
     sweeps) and picks it for one row by its length: ``(programs per SM,)`` the table lookup,

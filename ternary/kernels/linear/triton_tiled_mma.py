@@ -1,4 +1,4 @@
-"""Forward for 2 to 48 bf16 activation rows over the row-tiled decode layout, on ``mma.sync`` tensor
+"""Forward for 2 to 64 bf16 activation rows over the row-tiled decode layout, on ``mma.sync`` tensor
 cores with the weights decoded by a lookup table (a Gluon kernel: compiled NVIDIA GPUs only, never
 under ``TRITON_INTERPRET``).
 
@@ -27,6 +27,10 @@ the registers for that are not there (156 per thread, one program per SM: slower
 8 activation rows holds 20 more fragment words per lane, and the next step's as well, so from three
 column tiles (17 to 48 rows) the kernel needs 168-248 registers and runs fewer warps per SM
 (``TILED_MMA_LAUNCHES``); the decoded weights of a step are still formed once and feed every column tile.
+From seven column tiles (49 to 64 rows) the fragments are loaded in the step that uses them
+(``FRAGMENTS_AHEAD_TILES``): one step ahead they would not fit in registers (66 spilled instructions a step at
+eight tiles), in the step they take 238-254 registers and nothing spills. The products are the same either way,
+bit for bit.
 
 The activations are regrouped first (:func:`fragments`, a small Triton kernel) into the right
 operand's registers: per step, column tile and lane, 20 words (bf16 pairs) read as five 16-byte loads.
@@ -46,7 +50,9 @@ Copying the digit table instead of computing it in each program (thirty-second s
 level at 16384^2, 1.5-7.4 % off the whole call on the three smaller benchmark shapes at M = 2, 8 and 16.
 17 to 48 rows (thirty-third session's benchmark, whole calls): 16384^2 M = 24 / 32 / 48 in 63.9 / 72.7 / 98.0 us
 (1.90x / 1.68x / 1.25x bf16) against 111.5 / 113.1 / 144.0 us for the forward on ``T_packed`` these rows took
-before; 1.39-1.75x faster than that on every benchmark shape at 24, 32 and 48 rows.
+before; 1.39-1.75x faster than that on every benchmark shape at 24, 32 and 48 rows. 49 to 64 rows (the same
+session, fragments in the step): 16384^2 M = 56 / 64 in 115.0 / 123.8 us (1.10x / 1.07x bf16) against 144.4 / 144.7 us
+on ``T_packed``, 1.17-1.40x faster than that on every benchmark shape.
 """
 
 from __future__ import annotations
@@ -63,7 +69,7 @@ from ternary.kernels.linear.triton_launch import program_splits
 from ternary.state.decode_state import CHUNK_BYTES, STEP_BYTES, TILE_ROWS
 
 TILED_MMA_MIN_ROWS = 2
-TILED_MMA_MAX_ROWS = 48
+TILED_MMA_MAX_ROWS = 64
 # Bytes of a lane's run in one step: a group must hold whole runs (one exponent per row and step).
 LANE_BYTES = 8
 # Right-operand words per lane, column tile and step: 8 digit-0..3 products and 2 digit-4 products,
@@ -75,8 +81,14 @@ FRAGMENT_WORDS = 20
 # M = 2 and 16 (96 and 128 registers); for three to six (thirty_third/) the best or within 1.4% of it of two or
 # three launches on the four benchmark shapes at M = 24, 32 and 48: three programs of 4 warps under 168
 # registers (four column tiles spill two words, reloaded every step, and still beat 2 programs of 176), one
-# program of 8 warps with 242-248.
-TILED_MMA_LAUNCHES = {1: (8, 2, 0), 2: (8, 2, 0), 3: (4, 3, 168), 4: (4, 3, 168), 5: (8, 1, 0), 6: (8, 1, 0)}
+# program of 8 warps with 242-248; for seven and eight (fragments in the step) 8 warps x 1 beat 4 x 2 on all four
+# shapes at M = 56 and 64.
+TILED_MMA_LAUNCHES = {1: (8, 2, 0), 2: (8, 2, 0), 3: (4, 3, 168), 4: (4, 3, 168), 5: (8, 1, 0), 6: (8, 1, 0),
+                      7: (8, 1, 0), 8: (8, 1, 0)}
+# Column tiles up to which each step's activation fragments are loaded one step ahead (more: in the step). H200,
+# same process (thirty_third/probe_in_step.log): for three to six tiles loading them in the step was level to 12 %
+# slower at 16384^2 (up to 5 % faster on 4096^2), so it is kept for seven and eight, where ahead spills.
+FRAGMENTS_AHEAD_TILES = 6
 # int32 words of the digit table: byte values (all of them: values past 242 decode to NaN), copies side by
 # side, two words each. The 256 scale words follow it in shared memory.
 TABLE_WORDS = 256 * 16 * 2
@@ -259,15 +271,10 @@ def _mma(a0, a1, a2, a3, b0, b1, c):
 
 
 @gluon.jit
-def _step_loads(fragment_ptr, words, e_ptr, step, block, lane, CHUNKS, EWORDS, BYTES_PER_GROUP: gl.constexpr,
-                TILES: gl.constexpr, ONE: gl.constexpr):
-    """What step ``step`` reads: the right-operand words (``TILES * 20`` per lane) and, for each of the
-    lane's rows ``g, g + 8, g + 16, g + 24``, its two weight words and its exponent."""
+def _step_fragments(fragment_ptr, step, lane, TILES: gl.constexpr, ONE: gl.constexpr):
+    """Step ``step``'s right-operand words, ``TILES * 20`` per lane (five 16-byte loads per column tile)."""
     WARPS: gl.constexpr = gl.num_warps()
     quad: gl.constexpr = gl.BlockedLayout([1, 4], [32, 1], [WARPS, 1], [1, 0])
-    pair: gl.constexpr = gl.BlockedLayout([1, 2], [32, 1], [WARPS, 1], [1, 0])
-    g = lane // 4
-    q = lane % 4
     fragments = ()
     lane4 = gl.expand_dims(gl.convert_layout(lane, gl.SliceLayout(1, quad), assert_trivial=True), 1)
     four = gl.expand_dims(gl.arange(0, 4, layout=gl.SliceLayout(0, quad)), 0)
@@ -281,6 +288,21 @@ def _step_loads(fragment_ptr, words, e_ptr, step, block, lane, CHUNKS, EWORDS, B
                                      gl.convert_layout(w1, ONE, assert_trivial=True),
                                      gl.convert_layout(w2, ONE, assert_trivial=True),
                                      gl.convert_layout(w3, ONE, assert_trivial=True))
+    return fragments
+
+
+@gluon.jit
+def _step_loads(fragment_ptr, words, e_ptr, step, block, lane, CHUNKS, EWORDS, BYTES_PER_GROUP: gl.constexpr,
+                TILES: gl.constexpr, ONE: gl.constexpr, FRAGMENTS: gl.constexpr):
+    """What step ``step`` reads: with ``FRAGMENTS`` the right-operand words (:func:`_step_fragments`, else
+    none), and for each of the lane's rows ``g, g + 8, g + 16, g + 24`` its two weight words and exponent."""
+    WARPS: gl.constexpr = gl.num_warps()
+    pair: gl.constexpr = gl.BlockedLayout([1, 2], [32, 1], [WARPS, 1], [1, 0])
+    g = lane // 4
+    q = lane % 4
+    fragments = ()
+    if FRAGMENTS:
+        fragments = _step_fragments(fragment_ptr, step, lane, TILES, ONE)
     group = (step * _STEP + _LANE * q) // BYTES_PER_GROUP
     block2 = gl.expand_dims(gl.convert_layout(block, gl.SliceLayout(1, pair), assert_trivial=True), 1)
     q2 = gl.expand_dims(gl.convert_layout(q, gl.SliceLayout(1, pair), assert_trivial=True), 1)
@@ -320,11 +342,13 @@ def _step_products(loaded, acc, lane_offset, TILES: gl.constexpr):
 
 @gluon.jit
 def _tiled_mma_kernel(digit_table, fragment_ptr, t_ptr, e_ptr, out_ptr, M, N, BLOCKS, CHUNKS, EWORDS, STEPS,
-                      stride_os, stride_om, STEPS_PER_SPLIT, BYTES_PER_GROUP: gl.constexpr, TILES: gl.constexpr):
+                      stride_os, stride_om, STEPS_PER_SPLIT, BYTES_PER_GROUP: gl.constexpr, TILES: gl.constexpr,
+                      AHEAD: gl.constexpr):
     """Partial ``out[s, t, n] = sum_k x[t, k] W[n, k]`` over split ``s = program_id(1)`` of the steps, for
     the 32-row tiles ``program_id(0) * warps ..`` (one per warp) and ``8 * TILES`` activation rows
     (:func:`fragments`); ``BLOCKS`` / ``CHUNKS`` / ``EWORDS`` are the tiles' row tiles, chunks and
-    exponent words per row. With one column tile the loop takes two steps a turn."""
+    exponent words per row. With one column tile the loop takes two steps a turn; ``AHEAD`` loads each step's
+    activation fragments with the step before's weights, else in the step itself."""
     WARPS: gl.constexpr = gl.num_warps()
     UNROLL: gl.constexpr = TILES == 1
     table, scales = _fill_tables(digit_table, WARPS)
@@ -342,22 +366,24 @@ def _tiled_mma_kernel(digit_table, fragment_ptr, t_ptr, e_ptr, out_ptr, M, N, BL
     for _ in gl.static_range(2 * TILES):
         acc = acc + ((zero, zero, zero, zero),)
     loaded = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(first, STEPS - 1), block, lane, CHUNKS, EWORDS,
-                         BYTES_PER_GROUP, TILES, ONE)  # an empty split (none today: even_splits) reads in bounds
+                         BYTES_PER_GROUP, TILES, ONE, AHEAD)  # an empty split (none today: even_splits) reads in bounds
     # Loads run one step ahead, clamped to the split's last step: each split reads its last step once more
     # than it uses (twice when an unrolled split has an odd count), always in bounds.
     if UNROLL:  # two steps a turn, the loads ahead alternating between two sets (no copies between turns)
         for step in range(first, last, 2):
             ahead = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(step + 1, last - 1), block, lane, CHUNKS,
-                                EWORDS, BYTES_PER_GROUP, TILES, ONE)
+                                EWORDS, BYTES_PER_GROUP, TILES, ONE, True)
             acc = _step_products(loaded, acc, lane_offset, TILES)
             loaded = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(step + 2, last - 1), block, lane, CHUNKS,
-                                 EWORDS, BYTES_PER_GROUP, TILES, ONE)
+                                 EWORDS, BYTES_PER_GROUP, TILES, ONE, True)
             if step + 1 < last:
                 acc = _step_products(ahead, acc, lane_offset, TILES)
     else:
         for step in range(first, last):
             ahead = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(step + 1, last - 1), block, lane, CHUNKS,
-                                EWORDS, BYTES_PER_GROUP, TILES, ONE)
+                                EWORDS, BYTES_PER_GROUP, TILES, ONE, AHEAD)
+            if not AHEAD:  # the activations in the step that uses them: fewer registers, more warps per SM
+                loaded = (_step_fragments(fragment_ptr, step, lane, TILES, ONE), loaded[1])
             acc = _step_products(loaded, acc, lane_offset, TILES)
             loaded = ahead
     table._keep_alive()
@@ -393,7 +419,8 @@ def tiled_mma(x: torch.Tensor, T_tiles: torch.Tensor, E_tiles: torch.Tensor, *, 
     _tiled_mma_kernel[(row_programs, splits)](
         digit_table(x.device), x_fragments, T_tiles, E_tiles, ws, x.shape[0], out_features, blocks, chunks,
         E_tiles.shape[1], steps, ws.stride(0), ws.stride(1), triton.cdiv(steps, splits),
-        BYTES_PER_GROUP=group_size // 5, TILES=x_fragments.shape[1], num_warps=warps,
+        BYTES_PER_GROUP=group_size // 5, TILES=x_fragments.shape[1],
+        AHEAD=x_fragments.shape[1] <= FRAGMENTS_AHEAD_TILES, num_warps=warps,
         **({"maxnreg": cap} if cap else {}),
     )
     return ws
