@@ -351,6 +351,7 @@ def _tiled_mma_kernel(digit_table, fragment_ptr, t_ptr, e_ptr, out_ptr, M, N, BL
     activation fragments with the step before's weights, else in the step itself."""
     WARPS: gl.constexpr = gl.num_warps()
     UNROLL: gl.constexpr = TILES == 1
+    gl.static_assert(AHEAD or not UNROLL, "two steps a turn need the fragments a step ahead")
     table, scales = _fill_tables(digit_table, WARPS)
     ONE: gl.constexpr = gl.BlockedLayout([1], [32], [WARPS], [0])
     thread = gl.arange(0, 32 * WARPS, layout=ONE)
@@ -367,8 +368,8 @@ def _tiled_mma_kernel(digit_table, fragment_ptr, t_ptr, e_ptr, out_ptr, M, N, BL
         acc = acc + ((zero, zero, zero, zero),)
     loaded = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(first, STEPS - 1), block, lane, CHUNKS, EWORDS,
                          BYTES_PER_GROUP, TILES, ONE, AHEAD)  # an empty split (none today: even_splits) reads in bounds
-    # Loads run one step ahead, clamped to the split's last step: each split reads its last step once more
-    # than it uses (twice when an unrolled split has an odd count), always in bounds.
+    # Loads run one step ahead (the fragments only with AHEAD), clamped to the split's last step: each split reads
+    # its last step once more than it uses (twice when an unrolled split has an odd count), always in bounds.
     if UNROLL:  # two steps a turn, the loads ahead alternating between two sets (no copies between turns)
         for step in range(first, last, 2):
             ahead = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(step + 1, last - 1), block, lane, CHUNKS,
@@ -382,7 +383,7 @@ def _tiled_mma_kernel(digit_table, fragment_ptr, t_ptr, e_ptr, out_ptr, M, N, BL
         for step in range(first, last):
             ahead = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(step + 1, last - 1), block, lane, CHUNKS,
                                 EWORDS, BYTES_PER_GROUP, TILES, ONE, AHEAD)
-            if not AHEAD:  # the activations in the step that uses them: fewer registers, more warps per SM
+            if not AHEAD:  # the activations in the step that uses them: 160 fewer registers at eight column tiles
                 loaded = (_step_fragments(fragment_ptr, step, lane, TILES, ONE), loaded[1])
             acc = _step_products(loaded, acc, lane_offset, TILES)
             loaded = ahead
