@@ -37,11 +37,12 @@ ROW_MMA_BUDGET = 1e-4
 
 # (N, K, G, M): N = 1 and rows past whole tiles and programs, K not a multiple of 5 or of G, every group
 # size the kernel takes up to 160 bytes (8, 16, 32, 64 and 160 bytes per group), M from 2 to 64 with
-# one to eight column tiles (from seven the fragments are loaded in the step) and padded columns.
+# one to eight column tiles (from seven the fragments are loaded in the step) and padded columns. The launches
+# with one split walk every step in one program (26 at K = 4099), so the in-step form runs many steps.
 SHAPES = [(1, 7, 40, 2), (33, 333, 40, 16), (1000, 4099, 40, 3), (257, 999, 80, 9), (64, 2000, 160, 16),
           (100, 3000, 320, 5), (130, 1600, 800, 13), (4096, 4096, 40, 8), (300, 161, 40, 11),
           (1, 7, 40, 17), (1000, 4099, 40, 24), (257, 999, 80, 32), (300, 161, 40, 37), (64, 2000, 160, 48),
-          (1000, 4099, 40, 57), (33, 333, 80, 64)]
+          (1000, 4099, 40, 53), (1000, 4099, 40, 57), (33, 333, 80, 64)]
 
 
 def _words(rows):
@@ -205,20 +206,23 @@ def test_tiled_mma_matches_float64(n, k, g, m, tile):
 
 
 @GPU_ONLY
-@pytest.mark.parametrize("m", [17, 24, 32, 40, 48, 56, 64])
-def test_column_tiles_add_rows_without_changing_any(m):
+@pytest.mark.parametrize("m,one_split", [(17, False), (24, False), (32, False), (40, False), (48, False),
+                                         (56, False), (64, False), (24, True), (56, True), (64, True)])
+def test_column_tiles_add_rows_without_changing_any(m, one_split):
     """Each column tile of 8 activation rows has its own accumulators: the partial sums of an ``m``-row call
     (three to eight column tiles on their own launch of ``TILED_MMA_LAUNCHES``, from seven with the fragments
     loaded in the step) equal bit for bit those of 8-row calls on the same rows with that launch (one column
-    tile, two steps a turn, fragments loaded a step ahead)."""
+    tile, two steps a turn, fragments loaded a step ahead). The default launches give each split one step
+    here; with one split (8 warps, no cap) every program walks all 26 steps."""
     n, k, g = 1000, 4099, 40
     state, gen = decode_state(n, k, g, seed=m)
     x = (torch.randn(m, k, generator=gen) * 4).to(torch.bfloat16).cuda()
-    launch = tiled_mma.TILED_MMA_LAUNCHES[-(-m // 8)]
-    whole = tiled_mma.tiled_mma(x, state.T_tiles, state.E_tiles, out_features=n, group_size=g)
+    launch = (8, 0) if one_split else tiled_mma.TILED_MMA_LAUNCHES[-(-m // 8)]
+    whole = tiled_mma.tiled_mma(x, state.T_tiles, state.E_tiles, out_features=n, group_size=g,
+                                tile=launch if one_split else None)
     parts = [tiled_mma.tiled_mma(x[i:i + 8], state.T_tiles, state.E_tiles, out_features=n, group_size=g, tile=launch)
              for i in range(0, m, 8)]
-    assert whole.shape[0] > 1  # several splits: each is compared
+    assert (whole.shape[0] == 1) == one_split  # several splits (each compared), or one that walks every step
     assert torch.equal(whole.view(torch.int32), torch.cat(parts, dim=1).view(torch.int32))
 
 

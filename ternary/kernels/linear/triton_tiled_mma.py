@@ -28,8 +28,8 @@ the registers for that are not there (156 per thread, one program per SM: slower
 column tiles (17 to 48 rows) the kernel needs 168-248 registers and runs fewer warps per SM
 (``TILED_MMA_LAUNCHES``); the decoded weights of a step are still formed once and feed every column tile.
 From seven column tiles (49 to 64 rows) the fragments are loaded in the step that uses them
-(``FRAGMENTS_AHEAD_TILES``): one step ahead they would not fit in registers (66 spilled instructions a step at
-eight tiles), in the step they take 238-254 registers and nothing spills. The products are the same either way,
+(``FRAGMENTS_AHEAD_TILES``): one step ahead they would not fit in registers (at eight tiles 120 bytes a thread
+spill, 33 local loads and stores a step), in the step they take 238-254 registers and nothing spills. The products are the same either way,
 bit for bit.
 
 The activations are regrouped first (:func:`fragments`, a small Triton kernel) into the right
@@ -86,8 +86,9 @@ FRAGMENT_WORDS = 20
 TILED_MMA_LAUNCHES = {1: (8, 2, 0), 2: (8, 2, 0), 3: (4, 3, 168), 4: (4, 3, 168), 5: (8, 1, 0), 6: (8, 1, 0),
                       7: (8, 1, 0), 8: (8, 1, 0)}
 # Column tiles up to which each step's activation fragments are loaded one step ahead (more: in the step). H200,
-# same process (thirty_third/probe_in_step.log): for three to six tiles loading them in the step was level to 12 %
-# slower at 16384^2 (up to 5 % faster on 4096^2), so it is kept for seven and eight, where ahead spills.
+# same process (thirty_third/probe_in_step.log): for three to six tiles, on the same launch, loading them in the step
+# was level to 12 % slower at 16384^2 (up to 5 % faster on 4096^2), so it is kept for seven and eight, where ahead
+# spills.
 FRAGMENTS_AHEAD_TILES = 6
 # int32 words of the digit table: byte values (all of them: values past 242 decode to NaN), copies side by
 # side, two words each. The 256 scale words follow it in shared memory.
@@ -348,7 +349,7 @@ def _tiled_mma_kernel(digit_table, fragment_ptr, t_ptr, e_ptr, out_ptr, M, N, BL
     the 32-row tiles ``program_id(0) * warps ..`` (one per warp) and ``8 * TILES`` activation rows
     (:func:`fragments`); ``BLOCKS`` / ``CHUNKS`` / ``EWORDS`` are the tiles' row tiles, chunks and
     exponent words per row. With one column tile the loop takes two steps a turn; ``AHEAD`` loads each step's
-    activation fragments with the step before's weights, else in the step itself."""
+    activation fragments one step ahead, with that step's weight rows, else in the step itself."""
     WARPS: gl.constexpr = gl.num_warps()
     UNROLL: gl.constexpr = TILES == 1
     gl.static_assert(AHEAD or not UNROLL, "two steps a turn need the fragments a step ahead")
@@ -383,7 +384,7 @@ def _tiled_mma_kernel(digit_table, fragment_ptr, t_ptr, e_ptr, out_ptr, M, N, BL
         for step in range(first, last):
             ahead = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(step + 1, last - 1), block, lane, CHUNKS,
                                 EWORDS, BYTES_PER_GROUP, TILES, ONE, AHEAD)
-            if not AHEAD:  # the activations in the step that uses them: 160 fewer registers at eight column tiles
+            if not AHEAD:  # the activations in the step that uses them: the next step's are not held across its products
                 loaded = (_step_fragments(fragment_ptr, step, lane, TILES, ONE), loaded[1])
             acc = _step_products(loaded, acc, lane_offset, TILES)
             loaded = ahead
