@@ -151,3 +151,82 @@ def test_preset_rules_are_the_swept_choices():
     assert preset_rule("small", theta_t=None, theta_e=8).theta_e == 8 and preset_rule("small", theta_e=8).theta_t == 32
     with pytest.raises(ValueError, match="unknown preset"):
         preset_rule("huge")
+
+
+def tiny_train(tmp_path, *flags: str):
+    data = tmp_path / "text.txt"
+    if not data.exists():
+        data.write_text(TEXT)
+    return CliRunner().invoke(main, ["train", "--data", str(data), "--ctx", "8", "--batch", "2", "--no-progress",
+                                     "--eval-every", "100", *SMALL, *flags])
+
+
+def one_error_line(result, exit_code: int = 1) -> str:
+    """The one ``Error:`` line of a failed command (1: a run refused or stopped, 2: a flag refused by click)."""
+    errors = [line for line in result.output.splitlines() if line.startswith("Error:")]
+    assert result.exit_code == exit_code and len(errors) == 1 and "Traceback" not in result.output, result.output
+    return errors[0]
+
+
+def test_a_new_run_refuses_an_out_folder_that_holds_snapshots_and_leaves_them_alone(tmp_path):
+    assert tiny_train(tmp_path, "--steps", "2", "--out", str(tmp_path / "run")).exit_code == 0
+    before = {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()}
+    error = one_error_line(tiny_train(tmp_path, "--steps", "1", "--out", str(tmp_path / "run")))
+    assert f"--out {tmp_path / 'run'}: already holds snapshots (newest step-000000002.safetensors)" in error
+    assert "--resume" in error
+    assert {p.name: p.read_bytes() for p in (tmp_path / "run").iterdir()} == before
+
+
+def test_an_out_folder_that_cannot_be_made_is_refused_before_training(tmp_path):
+    (tmp_path / "afile").write_text("a file")
+    result = tiny_train(tmp_path, "--steps", "1", "--out", str(tmp_path / "afile" / "sub"))
+    assert f"--out {tmp_path / 'afile' / 'sub'}: cannot write snapshots there" in one_error_line(result)
+    assert "validation" not in result.output  # refused before the first evaluation
+
+
+def test_a_resume_keeps_its_new_snapshot_past_a_damaged_later_one(tmp_path):
+    """``--keep 1`` after resuming from a folder whose newest file is damaged: the new snapshot stays, and so does
+    the damaged one (numbered above it); the good one it resumed from is the one rotated out."""
+    run = tmp_path / "run"
+    assert tiny_train(tmp_path, "--steps", "2", "--out", str(run)).exit_code == 0
+    (run / "step-000000009.safetensors").write_bytes((run / "step-000000002.safetensors").read_bytes()[:-5])
+    result = tiny_train(tmp_path, "--steps", "3", "--resume", str(run), "--keep", "1")
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in run.iterdir()) == ["step-000000003.safetensors", "step-000000009.safetensors"]
+
+
+def test_a_snapshot_that_cannot_be_written_ends_with_one_error_line(tmp_path, monkeypatch):
+    from ternary.io import rotation
+    from ternary.io.errors import SnapshotWriteError
+
+    def full_disk(path, *args, **kwargs):
+        raise SnapshotWriteError(f"{path}: write failed; the previous file is untouched (No space left on device)")
+
+    monkeypatch.setattr(rotation, "save", full_disk)
+    error = one_error_line(tiny_train(tmp_path, "--steps", "1", "--out", str(tmp_path / "run")))
+    assert "snapshot not written" in error and "step-000000001.safetensors: write failed" in error
+
+
+def test_data_that_cannot_be_read_is_named(tmp_path):
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "a.txt").write_text(TEXT)
+    (folder / "b.txt").symlink_to(tmp_path / "gone.txt")
+    error = one_error_line(tiny_train(tmp_path, "--steps", "1", "--data", str(folder)))
+    assert f"cannot read {folder / 'b.txt'}" in error
+    assert "neither a regular file nor a folder" in one_error_line(tiny_train(tmp_path, "--data", "/dev/null"))
+    small = tmp_path / "small.txt"
+    small.write_text("tiny")
+    assert f"corpus {small} of 4 bytes is too small for a context of 8 bytes (--ctx)" in one_error_line(
+        tiny_train(tmp_path, "--data", str(small)))
+
+
+def test_generate_refuses_a_temperature_that_is_not_finite_and_passes_raw_prompt_bytes(tmp_path):
+    assert tiny_train(tmp_path, "--steps", "1", "--out", str(tmp_path / "run")).exit_code == 0
+    snapshot = str(tmp_path / "run")
+    for value in ("nan", "inf"):
+        result = CliRunner().invoke(main, ["generate", "--snapshot", snapshot, "--temperature", value])
+        assert "Invalid value for '--temperature': must be a finite number" in one_error_line(result, exit_code=2)
+    raw = CliRunner().invoke(main, ["generate", "--snapshot", snapshot, "--prompt", "\udcff\udcfe to be", "--tokens",
+                                    "3", "--temperature", "0", "--threads", "1"])
+    assert raw.exit_code == 0 and len(raw.stdout_bytes) == 3, raw.output

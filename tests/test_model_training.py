@@ -66,8 +66,10 @@ def test_bad_corpora_name_the_problem(tmp_path):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DataError, match="no files"):
         load_corpus(tmp_path / "empty")
-    with pytest.raises(DataError, match="too small for --ctx 64"):
+    with pytest.raises(DataError, match=r"corpus of 100 bytes is too small for a context of 64 bytes \(--ctx\)"):
         split_corpus(torch.zeros(100, dtype=torch.uint8), 64)
+    with pytest.raises(DataError, match="corpus notes.txt of 100 bytes is too small"):
+        split_corpus(torch.zeros(100, dtype=torch.uint8), 64, "notes.txt")
 
 
 def test_training_windows_are_a_pure_function_of_seed_step_micro():

@@ -132,3 +132,17 @@ def test_resume_from_file_or_folder(tmp_path, gen):
 def test_keep_must_be_positive(tmp_path, gen):
     with pytest.raises(ValueError, match="keep must be >= 1"):
         save_numbered(tmp_path, layer(gen), step=0, keep=0)
+
+
+def test_rotation_never_deletes_the_new_snapshot_or_any_numbered_above_it(tmp_path, gen):
+    """A folder holding another run's later snapshots (or an unreadable one a resume skipped): saving at a lower
+    step keeps the new file and every snapshot numbered above it; only older ones beyond ``keep`` go."""
+    folder = tmp_path / "run"
+    later = {step: save_numbered(folder, layer(gen), step=step, keep=None).read_bytes() for step in (100, 200, 300)}
+    (folder / "step-000000099.safetensors").write_text("not a snapshot")
+    new = save_numbered(folder, layer(gen), step=2, keep=1)
+    assert new.exists()
+    for step in (3, 4, 5):
+        save_numbered(folder, layer(gen), step=step, keep=2)
+    assert [s for s, _ in list_snapshots(folder)] == [4, 5, 99, 100, 200, 300]
+    assert all((folder / f"step-{step:09d}.safetensors").read_bytes() == data for step, data in later.items())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import sys
 
 import click
@@ -9,12 +10,19 @@ import click
 from apps.commands.model_options import prepare_runtime, runtime_options
 
 
+def _finite(context, parameter, value: float) -> float:
+    """Refuse ``nan`` and ``inf`` (``FloatRange`` lets them through)."""
+    if not math.isfinite(value):
+        raise click.BadParameter(f"must be a finite number, got {value}", ctx=context, param=parameter)
+    return value
+
+
 @click.command("generate")
 @click.option("--snapshot", type=click.Path(exists=True, dir_okay=True, path_type=str), required=True,
               help="Snapshot file written by `ternary train` (or its folder: the newest one).")
-@click.option("--prompt", default="", help="Text to continue (UTF-8).")
+@click.option("--prompt", default="", help="Text to continue (UTF-8; bytes that are not UTF-8 are passed through).")
 @click.option("--tokens", type=click.IntRange(min=0), default=200, show_default=True, help="Bytes to generate.")
-@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.8, show_default=True,
+@click.option("--temperature", type=click.FloatRange(min=0.0), default=0.8, show_default=True, callback=_finite,
               help="Sampling temperature (0: most likely byte).")
 @runtime_options
 def generate(**values) -> None:
@@ -34,7 +42,8 @@ def generate(**values) -> None:
         raise click.ClickException(f"--snapshot {values['snapshot']}: cannot use it ({error})") from None
     state = pytree.tree_map(lambda t: t.to(values["device"]), state)
     produced = sample_bytes(
-        state, config, values["prompt"].encode("utf-8"), values["tokens"], temperature=values["temperature"],
+        state, config, values["prompt"].encode("utf-8", "surrogateescape"), values["tokens"],
+        temperature=values["temperature"],
         seed=values["seed"], backend=values["backend"], dtype=DTYPES[values["dtype"]],
     )
     sys.stdout.flush()

@@ -77,6 +77,8 @@ def train(**values) -> None:
         summary = run_training(options, parallel)
     except (DataError, SnapshotError, TrainingStopped, StateDivergedError, ValueError) as error:
         raise click.ClickException(str(error)) from None
+    except OSError as error:  # a snapshot that could not be written (the disk filled up, the folder went away)
+        raise click.ClickException(f"snapshot not written: {error}") from None
     finally:
         stop(parallel)
     if parallel is not None and not parallel.is_main:

@@ -47,9 +47,11 @@ def remove_stale_temps(folder: str | os.PathLike[str]) -> list[Path]:
 def save_numbered(
     folder: str | os.PathLike[str], state: Any, *, step: int, meta: dict[str, Any] | None = None, keep: int | None = 3
 ) -> Path:
-    """Save ``state`` as ``folder/step-<step>.safetensors``; then keep only the newest ``keep`` (None: all).
+    """Save ``state`` as ``folder/step-<step>.safetensors``; then keep it and the newest ``keep - 1`` of the
+    snapshots numbered below it (``keep`` None: all).
 
-    Older snapshots are deleted only after the new one is safely on disk.
+    Older snapshots are deleted only after the new one is safely on disk. Snapshots numbered above ``step``
+    (another run's, or an unreadable one a resume skipped) are never deleted, and never displace the new one.
     """
     if keep is not None and keep < 1:
         raise ValueError(f"keep must be >= 1 (or None for all), got {keep}")
@@ -58,7 +60,8 @@ def save_numbered(
     remove_stale_temps(root)
     path = save(root / snapshot_name(step), state, meta=meta)
     if keep is not None:
-        for _, old in list_snapshots(root)[:-keep]:
+        older = [old for number, old in list_snapshots(root) if number < step]
+        for old in older[:max(0, len(older) - (keep - 1))]:
             old.unlink(missing_ok=True)
     return path
 

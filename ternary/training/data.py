@@ -56,7 +56,10 @@ def _read_joined(files: list[Path], limit: int | None) -> tuple[bytes, int]:
     for path in files:
         if limit is not None and total >= limit:
             break
-        parts.append(path.read_bytes())
+        try:
+            parts.append(path.read_bytes())
+        except OSError as error:
+            raise DataError(f"--data: cannot read {path} ({error.strerror or error})") from None
         total += len(parts[-1]) + 1
     joined = b"\n".join(parts)
     return (joined if limit is None else joined[:limit]), len(parts)
@@ -81,6 +84,8 @@ def load_corpus(path: str | os.PathLike[str] | None = None, *, max_bytes: int | 
         root = Path(path)
         if not root.exists():
             raise DataError(f"--data {path}: no such file or folder")
+        if not (root.is_file() or root.is_dir()):
+            raise DataError(f"--data {path}: neither a regular file nor a folder")
         files = [root] if root.is_file() else _visible_files(root, None)
         limit, source = max_bytes, str(root)
     if not files:
@@ -91,13 +96,15 @@ def load_corpus(path: str | os.PathLike[str] | None = None, *, max_bytes: int | 
     return Corpus(data=torch.frombuffer(bytearray(raw), dtype=torch.uint8), source=source, files=read)
 
 
-def split_corpus(data: torch.Tensor, context: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(train, held_out)``: the held-out part is the last 5% of the bytes (at least one window)."""
+def split_corpus(data: torch.Tensor, context: int, source: str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(train, held_out)``: the held-out part is the last 5% of the bytes (at least one window);
+    ``source`` names the corpus in the error raised when it is too small."""
     window = context + 1
     held = max(window, int(data.numel() * HELD_OUT_FRACTION))
     if data.numel() - held < window:
+        named = f" {source}" if source else ""
         raise DataError(
-            f"corpus of {data.numel()} bytes is too small for --ctx {context}: "
+            f"corpus{named} of {data.numel()} bytes is too small for a context of {context} bytes (--ctx): "
             f"need at least {2 * window} bytes (a training and a held-out window)"
         )
     return data[:-held], data[-held:]

@@ -10,6 +10,7 @@ so a run resumed from a snapshot ends bit for bit where an uninterrupted run end
 from __future__ import annotations
 
 import sys
+import tempfile
 import time
 import zlib
 from pathlib import Path
@@ -142,6 +143,25 @@ class Resumed:
     corpus: dict[str, Any]
 
 
+def prepare_out(out: str, *, fresh: bool) -> None:
+    """Make sure snapshots can be written to ``out`` before any step runs (raises ``ValueError`` naming it): the
+    folder exists or is created, a file can be written there, and a fresh run (not a resume) does not start in
+    a folder that already holds numbered snapshots, which it would mix with its own."""
+    from ternary.io import list_snapshots
+
+    root = Path(out)
+    try:
+        root.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=root):
+            pass
+    except OSError as error:
+        raise ValueError(f"--out {out}: cannot write snapshots there ({error.strerror or error})") from None
+    found = list_snapshots(root)
+    if fresh and found:
+        raise ValueError(f"--out {out}: already holds snapshots (newest {found[-1][1].name}); continue that run with "
+                         f"--resume {out}, or give a new run an empty folder")
+
+
 def load_resume(options: TrainOptions) -> tuple[TrainOptions, Resumed | None]:
     """Read ``options.resume`` (a snapshot file or a folder of them); restores the torch RNG state."""
     if options.resume is None:
@@ -209,11 +229,13 @@ def train(options: TrainOptions, parallel: DataParallel | None = None) -> TrainS
     main = parallel is None or parallel.is_main
     per_step = options.batch * options.context * options.accum * (1 if parallel is None else parallel.world)
     options, resumed = load_resume(options)
+    if main and options.out is not None:
+        prepare_out(options.out, fresh=resumed is None)
     device = torch.device(options.device)
     corpus = load_corpus(options.data, max_bytes=options.max_bytes)
     if resumed is not None and corpus_fingerprint(corpus) != resumed.corpus:
         raise ValueError(f"--resume {options.resume}: the training data differs from the data the snapshot was trained on")
-    train_data, held_out = split_corpus(corpus.data, options.context)
+    train_data, held_out = split_corpus(corpus.data, options.context, corpus.source)
     eval_batches = evaluation_windows(held_out, options.batch, options.context, options.eval_batches)
     if resumed is None:
         torch.manual_seed(options.seed)
