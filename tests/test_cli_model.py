@@ -230,3 +230,29 @@ def test_generate_refuses_a_temperature_that_is_not_finite_and_passes_raw_prompt
     raw = CliRunner().invoke(main, ["generate", "--snapshot", snapshot, "--prompt", "\udcff\udcfe to be", "--tokens",
                                     "3", "--temperature", "0", "--threads", "1"])
     assert raw.exit_code == 0 and len(raw.stdout_bytes) == 3, raw.output
+
+
+def test_a_resume_finds_moved_data_through_data_and_says_when_it_is_gone(tmp_path):
+    assert tiny_train(tmp_path, "--steps", "1", "--out", str(tmp_path / "run")).exit_code == 0
+    moved = tmp_path / "moved.txt"
+    (tmp_path / "text.txt").rename(moved)
+    error = one_error_line(CliRunner().invoke(main, ["train", "--resume", str(tmp_path / "run"), "--steps", "2",
+                                                     "--no-progress"]))
+    assert f"the data it was trained on, {tmp_path / 'text.txt'}, is gone; pass --data" in error
+    result = CliRunner().invoke(main, ["train", "--resume", str(tmp_path / "run"), "--steps", "2", "--no-progress",
+                                       "--data", str(moved)])
+    assert result.exit_code == 0, result.output
+    assert sorted(p.name for p in (tmp_path / "run").iterdir())[-1] == "step-000000002.safetensors"
+
+
+def test_snapshots_without_training_metadata_are_named(tmp_path):
+    from ternary import load, save
+    from ternary.training.loop import META_KIND
+
+    assert tiny_train(tmp_path, "--steps", "1", "--out", str(tmp_path / "run")).exit_code == 0
+    state, _ = load(tmp_path / "run" / "step-000000001.safetensors")
+    save(tmp_path / "kind_only.safetensors", state, meta={"kind": META_KIND})
+    error = one_error_line(CliRunner().invoke(main, ["train", "--resume", str(tmp_path / "kind_only.safetensors")]))
+    assert "kind_only.safetensors: its training metadata has no 'options'" in error
+    error = one_error_line(CliRunner().invoke(main, ["generate", "--snapshot", str(tmp_path / "kind_only.safetensors")]))
+    assert "kind_only.safetensors: its metadata has no 'config'" in error

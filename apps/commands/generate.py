@@ -38,7 +38,10 @@ def generate(**values) -> None:
     try:
         _, state, meta = resume_from(values["snapshot"])
         config = ModelConfig.from_dict(meta["config"])
-    except (SnapshotError, KeyError, TypeError, ValueError) as error:
+    except KeyError as missing:
+        raise click.ClickException(f"--snapshot {values['snapshot']}: its metadata has no {missing} "
+                                   "(not a snapshot written by `ternary train`)") from None
+    except (SnapshotError, TypeError, ValueError) as error:
         raise click.ClickException(f"--snapshot {values['snapshot']}: cannot use it ({error})") from None
     state = pytree.tree_map(lambda t: t.to(values["device"]), state)
     produced = sample_bytes(

@@ -30,7 +30,8 @@ _EXISTING = click.Path(exists=True, path_type=str)
 @click.option("--keep", type=click.IntRange(min=1), default=3, show_default=True, help="Snapshots kept in --out.")
 @click.option("--out", type=click.Path(file_okay=False, path_type=str), default=None, help="Snapshot folder.")
 @click.option("--resume", type=_EXISTING, default=None,
-              help="Snapshot file or folder to continue from (model, data, seed and batch come from it).")
+              help="Snapshot file or folder to continue from (model, data, seed and batch come from it; "
+                   "--data may point at the same data moved elsewhere).")
 @click.option("--max-bytes", type=click.IntRange(min=1), default=None, help="Cut the corpus at this many bytes.")
 @click.option("--check-every", type=click.IntRange(min=1), default=50, show_default=True,
               help="Under torchrun: check every N steps that all ranks hold identical state.")

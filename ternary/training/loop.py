@@ -122,16 +122,23 @@ def snapshot_meta(options: TrainOptions, step: int, corpus: Corpus) -> dict[str,
 
 
 def resumed_options(options: TrainOptions, meta: dict[str, Any], source: Path) -> TrainOptions:
-    """``options`` with the model, rule and run-defining flags of the snapshot's metadata."""
+    """``options`` with the model, rule and run-defining flags of the snapshot's metadata; an explicit
+    ``options.data`` is kept (the same data at a new place: the corpus fingerprint is checked after)."""
     if meta.get("kind") != META_KIND:
         raise ValueError(f"--resume {source}: not a training snapshot (meta kind {meta.get('kind')!r})")
-    saved = meta["options"]
-    return attrs.evolve(
-        options,
-        config=ModelConfig.from_dict(meta["config"]),
-        rule=UpdateRule(**meta["rule"]),
-        **{name: saved[name] for name in RUN_DEFINING},
-    )
+    try:
+        saved = {name: meta["options"][name] for name in RUN_DEFINING}
+        config, rule = ModelConfig.from_dict(meta["config"]), UpdateRule(**meta["rule"])
+    except KeyError as missing:
+        raise ValueError(f"--resume {source}: its training metadata has no {missing}") from None
+    except (TypeError, ValueError) as error:
+        raise ValueError(f"--resume {source}: its training metadata does not describe a run ({error})") from None
+    if options.data is not None:
+        saved["data"] = options.data
+    elif saved["data"] is not None and not Path(saved["data"]).exists():
+        raise ValueError(f"--resume {source}: the data it was trained on, {saved['data']}, is gone; pass --data with "
+                         "the same data where it is now")
+    return attrs.evolve(options, config=config, rule=rule, **saved)
 
 
 @attrs.frozen(eq=False)
