@@ -254,5 +254,12 @@ def test_snapshots_without_training_metadata_are_named(tmp_path):
     save(tmp_path / "kind_only.safetensors", state, meta={"kind": META_KIND})
     error = one_error_line(CliRunner().invoke(main, ["train", "--resume", str(tmp_path / "kind_only.safetensors")]))
     assert "kind_only.safetensors: its training metadata has no 'options'" in error
-    error = one_error_line(CliRunner().invoke(main, ["generate", "--snapshot", str(tmp_path / "kind_only.safetensors")]))
+    result = CliRunner().invoke(main, ["generate", "--snapshot", str(tmp_path / "kind_only.safetensors")])
+    error = one_error_line(result)
     assert "kind_only.safetensors: its metadata has no 'config'" in error
+
+
+@pytest.mark.parametrize("flag", ["--workers", "--batch", "--ctx"])
+def test_prewarm_refuses_counts_below_one(flag):
+    result = CliRunner().invoke(main, ["prewarm", "--preset", "tiny", flag, "0"])
+    assert f"Invalid value for '{flag}'" in one_error_line(result, exit_code=2)

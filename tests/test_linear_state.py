@@ -101,3 +101,11 @@ def test_audit_counts_and_flags_floats(gen: torch.Generator) -> None:
     assert report.bytes_by_dtype == {"uint8": 17 * 17, "int8": 17 * 3 * 2 + 17 * 83, "int32": 17 * 4}
     bad = audit({"layer": state, "stray": torch.zeros(3)})
     assert not bad.ok and bad.float_leaves == ("['stray']",)
+
+
+@pytest.mark.parametrize("args,kwargs,name", [((0, 8), {}, "in_features"), ((50, 0), {}, "out_features"),
+                                              ((50, 8), {"group_size": 0}, "group_size"),
+                                              ((50.0, 8), {}, "in_features")])
+def test_random_names_a_size_that_is_not_a_positive_int(args, kwargs, name) -> None:
+    with pytest.raises(ValueError, match=f"LinearState.random: {name} must be a positive int"):
+        LinearState.random(*args, **kwargs)

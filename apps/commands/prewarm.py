@@ -11,8 +11,10 @@ import click
 @click.option("--preset", default=None, help="Model preset (tiny, small, base): every layer of that model.")
 @click.option("--shape", "shapes", multiple=True, metavar="M,N,K,G",
               help="A layer N x K with groups of G called with M rows (repeatable; M picks the bucket).")
-@click.option("--batch", type=int, default=8, show_default=True, help="With --preset: sequences per step.")
-@click.option("--ctx", type=int, default=None, help="With --preset: context length (default: the preset's).")
+@click.option("--batch", type=click.IntRange(min=1), default=8, show_default=True,
+              help="With --preset: sequences per step.")
+@click.option("--ctx", type=click.IntRange(min=1), default=None,
+              help="With --preset: context length (default: the preset's).")
 @click.option("--dtype", "dtypes", multiple=True, type=click.Choice(["bfloat16", "float16", "float32"]),
               help="Activation dtype(s) to compile for (repeatable; default bfloat16 and float32).")
 @click.option("--training/--inference", default=False, show_default=True,
@@ -21,7 +23,7 @@ import click
 @click.option("--arch", default=None, help="CUDA arch to compile for (default: the local GPU's, else sm_90a).")
 @click.option("--cache-dir", type=click.Path(file_okay=False), default=None,
               help="TileLang kernel cache (default: $TILELANG_CACHE_DIR or ~/.tilelang/cache).")
-@click.option("--workers", type=int, default=None, help="Parallel compiles (default: CPU count).")
+@click.option("--workers", type=click.IntRange(min=1), default=None, help="Parallel compiles (default: CPU count).")
 @click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
 def prewarm(preset, shapes, batch, ctx, dtypes, training, bias, arch, cache_dir, workers, as_json) -> None:
     """Compile every TileLang kernel a model preset or --shape list needs, and report the time per kernel.

@@ -121,6 +121,9 @@ class LinearState:
         The scale keeps the output variance near the input variance (trits are
         uniform, so ``E[T^2] = 2/3``). No ``[N, K]`` float temporary is created.
         """
+        for name, value in (("in_features", in_features), ("out_features", out_features), ("group_size", group_size)):
+            if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+                raise ValueError(f"LinearState.random: {name} must be a positive int, got {value!r}")
         groups = groups_per_row(in_features, group_size)
         exponent = round(math.log2(math.sqrt(1.5 / in_features)))
         return cls(
