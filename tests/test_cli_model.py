@@ -263,3 +263,13 @@ def test_snapshots_without_training_metadata_are_named(tmp_path):
 def test_prewarm_refuses_counts_below_one(flag):
     result = CliRunner().invoke(main, ["prewarm", "--preset", "tiny", flag, "0"])
     assert f"Invalid value for '{flag}'" in one_error_line(result, exit_code=2)
+
+
+def test_a_resume_says_which_given_flags_the_snapshot_overrides(tmp_path):
+    assert tiny_train(tmp_path, "--steps", "1", "--out", str(tmp_path / "run")).exit_code == 0
+    result = CliRunner().invoke(main, ["train", "--resume", str(tmp_path / "run"), "--steps", "2", "--no-progress",
+                                       "--batch", "7", "--dim", "32", "--eval-every", "100"])
+    assert result.exit_code == 0, result.output
+    assert "warning: --dim, --batch ignored: a resumed run takes the model" in result.output
+    quiet = CliRunner().invoke(main, ["train", "--resume", str(tmp_path / "run"), "--steps", "3", "--no-progress"])
+    assert quiet.exit_code == 0 and "warning:" not in quiet.output

@@ -57,6 +57,8 @@ def train(**values) -> None:
     rule_flags = {key: values[key] for key in ("theta_t", "theta_e", "bias_step")}
     if values["resume"] is not None and any(v is not None for v in rule_flags.values()):
         raise click.UsageError("--theta-t/--theta-e/--bias-step cannot change a resumed run (its rule comes from the snapshot)")
+    if values["resume"] is not None:
+        _warn_ignored_on_resume()
     rule = preset_rule(values["preset"], **rule_flags)
     prepare_runtime(values, grad_enabled=True)
     out = values["out"]
@@ -97,6 +99,21 @@ def train(**values) -> None:
         click.echo(f"validation: {first:.4f} bits/byte at step {first_step} -> {last_bpb:.4f} at step {last_step}")
     if summary.snapshots:
         click.echo(f"snapshot: {summary.snapshots[-1]}")
+
+
+# Flags whose values a resume takes from the snapshot (the model, and the run-defining flags but --data).
+_FROM_SNAPSHOT = ("preset", "dim", "layers", "heads", "experts", "top_k", "codebook", "max_moe_iters", "no_moe",
+                  "no_vq", "no_graph", "ctx", "batch", "accum", "seed", "dtype", "max_bytes")
+
+
+def _warn_ignored_on_resume() -> None:
+    """Say on stderr which flags given on the command line a resume overrides with the snapshot's values."""
+    context = click.get_current_context()
+    given = [f"--{name.replace('_', '-')}" for name in _FROM_SNAPSHOT
+             if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
+    if given:
+        click.echo(f"warning: {', '.join(given)} ignored: a resumed run takes the model, context, batch, seed, dtype "
+                   "and corpus cut from its snapshot", err=True)
 
 
 def summary_dict(summary, options) -> dict:
