@@ -25,6 +25,10 @@ def _stack(options: list[Callable]) -> Callable:
     return apply
 
 
+# Parameter names of the shape overrides in model_shape_options, with the flags that switch parts off.
+SHAPE_OVERRIDES = ("dim", "layers", "heads", "experts", "top_k", "codebook", "max_moe_iters")
+SHAPE_FLAGS = ("preset", *SHAPE_OVERRIDES, "no_moe", "no_vq", "no_graph")
+
 model_shape_options = _stack([
     click.option("--preset", type=click.Choice(PRESET_NAMES), default="tiny", show_default=True, help="Size preset."),
     click.option("--dim", type=_POSITIVE, default=None, help="Override the model width."),
@@ -54,7 +58,7 @@ def build_config(values: dict[str, Any]) -> Any:
     """:class:`ternary.model.ModelConfig` from the parsed shape options (bad combinations -> UsageError)."""
     from ternary.model import preset
 
-    overrides = {name: values[name] for name in ("dim", "layers", "heads", "experts", "top_k", "codebook", "max_moe_iters")}
+    overrides = {name: values[name] for name in SHAPE_OVERRIDES}
     overrides.update(
         moe=False if values["no_moe"] else None,
         vq=False if values["no_vq"] else None,

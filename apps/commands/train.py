@@ -8,7 +8,7 @@ from pathlib import Path
 import attrs
 import click
 
-from apps.commands.model_options import build_config, model_shape_options, prepare_runtime, runtime_options
+from apps.commands.model_options import SHAPE_FLAGS, build_config, model_shape_options, prepare_runtime, runtime_options
 
 _EXISTING = click.Path(exists=True, path_type=str)
 
@@ -101,15 +101,14 @@ def train(**values) -> None:
         click.echo(f"snapshot: {summary.snapshots[-1]}")
 
 
-# Flags whose values a resume takes from the snapshot (the model, and the run-defining flags but --data).
-_FROM_SNAPSHOT = ("preset", "dim", "layers", "heads", "experts", "top_k", "codebook", "max_moe_iters", "no_moe",
-                  "no_vq", "no_graph", "ctx", "batch", "accum", "seed", "dtype", "max_bytes")
-
-
 def _warn_ignored_on_resume() -> None:
-    """Say on stderr which flags given on the command line a resume overrides with the snapshot's values."""
+    """Say on stderr which flags given on the command line a resume overrides with the snapshot's values (the
+    model's shape, and the run-defining flags but --data, which a resume keeps)."""
+    from ternary.training.loop import RUN_DEFINING
+
     context = click.get_current_context()
-    given = [f"--{name.replace('_', '-')}" for name in _FROM_SNAPSHOT
+    from_snapshot = SHAPE_FLAGS + tuple(name for name in RUN_DEFINING if name != "data")
+    given = [f"--{name.replace('_', '-')}" for name in from_snapshot
              if context.get_parameter_source(name) == click.core.ParameterSource.COMMANDLINE]
     if given:
         click.echo(f"warning: {', '.join(given)} ignored: a resumed run takes the model, context, batch, seed, dtype "

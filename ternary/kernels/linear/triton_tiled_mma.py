@@ -28,9 +28,9 @@ the registers for that are not there (156 per thread, one program per SM: slower
 column tiles (17 to 48 rows) the kernel needs 168-248 registers and runs fewer warps per SM
 (``TILED_MMA_LAUNCHES``); the decoded weights of a step are still formed once and feed every column tile.
 From seven column tiles (49 to 64 rows) the fragments are loaded in the step that uses them
-(``FRAGMENTS_AHEAD_TILES``): one step ahead they would not fit in registers (at eight tiles 120 bytes a thread
-spill, 33 local loads and stores a step), in the step they take 238-254 registers and nothing spills. The products are the same either way,
-bit for bit.
+(``FRAGMENTS_AHEAD_TILES``): one step ahead they would not fit in registers (at eight tiles 120 bytes a
+thread spill, 33 local loads and stores a step), in the step they take 238-254 registers and nothing spills.
+The products are the same either way, bit for bit.
 
 The activations are regrouped first (:func:`fragments`, a small Triton kernel) into the right
 operand's registers: per step, column tile and lane, 20 words (bf16 pairs) read as five 16-byte loads.
@@ -384,7 +384,7 @@ def _tiled_mma_kernel(digit_table, fragment_ptr, t_ptr, e_ptr, out_ptr, M, N, BL
         for step in range(first, last):
             ahead = _step_loads(fragment_ptr, words, e_ptr, gl.minimum(step + 1, last - 1), block, lane, CHUNKS,
                                 EWORDS, BYTES_PER_GROUP, TILES, ONE, AHEAD)
-            if not AHEAD:  # the activations in the step that uses them: the next step's are not held across its products
+            if not AHEAD:  # the activations in the step that uses them, not held across the step before
                 loaded = (_step_fragments(fragment_ptr, step, lane, TILES, ONE), loaded[1])
             acc = _step_products(loaded, acc, lane_offset, TILES)
             loaded = ahead

@@ -83,8 +83,8 @@ def _accumulate(g_desc, xl_desc, xh_desc, g_tiles, xl_tiles, xh_tiles, ones, rea
     """One tile's products over its ``steps`` ring slots from the ``count``-th on, each slot refilled
     (:func:`_fetch_next` at ``cursor``) once its products retire: returns the accumulators
     ``[BLOCK_N, 4 BLOCK_B]``, ``[BLOCK_N, BLOCK_B]`` (left as zeros with ``PADDING``: see
-    ``triton_wgmma.product_step``) and, with ``SUMS``, the column sums of ``grad_y`` in column 0 of ``[BLOCK_N, 8]``, and
-    the new ``count`` and ``cursor``."""
+    ``triton_wgmma.product_step``) and, with ``SUMS``, the column sums of ``grad_y`` in column 0 of
+    ``[BLOCK_N, 8]``, and the new ``count`` and ``cursor``."""
     WARPS: gl.constexpr = gl.num_warps()
     LOW: gl.constexpr = accumulator_layout(WARPS, 4 * BLOCK_B)
     HIGH: gl.constexpr = accumulator_layout(WARPS, BLOCK_B)
