@@ -2,21 +2,21 @@
 
 Each kernel has its own tests on chosen shapes; this file checks the seams between them. The row counts are
 read from the dispatch's own constants (each boundary ``b`` as ``b - 1``, ``b`` and ``b + 1``), so a moved
-threshold moves the sweep with it. Per layer (odd ``N`` and ``K``, ``K`` not a multiple of 5 or of ``G``, ``G``
-that the word and tile decoders take and one that they do not, exponents that differ between groups, a bias)
-and dtype:
+threshold moves the sweep with it, and every call records which kernel entry points it reached (:func:`taken`):
+each named boundary must change the path on some layer and dtype, and every entry point must run somewhere, so
+a layer that stops reaching a kernel fails the sweep instead of thinning it. Per layer (``LAYERS``: exponents
+that differ between groups and a bias as large as the outputs) and dtype:
 
 - ``linear`` on a :class:`LinearState` with autograd: the output and ``grad_x`` against float64 products of
-  the reference weights, by relative RMS error within ``BUDGETS`` and output by output within a rounding bound
-  (two roundings of the output dtype plus fp32 accumulation), with cuBLAS's reduced-precision split-K sums
-  turned off; with them on (torch's default) by the RMS budget;
-- ``linear`` on a :class:`DecodeLinearState` (inference) the same way, for the rows its tiled kernels take;
+  the reference weights, by relative RMS error within ``BUDGETS`` and output by output within a rounding bound,
+  with cuBLAS's reduced-precision split-K sums turned off; with them on (torch's default) by the RMS budget;
+- ``linear`` on a :class:`DecodeLinearState` (inference) the same way, at every column-tile boundary;
 - the update at the hook-row boundaries of its kernels, bit for bit against the reference on every integer
-  tensor (small-integer hooks: every gradient sum is exact).
+  tensor (small-integer hooks: every gradient sum is exact; outputs poisoned first).
 
-The checker is itself checked (on the CPU too): faults injected at one row count are reported there only. The
-sweeps are GPU only: under the interpreter they would take hours, and the CPU dispatch has one path.
-H200 (thirty-fourth session): 25 passed in 13 s on a warm machine, 4 minutes with the compiles.
+Not swept: the decode-in-GEMM grad-x and the update's wide tiles, which only layers of 2^27 weights or 8192 hook
+rows reach (their own files test them). The checker is itself checked (on the CPU too): faults injected at one
+row count are reported there only. The sweeps are GPU only: under the interpreter they would take hours.
 """
 
 from __future__ import annotations
@@ -30,27 +30,43 @@ from triton_guard import DEVICE  # noqa: E402  (first: sets TRITON_INTERPRET on 
 from ternary import DecodeLinearState, LinearState, linear  # noqa: E402
 from ternary.kernels.linear import reference  # noqa: E402
 from ternary.kernels.linear import triton as kernels  # noqa: E402
-from ternary.kernels.linear import triton_mma_forward, triton_tiled_mma  # noqa: E402
+from ternary.kernels.linear import (triton_decode_gemm, triton_lut_gemv, triton_mma_forward,  # noqa: E402
+                                    triton_tiled_gemv, triton_tiled_mma)
 from ternary.kernels.update import triton as update_kernels  # noqa: E402
-from test_triton_linear import relative_rms  # noqa: E402
+from ternary.kernels.update import triton_wgmma_wide, triton_wgmma_ws  # noqa: E402
+from ternary.state.decode_state import decode_layout_fits  # noqa: E402
 from test_triton_update import assert_bitwise, hooks, layer_state, rule, run_both  # noqa: E402
+from test_triton_update import poisoned_outputs  # noqa: E402,F401  (autouse: every update output poisoned)
 
 GPU_ONLY = pytest.mark.skipif(DEVICE != "cuda", reason="a sweep of compiled kernels: GPU only")
+DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 # Relative RMS error against float64: one bf16 / fp16 rounding of the output is ~2^-9 / 2^-12 relative RMS
 # (uniform error, /sqrt(3)); fp32 as test_triton_linear (the GEMV's quotient rewrite is looser).
 BUDGETS = {torch.bfloat16: 4e-3, torch.float16: 5e-4, torch.float32: 5e-5}
 # ... and every output within its own rounding bound: two roundings of the output dtype (unit roundoff ``U``) of
 # the larger of the output and the product before the bias (the two-step paths round cuBLAS's product, then add
-# the bias and round again), plus fp32 accumulation of ``ACCUMULATION`` times the sum of the magnitudes of the
-# terms (tensor cores truncate each addition; the GEMV rewrites each byte's dot product). One wrong output, which
-# the RMS over a large layer would dilute, is caught here.
+# the bias in fp32 and round again), plus ``ACCUMULATION`` times the sum of the magnitudes of the terms for the
+# fp32 sums (tensor cores truncate each addition; the GEMV rewrites each byte's dot product) and one subnormal
+# step. ``ACCUMULATION`` is a statistical bound, not a worst case ((n - 1) 2^-24 would be 6e-5 at K = 1000 and
+# 2.4e-4 for a grad-x over 4096 rows): it holds with room on these random layers. One wrong output, which the RMS
+# over a large layer would dilute, is caught here.
 U = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11, torch.float32: 2.0**-24}
 ACCUMULATION = 2e-5
-# (N, K, G): odd N and K, K not a multiple of 5 or of G; G = 40 and 80 take every decoder (word runs, decode
-# tiles), G = 15 none of them (groups straddle bytes). The 4096-row layer gives the decode-in-GEMM one output
-# tile per SM at its first row count.
-LAYERS = [(1001, 1003, 40), (257, 999, 80), (300, 161, 15), (4096, 1002, 40)]
+# (N, K, G), K never a multiple of 5 or of G:
+# - 1001 x 1003, G = 40: T_packed rows of 201 bytes cannot be read as aligned words, so the mma, wgmma and table
+#   kernels refuse it and the GEMV, fused and two-step paths take it;
+# - 257 x 999, G = 80: word-readable; the mma and wgmma forwards up to 63 rows, then (its buffer stays in L2) the
+#   two-step path;
+# - 1001 x 2561, G = 15: a group is three bytes (no word or run decoder); wide enough for the two-step path's
+#   digit-plane order below N / 8 rows;
+# - 4096 x 1002, G = 40: the decode-in-GEMM forward at its first row count (one output tile per SM);
+# - 14336 x 4100, G = 40: a buffer too large for L2 (the wgmma forward up to 256 rows), the wgmma grad-x up to 64
+#   rows (its workspace pays), the decode-in-GEMM forward, the digit planes in fp32 and fp16.
+LAYERS = [(1001, 1003, 40), (257, 999, 80), (1001, 2561, 15), (4096, 1002, 40), (14336, 4100, 40)]
+# The decode layout's layers, and G = 20 for its one-row shuffle GEMV (the table GEMV and the tiled mma.sync
+# kernel need G / 5 a multiple of 8).
+DECODE_LAYERS = [layer for layer in LAYERS if decode_layout_fits(layer[2])] + [(512, 640, 20)]
 
 
 def _around(*boundaries: int) -> list[int]:
@@ -58,27 +74,69 @@ def _around(*boundaries: int) -> list[int]:
     return sorted({m for b in boundaries for m in (b - 1, b, b + 1) if m >= 1})
 
 
-FORWARD_ROWS = _around(1, kernels.GEMV_MAX_ROWS, triton_mma_forward.MMA_MAX_ROWS, kernels.GRAD_X_FUSED_ROWS,
-                       kernels.WGMMA_GRAD_X_MAX_ROWS, kernels.TWO_STEP_MIN_ROWS, kernels.WGMMA_MAX_ROWS,
-                       kernels.DECODE_GEMM_ROWS[0], kernels.DECODE_GEMM_SMALL_LAYER_MAX_ROWS)
-# The tiled kernel compiles per column tile of 8 rows (launch, unrolling, where it loads the fragments).
-DECODE_ROWS = _around(1, triton_tiled_mma.TILED_MMA_MIN_ROWS,
-                      *(8 * tiles for tiles in triton_tiled_mma.TILED_MMA_LAUNCHES))
+BOUNDARIES = {"GEMV_MAX_ROWS": kernels.GEMV_MAX_ROWS, "MMA_MAX_ROWS": triton_mma_forward.MMA_MAX_ROWS,
+              "GRAD_X_FUSED_ROWS": kernels.GRAD_X_FUSED_ROWS, "WGMMA_GRAD_X_MAX_ROWS": kernels.WGMMA_GRAD_X_MAX_ROWS,
+              "TWO_STEP_MIN_ROWS": kernels.TWO_STEP_MIN_ROWS, "WGMMA_MAX_ROWS": kernels.WGMMA_MAX_ROWS,
+              "DECODE_GEMM_ROWS[0]": kernels.DECODE_GEMM_ROWS[0],
+              "DECODE_GEMM_SMALL_LAYER_MAX_ROWS": kernels.DECODE_GEMM_SMALL_LAYER_MAX_ROWS}
+FORWARD_ROWS = _around(1, *BOUNDARIES.values())
+DECODE_BOUNDARIES = {"TILED_MMA_MIN_ROWS": triton_tiled_mma.TILED_MMA_MIN_ROWS,
+                     "TILED_MMA_MAX_ROWS": triton_tiled_mma.TILED_MMA_MAX_ROWS}
+# The tiled kernel also compiles per column tile of 8 rows (launch, unrolling, where it loads the fragments).
+DECODE_ROWS = _around(1, *DECODE_BOUNDARIES.values(), *(8 * tiles for tiles in triton_tiled_mma.TILED_MMA_LAUNCHES))
 # 256: the update's hook rows per step double above it (``update_kernels._tiles``).
 UPDATE_ROWS = _around(1, update_kernels.WGMMA_UPDATE_MIN_ROWS, 256)
 
+# The kernels' entry points the dispatch picks among, recorded by :func:`taken`.
+ENTRY_POINTS = {
+    kernels: ("forward_table_gemv", "forward_gemv", "forward_mma", "forward_wgmma", "forward_fused",
+              "forward_two_step", "grad_x_gemv", "grad_x_wgmma", "grad_x_fused", "grad_x_two_step"),
+    triton_decode_gemm: ("forward", "grad_x"),
+    triton_lut_gemv: ("lut_gemv",), triton_tiled_gemv: ("tiled_gemv",), triton_tiled_mma: ("tiled_mma",),
+    triton_wgmma_ws: ("ws_update",), triton_wgmma_wide: ("wide_update",), update_kernels: ("hook_planes",),
+}
+NOT_SWEPT = {"triton_decode_gemm.grad_x", "triton_wgmma_wide.wide_update"}
+
+
+def _name(module, function: str) -> str:
+    return f"{module.__name__.rsplit('.', 1)[-1]}.{function}"
+
+
+@pytest.fixture
+def taken(monkeypatch) -> list[str]:
+    """The entry points of ``ENTRY_POINTS`` called since the list was last cleared, in call order, and
+    ``planes`` where a two-step call decoded in digit-plane order (``update.hook_planes`` marks the Triton update)."""
+    log: list[str] = []
+
+    def recorded(name, function):
+        def call(*args, **kwargs):
+            log.append(name)
+            return function(*args, **kwargs)
+        return call
+
+    for module, functions in ENTRY_POINTS.items():
+        for function in functions:
+            monkeypatch.setattr(module, function, recorded(_name(module, function), getattr(module, function)))
+    plane_order = kernels._plane_order
+
+    def planes(*args):
+        chosen = plane_order(*args)
+        if chosen:
+            log.append("planes")
+        return chosen
+
+    monkeypatch.setattr(kernels, "_plane_order", planes)
+    return log
+
 
 @pytest.fixture(autouse=True)
-def full_precision_reductions():
-    """cuBLAS may add split-K partial sums in bf16 / fp16 where torch allows it (its default, which ``F.linear``
-    gets as well): the two-step paths then round more than twice. The sweep checks the rounding of the paths
-    themselves, so it turns that off; with torch's default the RMS budgets still hold
-    (:func:`test_bf16_sweep_keeps_the_rms_budget_with_reduced_precision_reductions`)."""
-    matmul = torch.backends.cuda.matmul
-    saved = matmul.allow_bf16_reduced_precision_reduction, matmul.allow_fp16_reduced_precision_reduction
-    matmul.allow_bf16_reduced_precision_reduction = matmul.allow_fp16_reduced_precision_reduction = False
-    yield
-    matmul.allow_bf16_reduced_precision_reduction, matmul.allow_fp16_reduced_precision_reduction = saved
+def full_precision_products(monkeypatch):
+    """cuBLAS may add split-K partial sums in bf16 where torch allows it (its default, which ``F.linear`` gets as
+    well): the bf16 two-step paths then round more than twice. The sweep checks the rounding of the paths
+    themselves, so it turns that off, and TF32 too (fp16 runs its two-step product in fp32); with torch's default
+    the RMS budgets still hold (:func:`test_bf16_sweep_keeps_the_rms_budget_with_reduced_precision_sums`)."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_bf16_reduced_precision_reduction", False)
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_tf32", False)
 
 
 def _layer(n: int, k: int, g: int) -> LinearState:
@@ -92,82 +150,114 @@ def _layer(n: int, k: int, g: int) -> LinearState:
     return attrs.evolve(state, E=exponents, bias=bias)
 
 
-def _float64_weights(state: LinearState) -> torch.Tensor:
-    """``W [N, K]`` in float64 (exact: trits times powers of two)."""
-    return reference.dequantize(state.T_packed.cpu(), state.E.cpu(), in_features=state.in_features,
-                                group_size=state.group_size).double()
-
-
 def _miss(actual: torch.Tensor, expected: torch.Tensor, product: torch.Tensor, magnitude: torch.Tensor,
           dtype: torch.dtype, elementwise: bool) -> str | None:
     """Why ``actual`` misses the float64 ``expected`` (``product`` the same before the bias, ``magnitude`` the
     sum of the magnitudes of its terms): its relative RMS error, or (``elementwise``) the outputs past their
     rounding bound; or None."""
-    error = relative_rms(actual, expected)
-    if not error <= BUDGETS[dtype]:
-        return f"error {error:.2e}"
+    error = actual.double() - expected
+    relative = float(error.norm() / expected.norm().clamp_min(1e-300))
+    if not relative <= BUDGETS[dtype]:
+        return f"error {relative:.2e}"
     if not elementwise:
         return None
-    bound = 2 * U[dtype] * torch.maximum(expected.abs(), product.abs()) + ACCUMULATION * magnitude
-    past = (actual.double().cpu() - expected).abs() > bound
+    bound = (2 * U[dtype] * torch.maximum(expected.abs(), product.abs()) + ACCUMULATION * magnitude
+             + torch.finfo(dtype).smallest_normal * U[dtype])
+    past = error.abs() > bound
     if bool(past.any()):
         first = [int(i) for i in past.nonzero()[0]]
         return f"{int(past.sum())} outputs past their rounding bound, the first at {first}"
     return None
 
 
-def _errors(layer: tuple[int, int, int], dtype: torch.dtype, rows: list[int], decode: bool,
-            elementwise: bool = True) -> list[str]:
-    """One line per row count whose output (or ``grad_x``) misses the budget or has the wrong dtype / shape."""
+def _sweep(layer: tuple[int, int, int], dtype: torch.dtype, rows: list[int], decode: bool, log: list[str] | None,
+           paths: dict, elementwise: bool = True) -> list[str]:
+    """One line per row count whose output (or ``grad_x``) misses its bounds or has the wrong dtype / shape; the
+    entry points each call reached (``log``: :func:`taken`, or None) go to ``paths[(layer, dtype, m)]`` as
+    ``(forward, grad_x)`` tuples."""
     state = _layer(*layer)
-    weights = _float64_weights(state)
+    weights = reference.dequantize(state.T_packed, state.E, in_features=state.in_features,
+                                   group_size=state.group_size).double()
+    bias = state.bias.double() * 2.0 ** -state.bias_frac_bits
     decoded = DecodeLinearState.from_layer(state) if decode else None
     gen = torch.Generator().manual_seed(sum(layer))
     failures = []
     for m in rows:
         x = torch.randn(m, state.in_features, generator=gen).to(DEVICE, dtype)
+        if log is not None:
+            log.clear()
         if decode:
             with torch.no_grad():
                 y = linear(decoded, x, backend="triton")
         else:
             x.requires_grad_(True)
             y = linear(state, x, backend="triton")
+        forward_path = tuple(dict.fromkeys(log or ()))
         if y.dtype != dtype or y.shape != (m, state.out_features):
             failures.append(f"M={m}: output {y.dtype} {list(y.shape)}")
             continue
-        x64 = x.detach().cpu().double()
-        product, magnitude = x64 @ weights.T, x64.abs() @ weights.abs().T
-        expected = product + state.bias.cpu().double() * 2.0 ** -state.bias_frac_bits
-        miss = _miss(y.detach(), expected, product, magnitude, dtype, elementwise)
+        x64 = x.detach().double()
+        product = x64 @ weights.T
+        miss = _miss(y.detach(), product + bias, product, x64.abs() @ weights.abs().T, dtype, elementwise)
         if miss:
             failures.append(f"M={m}: forward {miss}")
-        if decode:
-            continue
-        grad_y = torch.randn(m, state.out_features, generator=gen).to(DEVICE, dtype)
-        (grad_x,) = torch.autograd.grad(y, x, grad_y)
-        product = grad_y.cpu().double() @ weights
-        magnitude = grad_y.cpu().double().abs() @ weights.abs()
-        same_dtype = grad_x.dtype == dtype
-        miss = _miss(grad_x, product, product, magnitude, dtype, elementwise) if same_dtype else str(grad_x.dtype)
-        if miss:
-            failures.append(f"M={m}: grad_x {miss}")
-    return failures
+        grad_path = ()
+        if not decode:
+            grad_y = torch.randn(m, state.out_features, generator=gen).to(DEVICE, dtype)
+            if log is not None:
+                log.clear()
+            (grad_x,) = torch.autograd.grad(y, x, grad_y)
+            grad_path = tuple(dict.fromkeys(log or ()))
+            g64 = grad_y.double()
+            product = g64 @ weights
+            magnitude = g64.abs() @ weights.abs()
+            same_dtype = grad_x.dtype == dtype
+            miss = _miss(grad_x, product, product, magnitude, dtype, elementwise) if same_dtype else str(grad_x.dtype)
+            if miss:
+                failures.append(f"M={m}: grad_x {miss}")
+        paths[(layer, dtype, m)] = (forward_path, grad_path)
+    return [f"{layer} {dtype} {line}" for line in failures]
 
 
-def test_sweeps_cross_every_boundary_they_name():
-    """The sweeps reach past the last boundary and hold each boundary's neighbours."""
-    assert kernels.DECODE_GEMM_ROWS[0] + 1 in FORWARD_ROWS and triton_tiled_mma.TILED_MMA_MAX_ROWS + 1 in DECODE_ROWS
-    assert all(8 * tiles + 1 in DECODE_ROWS for tiles in triton_tiled_mma.TILED_MMA_LAUNCHES)
-    assert {63, 64, 65} <= set(UPDATE_ROWS) and 1 in FORWARD_ROWS and 1 in DECODE_ROWS
+def _uncrossed(boundaries: dict[str, int], paths: dict) -> list[str]:
+    """The boundaries ``b`` at which no layer and dtype of ``paths`` takes a different path at ``b - 1``, ``b``
+    and ``b + 1``."""
+    keys = {(layer, dtype) for layer, dtype, _ in paths}
+    return [name for name, b in boundaries.items()
+            if not any(len({paths[(*key, m)] for m in (b - 1, b, b + 1) if (*key, m) in paths}) > 1 for key in keys)]
+
+
+def _never_taken(paths: dict, names: set[str]) -> set[str]:
+    """The entry points of ``names`` that no recorded call reached."""
+    reached = {name for forward, grad in paths.values() for name in forward + grad}
+    return names - reached
+
+
+def _rows_with_planes(n: int) -> list[int]:
+    """``FORWARD_ROWS`` and the rows around the two-step path's digit-plane boundary of an ``n``-row layer (planes
+    while ``M * PLANES_ROWS_PER_OUTPUT < N``)."""
+    return sorted(set(FORWARD_ROWS) | set(_around(-(-n // kernels.PLANES_ROWS_PER_OUTPUT))))
+
+
+def test_sweeps_hold_each_boundary_and_its_neighbours():
+    assert all({b - 1, b, b + 1} <= set(FORWARD_ROWS) for b in BOUNDARIES.values())
+    assert all({8 * tiles, 8 * tiles + 1} <= set(DECODE_ROWS) for tiles in triton_tiled_mma.TILED_MMA_LAUNCHES)
+    assert {update_kernels.WGMMA_UPDATE_MIN_ROWS - 1, update_kernels.WGMMA_UPDATE_MIN_ROWS} <= set(UPDATE_ROWS)
+    assert {124, 125, 126} <= set(_rows_with_planes(999)) and 1 in DECODE_ROWS
 
 
 def test_the_sweep_names_the_row_counts_a_fault_hits(monkeypatch):
-    """The checker itself: a forward that drops the bias at 17 rows and a grad-x that loses its last input
+    """The checker itself: a forward that is 0.1 % off in one middle-sized output at 15 rows (below the RMS
+    budget, past the output's rounding bound), drops the bias at 17 rows, and a grad-x that loses its last input
     column at 16 rows are reported at those row counts and nowhere else."""
     forward, grad_x = kernels.forward, kernels.grad_x
 
     def faulty_forward(x, T_packed, E, bias, **kwargs):
-        return forward(x, T_packed, E, None if x.shape[0] == 17 else bias, **kwargs)
+        y = forward(x, T_packed, E, None if x.shape[0] == 17 else bias, **kwargs)
+        if x.shape[0] == 15:
+            flat = y.view(-1)
+            flat[flat.abs().argsort()[flat.numel() // 2]] *= 1.001
+        return y
 
     def faulty_grad_x(grad_y, *args, **kwargs):
         out = grad_x(grad_y, *args, **kwargs)
@@ -175,43 +265,72 @@ def test_the_sweep_names_the_row_counts_a_fault_hits(monkeypatch):
 
     monkeypatch.setattr(kernels, "forward", faulty_forward)
     monkeypatch.setattr(kernels, "grad_x", faulty_grad_x)
-    failures = _errors((40, 161, 15), torch.float32, [15, 16, 17], decode=False)
-    assert [line.split(" ")[:2] for line in failures] == [["M=16:", "grad_x"], ["M=17:", "forward"]], failures
+    failures = _sweep((40, 161, 15), torch.float32, [14, 15, 16, 17], decode=False, log=None, paths={})
+    assert [line.split(" ")[4:6] for line in failures] == [["M=15:", "forward"], ["M=16:", "grad_x"],
+                                                           ["M=17:", "forward"]], failures
+    assert "rounding bound" in failures[0], failures
 
 
 @GPU_ONLY
-@pytest.mark.parametrize("layer", LAYERS, ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32], ids=str)
-def test_linear_and_grad_x_match_float64_across_the_dispatch(layer, dtype):
-    failures = _errors(layer, dtype, FORWARD_ROWS, decode=False)
-    assert not failures, f"{layer} {dtype}: " + "; ".join(failures)
+def test_linear_and_grad_x_match_float64_across_the_dispatch(taken):
+    """Every layer and dtype at every boundary's rows: within the bounds, each boundary changing the path
+    somewhere, every forward and grad-x entry point reached."""
+    paths: dict = {}
+    failures = [line for layer in LAYERS for dtype in DTYPES
+                for line in _sweep(layer, dtype, _rows_with_planes(layer[0]), False, taken, paths)]
+    assert not failures, "; ".join(failures)
+    assert not _uncrossed(BOUNDARIES, paths), _uncrossed(BOUNDARIES, paths)
+    planes = [(layer, dtype, m) for layer, dtype, m in paths if (layer, dtype, m + 1) in paths
+              and "planes" in paths[(layer, dtype, m)][0] and "planes" not in paths[(layer, dtype, m + 1)][0]]
+    assert planes, "no layer crosses the digit-plane boundary"
+    linear_points = {_name(kernels, f) for f in ENTRY_POINTS[kernels]} | {_name(triton_decode_gemm, "forward")}
+    assert not _never_taken(paths, linear_points), _never_taken(paths, linear_points)
 
 
 @GPU_ONLY
-def test_bf16_sweep_keeps_the_rms_budget_with_reduced_precision_reductions():
+def test_bf16_sweep_keeps_the_rms_budget_with_reduced_precision_sums(monkeypatch):
     """With torch's default (cuBLAS may add split-K partial sums in bf16, as it may for ``F.linear``) single
-    outputs round more than twice, but the RMS budget holds on every path."""
-    torch.backends.cuda.matmul.allow_bf16_reduced_precision_reduction = True  # the fixture restores the setting
-    for layer in LAYERS:
-        failures = _errors(layer, torch.bfloat16, FORWARD_ROWS, decode=False, elementwise=False)
-        assert not failures, f"{layer}: " + "; ".join(failures)
+    outputs of the paths that call cuBLAS round more than twice, but the RMS budget holds."""
+    monkeypatch.setattr(torch.backends.cuda.matmul, "allow_bf16_reduced_precision_reduction", True)
+    rows = [m for m in FORWARD_ROWS if m > kernels.GRAD_X_FUSED_ROWS]
+    failures = [line for layer in LAYERS
+                for line in _sweep(layer, torch.bfloat16, rows, False, None, {}, elementwise=False)]
+    assert not failures, "; ".join(failures)
 
 
 @GPU_ONLY
-@pytest.mark.parametrize("layer", [s for s in LAYERS if s[2] % 40 == 0], ids=lambda s: "x".join(map(str, s)))
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
-def test_decode_state_forward_matches_float64_across_the_dispatch(layer, dtype):
-    failures = _errors(layer, dtype, DECODE_ROWS, decode=True)
-    assert not failures, f"{layer} {dtype}: " + "; ".join(failures)
+def test_decode_state_forward_matches_float64_across_the_dispatch(taken):
+    """A ``DecodeLinearState`` at every column-tile boundary, bf16 and fp32 (which runs on ``T_packed``): within
+    the bounds, both boundaries changing the path, all three decode-layout kernels reached."""
+    paths: dict = {}
+    failures = [line for layer in DECODE_LAYERS for dtype in (torch.bfloat16, torch.float32)
+                for line in _sweep(layer, dtype, DECODE_ROWS, True, taken, paths)]
+    assert not failures, "; ".join(failures)
+    assert not _uncrossed(DECODE_BOUNDARIES, paths), _uncrossed(DECODE_BOUNDARIES, paths)
+    decode_points = {_name(module, f) for module in (triton_lut_gemv, triton_tiled_gemv, triton_tiled_mma)
+                     for f in ENTRY_POINTS[module]}
+    assert not _never_taken(paths, decode_points), _never_taken(paths, decode_points)
 
 
 @GPU_ONLY
-@pytest.mark.parametrize("n,k,g", [(257, 1000, 40), (130, 999, 15)], ids=["even_k", "odd_k"])
+@pytest.mark.parametrize("n,k,g", [(257, 1002, 40), (130, 999, 15)], ids=["even_k", "odd_k"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
-def test_update_matches_reference_bit_for_bit_across_the_dispatch(n, k, g, dtype):
+def test_update_matches_reference_bit_for_bit_across_the_dispatch(n, k, g, dtype, taken):
+    """The update at its hook-row boundaries, bit for bit; bf16 hooks on even ``K`` change kernel at
+    ``WGMMA_UPDATE_MIN_ROWS``, the rest stay on the Triton vote kernel."""
     gen = torch.Generator().manual_seed(n + k)
+    kernels_taken = {}
     for m in UPDATE_ROWS:
         state = layer_state(n, k, g, gen)
         x, grad_y = hooks(m, n, k, gen, dtype)
+        taken.clear()
         expected, actual = run_both(state, x, grad_y, rule(k, g))
+        kernels_taken[m] = tuple(dict.fromkeys(taken))
         assert_bitwise(expected, actual)
+    wgmma = {m for m, path in kernels_taken.items() if _name(triton_wgmma_ws, "ws_update") in path}
+    vote = {m for m, path in kernels_taken.items() if _name(update_kernels, "hook_planes") in path}
+    if dtype == torch.bfloat16 and k % 2 == 0:
+        assert wgmma == {m for m in UPDATE_ROWS if m >= update_kernels.WGMMA_UPDATE_MIN_ROWS}, kernels_taken
+    else:
+        assert not wgmma, kernels_taken
+    assert vote == set(UPDATE_ROWS) - wgmma, kernels_taken
