@@ -16,7 +16,9 @@ that differ between groups and a bias as large as the outputs) and dtype:
 
 Not swept: the decode-in-GEMM grad-x and the update's wide tiles, which only layers of 2^27 weights or 8192 hook
 rows reach (their own files test them). The checker is itself checked (on the CPU too): faults injected at one
-row count are reported there only. The sweeps are GPU only: under the interpreter they would take hours.
+row count are reported there only. The card's sweeps are GPU only (under the interpreter they would take hours);
+on the CPU one layer crosses the interpreter's own boundaries (GEMV, fused kernels, two-step with and without
+digit planes).
 """
 
 from __future__ import annotations
@@ -239,6 +241,14 @@ def _rows_with_planes(n: int) -> list[int]:
     return sorted(set(FORWARD_ROWS) | set(_around(-(-n // kernels.PLANES_ROWS_PER_OUTPUT))))
 
 
+# The interpreter's dispatch (no Gluon kernels; CI runs it): the GEMV, the fused kernels and the two-step path with
+# and without digit planes, on one layer wide enough for the planes (``plane_block()`` is 16 bytes there).
+INTERPRETER_LAYER = (600, 400, 15)
+INTERPRETER_BOUNDARIES = {"GEMV_MAX_ROWS": kernels.GEMV_MAX_ROWS, "GRAD_X_FUSED_ROWS": kernels.GRAD_X_FUSED_ROWS,
+                          "TWO_STEP_MIN_ROWS": kernels.TWO_STEP_MIN_ROWS,
+                          "planes": -(-INTERPRETER_LAYER[0] // kernels.PLANES_ROWS_PER_OUTPUT)}
+
+
 def test_sweeps_hold_each_boundary_and_its_neighbours():
     assert all({b - 1, b, b + 1} <= set(FORWARD_ROWS) for b in BOUNDARIES.values())
     assert all({8 * tiles, 8 * tiles + 1} <= set(DECODE_ROWS) for tiles in triton_tiled_mma.TILED_MMA_LAUNCHES)
@@ -269,6 +279,20 @@ def test_the_sweep_names_the_row_counts_a_fault_hits(monkeypatch):
     assert [line.split(" ")[4:6] for line in failures] == [["M=15:", "forward"], ["M=16:", "grad_x"],
                                                            ["M=17:", "forward"]], failures
     assert "rounding bound" in failures[0], failures
+
+
+@pytest.mark.skipif(DEVICE == "cuda", reason="the interpreter's paths (the card's sweep is the test below)")
+def test_interpreter_dispatch_matches_float64_across_its_seams(taken):
+    """fp32 under the interpreter at the rows around its dispatch's boundaries: within the bounds, each boundary
+    changing the path, each of its entry points and the digit planes reached (about a minute on two cores)."""
+    paths: dict = {}
+    failures = _sweep(INTERPRETER_LAYER, torch.float32, _around(*INTERPRETER_BOUNDARIES.values()), False, taken,
+                      paths)
+    assert not failures, "; ".join(failures)
+    assert not _uncrossed(INTERPRETER_BOUNDARIES, paths), _uncrossed(INTERPRETER_BOUNDARIES, paths)
+    points = {_name(kernels, f) for f in ("forward_gemv", "forward_fused", "forward_two_step", "grad_x_gemv",
+                                          "grad_x_fused", "grad_x_two_step")} | {"planes"}
+    assert not _never_taken(paths, points), _never_taken(paths, points)
 
 
 @GPU_ONLY
