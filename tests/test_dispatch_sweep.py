@@ -23,6 +23,8 @@ digit planes).
 
 from __future__ import annotations
 
+import re
+
 import attrs
 import pytest
 import torch
@@ -40,7 +42,8 @@ from ternary.state.decode_state import decode_layout_fits  # noqa: E402
 from test_triton_update import assert_bitwise, hooks, layer_state, rule, run_both  # noqa: E402
 from test_triton_update import poisoned_outputs  # noqa: E402,F401  (autouse: every update output poisoned)
 
-GPU_ONLY = pytest.mark.skipif(DEVICE != "cuda", reason="a sweep of compiled kernels: GPU only")
+GPU_ONLY = pytest.mark.skipif(DEVICE != "cuda" or torch.cuda.get_device_capability()[0] != 9,
+                              reason="the paths of sm_90 cards (other cards dispatch differently)")
 DTYPES = (torch.bfloat16, torch.float16, torch.float32)
 
 # Relative RMS error against float64: one bf16 / fp16 rounding of the output is ~2^-9 / 2^-12 relative RMS
@@ -49,13 +52,13 @@ BUDGETS = {torch.bfloat16: 4e-3, torch.float16: 5e-4, torch.float32: 5e-5}
 # ... and every output within its own rounding bound: two roundings of the output dtype (unit roundoff ``U``) of
 # the larger of the output and the product before the bias (the two-step paths round cuBLAS's product, then add
 # the bias in fp32 and round again), plus ``ACCUMULATION`` times the sum of the magnitudes of the terms for the
-# fp32 sums (tensor cores truncate each addition; the GEMV rewrites each byte's dot product) and one subnormal
+# fp32 sums (tensor cores truncate each addition; the GEMV rewrites each byte's dot product) and half a subnormal
 # step. ``ACCUMULATION`` is a statistical bound, not a worst case ((n - 1) 2^-24 would be 6e-5 at K = 1000 and
 # 2.4e-4 for a grad-x over 4096 rows): it holds with room on these random layers. One wrong output, which the RMS
 # over a large layer would dilute, is caught here.
 U = {torch.bfloat16: 2.0**-8, torch.float16: 2.0**-11, torch.float32: 2.0**-24}
 ACCUMULATION = 2e-5
-# (N, K, G), K never a multiple of 5 or of G:
+# (N, K, G), K never a multiple of G (nor of 5 but in the last):
 # - 1001 x 1003, G = 40: T_packed rows of 201 bytes cannot be read as aligned words, so the mma, wgmma and table
 #   kernels refuse it and the GEMV, fused and two-step paths take it;
 # - 257 x 999, G = 80: word-readable; the mma and wgmma forwards up to 63 rows, then (its buffer stays in L2) the
@@ -66,8 +69,8 @@ ACCUMULATION = 2e-5
 # - 14336 x 4100, G = 40: a buffer too large for L2 (the wgmma forward up to 256 rows), the wgmma grad-x up to 64
 #   rows (its workspace pays), the decode-in-GEMM forward, the digit planes in fp32 and fp16.
 LAYERS = [(1001, 1003, 40), (257, 999, 80), (1001, 2561, 15), (4096, 1002, 40), (14336, 4100, 40)]
-# The decode layout's layers, and G = 20 for its one-row shuffle GEMV (the table GEMV and the tiled mma.sync
-# kernel need G / 5 a multiple of 8).
+# The decode layout's layers, and 512 x 640 with G = 20 for its one-row shuffle GEMV (the table GEMV and the tiled
+# mma.sync kernel need G / 5 a multiple of 8).
 DECODE_LAYERS = [layer for layer in LAYERS if decode_layout_fits(layer[2])] + [(512, 640, 20)]
 
 
@@ -76,23 +79,33 @@ def _around(*boundaries: int) -> list[int]:
     return sorted({m for b in boundaries for m in (b - 1, b, b + 1) if m >= 1})
 
 
-BOUNDARIES = {"GEMV_MAX_ROWS": kernels.GEMV_MAX_ROWS, "MMA_MAX_ROWS": triton_mma_forward.MMA_MAX_ROWS,
-              "GRAD_X_FUSED_ROWS": kernels.GRAD_X_FUSED_ROWS, "WGMMA_GRAD_X_MAX_ROWS": kernels.WGMMA_GRAD_X_MAX_ROWS,
-              "TWO_STEP_MIN_ROWS": kernels.TWO_STEP_MIN_ROWS, "WGMMA_MAX_ROWS": kernels.WGMMA_MAX_ROWS,
-              "DECODE_GEMM_ROWS[0]": kernels.DECODE_GEMM_ROWS[0],
-              "DECODE_GEMM_SMALL_LAYER_MAX_ROWS": kernels.DECODE_GEMM_SMALL_LAYER_MAX_ROWS}
-FORWARD_ROWS = _around(1, *BOUNDARIES.values())
-DECODE_BOUNDARIES = {"TILED_MMA_MIN_ROWS": triton_tiled_mma.TILED_MMA_MIN_ROWS,
-                     "TILED_MMA_MAX_ROWS": triton_tiled_mma.TILED_MMA_MAX_ROWS}
+FORWARD, GRAD_X = 0, 1
+# Each boundary: (its row count b, the path it splits, whether the lower path takes b itself: ``..._MAX_ROWS``, or
+# the upper one takes it: ``..._MIN_ROWS``). Boundaries that share a row count are told apart by the path they split.
+BOUNDARIES = {
+    "GEMV_MAX_ROWS (forward)": (kernels.GEMV_MAX_ROWS, FORWARD, True),
+    "GEMV_MAX_ROWS (grad-x)": (kernels.GEMV_MAX_ROWS, GRAD_X, True),
+    "MMA_MAX_ROWS": (triton_mma_forward.MMA_MAX_ROWS, FORWARD, True),
+    "GRAD_X_FUSED_ROWS": (kernels.GRAD_X_FUSED_ROWS, GRAD_X, True),
+    "WGMMA_GRAD_X_MAX_ROWS": (kernels.WGMMA_GRAD_X_MAX_ROWS, GRAD_X, True),
+    "TWO_STEP_MIN_ROWS": (kernels.TWO_STEP_MIN_ROWS, FORWARD, False),
+    "WGMMA_MAX_ROWS": (kernels.WGMMA_MAX_ROWS, FORWARD, True),
+    "DECODE_GEMM_ROWS[0]": (kernels.DECODE_GEMM_ROWS[0], FORWARD, False),
+    "DECODE_GEMM_SMALL_LAYER_MAX_ROWS": (kernels.DECODE_GEMM_SMALL_LAYER_MAX_ROWS, FORWARD, True),
+}
+FORWARD_ROWS = _around(1, *(rows for rows, _, _ in BOUNDARIES.values()))
+DECODE_BOUNDARIES = {"TILED_MMA_MIN_ROWS": (triton_tiled_mma.TILED_MMA_MIN_ROWS, FORWARD, False),
+                     "TILED_MMA_MAX_ROWS": (triton_tiled_mma.TILED_MMA_MAX_ROWS, FORWARD, True)}
 # The tiled kernel also compiles per column tile of 8 rows (launch, unrolling, where it loads the fragments).
-DECODE_ROWS = _around(1, *DECODE_BOUNDARIES.values(), *(8 * tiles for tiles in triton_tiled_mma.TILED_MMA_LAUNCHES))
+DECODE_ROWS = _around(1, *(rows for rows, _, _ in DECODE_BOUNDARIES.values()),
+                      *(8 * tiles for tiles in triton_tiled_mma.TILED_MMA_LAUNCHES))
 # 256: the update's hook rows per step double above it (``update_kernels._tiles``).
 UPDATE_ROWS = _around(1, update_kernels.WGMMA_UPDATE_MIN_ROWS, 256)
 
 
 def _name(module, function: str) -> str:
-    """``module.function`` by the module's last name (``triton.forward_mma``)."""
-    return f"{module.__name__.rsplit('.', 1)[-1]}.{function}"
+    """``module.function`` below ``ternary.kernels`` (``linear.triton.forward_mma``, ``update.triton.hook_planes``)."""
+    return f"{module.__name__.removeprefix('ternary.kernels.')}.{function}"
 
 
 # The kernels' entry points the dispatch picks among, recorded by :func:`taken`.
@@ -103,14 +116,16 @@ ENTRY_POINTS = {
     triton_lut_gemv: ("lut_gemv",), triton_tiled_gemv: ("tiled_gemv",), triton_tiled_mma: ("tiled_mma",),
     triton_wgmma_ws: ("ws_update",), triton_wgmma_wide: ("wide_update",), update_kernels: ("hook_planes",),
 }
-# Reached only by layers of DECODE_GEMM_GRAD_X_MIN_WEIGHTS (2^27) weights or WIDE_MIN_ROWS (8192) hook rows.
-NOT_SWEPT = {_name(triton_decode_gemm, "grad_x"), _name(triton_wgmma_wide, "wide_update")}
+# Reached only by layers of DECODE_GEMM_GRAD_X_MIN_WEIGHTS (2^27) weights (the wide update, by WIDE_MIN_ROWS hook
+# rows, is not swept either).
+NOT_SWEPT = {_name(triton_decode_gemm, "grad_x")}
 
 
 @pytest.fixture
 def taken(monkeypatch) -> list[str]:
     """The entry points of ``ENTRY_POINTS`` called since the list was last cleared, in call order, and
-    ``planes`` where a two-step call decoded in digit-plane order (``update.hook_planes`` marks the Triton update)."""
+    ``planes`` where a two-step call decoded in digit-plane order (``update.triton.hook_planes`` marks the Triton
+    update)."""
     log: list[str] = []
 
     def recorded(name, function):
@@ -124,8 +139,8 @@ def taken(monkeypatch) -> list[str]:
             monkeypatch.setattr(module, function, recorded(_name(module, function), getattr(module, function)))
     plane_order = kernels._plane_order
 
-    def planes(*args):
-        chosen = plane_order(*args)
+    def planes(*args, **kwargs):
+        chosen = plane_order(*args, **kwargs)
         if chosen:
             log.append("planes")
         return chosen
@@ -224,12 +239,27 @@ def _sweep(layer: tuple[int, int, int], dtype: torch.dtype, rows: list[int], dec
     return [f"{layer} {dtype} {line}" for line in failures]
 
 
-def _uncrossed(boundaries: dict[str, int], paths: dict) -> list[str]:
-    """The boundaries ``b`` at which no layer and dtype of ``paths`` takes a different path at ``b - 1``, ``b``
-    and ``b + 1``."""
+def _uncrossed(boundaries: dict[str, tuple[int, int, bool]], paths: dict) -> list[str]:
+    """The boundaries (``BOUNDARIES``' form) at which no layer and dtype of ``paths`` takes one path at the last row
+    count below and another at the first above, on the side the boundary splits."""
     keys = {(layer, dtype) for layer, dtype, _ in paths}
-    return [name for name, b in boundaries.items()
-            if not any(len({paths[(*key, m)] for m in (b - 1, b, b + 1) if (*key, m) in paths}) > 1 for key in keys)]
+
+    def splits(rows: int, side: int, up_to: bool) -> bool:
+        low = rows if up_to else rows - 1
+        return any((*key, low) in paths and (*key, low + 1) in paths
+                   and paths[(*key, low)][side] != paths[(*key, low + 1)][side] for key in keys)
+
+    return [name for name, boundary in boundaries.items() if not splits(*boundary)]
+
+
+def _planes_end(paths: dict, side: int) -> bool:
+    """Whether some layer and dtype decodes in digit-plane order on ``side`` at the row count before
+    :func:`_plane_end` and not at it."""
+    for layer, dtype, m in paths:
+        if m == _plane_end(layer[0]) - 1 and (layer, dtype, m + 1) in paths:
+            if "planes" in paths[(layer, dtype, m)][side] and "planes" not in paths[(layer, dtype, m + 1)][side]:
+                return True
+    return False
 
 
 def _never_taken(paths: dict, names: set[str]) -> set[str]:
@@ -238,25 +268,31 @@ def _never_taken(paths: dict, names: set[str]) -> set[str]:
     return names - reached
 
 
+def _plane_end(n: int) -> int:
+    """The first row count at which the two-step path of an ``n``-row layer stops decoding in digit-plane order
+    (planes while ``M * PLANES_ROWS_PER_OUTPUT < N``, where the layer takes them at all)."""
+    return -(-n // kernels.PLANES_ROWS_PER_OUTPUT)
+
+
 def _rows_with_planes(n: int) -> list[int]:
-    """``FORWARD_ROWS`` and the rows around the two-step path's digit-plane boundary of an ``n``-row layer (planes
-    while ``M * PLANES_ROWS_PER_OUTPUT < N``)."""
-    return sorted(set(FORWARD_ROWS) | set(_around(-(-n // kernels.PLANES_ROWS_PER_OUTPUT))))
+    """``FORWARD_ROWS`` and the rows around the digit-plane boundary of an ``n``-row layer."""
+    return sorted(set(FORWARD_ROWS) | set(_around(_plane_end(n))))
 
 
 # The interpreter's dispatch (no Gluon kernels; CI runs it): the GEMV, the fused kernels and the two-step path with
 # and without digit planes, on one layer wide enough for the planes (``plane_block()`` is 16 bytes there).
 INTERPRETER_LAYER = (600, 400, 15)
-INTERPRETER_BOUNDARIES = {"GEMV_MAX_ROWS": kernels.GEMV_MAX_ROWS, "GRAD_X_FUSED_ROWS": kernels.GRAD_X_FUSED_ROWS,
-                          "TWO_STEP_MIN_ROWS": kernels.TWO_STEP_MIN_ROWS,
-                          "planes": -(-INTERPRETER_LAYER[0] // kernels.PLANES_ROWS_PER_OUTPUT)}
+INTERPRETER_BOUNDARIES = {name: BOUNDARIES[name] for name in ("GEMV_MAX_ROWS (forward)", "GEMV_MAX_ROWS (grad-x)",
+                                                              "GRAD_X_FUSED_ROWS", "TWO_STEP_MIN_ROWS")}
 
 
 def test_sweeps_hold_each_boundary_and_its_neighbours():
-    assert all({b - 1, b, b + 1} <= set(FORWARD_ROWS) for b in BOUNDARIES.values())
+    assert all({b - 1, b, b + 1} <= set(FORWARD_ROWS) for b, _, _ in BOUNDARIES.values())
     assert all({8 * tiles, 8 * tiles + 1} <= set(DECODE_ROWS) for tiles in triton_tiled_mma.TILED_MMA_LAUNCHES)
     assert {update_kernels.WGMMA_UPDATE_MIN_ROWS - 1, update_kernels.WGMMA_UPDATE_MIN_ROWS} <= set(UPDATE_ROWS)
-    assert {124, 125, 126} <= set(_rows_with_planes(999)) and 1 in DECODE_ROWS
+    for n, _, _ in LAYERS:
+        assert {_plane_end(n) - 1, _plane_end(n)} <= set(_rows_with_planes(n)), n
+    assert 1 in DECODE_ROWS
 
 
 def test_the_sweep_names_the_row_counts_a_fault_hits(monkeypatch):
@@ -279,22 +315,24 @@ def test_the_sweep_names_the_row_counts_a_fault_hits(monkeypatch):
     monkeypatch.setattr(kernels, "forward", faulty_forward)
     monkeypatch.setattr(kernels, "grad_x", faulty_grad_x)
     failures = _sweep((40, 161, 15), torch.float32, [14, 15, 16, 17], decode=False, log=None, paths={})
-    assert [line.split(" ")[4:6] for line in failures] == [["M=15:", "forward"], ["M=16:", "grad_x"],
-                                                           ["M=17:", "forward"]], failures
+    found = [re.search(r"M=(\d+): (\w+)", line).groups() for line in failures]
+    assert found == [("15", "forward"), ("16", "grad_x"), ("17", "forward")], failures
     assert "rounding bound" in failures[0], failures
 
 
 @pytest.mark.skipif(DEVICE == "cuda", reason="the interpreter's paths (the card's sweep is the test below)")
 def test_interpreter_dispatch_matches_float64_across_its_seams(taken):
     """fp32 under the interpreter at the rows around its dispatch's boundaries: within the bounds, each boundary
-    changing the path, each of its entry points and the digit planes reached (about a minute on two cores)."""
+    changing the path, each of its entry points reached, the digit planes ending on both sides (about 95 s on two
+    cores)."""
     paths: dict = {}
-    failures = _sweep(INTERPRETER_LAYER, torch.float32, _around(*INTERPRETER_BOUNDARIES.values()), False, taken,
-                      paths)
+    rows = _around(*(b for b, _, _ in INTERPRETER_BOUNDARIES.values()), _plane_end(INTERPRETER_LAYER[0]))
+    failures = _sweep(INTERPRETER_LAYER, torch.float32, rows, False, taken, paths)
     assert not failures, "; ".join(failures)
     assert not _uncrossed(INTERPRETER_BOUNDARIES, paths), _uncrossed(INTERPRETER_BOUNDARIES, paths)
+    assert _planes_end(paths, FORWARD) and _planes_end(paths, GRAD_X), paths
     points = {_name(kernels, f) for f in ("forward_gemv", "forward_fused", "forward_two_step", "grad_x_gemv",
-                                          "grad_x_fused", "grad_x_two_step")} | {"planes"}
+                                          "grad_x_fused", "grad_x_two_step")}
     assert not _never_taken(paths, points), _never_taken(paths, points)
 
 
@@ -307,9 +345,7 @@ def test_linear_and_grad_x_match_float64_across_the_dispatch(taken):
                 for line in _sweep(layer, dtype, _rows_with_planes(layer[0]), False, taken, paths)]
     assert not failures, "; ".join(failures)
     assert not _uncrossed(BOUNDARIES, paths), _uncrossed(BOUNDARIES, paths)
-    planes = [(layer, dtype, m) for layer, dtype, m in paths if (layer, dtype, m + 1) in paths
-              and "planes" in paths[(layer, dtype, m)][0] and "planes" not in paths[(layer, dtype, m + 1)][0]]
-    assert planes, "no layer crosses the digit-plane boundary"
+    assert _planes_end(paths, FORWARD) and _planes_end(paths, GRAD_X), "a side never ends its digit planes"
     linear_points = {_name(module, f) for module in (kernels, triton_decode_gemm) for f in ENTRY_POINTS[module]}
     linear_points -= NOT_SWEPT
     assert not _never_taken(paths, linear_points), _never_taken(paths, linear_points)
@@ -341,11 +377,13 @@ def test_decode_state_forward_matches_float64_across_the_dispatch(taken):
 
 
 @GPU_ONLY
-@pytest.mark.parametrize("n,k,g", [(257, 1002, 40), (130, 999, 15)], ids=["even_k", "odd_k"])
+@pytest.mark.parametrize("n,k,g,wgmma", [(257, 1002, 40, True), (130, 999, 40, False), (130, 1000, 15, False)],
+                         ids=["even_k", "odd_k", "groups_straddle_blocks"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32], ids=str)
-def test_update_matches_reference_bit_for_bit_across_the_dispatch(n, k, g, dtype, taken):
-    """The update at its hook-row boundaries, bit for bit; bf16 hooks on even ``K`` change kernel at
-    ``WGMMA_UPDATE_MIN_ROWS``, the rest stay on the Triton vote kernel."""
+def test_update_matches_reference_bit_for_bit_across_the_dispatch(n, k, g, wgmma, dtype, taken):
+    """The update at its hook-row boundaries, bit for bit. bf16 hooks change to the wgmma kernel at
+    ``WGMMA_UPDATE_MIN_ROWS`` where it takes the layer (even ``K``: 16-bit accumulator pieces; groups inside its
+    64-byte blocks); everything else stays on the Triton vote kernel."""
     gen = torch.Generator().manual_seed(n + k)
     kernels_taken = {}
     for m in UPDATE_ROWS:
@@ -355,10 +393,10 @@ def test_update_matches_reference_bit_for_bit_across_the_dispatch(n, k, g, dtype
         expected, actual = run_both(state, x, grad_y, rule(k, g))
         kernels_taken[m] = tuple(dict.fromkeys(taken))
         assert_bitwise(expected, actual)
-    wgmma = {m for m, path in kernels_taken.items() if _name(triton_wgmma_ws, "ws_update") in path}
-    vote = {m for m, path in kernels_taken.items() if _name(update_kernels, "hook_planes") in path}
-    if dtype == torch.bfloat16 and k % 2 == 0:
-        assert wgmma == {m for m in UPDATE_ROWS if m >= update_kernels.WGMMA_UPDATE_MIN_ROWS}, kernels_taken
+    on_wgmma = {m for m, path in kernels_taken.items() if _name(triton_wgmma_ws, "ws_update") in path}
+    on_vote = {m for m, path in kernels_taken.items() if _name(update_kernels, "hook_planes") in path}
+    if wgmma and dtype == torch.bfloat16:
+        assert on_wgmma == {m for m in UPDATE_ROWS if m >= update_kernels.WGMMA_UPDATE_MIN_ROWS}, kernels_taken
     else:
-        assert not wgmma, kernels_taken
-    assert vote == set(UPDATE_ROWS) - wgmma, kernels_taken
+        assert not on_wgmma, kernels_taken
+    assert on_vote == set(UPDATE_ROWS) - on_wgmma, kernels_taken
